@@ -1,0 +1,558 @@
+//! Configuration: a builder in code, or [`Config::from_env`] with the conventional names.
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `REDIS_URL` | `redis://[user:password@]host:port/db`, or `rediss://` for TLS (feature `tls`) | unset: in-process tier only |
+//! | `CACHE_ENABLED` | `true`/`false`: whether response and data caching is on | `true` |
+//! | `CACHE_KEY_PREFIX` | first segment of every key | `larder` |
+//! | `CACHE_DEFAULT_TTL` | seconds a cached value lives | `300` |
+//! | `CACHE_NEGATIVE_TTL` | seconds a not-found result lives | `15` |
+//! | `CACHE_<MODULE>_TTL` | seconds for one module (`CACHE_BALANCE_TTL=60`) | `CACHE_DEFAULT_TTL` |
+//! | `LARDER_OP_TIMEOUT_MS` | deadline of one request-path Redis call | `50` |
+//! | `LARDER_CONNECT_TIMEOUT_MS` | deadline of one connection attempt | `1000` |
+//! | `LARDER_BREAKER_THRESHOLD` | consecutive failures that open the breaker | `5` |
+//! | `LARDER_BREAKER_COOLDOWN_MS` | time the breaker stays open before a probe | `2000` |
+//! | `LARDER_POOL_SIZE` | dedicated connections (blocking pops, pub/sub) | `8` |
+//! | `LARDER_POOL_WAIT_TIMEOUT_MS` | wait for a free dedicated connection | `100` |
+//! | `LARDER_HASH_TAG` | wrap the tenant in a cluster hash tag | `true` |
+//!
+//! A malformed value is an error that names the variable and what is wrong with the
+//! value; a password is never part of it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A configuration value was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable (or builder value) holds a bad value.
+    #[error("{var}: {problem}")]
+    Invalid {
+        /// The variable's name (`CACHE_DEFAULT_TTL`) or the builder method.
+        var: String,
+        /// What is wrong, without echoing secrets.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(var: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            var: var.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A Redis URL whose password never reaches `Debug`, `Display` or an error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    url: url::Url,
+}
+
+impl RedisUrl {
+    /// Parses and checks a `redis://`, `rediss://` or `unix://` URL.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `REDIS_URL`; the message never contains the password.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let url = url::Url::parse(raw).map_err(|e| {
+            // url's messages describe the syntax fault without quoting the input.
+            ConfigError::invalid("REDIS_URL", format!("not a valid URL ({e})"))
+        })?;
+        match url.scheme() {
+            "redis" | "unix" | "redis+unix" => {}
+            "rediss" => {
+                if !cfg!(feature = "tls") {
+                    return Err(ConfigError::invalid(
+                        "REDIS_URL",
+                        "rediss:// needs larder-core's `tls` feature",
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "REDIS_URL",
+                    format!("unsupported scheme `{other}`; expected redis://, rediss:// or unix://"),
+                ))
+            }
+        }
+        if url.scheme().starts_with("redis") && url.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::invalid("REDIS_URL", "the URL has no host"));
+        }
+        let path = url.path().trim_start_matches('/');
+        if url.scheme().starts_with("redis") && !path.is_empty() && path.parse::<u16>().is_err() {
+            return Err(ConfigError::invalid(
+                "REDIS_URL",
+                "the path must be a database number such as /0",
+            ));
+        }
+        Ok(Self { url })
+    }
+
+    /// The password, if the URL carries one (for redaction of third-party messages).
+    pub(crate) fn password(&self) -> Option<String> {
+        self.url.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    }
+
+    /// The raw URL, password included: only for handing to the Redis client.
+    pub(crate) fn expose(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// Whether the URL asks for TLS.
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "rediss"
+    }
+
+    /// The URL with the password replaced by `***`, safe to log.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let mut shown = self.url.clone();
+        if shown.password().is_some() {
+            // Setting a password fails only for URLs that cannot have one, which a
+            // URL that has one is not.
+            let _ = shown.set_password(Some("***"));
+        }
+        shown.to_string()
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RedisUrl").field(&self.redacted()).finish()
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Everything larder needs to know to reach Redis and to behave without it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where Redis is; `None` runs every component on its in-process tier.
+    pub redis_url: Option<RedisUrl>,
+    /// Whether caching is on (`CACHE_ENABLED`).
+    pub cache_enabled: bool,
+    /// First segment of every key (`CACHE_KEY_PREFIX`).
+    pub key_prefix: String,
+    /// Whether the tenant part carries a Redis Cluster hash tag (`LARDER_HASH_TAG`).
+    pub hash_tag: bool,
+    /// Default time to live of cached values (`CACHE_DEFAULT_TTL`).
+    pub default_ttl: Duration,
+    /// Time to live of not-found results (`CACHE_NEGATIVE_TTL`).
+    pub negative_ttl: Duration,
+    /// Per-module times to live (`CACHE_<MODULE>_TTL`), keyed by lower-case module.
+    pub module_ttls: BTreeMap<String, Duration>,
+    /// Deadline of one request-path Redis call (`LARDER_OP_TIMEOUT_MS`).
+    pub op_timeout: Duration,
+    /// Deadline of one connection attempt (`LARDER_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout: Duration,
+    /// Consecutive failures that open the circuit breaker (`LARDER_BREAKER_THRESHOLD`).
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before one probe (`LARDER_BREAKER_COOLDOWN_MS`).
+    pub breaker_cooldown: Duration,
+    /// Size of the pool of dedicated connections (`LARDER_POOL_SIZE`).
+    pub pool_size: usize,
+    /// Wait for a free dedicated connection (`LARDER_POOL_WAIT_TIMEOUT_MS`).
+    pub pool_wait_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            cache_enabled: true,
+            key_prefix: "larder".to_owned(),
+            hash_tag: true,
+            default_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(15),
+            module_ttls: BTreeMap::new(),
+            op_timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(1000),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_millis(2000),
+            pool_size: 8,
+            pool_wait_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    #[must_use]
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Self::default(),
+            error: None,
+        }
+    }
+
+    /// Reads the process environment (see the module docs for the names).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first variable whose value is malformed.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            if !is_ours(name) {
+                continue;
+            }
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError::invalid(name, "value is not valid UTF-8"))?;
+            vars.push((name.to_owned(), value));
+        }
+        Self::from_vars(vars)
+    }
+
+    /// Reads configuration from name/value pairs, as [`from_env`](Self::from_env)
+    /// does from the environment. Unknown names are ignored; later pairs win.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first variable whose value is malformed.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut c = Self::default();
+        for (name, value) in vars {
+            let (name, raw) = (name.as_ref(), value.as_ref());
+            let value = raw.trim();
+            match name {
+                "REDIS_URL" => {
+                    c.redis_url = if value.is_empty() {
+                        None
+                    } else {
+                        Some(RedisUrl::parse(value)?)
+                    };
+                }
+                "CACHE_ENABLED" => c.cache_enabled = parse_bool(name, value)?,
+                "CACHE_KEY_PREFIX" => {
+                    crate::keyspace::Keyspace::new(value)
+                        .map_err(|e| ConfigError::invalid(name, e.to_string()))?;
+                    value.clone_into(&mut c.key_prefix);
+                }
+                "LARDER_HASH_TAG" => c.hash_tag = parse_bool(name, value)?,
+                "CACHE_DEFAULT_TTL" => c.default_ttl = parse_secs(name, value)?,
+                "CACHE_NEGATIVE_TTL" => c.negative_ttl = parse_secs(name, value)?,
+                "LARDER_OP_TIMEOUT_MS" => c.op_timeout = parse_millis(name, value)?,
+                "LARDER_CONNECT_TIMEOUT_MS" => c.connect_timeout = parse_millis(name, value)?,
+                "LARDER_BREAKER_THRESHOLD" => {
+                    c.breaker_threshold = parse_positive(name, value)?;
+                }
+                "LARDER_BREAKER_COOLDOWN_MS" => c.breaker_cooldown = parse_millis(name, value)?,
+                "LARDER_POOL_SIZE" => c.pool_size = parse_positive(name, value)?,
+                "LARDER_POOL_WAIT_TIMEOUT_MS" => {
+                    c.pool_wait_timeout = parse_millis(name, value)?;
+                }
+                _ => {
+                    if let Some(module) = module_ttl_name(name) {
+                        crate::keyspace::Module::new(&module)
+                            .map_err(|e| ConfigError::invalid(name, e.to_string()))?;
+                        c.module_ttls.insert(module, parse_secs(name, value)?);
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// The time to live for `module`: its own setting, or the default.
+    #[must_use]
+    pub fn ttl_for(&self, module: &str) -> Duration {
+        self.module_ttls
+            .get(module)
+            .copied()
+            .unwrap_or(self.default_ttl)
+    }
+}
+
+fn is_ours(name: &str) -> bool {
+    name == "REDIS_URL" || name.starts_with("CACHE_") || name.starts_with("LARDER_")
+}
+
+fn module_ttl_name(name: &str) -> Option<String> {
+    let middle = name.strip_prefix("CACHE_")?.strip_suffix("_TTL")?;
+    if middle.is_empty() || middle == "DEFAULT" || middle == "NEGATIVE" {
+        return None;
+    }
+    Some(middle.to_ascii_lowercase())
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::invalid(
+            var,
+            format!("expected true or false, got {value:?}"),
+        )),
+    }
+}
+
+fn parse_u64(var: &str, value: &str, unit: &str) -> Result<u64, ConfigError> {
+    value.parse::<u64>().map_err(|_| {
+        ConfigError::invalid(
+            var,
+            format!("expected a whole number of {unit}, got {value:?}"),
+        )
+    })
+}
+
+fn parse_secs(var: &str, value: &str) -> Result<Duration, ConfigError> {
+    parse_u64(var, value, "seconds").map(Duration::from_secs)
+}
+
+fn parse_millis(var: &str, value: &str) -> Result<Duration, ConfigError> {
+    let ms = parse_u64(var, value, "milliseconds")?;
+    if ms == 0 {
+        return Err(ConfigError::invalid(var, "must be at least 1 millisecond"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_positive<T: TryFrom<u64>>(var: &str, value: &str) -> Result<T, ConfigError> {
+    let n = parse_u64(var, value, "items")?;
+    if n == 0 {
+        return Err(ConfigError::invalid(var, "must be at least 1"));
+    }
+    T::try_from(n).map_err(|_| ConfigError::invalid(var, format!("{n} is too large")))
+}
+
+/// Builds a [`Config`] in code; errors surface at [`build`](Self::build).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+    error: Option<ConfigError>,
+}
+
+impl ConfigBuilder {
+    /// Starts from an existing configuration (for example [`Config::from_env`]).
+    pub fn from_config(config: Config) -> Self {
+        Self {
+            config,
+            error: None,
+        }
+    }
+
+    /// Sets the Redis URL.
+    pub fn redis_url(mut self, url: &str) -> Self {
+        match RedisUrl::parse(url) {
+            Ok(u) => self.config.redis_url = Some(u),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Runs without Redis: every component uses its in-process tier.
+    pub fn no_redis(mut self) -> Self {
+        self.config.redis_url = None;
+        self
+    }
+
+    /// Turns caching on or off.
+    pub fn cache_enabled(mut self, on: bool) -> Self {
+        self.config.cache_enabled = on;
+        self
+    }
+
+    /// Sets the key prefix.
+    pub fn key_prefix(mut self, prefix: &str) -> Self {
+        match crate::keyspace::Keyspace::new(prefix) {
+            Ok(_) => prefix.clone_into(&mut self.config.key_prefix),
+            Err(e) => {
+                self.error
+                    .get_or_insert(ConfigError::invalid("key_prefix", e.to_string()));
+            }
+        }
+        self
+    }
+
+    /// Turns the cluster hash tag on or off.
+    pub fn hash_tag(mut self, on: bool) -> Self {
+        self.config.hash_tag = on;
+        self
+    }
+
+    /// Sets the default time to live.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+
+    /// Sets the time to live of not-found results.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.config.negative_ttl = ttl;
+        self
+    }
+
+    /// Sets one module's time to live.
+    pub fn module_ttl(mut self, module: &str, ttl: Duration) -> Self {
+        match crate::keyspace::Module::new(module) {
+            Ok(_) => {
+                self.config.module_ttls.insert(module.to_owned(), ttl);
+            }
+            Err(e) => {
+                self.error
+                    .get_or_insert(ConfigError::invalid("module_ttl", e.to_string()));
+            }
+        }
+        self
+    }
+
+    /// Sets the deadline of one request-path Redis call.
+    pub fn op_timeout(mut self, deadline: Duration) -> Self {
+        self.config.op_timeout = deadline;
+        self
+    }
+
+    /// Sets the deadline of one connection attempt.
+    pub fn connect_timeout(mut self, deadline: Duration) -> Self {
+        self.config.connect_timeout = deadline;
+        self
+    }
+
+    /// Sets how many consecutive failures open the breaker.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.config.breaker_threshold = failures;
+        self
+    }
+
+    /// Sets how long the breaker stays open before a probe.
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Sets the number of dedicated connections.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.config.pool_size = size;
+        self
+    }
+
+    /// Sets the wait for a free dedicated connection.
+    pub fn pool_wait_timeout(mut self, wait: Duration) -> Self {
+        self.config.pool_wait_timeout = wait;
+        self
+    }
+
+    /// Checks and returns the configuration.
+    ///
+    /// # Errors
+    /// The first rejected value.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let c = self.config;
+        if c.op_timeout.is_zero() {
+            return Err(ConfigError::invalid("op_timeout", "must be positive"));
+        }
+        if c.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid("connect_timeout", "must be positive"));
+        }
+        if c.breaker_threshold == 0 {
+            return Err(ConfigError::invalid("breaker_threshold", "must be at least 1"));
+        }
+        if c.pool_size == 0 {
+            return Err(ConfigError::invalid("pool_size", "must be at least 1"));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_conventional_names() {
+        let c = Config::from_vars([
+            ("REDIS_URL", "redis://127.0.0.1:6379/2"),
+            ("CACHE_ENABLED", "false"),
+            ("CACHE_KEY_PREFIX", "stock"),
+            ("CACHE_DEFAULT_TTL", "120"),
+            ("CACHE_NEGATIVE_TTL", "5"),
+            ("CACHE_BALANCE_TTL", "60"),
+            ("CACHE_UOM_TTL", "3600"),
+            ("LARDER_OP_TIMEOUT_MS", "25"),
+            ("LARDER_BREAKER_THRESHOLD", "3"),
+            ("PATH", "/usr/bin"),
+        ])
+        .unwrap();
+        assert!(c.redis_url.is_some());
+        assert!(!c.cache_enabled);
+        assert_eq!(c.key_prefix, "stock");
+        assert_eq!(c.default_ttl, Duration::from_secs(120));
+        assert_eq!(c.negative_ttl, Duration::from_secs(5));
+        assert_eq!(c.ttl_for("balance"), Duration::from_secs(60));
+        assert_eq!(c.ttl_for("uom"), Duration::from_secs(3600));
+        assert_eq!(c.ttl_for("products"), Duration::from_secs(120));
+        assert_eq!(c.op_timeout, Duration::from_millis(25));
+        assert_eq!(c.breaker_threshold, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_problem() {
+        let cases = [
+            ("CACHE_DEFAULT_TTL", "ten", "CACHE_DEFAULT_TTL: expected a whole number of seconds, got \"ten\""),
+            ("CACHE_ENABLED", "maybe", "CACHE_ENABLED: expected true or false, got \"maybe\""),
+            ("LARDER_OP_TIMEOUT_MS", "0", "LARDER_OP_TIMEOUT_MS: must be at least 1 millisecond"),
+            ("LARDER_POOL_SIZE", "0", "LARDER_POOL_SIZE: must be at least 1"),
+            ("CACHE_KEY_PREFIX", "a:b", "CACHE_KEY_PREFIX: key prefix contains the forbidden character ':' at byte 1"),
+            ("CACHE_BA*D_TTL", "5", "CACHE_BA*D_TTL: module name contains the forbidden character '*' at byte 2"),
+            ("REDIS_URL", "http://x", "REDIS_URL: unsupported scheme `http`; expected redis://, rediss:// or unix://"),
+            ("REDIS_URL", "redis://h/abc", "REDIS_URL: the path must be a database number such as /0"),
+        ];
+        for (var, value, want) in cases {
+            let err = Config::from_vars([(var, value)]).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn password_never_shows() {
+        let secret = "s3cr%40t-pw";
+        let url = RedisUrl::parse(&format!("redis://app:{secret}@127.0.0.1:6379/0")).unwrap();
+        assert_eq!(url.password().as_deref(), Some("s3cr@t-pw"));
+        for shown in [format!("{url}"), format!("{url:?}"), url.redacted()] {
+            assert!(!shown.contains("s3cr"), "{shown}");
+            assert!(shown.contains("app:***@127.0.0.1"), "{shown}");
+        }
+        let c = Config::builder().redis_url(url.expose()).build().unwrap();
+        assert!(!format!("{c:?}").contains("s3cr"));
+
+        // A malformed URL carrying a password: the error must not echo it.
+        let err = RedisUrl::parse("redis://app:hunter2@[::1/0").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn builder_reports_the_first_bad_value() {
+        let err = Config::builder()
+            .key_prefix("bad prefix")
+            .op_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("key_prefix:"), "{err}");
+        assert!(Config::builder().breaker_threshold(0).build().is_err());
+    }
+}

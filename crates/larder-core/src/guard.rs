@@ -1,0 +1,534 @@
+//! The fail-open guard: a deadline on every Redis call and one circuit breaker per
+//! handle.
+//!
+//! ```text
+//!            N consecutive faults              cool-down elapsed
+//!   Closed ───────────────────────▶ Open ───────────────────────▶ HalfOpen
+//!     ▲                              ▲   (calls fail at once,        │ one probe call
+//!     │                              │    no network I/O)            │
+//!     └──────────── probe succeeds ──┴──────── probe fails ──────────┘
+//! ```
+//!
+//! Only backend faults count (timeouts, refused or dropped connections, auth
+//! failures, a loading or read-only server). A command error such as `WRONGTYPE` proves
+//! the server is up and resets the count. Each state change is logged once — WARN on
+//! open, INFO on close — and counted in `larder_breaker_transitions_total`.
+//!
+//! The breaker is lock-free: the hot path of a closed breaker is one atomic load
+//! before the call and one atomic store after it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{BackendError, Error, UnavailableReason};
+use crate::metrics as m;
+
+/// The circuit breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail at once with [`Error::Unavailable`].
+    Open,
+    /// One probe call is in flight; the others fail at once.
+    HalfOpen,
+}
+
+impl BreakerState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Closed,
+            1 => Self::HalfOpen,
+            _ => Self::Open,
+        }
+    }
+
+    /// A short, stable name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+const CLOSED: u8 = 0;
+const HALF_OPEN: u8 = 1;
+const OPEN: u8 = 2;
+
+/// Counts of what the guard did since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct GuardStats {
+    /// Calls that reached the network (including probes and the one retry).
+    pub attempted: u64,
+    /// Calls that succeeded (or got a command error from a live server).
+    pub succeeded: u64,
+    /// Calls that failed with a backend fault.
+    pub failed: u64,
+    /// Calls that exceeded their deadline (included in `failed`).
+    pub timed_out: u64,
+    /// Calls refused without network I/O because the breaker was open.
+    pub rejected: u64,
+    /// Times the breaker opened.
+    pub opened: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    attempted: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    rejected: AtomicU64,
+    opened: AtomicU64,
+}
+
+/// Deadline and circuit breaker shared by every call of one handle. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    deadline: Duration,
+    threshold: u32,
+    cooldown: Duration,
+    epoch: Instant,
+    state: AtomicU8,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since `epoch` when the breaker last opened.
+    opened_at_ms: AtomicU64,
+    probe_in_flight: AtomicBool,
+    counters: Counters,
+    last_error: Mutex<Option<&'static str>>,
+    /// Strings scrubbed from backend error messages (the password).
+    secrets: Vec<String>,
+}
+
+/// How a call was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Normal,
+    Probe,
+}
+
+impl Guard {
+    /// A guard with the given per-call deadline, failure threshold and cool-down.
+    #[must_use]
+    pub fn new(deadline: Duration, threshold: u32, cooldown: Duration) -> Self {
+        Self::with_secrets(deadline, threshold, cooldown, Vec::new())
+    }
+
+    pub(crate) fn with_secrets(
+        deadline: Duration,
+        threshold: u32,
+        cooldown: Duration,
+        secrets: Vec<String>,
+    ) -> Self {
+        m::describe();
+        Self {
+            inner: Arc::new(Inner {
+                deadline,
+                threshold: threshold.max(1),
+                cooldown,
+                epoch: Instant::now(),
+                state: AtomicU8::new(CLOSED),
+                consecutive_failures: AtomicU32::new(0),
+                opened_at_ms: AtomicU64::new(0),
+                probe_in_flight: AtomicBool::new(false),
+                counters: Counters::default(),
+                last_error: Mutex::new(None),
+                secrets,
+            }),
+        }
+    }
+
+    /// The per-call deadline.
+    #[must_use]
+    pub fn deadline(&self) -> Duration {
+        self.inner.deadline
+    }
+
+    /// The breaker's current state.
+    #[must_use]
+    pub fn state(&self) -> BreakerState {
+        BreakerState::from_u8(self.inner.state.load(Ordering::Acquire))
+    }
+
+    /// What the guard has done so far.
+    #[must_use]
+    pub fn stats(&self) -> GuardStats {
+        let c = &self.inner.counters;
+        GuardStats {
+            attempted: c.attempted.load(Ordering::Relaxed),
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            timed_out: c.timed_out.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            opened: c.opened.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The kind of the last backend fault, if any has happened.
+    #[must_use]
+    pub fn last_error(&self) -> Option<&'static str> {
+        *self
+            .inner
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs one Redis operation under the deadline and the breaker.
+    ///
+    /// `op` names the operation for logs and metrics. `call` is invoked once, or
+    /// twice when the first attempt was refused at connect time (a command that was
+    /// never sent is safe to retry) and the deadline leaves room.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] at once while the breaker is open, [`Error::Timeout`]
+    /// when the deadline elapses, [`Error::Backend`] for Redis errors.
+    pub async fn run<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_with_deadline(op, self.inner.deadline, call).await
+    }
+
+    /// As [`run`](Self::run), with an explicit deadline (for blocking commands whose
+    /// server-side timeout is longer than the request-path deadline).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_with_deadline<T, F, Fut>(
+        &self,
+        op: &'static str,
+        deadline: Duration,
+        mut call: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let admission = self.admit(op)?;
+        let mut probe = ProbeSlot {
+            guard: self,
+            armed: admission == Admission::Probe,
+        };
+        let started = Instant::now();
+        let c = &self.inner.counters;
+        let attempt = async {
+            c.attempted.fetch_add(1, Ordering::Relaxed);
+            match call().await {
+                Err(e) if e.is_connection_refusal() => {
+                    c.attempted.fetch_add(1, Ordering::Relaxed);
+                    call().await
+                }
+                other => other,
+            }
+        };
+        let outcome = tokio::time::timeout(deadline, attempt).await;
+        let elapsed = started.elapsed();
+        metrics::histogram!(m::REDIS_OP_DURATION, "op" => op).record(elapsed.as_secs_f64());
+        let result = match outcome {
+            Ok(Ok(value)) => {
+                self.on_success(&mut probe);
+                metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "ok").increment(1);
+                return Ok(value);
+            }
+            Ok(Err(e)) => {
+                let err = BackendError::from_redis(&e, &self.secret_refs());
+                if err.kind().is_fault() {
+                    self.on_failure(&mut probe, err.kind().as_str());
+                    metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "error").increment(1);
+                } else {
+                    // The server answered: it is alive, whatever it said.
+                    self.on_success(&mut probe);
+                    metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "command_error")
+                        .increment(1);
+                }
+                Error::Backend { op, source: err }
+            }
+            Err(_elapsed) => {
+                c.timed_out.fetch_add(1, Ordering::Relaxed);
+                self.on_failure(&mut probe, "timeout");
+                metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "timeout").increment(1);
+                Error::Timeout { op, deadline }
+            }
+        };
+        tracing::debug!(
+            target: "larder::core",
+            op,
+            error_kind = result.kind(),
+            elapsed_ms = elapsed.as_secs_f64() * 1e3,
+            "redis call failed"
+        );
+        Err(result)
+    }
+
+    fn secret_refs(&self) -> Vec<&str> {
+        self.inner.secrets.iter().map(String::as_str).collect()
+    }
+
+    /// Redacts this handle's secrets from a redis-rs error raised outside `run`.
+    pub(crate) fn redact(&self, e: &redis::RedisError) -> BackendError {
+        BackendError::from_redis(e, &self.secret_refs())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn admit(&self, op: &'static str) -> Result<Admission, Error> {
+        let inner = &self.inner;
+        match inner.state.load(Ordering::Acquire) {
+            CLOSED => return Ok(Admission::Normal),
+            OPEN => {
+                let opened = inner.opened_at_ms.load(Ordering::Acquire);
+                let cooled = self.now_ms().saturating_sub(opened)
+                    >= u64::try_from(inner.cooldown.as_millis()).unwrap_or(u64::MAX);
+                if cooled
+                    && !inner.probe_in_flight.swap(true, Ordering::AcqRel)
+                {
+                    if inner
+                        .state
+                        .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        m::set_breaker_state(BreakerState::HalfOpen);
+                        tracing::debug!(target: "larder::core", op, "circuit breaker half-open: probing redis");
+                        return Ok(Admission::Probe);
+                    }
+                    inner.probe_in_flight.store(false, Ordering::Release);
+                }
+            }
+            _ => {}
+        }
+        inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "rejected").increment(1);
+        Err(Error::Unavailable {
+            reason: UnavailableReason::BreakerOpen,
+        })
+    }
+
+    fn on_success(&self, probe: &mut ProbeSlot<'_>) {
+        let inner = &self.inner;
+        inner.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+        if inner.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            inner.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if probe.armed {
+            probe.armed = false;
+            inner.state.store(CLOSED, Ordering::Release);
+            inner.probe_in_flight.store(false, Ordering::Release);
+            m::set_breaker_state(BreakerState::Closed);
+            metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "closed").increment(1);
+            tracing::info!(target: "larder::core", "redis recovered: circuit breaker closed");
+        }
+    }
+
+    fn on_failure(&self, probe: &mut ProbeSlot<'_>, kind: &'static str) {
+        let inner = &self.inner;
+        inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+        *inner
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(kind);
+        if probe.armed {
+            probe.armed = false;
+            self.reopen();
+            tracing::debug!(target: "larder::core", error_kind = kind, "probe failed: circuit breaker stays open");
+            return;
+        }
+        let failures = inner.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failures >= inner.threshold
+            && inner
+                .state
+                .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            inner.opened_at_ms.store(self.now_ms(), Ordering::Release);
+            inner.counters.opened.fetch_add(1, Ordering::Relaxed);
+            m::set_breaker_state(BreakerState::Open);
+            metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "open").increment(1);
+            tracing::warn!(
+                target: "larder::core",
+                failures,
+                error_kind = kind,
+                cooldown_ms = u64::try_from(inner.cooldown.as_millis()).unwrap_or(u64::MAX),
+                "redis unavailable: circuit breaker open, degrading"
+            );
+        }
+    }
+
+    fn reopen(&self) {
+        let inner = &self.inner;
+        inner.opened_at_ms.store(self.now_ms(), Ordering::Release);
+        inner.state.store(OPEN, Ordering::Release);
+        inner.probe_in_flight.store(false, Ordering::Release);
+        m::set_breaker_state(BreakerState::Open);
+    }
+}
+
+/// Returns the breaker to open if a probe's future is dropped before it finished,
+/// so a cancelled probe cannot leave the breaker half-open for ever.
+struct ProbeSlot<'a> {
+    guard: &'a Guard,
+    armed: bool,
+}
+
+impl Drop for ProbeSlot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.guard.reopen();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn refused() -> redis::RedisError {
+        io::Error::from(io::ErrorKind::ConnectionRefused).into()
+    }
+
+    fn reset() -> redis::RedisError {
+        io::Error::from(io::ErrorKind::ConnectionReset).into()
+    }
+
+    fn command_error() -> redis::RedisError {
+        redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "WRONGTYPE"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_threshold_and_rejects_without_calling() {
+        let guard = Guard::new(Duration::from_millis(50), 3, Duration::from_secs(2));
+        for _ in 0..3 {
+            let err = guard.run("get", || async { Err::<(), _>(reset()) }).await.unwrap_err();
+            assert_eq!(err.kind(), "connection_dropped");
+        }
+        assert_eq!(guard.state(), BreakerState::Open);
+        let before = guard.stats().attempted;
+        let mut calls = 0;
+        let err = guard
+            .run("get", || {
+                calls += 1;
+                async { Ok(()) }
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable { reason: UnavailableReason::BreakerOpen }));
+        assert_eq!(calls, 0);
+        assert_eq!(guard.stats().attempted, before);
+        assert_eq!(guard.stats().rejected, 1);
+        assert_eq!(guard.stats().opened, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_probe_closes_or_reopens() {
+        let guard = Guard::new(Duration::from_millis(50), 1, Duration::from_secs(1));
+        let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
+        assert_eq!(guard.state(), BreakerState::Open);
+
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        // A failed probe keeps it open and restarts the cool-down.
+        let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
+        assert_eq!(guard.state(), BreakerState::Open);
+        assert!(guard.run("get", || async { Ok(()) }).await.is_err());
+
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        guard.run("get", || async { Ok(()) }).await.unwrap();
+        assert_eq!(guard.state(), BreakerState::Closed);
+        guard.run("get", || async { Ok(()) }).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_bounds_a_call_that_never_answers() {
+        let guard = Guard::new(Duration::from_millis(30), 5, Duration::from_secs(1));
+        let err = guard
+            .run("get", || std::future::pending::<redis::RedisResult<()>>())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { op: "get", deadline } if deadline == Duration::from_millis(30)));
+        assert_eq!(guard.stats().timed_out, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn command_errors_do_not_trip_the_breaker() {
+        let guard = Guard::new(Duration::from_millis(50), 2, Duration::from_secs(1));
+        for _ in 0..5 {
+            let err = guard.run("get", || async { Err::<(), _>(command_error()) }).await.unwrap_err();
+            assert!(!err.is_data_fault());
+        }
+        assert_eq!(guard.state(), BreakerState::Closed);
+        // And a success between faults resets the count.
+        let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
+        guard.run("get", || async { Ok(()) }).await.unwrap();
+        let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
+        assert_eq!(guard.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_is_retried_once() {
+        let guard = Guard::new(Duration::from_millis(50), 5, Duration::from_secs(1));
+        let mut calls = 0;
+        guard
+            .run("get", || {
+                calls += 1;
+                let first = calls == 1;
+                async move { if first { Err(refused()) } else { Ok(()) } }
+            })
+            .await
+            .unwrap();
+        assert_eq!(calls, 2);
+        let mut calls = 0;
+        let _ = guard
+            .run("get", || {
+                calls += 1;
+                async { Err::<(), _>(refused()) }
+            })
+            .await;
+        assert_eq!(calls, 2, "retried at most once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_probe_does_not_wedge_the_breaker() {
+        let guard = Guard::new(Duration::from_millis(50), 1, Duration::from_millis(100));
+        let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
+        tokio::time::advance(Duration::from_millis(101)).await;
+        {
+            let probe = guard.run("get", || std::future::pending::<redis::RedisResult<()>>());
+            let mut probe = std::pin::pin!(probe);
+            // Poll once so the probe is admitted, then drop it.
+            assert!(futures_poll_once(probe.as_mut()).await.is_none());
+            assert_eq!(guard.state(), BreakerState::HalfOpen);
+        }
+        assert_eq!(guard.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_millis(101)).await;
+        guard.run("get", || async { Ok(()) }).await.unwrap();
+        assert_eq!(guard.state(), BreakerState::Closed);
+    }
+
+    async fn futures_poll_once<F: Future + Unpin>(mut f: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,399 @@
+//! The one handle every component shares.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, RedisResult};
+
+use crate::config::{Config, ConfigError, RedisUrl};
+use crate::error::{BackendErrorKind, Error, UnavailableReason};
+use crate::guard::Guard;
+use crate::health::HealthReport;
+use crate::keyspace::Keyspace;
+
+/// Response timeout of dedicated connections, which carry blocking commands whose
+/// own server-side timeout is longer than the request-path deadline.
+const DEDICATED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A cheap-to-clone handle to Redis (or to nothing, in-process mode), shared by the
+/// cache, sessions, rate limits and jobs.
+///
+/// - Request-path commands ride one multiplexed, self-reconnecting connection
+///   ([`run`](Self::run), [`query`](Self::query), [`script`](Self::script)): no
+///   checkout, no per-request connection.
+/// - Commands that need a connection to themselves (blocking pops, `WATCH`/`MULTI`)
+///   borrow one from a deadpool pool ([`dedicated`](Self::dedicated)); pub/sub gets its
+///   own connection ([`pubsub`](Self::pubsub)).
+/// - Every call goes through the [`Guard`]: a deadline and a circuit breaker.
+///
+/// Building a handle never waits for Redis: the connection is made lazily, so an app
+/// starts while Redis is down and picks it up when it comes back.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), larder_core::Error> {
+/// use larder_core::Handle;
+///
+/// let handle = Handle::from_env()?; // REDIS_URL unset: in-process mode
+/// if handle.is_redis_configured() {
+///     let n: i64 = handle.query("incr", redis::cmd("INCR").arg("hits")).await?;
+///     println!("{n}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    keyspace: Keyspace,
+    guard: Guard,
+    redis: Option<Redis>,
+}
+
+struct Redis {
+    url: RedisUrl,
+    client: redis::Client,
+    manager_config: redis::aio::ConnectionManagerConfig,
+    manager: RwLock<ConnectionManager>,
+    pool: deadpool_redis::Pool,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("redis_url", &self.inner.redis.as_ref().map(|r| &r.url))
+            .field("keyspace", &self.inner.keyspace)
+            .field("breaker", &self.inner.guard.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Builds a handle from `config`. Does not connect: the first call does.
+    ///
+    /// Must be called inside a Tokio runtime when a Redis URL is configured (the
+    /// connection's background tasks are spawned on it).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid URL or prefix, or when no runtime is running.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let keyspace = Keyspace::new(&config.key_prefix)
+            .map_err(|e| ConfigError::Invalid {
+                var: "CACHE_KEY_PREFIX".into(),
+                problem: e.to_string(),
+            })?
+            .with_hash_tag(config.hash_tag);
+        let secrets: Vec<String> = config
+            .redis_url
+            .as_ref()
+            .and_then(RedisUrl::password)
+            .into_iter()
+            .collect();
+        let guard = Guard::with_secrets(
+            config.op_timeout,
+            config.breaker_threshold,
+            config.breaker_cooldown,
+            secrets,
+        );
+        let redis = match &config.redis_url {
+            None => None,
+            Some(url) => Some(Redis::new(url, &config, &guard)?),
+        };
+        if let Some(r) = &redis {
+            tracing::info!(target: "larder::core", redis = %r.url, prefix = %keyspace.prefix(), "larder handle ready (redis)");
+        } else {
+            tracing::info!(target: "larder::core", prefix = %keyspace.prefix(), "larder handle ready (in-process: no REDIS_URL)");
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                keyspace,
+                guard,
+                redis,
+            }),
+        })
+    }
+
+    /// Builds a handle from the environment (see [`Config::from_env`]).
+    ///
+    /// # Errors
+    /// As [`Config::from_env`] and [`Handle::new`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::new(Config::from_env()?)
+    }
+
+    /// A handle with the default configuration and no Redis: every component runs on
+    /// its in-process tier.
+    #[must_use]
+    pub fn in_process() -> Self {
+        let config = Config::default();
+        let keyspace = Keyspace::new(&config.key_prefix)
+            .unwrap_or_else(|_| unreachable!("the default prefix is valid"));
+        Self {
+            inner: Arc::new(Inner {
+                guard: Guard::new(
+                    config.op_timeout,
+                    config.breaker_threshold,
+                    config.breaker_cooldown,
+                ),
+                keyspace,
+                config,
+                redis: None,
+            }),
+        }
+    }
+
+    /// The configuration the handle was built from.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The keyspace every component builds its keys with.
+    #[must_use]
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.inner.keyspace
+    }
+
+    /// The guard (deadline and circuit breaker).
+    #[must_use]
+    pub fn guard(&self) -> &Guard {
+        &self.inner.guard
+    }
+
+    /// Whether a Redis URL is configured. When false, components use their in-process
+    /// tier and every Redis call returns [`Error::Unavailable`] at once.
+    #[must_use]
+    pub fn is_redis_configured(&self) -> bool {
+        self.inner.redis.is_some()
+    }
+
+    /// The configured Redis URL (its `Display` hides the password).
+    #[must_use]
+    pub fn redis_url(&self) -> Option<&RedisUrl> {
+        self.inner.redis.as_ref().map(|r| &r.url)
+    }
+
+    fn redis(&self) -> Result<&Redis, Error> {
+        self.inner.redis.as_ref().ok_or(Error::Unavailable {
+            reason: UnavailableReason::NotConfigured,
+        })
+    }
+
+    /// Runs `call` on the shared multiplexed connection, under the guard.
+    ///
+    /// `call` receives a clone of the connection (an `Arc` clone). It may be invoked
+    /// twice when the first attempt was refused at connect time.
+    ///
+    /// # Errors
+    /// See [`Guard::run`]; [`Error::Unavailable`] when no Redis is configured.
+    pub async fn run<T, F, Fut>(&self, op: &'static str, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let redis = self.redis()?;
+        let result = self
+            .inner
+            .guard
+            .run(op, || call(redis.connection()))
+            .await;
+        if let Err(Error::Backend { source, .. }) = &result {
+            if source.kind() == BackendErrorKind::Auth {
+                redis.rebuild_manager();
+            }
+        }
+        result
+    }
+
+    /// Runs one command on the shared connection.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, Error> {
+        self.run(op, |mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a pipeline (one round trip) on the shared connection.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn pipeline<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, Error> {
+        self.run(op, |mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a Lua script by SHA (`EVALSHA`, reloading it on `NOSCRIPT`).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        self.run(op, |mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Borrows a dedicated connection from the pool (for blocking commands or
+    /// `WATCH`/`MULTI`). The checkout is bounded by the pool's wait timeout and the
+    /// guard's deadline; calls made on it afterwards should go through
+    /// [`Guard::run_with_deadline`].
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn dedicated(&self) -> Result<deadpool_redis::Connection, Error> {
+        let redis = self.redis()?;
+        let deadline = self
+            .inner
+            .config
+            .pool_wait_timeout
+            .max(self.inner.config.op_timeout)
+            + self.inner.config.connect_timeout;
+        self.inner
+            .guard
+            .run_with_deadline("pool_get", deadline, || async {
+                redis.pool.get().await.map_err(pool_error)
+            })
+            .await
+    }
+
+    /// Opens a pub/sub connection, bounded by the connect timeout.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, Error> {
+        let redis = self.redis()?;
+        self.inner
+            .guard
+            .run_with_deadline("pubsub_connect", self.inner.config.connect_timeout, || {
+                redis.client.get_async_pubsub()
+            })
+            .await
+    }
+
+    /// Checks Redis with one `PING` (under the guard) and reports.
+    ///
+    /// While the breaker is open this does no network I/O and reports degraded.
+    pub async fn health(&self) -> HealthReport {
+        if self.inner.redis.is_none() {
+            return HealthReport::in_process(self.inner.config.cache_enabled);
+        }
+        let started = Instant::now();
+        let result: Result<String, Error> = self.query("health_ping", &redis::cmd("PING")).await;
+        let guard = &self.inner.guard;
+        match result {
+            Ok(_) => HealthReport::connected(
+                self.inner.config.cache_enabled,
+                guard.state(),
+                started.elapsed(),
+                guard.last_error(),
+            ),
+            Err(e) => HealthReport::unavailable(
+                self.inner.config.cache_enabled,
+                guard.state(),
+                e.kind(),
+            ),
+        }
+    }
+}
+
+impl Redis {
+    fn new(url: &RedisUrl, config: &Config, guard: &Guard) -> Result<Self, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::Invalid {
+                var: "Handle::new".into(),
+                problem: "must be called inside a Tokio runtime".into(),
+            }
+            .into());
+        }
+        let redact = |e: redis::RedisError| -> Error {
+            ConfigError::Invalid {
+                var: "REDIS_URL".into(),
+                problem: guard.redact(&e).message().to_owned(),
+            }
+            .into()
+        };
+        let client = redis::Client::open(url.expose()).map_err(redact)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            // The guard's deadline bounds each call; this bounds what the connection
+            // itself waits for, so a frozen server cannot pile up requests for ever.
+            .set_response_timeout(Some(config.connect_timeout.max(config.op_timeout)))
+            // Reconnection happens on the next call after a failure; the breaker spaces
+            // those out. Retrying inside one attempt would only hold requests longer.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(5))
+            .set_max_delay(Duration::from_millis(100));
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+            .map_err(redact)?;
+        let dedicated_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(DEDICATED_RESPONSE_TIMEOUT));
+        let pool_manager = deadpool_redis::Manager::new_with_config(url.expose(), dedicated_config)
+            .map_err(redact)?;
+        let pool = deadpool_redis::Pool::builder(pool_manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(config.pool_wait_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.op_timeout.max(Duration::from_millis(100))))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                var: "LARDER_POOL_SIZE".into(),
+                problem: e.to_string(),
+            })?;
+        Ok(Self {
+            url: url.clone(),
+            client,
+            manager_config,
+            manager: RwLock::new(manager),
+            pool,
+        })
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.manager
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// redis-rs reconnects by itself after I/O errors, but not after an
+    /// authentication failure; a fresh manager picks up fixed credentials.
+    fn rebuild_manager(&self) {
+        if let Ok(fresh) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone())
+        {
+            *self
+                .manager
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        }
+    }
+}
+
+fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
+    match e {
+        deadpool_redis::PoolError::Backend(e) => e,
+        deadpool_redis::PoolError::Timeout(_) => {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out waiting for a pooled connection").into()
+        }
+        other => std::io::Error::other(other.to_string()).into(),
+    }
+}

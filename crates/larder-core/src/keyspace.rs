@@ -1,0 +1,605 @@
+//! Tenant-scoped Redis key names, built by one type.
+//!
+//! Every key larder writes has the shape
+//!
+//! ```text
+//! {prefix}:tenant:{tenant}:{module}:{key}
+//! ```
+//!
+//! With the hash tag on (the default), the tenant part is wrapped in braces —
+//! `stock:tenant:{42}:balance:k` — so that all of a tenant's keys hash to one Redis
+//! Cluster slot and a multi-key script over one tenant never crosses slots.
+//! Structures shared by all tenants (a job queue, say) live in a *global* scope,
+//! `{prefix}:global:{module}:{key}`, tagged on the module.
+//!
+//! Tenant ids, module names and the prefix are validated: they may not contain `:`,
+//! glob metacharacters (`*`, `?`, `[`, `]`), braces, `\`, whitespace or control
+//! characters, and are at most [`MAX_SEGMENT_LEN`] bytes. Validation rather than
+//! escaping keeps keys readable in `redis-cli` and makes a key's owner obvious; it is
+//! what makes isolation hold *by construction*: a literal segment can never widen a
+//! pattern nor end early, so no key built for tenant A matches a pattern built for
+//! tenant B (see the property test in this crate).
+//!
+//! ```
+//! use larder_core::keyspace::{Keyspace, Module, Tenant};
+//!
+//! let ks = Keyspace::new("stock")?;
+//! let scope = ks.scope(&Tenant::new("42")?, &Module::new("balance")?);
+//! assert_eq!(scope.key("2024-01")?, "stock:tenant:{42}:balance:2024-01");
+//! assert_eq!(scope.pattern_all(), "stock:tenant:{42}:balance:*");
+//! assert!(Tenant::new("42:*").is_err());
+//! # Ok::<(), larder_core::keyspace::KeyError>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The longest tenant id, module name or prefix accepted, in bytes.
+pub const MAX_SEGMENT_LEN: usize = 128;
+
+/// The longest free-form key part accepted, in bytes. Longer inputs (URLs, say)
+/// should be hashed by the component before they reach the keyspace.
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// Why a segment or key part was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The segment is empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// Which segment: "tenant id", "module name", "key prefix" or "key".
+        what: &'static str,
+    },
+    /// The segment is longer than allowed.
+    #[error("{what} is {len} bytes long; the limit is {max}")]
+    TooLong {
+        /// Which segment.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The segment contains a forbidden character.
+    #[error("{what} contains the forbidden character {ch:?} at byte {at}")]
+    ForbiddenChar {
+        /// Which segment.
+        what: &'static str,
+        /// The character.
+        ch: char,
+        /// Its byte offset.
+        at: usize,
+    },
+}
+
+fn forbidden_in_segment(c: char) -> bool {
+    matches!(c, ':' | '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_whitespace() || c.is_control()
+}
+
+fn validate_segment(what: &'static str, s: &str) -> Result<(), KeyError> {
+    if s.is_empty() {
+        return Err(KeyError::Empty { what });
+    }
+    if s.len() > MAX_SEGMENT_LEN {
+        return Err(KeyError::TooLong {
+            what,
+            len: s.len(),
+            max: MAX_SEGMENT_LEN,
+        });
+    }
+    if let Some((at, ch)) = s.char_indices().find(|&(_, c)| forbidden_in_segment(c)) {
+        return Err(KeyError::ForbiddenChar { what, ch, at });
+    }
+    Ok(())
+}
+
+macro_rules! segment_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            #[doc = concat!("Validates and wraps a ", $what, ".")]
+            ///
+            /// # Errors
+            /// [`KeyError`] when the value is empty, too long or holds a forbidden character.
+            pub fn new(value: impl AsRef<str>) -> Result<Self, KeyError> {
+                let value = value.as_ref();
+                validate_segment($what, value)?;
+                Ok(Self(Arc::from(value)))
+            }
+
+            /// The validated value.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = KeyError;
+            fn from_str(s: &str) -> Result<Self, KeyError> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = KeyError;
+            fn try_from(s: &str) -> Result<Self, KeyError> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = KeyError;
+            fn try_from(s: String) -> Result<Self, KeyError> {
+                Self::new(s)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::new(&*s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+segment_type!(
+    /// A validated tenant id: the unit of isolation. Cheap to clone.
+    Tenant,
+    "tenant id"
+);
+
+segment_type!(
+    /// A validated module name (`balance`, `products`, `sessions`, ...). Cheap to clone.
+    Module,
+    "module name"
+);
+
+/// Builds every key and SCAN pattern of one application. Cheap to clone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keyspace {
+    prefix: Arc<str>,
+    hash_tag: bool,
+}
+
+impl fmt::Debug for Keyspace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyspace")
+            .field("prefix", &&*self.prefix)
+            .field("hash_tag", &self.hash_tag)
+            .finish()
+    }
+}
+
+impl Keyspace {
+    /// A keyspace under `prefix`, with the cluster hash tag on.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the prefix is not a valid segment.
+    pub fn new(prefix: impl AsRef<str>) -> Result<Self, KeyError> {
+        let prefix = prefix.as_ref();
+        validate_segment("key prefix", prefix)?;
+        Ok(Self {
+            prefix: Arc::from(prefix),
+            hash_tag: true,
+        })
+    }
+
+    /// Turns the Redis Cluster hash tag around the tenant (or global module) part on or
+    /// off. On by default; turn it off only for keys that must read `prefix:tenant:1:`.
+    #[must_use]
+    pub fn with_hash_tag(mut self, on: bool) -> Self {
+        self.hash_tag = on;
+        self
+    }
+
+    /// The prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether keys carry a cluster hash tag.
+    #[must_use]
+    pub fn hash_tag(&self) -> bool {
+        self.hash_tag
+    }
+
+    fn tagged(&self, out: &mut String, segment: &str) {
+        if self.hash_tag {
+            out.push('{');
+            out.push_str(segment);
+            out.push('}');
+        } else {
+            out.push_str(segment);
+        }
+    }
+
+    fn tenant_base(&self, tenant: &Tenant) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + tenant.0.len() + 16);
+        s.push_str(&self.prefix);
+        s.push_str(":tenant:");
+        self.tagged(&mut s, &tenant.0);
+        s.push(':');
+        s
+    }
+
+    /// The scope of one tenant's module: every key of it is built from here.
+    #[must_use]
+    pub fn scope(&self, tenant: &Tenant, module: &Module) -> Scope {
+        let mut base = self.tenant_base(tenant);
+        base.push_str(&module.0);
+        base.push(':');
+        Scope {
+            base: Arc::from(base),
+        }
+    }
+
+    /// A scope shared by all tenants, for structures that are not a tenant's data
+    /// (job queues, scheduler leases). Its hash tag is the module.
+    #[must_use]
+    pub fn global_scope(&self, module: &Module) -> Scope {
+        let mut base = String::with_capacity(self.prefix.len() + module.0.len() + 12);
+        base.push_str(&self.prefix);
+        base.push_str(":global:");
+        self.tagged(&mut base, &module.0);
+        base.push(':');
+        Scope {
+            base: Arc::from(base),
+        }
+    }
+
+    /// The SCAN pattern matching every key of one tenant, in all modules.
+    #[must_use]
+    pub fn tenant_pattern(&self, tenant: &Tenant) -> String {
+        let mut s = self.tenant_base(tenant);
+        s.push('*');
+        s
+    }
+
+    /// The SCAN pattern matching every key under this prefix.
+    #[must_use]
+    pub fn prefix_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+}
+
+/// One tenant's module (or one global module): a key prefix that is fixed and trusted.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    base: Arc<str>,
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Scope").field(&&*self.base).finish()
+    }
+}
+
+impl Scope {
+    /// The scope's literal prefix, ending in `:`.
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The full key for `key` in this scope.
+    ///
+    /// The key part is free-form (it is the last segment, so it cannot reach another
+    /// scope) but must be non-empty, hold no control character and be at most
+    /// [`MAX_KEY_LEN`] bytes.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the key part is rejected.
+    pub fn key(&self, key: &str) -> Result<String, KeyError> {
+        validate_key_part("key", key)?;
+        let mut s = String::with_capacity(self.base.len() + key.len());
+        s.push_str(&self.base);
+        s.push_str(key);
+        Ok(s)
+    }
+
+    /// The full key for a key part made of several pieces joined by `:`.
+    ///
+    /// # Errors
+    /// [`KeyError`] when a piece is rejected.
+    pub fn key_parts(&self, parts: &[&str]) -> Result<String, KeyError> {
+        let mut s = String::with_capacity(self.base.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+        s.push_str(&self.base);
+        for (i, part) in parts.iter().enumerate() {
+            validate_key_part("key", part)?;
+            if i > 0 {
+                s.push(':');
+            }
+            s.push_str(part);
+        }
+        if s.len() - self.base.len() > MAX_KEY_LEN {
+            return Err(KeyError::TooLong {
+                what: "key",
+                len: s.len() - self.base.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        if parts.is_empty() {
+            return Err(KeyError::Empty { what: "key" });
+        }
+        Ok(s)
+    }
+
+    /// The SCAN pattern matching every key of the scope.
+    #[must_use]
+    pub fn pattern_all(&self) -> String {
+        let mut s = String::with_capacity(self.base.len() + 1);
+        s.push_str(&self.base);
+        s.push('*');
+        s
+    }
+
+    /// A SCAN pattern for a caller's glob, confined to the scope.
+    ///
+    /// The scope's literal prefix comes first and contains no metacharacter, so the
+    /// glob can only narrow matches inside the scope. A glob may not be empty or hold
+    /// control characters.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the glob is rejected.
+    pub fn pattern(&self, glob: &str) -> Result<String, KeyError> {
+        validate_key_part("pattern", glob)?;
+        let mut s = String::with_capacity(self.base.len() + glob.len());
+        s.push_str(&self.base);
+        s.push_str(glob);
+        Ok(s)
+    }
+
+    /// Strips the scope's prefix from a full key, if the key belongs to the scope.
+    #[must_use]
+    pub fn strip<'a>(&self, full_key: &'a str) -> Option<&'a str> {
+        full_key.strip_prefix(&*self.base)
+    }
+}
+
+fn validate_key_part(what: &'static str, key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty { what });
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong {
+            what,
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    if let Some((at, ch)) = key.char_indices().find(|&(_, c)| c.is_control()) {
+        return Err(KeyError::ForbiddenChar { what, ch, at });
+    }
+    Ok(())
+}
+
+/// Redis's glob matching, ported from `stringmatchlen` in Redis's `util.c` (case
+/// sensitive): `*`, `?`, `[...]` with ranges and `^` negation, and `\` escapes.
+///
+/// Used by the isolation tests and to check a pattern locally before it is sent.
+#[must_use]
+pub fn glob_matches(pattern: &[u8], string: &[u8]) -> bool {
+    let mut skip_longer = false;
+    glob_impl(pattern, string, &mut skip_longer, 0)
+}
+
+fn glob_impl(mut pat: &[u8], mut s: &[u8], skip_longer: &mut bool, nesting: u32) -> bool {
+    if nesting > 1000 {
+        return false;
+    }
+    while !pat.is_empty() && !s.is_empty() {
+        match pat[0] {
+            b'*' => {
+                while pat.len() > 1 && pat[1] == b'*' {
+                    pat = &pat[1..];
+                }
+                if pat.len() == 1 {
+                    return true;
+                }
+                while !s.is_empty() {
+                    if glob_impl(&pat[1..], s, skip_longer, nesting + 1) {
+                        return true;
+                    }
+                    if *skip_longer {
+                        return false;
+                    }
+                    s = &s[1..];
+                }
+                *skip_longer = true;
+                return false;
+            }
+            b'?' => s = &s[1..],
+            b'[' => {
+                pat = &pat[1..];
+                let negate = pat.first() == Some(&b'^');
+                if negate {
+                    pat = &pat[1..];
+                }
+                let mut matched = false;
+                loop {
+                    match pat {
+                        [b'\\', escaped, ..] => {
+                            if *escaped == s[0] {
+                                matched = true;
+                            }
+                            pat = &pat[2..];
+                        }
+                        [b']', ..] => break,
+                        [] => {
+                            // An unterminated class ends with the pattern. Leave one
+                            // byte for the shared advance below to consume.
+                            pat = b" ";
+                            break;
+                        }
+                        [start, b'-', end, ..] => {
+                            let (lo, hi) = if start <= end { (*start, *end) } else { (*end, *start) };
+                            if (lo..=hi).contains(&s[0]) {
+                                matched = true;
+                            }
+                            pat = &pat[3..];
+                        }
+                        [c, ..] => {
+                            if *c == s[0] {
+                                matched = true;
+                            }
+                            pat = &pat[1..];
+                        }
+                    }
+                }
+                if matched == negate {
+                    return false;
+                }
+                s = &s[1..];
+            }
+            first => {
+                let literal = if first == b'\\' && pat.len() >= 2 {
+                    pat = &pat[1..];
+                    pat[0]
+                } else {
+                    first
+                };
+                if literal != s[0] {
+                    return false;
+                }
+                s = &s[1..];
+            }
+        }
+        pat = &pat[1..];
+        if s.is_empty() {
+            while pat.first() == Some(&b'*') {
+                pat = &pat[1..];
+            }
+            break;
+        }
+    }
+    pat.is_empty() && s.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Tenant {
+        Tenant::new(s).unwrap()
+    }
+    fn m(s: &str) -> Module {
+        Module::new(s).unwrap()
+    }
+
+    #[test]
+    fn builds_tagged_and_untagged_keys() {
+        let ks = Keyspace::new("stock").unwrap();
+        assert_eq!(
+            ks.scope(&t("1"), &m("balance")).key("a").unwrap(),
+            "stock:tenant:{1}:balance:a"
+        );
+        let plain = ks.clone().with_hash_tag(false);
+        assert_eq!(
+            plain.scope(&t("1"), &m("balance")).key("a").unwrap(),
+            "stock:tenant:1:balance:a"
+        );
+        assert_eq!(
+            ks.global_scope(&m("jobs")).key("queue:default").unwrap(),
+            "stock:global:{jobs}:queue:default"
+        );
+        assert_eq!(ks.tenant_pattern(&t("7")), "stock:tenant:{7}:*");
+    }
+
+    #[test]
+    fn rejects_hostile_segments_with_a_clear_error() {
+        for bad in [
+            "", "a:b", "*", "a?", "[x]", "{1}", "a\\b", "a b", "a\tb", "a\nb", "\u{7f}", "\u{2028}",
+        ] {
+            let err = Tenant::new(bad).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("tenant id"), "{bad:?}: {text}");
+        }
+        let long = "x".repeat(MAX_SEGMENT_LEN + 1);
+        assert_eq!(
+            Module::new(&long).unwrap_err(),
+            KeyError::TooLong {
+                what: "module name",
+                len: MAX_SEGMENT_LEN + 1,
+                max: MAX_SEGMENT_LEN
+            }
+        );
+        assert!(Tenant::new("x".repeat(MAX_SEGMENT_LEN)).is_ok());
+        assert!(Tenant::new("acme-corp_01.eu").is_ok());
+        assert!(Keyspace::new("a:b").is_err());
+    }
+
+    #[test]
+    fn key_part_rejects_control_characters_and_empty() {
+        let scope = Keyspace::new("p").unwrap().scope(&t("1"), &m("m"));
+        assert!(scope.key("").is_err());
+        assert!(scope.key("a\r\nDEL x").is_err());
+        assert!(scope.key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
+        assert_eq!(scope.key_parts(&["GET", "/a"]).unwrap(), "p:tenant:{1}:m:GET:/a");
+        assert!(scope.key_parts(&[]).is_err());
+    }
+
+    #[test]
+    fn deserialising_a_tenant_validates_it() {
+        let ok: Tenant = serde_json::from_str("\"42\"").unwrap();
+        assert_eq!(ok.as_str(), "42");
+        let err = serde_json::from_str::<Tenant>("\"4*\"").unwrap_err();
+        assert!(err.to_string().contains("forbidden character"), "{err}");
+    }
+
+    #[test]
+    fn glob_matches_like_redis() {
+        let cases: &[(&str, &str, bool)] = &[
+            // Redis never matches an empty string, not even with `*`.
+            ("*", "", false),
+            ("a*", "abc", true),
+            ("a*c", "abc", true),
+            ("a*c", "abd", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("a[bc]d", "acd", true),
+            ("a[^bc]d", "acd", false),
+            ("a[^bc]d", "axd", true),
+            ("a[a-c]d", "abd", true),
+            ("a[c-a]d", "abd", true),
+            ("a\\*", "a*", true),
+            ("a\\*", "ab", false),
+            ("p:tenant:{1}:*", "p:tenant:{10}:x", false),
+            ("p:tenant:{1}:*", "p:tenant:{1}:x", true),
+            ("*:x", "a:b:x", true),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(glob_matches(p.as_bytes(), s.as_bytes()), *want, "{p} ~ {s}");
+        }
+    }
+}

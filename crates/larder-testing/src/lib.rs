@@ -1,0 +1,504 @@
+//! Test support for larder: a real `redis-server` per test, on a free loopback port,
+//! in a temporary directory, killed when dropped.
+//!
+//! ```no_run
+//! use larder_testing::RedisServer;
+//!
+//! let mut server = RedisServer::start();
+//! let url = server.url();          // redis://127.0.0.1:<port>/0
+//! server.freeze();                 // SIGSTOP: connections hang
+//! server.thaw();                   // SIGCONT
+//! server.stop();                   // gone: connections are refused
+//! server.restart();                // back on the same port
+//! # let _ = url;
+//! ```
+//!
+//! No persistence unless asked ([`RedisServerBuilder::appendonly`]). When the test
+//! panics, the server's log is printed as the server is dropped.
+//!
+//! The binary is `redis-server` from `PATH`, or the one named by `REDIS_SERVER_BIN`.
+//! A missing binary is a panic with instructions, never a skipped test.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long a server may take to accept connections after it is started.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Options for a test server.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct RedisServerBuilder {
+    password: Option<String>,
+    acl_users: Vec<(String, String)>,
+    default_user_off: bool,
+    appendonly: Option<&'static str>,
+    extra: Vec<(String, String)>,
+}
+
+impl RedisServerBuilder {
+    /// Requires `password` for the default user (`requirepass`).
+    pub fn requirepass(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// Adds an ACL user with full access.
+    pub fn acl_user(mut self, user: &str, password: &str) -> Self {
+        self.acl_users.push((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Turns the default user off, so only ACL users can log in.
+    pub fn default_user_off(mut self) -> Self {
+        self.default_user_off = true;
+        self
+    }
+
+    /// Turns on the append-only file with the given `appendfsync` policy
+    /// (`always`, `everysec` or `no`). The file survives [`RedisServer::restart`].
+    pub fn appendonly(mut self, fsync: &'static str) -> Self {
+        self.appendonly = Some(fsync);
+        self
+    }
+
+    /// Adds a raw configuration directive.
+    pub fn config(mut self, name: &str, value: &str) -> Self {
+        self.extra.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or does not come up.
+    #[must_use]
+    pub fn start(self) -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("larder-redis-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            child: None,
+            options: self,
+            frozen: false,
+        };
+        let mut last_log = String::new();
+        for _ in 0..10 {
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) => {
+                    // Another process took the port between probe and bind: try another.
+                    last_log = log;
+                    server.port = free_port();
+                }
+            }
+        }
+        panic!("redis-server did not start after 10 attempts; last log:\n{last_log}");
+    }
+}
+
+/// A running `redis-server`, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    options: RedisServerBuilder,
+    frozen: bool,
+}
+
+impl RedisServer {
+    /// Starts a server with default options (no password, no persistence).
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or does not come up.
+    #[must_use]
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// Options for a server.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    /// The port the server listens on (stable across restarts).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `redis://127.0.0.1:<port>/0`, with no credentials.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A URL with credentials: `redis://user:password@127.0.0.1:<port>/0` (`user` may
+    /// be empty for `requirepass`). The password is percent-encoded.
+    #[must_use]
+    pub fn url_with_auth(&self, user: &str, password: &str) -> String {
+        let mut enc = String::new();
+        for b in password.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                enc.push(char::from(b));
+            } else {
+                let _ = write!(enc, "%{b:02X}");
+            }
+        }
+        format!("redis://{user}:{enc}@127.0.0.1:{}/0", self.port)
+    }
+
+    /// The server's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's working directory (its append-only file lives here).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process is running (possibly frozen).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The server's log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM (clean shutdown, writes the AOF) and waits.
+    pub fn stop(&mut self) {
+        self.signal_and_reap(Signal::SIGTERM);
+    }
+
+    /// Kills the server with SIGKILL (a crash) and waits.
+    pub fn kill(&mut self) {
+        self.signal_and_reap(Signal::SIGKILL);
+    }
+
+    /// Starts the server again on the same port and directory, after a stop or kill.
+    ///
+    /// # Panics
+    /// When it does not come up (for example the port was taken meanwhile).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) if Instant::now() < deadline => {
+                    // The old socket may linger briefly; try again.
+                    let _ = log;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(log) => panic!("redis-server did not restart on port {}:\n{log}", self.port),
+            }
+        }
+    }
+
+    /// Freezes the server with SIGSTOP: it keeps its sockets but answers nothing.
+    ///
+    /// # Panics
+    /// When the server is not running.
+    pub fn freeze(&mut self) {
+        let pid = self.pid_or_panic();
+        kill(pid, Signal::SIGSTOP).unwrap_or_else(|e| panic!("SIGSTOP failed: {e}"));
+        self.frozen = true;
+    }
+
+    /// Thaws a frozen server with SIGCONT.
+    ///
+    /// # Panics
+    /// When the server is not running.
+    pub fn thaw(&mut self) {
+        let pid = self.pid_or_panic();
+        kill(pid, Signal::SIGCONT).unwrap_or_else(|e| panic!("SIGCONT failed: {e}"));
+        self.frozen = false;
+    }
+
+    /// Sends one command over a fresh connection and returns the raw RESP reply
+    /// (for checks that must not depend on the client under test).
+    ///
+    /// # Panics
+    /// When the server does not answer within five seconds.
+    #[must_use]
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut stream = TcpStream::connect(self.addr())
+            .unwrap_or_else(|e| panic!("cannot connect to redis on {}: {e}", self.port));
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            let _ = write!(req, "${}\r\n{a}\r\n", a.len());
+        }
+        stream
+            .write_all(req.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write to redis: {e}"));
+        read_reply(&mut stream)
+    }
+
+    fn pid_or_panic(&self) -> Pid {
+        let pid = self.pid().unwrap_or_else(|| panic!("redis-server is not running"));
+        Pid::from_raw(i32::try_from(pid).unwrap_or_else(|_| panic!("pid {pid} out of range")))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn write_config(&self) -> PathBuf {
+        let dir = self.dir.path();
+        let o = &self.options;
+        let mut conf = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\ndaemonize no\n\
+             save \"\"\nprotected-mode yes\nloglevel notice\n",
+            port = self.port,
+            dir = dir.display(),
+            log = self.log_path().display(),
+        );
+        match o.appendonly {
+            Some(fsync) => {
+                let _ = write!(conf, "appendonly yes\nappendfsync {fsync}\n");
+            }
+            None => conf.push_str("appendonly no\n"),
+        }
+        if let Some(pw) = &o.password {
+            let _ = writeln!(conf, "requirepass {pw}");
+        }
+        for (user, pw) in &o.acl_users {
+            let _ = writeln!(conf, "user {user} on >{pw} ~* &* +@all");
+        }
+        if o.default_user_off {
+            conf.push_str("user default off\n");
+        }
+        for (k, v) in &o.extra {
+            let _ = writeln!(conf, "{k} {v}");
+        }
+        let path = dir.join("redis.conf");
+        std::fs::write(&path, conf).unwrap_or_else(|e| panic!("cannot write redis.conf: {e}"));
+        path
+    }
+
+    /// Starts the process; on failure returns its log.
+    fn spawn(&mut self) -> Result<(), String> {
+        let conf = self.write_config();
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `{bin}` ({e}). Install Redis (`apt-get install redis-server`) \
+                     or set REDIS_SERVER_BIN; .ci/run installs it on a fresh machine"
+                )
+            });
+        self.child = Some(child);
+        self.frozen = false;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("exited with {status}\n{}", self.log()));
+                }
+            }
+            if ping(self.addr()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = self.log();
+                self.kill();
+                return Err(format!("not answering after {START_TIMEOUT:?}\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal_and_reap(&mut self, signal: Signal) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let pid = Pid::from_raw(pid);
+            if self.frozen {
+                let _ = kill(pid, Signal::SIGCONT);
+                self.frozen = false;
+            }
+            let _ = kill(pid, signal);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- redis-server log (port {}) ----\n{}---- end of redis-server log ----",
+                self.port,
+                self.log()
+            );
+        }
+        self.signal_and_reap(Signal::SIGKILL);
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+#[must_use]
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("cannot read the bound address: {e}"))
+        .port()
+}
+
+/// True when something on `addr` answers `PING` like Redis (`+PONG`, or `-NOAUTH`
+/// from a password-protected server).
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) if n > 0 => {
+            let reply = &buf[..n];
+            reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") || reply.starts_with(b"-AUTH")
+        }
+        _ => false,
+    }
+}
+
+/// Reads one RESP reply as text (good enough for test assertions).
+fn read_reply(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the reply looks complete: a line for simple replies, or the
+    // announced length for bulk strings. Arrays are read until the stream pauses.
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if reply_complete(&out) {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn reply_complete(buf: &[u8]) -> bool {
+    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    match buf.first() {
+        Some(b'$') => {
+            let len: i64 = std::str::from_utf8(&buf[1..line_end])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(-1);
+            len < 0 || buf.len() >= line_end + 2 + usize::try_from(len).unwrap_or(0) + 2
+        }
+        Some(b'*') => {
+            // Good enough for tests: wait for one line per element.
+            let n: usize = std::str::from_utf8(&buf[1..line_end])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            buf.windows(2).filter(|w| w == b"\r\n").count() > n * 2
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_stops_restarts_on_the_same_port() {
+        let mut server = RedisServer::start();
+        let port = server.port();
+        assert_eq!(server.command(&["SET", "k", "v"]), "+OK\r\n");
+        assert_eq!(server.command(&["GET", "k"]), "$1\r\nv\r\n");
+        server.stop();
+        assert!(TcpStream::connect(server.addr()).is_err());
+        server.restart();
+        assert_eq!(server.port(), port);
+        // No persistence by default: the key is gone.
+        assert_eq!(server.command(&["GET", "k"]), "$-1\r\n");
+    }
+
+    #[test]
+    fn appendonly_survives_a_restart() {
+        let mut server = RedisServer::builder().appendonly("always").start();
+        assert_eq!(server.command(&["SET", "k", "v"]), "+OK\r\n");
+        server.kill();
+        server.restart();
+        assert_eq!(server.command(&["GET", "k"]), "$1\r\nv\r\n");
+    }
+
+    #[test]
+    fn freeze_stops_answers_and_thaw_resumes() {
+        let mut server = RedisServer::start();
+        server.freeze();
+        assert!(!ping(server.addr()));
+        server.thaw();
+        assert!(ping(server.addr()));
+    }
+
+    #[test]
+    fn requirepass_and_acl_users() {
+        let server = RedisServer::builder()
+            .requirepass("pw")
+            .acl_user("app", "apppw")
+            .start();
+        assert!(server.command(&["GET", "k"]).starts_with("-NOAUTH"));
+        assert!(server.url_with_auth("app", "a b@").contains("a%20b%40@"));
+    }
+}
