@@ -94,7 +94,12 @@ mod tests {
         assert_eq!(bytes, br#"{"id":7,"name":"bolts"}"#);
         assert_eq!(Json.decode::<Row>(&bytes).unwrap(), row);
 
-        for corrupt in [&b"{\"id\":7"[..], b"\xff\xfe", b"", br#"{"id":"x","name":1}"#] {
+        for corrupt in [
+            &b"{\"id\":7"[..],
+            b"\xff\xfe",
+            b"",
+            br#"{"id":"x","name":1}"#,
+        ] {
             let err = Json.decode::<Row>(corrupt).unwrap_err();
             assert!(matches!(err, CodecError::Decode { len, .. } if len == corrupt.len()));
             assert!(std::error::Error::source(&err).is_some());

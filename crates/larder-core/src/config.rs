@@ -75,7 +75,9 @@ impl RedisUrl {
             other => {
                 return Err(ConfigError::invalid(
                     "REDIS_URL",
-                    format!("unsupported scheme `{other}`; expected redis://, rediss:// or unix://"),
+                    format!(
+                        "unsupported scheme `{other}`; expected redis://, rediss:// or unix://"
+                    ),
                 ))
             }
         }
@@ -191,7 +193,6 @@ impl Default for Config {
 
 impl Config {
     /// A builder starting from the defaults.
-    #[must_use]
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {
             config: Self::default(),
@@ -470,7 +471,10 @@ impl ConfigBuilder {
             return Err(ConfigError::invalid("connect_timeout", "must be positive"));
         }
         if c.breaker_threshold == 0 {
-            return Err(ConfigError::invalid("breaker_threshold", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "breaker_threshold",
+                "must be at least 1",
+            ));
         }
         if c.pool_size == 0 {
             return Err(ConfigError::invalid("pool_size", "must be at least 1"));
@@ -513,14 +517,46 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_the_problem() {
         let cases = [
-            ("CACHE_DEFAULT_TTL", "ten", "CACHE_DEFAULT_TTL: expected a whole number of seconds, got \"ten\""),
-            ("CACHE_ENABLED", "maybe", "CACHE_ENABLED: expected true or false, got \"maybe\""),
-            ("LARDER_OP_TIMEOUT_MS", "0", "LARDER_OP_TIMEOUT_MS: must be at least 1 millisecond"),
-            ("LARDER_POOL_SIZE", "0", "LARDER_POOL_SIZE: must be at least 1"),
-            ("CACHE_KEY_PREFIX", "a:b", "CACHE_KEY_PREFIX: key prefix contains the forbidden character ':' at byte 1"),
-            ("CACHE_BA*D_TTL", "5", "CACHE_BA*D_TTL: module name contains the forbidden character '*' at byte 2"),
-            ("REDIS_URL", "http://x", "REDIS_URL: unsupported scheme `http`; expected redis://, rediss:// or unix://"),
-            ("REDIS_URL", "redis://h/abc", "REDIS_URL: the path must be a database number such as /0"),
+            (
+                "CACHE_DEFAULT_TTL",
+                "ten",
+                "CACHE_DEFAULT_TTL: expected a whole number of seconds, got \"ten\"",
+            ),
+            (
+                "CACHE_ENABLED",
+                "maybe",
+                "CACHE_ENABLED: expected true or false, got \"maybe\"",
+            ),
+            (
+                "LARDER_OP_TIMEOUT_MS",
+                "0",
+                "LARDER_OP_TIMEOUT_MS: must be at least 1 millisecond",
+            ),
+            (
+                "LARDER_POOL_SIZE",
+                "0",
+                "LARDER_POOL_SIZE: must be at least 1",
+            ),
+            (
+                "CACHE_KEY_PREFIX",
+                "a:b",
+                "CACHE_KEY_PREFIX: key prefix contains the forbidden character ':' at byte 1",
+            ),
+            (
+                "CACHE_BA*D_TTL",
+                "5",
+                "CACHE_BA*D_TTL: module name contains the forbidden character '*' at byte 2",
+            ),
+            (
+                "REDIS_URL",
+                "http://x",
+                "REDIS_URL: unsupported scheme `http`; expected redis://, rediss:// or unix://",
+            ),
+            (
+                "REDIS_URL",
+                "redis://h/abc",
+                "REDIS_URL: the path must be a database number such as /0",
+            ),
         ];
         for (var, value, want) in cases {
             let err = Config::from_vars([(var, value)]).unwrap_err();

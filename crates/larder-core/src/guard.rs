@@ -298,9 +298,7 @@ impl Guard {
                 let opened = inner.opened_at_ms.load(Ordering::Acquire);
                 let cooled = self.now_ms().saturating_sub(opened)
                     >= u64::try_from(inner.cooldown.as_millis()).unwrap_or(u64::MAX);
-                if cooled
-                    && !inner.probe_in_flight.swap(true, Ordering::AcqRel)
-                {
+                if cooled && !inner.probe_in_flight.swap(true, Ordering::AcqRel) {
                     if inner
                         .state
                         .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
@@ -417,7 +415,10 @@ mod tests {
     async fn opens_after_threshold_and_rejects_without_calling() {
         let guard = Guard::new(Duration::from_millis(50), 3, Duration::from_secs(2));
         for _ in 0..3 {
-            let err = guard.run("get", || async { Err::<(), _>(reset()) }).await.unwrap_err();
+            let err = guard
+                .run("get", || async { Err::<(), _>(reset()) })
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), "connection_dropped");
         }
         assert_eq!(guard.state(), BreakerState::Open);
@@ -430,7 +431,12 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Unavailable { reason: UnavailableReason::BreakerOpen }));
+        assert!(matches!(
+            err,
+            Error::Unavailable {
+                reason: UnavailableReason::BreakerOpen
+            }
+        ));
         assert_eq!(calls, 0);
         assert_eq!(guard.stats().attempted, before);
         assert_eq!(guard.stats().rejected, 1);
@@ -459,10 +465,12 @@ mod tests {
     async fn deadline_bounds_a_call_that_never_answers() {
         let guard = Guard::new(Duration::from_millis(30), 5, Duration::from_secs(1));
         let err = guard
-            .run("get", || std::future::pending::<redis::RedisResult<()>>())
+            .run("get", std::future::pending::<redis::RedisResult<()>>)
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Timeout { op: "get", deadline } if deadline == Duration::from_millis(30)));
+        assert!(
+            matches!(err, Error::Timeout { op: "get", deadline } if deadline == Duration::from_millis(30))
+        );
         assert_eq!(guard.stats().timed_out, 1);
     }
 
@@ -470,7 +478,10 @@ mod tests {
     async fn command_errors_do_not_trip_the_breaker() {
         let guard = Guard::new(Duration::from_millis(50), 2, Duration::from_secs(1));
         for _ in 0..5 {
-            let err = guard.run("get", || async { Err::<(), _>(command_error()) }).await.unwrap_err();
+            let err = guard
+                .run("get", || async { Err::<(), _>(command_error()) })
+                .await
+                .unwrap_err();
             assert!(!err.is_data_fault());
         }
         assert_eq!(guard.state(), BreakerState::Closed);
@@ -489,7 +500,13 @@ mod tests {
             .run("get", || {
                 calls += 1;
                 let first = calls == 1;
-                async move { if first { Err(refused()) } else { Ok(()) } }
+                async move {
+                    if first {
+                        Err(refused())
+                    } else {
+                        Ok(())
+                    }
+                }
             })
             .await
             .unwrap();
@@ -510,7 +527,7 @@ mod tests {
         let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
         tokio::time::advance(Duration::from_millis(101)).await;
         {
-            let probe = guard.run("get", || std::future::pending::<redis::RedisResult<()>>());
+            let probe = guard.run("get", std::future::pending::<redis::RedisResult<()>>);
             let mut probe = std::pin::pin!(probe);
             // Poll once so the probe is admitted, then drop it.
             assert!(futures_poll_once(probe.as_mut()).await.is_none());

@@ -198,11 +198,7 @@ impl Handle {
         Fut: Future<Output = RedisResult<T>>,
     {
         let redis = self.redis()?;
-        let result = self
-            .inner
-            .guard
-            .run(op, || call(redis.connection()))
-            .await;
+        let result = self.inner.guard.run(op, || call(redis.connection())).await;
         if let Err(Error::Backend { source, .. }) = &result {
             if source.kind() == BackendErrorKind::Auth {
                 redis.rebuild_manager();
@@ -220,8 +216,11 @@ impl Handle {
         op: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, Error> {
-        self.run(op, |mut conn| async move { cmd.query_async(&mut conn).await })
-            .await
+        self.run(
+            op,
+            |mut conn| async move { cmd.query_async(&mut conn).await },
+        )
+        .await
     }
 
     /// Runs a pipeline (one round trip) on the shared connection.
@@ -233,8 +232,11 @@ impl Handle {
         op: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, Error> {
-        self.run(op, |mut conn| async move { pipe.query_async(&mut conn).await })
-            .await
+        self.run(
+            op,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
     }
 
     /// Runs a Lua script by SHA (`EVALSHA`, reloading it on `NOSCRIPT`).
@@ -246,8 +248,10 @@ impl Handle {
         op: &'static str,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Error> {
-        self.run(op, |mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await
+        self.run(op, |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })
+        .await
     }
 
     /// Borrows a dedicated connection from the pool (for blocking commands or
@@ -304,11 +308,9 @@ impl Handle {
                 started.elapsed(),
                 guard.last_error(),
             ),
-            Err(e) => HealthReport::unavailable(
-                self.inner.config.cache_enabled,
-                guard.state(),
-                e.kind(),
-            ),
+            Err(e) => {
+                HealthReport::unavailable(self.inner.config.cache_enabled, guard.state(), e.kind())
+            }
         }
     }
 }
@@ -340,8 +342,9 @@ impl Redis {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(5))
             .set_max_delay(Duration::from_millis(100));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-            .map_err(redact)?;
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                .map_err(redact)?;
         let dedicated_config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(DEDICATED_RESPONSE_TIMEOUT));
@@ -377,9 +380,10 @@ impl Redis {
     /// redis-rs reconnects by itself after I/O errors, but not after an
     /// authentication failure; a fresh manager picks up fixed credentials.
     fn rebuild_manager(&self) {
-        if let Ok(fresh) =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone())
-        {
+        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.manager_config.clone(),
+        ) {
             *self
                 .manager
                 .write()
@@ -391,9 +395,11 @@ impl Redis {
 fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
     match e {
         deadpool_redis::PoolError::Backend(e) => e,
-        deadpool_redis::PoolError::Timeout(_) => {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out waiting for a pooled connection").into()
-        }
+        deadpool_redis::PoolError::Timeout(_) => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out waiting for a pooled connection",
+        )
+        .into(),
         other => std::io::Error::other(other.to_string()).into(),
     }
 }

@@ -147,7 +147,8 @@ mod tests {
 
     #[test]
     fn serialises_to_the_documented_shapes() {
-        let ok = HealthReport::connected(true, BreakerState::Closed, Duration::from_micros(210), None);
+        let ok =
+            HealthReport::connected(true, BreakerState::Closed, Duration::from_micros(210), None);
         let v: serde_json::Value = serde_json::from_slice(&ok.to_json()).unwrap();
         assert_eq!(v["status"], "ok");
         assert_eq!(v["cache"], "connected");

@@ -74,7 +74,9 @@ pub enum KeyError {
 }
 
 fn forbidden_in_segment(c: char) -> bool {
-    matches!(c, ':' | '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_whitespace() || c.is_control()
+    matches!(c, ':' | '*' | '?' | '[' | ']' | '{' | '}' | '\\')
+        || c.is_whitespace()
+        || c.is_control()
 }
 
 fn validate_segment(what: &'static str, s: &str) -> Result<(), KeyError> {
@@ -333,7 +335,9 @@ impl Scope {
     /// # Errors
     /// [`KeyError`] when a piece is rejected.
     pub fn key_parts(&self, parts: &[&str]) -> Result<String, KeyError> {
-        let mut s = String::with_capacity(self.base.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+        let mut s = String::with_capacity(
+            self.base.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>(),
+        );
         s.push_str(&self.base);
         for (i, part) in parts.iter().enumerate() {
             validate_key_part("key", part)?;
@@ -463,7 +467,11 @@ fn glob_impl(mut pat: &[u8], mut s: &[u8], skip_longer: &mut bool, nesting: u32)
                             break;
                         }
                         [start, b'-', end, ..] => {
-                            let (lo, hi) = if start <= end { (*start, *end) } else { (*end, *start) };
+                            let (lo, hi) = if start <= end {
+                                (*start, *end)
+                            } else {
+                                (*end, *start)
+                            };
                             if (lo..=hi).contains(&s[0]) {
                                 matched = true;
                             }
@@ -565,7 +573,10 @@ mod tests {
         assert!(scope.key("").is_err());
         assert!(scope.key("a\r\nDEL x").is_err());
         assert!(scope.key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
-        assert_eq!(scope.key_parts(&["GET", "/a"]).unwrap(), "p:tenant:{1}:m:GET:/a");
+        assert_eq!(
+            scope.key_parts(&["GET", "/a"]).unwrap(),
+            "p:tenant:{1}:m:GET:/a"
+        );
         assert!(scope.key_parts(&[]).is_err());
     }
 

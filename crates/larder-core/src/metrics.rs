@@ -50,13 +50,23 @@ pub fn describe() {
 pub fn describe_now() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(REDIS_OPS, "Guarded Redis calls by operation and outcome");
-    describe_histogram!(REDIS_OP_DURATION, Unit::Seconds, "Duration of guarded Redis calls");
+    describe_histogram!(
+        REDIS_OP_DURATION,
+        Unit::Seconds,
+        "Duration of guarded Redis calls"
+    );
     describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker state changes");
-    describe_gauge!(BREAKER_STATE, "Circuit breaker state: 0 closed, 1 half-open, 2 open");
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open"
+    );
     describe_counter!(CACHE_REQUESTS, "Cache look-ups by module and outcome");
     describe_counter!(CACHE_ERRORS, "Cache faults by module and kind");
     describe_counter!(DEGRADED_OPERATIONS, "Operations served by a degraded path");
-    describe_counter!(RATELIMIT_DECISIONS, "Rate-limit decisions by policy and decision");
+    describe_counter!(
+        RATELIMIT_DECISIONS,
+        "Rate-limit decisions by policy and decision"
+    );
     describe_counter!(JOBS, "Job outcomes by task and outcome");
 }
 

@@ -183,10 +183,12 @@ impl RedisServer {
         self.child.is_some()
     }
 
-    /// The server's log so far.
+    /// The server's log so far (what it wrote before its log file opened included).
     #[must_use]
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        let early = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        early + &log
     }
 
     /// Stops the server with SIGTERM (clean shutdown, writes the AOF) and waits.
@@ -262,7 +264,9 @@ impl RedisServer {
     }
 
     fn pid_or_panic(&self) -> Pid {
-        let pid = self.pid().unwrap_or_else(|| panic!("redis-server is not running"));
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("redis-server is not running"));
         Pid::from_raw(i32::try_from(pid).unwrap_or_else(|_| panic!("pid {pid} out of range")))
     }
 
@@ -287,10 +291,14 @@ impl RedisServer {
             None => conf.push_str("appendonly no\n"),
         }
         if let Some(pw) = &o.password {
-            let _ = writeln!(conf, "requirepass {pw}");
+            let _ = writeln!(conf, "requirepass {}", quote(pw));
         }
         for (user, pw) in &o.acl_users {
-            let _ = writeln!(conf, "user {user} on >{pw} ~* &* +@all");
+            let _ = writeln!(
+                conf,
+                "user {user} on {} ~* &* +@all",
+                quote(&format!(">{pw}"))
+            );
         }
         if o.default_user_off {
             conf.push_str("user default off\n");
@@ -307,11 +315,16 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), String> {
         let conf = self.write_config();
         let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let early = std::fs::File::create(self.dir.path().join("stderr.log"))
+            .unwrap_or_else(|e| panic!("cannot create stderr.log: {e}"));
+        let early_too = early
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot clone stderr.log: {e}"));
         let child = Command::new(&bin)
             .arg(&conf)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(early)
+            .stderr(early_too)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -381,6 +394,20 @@ impl Drop for RedisServer {
     }
 }
 
+/// Quotes a redis.conf argument.
+fn quote(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len() + 2);
+    out.push('"');
+    for c in arg.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 #[must_use]
 pub fn free_port() -> u16 {
@@ -406,7 +433,9 @@ fn ping(addr: SocketAddr) -> bool {
     match stream.read(&mut buf) {
         Ok(n) if n > 0 => {
             let reply = &buf[..n];
-            reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") || reply.starts_with(b"-AUTH")
+            reply.starts_with(b"+PONG")
+                || reply.starts_with(b"-NOAUTH")
+                || reply.starts_with(b"-AUTH")
         }
         _ => false,
     }

@@ -1,1 +1,127 @@
-fn main(){}
+//! Run with: cargo run -p example-quickstart
+//!
+//! A small Axum service on the larder handle. It starts with no Redis at all (every
+//! call degrades at once to the in-process tier); set `REDIS_URL` to use Redis.
+//!
+//! ```text
+//! curl -s localhost:5000/health/cache
+//! curl -s -XPOST -H 'X-Tenant-Id: 1' localhost:5000/visits
+//! curl -s localhost:5000/metrics
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use larder::core::{Handle, Module, Tenant};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+#[derive(Clone)]
+struct AppState {
+    larder: Handle,
+    visits: Module,
+    /// Counts kept while Redis is unavailable (per instance, not shared).
+    local: Arc<Mutex<HashMap<Tenant, i64>>>,
+    prometheus: PrometheusHandle,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,larder=debug".into()),
+        )
+        .init();
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
+    larder::core::metrics::describe_now();
+
+    let state = AppState {
+        larder: Handle::from_env()?,
+        visits: Module::new("visits")?,
+        local: Arc::default(),
+        prometheus,
+    };
+    let app = Router::new()
+        .route("/health/cache", get(health))
+        .route("/metrics", get(render_metrics))
+        .route("/visits", post(visit))
+        .with_state(state);
+
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p
+            .parse()
+            .map_err(|_| format!("PORT: expected a port number, got {p:?}"))?,
+        Err(_) => 5000,
+    };
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    // Always 200: a degraded cache is not a down app.
+    Json(state.larder.health().await)
+}
+
+async fn render_metrics(State(state): State<AppState>) -> String {
+    state.prometheus.render()
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn visit(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(raw) = headers.get("x-tenant-id") else {
+        return error(StatusCode::BAD_REQUEST, "missing X-Tenant-Id header".into());
+    };
+    let tenant = match raw
+        .to_str()
+        .map_err(|e| e.to_string())
+        .and_then(|s| Tenant::new(s).map_err(|e| e.to_string()))
+    {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid X-Tenant-Id: {e}")),
+    };
+    let key = match state
+        .larder
+        .keyspace()
+        .scope(&tenant, &state.visits)
+        .key("count")
+    {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match state
+        .larder
+        .query::<i64>("visits_incr", larder::core::redis::cmd("INCR").arg(&key))
+        .await
+    {
+        Ok(n) => Json(json!({ "tenant": tenant, "visits": n, "source": "redis", "key": key }))
+            .into_response(),
+        Err(e) => {
+            tracing::debug!(error = %e, "redis unavailable, counting in process");
+            let n = {
+                let mut local = state
+                    .local
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = local.entry(tenant.clone()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            Json(json!({ "tenant": tenant, "visits": n, "source": "in_process" })).into_response()
+        }
+    }
+}

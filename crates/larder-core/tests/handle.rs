@@ -1,0 +1,222 @@
+//! The handle against a real redis-server: commands, pipelines, scripts by SHA,
+//! dedicated and pub/sub connections, health, credentials.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{handle_for, handle_for_url, LogCapture};
+use larder_core::{BackendErrorKind, Error, Handle};
+use larder_testing::RedisServer;
+
+#[tokio::test]
+async fn commands_and_pipelines_ride_the_shared_connection() {
+    let server = RedisServer::start();
+    let handle = handle_for(&server);
+    let _: () = handle
+        .query("set", redis::cmd("SET").arg("a").arg("1"))
+        .await
+        .unwrap();
+    let v: String = handle
+        .query("get", redis::cmd("GET").arg("a"))
+        .await
+        .unwrap();
+    assert_eq!(v, "1");
+    let (x, y): (i64, i64) = handle
+        .pipeline("incr2", redis::pipe().incr("n", 1).incr("n", 2))
+        .await
+        .unwrap();
+    assert_eq!((x, y), (1, 3));
+    // One client connection for all of it: the multiplexed one (plus our probe).
+    let clients = server.command(&["CLIENT", "LIST"]);
+    assert_eq!(
+        clients.lines().filter(|l| l.contains("cmd=")).count(),
+        2,
+        "{clients}"
+    );
+}
+
+#[tokio::test]
+async fn scripts_run_by_sha_and_reload_after_script_flush() {
+    let server = RedisServer::start();
+    let handle = handle_for(&server);
+    let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    let mut inv = script.key("s");
+    inv.arg(5);
+    let n: i64 = handle.script("incrby", &inv).await.unwrap();
+    assert_eq!(n, 5);
+    assert!(server.command(&["SCRIPT", "FLUSH"]).starts_with("+OK"));
+    let n: i64 = handle.script("incrby", &inv).await.unwrap();
+    assert_eq!(n, 10);
+    // Run by SHA: EVALSHA, a NOSCRIPT reply, SCRIPT LOAD, EVALSHA again; never EVAL.
+    let stats = server.command(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_eval:"), "{stats}");
+    assert!(stats.contains("cmdstat_script|load:calls=2"), "{stats}");
+}
+
+#[tokio::test]
+async fn command_errors_are_typed_and_do_not_open_the_breaker() {
+    let server = RedisServer::start();
+    let handle = handle_for(&server);
+    let _: () = handle
+        .query("set", redis::cmd("SET").arg("s").arg("x"))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let err = handle
+            .query::<i64>("lpush", redis::cmd("LPUSH").arg("s").arg("y"))
+            .await
+            .unwrap_err();
+        match &err {
+            Error::Backend {
+                op: "lpush",
+                source,
+            } => {
+                assert_eq!(source.kind(), BackendErrorKind::Command);
+                assert_eq!(source.code(), Some("WRONGTYPE"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(handle.guard().state(), larder_core::BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn dedicated_connections_and_pubsub() {
+    let server = RedisServer::start();
+    let handle = handle_for(&server);
+    let mut conn = handle.dedicated().await.unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("q")
+        .arg("job")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    let popped: Option<(String, String)> = handle
+        .guard()
+        .run_with_deadline("blpop", Duration::from_secs(3), || {
+            let mut c = conn.clone();
+            async move {
+                redis::cmd("BLPOP")
+                    .arg("q")
+                    .arg(1)
+                    .query_async(&mut c)
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(popped, Some(("q".into(), "job".into())));
+
+    let mut pubsub = handle.pubsub().await.unwrap();
+    pubsub.subscribe("chan").await.unwrap();
+    let n: i64 = handle
+        .query("publish", redis::cmd("PUBLISH").arg("chan").arg("hello"))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let mut stream = pubsub.on_message();
+    let msg = tokio::time::timeout(Duration::from_secs(5), futures_next(&mut stream))
+        .await
+        .expect("message within 5 s")
+        .expect("stream open");
+    assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+}
+
+async fn futures_next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+#[tokio::test]
+async fn health_reports_connected_then_degraded() {
+    let mut server = RedisServer::start();
+    let handle = handle_for(&server);
+    let report = handle.health().await;
+    let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["cache"], "connected");
+    assert_eq!(json["redis"], "healthy");
+    assert!(json["latency_ms"].as_f64().unwrap() >= 0.0);
+
+    server.stop();
+    let report = handle.health().await;
+    let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+    assert_eq!(json["status"], "degraded");
+    assert_eq!(json["cache"], "unavailable");
+    assert_eq!(json["redis"], "unreachable");
+}
+
+#[tokio::test]
+async fn in_process_handle_refuses_at_once_and_is_healthy() {
+    let handle = Handle::in_process();
+    let err = handle
+        .query::<String>("get", redis::cmd("GET").arg("a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Unavailable {
+            reason: larder_core::UnavailableReason::NotConfigured
+        }
+    ));
+    assert_eq!(handle.guard().stats().attempted, 0);
+    let report = handle.health().await;
+    let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["cache"], "in_process");
+}
+
+#[tokio::test]
+async fn requirepass_and_acl_users_authenticate() {
+    let server = RedisServer::builder()
+        .requirepass("top-secret")
+        .acl_user("app", "app:pw with spaces")
+        .start();
+    for url in [
+        server.url_with_auth("", "top-secret"),
+        server.url_with_auth("app", "app:pw with spaces"),
+    ] {
+        let handle = handle_for_url(&url);
+        let who: String = handle
+            .query("whoami", redis::cmd("ACL").arg("WHOAMI"))
+            .await
+            .unwrap();
+        assert!(who == "default" || who == "app", "{who}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_clear_error_that_never_shows_the_password() {
+    let server = RedisServer::builder()
+        .acl_user("app", "right-password")
+        .default_user_off()
+        .start();
+    let secret = "Wr0ng-Pa55word";
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    let url = server.url_with_auth("app", secret);
+    let handle = handle_for_url(&url);
+    let err = handle
+        .query::<String>("get", redis::cmd("GET").arg("k"))
+        .await
+        .unwrap_err();
+    let shown = format!("{err} | {err:?} | {handle:?} | {:?}", handle.redis_url());
+    assert!(!shown.contains(secret), "{shown}");
+    match &err {
+        Error::Backend { source, .. } => assert_eq!(source.kind(), BackendErrorKind::Auth, "{err}"),
+        other => panic!("expected an auth error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("auth"), "{err}");
+    // Keep failing until the breaker opens, so every log path runs.
+    for _ in 0..5 {
+        let _ = handle
+            .query::<String>("get", redis::cmd("GET").arg("k"))
+            .await;
+    }
+    let _ = handle.health().await;
+    let text = logs.text();
+    assert!(text.contains("circuit breaker open"), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains("app:***@127.0.0.1"), "{text}");
+}
