@@ -94,14 +94,21 @@ fn guarded_get(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let mut c = conn.clone();
             async move {
-                let v: String = redis::cmd("GET").arg("k").query_async(&mut c).await.expect("get");
+                let v: String = redis::cmd("GET")
+                    .arg("k")
+                    .query_async(&mut c)
+                    .await
+                    .expect("get");
                 v
             }
         });
     });
     g.bench_function("guarded", |b| {
         b.to_async(&rt).iter(|| async {
-            let v: String = handle.query("get", redis::cmd("GET").arg("k")).await.expect("get");
+            let v: String = handle
+                .query("get", redis::cmd("GET").arg("k"))
+                .await
+                .expect("get");
             v
         });
     });
@@ -114,7 +121,11 @@ fn guarded_get(c: &mut Criterion) {
             join_all((0..32).map(|_| {
                 let mut c = conn.clone();
                 async move {
-                    let v: String = redis::cmd("GET").arg("k").query_async(&mut c).await.expect("get");
+                    let v: String = redis::cmd("GET")
+                        .arg("k")
+                        .query_async(&mut c)
+                        .await
+                        .expect("get");
                     v
                 }
             }))
@@ -123,7 +134,10 @@ fn guarded_get(c: &mut Criterion) {
     g.bench_function("guarded", |b| {
         b.to_async(&rt).iter(|| {
             join_all((0..32).map(|_| async {
-                let v: String = handle.query("get", redis::cmd("GET").arg("k")).await.expect("get");
+                let v: String = handle
+                    .query("get", redis::cmd("GET").arg("k"))
+                    .await
+                    .expect("get");
                 v
             }))
         });
