@@ -126,7 +126,12 @@ pub fn decode(raw: Bytes) -> Result<(Meta, Bytes), CorruptEntry> {
     let header = std::str::from_utf8(&raw[MAGIC.len()..nl])
         .map_err(|_| CorruptEntry("header is not UTF-8"))?;
     let mut parts = header.split(' ');
-    let mut next = |what| parts.next().filter(|s| !s.is_empty()).ok_or(CorruptEntry(what));
+    let mut next = |what| {
+        parts
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or(CorruptEntry(what))
+    };
     let tenant_marker = next("missing tenant marker")?.to_owned();
     let module_marker = next("missing module marker")?.to_owned();
     let num = |s: &str, what| s.parse::<u64>().map_err(|_| CorruptEntry(what));
@@ -170,7 +175,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let meta = Meta::new(("t1".into(), "m1".into()), Duration::from_secs(60), Duration::from_secs(30));
+        let meta = Meta::new(
+            ("t1".into(), "m1".into()),
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        );
         let raw = Bytes::from(encode(&meta, b"{\"a\":1}\nmore"));
         let (back, payload) = decode(raw).unwrap();
         assert_eq!(back, meta);
@@ -182,7 +191,11 @@ mod tests {
 
     #[test]
     fn empty_markers_round_trip() {
-        let meta = Meta::new((String::new(), String::new()), Duration::from_secs(1), Duration::ZERO);
+        let meta = Meta::new(
+            (String::new(), String::new()),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        );
         let (back, _) = decode(Bytes::from(encode(&meta, b""))).unwrap();
         assert_eq!(back, meta);
     }

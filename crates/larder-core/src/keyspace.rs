@@ -288,6 +288,19 @@ impl Keyspace {
         s
     }
 
+    /// A SCAN pattern for a caller's glob over all of one tenant's keys
+    /// (`{prefix}:tenant:{t}:` followed by the glob). The literal tenant prefix comes
+    /// first, so the glob can only narrow matches inside the tenant.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the glob is empty, too long or holds control characters.
+    pub fn tenant_glob(&self, tenant: &Tenant, glob: &str) -> Result<String, KeyError> {
+        validate_key_part("pattern", glob)?;
+        let mut s = self.tenant_base(tenant);
+        s.push_str(glob);
+        Ok(s)
+    }
+
     /// The SCAN pattern matching every key under this prefix.
     #[must_use]
     pub fn prefix_pattern(&self) -> String {

@@ -1,0 +1,913 @@
+//! The framework-free cache service.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use larder_core::redis;
+use larder_core::{metrics as m, Codec, Handle, Json, Module, Tenant};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::entry::{self, now_ms, Meta};
+use crate::flight::{Flights, Role};
+use crate::local::LocalTier;
+
+/// Key parts longer than this, or holding characters unfit for a key, are hashed.
+const MAX_PLAIN_KEY: usize = 200;
+/// Keys per SCAN page and per UNLINK batch.
+const SCAN_COUNT: usize = 1000;
+/// The reserved module holding invalidation markers.
+const SYSTEM_MODULE: &str = "_larder";
+
+/// The result of a look-up. Not an error: a miss is an ordinary outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup<T> {
+    /// A fresh value.
+    Hit {
+        /// The value.
+        value: T,
+        /// Its metadata.
+        meta: Meta,
+    },
+    /// A value past its freshness, still inside its stale window.
+    Stale {
+        /// The value.
+        value: T,
+        /// Its metadata.
+        meta: Meta,
+    },
+    /// Nothing usable is stored (or Redis is unavailable).
+    Miss,
+}
+
+impl<T> Lookup<T> {
+    /// The value, fresh or stale.
+    pub fn into_value(self) -> Option<T> {
+        match self {
+            Self::Hit { value, .. } | Self::Stale { value, .. } => Some(value),
+            Self::Miss => None,
+        }
+    }
+}
+
+/// Cache settings. Built from the handle's [`larder_core::Config`] by default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Caching on or off (`CACHE_ENABLED`). Off: every call goes to the origin.
+    pub enabled: bool,
+    /// Default time to live (`CACHE_DEFAULT_TTL`).
+    pub default_ttl: Duration,
+    /// Time to live of not-found results (`CACHE_NEGATIVE_TTL`).
+    pub negative_ttl: Duration,
+    /// Per-module times to live (`CACHE_<MODULE>_TTL`).
+    pub module_ttls: HashMap<String, Duration>,
+    /// How long past its freshness an entry is kept for stale serving.
+    pub stale_window: Duration,
+    /// Bytes the in-process tier may hold (used when no Redis is configured).
+    pub local_max_bytes: u64,
+}
+
+impl Settings {
+    fn from_config(c: &larder_core::Config) -> Self {
+        Self {
+            enabled: c.cache_enabled,
+            default_ttl: c.default_ttl,
+            negative_ttl: c.negative_ttl,
+            module_ttls: c.module_ttls.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            stale_window: Duration::ZERO,
+            local_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// The time to live of `module`.
+    #[must_use]
+    pub fn ttl_for(&self, module: &Module) -> Duration {
+        self.module_ttls
+            .get(module.as_str())
+            .copied()
+            .unwrap_or(self.default_ttl)
+    }
+}
+
+/// Counts since the cache was built.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Fresh hits.
+    pub hits: u64,
+    /// Misses.
+    pub misses: u64,
+    /// Stale serves.
+    pub stale: u64,
+    /// Faults (Redis errors, corrupt entries).
+    pub errors: u64,
+    /// Look-ups answered in degraded mode (Redis unavailable).
+    pub degraded: u64,
+    /// hits / (hits + misses + stale), 0 when nothing was looked up.
+    pub hit_ratio: f64,
+    /// From Redis `INFO stats`: server-wide keyspace hits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_keyspace_hits: Option<u64>,
+    /// From Redis `INFO stats`: server-wide keyspace misses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_keyspace_misses: Option<u64>,
+    /// From Redis `INFO memory`: used memory in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_used_memory: Option<u64>,
+    /// From `DBSIZE`: keys in the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_keys: Option<u64>,
+    /// Entries in the in-process tier.
+    pub local_entries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+    errors: AtomicU64,
+    degraded: AtomicU64,
+}
+
+/// Where one cache key lives.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub(crate) module: Module,
+    pub(crate) entry: String,
+    tenant_marker: String,
+    module_marker: String,
+}
+
+/// What a raw look-up found.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// The entry, if one is usable (fresh or stale).
+    pub(crate) entry: Option<(Meta, Bytes)>,
+    /// The markers seen, when the look-up reached its store; `None` when Redis was
+    /// unavailable (then nothing is written back).
+    pub(crate) markers: Option<(String, String)>,
+}
+
+/// A multi-tenant cache on the shared handle. Cheap to clone.
+///
+/// Every key lives in a tenant's module: `{prefix}:tenant:{t}:{module}:{key}`.
+/// Redis trouble never becomes an error here: look-ups degrade to misses (the origin
+/// answers), writes are skipped, and the handle's breaker keeps calls from waiting.
+#[derive(Clone)]
+pub struct Cache<C: Codec = Json> {
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C> {
+    handle: Handle,
+    codec: C,
+    settings: Settings,
+    local: Option<LocalTier>,
+    local_markers: Mutex<HashMap<String, u64>>,
+    flights: Flights<Option<Bytes>>,
+    counters: Counters,
+    system: Module,
+    write: redis::Script,
+    random: std::collections::hash_map::RandomState,
+    sequence: AtomicU64,
+}
+
+impl<C: Codec> std::fmt::Debug for Cache<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("handle", &self.inner.handle)
+            .field("settings", &self.inner.settings)
+            .field("codec", &C::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache<Json> {
+    /// A JSON cache on `handle`, configured from the handle's config.
+    #[must_use]
+    pub fn new(handle: Handle) -> Self {
+        let settings = Settings::from_config(handle.config());
+        Self::with_codec(handle, Json, settings)
+    }
+}
+
+impl<C: Codec> Cache<C> {
+    /// A cache with an explicit codec and settings.
+    #[must_use]
+    pub fn with_codec(handle: Handle, codec: C, settings: Settings) -> Self {
+        let local = if handle.is_redis_configured() {
+            None
+        } else {
+            Some(LocalTier::new(settings.local_max_bytes))
+        };
+        Self {
+            inner: Arc::new(Inner {
+                handle,
+                codec,
+                local,
+                local_markers: Mutex::default(),
+                flights: Flights::default(),
+                counters: Counters::default(),
+                system: Module::new(SYSTEM_MODULE)
+                    .unwrap_or_else(|_| unreachable!("the system module name is valid")),
+                write: redis::Script::new(include_str!("../lua/write.lua")),
+                random: std::collections::hash_map::RandomState::new(),
+                sequence: AtomicU64::new(0),
+                settings,
+            }),
+        }
+    }
+
+    /// Changes settings (for example the stale window) on a new cache value.
+    #[must_use]
+    pub fn with_settings(self, settings: Settings) -> Self {
+        Self::with_codec(
+            self.inner.handle.clone(),
+            self.inner.codec.clone(),
+            settings,
+        )
+    }
+
+    /// The settings in force.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The shared handle.
+    #[must_use]
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// The time to live of `module`.
+    #[must_use]
+    pub fn ttl_for(&self, module: &Module) -> Duration {
+        self.inner.settings.ttl_for(module)
+    }
+
+    /// Reads a value. Fresh and stale values are returned; corrupt entries are deleted
+    /// and read as a miss; Redis trouble reads as a miss.
+    pub async fn lookup<T: DeserializeOwned>(
+        &self,
+        tenant: &Tenant,
+        module: &Module,
+        key: &str,
+    ) -> Lookup<T> {
+        if !self.inner.settings.enabled {
+            return Lookup::Miss;
+        }
+        let keys = self.keys(tenant, module, key);
+        let found = self.lookup_raw(&keys).await;
+        match found.entry {
+            Some((meta, payload)) => match self.decode::<T>(&keys, &payload) {
+                Some(value) if meta.is_fresh_at(now_ms()) => Lookup::Hit { value, meta },
+                Some(value) => Lookup::Stale { value, meta },
+                None => Lookup::Miss,
+            },
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Reads a fresh value (stale values count as absent).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        tenant: &Tenant,
+        module: &Module,
+        key: &str,
+    ) -> Option<T> {
+        match self.lookup(tenant, module, key).await {
+            Lookup::Hit { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Stores a value for `ttl` (the module's TTL when `None`). Returns whether it was
+    /// stored; `false` when Redis is unavailable or the value does not encode.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        tenant: &Tenant,
+        module: &Module,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> bool {
+        if !self.inner.settings.enabled {
+            return false;
+        }
+        let keys = self.keys(tenant, module, key);
+        let Some(payload) = self.encode(&keys, value) else {
+            return false;
+        };
+        let markers = self.current_markers(&keys).await;
+        let Some(markers) = markers else {
+            return false;
+        };
+        let ttl = ttl.unwrap_or_else(|| self.ttl_for(module));
+        self.store_raw(&keys, markers, ttl, payload).await.is_some()
+    }
+
+    /// Deletes one key.
+    pub async fn delete(&self, tenant: &Tenant, module: &Module, key: &str) -> bool {
+        let keys = self.keys(tenant, module, key);
+        if let Some(local) = &self.inner.local {
+            local.remove(&keys.entry);
+            return true;
+        }
+        let deleted: Result<i64, _> = self
+            .inner
+            .handle
+            .query("cache_delete", redis::cmd("UNLINK").arg(&keys.entry))
+            .await;
+        tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, key, "cache key invalidated");
+        deleted.is_ok_and(|n| n > 0)
+    }
+
+    /// Cache-aside: returns the cached value, or calls `origin` once (per process, for
+    /// concurrent callers of one key), stores its value for the module's TTL and
+    /// returns it. Origin errors are returned and not cached; while the entry is stale
+    /// and the origin fails, the stale value is served (stale-if-error).
+    ///
+    /// # Errors
+    /// Only the origin's.
+    pub async fn get_or_set<T, E, F, Fut>(
+        &self,
+        tenant: &Tenant,
+        module: &Module,
+        key: &str,
+        origin: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let ttl = self.ttl_for(module);
+        self.memoize(tenant, module, key, origin, |_| ttl).await
+    }
+
+    /// As [`get_or_set`](Self::get_or_set), caching `None` for the negative TTL
+    /// (`CACHE_NEGATIVE_TTL`) so repeated look-ups of a missing row stay cheap.
+    ///
+    /// # Errors
+    /// Only the origin's.
+    pub async fn get_or_set_opt<T, E, F, Fut>(
+        &self,
+        tenant: &Tenant,
+        module: &Module,
+        key: &str,
+        origin: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let (ttl, negative) = (self.ttl_for(module), self.inner.settings.negative_ttl);
+        self.memoize(tenant, module, key, origin, |v: &Option<T>| {
+            if v.is_some() {
+                ttl
+            } else {
+                negative
+            }
+        })
+        .await
+    }
+
+    async fn memoize<T, E, F, Fut>(
+        &self,
+        tenant: &Tenant,
+        module: &Module,
+        key: &str,
+        origin: F,
+        ttl_of: impl Fn(&T) -> Duration,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if !self.inner.settings.enabled {
+            return origin().await;
+        }
+        let keys = self.keys(tenant, module, key);
+        let mut origin = Some(origin);
+        loop {
+            let found = self.lookup_raw(&keys).await;
+            let mut stale = None;
+            if let Some((meta, payload)) = found.entry {
+                if let Some(value) = self.decode::<T>(&keys, &payload) {
+                    if meta.is_fresh_at(now_ms()) {
+                        return Ok(value);
+                    }
+                    stale = Some(value);
+                }
+            }
+            match self.inner.flights.join(&keys.entry) {
+                Role::Leader(leader) => {
+                    let Some(call) = origin.take() else {
+                        unreachable!("the origin is taken once: a leader always returns")
+                    };
+                    match call().await {
+                        Ok(value) => {
+                            let payload = self.encode(&keys, &value);
+                            if let (Some(payload), Some(markers)) = (payload.clone(), found.markers)
+                            {
+                                self.store_raw(&keys, markers, ttl_of(&value), payload)
+                                    .await;
+                            }
+                            leader.complete(payload);
+                            return Ok(value);
+                        }
+                        Err(e) => {
+                            leader.complete(None);
+                            if let Some(value) = stale {
+                                self.count_stale(&keys.module);
+                                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, "origin failed: serving stale");
+                                return Ok(value);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                Role::Follower(mut rx) => {
+                    if let Ok(Some(payload)) = rx.recv().await {
+                        if let Some(value) = self.decode::<T>(&keys, &payload) {
+                            return Ok(value);
+                        }
+                    }
+                    // The leader failed or gave up: look again, maybe lead.
+                }
+            }
+        }
+    }
+
+    /// Invalidates every key of a tenant's module: one `SET` of a fresh marker,
+    /// whatever the number of keys. Old entries become invisible and expire by TTL.
+    pub async fn invalidate_module(&self, tenant: &Tenant, module: &Module) -> bool {
+        let keys = self.keys(tenant, module, "_");
+        let ok = self.bump_marker(&keys.module_marker).await;
+        tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, ok, "cache module invalidated");
+        ok
+    }
+
+    /// Invalidates every key of a tenant, in all modules, in one command.
+    pub async fn invalidate_tenant(&self, tenant: &Tenant) -> bool {
+        let keys = self.keys(tenant, &self.inner.system, "_");
+        let ok = self.bump_marker(&keys.tenant_marker).await;
+        tracing::info!(target: "larder::cache", tenant = %tenant, ok, "cache tenant invalidated");
+        ok
+    }
+
+    /// Deletes a tenant's keys matching `glob` (relative to the tenant:
+    /// `products:*`), with SCAN and batched UNLINK (never `KEYS`). Returns the number
+    /// deleted, or `None` when Redis became unavailable part way.
+    ///
+    /// # Errors
+    /// [`larder_core::KeyError`] for an empty glob or one with control characters.
+    pub async fn invalidate_pattern(
+        &self,
+        tenant: &Tenant,
+        glob: &str,
+    ) -> Result<Option<u64>, larder_core::KeyError> {
+        let pattern = self.inner.handle.keyspace().tenant_glob(tenant, glob)?;
+        let deleted = self.delete_matching(&pattern, true).await;
+        tracing::info!(target: "larder::cache", tenant = %tenant, pattern = %pattern, deleted, "cache pattern invalidated");
+        Ok(deleted)
+    }
+
+    /// Deletes every key under the prefix (all tenants), with SCAN and batched UNLINK.
+    pub async fn clear(&self) -> Option<u64> {
+        let pattern = self.inner.handle.keyspace().prefix_pattern();
+        // Markers go too: every entry they guard goes with them.
+        let deleted = self.delete_matching(&pattern, false).await;
+        tracing::info!(target: "larder::cache", pattern = %pattern, deleted, "cache cleared");
+        deleted
+    }
+
+    /// Counters, and Redis's own figures when it answers.
+    pub async fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        let mut s = Stats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            degraded: c.degraded.load(Ordering::Relaxed),
+            local_entries: self.inner.local.as_ref().map_or(0, LocalTier::len),
+            ..Stats::default()
+        };
+        let looked = s.hits + s.misses + s.stale;
+        if looked > 0 {
+            #[allow(clippy::cast_precision_loss)]
+            {
+                s.hit_ratio = s.hits as f64 / looked as f64;
+            }
+        }
+        if self.inner.handle.is_redis_configured() {
+            let mut pipe = redis::pipe();
+            pipe.cmd("INFO")
+                .arg("stats")
+                .cmd("INFO")
+                .arg("memory")
+                .cmd("DBSIZE");
+            let info: Result<(String, String, u64), _> =
+                self.inner.handle.pipeline("cache_stats", &pipe).await;
+            if let Ok((stats, memory, keys)) = info {
+                s.redis_keyspace_hits = info_field(&stats, "keyspace_hits");
+                s.redis_keyspace_misses = info_field(&stats, "keyspace_misses");
+                s.redis_used_memory = info_field(&memory, "used_memory");
+                s.redis_keys = Some(keys);
+            }
+        }
+        s
+    }
+
+    // ---- internals shared with the response cache ----
+
+    pub(crate) fn keys(&self, tenant: &Tenant, module: &Module, key: &str) -> Keys {
+        let ks = self.inner.handle.keyspace();
+        let system = ks.scope(tenant, &self.inner.system);
+        let safe = safe_key(key);
+        let entry = ks
+            .scope(tenant, module)
+            .key(&safe)
+            .unwrap_or_else(|_| unreachable!("safe_key yields valid key parts"));
+        let tenant_marker = system
+            .key("gen")
+            .unwrap_or_else(|_| unreachable!("literal key part"));
+        let module_marker = system
+            .key_parts(&["gen", module.as_str()])
+            .unwrap_or_else(|_| unreachable!("module names are valid key parts"));
+        Keys {
+            module: module.clone(),
+            entry,
+            tenant_marker,
+            module_marker,
+        }
+    }
+
+    pub(crate) fn flights(&self) -> &Flights<Option<Bytes>> {
+        &self.inner.flights
+    }
+
+    pub(crate) async fn lookup_raw(&self, keys: &Keys) -> Found {
+        if let Some(local) = &self.inner.local {
+            let markers = self.local_markers(keys);
+            let entry = local
+                .get(&keys.entry)
+                .filter(|(meta, _)| {
+                    meta.tenant_marker == markers.0 && meta.module_marker == markers.1
+                })
+                .filter(|(meta, _)| meta.is_servable_at(now_ms()));
+            self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+            return Found {
+                entry,
+                markers: Some(markers),
+            };
+        }
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(&keys.tenant_marker)
+            .arg(&keys.module_marker)
+            .arg(&keys.entry);
+        let reply: Result<(Option<String>, Option<String>, Option<Vec<u8>>), _> =
+            self.inner.handle.query("cache_get", &cmd).await;
+        match reply {
+            Ok((t, mm, raw)) => {
+                let markers = match (t, mm) {
+                    (Some(t), Some(mm)) => (t, mm),
+                    // First use of this tenant or module (or its marker was evicted):
+                    // nothing stored can be valid, so create the markers now and let
+                    // writers stamp entries with a definite value.
+                    _ => match self.ensure_markers(keys).await {
+                        Some(markers) => markers,
+                        None => (String::new(), String::new()),
+                    },
+                };
+                let entry = match raw {
+                    None => None,
+                    Some(raw) => match entry::decode(Bytes::from(raw)) {
+                        Ok((meta, payload)) => Some((meta, payload)),
+                        Err(e) => {
+                            self.corrupt(keys, &e.to_string()).await;
+                            None
+                        }
+                    },
+                };
+                let entry = entry.filter(|(meta, _)| {
+                    !markers.0.is_empty()
+                        && !markers.1.is_empty()
+                        && meta.tenant_marker == markers.0
+                        && meta.module_marker == markers.1
+                        && meta.is_servable_at(now_ms())
+                });
+                self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+                Found {
+                    entry,
+                    markers: Some(markers),
+                }
+            }
+            Err(e) => {
+                self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "cache").increment(1);
+                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "cache degraded: treating as miss");
+                Found {
+                    entry: None,
+                    markers: None,
+                }
+            }
+        }
+    }
+
+    /// Stores `payload` if the markers are unchanged; returns the stored entry's meta.
+    pub(crate) async fn store_raw(
+        &self,
+        keys: &Keys,
+        markers: (String, String),
+        ttl: Duration,
+        payload: Bytes,
+    ) -> Option<Meta> {
+        if ttl.is_zero() {
+            return None;
+        }
+        let stale = self.inner.settings.stale_window;
+        if let Some(local) = &self.inner.local {
+            if self.local_markers(keys) != markers {
+                return None;
+            }
+            let meta = Meta::new(markers, ttl, stale);
+            local.insert(keys.entry.clone(), meta.clone(), payload);
+            tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, ttl_s = ttl.as_secs(), "cache SET (in-process)");
+            return Some(meta);
+        }
+        let fresh = self.fresh_marker();
+        let mut meta = Meta::new(markers.clone(), ttl, stale);
+        let redis_ttl = meta.redis_ttl(now_ms());
+        let mut inv = self.inner.write.prepare_invoke();
+        inv.key(&keys.tenant_marker)
+            .key(&keys.module_marker)
+            .key(&keys.entry)
+            .arg(&markers.0)
+            .arg(&markers.1)
+            .arg(&fresh)
+            .arg(meta.times())
+            .arg(&payload[..])
+            .arg(u64::try_from(redis_ttl.as_millis()).unwrap_or(u64::MAX));
+        match self.inner.handle.script::<i64>("cache_set", &inv).await {
+            Ok(1) => {
+                if markers.0.is_empty() {
+                    meta.tenant_marker.clone_from(&fresh);
+                }
+                if markers.1.is_empty() {
+                    meta.module_marker = fresh;
+                }
+                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, ttl_s = ttl.as_secs(), "cache SET");
+                Some(meta)
+            }
+            Ok(_) => {
+                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, "cache SET skipped: invalidated since read");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "cache SET failed");
+                None
+            }
+        }
+    }
+
+    async fn current_markers(&self, keys: &Keys) -> Option<(String, String)> {
+        if self.inner.local.is_some() {
+            return Some(self.local_markers(keys));
+        }
+        self.ensure_markers(keys).await
+    }
+
+    /// Creates missing markers (`SET NX`) and reads both, in one round trip.
+    async fn ensure_markers(&self, keys: &Keys) -> Option<(String, String)> {
+        let fresh = self.fresh_marker();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&keys.tenant_marker)
+            .arg(&fresh)
+            .arg("NX")
+            .ignore()
+            .cmd("SET")
+            .arg(&keys.module_marker)
+            .arg(&fresh)
+            .arg("NX")
+            .ignore()
+            .cmd("MGET")
+            .arg(&keys.tenant_marker)
+            .arg(&keys.module_marker);
+        let reply: Result<((Option<String>, Option<String>),), _> =
+            self.inner.handle.pipeline("cache_markers", &pipe).await;
+        match reply {
+            Ok(((Some(t), Some(mm)),)) => Some((t, mm)),
+            _ => None,
+        }
+    }
+
+    fn local_markers(&self, keys: &Keys) -> (String, String) {
+        let map = self
+            .inner
+            .local_markers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let t = map.get(&keys.tenant_marker).copied().unwrap_or(0);
+        let mm = map.get(&keys.module_marker).copied().unwrap_or(0);
+        (t.to_string(), mm.to_string())
+    }
+
+    async fn bump_marker(&self, marker_key: &str) -> bool {
+        if self.inner.local.is_some() {
+            *self
+                .inner
+                .local_markers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(marker_key.to_owned())
+                .or_insert(0) += 1;
+            return true;
+        }
+        let fresh = self.fresh_marker();
+        self.inner
+            .handle
+            .query::<()>(
+                "cache_invalidate",
+                redis::cmd("SET").arg(marker_key).arg(&fresh),
+            )
+            .await
+            .is_ok()
+    }
+
+    /// SCAN + batched UNLINK. With `keep_markers`, invalidation markers survive: a
+    /// reset marker could make entries invalidated before it visible again.
+    async fn delete_matching(&self, pattern: &str, keep_markers: bool) -> Option<u64> {
+        let system_infix = format!(":{SYSTEM_MODULE}:");
+        if let Some(local) = &self.inner.local {
+            return Some(local.remove_matching(pattern));
+        }
+        let handle = &self.inner.handle;
+        let mut cursor: u64 = 0;
+        let mut deleted = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<String>) = handle.query("cache_scan", &scan).await.ok()?;
+            let doomed: Vec<&String> = keys
+                .iter()
+                .filter(|k| !keep_markers || !k.contains(&system_infix))
+                .collect();
+            if !doomed.is_empty() {
+                let n: u64 = handle
+                    .query("cache_unlink", redis::cmd("UNLINK").arg(&doomed))
+                    .await
+                    .ok()?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Some(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    fn fresh_marker(&self) -> String {
+        let mut h = self.inner.random.build_hasher();
+        h.write_u64(self.inner.sequence.fetch_add(1, Ordering::Relaxed));
+        h.write_u64(now_ms());
+        format!("{:x}{:016x}", now_ms(), h.finish())
+    }
+
+    pub(crate) fn encode<T: Serialize + ?Sized>(&self, keys: &Keys, value: &T) -> Option<Bytes> {
+        match self.inner.codec.encode(value) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(e) => {
+                self.count_error(&keys.module, "encode");
+                tracing::warn!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "value not cached: it does not encode");
+                None
+            }
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, keys: &Keys, payload: &[u8]) -> Option<T> {
+        match self.inner.codec.decode(payload) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // A value of another shape (a deploy changed the type): drop it.
+                let this = self.clone();
+                let keys = keys.clone();
+                let reason = e.to_string();
+                tokio::spawn(async move { this.corrupt(&keys, &reason).await });
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn corrupt(&self, keys: &Keys, reason: &str) {
+        self.count_error(&keys.module, "decode");
+        tracing::warn!(target: "larder::cache", module = %keys.module, key = %keys.entry, reason, "corrupt cache entry deleted");
+        if let Some(local) = &self.inner.local {
+            local.remove(&keys.entry);
+            return;
+        }
+        let _: Result<i64, _> = self
+            .inner
+            .handle
+            .query("cache_delete", redis::cmd("UNLINK").arg(&keys.entry))
+            .await;
+    }
+
+    fn count_lookup(&self, keys: &Keys, found: Option<&Meta>) {
+        let c = &self.inner.counters;
+        let outcome = match found {
+            Some(meta) if meta.is_fresh_at(now_ms()) => {
+                c.hits.fetch_add(1, Ordering::Relaxed);
+                "hit"
+            }
+            Some(_) => {
+                c.stale.fetch_add(1, Ordering::Relaxed);
+                "stale"
+            }
+            None => {
+                c.misses.fetch_add(1, Ordering::Relaxed);
+                "miss"
+            }
+        };
+        metrics::counter!(m::CACHE_REQUESTS, "module" => keys.module.to_string(), "outcome" => outcome)
+            .increment(1);
+        tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, outcome, "cache lookup");
+    }
+
+    fn count_stale(&self, module: &Module) {
+        self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::CACHE_REQUESTS, "module" => module.to_string(), "outcome" => "stale")
+            .increment(1);
+    }
+
+    fn count_error(&self, module: &Module, kind: &'static str) {
+        self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::CACHE_ERRORS, "module" => module.to_string(), "kind" => kind)
+            .increment(1);
+    }
+}
+
+/// A key part fit for the keyspace: short printable keys stay readable; long ones,
+/// ones with control characters, and ones that could pass for a hashed key are
+/// replaced by a 128-bit hash.
+fn safe_key(key: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !key.is_empty()
+        && key.len() <= MAX_PLAIN_KEY
+        && !key.starts_with('#')
+        && !key.chars().any(char::is_control);
+    if plain {
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Owned(format!(
+            "#h:{:032x}",
+            xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+        ))
+    }
+}
+
+fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_and_long_keys_are_hashed() {
+        assert_eq!(safe_key("GET:/a?b=1"), "GET:/a?b=1");
+        for k in ["", "a\nb", "#h:00", &"x".repeat(MAX_PLAIN_KEY + 1)] {
+            let s = safe_key(k);
+            assert!(s.starts_with("#h:") && s.len() == 35, "{k:?} -> {s}");
+        }
+        assert_ne!(safe_key("a\nb"), safe_key("a\nc"));
+    }
+
+    #[test]
+    fn info_fields_parse() {
+        let info = "# Stats\r\nkeyspace_hits:12\r\nkeyspace_misses:3\r\n";
+        assert_eq!(info_field(info, "keyspace_hits"), Some(12));
+        assert_eq!(info_field(info, "keyspace_misses"), Some(3));
+        assert_eq!(info_field(info, "nope"), None);
+    }
+}

@@ -1,0 +1,403 @@
+//! The cache service against a real redis-server (and in process).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use larder_cache::{Cache, Lookup};
+use larder_core::{Config, Handle, Module, Tenant};
+use larder_testing::RedisServer;
+
+fn handle(server: &RedisServer) -> Handle {
+    Handle::new(
+        Config::builder()
+            .redis_url(&server.url())
+            .key_prefix("stock")
+            .op_timeout(Duration::from_millis(100))
+            .breaker_threshold(3)
+            .breaker_cooldown(Duration::from_millis(200))
+            .negative_ttl(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn t(s: &str) -> Tenant {
+    Tenant::new(s).unwrap()
+}
+fn m(s: &str) -> Module {
+    Module::new(s).unwrap()
+}
+
+/// Total commands the server has processed, from INFO commandstats.
+fn commands(server: &RedisServer) -> u64 {
+    server
+        .command(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+async fn balance(cache: &Cache, tenant: &Tenant, calls: &AtomicUsize, value: i64) -> i64 {
+    cache
+        .get_or_set(tenant, &m("balance"), "2026-01", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(value)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn miss_then_hit_and_readable_entries() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let calls = AtomicUsize::new(0);
+    assert_eq!(balance(&cache, &t("1"), &calls, 42).await, 42);
+    assert_eq!(balance(&cache, &t("1"), &calls, 99).await, 42);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let raw = server.command(&["GET", "stock:tenant:{1}:balance:2026-01"]);
+    assert!(raw.contains("LC1 ") && raw.ends_with("\n42\r\n"), "{raw:?}");
+    let stats = cache.stats().await;
+    assert_eq!((stats.hits, stats.misses), (1, 1));
+    assert!(stats.redis_keys.unwrap() >= 3);
+    assert!(stats.redis_used_memory.unwrap() > 0);
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_entries() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let calls = AtomicUsize::new(0);
+    assert_eq!(balance(&cache, &t("1"), &calls, 1).await, 1);
+    assert_eq!(balance(&cache, &t("2"), &calls, 2).await, 2);
+    assert_eq!(balance(&cache, &t("1"), &calls, 0).await, 1);
+    assert_eq!(balance(&cache, &t("2"), &calls, 0).await, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_origin_call() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_set(&t("1"), &m("products"), "all", || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, std::io::Error>(vec![1, 2, 3])
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), vec![1, 2, 3]);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn module_invalidation_costs_the_same_for_10_and_10000_keys() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let mut cost = Vec::new();
+    for (tenant, n) in [(t("small"), 10usize), (t("large"), 10_000)] {
+        let module = m("products");
+        // Populate in bounded concurrency.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (cache, tenant, module) = (cache.clone(), tenant.clone(), module.clone());
+            set.spawn(async move {
+                cache
+                    .set(&tenant, &module, &format!("p{i}"), &i, None)
+                    .await
+            });
+            if set.len() >= 200 {
+                assert!(set.join_next().await.unwrap().unwrap());
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            assert!(r.unwrap());
+        }
+        assert_eq!(cache.get::<usize>(&tenant, &module, "p7").await, Some(7));
+
+        let before = commands(&server);
+        assert!(cache.invalidate_module(&tenant, &module).await);
+        let after = commands(&server);
+        // Minus the INFO that measured `before`.
+        cost.push(after - before - 1);
+        assert_eq!(cache.get::<usize>(&tenant, &module, "p7").await, None);
+        assert_eq!(
+            cache
+                .get::<usize>(&tenant, &module, &format!("p{}", n - 1))
+                .await,
+            None
+        );
+    }
+    assert_eq!(
+        cost[0], cost[1],
+        "invalidation commands for 10 vs 10,000 keys"
+    );
+    assert_eq!(cost[0], 1);
+}
+
+#[tokio::test]
+async fn tenant_invalidation_spares_other_tenants() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    for tenant in ["1", "2"] {
+        for module in ["products", "balance"] {
+            assert!(cache.set(&t(tenant), &m(module), "k", &tenant, None).await);
+        }
+    }
+    assert!(cache.invalidate_tenant(&t("1")).await);
+    for module in ["products", "balance"] {
+        assert_eq!(cache.get::<String>(&t("1"), &m(module), "k").await, None);
+        assert_eq!(
+            cache
+                .get::<String>(&t("2"), &m(module), "k")
+                .await
+                .as_deref(),
+            Some("2")
+        );
+    }
+    // New writes for tenant 1 are visible again.
+    assert!(cache.set(&t("1"), &m("products"), "k", &"new", None).await);
+    assert_eq!(
+        cache
+            .get::<String>(&t("1"), &m("products"), "k")
+            .await
+            .as_deref(),
+        Some("new")
+    );
+}
+
+#[tokio::test]
+async fn pattern_invalidation_scans_and_unlinks_within_the_tenant() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    for i in 0..2500 {
+        assert!(
+            cache
+                .set(&t("1"), &m("products"), &format!("p{i}"), &i, None)
+                .await
+        );
+    }
+    assert!(cache.set(&t("1"), &m("categories"), "c1", &1, None).await);
+    assert!(cache.set(&t("2"), &m("products"), "p1", &1, None).await);
+    let deleted = cache
+        .invalidate_pattern(&t("1"), "products:*")
+        .await
+        .unwrap();
+    assert_eq!(deleted, Some(2500));
+    assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "p1").await, None);
+    assert_eq!(
+        cache.get::<i32>(&t("1"), &m("categories"), "c1").await,
+        Some(1)
+    );
+    assert_eq!(
+        cache.get::<i32>(&t("2"), &m("products"), "p1").await,
+        Some(1)
+    );
+    // A tenant-wide glob keeps the invalidation markers.
+    assert_eq!(
+        cache.invalidate_pattern(&t("1"), "*").await.unwrap(),
+        Some(1)
+    );
+    assert!(server
+        .command(&["EXISTS", "stock:tenant:{1}:_larder:gen"])
+        .contains(":1"));
+    let stats = server.command(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_keys:"), "{stats}");
+    assert!(cache.invalidate_pattern(&t("1"), "").await.is_err());
+    assert!(cache
+        .invalidate_pattern(&t("1"), "a\r\nFLUSHALL")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn clear_removes_everything_under_the_prefix() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    assert_eq!(server.command(&["SET", "other:key", "1"]), "+OK\r\n");
+    for tenant in ["1", "2"] {
+        assert!(cache.set(&t(tenant), &m("products"), "k", &1, None).await);
+    }
+    assert_eq!(
+        cache.clear().await,
+        Some(6),
+        "2 entries, 2 tenant and 2 module markers"
+    );
+    assert_eq!(server.command(&["DBSIZE"]), ":1\r\n");
+}
+
+#[tokio::test]
+async fn corrupt_and_mistyped_entries_are_misses_and_deleted() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let key = "stock:tenant:{1}:products:k";
+    assert!(cache.set(&t("1"), &m("products"), "k", &5, None).await);
+    assert_eq!(server.command(&["SET", key, "\u{1}garbage"]), "+OK\r\n");
+    assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "k").await, None);
+    assert_eq!(server.command(&["EXISTS", key]), ":0\r\n");
+
+    // Well-formed entry, wrong shape for the caller's type.
+    assert!(cache.set(&t("1"), &m("products"), "k", &"text", None).await);
+    let calls = AtomicUsize::new(0);
+    let v: i32 = cache
+        .get_or_set(&t("1"), &m("products"), "k", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(9)
+        })
+        .await
+        .unwrap();
+    assert_eq!((v, calls.load(Ordering::SeqCst)), (9, 1));
+    assert!(cache.stats().await.errors >= 2);
+}
+
+#[tokio::test]
+async fn a_value_read_before_an_invalidation_is_not_written_back() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    assert!(cache.set(&t("1"), &m("balance"), "warm", &0, None).await);
+    let v: i32 = cache
+        .get_or_set(&t("1"), &m("balance"), "2026-01", || async {
+            // A write lands while the origin computes: its invalidation wins.
+            assert!(cache.invalidate_module(&t("1"), &m("balance")).await);
+            Ok::<_, std::io::Error>(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 100);
+    assert_eq!(
+        cache.get::<i32>(&t("1"), &m("balance"), "2026-01").await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn negative_results_are_cached_for_the_negative_ttl() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let calls = AtomicUsize::new(0);
+    let (tenant, module) = (t("1"), m("products"));
+    let lookup = || {
+        cache.get_or_set_opt(&tenant, &module, "404", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<Option<i32>, std::io::Error>(None)
+        })
+    };
+    assert_eq!(lookup().await.unwrap(), None);
+    assert_eq!(lookup().await.unwrap(), None);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let pttl = server.command(&["PTTL", "stock:tenant:{1}:products:404"]);
+    let ms: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
+    assert!(ms > 0 && ms <= 1000, "{pttl}");
+}
+
+#[tokio::test]
+async fn stale_values_are_served_when_the_origin_fails() {
+    let server = RedisServer::start();
+    let base = Cache::new(handle(&server));
+    let mut settings = base.settings().clone();
+    settings.stale_window = Duration::from_secs(60);
+    let cache = base.with_settings(settings);
+    assert!(
+        cache
+            .set(
+                &t("1"),
+                &m("balance"),
+                "k",
+                &7,
+                Some(Duration::from_millis(1))
+            )
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(matches!(
+        cache.lookup::<i32>(&t("1"), &m("balance"), "k").await,
+        Lookup::Stale { value: 7, .. }
+    ));
+    let v: i32 = cache
+        .get_or_set(&t("1"), &m("balance"), "k", || async {
+            Err::<i32, _>("origin down")
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+}
+
+#[tokio::test]
+async fn redis_down_or_frozen_serves_the_origin_with_one_call_per_key() {
+    let mut server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    for fault in ["stop", "freeze"] {
+        match fault {
+            "stop" => server.stop(),
+            _ => {
+                server.restart();
+                server.freeze();
+            }
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_set(&t("1"), &m("products"), "all", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Ok::<_, std::io::Error>(3)
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 3, "{fault}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{fault}");
+        assert!(!cache.set(&t("1"), &m("products"), "x", &1, None).await);
+        assert!(cache.stats().await.degraded > 0);
+    }
+    server.thaw();
+}
+
+#[tokio::test]
+async fn in_process_mode_has_the_same_semantics() {
+    let cache = Cache::new(Handle::in_process());
+    let calls = AtomicUsize::new(0);
+    assert_eq!(balance(&cache, &t("1"), &calls, 1).await, 1);
+    assert_eq!(balance(&cache, &t("1"), &calls, 2).await, 1);
+    assert_eq!(balance(&cache, &t("2"), &calls, 3).await, 3);
+    assert!(cache.invalidate_module(&t("1"), &m("balance")).await);
+    assert_eq!(balance(&cache, &t("1"), &calls, 4).await, 4);
+    assert_eq!(balance(&cache, &t("2"), &calls, 5).await, 3);
+    assert!(cache.invalidate_tenant(&t("2")).await);
+    assert_eq!(balance(&cache, &t("2"), &calls, 6).await, 6);
+    assert!(cache.set(&t("1"), &m("products"), "p1", &1, None).await);
+    assert_eq!(
+        cache
+            .invalidate_pattern(&t("1"), "products:*")
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "p1").await, None);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
