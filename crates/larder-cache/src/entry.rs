@@ -162,7 +162,7 @@ pub fn decode(raw: Bytes) -> Result<(Meta, Bytes), CorruptEntry> {
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| millis(d))
+        .map_or(0, millis)
 }
 
 fn millis(d: Duration) -> u64 {

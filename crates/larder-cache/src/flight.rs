@@ -57,6 +57,7 @@ impl<V: Clone> Flights<V> {
     }
 
     /// Whether a flight for `key` is in progress.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self, key: &str) -> bool {
         self.map
             .lock()

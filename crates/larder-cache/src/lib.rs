@@ -54,10 +54,20 @@
 //! | `axum` | `tower`, plus Axum health and admin routers | no |
 //! | `actix` | the response cache as Actix-web middleware, health and admin services | no |
 
+pub mod admin;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod entry;
 mod flight;
+pub mod http;
 mod local;
 mod service;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use entry::Meta;
+pub use http::{
+    CacheRoute, FromHeader, FromPathSegment, FromSubdomain, InvalidateRoute, RequestView,
+    ResponseCache, TenantExtractor,
+};
 pub use service::{Cache, Lookup, Settings, Stats};

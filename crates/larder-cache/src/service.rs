@@ -136,6 +136,9 @@ struct Counters {
     degraded: AtomicU64,
 }
 
+/// Tenant marker, module marker and entry, as `MGET` returns them.
+type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
+
 /// Where one cache key lives.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -483,6 +486,38 @@ impl<C: Codec> Cache<C> {
         Ok(deleted)
     }
 
+    /// Deletes one key given in full (`stock:tenant:{1}:products:p7`), for admin
+    /// tools. Keys outside this cache's prefix are refused (`Ok(false)`).
+    pub async fn delete_full_key(&self, full_key: &str) -> bool {
+        let prefix = format!("{}:", self.inner.handle.keyspace().prefix());
+        if !full_key.starts_with(&prefix) || full_key.chars().any(char::is_control) {
+            return false;
+        }
+        if let Some(local) = &self.inner.local {
+            local.remove(full_key);
+            return true;
+        }
+        let n: Result<i64, _> = self
+            .inner
+            .handle
+            .query("cache_delete", redis::cmd("UNLINK").arg(full_key))
+            .await;
+        tracing::info!(target: "larder::cache", key = full_key, "cache key invalidated");
+        n.is_ok_and(|n| n > 0)
+    }
+
+    /// Deletes keys matching a glob relative to the prefix (`tenant:{1}:products:*`),
+    /// for admin tools; invalidation markers are kept.
+    ///
+    /// # Errors
+    /// [`larder_core::KeyError`] for an empty glob or one with control characters.
+    pub async fn invalidate_glob(&self, glob: &str) -> Result<Option<u64>, larder_core::KeyError> {
+        let pattern = self.inner.handle.keyspace().prefix_glob(glob)?;
+        let deleted = self.delete_matching(&pattern, true).await;
+        tracing::info!(target: "larder::cache", pattern = %pattern, deleted, "cache pattern invalidated");
+        Ok(deleted)
+    }
+
     /// Deletes every key under the prefix (all tenants), with SCAN and batched UNLINK.
     pub async fn clear(&self) -> Option<u64> {
         let pattern = self.inner.handle.keyspace().prefix_pattern();
@@ -577,8 +612,7 @@ impl<C: Codec> Cache<C> {
         cmd.arg(&keys.tenant_marker)
             .arg(&keys.module_marker)
             .arg(&keys.entry);
-        let reply: Result<(Option<String>, Option<String>, Option<Vec<u8>>), _> =
-            self.inner.handle.query("cache_get", &cmd).await;
+        let reply: Result<MgetReply, _> = self.inner.handle.query("cache_get", &cmd).await;
         match reply {
             Ok((t, mm, raw)) => {
                 let markers = match (t, mm) {
@@ -586,10 +620,7 @@ impl<C: Codec> Cache<C> {
                     // First use of this tenant or module (or its marker was evicted):
                     // nothing stored can be valid, so create the markers now and let
                     // writers stamp entries with a definite value.
-                    _ => match self.ensure_markers(keys).await {
-                        Some(markers) => markers,
-                        None => (String::new(), String::new()),
-                    },
+                    _ => self.ensure_markers(keys).await.unwrap_or_default(),
                 };
                 let entry = match raw {
                     None => None,

@@ -301,6 +301,16 @@ impl Keyspace {
         Ok(s)
     }
 
+    /// A SCAN pattern for a glob relative to the prefix (`tenant:{1}:products:*`),
+    /// for admin tools that work across tenants.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the glob is empty, too long or holds control characters.
+    pub fn prefix_glob(&self, glob: &str) -> Result<String, KeyError> {
+        validate_key_part("pattern", glob)?;
+        Ok(format!("{}:{glob}", self.prefix))
+    }
+
     /// The SCAN pattern matching every key under this prefix.
     #[must_use]
     pub fn prefix_pattern(&self) -> String {

@@ -4,6 +4,8 @@
 //! Wall time is never asserted: the deadline is proven by the error being the
 //! guard's own `Timeout`, and "no network I/O" by the guard's attempt counter.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

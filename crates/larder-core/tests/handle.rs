@@ -1,6 +1,8 @@
 //! The handle against a real redis-server: commands, pipelines, scripts by SHA,
 //! dedicated and pub/sub connections, health, credentials.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

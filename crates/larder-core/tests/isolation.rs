@@ -1,6 +1,8 @@
 //! Tenant isolation by construction: no key built for tenant A matches any pattern
 //! built for tenant B, whatever the ids, modules, keys and globs.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use larder_core::keyspace::glob_matches;
 use larder_core::{Keyspace, Module, Tenant};
 use larder_testing::RedisServer;

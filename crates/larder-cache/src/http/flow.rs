@@ -1,0 +1,163 @@
+//! The serve-or-fetch flow shared by the adapters.
+//!
+//! ```text
+//! begin(plan) ──▶ Serve(cached)                    fresh hit, coalesced miss, or stale (SWR)
+//!            └──▶ Fetch(ticket) ──origin──▶ finish(ticket, response)   store and wake followers
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{LookupPlan, ResponseCache, StoredResponse};
+use crate::entry::now_ms;
+use crate::flight::{Leader, Role};
+
+/// `X-Cache` values.
+pub(crate) mod x_cache {
+    pub(crate) const HIT: &str = "HIT";
+    pub(crate) const MISS: &str = "MISS";
+    pub(crate) const STALE: &str = "STALE";
+    pub(crate) const BYPASS: &str = "BYPASS";
+}
+
+/// A response to give from the cache.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub(crate) stored: StoredResponse,
+    pub(crate) x_cache: &'static str,
+    pub(crate) age_secs: u64,
+    /// The request's `If-None-Match` matched: answer 304 without a body.
+    pub(crate) not_modified: bool,
+    /// A `HEAD` request: no body.
+    pub(crate) head: bool,
+}
+
+/// The right to fill one entry (or a plain pass-through when `leader` is `None`).
+pub(crate) struct Ticket {
+    leader: Option<Leader<Option<Bytes>>>,
+    markers: Option<(String, String)>,
+    /// The stale entry, for stale-if-error.
+    stale: Option<(u64, StoredResponse)>,
+}
+
+/// What to do next.
+pub(crate) enum Begin {
+    /// Answer from the cache. With `refresh`, also refresh the entry in the
+    /// background (stale-while-revalidate): run the origin, then `finish`.
+    Serve(Cached, Option<Ticket>),
+    /// Call the origin, then [`ResponseCache::finish`].
+    Fetch(Ticket),
+}
+
+impl ResponseCache {
+    pub(crate) async fn begin(&self, plan: &LookupPlan) -> Begin {
+        let found = self.cache.lookup_raw(&plan.keys).await;
+        let now = now_ms();
+        let mut stale = None;
+        if let Some((meta, payload)) = found.entry {
+            match StoredResponse::decode(&payload) {
+                Ok(stored) if meta.is_fresh_at(now) && !plan.revalidate => {
+                    return Begin::Serve(
+                        self.cached(plan, stored, meta.age_secs(now), super::flow::x_cache::HIT),
+                        None,
+                    );
+                }
+                Ok(stored) => stale = Some((meta.age_secs(now), stored)),
+                Err(e) => self.cache.corrupt(&plan.keys, &e.to_string()).await,
+            }
+        }
+        let flights = self.cache.flights();
+        match flights.join(&plan.keys.entry) {
+            Role::Leader(leader) => {
+                let ticket = Ticket {
+                    leader: Some(leader),
+                    markers: found.markers,
+                    stale: None,
+                };
+                match stale {
+                    Some((age, stored))
+                        if self.config.stale_while_revalidate && !plan.revalidate =>
+                    {
+                        Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), Some(ticket))
+                    }
+                    stale => Begin::Fetch(Ticket { stale, ..ticket }),
+                }
+            }
+            Role::Follower(mut rx) => {
+                if let Some((age, stored)) = stale
+                    .clone()
+                    .filter(|_| self.config.stale_while_revalidate && !plan.revalidate)
+                {
+                    // A refresh is already running: serve stale without waiting.
+                    return Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), None);
+                }
+                if let Ok(Some(payload)) = rx.recv().await {
+                    if let Ok(stored) = StoredResponse::decode(&payload) {
+                        return Begin::Serve(self.cached(plan, stored, 0, x_cache::HIT), None);
+                    }
+                }
+                // The leader's response was not cacheable or it failed: go to the
+                // origin ourselves, without storing.
+                Begin::Fetch(Ticket {
+                    leader: None,
+                    markers: None,
+                    stale,
+                })
+            }
+        }
+    }
+
+    /// Stale-if-error: when the origin answered 5xx (or failed), the stale entry to
+    /// serve instead, if any.
+    pub(crate) fn stale_for_error(&self, plan: &LookupPlan, ticket: &mut Ticket) -> Option<Cached> {
+        let (age, stored) = ticket.stale.take()?;
+        tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.keys.entry, "origin failed: serving stale");
+        Some(self.cached(plan, stored, age, x_cache::STALE))
+    }
+
+    /// Stores the origin's response (when given) and hands it to waiting followers.
+    pub(crate) async fn finish(
+        &self,
+        plan: &LookupPlan,
+        ticket: Ticket,
+        fill: Option<(StoredResponse, Duration)>,
+    ) {
+        let Ticket {
+            leader, markers, ..
+        } = ticket;
+        let Some(leader) = leader else { return };
+        match fill {
+            Some((stored, ttl)) => {
+                let payload = stored.encode();
+                if let Some(markers) = markers {
+                    self.cache
+                        .store_raw(&plan.keys, markers, ttl, payload.clone())
+                        .await;
+                }
+                leader.complete(Some(payload));
+            }
+            None => leader.complete(None),
+        }
+    }
+
+    fn cached(
+        &self,
+        plan: &LookupPlan,
+        stored: StoredResponse,
+        age_secs: u64,
+        x_cache: &'static str,
+    ) -> Cached {
+        let not_modified = match (&plan.if_none_match, stored.etag()) {
+            (Some(inm), Some(etag)) => super::etag_matches(inm, etag),
+            _ => false,
+        };
+        Cached {
+            stored,
+            x_cache,
+            age_secs,
+            not_modified,
+            head: plan.head,
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A response as it is stored: status line, end-to-end headers, body.
+//!
+//! ```text
+//! 200\n
+//! content-type: application/json\n
+//! etag: "9f2c..."\n
+//! \n
+//! {"balance": ...}
+//! ```
+//!
+//! Readable in `redis-cli`. Hop-by-hop headers, `Set-Cookie`, `Date`, `Age`,
+//! `Content-Length` and `X-Cache` are not stored.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::entry::CorruptEntry;
+
+const NOT_STORED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+    "date",
+    "age",
+    "content-length",
+    "x-cache",
+];
+
+/// A stored response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// Status code.
+    pub status: u16,
+    /// End-to-end headers, names in lower case, `etag` included.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// Builds a stored response from an origin response's parts, adding a strong
+    /// `ETag` (a hash of the body) when the origin gave none.
+    pub fn new<'a>(
+        status: u16,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+        body: Bytes,
+    ) -> Self {
+        let mut kept: Vec<(String, Vec<u8>)> = headers
+            .filter(|(n, v)| {
+                !NOT_STORED.iter().any(|x| n.eq_ignore_ascii_case(x))
+                    && !v.contains(&b'\n')
+                    && !v.contains(&b'\r')
+            })
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+            .collect();
+        if !kept.iter().any(|(n, _)| n == "etag") {
+            let tag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&body));
+            kept.push(("etag".to_owned(), tag.into_bytes()));
+        }
+        Self {
+            status,
+            headers: kept,
+            body,
+        }
+    }
+
+    /// The `ETag`.
+    #[must_use]
+    pub fn etag(&self) -> Option<&[u8]> {
+        self.header("etag")
+    }
+
+    /// The first value of a stored header.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Serialises for storage.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let size = 8
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 3)
+                .sum::<usize>()
+            + self.body.len();
+        let mut out = BytesMut::with_capacity(size);
+        out.put_slice(self.status.to_string().as_bytes());
+        out.put_u8(b'\n');
+        for (n, v) in &self.headers {
+            out.put_slice(n.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(v);
+            out.put_u8(b'\n');
+        }
+        out.put_u8(b'\n');
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// Parses stored bytes.
+    ///
+    /// # Errors
+    /// [`CorruptEntry`] when the bytes are not a stored response.
+    pub fn decode(raw: &Bytes) -> Result<Self, CorruptEntry> {
+        let mut pos = 0;
+        let mut line = || -> Result<&[u8], CorruptEntry> {
+            let rest = &raw[pos..];
+            let nl = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .ok_or(CorruptEntry("response header not terminated"))?;
+            pos += nl + 1;
+            Ok(&rest[..nl])
+        };
+        let status = std::str::from_utf8(line()?)
+            .ok()
+            .and_then(|s| s.parse::<u16>().ok())
+            .filter(|s| (100..=999).contains(s))
+            .ok_or(CorruptEntry("bad status line"))?;
+        let mut headers = Vec::new();
+        loop {
+            let l = line()?;
+            if l.is_empty() {
+                break;
+            }
+            let colon = l
+                .windows(2)
+                .position(|w| w == b": ")
+                .ok_or(CorruptEntry("bad header line"))?;
+            let name = std::str::from_utf8(&l[..colon])
+                .ok()
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or(CorruptEntry("bad header name"))?;
+            headers.push((name.to_owned(), l[colon + 2..].to_vec()));
+            if headers.len() > 256 {
+                return Err(CorruptEntry("too many headers"));
+            }
+        }
+        Ok(Self {
+            status,
+            headers,
+            body: raw.slice(pos..),
+        })
+    }
+}
+
+/// Whether an `If-None-Match` value matches `etag` (weak comparison, `*`, lists).
+#[must_use]
+pub fn etag_matches(if_none_match: &[u8], etag: &[u8]) -> bool {
+    let strip = |t: &[u8]| -> Vec<u8> {
+        let t = t.trim_ascii();
+        t.strip_prefix(b"W/").unwrap_or(t).to_vec()
+    };
+    let want = strip(etag);
+    if_none_match
+        .split(|&b| b == b',')
+        .any(|candidate| candidate.trim_ascii() == b"*" || strip(candidate) == want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_drops_hop_by_hop_headers() {
+        let headers = [
+            ("Content-Type", &b"application/json"[..]),
+            ("Set-Cookie", b"a=b"),
+            ("Connection", b"close"),
+            ("Content-Length", b"2"),
+            ("X-Custom", b"x: y"),
+        ];
+        let r = StoredResponse::new(200, headers.into_iter(), Bytes::from_static(b"{}\n\nbody"));
+        assert_eq!(r.header("content-type"), Some(&b"application/json"[..]));
+        assert!(r.header("set-cookie").is_none() && r.header("connection").is_none());
+        assert!(r.etag().unwrap().starts_with(b"\""));
+        let back = StoredResponse::decode(&r.encode()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn corrupt_bytes_are_errors() {
+        for raw in [
+            &b""[..],
+            b"abc\n\n",
+            b"200\nno-colon\n\n",
+            b"200\nx: y",
+            b"99\n\n",
+            b"200\n: v\n\n",
+        ] {
+            assert!(
+                StoredResponse::decode(&Bytes::copy_from_slice(raw)).is_err(),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn etags_compare_weakly() {
+        assert!(etag_matches(b"\"a\"", b"\"a\""));
+        assert!(etag_matches(b"W/\"a\"", b"\"a\""));
+        assert!(etag_matches(b"\"x\", \"a\"", b"\"a\""));
+        assert!(etag_matches(b"*", b"\"a\""));
+        assert!(!etag_matches(b"\"b\"", b"\"a\""));
+    }
+}

@@ -1,0 +1,453 @@
+//! The response cache as a Tower layer (Axum, hyper, tonic).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{routing::get, Router};
+//! use larder_cache::tower::CacheLayer;
+//! use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
+//! use larder_core::Handle;
+//!
+//! let cache = Cache::new(Handle::from_env()?);
+//! let responses = ResponseCache::new(cache)
+//!     .route(CacheRoute::new("/balance", "balance")?)
+//!     .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"])?);
+//! let app: Router = Router::new()
+//!     .route("/balance", get(|| async { "{}" }))
+//!     .layer(CacheLayer::new(responses));
+//! # Ok(()) }
+//! ```
+//!
+//! Redis trouble never becomes a service error: `type Error = S::Error`, and every
+//! outcome is the origin's response or a cached one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::http::flow::{x_cache, Begin, Cached, Ticket};
+use crate::http::{Decision, LookupPlan, RequestView, ResponseCache, Storable, StoredResponse};
+
+/// Adds the response cache to a service.
+#[derive(Debug, Clone)]
+pub struct CacheLayer {
+    cache: ResponseCache,
+}
+
+impl CacheLayer {
+    /// A layer serving `cache`.
+    #[must_use]
+    pub fn new(cache: ResponseCache) -> Self {
+        Self { cache }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+/// The response cache around an inner service. The response body must be `Unpin`
+/// (Axum's and hyper's bodies are).
+#[derive(Debug, Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    cache: ResponseCache,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The response future of [`CacheService`].
+pub struct ResponseFuture<B: Body, E> {
+    inner: BoxFuture<Result<Response<CacheBody<B>>, E>>,
+}
+
+impl<B: Body, E> std::fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<CacheBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+struct View<'a> {
+    parts: &'a http::request::Parts,
+}
+
+impl RequestView for View<'_> {
+    fn method(&self) -> &str {
+        self.parts.method.as_str()
+    }
+    fn path(&self) -> &str {
+        self.parts.uri.path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.parts.uri.query()
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.parts.headers.get(name).map(HeaderValue::as_bytes)
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Send,
+{
+    type Response = Response<CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let cache = self.cache.clone();
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let decision = cache.decide(&View { parts: &parts });
+                let req = Request::from_parts(parts, body);
+                match decision {
+                    Decision::Bypass {
+                        cached_route,
+                        reason,
+                    } => {
+                        let mut res = inner.call(req).await?.map(CacheBody::inner);
+                        if cached_route {
+                            tracing::debug!(target: "larder::cache", reason, "cache BYPASS");
+                            set_x_cache(&mut res, x_cache::BYPASS);
+                        }
+                        Ok(res)
+                    }
+                    Decision::Invalidate { tenant, modules } => {
+                        let res = inner.call(req).await?;
+                        if res.status().is_success() {
+                            cache.invalidate_modules(&tenant, &modules).await;
+                        }
+                        Ok(res.map(CacheBody::inner))
+                    }
+                    Decision::Lookup(plan) => serve(cache, inner, req, *plan).await,
+                }
+            }),
+        }
+    }
+}
+
+async fn serve<S, ReqBody, ResBody>(
+    cache: ResponseCache,
+    inner: S,
+    req: Request<ReqBody>,
+    plan: LookupPlan,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Send,
+{
+    match cache.begin(&plan).await {
+        Begin::Serve(cached, refresh) => {
+            if let Some(ticket) = refresh {
+                let refresh_req = replay(&req);
+                let (cache, inner) = (cache.clone(), inner.clone());
+                tokio::spawn(async move {
+                    // The refreshed response goes to the cache only; errors are dropped.
+                    let _ = fetch(&cache, inner, refresh_req, &plan, ticket).await;
+                });
+            }
+            Ok(from_cache(cached))
+        }
+        Begin::Fetch(ticket) => fetch(&cache, inner.clone(), req, &plan, ticket)
+            .await
+            .map(|r| {
+                let mut r = r;
+                if r.headers().get("x-cache").is_none() {
+                    set_x_cache(&mut r, x_cache::MISS);
+                }
+                r
+            }),
+    }
+}
+
+/// Calls the origin, stores what may be stored, and returns the response.
+async fn fetch<S, ReqBody, ResBody>(
+    cache: &ResponseCache,
+    mut inner: S,
+    req: Request<ReqBody>,
+    plan: &LookupPlan,
+    mut ticket: Ticket,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
+    ResBody: Body<Data = Bytes> + Unpin + Send,
+{
+    let res = match std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
+        Ok(()) => inner.call(req).await,
+        Err(e) => Err(e),
+    };
+    let res = match res {
+        Ok(res) => res,
+        Err(e) => {
+            if let Some(stale) = cache.stale_for_error(plan, &mut ticket) {
+                cache.finish(plan, ticket, None).await;
+                return Ok(from_cache(stale));
+            }
+            cache.finish(plan, ticket, None).await;
+            return Err(e);
+        }
+    };
+    if res.status().is_server_error() {
+        if let Some(stale) = cache.stale_for_error(plan, &mut ticket) {
+            cache.finish(plan, ticket, None).await;
+            return Ok(from_cache(stale));
+        }
+    }
+    let storable = {
+        let header = |name: &str| res.headers().get(name).map(|v| v.as_bytes().to_vec());
+        cache.storable(plan, res.status().as_u16(), &header)
+    };
+    let ttl = match storable {
+        Storable::Yes(ttl) => ttl,
+        Storable::No(reason) => {
+            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, reason, "cache MISS, not stored");
+            cache.finish(plan, ticket, None).await;
+            return Ok(res.map(CacheBody::inner));
+        }
+    };
+    let (parts, body) = res.into_parts();
+    match buffer(body, cache.body_limit()).await {
+        Buffered::Complete(bytes) => {
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()));
+            let stored = StoredResponse::new(parts.status.as_u16(), headers, bytes.clone());
+            tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
+            let etag = stored.etag().map(<[u8]>::to_vec);
+            cache.finish(plan, ticket, Some((stored, ttl))).await;
+            let mut res = Response::from_parts(parts, CacheBody::full(bytes));
+            if let Some(etag) = etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
+                res.headers_mut().insert(http::header::ETAG, etag);
+            }
+            set_x_cache(&mut res, x_cache::MISS);
+            Ok(res)
+        }
+        Buffered::TooLarge(prefix, rest) => {
+            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit: passed through");
+            cache.finish(plan, ticket, None).await;
+            Ok(Response::from_parts(
+                parts,
+                CacheBody::prefixed(prefix, rest),
+            ))
+        }
+        Buffered::Failed(prefix, error) => {
+            cache.finish(plan, ticket, None).await;
+            Ok(Response::from_parts(
+                parts,
+                CacheBody::failed(prefix, error),
+            ))
+        }
+    }
+}
+
+/// A body-less copy of a `GET`, for a background refresh.
+fn replay<B: Default>(req: &Request<B>) -> Request<B> {
+    let mut copy = Request::new(B::default());
+    *copy.method_mut() = http::Method::GET;
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy.headers_mut().remove(http::header::IF_NONE_MATCH);
+    copy
+}
+
+fn set_x_cache<B>(res: &mut Response<B>, value: &'static str) {
+    res.headers_mut().insert(
+        HeaderName::from_static("x-cache"),
+        HeaderValue::from_static(value),
+    );
+}
+
+fn from_cache<B: Body>(cached: Cached) -> Response<CacheBody<B>> {
+    let Cached {
+        stored,
+        x_cache,
+        age_secs,
+        not_modified,
+        head,
+    } = cached;
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK)
+    };
+    let body = if not_modified || head {
+        CacheBody::full(Bytes::new())
+    } else {
+        CacheBody::full(stored.body.clone())
+    };
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    for (name, value) in &stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    if head && !not_modified {
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(stored.body.len()),
+        );
+    }
+    headers.insert(http::header::AGE, HeaderValue::from(age_secs));
+    set_x_cache(&mut res, x_cache);
+    res
+}
+
+enum Buffered<B: Body> {
+    Complete(Bytes),
+    TooLarge(Bytes, B),
+    Failed(Bytes, B::Error),
+}
+
+async fn buffer<B: Body<Data = Bytes> + Unpin>(mut body: B, limit: usize) -> Buffered<B> {
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.len() > limit {
+            return Buffered::TooLarge(buf.freeze(), body);
+        }
+        match body.frame().await {
+            None => return Buffered::Complete(buf.freeze()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Buffered::Failed(buf.freeze(), e),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The body of a response through the cache: a stored body, the origin's body,
+    /// or (for bodies over the size limit) the part read so far and the rest.
+    pub struct CacheBody<B: Body> {
+        prefix: Option<Bytes>,
+        error: Option<B::Error>,
+        #[pin]
+        rest: Option<B>,
+    }
+}
+
+impl<B: Body> std::fmt::Debug for CacheBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBody")
+            .field("prefix", &self.prefix.as_ref().map(Bytes::len))
+            .field("streaming", &self.rest.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> CacheBody<B> {
+    fn full(bytes: Bytes) -> Self {
+        Self {
+            prefix: (!bytes.is_empty()).then_some(bytes),
+            error: None,
+            rest: None,
+        }
+    }
+
+    fn inner(body: B) -> Self {
+        Self {
+            prefix: None,
+            error: None,
+            rest: Some(body),
+        }
+    }
+
+    fn prefixed(prefix: Bytes, rest: B) -> Self {
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            error: None,
+            rest: Some(rest),
+        }
+    }
+
+    fn failed(prefix: Bytes, error: B::Error) -> Self {
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            error: Some(error),
+            rest: None,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CacheBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.rest.as_pin_mut() {
+            Some(rest) => rest.poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none()
+            && self.error.is_none()
+            && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, Bytes::len) as u64;
+        match &self.rest {
+            Some(rest) if self.prefix.is_none() => rest.size_hint(),
+            Some(_) => SizeHint::default(),
+            None => SizeHint::with_exact(prefix),
+        }
+    }
+}

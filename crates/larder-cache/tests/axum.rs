@@ -1,0 +1,606 @@
+//! The response cache through a real Axum router, on a real redis-server.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query};
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use larder_cache::admin::{Admin, BearerToken};
+use larder_cache::tower::CacheLayer;
+use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
+use larder_core::{Config, Handle};
+use larder_testing::RedisServer;
+use tower::ServiceExt;
+
+#[derive(Clone, Default)]
+struct Origin {
+    calls: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Origin {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn handle(url: Option<&str>) -> Handle {
+    let mut b = Config::builder()
+        .key_prefix("stock")
+        .op_timeout(Duration::from_millis(100))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(200))
+        .module_ttl("balance", Duration::from_secs(60));
+    if let Some(url) = url {
+        b = b.redis_url(url);
+    }
+    Handle::new(b.build().unwrap()).unwrap()
+}
+
+fn app(handle: Handle, origin: &Origin, stale: bool) -> Router {
+    let mut cache = Cache::new(handle.clone());
+    if stale {
+        let mut s = cache.settings().clone();
+        s.stale_window = Duration::from_secs(60);
+        cache = cache.with_settings(s);
+    }
+    let responses = ResponseCache::new(cache.clone())
+        .route(CacheRoute::new("/balance", "balance").unwrap())
+        .route(
+            CacheRoute::new("/short", "balance")
+                .unwrap()
+                .ttl(Duration::from_millis(300)),
+        )
+        .route(CacheRoute::new("/products/{id}", "products").unwrap())
+        .route(CacheRoute::new("/private", "misc").unwrap())
+        .route(CacheRoute::new("/cookie", "misc").unwrap())
+        .route(CacheRoute::new("/big", "misc").unwrap())
+        .invalidate(InvalidateRoute::new("POST", "/sales", &["balance", "products"]).unwrap())
+        .max_body(64 * 1024)
+        .stale_while_revalidate(stale);
+    let o = origin.clone();
+    let count = move || {
+        o.calls.fetch_add(1, Ordering::SeqCst);
+    };
+    let (c1, c2, c3, c4, c5, c6) = (
+        count.clone(),
+        count.clone(),
+        count.clone(),
+        count.clone(),
+        count.clone(),
+        count,
+    );
+    let failing = origin.failing.clone();
+    Router::new()
+        .route(
+            "/balance",
+            get(
+                move |q: Query<Vec<(String, String)>>, headers: axum::http::HeaderMap| async move {
+                    c1();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let tenant = headers
+                        .get("x-tenant-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_owned();
+                    axum::Json(serde_json::json!({ "tenant": tenant, "query": q.0.len() }))
+                },
+            ),
+        )
+        .route(
+            "/short",
+            get(move || async move {
+                c2();
+                if failing.load(Ordering::SeqCst) {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response()
+                } else {
+                    format!(
+                        "v{}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_nanos()
+                    )
+                    .into_response()
+                }
+            }),
+        )
+        .route(
+            "/products/{id}",
+            get(move |Path(id): Path<u32>| async move {
+                c3();
+                if id == 999 {
+                    (StatusCode::NOT_FOUND, "no such product").into_response()
+                } else {
+                    format!("product {id}").into_response()
+                }
+            }),
+        )
+        .route(
+            "/private",
+            get(move || async move {
+                c4();
+                ([("cache-control", "private, max-age=60")], "mine").into_response()
+            }),
+        )
+        .route(
+            "/cookie",
+            get(move || async move {
+                c5();
+                ([("set-cookie", "sid=1")], "cookie").into_response()
+            }),
+        )
+        .route(
+            "/big",
+            get(move || async move {
+                c6();
+                let body = Body::from_stream(futures_stream(200));
+                body.into_response()
+            }),
+        )
+        .route("/sales", post(|| async { StatusCode::CREATED }))
+        .layer(CacheLayer::new(responses))
+        .merge(larder_cache::axum::health_routes(handle))
+        .merge(larder_cache::axum::admin_routes(Admin::new(
+            cache,
+            BearerToken::new("t0ken"),
+        )))
+}
+
+/// 200 chunks of 1 KiB, streamed without a Content-Length.
+fn futures_stream(
+    n: usize,
+) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    struct Chunks(usize);
+    impl futures_core::Stream for Chunks {
+        type Item = Result<bytes::Bytes, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.0 == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            self.0 -= 1;
+            std::task::Poll::Ready(Some(Ok(bytes::Bytes::from(vec![b'x'; 1024]))))
+        }
+    }
+    Chunks(n)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+async fn send(app: &Router, method: &str, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes().to_vec(),
+    }
+}
+
+const T1: (&str, &str) = ("x-tenant-id", "1");
+const T2: (&str, &str) = ("x-tenant-id", "2");
+
+#[tokio::test]
+async fn miss_then_hit_with_age_etag_and_304() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    let first = send(&app, "GET", "/balance?to=2&from=1", &[T1]).await;
+    assert_eq!((first.status, first.x_cache()), (StatusCode::OK, "MISS"));
+    let etag = first.header("etag").unwrap().to_owned();
+    let second = send(&app, "GET", "/balance?from=1&to=2", &[T1]).await;
+    assert_eq!(second.x_cache(), "HIT");
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert!(second.header("age").is_some());
+    assert_eq!(second.header("etag"), Some(etag.as_str()));
+    assert_eq!(origin.calls(), 1);
+
+    let not_modified = send(
+        &app,
+        "GET",
+        "/balance?from=1&to=2",
+        &[T1, ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.body.is_empty());
+    let head = send(&app, "HEAD", "/balance?from=1&to=2", &[T1]).await;
+    assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "HIT"));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.calls(), 1);
+    // The entry is readable in redis-cli, under the tenant's keys.
+    let keys = server.command(&[
+        "SCAN",
+        "0",
+        "MATCH",
+        "stock:tenant:{1}:balance:*",
+        "COUNT",
+        "100",
+    ]);
+    assert!(keys.contains("GET:/balance?from=1&to=2"), "{keys}");
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_and_tenantless_requests_bypass() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    let a = send(&app, "GET", "/balance", &[T1]).await;
+    let b = send(&app, "GET", "/balance", &[T2]).await;
+    assert_eq!(b.x_cache(), "MISS");
+    assert_ne!(a.body, b.body);
+    assert!(String::from_utf8_lossy(&b.body).contains("\"tenant\":\"2\""));
+    for hostile in ["", "1:*", "{1}", "1 OR 2", "a]b", "1\t2"] {
+        let r = send(&app, "GET", "/balance", &[("x-tenant-id", hostile)]).await;
+        assert_eq!(
+            (r.status, r.x_cache()),
+            (StatusCode::OK, "BYPASS"),
+            "{hostile:?}"
+        );
+    }
+    let r = send(&app, "GET", "/balance", &[]).await;
+    assert_eq!(r.x_cache(), "BYPASS");
+    // An odd but valid id is a tenant of its own, apart from "2".
+    let odd = send(&app, "GET", "/balance", &[("x-tenant-id", "../2")]).await;
+    assert_eq!(odd.x_cache(), "MISS");
+    assert!(String::from_utf8_lossy(&odd.body).contains("\"tenant\":\"../2\""));
+    assert_eq!(origin.calls(), 2 + 6 + 1 + 1);
+}
+
+#[tokio::test]
+async fn http_rules_decide_what_is_stored() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    // Authorization bypasses unless the route opts in.
+    for _ in 0..2 {
+        assert_eq!(
+            send(
+                &app,
+                "GET",
+                "/balance",
+                &[T1, ("authorization", "Bearer x")]
+            )
+            .await
+            .x_cache(),
+            "BYPASS"
+        );
+    }
+    assert_eq!(origin.calls(), 2);
+    // no-store bypasses; no-cache revalidates and refills.
+    assert_eq!(
+        send(
+            &app,
+            "GET",
+            "/balance",
+            &[T1, ("cache-control", "no-store")]
+        )
+        .await
+        .x_cache(),
+        "BYPASS"
+    );
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
+    assert_eq!(
+        send(
+            &app,
+            "GET",
+            "/balance",
+            &[T1, ("cache-control", "no-cache")]
+        )
+        .await
+        .x_cache(),
+        "MISS"
+    );
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "HIT");
+    assert_eq!(origin.calls(), 5);
+    // private and Set-Cookie responses are never stored.
+    for path in ["/private", "/cookie"] {
+        for _ in 0..2 {
+            assert_eq!(
+                send(&app, "GET", path, &[T1]).await.x_cache(),
+                "MISS",
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(origin.calls(), 9);
+    // A 404 is cached for the negative TTL.
+    let missing = send(&app, "GET", "/products/999", &[T1]).await;
+    assert_eq!(
+        (missing.status, missing.x_cache()),
+        (StatusCode::NOT_FOUND, "MISS")
+    );
+    let again = send(&app, "GET", "/products/999", &[T1]).await;
+    assert_eq!(
+        (again.status, again.x_cache()),
+        (StatusCode::NOT_FOUND, "HIT")
+    );
+    assert_eq!(origin.calls(), 10);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_stream_through_unstored() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    for _ in 0..2 {
+        let r = send(&app, "GET", "/big", &[T1]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body.len(), 200 * 1024);
+        assert!(r.body.iter().all(|&b| b == b'x'));
+    }
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_successful_write_invalidates_the_modules_it_names() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    send(&app, "GET", "/balance", &[T1]).await;
+    send(&app, "GET", "/balance", &[T2]).await;
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "HIT");
+    let sale = send(&app, "POST", "/sales", &[T1]).await;
+    assert_eq!(sale.status, StatusCode::CREATED);
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
+    assert_eq!(
+        send(&app, "GET", "/balance", &[T2]).await.x_cache(),
+        "HIT",
+        "other tenant untouched"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_misses_reach_the_origin_once() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            send(&app, "GET", "/balance?x=1", &[T1]).await
+        }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        bodies.push(r.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn redis_stopped_or_frozen_never_breaks_a_route() {
+    let mut server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    send(&app, "GET", "/balance", &[T1]).await;
+    for fault in ["stop", "freeze"] {
+        if fault == "stop" {
+            server.stop();
+        } else {
+            server.restart();
+            server.freeze();
+        }
+        for _ in 0..10 {
+            let r = send(&app, "GET", "/balance", &[T1]).await;
+            assert_eq!(r.status, StatusCode::OK, "{fault}");
+            assert!(String::from_utf8_lossy(&r.body).contains("\"tenant\":\"1\""));
+        }
+        let health = send(&app, "GET", "/health/cache", &[]).await;
+        assert_eq!(health.status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        assert_eq!(json["status"], "degraded", "{fault}");
+        assert_eq!(json["cache"], "unavailable");
+        // Single flight still holds with Redis down.
+        let before = origin.calls();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                send(&app, "GET", "/balance?burst=1", &[T1]).await.status
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), StatusCode::OK);
+        }
+        assert_eq!(origin.calls() - before, 1, "{fault}");
+    }
+    server.thaw();
+    // Back: the same app caches again, no restart.
+    let mut hit = false;
+    for _ in 0..100 {
+        let r = send(&app, "GET", "/balance?after=1", &[T1]).await;
+        if r.x_cache() == "HIT" {
+            hit = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hit, "HITs return after Redis is back");
+    let health = send(&app, "GET", "/health/cache", &[]).await;
+    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(json["status"], "ok");
+}
+
+#[tokio::test]
+async fn stale_entries_are_served_while_refreshing_and_on_origin_errors() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, true);
+    let first = send(&app, "GET", "/short", &[T1]).await;
+    assert_eq!(first.x_cache(), "MISS");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stale = send(&app, "GET", "/short", &[T1]).await;
+    assert_eq!(stale.x_cache(), "STALE");
+    assert_eq!(stale.body, first.body);
+    // One background refresh replaces it.
+    let mut refreshed = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = send(&app, "GET", "/short", &[T1]).await;
+        if r.x_cache() == "HIT" {
+            refreshed = Some(r);
+            break;
+        }
+    }
+    let refreshed = refreshed.expect("refreshed in the background");
+    assert_ne!(refreshed.body, first.body);
+    assert_eq!(origin.calls(), 2);
+
+    // Stale-if-error: the origin fails after expiry, the stale copy answers.
+    origin.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = send(&app, "GET", "/short", &[T1, ("cache-control", "no-cache")]).await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "STALE"));
+    assert_eq!(r.body, refreshed.body);
+}
+
+#[tokio::test]
+async fn corrupt_stored_responses_are_misses() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    send(&app, "GET", "/products/1", &[T1]).await;
+    let key = "stock:tenant:{1}:products:GET:/products/1";
+    let raw = server.command(&["GET", key]);
+    // Keep the entry header valid but break the stored response inside it.
+    let start = raw.find("LC1").unwrap();
+    let header = &raw[start..start + raw[start..].find('\n').unwrap()];
+    assert_eq!(
+        server.command(&["SET", key, &format!("{header}\nnot-a-status\n\n")]),
+        "+OK\r\n"
+    );
+    let r = send(&app, "GET", "/products/1", &[T1]).await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"));
+    assert_eq!(r.body, b"product 1");
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn admin_needs_the_token_and_works_with_it() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app(handle(Some(&server.url())), &origin, false);
+    send(&app, "GET", "/balance", &[T1]).await;
+    send(&app, "GET", "/products/1", &[T1]).await;
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("t0ken"),
+        Some("Bearer t0ke"),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let r = send(&app, "GET", "/admin/cache/stats", &headers).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        let r = send(&app, "POST", "/admin/cache/clear", &headers).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "HIT");
+    let auth = ("authorization", "Bearer t0ken");
+    let stats = send(&app, "GET", "/admin/cache/stats", &[auth]).await;
+    assert_eq!(stats.status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert!(json["hits"].as_u64().unwrap() >= 1, "{json}");
+
+    let r = send(
+        &app,
+        "POST",
+        "/admin/cache/invalidate-module/1/balance",
+        &[auth],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
+
+    let r = send(
+        &app,
+        "POST",
+        "/admin/cache/invalidate/stock:tenant:%7B1%7D:products:GET:%2Fproducts%2F1",
+        &[auth],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(json["deleted"], true, "{json}");
+    assert_eq!(server.command(&["SET", "other:key", "1"]), "+OK\r\n");
+    let r = send(&app, "POST", "/admin/cache/invalidate/other:key", &[auth]).await;
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        json["deleted"], false,
+        "keys outside the prefix are refused"
+    );
+
+    let r = send(
+        &app,
+        "POST",
+        "/admin/cache/invalidate-pattern/tenant:%7B1%7D:balance:*",
+        &[auth],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(
+        &app,
+        "POST",
+        "/admin/cache/invalidate-module/1:*/balance",
+        &[auth],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = send(&app, "GET", "/admin/cache/clear", &[auth]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = send(&app, "POST", "/admin/cache/clear", &[auth]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(server.command(&["EXISTS", "other:key"]), ":1\r\n");
+}
+
+#[tokio::test]
+async fn works_without_redis_in_process() {
+    let origin = Origin::default();
+    let app = app(handle(None), &origin, false);
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "HIT");
+    send(&app, "POST", "/sales", &[T1]).await;
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
+    let health = send(&app, "GET", "/health/cache", &[]).await;
+    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["cache"], "in_process");
+}
