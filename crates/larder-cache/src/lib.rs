@@ -54,6 +54,8 @@
 //! | `axum` | `tower`, plus Axum health and admin routers | no |
 //! | `actix` | the response cache as Actix-web middleware, health and admin services | no |
 
+#[cfg(feature = "actix")]
+pub mod actix;
 pub mod admin;
 #[cfg(feature = "axum")]
 pub mod axum;

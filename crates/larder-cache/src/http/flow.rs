@@ -41,6 +41,14 @@ pub(crate) struct Ticket {
     stale: Option<(u64, StoredResponse)>,
 }
 
+impl Ticket {
+    /// Keeps a stale copy for stale-if-error (adapters that refresh in the foreground).
+    pub(crate) fn keep_stale(mut self, cached: Cached) -> Self {
+        self.stale = Some((cached.age_secs, cached.stored));
+        self
+    }
+}
+
 /// What to do next.
 pub(crate) enum Begin {
     /// Answer from the cache. With `refresh`, also refresh the entry in the

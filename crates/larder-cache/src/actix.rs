@@ -1,0 +1,330 @@
+//! The response cache as Actix-web middleware, plus health and admin services.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use actix_web::{web, App, HttpResponse};
+//! use larder_cache::actix::{admin_scope, health_resource, CacheMiddleware};
+//! use larder_cache::admin::{Admin, BearerToken};
+//! use larder_cache::{Cache, CacheRoute, ResponseCache};
+//! use larder_core::Handle;
+//!
+//! let handle = Handle::from_env()?;
+//! let cache = Cache::new(handle.clone());
+//! let responses = ResponseCache::new(cache.clone()).route(CacheRoute::new("/balance", "balance")?);
+//! let app = App::new()
+//!     .service(health_resource(handle))
+//!     .service(admin_scope(Admin::new(cache, BearerToken::new("s3cret"))))
+//!     .service(
+//!         web::scope("")
+//!             .wrap(CacheMiddleware::new(responses))
+//!             .route("/balance", web::get().to(|| async { HttpResponse::Ok().body("{}") })),
+//!     );
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! Redis trouble never becomes an error response: every outcome is the origin's
+//! response or a cached one. Bodies of unknown size (streams) pass through unstored.
+//!
+//! Stale-while-revalidate differs from the Tower layer in one way: Actix cannot
+//! replay a request, so the first request after expiry refreshes the entry in the
+//! foreground while concurrent requests for the key get the stale copy at once.
+
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
+
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use larder_core::Handle;
+
+use crate::admin::Admin;
+use crate::http::flow::{x_cache, Begin, Cached, Ticket};
+use crate::http::{Decision, LookupPlan, RequestView, ResponseCache, Storable, StoredResponse};
+
+/// Adds the response cache to an Actix-web app or scope.
+#[derive(Debug, Clone)]
+pub struct CacheMiddleware {
+    cache: ResponseCache,
+}
+
+impl CacheMiddleware {
+    /// Middleware serving `cache`.
+    #[must_use]
+    pub fn new(cache: ResponseCache) -> Self {
+        Self { cache }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for CacheMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = actix_web::Error;
+    type Transform = CacheMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CacheMiddlewareService {
+            service: Rc::new(service),
+            cache: self.cache.clone(),
+        }))
+    }
+}
+
+/// The service [`CacheMiddleware`] wraps around an app's service.
+#[derive(Debug)]
+pub struct CacheMiddlewareService<S> {
+    service: Rc<S>,
+    cache: ResponseCache,
+}
+
+type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl<S, B> Service<ServiceRequest> for CacheMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let cache = self.cache.clone();
+        Box::pin(async move {
+            let decision = cache.decide(&View(&req));
+            match decision {
+                Decision::Bypass {
+                    cached_route,
+                    reason,
+                } => {
+                    let mut res = service.call(req).await?;
+                    if cached_route {
+                        tracing::debug!(target: "larder::cache", reason, "cache BYPASS");
+                        set_x_cache(res.headers_mut(), x_cache::BYPASS);
+                    }
+                    Ok(res.map_into_left_body())
+                }
+                Decision::Invalidate { tenant, modules } => {
+                    let res = service.call(req).await?;
+                    if res.status().is_success() {
+                        cache.invalidate_modules(&tenant, &modules).await;
+                    }
+                    Ok(res.map_into_left_body())
+                }
+                Decision::Lookup(plan) => {
+                    let plan = *plan;
+                    match cache.begin(&plan).await {
+                        Begin::Serve(cached, None) => {
+                            Ok(req.into_response(from_cache(cached)).map_into_right_body())
+                        }
+                        Begin::Serve(cached, Some(ticket)) => {
+                            // Actix cannot replay a request and needs it unshared while
+                            // routing, so this request refreshes the entry in the
+                            // foreground; concurrent ones get the stale copy meanwhile.
+                            let ticket = ticket.keep_stale(cached);
+                            fetch(&cache, &*service, req, &plan, ticket).await
+                        }
+                        Begin::Fetch(ticket) => {
+                            let mut res = fetch(&cache, &*service, req, &plan, ticket).await?;
+                            if !res.headers().contains_key("x-cache") {
+                                set_x_cache(res.headers_mut(), x_cache::MISS);
+                            }
+                            Ok(res)
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn fetch<S, B>(
+    cache: &ResponseCache,
+    service: &S,
+    req: ServiceRequest,
+    plan: &LookupPlan,
+    mut ticket: Ticket,
+) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, actix_web::Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let res = match service.call(req).await {
+        Ok(res) => res,
+        Err(e) => {
+            // No request is left to answer with: errors go on to Actix's renderer.
+            cache.finish(plan, ticket, None).await;
+            return Err(e);
+        }
+    };
+    if res.status().is_server_error() {
+        if let Some(stale) = cache.stale_for_error(plan, &mut ticket) {
+            cache.finish(plan, ticket, None).await;
+            let http_req = res.request().clone();
+            return Ok(ServiceResponse::new(http_req, from_cache(stale)).map_into_right_body());
+        }
+    }
+    let storable = {
+        let header = |name: &str| res.headers().get(name).map(|v| v.as_bytes().to_vec());
+        cache.storable(plan, res.status().as_u16(), &header)
+    };
+    let fits = match res.response().body().size() {
+        BodySize::None => true,
+        BodySize::Sized(n) => usize::try_from(n).is_ok_and(|n| n <= cache.body_limit()),
+        BodySize::Stream => false,
+    };
+    let ttl = match storable {
+        Storable::Yes(ttl) if fits => ttl,
+        Storable::Yes(_) => {
+            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit or streamed: passed through");
+            cache.finish(plan, ticket, None).await;
+            return Ok(res.map_into_left_body());
+        }
+        Storable::No(reason) => {
+            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, reason, "cache MISS, not stored");
+            cache.finish(plan, ticket, None).await;
+            return Ok(res.map_into_left_body());
+        }
+    };
+    let (http_req, response) = res.into_parts();
+    let (head, body) = response.into_parts();
+    let bytes = match actix_web::body::to_bytes(body).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            cache.finish(plan, ticket, None).await;
+            return Err(actix_web::error::ErrorInternalServerError(e.into()));
+        }
+    };
+    let headers = head
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let stored = StoredResponse::new(head.status().as_u16(), headers, bytes.clone());
+    tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
+    let etag = stored.etag().map(<[u8]>::to_vec);
+    cache.finish(plan, ticket, Some((stored, ttl))).await;
+    let mut response = head.set_body(BoxBody::new(bytes));
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ETAG, etag);
+    }
+    set_x_cache(response.headers_mut(), x_cache::MISS);
+    Ok(ServiceResponse::new(http_req, response).map_into_right_body())
+}
+
+fn set_x_cache(headers: &mut actix_web::http::header::HeaderMap, value: &'static str) {
+    headers.insert(
+        HeaderName::from_static("x-cache"),
+        HeaderValue::from_static(value),
+    );
+}
+
+fn from_cache(cached: Cached) -> HttpResponse {
+    let Cached {
+        stored,
+        x_cache,
+        age_secs,
+        not_modified,
+        head,
+    } = cached;
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK)
+    };
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in &stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            builder.append_header((n, v));
+        }
+    }
+    builder.insert_header((actix_web::http::header::AGE, age_secs.to_string()));
+    builder.insert_header((
+        HeaderName::from_static("x-cache"),
+        HeaderValue::from_static(x_cache),
+    ));
+    if not_modified {
+        builder.finish()
+    } else if head {
+        builder.no_chunking(stored.body.len() as u64).finish()
+    } else {
+        builder.body(stored.body)
+    }
+}
+
+struct View<'a>(&'a ServiceRequest);
+
+impl RequestView for View<'_> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+    fn path(&self) -> &str {
+        self.0.path()
+    }
+    fn query(&self) -> Option<&str> {
+        Some(self.0.query_string()).filter(|q| !q.is_empty())
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.headers().get(name).map(HeaderValue::as_bytes)
+    }
+}
+
+struct HttpView<'a>(&'a HttpRequest);
+
+impl RequestView for HttpView<'_> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+    fn path(&self) -> &str {
+        self.0.path()
+    }
+    fn query(&self) -> Option<&str> {
+        Some(self.0.query_string()).filter(|q| !q.is_empty())
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.headers().get(name).map(HeaderValue::as_bytes)
+    }
+}
+
+fn json(status: u16, body: &impl serde::Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .content_type("application/json")
+        .body(Bytes::from(bytes))
+}
+
+/// `GET /health/cache`: always 200, with the handle's [`larder_core::HealthReport`].
+#[must_use]
+pub fn health_resource(handle: Handle) -> actix_web::Resource {
+    web::resource("/health/cache").route(web::get().to(move || {
+        let handle = handle.clone();
+        async move { json(200, &handle.health().await) }
+    }))
+}
+
+/// The admin endpoints under `/admin/cache/`, behind `admin`'s authorization hook.
+#[must_use]
+pub fn admin_scope(admin: Admin) -> actix_web::Scope {
+    web::scope("/admin/cache").default_service(web::to(move |req: HttpRequest| {
+        let reply = admin.handle(&HttpView(&req));
+        async move {
+            let reply = reply.await;
+            json(reply.status, &reply.body)
+        }
+    }))
+}

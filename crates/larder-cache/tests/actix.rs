@@ -1,0 +1,357 @@
+//! The response cache through a real Actix-web service stack, on a real redis-server.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::{test, web, App, HttpRequest, HttpResponse};
+use larder_cache::actix::{admin_scope, health_resource, CacheMiddleware};
+use larder_cache::admin::{Admin, BearerToken};
+use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
+use larder_core::{Config, Handle};
+use larder_testing::RedisServer;
+
+#[derive(Clone, Default)]
+struct Origin {
+    calls: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Origin {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn handle(url: Option<&str>) -> Handle {
+    let mut b = Config::builder()
+        .key_prefix("stock")
+        .op_timeout(Duration::from_millis(100))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(200));
+    if let Some(url) = url {
+        b = b.redis_url(url);
+    }
+    Handle::new(b.build().unwrap()).unwrap()
+}
+
+async fn balance(req: HttpRequest, origin: web::Data<Origin>) -> HttpResponse {
+    origin.calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let tenant = req
+        .headers()
+        .get("x-tenant-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(format!(
+            "{{\"tenant\":\"{tenant}\",\"q\":\"{}\"}}",
+            req.query_string()
+        ))
+}
+
+async fn short(origin: web::Data<Origin>) -> HttpResponse {
+    origin.calls.fetch_add(1, Ordering::SeqCst);
+    if origin.failing.load(Ordering::SeqCst) {
+        return HttpResponse::InternalServerError().body("down");
+    }
+    HttpResponse::Ok().body(format!("v{}", origin.calls()))
+}
+
+async fn product(path: web::Path<u32>, origin: web::Data<Origin>) -> HttpResponse {
+    origin.calls.fetch_add(1, Ordering::SeqCst);
+    match path.into_inner() {
+        999 => HttpResponse::NotFound().body("no such product"),
+        id => HttpResponse::Ok().body(format!("product {id}")),
+    }
+}
+
+async fn cookie(origin: web::Data<Origin>) -> HttpResponse {
+    origin.calls.fetch_add(1, Ordering::SeqCst);
+    HttpResponse::Ok()
+        .insert_header(("set-cookie", "sid=1"))
+        .body("cookie")
+}
+
+macro_rules! app {
+    ($handle:expr, $origin:expr, $stale:expr) => {{
+        let handle: Handle = $handle;
+        let mut cache = Cache::new(handle.clone());
+        if $stale {
+            let mut s = cache.settings().clone();
+            s.stale_window = Duration::from_secs(60);
+            cache = cache.with_settings(s);
+        }
+        let responses = ResponseCache::new(cache.clone())
+            .route(CacheRoute::new("/balance", "balance").unwrap())
+            .route(
+                CacheRoute::new("/short", "balance")
+                    .unwrap()
+                    .ttl(Duration::from_millis(300)),
+            )
+            .route(CacheRoute::new("/products/{id}", "products").unwrap())
+            .route(CacheRoute::new("/cookie", "misc").unwrap())
+            .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"]).unwrap())
+            .stale_while_revalidate($stale);
+        test::init_service(
+            App::new()
+                .app_data(web::Data::new($origin.clone()))
+                .service(health_resource(handle))
+                .service(admin_scope(Admin::new(cache, BearerToken::new("t0ken"))))
+                .service(
+                    web::scope("")
+                        .wrap(CacheMiddleware::new(responses))
+                        .route("/balance", web::get().to(balance))
+                        .route("/short", web::get().to(short))
+                        .route("/products/{id}", web::get().to(product))
+                        .route("/cookie", web::get().to(cookie))
+                        .route(
+                            "/sales",
+                            web::post().to(|| async { HttpResponse::Created().finish() }),
+                        ),
+                ),
+        )
+        .await
+    }};
+}
+
+struct Reply {
+    status: StatusCode,
+    x_cache: String,
+    etag: Option<String>,
+    age: Option<String>,
+    body: Vec<u8>,
+}
+
+async fn send<S, B>(app: &S, method: &str, uri: &str, headers: &[(&str, &str)]) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody,
+{
+    let mut req = test::TestRequest::default()
+        .method(method.parse().unwrap())
+        .uri(uri);
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    let res = test::call_service(app, req.to_request()).await;
+    let get = |n: &str| res.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    let (status, x_cache, etag, age) = (
+        res.status(),
+        get("x-cache").unwrap_or_default(),
+        get("etag"),
+        get("age"),
+    );
+    let body = test::read_body(res).await.to_vec();
+    Reply {
+        status,
+        x_cache,
+        etag,
+        age,
+        body,
+    }
+}
+
+const T1: (&str, &str) = ("x-tenant-id", "1");
+const T2: (&str, &str) = ("x-tenant-id", "2");
+
+#[actix_web::test]
+async fn miss_then_hit_304_and_head() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app!(handle(Some(&server.url())), origin, false);
+    let first = send(&app, "GET", "/balance?b=2&a=1", &[T1]).await;
+    assert_eq!(
+        (first.status, first.x_cache.as_str()),
+        (StatusCode::OK, "MISS")
+    );
+    let etag = first.etag.clone().unwrap();
+    let second = send(&app, "GET", "/balance?a=1&b=2", &[T1]).await;
+    assert_eq!(second.x_cache, "HIT");
+    assert_eq!(second.body, first.body);
+    assert!(second.age.is_some());
+    let nm = send(
+        &app,
+        "GET",
+        "/balance?a=1&b=2",
+        &[T1, ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(nm.status, StatusCode::NOT_MODIFIED);
+    assert!(nm.body.is_empty());
+    let head = send(&app, "HEAD", "/balance?a=1&b=2", &[T1]).await;
+    assert_eq!(
+        (head.status, head.x_cache.as_str()),
+        (StatusCode::OK, "HIT")
+    );
+    assert!(head.body.is_empty());
+    assert_eq!(origin.calls(), 1);
+}
+
+#[actix_web::test]
+async fn tenants_isolated_writes_invalidate_cookies_never_stored() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app!(handle(Some(&server.url())), origin, false);
+    let a = send(&app, "GET", "/balance", &[T1]).await;
+    let b = send(&app, "GET", "/balance", &[T2]).await;
+    assert_ne!(a.body, b.body);
+    assert_eq!(
+        send(&app, "GET", "/balance", &[("x-tenant-id", "1:*")])
+            .await
+            .x_cache,
+        "BYPASS"
+    );
+    assert_eq!(send(&app, "GET", "/balance", &[]).await.x_cache, "BYPASS");
+    assert_eq!(
+        send(&app, "POST", "/sales", &[T1]).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache, "MISS");
+    assert_eq!(send(&app, "GET", "/balance", &[T2]).await.x_cache, "HIT");
+    for _ in 0..2 {
+        assert_eq!(send(&app, "GET", "/cookie", &[T1]).await.x_cache, "MISS");
+    }
+    let nf = send(&app, "GET", "/products/999", &[T1]).await;
+    assert_eq!(
+        (nf.status, nf.x_cache.as_str()),
+        (StatusCode::NOT_FOUND, "MISS")
+    );
+    let nf = send(&app, "GET", "/products/999", &[T1]).await;
+    assert_eq!(
+        (nf.status, nf.x_cache.as_str()),
+        (StatusCode::NOT_FOUND, "HIT")
+    );
+}
+
+#[actix_web::test]
+async fn concurrent_misses_reach_the_origin_once() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app!(handle(Some(&server.url())), origin, false);
+    let replies = futures_util::future::join_all(
+        (0..20).map(|_| send(&app, "GET", "/balance?burst=1", &[T1])),
+    )
+    .await;
+    assert!(replies
+        .iter()
+        .all(|r| r.status == StatusCode::OK && r.body == replies[0].body));
+    assert_eq!(origin.calls(), 1);
+}
+
+#[actix_web::test]
+async fn redis_stopped_or_frozen_never_breaks_a_route_and_recovers() {
+    let mut server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app!(handle(Some(&server.url())), origin, false);
+    for fault in ["stop", "freeze"] {
+        if fault == "stop" {
+            server.stop();
+        } else {
+            server.restart();
+            server.freeze();
+        }
+        for _ in 0..10 {
+            let r = send(&app, "GET", "/balance", &[T1]).await;
+            assert_eq!(r.status, StatusCode::OK, "{fault}");
+        }
+        let health = send(&app, "GET", "/health/cache", &[]).await;
+        assert_eq!(health.status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        assert_eq!(
+            (json["status"].as_str(), json["cache"].as_str()),
+            (Some("degraded"), Some("unavailable"))
+        );
+    }
+    server.thaw();
+    let mut hit = false;
+    for _ in 0..100 {
+        if send(&app, "GET", "/balance?after=1", &[T1]).await.x_cache == "HIT" {
+            hit = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hit, "HITs return after Redis is back, same app");
+}
+
+#[actix_web::test]
+async fn stale_while_revalidate_and_stale_if_error() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app!(handle(Some(&server.url())), origin, true);
+    let first = send(&app, "GET", "/short", &[T1]).await;
+    assert_eq!(first.x_cache, "MISS");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The first request after expiry refreshes in the foreground; the others,
+    // concurrent with it, get the stale copy without waiting.
+    let replies =
+        futures_util::future::join_all((0..5).map(|_| send(&app, "GET", "/short", &[T1]))).await;
+    let refreshed: Vec<_> = replies.iter().filter(|r| r.x_cache == "MISS").collect();
+    assert_eq!(refreshed.len(), 1);
+    assert_eq!(refreshed[0].body, b"v2");
+    assert!(replies
+        .iter()
+        .filter(|r| r.x_cache != "MISS")
+        .all(|r| r.x_cache == "STALE" && r.body == first.body));
+    assert_eq!(send(&app, "GET", "/short", &[T1]).await.x_cache, "HIT");
+    assert_eq!(origin.calls(), 2);
+    origin.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = send(&app, "GET", "/short", &[T1, ("cache-control", "no-cache")]).await;
+    assert_eq!(
+        (r.status, r.x_cache.as_str(), r.body.as_slice()),
+        (StatusCode::OK, "STALE", &b"v2"[..])
+    );
+}
+
+#[actix_web::test]
+async fn admin_needs_the_token() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = app!(handle(Some(&server.url())), origin, false);
+    send(&app, "GET", "/balance", &[T1]).await;
+    assert_eq!(
+        send(&app, "GET", "/admin/cache/stats", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/admin/cache/clear",
+            &[("authorization", "Bearer nope")]
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let auth = ("authorization", "Bearer t0ken");
+    let stats = send(&app, "GET", "/admin/cache/stats", &[auth]).await;
+    assert_eq!(stats.status, StatusCode::OK);
+    let r = send(
+        &app,
+        "POST",
+        "/admin/cache/invalidate-module/1/balance",
+        &[auth],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache, "MISS");
+}
+
+#[actix_web::test]
+async fn works_without_redis_in_process() {
+    let origin = Origin::default();
+    let app = app!(handle(None), origin, false);
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache, "MISS");
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache, "HIT");
+    let health = send(&app, "GET", "/health/cache", &[]).await;
+    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(json["cache"], "in_process");
+}
