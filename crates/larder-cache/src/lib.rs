@@ -72,4 +72,4 @@ pub use http::{
     CacheRoute, FromHeader, FromPathSegment, FromSubdomain, InvalidateRoute, RequestView,
     ResponseCache, TenantExtractor,
 };
-pub use service::{Cache, Lookup, Settings, Stats};
+pub use service::{Cache, L1Settings, Lookup, Settings, Stats};

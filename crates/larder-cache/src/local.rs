@@ -16,7 +16,10 @@ struct LocalEntry {
     payload: Bytes,
 }
 
-struct ExpireWithEntry;
+/// Entries expire with their stale window, or sooner when the tier has a cap.
+struct ExpireWithEntry {
+    cap: Option<Duration>,
+}
 
 impl moka::Expiry<String, LocalEntry> for ExpireWithEntry {
     fn expire_after_create(
@@ -25,9 +28,8 @@ impl moka::Expiry<String, LocalEntry> for ExpireWithEntry {
         value: &LocalEntry,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_millis(
-            value.meta.stale_until_ms.saturating_sub(now_ms()),
-        ))
+        let own = Duration::from_millis(value.meta.stale_until_ms.saturating_sub(now_ms()));
+        Some(self.cap.map_or(own, |cap| own.min(cap)))
     }
 
     fn expire_after_update(
@@ -57,13 +59,14 @@ impl std::fmt::Debug for LocalTier {
 }
 
 impl LocalTier {
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    /// A tier of at most `max_bytes`; with `cap`, no entry lives longer than it.
+    pub(crate) fn new(max_bytes: u64, cap: Option<Duration>) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &LocalEntry| {
                 u32::try_from(k.len() + v.payload.len() + 64).unwrap_or(u32::MAX)
             })
-            .expire_after(ExpireWithEntry)
+            .expire_after(ExpireWithEntry { cap })
             .build();
         Self { entries }
     }
@@ -92,8 +95,74 @@ impl LocalTier {
         n
     }
 
+    /// Removes the keys starting with `prefix`; returns how many.
+    pub(crate) fn remove_prefix(&self, prefix: &str) -> u64 {
+        let mut n = 0;
+        for (key, _) in &self.entries {
+            if key.starts_with(prefix) {
+                self.entries.invalidate(key.as_str());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Drops everything.
+    pub(crate) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Applies an invalidation message from [`message`] (unknown ones clear all).
+    pub(crate) fn apply(&self, msg: &str) {
+        match msg.split_once(' ') {
+            Some(("k", key)) => self.remove(key),
+            Some(("p", prefix)) => {
+                self.remove_prefix(prefix);
+            }
+            Some(("g", glob)) => {
+                self.remove_matching(glob);
+            }
+            _ => self.clear(),
+        }
+    }
+
     pub(crate) fn len(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
+    }
+}
+
+/// An invalidation message for other instances' tiers: `k <key>`, `p <prefix>` or
+/// `g <glob>`.
+pub(crate) fn message(kind: char, target: &str) -> String {
+    let mut m = String::with_capacity(target.len() + 2);
+    m.push(kind);
+    m.push(' ');
+    m.push_str(target);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_invalidation_messages() {
+        let tier = LocalTier::new(1 << 20, Some(Duration::from_secs(5)));
+        let meta = Meta::new(
+            (String::new(), String::new()),
+            Duration::from_secs(60),
+            Duration::ZERO,
+        );
+        for k in ["p:tenant:{1}:a:x", "p:tenant:{1}:b:y", "p:tenant:{2}:a:x"] {
+            tier.insert(k.to_owned(), meta.clone(), Bytes::from_static(b"1"));
+        }
+        tier.apply(&message('k', "p:tenant:{1}:b:y"));
+        assert!(tier.get("p:tenant:{1}:b:y").is_none());
+        tier.apply(&message('p', "p:tenant:{1}:"));
+        assert!(tier.get("p:tenant:{1}:a:x").is_none());
+        assert!(tier.get("p:tenant:{2}:a:x").is_some());
+        tier.apply(&message('g', "p:tenant:{2}:*"));
+        assert!(tier.get("p:tenant:{2}:a:x").is_none());
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::entry::{self, now_ms, Meta};
 use crate::flight::{Flights, Role};
-use crate::local::LocalTier;
+use crate::local::{self, LocalTier};
 
 /// Key parts longer than this, or holding characters unfit for a key, are hashed.
 const MAX_PLAIN_KEY: usize = 200;
@@ -71,6 +71,45 @@ pub struct Settings {
     pub stale_window: Duration,
     /// Bytes the in-process tier may hold (used when no Redis is configured).
     pub local_max_bytes: u64,
+    /// An in-process tier in front of Redis (off by default).
+    pub l1: Option<L1Settings>,
+}
+
+/// The in-process tier in front of Redis: hits cost no round trip.
+///
+/// Instances stay coherent through a pub/sub channel: every invalidation publishes a
+/// message and every instance drops what it names. While the subscription is down
+/// (Redis unavailable), messages may be lost, so the tier is flushed whenever the
+/// subscription (re)connects. Staleness is bounded by pub/sub delivery while
+/// connected, and by `max_ttl` in any case.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct L1Settings {
+    /// Bytes the tier may hold.
+    pub max_bytes: u64,
+    /// The longest an entry lives in the tier (never longer than in Redis).
+    pub max_ttl: Duration,
+    /// Modules that use the tier; `None` for all.
+    pub modules: Option<Vec<String>>,
+}
+
+impl L1Settings {
+    /// A tier of `max_bytes` whose entries live at most `max_ttl`, for all modules.
+    #[must_use]
+    pub fn new(max_bytes: u64, max_ttl: Duration) -> Self {
+        Self {
+            max_bytes,
+            max_ttl,
+            modules: None,
+        }
+    }
+
+    /// Restricts the tier to these modules.
+    #[must_use]
+    pub fn modules(mut self, modules: &[&str]) -> Self {
+        self.modules = Some(modules.iter().map(|m| (*m).to_owned()).collect());
+        self
+    }
 }
 
 impl Settings {
@@ -82,6 +121,7 @@ impl Settings {
             module_ttls: c.module_ttls.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             stale_window: Duration::ZERO,
             local_max_bytes: 64 * 1024 * 1024,
+            l1: None,
         }
     }
 
@@ -173,6 +213,9 @@ struct Inner<C> {
     codec: C,
     settings: Settings,
     local: Option<LocalTier>,
+    l1: Option<LocalTier>,
+    channel: String,
+    _subscriber: Option<AbortOnDrop>,
     local_markers: Mutex<HashMap<String, u64>>,
     flights: Flights<Option<Bytes>>,
     counters: Counters,
@@ -208,13 +251,30 @@ impl<C: Codec> Cache<C> {
         let local = if handle.is_redis_configured() {
             None
         } else {
-            Some(LocalTier::new(settings.local_max_bytes))
+            Some(LocalTier::new(settings.local_max_bytes, None))
         };
+        let channel = format!("{}:{SYSTEM_MODULE}:invalidate", handle.keyspace().prefix());
+        let l1 = settings
+            .l1
+            .as_ref()
+            .filter(|_| handle.is_redis_configured())
+            .map(|l1| LocalTier::new(l1.max_bytes, Some(l1.max_ttl)));
+        let subscriber = l1.as_ref().and_then(|tier| {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            Some(AbortOnDrop(runtime.spawn(subscribe(
+                handle.clone(),
+                channel.clone(),
+                tier.clone(),
+            ))))
+        });
         Self {
             inner: Arc::new(Inner {
                 handle,
                 codec,
                 local,
+                l1,
+                channel,
+                _subscriber: subscriber,
                 local_markers: Mutex::default(),
                 flights: Flights::default(),
                 counters: Counters::default(),
@@ -324,13 +384,9 @@ impl<C: Codec> Cache<C> {
             local.remove(&keys.entry);
             return true;
         }
-        let deleted: Result<i64, _> = self
-            .inner
-            .handle
-            .query("cache_delete", redis::cmd("UNLINK").arg(&keys.entry))
-            .await;
+        let deleted = self.unlink_one(&keys.entry).await;
         tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, key, "cache key invalidated");
-        deleted.is_ok_and(|n| n > 0)
+        deleted
     }
 
     /// Cache-aside: returns the cached value, or calls `origin` once (per process, for
@@ -456,7 +512,10 @@ impl<C: Codec> Cache<C> {
     /// whatever the number of keys. Old entries become invisible and expire by TTL.
     pub async fn invalidate_module(&self, tenant: &Tenant, module: &Module) -> bool {
         let keys = self.keys(tenant, module, "_");
-        let ok = self.bump_marker(&keys.module_marker).await;
+        let scope = self.inner.handle.keyspace().scope(tenant, module);
+        let ok = self
+            .bump_marker(&keys.module_marker, local::message('p', scope.base()))
+            .await;
         tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, ok, "cache module invalidated");
         ok
     }
@@ -464,7 +523,13 @@ impl<C: Codec> Cache<C> {
     /// Invalidates every key of a tenant, in all modules, in one command.
     pub async fn invalidate_tenant(&self, tenant: &Tenant) -> bool {
         let keys = self.keys(tenant, &self.inner.system, "_");
-        let ok = self.bump_marker(&keys.tenant_marker).await;
+        let base = self.inner.handle.keyspace().tenant_pattern(tenant);
+        let ok = self
+            .bump_marker(
+                &keys.tenant_marker,
+                local::message('p', base.trim_end_matches('*')),
+            )
+            .await;
         tracing::info!(target: "larder::cache", tenant = %tenant, ok, "cache tenant invalidated");
         ok
     }
@@ -497,13 +562,9 @@ impl<C: Codec> Cache<C> {
             local.remove(full_key);
             return true;
         }
-        let n: Result<i64, _> = self
-            .inner
-            .handle
-            .query("cache_delete", redis::cmd("UNLINK").arg(full_key))
-            .await;
+        let deleted = self.unlink_one(full_key).await;
         tracing::info!(target: "larder::cache", key = full_key, "cache key invalidated");
-        n.is_ok_and(|n| n > 0)
+        deleted
     }
 
     /// Deletes keys matching a glob relative to the prefix (`tenant:{1}:products:*`),
@@ -589,6 +650,7 @@ impl<C: Codec> Cache<C> {
         }
     }
 
+    #[cfg(any(feature = "tower", feature = "actix"))]
     pub(crate) fn flights(&self) -> &Flights<Option<Bytes>> {
         &self.inner.flights
     }
@@ -607,6 +669,17 @@ impl<C: Codec> Cache<C> {
                 entry,
                 markers: Some(markers),
             };
+        }
+        let l1 = self.l1_for(&keys.module);
+        if let Some((meta, payload)) = l1.and_then(|l1| l1.get(&keys.entry)) {
+            if meta.is_fresh_at(now_ms()) {
+                self.count_lookup(keys, Some(&meta));
+                let markers = (meta.tenant_marker.clone(), meta.module_marker.clone());
+                return Found {
+                    entry: Some((meta, payload)),
+                    markers: Some(markers),
+                };
+            }
         }
         let mut cmd = redis::cmd("MGET");
         cmd.arg(&keys.tenant_marker)
@@ -640,12 +713,27 @@ impl<C: Codec> Cache<C> {
                         && meta.is_servable_at(now_ms())
                 });
                 self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+                if let (Some(l1), Some((meta, payload))) = (l1, &entry) {
+                    l1.insert(keys.entry.clone(), meta.clone(), payload.clone());
+                }
                 Found {
                     entry,
                     markers: Some(markers),
                 }
             }
             Err(e) => {
+                // Redis is out: an entry the L1 tier still holds beats the origin.
+                if let Some((meta, payload)) = l1
+                    .and_then(|l1| l1.get(&keys.entry))
+                    .filter(|(meta, _)| meta.is_servable_at(now_ms()))
+                {
+                    self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
+                    self.count_lookup(keys, Some(&meta));
+                    return Found {
+                        entry: Some((meta, payload)),
+                        markers: None,
+                    };
+                }
                 self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
                 self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "cache").increment(1);
@@ -699,6 +787,9 @@ impl<C: Codec> Cache<C> {
                 }
                 if markers.1.is_empty() {
                     meta.module_marker = fresh;
+                }
+                if let Some(l1) = self.l1_for(&keys.module) {
+                    l1.insert(keys.entry.clone(), meta.clone(), payload);
                 }
                 tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, ttl_s = ttl.as_secs(), "cache SET");
                 Some(meta)
@@ -757,7 +848,9 @@ impl<C: Codec> Cache<C> {
         (t.to_string(), mm.to_string())
     }
 
-    async fn bump_marker(&self, marker_key: &str) -> bool {
+    /// Sets a fresh marker and announces it to other instances' L1 tiers, in one
+    /// round trip.
+    async fn bump_marker(&self, marker_key: &str, announce: String) -> bool {
         if self.inner.local.is_some() {
             *self
                 .inner
@@ -769,14 +862,40 @@ impl<C: Codec> Cache<C> {
             return true;
         }
         let fresh = self.fresh_marker();
+        if let Some(l1) = &self.inner.l1 {
+            l1.apply(&announce);
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(marker_key)
+            .arg(&fresh)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&self.inner.channel)
+            .arg(&announce)
+            .ignore();
         self.inner
             .handle
-            .query::<()>(
-                "cache_invalidate",
-                redis::cmd("SET").arg(marker_key).arg(&fresh),
-            )
+            .pipeline::<()>("cache_invalidate", &pipe)
             .await
             .is_ok()
+    }
+
+    /// UNLINKs one key and announces it, in one round trip.
+    async fn unlink_one(&self, key: &str) -> bool {
+        let announce = local::message('k', key);
+        if let Some(l1) = &self.inner.l1 {
+            l1.apply(&announce);
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("UNLINK")
+            .arg(key)
+            .cmd("PUBLISH")
+            .arg(&self.inner.channel)
+            .arg(&announce)
+            .ignore();
+        let reply: Result<(i64,), _> = self.inner.handle.pipeline("cache_delete", &pipe).await;
+        reply.is_ok_and(|(n,)| n > 0)
     }
 
     /// SCAN + batched UNLINK. With `keep_markers`, invalidation markers survive: a
@@ -787,6 +906,18 @@ impl<C: Codec> Cache<C> {
             return Some(local.remove_matching(pattern));
         }
         let handle = &self.inner.handle;
+        let announce = local::message('g', pattern);
+        if let Some(l1) = &self.inner.l1 {
+            l1.apply(&announce);
+        }
+        let _: Result<i64, _> = handle
+            .query(
+                "cache_announce",
+                redis::cmd("PUBLISH")
+                    .arg(&self.inner.channel)
+                    .arg(&announce),
+            )
+            .await;
         let mut cursor: u64 = 0;
         let mut deleted = 0u64;
         loop {
@@ -812,6 +943,14 @@ impl<C: Codec> Cache<C> {
                 return Some(deleted);
             }
             cursor = next;
+        }
+    }
+
+    fn l1_for(&self, module: &Module) -> Option<&LocalTier> {
+        let l1 = self.inner.l1.as_ref()?;
+        match self.inner.settings.l1.as_ref()?.modules.as_ref() {
+            Some(list) if !list.iter().any(|m| m == module.as_str()) => None,
+            _ => Some(l1),
         }
     }
 
@@ -854,11 +993,7 @@ impl<C: Codec> Cache<C> {
             local.remove(&keys.entry);
             return;
         }
-        let _: Result<i64, _> = self
-            .inner
-            .handle
-            .query("cache_delete", redis::cmd("UNLINK").arg(&keys.entry))
-            .await;
+        self.unlink_one(&keys.entry).await;
     }
 
     fn count_lookup(&self, keys: &Keys, found: Option<&Meta>) {
@@ -892,6 +1027,39 @@ impl<C: Codec> Cache<C> {
         self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::CACHE_ERRORS, "module" => module.to_string(), "kind" => kind)
             .increment(1);
+    }
+}
+
+/// Aborts the L1 subscriber when the cache is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps the L1 tier coherent: applies invalidation messages, and flushes the tier
+/// whenever the subscription starts or ends (messages may have been missed).
+async fn subscribe(handle: Handle, channel: String, tier: LocalTier) {
+    use futures_util::StreamExt;
+    loop {
+        if let Ok(mut pubsub) = handle.pubsub().await {
+            if pubsub.subscribe(&channel).await.is_ok() {
+                tier.clear();
+                tracing::debug!(target: "larder::cache", channel = %channel, "L1 tier subscribed to invalidations");
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    match msg.get_payload::<String>() {
+                        Ok(text) => tier.apply(&text),
+                        Err(_) => tier.clear(),
+                    }
+                }
+                tier.clear();
+                tracing::debug!(target: "larder::cache", "L1 tier lost its subscription: flushed");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -153,7 +153,8 @@ async fn module_invalidation_costs_the_same_for_10_and_10000_keys() {
         cost[0], cost[1],
         "invalidation commands for 10 vs 10,000 keys"
     );
-    assert_eq!(cost[0], 1);
+    // SET of a fresh marker and PUBLISH to other instances, in one round trip.
+    assert_eq!(cost[0], 2);
 }
 
 #[tokio::test]
@@ -402,4 +403,81 @@ async fn in_process_mode_has_the_same_semantics() {
     );
     assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "p1").await, None);
     assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn l1_tier_answers_without_redis_and_stays_coherent_across_instances() {
+    let mut server = RedisServer::start();
+    let instance = || {
+        let cache = Cache::new(handle(&server));
+        let mut settings = cache.settings().clone();
+        settings.l1 = Some(larder_cache::L1Settings::new(
+            1 << 20,
+            Duration::from_secs(30),
+        ));
+        cache.with_settings(settings)
+    };
+    let (a, b) = (instance(), instance());
+    let subscribed = |n: &str| {
+        server
+            .command(&["PUBSUB", "NUMSUB", "stock:_larder:invalidate"])
+            .ends_with(&format!(":{n}\r\n"))
+    };
+    for _ in 0..100 {
+        if subscribed("2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(subscribed("2"), "both instances subscribe");
+
+    assert!(a.set(&t("1"), &m("products"), "p1", &1, None).await);
+    assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p1").await, Some(1));
+    // B now answers from its own memory: no command reaches Redis.
+    let before = commands(&server);
+    for _ in 0..50 {
+        assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p1").await, Some(1));
+    }
+    assert_eq!(
+        commands(&server) - before,
+        1,
+        "only the INFO that measured it"
+    );
+
+    // A write on A (its invalidation) reaches B's tier.
+    assert!(a.invalidate_module(&t("1"), &m("products")).await);
+    let started = std::time::Instant::now();
+    let mut gone = false;
+    while started.elapsed() < Duration::from_secs(2) {
+        if b.get::<i32>(&t("1"), &m("products"), "p1").await.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        gone,
+        "B stops serving the old value within 2 s (pub/sub delivery)"
+    );
+    eprintln!(
+        "L1 invalidation reached instance B after {:?}",
+        started.elapsed()
+    );
+
+    // While Redis is down the tier keeps answering; when Redis returns (empty), the
+    // tier is flushed because invalidations may have been missed.
+    assert!(a.set(&t("1"), &m("products"), "p2", &2, None).await);
+    assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p2").await, Some(2));
+    server.stop();
+    assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p2").await, Some(2));
+    server.restart();
+    let mut flushed = false;
+    for _ in 0..200 {
+        if b.get::<i32>(&t("1"), &m("products"), "p2").await.is_none() {
+            flushed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(flushed, "the tier is flushed once the subscription is back");
 }

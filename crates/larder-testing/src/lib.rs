@@ -462,26 +462,33 @@ fn read_reply(stream: &mut TcpStream) -> String {
 }
 
 fn reply_complete(buf: &[u8]) -> bool {
-    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
-        return false;
-    };
-    match buf.first() {
-        Some(b'$') => {
-            let len: i64 = std::str::from_utf8(&buf[1..line_end])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(-1);
-            len < 0 || buf.len() >= line_end + 2 + usize::try_from(len).unwrap_or(0) + 2
+    resp_len(buf).is_some()
+}
+
+/// The length of the first complete RESP value in `buf`, if it is complete.
+fn resp_len(buf: &[u8]) -> Option<usize> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let header = std::str::from_utf8(buf.get(1..line_end)?).ok()?;
+    let after = line_end + 2;
+    match buf.first()? {
+        b'$' | b'=' | b'!' => {
+            let len: i64 = header.parse().ok()?;
+            if len < 0 {
+                return Some(after);
+            }
+            let end = after + usize::try_from(len).ok()? + 2;
+            (buf.len() >= end).then_some(end)
         }
-        Some(b'*') => {
-            // Good enough for tests: wait for one line per element.
-            let n: usize = std::str::from_utf8(&buf[1..line_end])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            buf.windows(2).filter(|w| w == b"\r\n").count() > n * 2
+        b'*' | b'~' | b'>' | b'%' => {
+            let n: i64 = header.parse().ok()?;
+            let items = if buf[0] == b'%' { n * 2 } else { n };
+            let mut pos = after;
+            for _ in 0..items.max(0) {
+                pos += resp_len(buf.get(pos..)?)?;
+            }
+            Some(pos)
         }
-        _ => true,
+        _ => Some(after),
     }
 }
 
@@ -519,6 +526,17 @@ mod tests {
         assert!(!ping(server.addr()));
         server.thaw();
         assert!(ping(server.addr()));
+    }
+
+    #[test]
+    fn reads_nested_replies_without_waiting() {
+        assert_eq!(resp_len(b"*2\r\n$3\r\nabc\r\n:2\r\n"), Some(17));
+        assert_eq!(resp_len(b"*2\r\n$3\r\nabc\r\n"), None);
+        assert_eq!(resp_len(b"$-1\r\n"), Some(5));
+        assert_eq!(resp_len(b"*2\r\n*1\r\n:1\r\n$0\r\n\r\n"), Some(18));
+        let server = RedisServer::start();
+        let reply = server.command(&["PUBSUB", "NUMSUB", "x"]);
+        assert_eq!(reply, "*2\r\n$1\r\nx\r\n:0\r\n");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! `Authorization` is not cached unless its route opts in; bodies over the size limit
 //! pass through unbuffered.
 
+#[cfg(any(feature = "tower", feature = "actix"))]
 pub(crate) mod flow;
 mod route;
 mod stored;
@@ -84,6 +85,7 @@ pub struct LookupPlan {
     pub head: bool,
     /// The request's `If-None-Match`, for 304s.
     pub if_none_match: Option<Vec<u8>>,
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) keys: Keys,
 }
 
