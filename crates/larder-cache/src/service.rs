@@ -73,6 +73,10 @@ pub struct Settings {
     pub local_max_bytes: u64,
     /// An in-process tier in front of Redis (off by default).
     pub l1: Option<L1Settings>,
+    /// Cross-instance stampede control: on a miss, the first instance takes a lease
+    /// in Redis for this long and calls the origin; the others wait for its entry
+    /// (up to the lease time) instead of calling the origin too. Off by default.
+    pub lease: Option<Duration>,
 }
 
 /// The in-process tier in front of Redis: hits cost no round trip.
@@ -122,6 +126,7 @@ impl Settings {
             stale_window: Duration::ZERO,
             local_max_bytes: 64 * 1024 * 1024,
             l1: None,
+            lease: None,
         }
     }
 
@@ -186,6 +191,15 @@ pub(crate) struct Keys {
     pub(crate) entry: String,
     tenant_marker: String,
     module_marker: String,
+    lease: String,
+}
+
+/// What the cross-instance lease says to do after a miss.
+pub(crate) enum LeaseGate {
+    /// Call the origin (holding the lease when a token is given).
+    Proceed(Option<String>),
+    /// Another instance filled the entry while we waited.
+    Filled(Meta, Bytes),
 }
 
 /// What a raw look-up found.
@@ -221,6 +235,7 @@ struct Inner<C> {
     counters: Counters,
     system: Module,
     write: redis::Script,
+    release: redis::Script,
     random: std::collections::hash_map::RandomState,
     sequence: AtomicU64,
 }
@@ -281,6 +296,7 @@ impl<C: Codec> Cache<C> {
                 system: Module::new(SYSTEM_MODULE)
                     .unwrap_or_else(|_| unreachable!("the system module name is valid")),
                 write: redis::Script::new(include_str!("../lua/write.lua")),
+                release: redis::Script::new(include_str!("../lua/release.lua")),
                 random: std::collections::hash_map::RandomState::new(),
                 sequence: AtomicU64::new(0),
                 settings,
@@ -471,10 +487,28 @@ impl<C: Codec> Cache<C> {
             }
             match self.inner.flights.join(&keys.entry) {
                 Role::Leader(leader) => {
+                    let token = match self.lease_or_wait(&keys).await {
+                        LeaseGate::Filled(_, payload) => {
+                            if let Some(value) = self.decode::<T>(&keys, &payload) {
+                                leader.complete(Some(payload));
+                                return Ok(value);
+                            }
+                            None
+                        }
+                        LeaseGate::Proceed(token) => token,
+                    };
                     let Some(call) = origin.take() else {
                         unreachable!("the origin is taken once: a leader always returns")
                     };
-                    match call().await {
+                    let result = call().await;
+                    // Stored (or failed) first, released after: releasing earlier
+                    // would let another instance take the lease and call the origin.
+                    let release = || async {
+                        if let Some(token) = &token {
+                            self.release_lease(&keys, token).await;
+                        }
+                    };
+                    match result {
                         Ok(value) => {
                             let payload = self.encode(&keys, &value);
                             if let (Some(payload), Some(markers)) = (payload.clone(), found.markers)
@@ -482,10 +516,12 @@ impl<C: Codec> Cache<C> {
                                 self.store_raw(&keys, markers, ttl_of(&value), payload)
                                     .await;
                             }
+                            release().await;
                             leader.complete(payload);
                             return Ok(value);
                         }
                         Err(e) => {
+                            release().await;
                             leader.complete(None);
                             if let Some(value) = stale {
                                 self.count_stale(&keys.module);
@@ -642,12 +678,67 @@ impl<C: Codec> Cache<C> {
         let module_marker = system
             .key_parts(&["gen", module.as_str()])
             .unwrap_or_else(|_| unreachable!("module names are valid key parts"));
+        let lease = system
+            .key_parts(&["lease", module.as_str(), &safe])
+            .unwrap_or_else(|_| unreachable!("safe_key yields valid key parts"));
         Keys {
             module: module.clone(),
             entry,
             tenant_marker,
             module_marker,
+            lease,
         }
+    }
+
+    /// On a miss: takes the cross-instance lease, or waits for the instance that
+    /// holds it to fill the entry.
+    pub(crate) async fn lease_or_wait(&self, keys: &Keys) -> LeaseGate {
+        let Some(ttl) = self.inner.settings.lease else {
+            return LeaseGate::Proceed(None);
+        };
+        if self.inner.local.is_some() {
+            return LeaseGate::Proceed(None);
+        }
+        let token = self.fresh_marker();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: Result<Option<String>, _> = self
+            .inner
+            .handle
+            .query(
+                "cache_lease",
+                redis::cmd("SET")
+                    .arg(&keys.lease)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await;
+        match taken {
+            Ok(Some(_)) => return LeaseGate::Proceed(Some(token)),
+            Ok(None) => {}
+            Err(_) => return LeaseGate::Proceed(None),
+        }
+        let deadline = tokio::time::Instant::now() + ttl;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let found = self.lookup_raw(keys).await;
+            if found.markers.is_none() {
+                break;
+            }
+            if let Some((meta, payload)) = found.entry.filter(|(m, _)| m.is_fresh_at(now_ms())) {
+                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, "filled by the lease holder");
+                return LeaseGate::Filled(meta, payload);
+            }
+        }
+        LeaseGate::Proceed(None)
+    }
+
+    /// Releases a lease if it is still ours.
+    pub(crate) async fn release_lease(&self, keys: &Keys, token: &str) {
+        let mut inv = self.inner.release.prepare_invoke();
+        inv.key(&keys.lease).arg(token);
+        let _: Result<i64, _> = self.inner.handle.script("cache_lease_release", &inv).await;
     }
 
     #[cfg(any(feature = "tower", feature = "actix"))]

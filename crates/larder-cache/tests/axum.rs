@@ -604,3 +604,41 @@ async fn works_without_redis_in_process() {
     assert_eq!(json["status"], "ok");
     assert_eq!(json["cache"], "in_process");
 }
+
+#[tokio::test]
+async fn with_the_lease_two_app_instances_make_one_origin_call() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let instance = || {
+        let cache = Cache::new(handle(Some(&server.url())));
+        let mut settings = cache.settings().clone();
+        settings.lease = Some(Duration::from_secs(2));
+        let cache = cache.with_settings(settings);
+        let responses = ResponseCache::new(cache).route(CacheRoute::new("/slow", "balance").unwrap());
+        let o = origin.clone();
+        Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let o = o.clone();
+                    async move {
+                        o.calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        "computed"
+                    }
+                }),
+            )
+            .layer(CacheLayer::new(responses))
+    };
+    let apps = [instance(), instance()];
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let app = apps[i % 2].clone();
+        tasks.push(tokio::spawn(async move { send(&app, "GET", "/slow", &[T1]).await }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (StatusCode::OK, &b"computed"[..]));
+    }
+    assert_eq!(origin.calls(), 1);
+}

@@ -481,3 +481,58 @@ async fn l1_tier_answers_without_redis_and_stays_coherent_across_instances() {
     }
     assert!(flushed, "the tier is flushed once the subscription is back");
 }
+
+#[tokio::test]
+async fn with_the_lease_several_instances_make_one_origin_call() {
+    let server = RedisServer::start();
+    let instance = || {
+        let cache = Cache::new(handle(&server));
+        let mut settings = cache.settings().clone();
+        settings.lease = Some(Duration::from_secs(2));
+        cache.with_settings(settings)
+    };
+    let instances = [instance(), instance(), instance()];
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (cache, calls) = (instances[i % 3].clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_set(&t("1"), &m("balance"), "report", || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, std::io::Error>(77)
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 77);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one origin call across three instances");
+    let leases = server.command(&["SCAN", "0", "MATCH", "stock:tenant:{1}:_larder:lease:*"]);
+    assert!(leases.ends_with("*0\r\n"), "the lease is released: {leases}");
+
+    // Without the lease, each instance makes its own call.
+    let plain = [Cache::new(handle(&server)), Cache::new(handle(&server))];
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for cache in &plain {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_set(&t("1"), &m("balance"), "other", || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, std::io::Error>(1)
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

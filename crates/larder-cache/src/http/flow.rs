@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{LookupPlan, ResponseCache, StoredResponse};
 use crate::entry::now_ms;
 use crate::flight::{Leader, Role};
+use crate::service::LeaseGate;
 
 /// `X-Cache` values.
 pub(crate) mod x_cache {
@@ -36,6 +37,8 @@ pub(crate) struct Cached {
 /// The right to fill one entry (or a plain pass-through when `leader` is `None`).
 pub(crate) struct Ticket {
     leader: Option<Leader<Option<Bytes>>>,
+    /// The cross-instance lease token, when this instance holds it.
+    lease: Option<String>,
     markers: Option<(String, String)>,
     /// The stale entry, for stale-if-error.
     stale: Option<(u64, StoredResponse)>,
@@ -78,15 +81,31 @@ impl ResponseCache {
         let flights = self.cache.flights();
         match flights.join(&plan.keys.entry) {
             Role::Leader(leader) => {
+                let swr = self.config.stale_while_revalidate && !plan.revalidate;
+                let mut lease = None;
+                if stale.is_none() || !swr {
+                    match self.cache.lease_or_wait(&plan.keys).await {
+                        LeaseGate::Filled(meta, payload) => {
+                            if let Ok(stored) = StoredResponse::decode(&payload) {
+                                leader.complete(Some(payload));
+                                let age = meta.age_secs(now_ms());
+                                return Begin::Serve(
+                                    self.cached(plan, stored, age, x_cache::HIT),
+                                    None,
+                                );
+                            }
+                        }
+                        LeaseGate::Proceed(token) => lease = token,
+                    }
+                }
                 let ticket = Ticket {
                     leader: Some(leader),
+                    lease,
                     markers: found.markers,
                     stale: None,
                 };
                 match stale {
-                    Some((age, stored))
-                        if self.config.stale_while_revalidate && !plan.revalidate =>
-                    {
+                    Some((age, stored)) if swr => {
                         Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), Some(ticket))
                     }
                     stale => Begin::Fetch(Ticket { stale, ..ticket }),
@@ -109,6 +128,7 @@ impl ResponseCache {
                 // origin ourselves, without storing.
                 Begin::Fetch(Ticket {
                     leader: None,
+                    lease: None,
                     markers: None,
                     stale,
                 })
@@ -132,10 +152,13 @@ impl ResponseCache {
         fill: Option<(StoredResponse, Duration)>,
     ) {
         let Ticket {
-            leader, markers, ..
+            leader,
+            markers,
+            lease,
+            ..
         } = ticket;
         let Some(leader) = leader else { return };
-        match fill {
+        let payload = match fill {
             Some((stored, ttl)) => {
                 let payload = stored.encode();
                 if let Some(markers) = markers {
@@ -143,10 +166,16 @@ impl ResponseCache {
                         .store_raw(&plan.keys, markers, ttl, payload.clone())
                         .await;
                 }
-                leader.complete(Some(payload));
+                Some(payload)
             }
-            None => leader.complete(None),
+            None => None,
+        };
+        // Released after the store: earlier, another instance could take the lease
+        // and call the origin again.
+        if let Some(token) = lease {
+            self.cache.release_lease(&plan.keys, &token).await;
         }
+        leader.complete(payload);
     }
 
     fn cached(
