@@ -666,26 +666,22 @@ impl<C: Codec> Cache<C> {
 
     pub(crate) fn keys(&self, tenant: &Tenant, module: &Module, key: &str) -> Keys {
         let ks = self.inner.handle.keyspace();
-        let system = ks.scope(tenant, &self.inner.system);
+        let system = &self.inner.system;
         let safe = safe_key(key);
-        let entry = ks
-            .scope(tenant, module)
-            .key(&safe)
-            .unwrap_or_else(|_| unreachable!("safe_key yields valid key parts"));
-        let tenant_marker = system
-            .key("gen")
-            .unwrap_or_else(|_| unreachable!("literal key part"));
-        let module_marker = system
-            .key_parts(&["gen", module.as_str()])
-            .unwrap_or_else(|_| unreachable!("module names are valid key parts"));
-        let lease = system
-            .key_parts(&["lease", module.as_str(), &safe])
-            .unwrap_or_else(|_| unreachable!("safe_key yields valid key parts"));
+        let built = |m: &Module, k: &str| {
+            ks.key(tenant, m, k)
+                .unwrap_or_else(|_| unreachable!("safe_key and literals are valid key parts"))
+        };
+        let lease = if self.inner.settings.lease.is_some() {
+            built(system, &format!("lease:{module}:{safe}"))
+        } else {
+            String::new()
+        };
         Keys {
             module: module.clone(),
-            entry,
-            tenant_marker,
-            module_marker,
+            entry: built(module, &safe),
+            tenant_marker: built(system, "gen"),
+            module_marker: built(system, &format!("gen:{module}")),
             lease,
         }
     }
@@ -1103,20 +1099,20 @@ impl<C: Codec> Cache<C> {
                 "miss"
             }
         };
-        metrics::counter!(m::CACHE_REQUESTS, "module" => keys.module.to_string(), "outcome" => outcome)
+        metrics::counter!(m::CACHE_REQUESTS, "module" => metrics::SharedString::from_shared(keys.module.to_shared()), "outcome" => outcome)
             .increment(1);
         tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, outcome, "cache lookup");
     }
 
     fn count_stale(&self, module: &Module) {
         self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::CACHE_REQUESTS, "module" => module.to_string(), "outcome" => "stale")
+        metrics::counter!(m::CACHE_REQUESTS, "module" => metrics::SharedString::from_shared(module.to_shared()), "outcome" => "stale")
             .increment(1);
     }
 
     fn count_error(&self, module: &Module, kind: &'static str) {
         self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::CACHE_ERRORS, "module" => module.to_string(), "kind" => kind)
+        metrics::counter!(m::CACHE_ERRORS, "module" => metrics::SharedString::from_shared(module.to_shared()), "kind" => kind)
             .increment(1);
     }
 }

@@ -614,7 +614,8 @@ async fn with_the_lease_two_app_instances_make_one_origin_call() {
         let mut settings = cache.settings().clone();
         settings.lease = Some(Duration::from_secs(2));
         let cache = cache.with_settings(settings);
-        let responses = ResponseCache::new(cache).route(CacheRoute::new("/slow", "balance").unwrap());
+        let responses =
+            ResponseCache::new(cache).route(CacheRoute::new("/slow", "balance").unwrap());
         let o = origin.clone();
         Router::new()
             .route(
@@ -634,11 +635,16 @@ async fn with_the_lease_two_app_instances_make_one_origin_call() {
     let mut tasks = Vec::new();
     for i in 0..20 {
         let app = apps[i % 2].clone();
-        tasks.push(tokio::spawn(async move { send(&app, "GET", "/slow", &[T1]).await }));
+        tasks.push(tokio::spawn(async move {
+            send(&app, "GET", "/slow", &[T1]).await
+        }));
     }
     for t in tasks {
         let r = t.await.unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (StatusCode::OK, &b"computed"[..]));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (StatusCode::OK, &b"computed"[..])
+        );
     }
     assert_eq!(origin.calls(), 1);
 }

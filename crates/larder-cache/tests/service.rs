@@ -510,9 +510,16 @@ async fn with_the_lease_several_instances_make_one_origin_call() {
     for task in tasks {
         assert_eq!(task.await.unwrap(), 77);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one origin call across three instances");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one origin call across three instances"
+    );
     let leases = server.command(&["SCAN", "0", "MATCH", "stock:tenant:{1}:_larder:lease:*"]);
-    assert!(leases.ends_with("*0\r\n"), "the lease is released: {leases}");
+    assert!(
+        leases.ends_with("*0\r\n"),
+        "the lease is released: {leases}"
+    );
 
     // Without the lease, each instance makes its own call.
     let plain = [Cache::new(handle(&server)), Cache::new(handle(&server))];

@@ -118,6 +118,12 @@ macro_rules! segment_type {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The value as a shared string (a reference-count increment, no copy).
+            #[must_use]
+            pub fn to_shared(&self) -> Arc<str> {
+                Arc::clone(&self.0)
+            }
         }
 
         impl fmt::Debug for $name {
@@ -264,6 +270,26 @@ impl Keyspace {
         Scope {
             base: Arc::from(base),
         }
+    }
+
+    /// The full key for `key` in a tenant's module, built in one allocation (the
+    /// same string as `scope(tenant, module).key(key)`).
+    ///
+    /// # Errors
+    /// [`KeyError`] when the key part is rejected.
+    pub fn key(&self, tenant: &Tenant, module: &Module, key: &str) -> Result<String, KeyError> {
+        validate_key_part("key", key)?;
+        let mut s = String::with_capacity(
+            self.prefix.len() + tenant.0.len() + module.0.len() + key.len() + 14,
+        );
+        s.push_str(&self.prefix);
+        s.push_str(":tenant:");
+        self.tagged(&mut s, &tenant.0);
+        s.push(':');
+        s.push_str(&module.0);
+        s.push(':');
+        s.push_str(key);
+        Ok(s)
     }
 
     /// A scope shared by all tenants, for structures that are not a tenant's data
@@ -565,6 +591,10 @@ mod tests {
             "stock:global:{jobs}:queue:default"
         );
         assert_eq!(ks.tenant_pattern(&t("7")), "stock:tenant:{7}:*");
+        assert_eq!(
+            ks.key(&t("1"), &m("balance"), "a").unwrap(),
+            ks.scope(&t("1"), &m("balance")).key("a").unwrap()
+        );
     }
 
     #[test]

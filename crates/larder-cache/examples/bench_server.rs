@@ -1,0 +1,165 @@
+//! A server for load benchmarks (`scripts/bench-cache` drives it with wrk).
+//!
+//! Run with: `cargo run --release -p larder-cache --example bench_server -- FRAMEWORK MODE PORT`
+//!
+//! FRAMEWORK is `axum` or `actix`; MODE is one of
+//!
+//! | mode | `GET /data` does |
+//! | --- | --- |
+//! | `plain` | returns a 1 KiB JSON body |
+//! | `raw` | one raw redis-rs `GET` on a multiplexed connection, returns the value |
+//! | `cache` | the same body through larder's response cache (Redis tier) |
+//! | `local` | the same, with the L1 in-process tier in front of Redis |
+//! | `off` | the cache layer installed with caching turned off |
+//!
+//! `REDIS_URL` names Redis. Requests carry `X-Tenant-Id`; a `?n=` query that changes
+//! per request makes every request a miss.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Duration;
+
+use larder_cache::{Cache, CacheRoute, L1Settings, ResponseCache};
+use larder_core::redis::AsyncCommands;
+use larder_core::{Config, Handle};
+
+fn body() -> String {
+    let mut s = String::from("{\"series\":[");
+    let mut i = 0;
+    while s.len() < 1000 {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("{{\"day\":{i},\"balance\":{}}}", 1000 + i * 7));
+        i += 1;
+    }
+    s.push_str("]}");
+    s
+}
+
+fn responses(mode: &str) -> Result<(Handle, ResponseCache), Box<dyn std::error::Error>> {
+    let mut config = Config::from_env()?;
+    config.cache_enabled = mode != "off";
+    config.key_prefix = "bench".into();
+    let handle = Handle::new(config)?;
+    let cache = Cache::new(handle.clone());
+    let cache = if mode == "local" {
+        let mut settings = cache.settings().clone();
+        settings.l1 = Some(L1Settings::new(64 << 20, Duration::from_secs(30)));
+        cache.with_settings(settings)
+    } else {
+        cache
+    };
+    Ok((
+        handle,
+        ResponseCache::new(cache).route(CacheRoute::new("/data", "bench")?),
+    ))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, framework, mode, port] = args.as_slice() else {
+        return Err("usage: bench_server FRAMEWORK MODE PORT".into());
+    };
+    let port: u16 = port.parse()?;
+    let body = body();
+    match framework.as_str() {
+        "axum" => axum_server(mode, port, body),
+        "actix" => actix_server(mode, port, body),
+        other => Err(format!("unknown framework {other}").into()),
+    }
+}
+
+fn axum_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::error::Error>> {
+    use axum::routing::get;
+    use axum::Router;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let app: Router = match mode {
+            "plain" => Router::new().route("/data", get(move || std::future::ready(body.clone()))),
+            "raw" => {
+                let url = std::env::var("REDIS_URL")?;
+                let client = larder_core::redis::Client::open(url)?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let _: () = conn.set("bench:raw", &body).await?;
+                Router::new().route(
+                    "/data",
+                    get(move || {
+                        let mut conn = conn.clone();
+                        async move { conn.get::<_, String>("bench:raw").await.unwrap_or_default() }
+                    }),
+                )
+            }
+            _ => {
+                let (_handle, responses) = responses(mode)?;
+                Router::new()
+                    .route("/data", get(move || std::future::ready(body.clone())))
+                    .layer(larder_cache::tower::CacheLayer::new(responses))
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        println!("ready");
+        axum::serve(listener, app).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+fn actix_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::error::Error>> {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let mode = mode.to_owned();
+    actix_web::rt::System::new().block_on(async move {
+        let raw = if mode == "raw" {
+            let url = std::env::var("REDIS_URL")?;
+            let client = larder_core::redis::Client::open(url)?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let _: () = conn.set("bench:raw", &body).await?;
+            Some(conn)
+        } else {
+            None
+        };
+        let cache = match mode.as_str() {
+            "plain" | "raw" => None,
+            _ => Some(responses(&mode)?),
+        };
+        println!("ready");
+        HttpServer::new(move || {
+            let body = body.clone();
+            let raw = raw.clone();
+            let plain = move || {
+                let body = body.clone();
+                async move { HttpResponse::Ok().body(body) }
+            };
+            let scope = web::scope("");
+            match (&raw, &cache) {
+                (Some(conn), _) => {
+                    let conn = conn.clone();
+                    App::new().service(scope.route(
+                        "/data",
+                        web::get().to(move || {
+                            let mut conn = conn.clone();
+                            async move {
+                                HttpResponse::Ok().body(
+                                    conn.get::<_, String>("bench:raw").await.unwrap_or_default(),
+                                )
+                            }
+                        }),
+                    ))
+                }
+                (None, Some((_h, responses))) => App::new().service(
+                    scope
+                        .wrap(larder_cache::actix::CacheMiddleware::new(responses.clone()))
+                        .route("/data", web::get().to(plain)),
+                ),
+                (None, None) => App::new().service(scope.route("/data", web::get().to(plain))),
+            }
+        })
+        .workers(1)
+        .bind(("127.0.0.1", port))?
+        .run()
+        .await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
