@@ -175,6 +175,9 @@ where
             return Ok(ServiceResponse::new(http_req, from_cache(stale)).map_into_right_body());
         }
     }
+    if cache.pass_through(&mut ticket) {
+        return Ok(res.map_into_left_body());
+    }
     let storable = {
         let header = |name: &str| res.headers().get(name).map(|v| v.as_bytes().to_vec());
         cache.storable(plan, res.status().as_u16(), &header)

@@ -92,6 +92,26 @@ impl<V: Clone> Leader<V> {
     }
 }
 
+impl<V: Clone> Leader<V> {
+    /// Ends the flight without a value if nobody waits on it (checked under the map's
+    /// lock, so no follower can join in between). Gives the leader back otherwise.
+    pub(crate) fn release_if_alone(mut self) -> Result<(), Self> {
+        let mut map = self
+            .flights
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0) {
+            drop(map);
+            return Err(self);
+        }
+        map.remove(&self.key);
+        drop(map);
+        self.tx = None;
+        Ok(())
+    }
+}
+
 impl<V: Clone> Drop for Leader<V> {
     fn drop(&mut self) {
         if self.tx.is_some() {
@@ -118,6 +138,25 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), 7);
         assert!(!flights.in_flight("k"));
         assert!(matches!(flights.join("k"), Role::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn a_lone_leader_can_end_the_flight_without_a_value() {
+        let flights = Flights::<u32>::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        assert!(leader.release_if_alone().is_ok());
+        assert!(!flights.in_flight("k"));
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Follower(mut rx) = flights.join("k") else {
+            panic!()
+        };
+        let leader = leader.release_if_alone().expect_err("a follower waits");
+        leader.complete(3);
+        assert_eq!(rx.recv().await.unwrap(), 3);
     }
 
     #[tokio::test]

@@ -186,7 +186,9 @@ where
             }
             Ok(from_cache(cached))
         }
-        Begin::Fetch(ticket) => fetch(&cache, inner.clone(), req, &plan, ticket)
+        // Boxed apart: the miss path's state is large, and keeping it out of this
+        // future keeps hits from moving it around.
+        Begin::Fetch(ticket) => Box::pin(fetch(&cache, inner, req, &plan, ticket))
             .await
             .map(|r| {
                 let mut r = r;
@@ -230,6 +232,9 @@ where
             cache.finish(plan, ticket, None).await;
             return Ok(from_cache(stale));
         }
+    }
+    if cache.pass_through(&mut ticket) {
+        return Ok(res.map(CacheBody::inner));
     }
     let storable = {
         let header = |name: &str| res.headers().get(name).map(|v| v.as_bytes().to_vec());

@@ -144,6 +144,25 @@ impl ResponseCache {
         Some(self.cached(plan, stored, age, x_cache::STALE))
     }
 
+    /// Whether the origin's response can go out untouched: nothing will be stored
+    /// (Redis is unavailable) and no concurrent request waits for it. Then the
+    /// flight ends here and the adapter skips buffering, hashing and encoding.
+    pub(crate) fn pass_through(&self, ticket: &mut Ticket) -> bool {
+        if ticket.markers.is_some() || ticket.lease.is_some() {
+            return false;
+        }
+        match ticket.leader.take() {
+            None => true,
+            Some(leader) => match leader.release_if_alone() {
+                Ok(()) => true,
+                Err(leader) => {
+                    ticket.leader = Some(leader);
+                    false
+                }
+            },
+        }
+    }
+
     /// Stores the origin's response (when given) and hands it to waiting followers.
     pub(crate) async fn finish(
         &self,
