@@ -40,7 +40,98 @@ pub struct RedisServerBuilder {
     acl_users: Vec<(String, String)>,
     default_user_off: bool,
     appendonly: Option<&'static str>,
+    tls: Option<TlsFiles>,
     extra: Vec<(String, String)>,
+}
+
+/// Certificate files for a TLS-only server.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signed it (PEM).
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes a throw-away CA and a server certificate for `localhost` and
+    /// `127.0.0.1` in `dir`, with the `openssl` command.
+    ///
+    /// # Panics
+    /// When `openssl` is missing or fails.
+    #[must_use]
+    pub fn generate(dir: &Path) -> Self {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl ({e}); install it (apt-get install openssl)")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap_or_else(|e| panic!("cannot write san.ext: {e}"));
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=larder test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Self {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            ca: dir.join("ca.pem"),
+        }
+    }
 }
 
 impl RedisServerBuilder {
@@ -66,6 +157,13 @@ impl RedisServerBuilder {
     /// (`always`, `everysec` or `no`). The file survives [`RedisServer::restart`].
     pub fn appendonly(mut self, fsync: &'static str) -> Self {
         self.appendonly = Some(fsync);
+        self
+    }
+
+    /// Serves TLS only (`tls-port`, no plain port), with these certificates; clients
+    /// need no certificate of their own.
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
         self
     }
 
@@ -144,10 +242,15 @@ impl RedisServer {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// `redis://127.0.0.1:<port>/0`, with no credentials.
+    /// `redis://127.0.0.1:<port>/0` (`rediss://localhost:<port>/0` for a TLS
+    /// server), with no credentials.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        if self.options.tls.is_some() {
+            format!("rediss://localhost:{}/0", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
     }
 
     /// A URL with credentials: `redis://user:password@127.0.0.1:<port>/0` (`user` may
@@ -284,6 +387,16 @@ impl RedisServer {
             dir = dir.display(),
             log = self.log_path().display(),
         );
+        if let Some(tls) = &o.tls {
+            let _ = write!(
+                conf,
+                "port 0\ntls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+                self.port,
+                tls.cert.display(),
+                tls.key.display(),
+                tls.ca.display()
+            );
+        }
         match o.appendonly {
             Some(fsync) => {
                 let _ = write!(conf, "appendonly yes\nappendfsync {fsync}\n");
@@ -342,7 +455,14 @@ impl RedisServer {
                     return Err(format!("exited with {status}\n{}", self.log()));
                 }
             }
-            if ping(self.addr()) {
+            let ready = if self.options.tls.is_some() {
+                // No plain-text PING on a TLS port: wait for the log line instead.
+                self.log().contains("Ready to accept connections")
+                    && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+            } else {
+                ping(self.addr())
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -23,9 +23,18 @@
 //! | Name | Description | Default? |
 //! | --- | --- | --- |
 //! | `tls` | `rediss://` URLs through rustls | no |
+//! | `cache` | [`cache`]: the typed cache service and the response cache's core | no |
+//! | `tower` | the response cache as a Tower layer | no |
+//! | `axum` | `tower`, plus Axum `/health/cache` and admin routes | no |
+//! | `actix` | the response cache as Actix-web middleware, health and admin services | no |
+//! | `full` | all of the above | no |
 //!
-//! The cache, session, rate-limit and job crates join this umbrella behind features
-//! of their own as they land.
+//! The session, rate-limit and job crates join this umbrella behind features of
+//! their own as they land.
 
 /// The shared spine: handle, guard, keyspace, codec, config, health, metrics.
 pub use larder_core as core;
+
+/// Multi-tenant, fail-open caching: [`cache::Cache`] and [`cache::ResponseCache`].
+#[cfg(feature = "cache")]
+pub use larder_cache as cache;

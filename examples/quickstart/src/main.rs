@@ -1,11 +1,12 @@
 //! Run with: cargo run -p example-quickstart
 //!
-//! A small Axum service on the larder handle. It starts with no Redis at all (every
-//! call degrades at once to the in-process tier); set `REDIS_URL` to use Redis.
+//! A small Axum service on larder. It starts with no Redis at all (the cache and the
+//! counter live in process); set `REDIS_URL` to use Redis.
 //!
 //! ```text
+//! curl -si -H 'X-Tenant-Id: 1' localhost:5000/report     # X-Cache: MISS (slow), then HIT
+//! curl -s -XPOST -H 'X-Tenant-Id: 1' localhost:5000/visits  # counts, invalidates `report`
 //! curl -s localhost:5000/health/cache
-//! curl -s -XPOST -H 'X-Tenant-Id: 1' localhost:5000/visits
 //! curl -s localhost:5000/metrics
 //! ```
 
@@ -17,6 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use larder::cache::tower::CacheLayer;
+use larder::cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
 use larder::core::{Handle, Module, Tenant};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -41,17 +44,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     larder::core::metrics::describe_now();
 
+    let handle = Handle::from_env()?;
+    let responses = ResponseCache::new(Cache::new(handle.clone()))
+        .route(CacheRoute::new("/report", "report")?)
+        .invalidate(InvalidateRoute::new("POST", "/visits", &["report"])?);
     let state = AppState {
-        larder: Handle::from_env()?,
+        larder: handle.clone(),
         visits: Module::new("visits")?,
         local: Arc::default(),
         prometheus,
     };
     let app = Router::new()
-        .route("/health/cache", get(health))
-        .route("/metrics", get(render_metrics))
+        .route("/report", get(report))
         .route("/visits", post(visit))
-        .with_state(state);
+        .layer(CacheLayer::new(responses))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+        .merge(larder::cache::axum::health_routes(handle));
 
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p
@@ -69,9 +78,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    // Always 200: a degraded cache is not a down app.
-    Json(state.larder.health().await)
+/// A slow, per-tenant computation: the response cache answers it after the first call.
+async fn report(headers: HeaderMap) -> Response {
+    let tenant = headers
+        .get("x-tenant-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("anonymous")
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    Json(json!({ "tenant": tenant, "computed_at": format!("{:?}", std::time::SystemTime::now()) }))
+        .into_response()
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {

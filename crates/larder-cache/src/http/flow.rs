@@ -46,6 +46,7 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     /// Keeps a stale copy for stale-if-error (adapters that refresh in the foreground).
+    #[cfg(feature = "actix")]
     pub(crate) fn keep_stale(mut self, cached: Cached) -> Self {
         self.stale = Some((cached.age_secs, cached.stored));
         self
