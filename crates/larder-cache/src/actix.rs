@@ -42,7 +42,7 @@ use bytes::Bytes;
 use larder_core::Handle;
 
 use crate::admin::Admin;
-use crate::http::flow::{x_cache, Begin, Cached, Ticket};
+use crate::http::flow::{x_cache, Begin, Cached, CachedBody, Ticket};
 use crate::http::{Decision, LookupPlan, RequestView, ResponseCache, Storable, StoredResponse};
 
 /// Adds the response cache to an Actix-web app or scope.
@@ -102,7 +102,7 @@ where
         let service = Rc::clone(&self.service);
         let cache = self.cache.clone();
         Box::pin(async move {
-            let decision = cache.decide(&View(&req));
+            let decision = cache.decide(&HttpView(req.request()));
             match decision {
                 Decision::Bypass {
                     cached_route,
@@ -235,55 +235,20 @@ fn set_x_cache(headers: &mut actix_web::http::header::HeaderMap, value: &'static
 }
 
 fn from_cache(cached: Cached) -> HttpResponse {
-    let Cached {
-        stored,
-        x_cache,
-        age_secs,
-        not_modified,
-        head,
-    } = cached;
-    let status = if not_modified {
-        StatusCode::NOT_MODIFIED
-    } else {
-        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK)
-    };
-    let mut builder = HttpResponse::build(status);
-    for (name, value) in &stored.headers {
+    let mut builder =
+        HttpResponse::build(StatusCode::from_u16(cached.status()).unwrap_or(StatusCode::OK));
+    cached.for_each_header(|name, value| {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(value),
         ) {
             builder.append_header((n, v));
         }
-    }
-    builder.insert_header((actix_web::http::header::AGE, age_secs.to_string()));
-    builder.insert_header((
-        HeaderName::from_static("x-cache"),
-        HeaderValue::from_static(x_cache),
-    ));
-    if not_modified {
-        builder.finish()
-    } else if head {
-        builder.no_chunking(stored.body.len() as u64).finish()
-    } else {
-        builder.body(stored.body)
-    }
-}
-
-struct View<'a>(&'a ServiceRequest);
-
-impl RequestView for View<'_> {
-    fn method(&self) -> &str {
-        self.0.method().as_str()
-    }
-    fn path(&self) -> &str {
-        self.0.path()
-    }
-    fn query(&self) -> Option<&str> {
-        Some(self.0.query_string()).filter(|q| !q.is_empty())
-    }
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.headers().get(name).map(HeaderValue::as_bytes)
+    });
+    match cached.body() {
+        CachedBody::Empty => builder.finish(),
+        CachedBody::HeadOf(len) => builder.no_chunking(len as u64).finish(),
+        CachedBody::Full(bytes) => builder.body(bytes),
     }
 }
 

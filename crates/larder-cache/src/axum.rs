@@ -20,11 +20,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use http::header::HeaderValue;
 use larder_core::Handle;
 
 use crate::admin::Admin;
-use crate::http::RequestView;
+use crate::tower::PartsView;
 
 /// `GET /health/cache`: always 200, with the handle's [`larder_core::HealthReport`].
 pub fn health_routes<S: Clone + Send + Sync + 'static>(handle: Handle) -> Router<S> {
@@ -53,21 +52,4 @@ pub fn admin_routes<S: Clone + Send + Sync + 'static>(admin: Admin) -> Router<S>
             }
         }),
     )
-}
-
-struct PartsView<'a>(&'a http::request::Parts);
-
-impl RequestView for PartsView<'_> {
-    fn method(&self) -> &str {
-        self.0.method.as_str()
-    }
-    fn path(&self) -> &str {
-        self.0.uri.path()
-    }
-    fn query(&self) -> Option<&str> {
-        self.0.uri.query()
-    }
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.headers.get(name).map(HeaderValue::as_bytes)
-    }
 }

@@ -32,7 +32,7 @@ use http_body_util::BodyExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::http::flow::{x_cache, Begin, Cached, Ticket};
+use crate::http::flow::{x_cache, Begin, Cached, CachedBody, Ticket};
 use crate::http::{Decision, LookupPlan, RequestView, ResponseCache, Storable, StoredResponse};
 
 /// Adds the response cache to a service.
@@ -89,22 +89,21 @@ impl<B: Body, E> Future for ResponseFuture<B, E> {
     }
 }
 
-struct View<'a> {
-    parts: &'a http::request::Parts,
-}
+/// A request's head seen through [`RequestView`] (shared with the Axum routes).
+pub(crate) struct PartsView<'a>(pub(crate) &'a http::request::Parts);
 
-impl RequestView for View<'_> {
+impl RequestView for PartsView<'_> {
     fn method(&self) -> &str {
-        self.parts.method.as_str()
+        self.0.method.as_str()
     }
     fn path(&self) -> &str {
-        self.parts.uri.path()
+        self.0.uri.path()
     }
     fn query(&self) -> Option<&str> {
-        self.parts.uri.query()
+        self.0.uri.query()
     }
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.parts.headers.get(name).map(HeaderValue::as_bytes)
+        self.0.headers.get(name).map(HeaderValue::as_bytes)
     }
 }
 
@@ -132,7 +131,7 @@ where
         ResponseFuture {
             inner: Box::pin(async move {
                 let (parts, body) = req.into_parts();
-                let decision = cache.decide(&View { parts: &parts });
+                let decision = cache.decide(&PartsView(&parts));
                 let req = Request::from_parts(parts, body);
                 match decision {
                     Decision::Bypass {
@@ -303,42 +302,25 @@ fn set_x_cache<B>(res: &mut Response<B>, value: &'static str) {
 }
 
 fn from_cache<B: Body>(cached: Cached) -> Response<CacheBody<B>> {
-    let Cached {
-        stored,
-        x_cache,
-        age_secs,
-        not_modified,
-        head,
-    } = cached;
-    let status = if not_modified {
-        StatusCode::NOT_MODIFIED
-    } else {
-        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK)
-    };
-    let body = if not_modified || head {
-        CacheBody::full(Bytes::new())
-    } else {
-        CacheBody::full(stored.body.clone())
+    let (body, head_length) = match cached.body() {
+        CachedBody::Empty => (CacheBody::full(Bytes::new()), None),
+        CachedBody::HeadOf(len) => (CacheBody::full(Bytes::new()), Some(len)),
+        CachedBody::Full(bytes) => (CacheBody::full(bytes), None),
     };
     let mut res = Response::new(body);
-    *res.status_mut() = status;
+    *res.status_mut() = StatusCode::from_u16(cached.status()).unwrap_or(StatusCode::OK);
     let headers = res.headers_mut();
-    for (name, value) in &stored.headers {
+    cached.for_each_header(|name, value| {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(value),
         ) {
             headers.append(n, v);
         }
+    });
+    if let Some(len) = head_length {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    if head && !not_modified {
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            HeaderValue::from(stored.body.len()),
-        );
-    }
-    headers.insert(http::header::AGE, HeaderValue::from(age_secs));
-    set_x_cache(&mut res, x_cache);
     res
 }
 

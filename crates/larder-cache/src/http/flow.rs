@@ -34,6 +34,47 @@ pub(crate) struct Cached {
     pub(crate) head: bool,
 }
 
+/// The body of a response given from the cache.
+pub(crate) enum CachedBody {
+    /// No body (304).
+    Empty,
+    /// No body, but `Content-Length` of the stored one (`HEAD`).
+    HeadOf(usize),
+    /// The stored body.
+    Full(Bytes),
+}
+
+impl Cached {
+    /// The status: 304 when the request's `If-None-Match` matched, else the stored one.
+    pub(crate) fn status(&self) -> u16 {
+        if self.not_modified {
+            304
+        } else {
+            self.stored.status
+        }
+    }
+
+    /// The body to send.
+    pub(crate) fn body(&self) -> CachedBody {
+        if self.not_modified {
+            CachedBody::Empty
+        } else if self.head {
+            CachedBody::HeadOf(self.stored.body.len())
+        } else {
+            CachedBody::Full(self.stored.body.clone())
+        }
+    }
+
+    /// Calls `f` for every header to send: the stored ones, `Age` and `X-Cache`.
+    pub(crate) fn for_each_header(&self, mut f: impl FnMut(&str, &[u8])) {
+        for (name, value) in &self.stored.headers {
+            f(name, value);
+        }
+        f("age", self.age_secs.to_string().as_bytes());
+        f("x-cache", self.x_cache.as_bytes());
+    }
+}
+
 /// The right to fill one entry (or a plain pass-through when `leader` is `None`).
 pub(crate) struct Ticket {
     leader: Option<Leader<Option<Bytes>>>,
