@@ -557,4 +557,64 @@ mod tests {
         let big = |n: &str| (n == "content-length").then(|| b"2000000".to_vec());
         assert_eq!(rc.storable(&p, 200, &big), Storable::No("body too large"));
     }
+
+    #[test]
+    fn ttl_can_come_from_max_age_and_s_maxage() {
+        let with_max_age = rc().use_max_age(true);
+        let p = plan(with_max_age.decide(&get("/balance", None, vec![("x-tenant-id", "1")])));
+        let cc =
+            |v: &'static str| move |n: &str| (n == "cache-control").then(|| v.as_bytes().to_vec());
+        assert_eq!(
+            with_max_age.storable(&p, 200, &cc("public, max-age=42")),
+            Storable::Yes(Duration::from_secs(42))
+        );
+        assert_eq!(
+            with_max_age.storable(&p, 200, &cc("max-age=42, s-maxage=7")),
+            Storable::Yes(Duration::from_secs(7))
+        );
+        assert_eq!(
+            with_max_age.storable(&p, 200, &cc("max-age=0")),
+            Storable::No("zero ttl")
+        );
+        // Off by default: the module's TTL stands.
+        assert_eq!(
+            rc().storable(&p, 200, &cc("max-age=42")),
+            Storable::Yes(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn tenant_extractors_read_header_subdomain_path_or_closure() {
+        let req = |path: &'static str, host: &'static str| Req {
+            method: "GET",
+            path,
+            query: None,
+            headers: vec![("host", host), ("x-tenant-id", " 7 ")],
+        };
+        let name = |t: Option<Tenant>| t.map(|t| t.as_str().to_owned());
+        assert_eq!(
+            name(FromHeader::new("X-Tenant-Id").extract(&req("/", "x"))),
+            Some("7".into())
+        );
+        let sub = FromSubdomain::new("example.com");
+        assert_eq!(
+            name(sub.extract(&req("/", "acme.example.com:8080"))),
+            Some("acme".into())
+        );
+        assert_eq!(name(sub.extract(&req("/", "a.b.example.com"))), None);
+        assert_eq!(name(sub.extract(&req("/", "example.com"))), None);
+        assert_eq!(name(sub.extract(&req("/", "acme.example.org"))), None);
+        let seg = FromPathSegment::new(1);
+        assert_eq!(
+            name(seg.extract(&req("/t/acme/balance", "x"))),
+            Some("acme".into())
+        );
+        assert_eq!(name(seg.extract(&req("/t", "x"))), None);
+        assert_eq!(name(seg.extract(&req("/t/a*b/balance", "x"))), None);
+        let closure = |r: &dyn RequestView| Tenant::new(r.path().trim_start_matches('/')).ok();
+        assert_eq!(
+            name(closure.extract(&req("/zeta", "x"))),
+            Some("zeta".into())
+        );
+    }
 }
