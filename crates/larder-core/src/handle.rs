@@ -109,14 +109,45 @@ impl Handle {
         } else {
             tracing::info!(target: "larder::core", prefix = %keyspace.prefix(), "larder handle ready (in-process: no REDIS_URL)");
         }
-        Ok(Self {
+        let handle = Self {
             inner: Arc::new(Inner {
                 config,
                 keyspace,
                 guard,
                 redis,
             }),
-        })
+        };
+        if handle.inner.redis.is_some() {
+            // Connect now, in the background, instead of inside the first request's
+            // deadline: a slow handshake (TLS, a remote server) then completes even
+            // while requests time out, and the first request finds a connection.
+            tokio::spawn(handle.clone().warm_up());
+        }
+        Ok(handle)
+    }
+
+    /// Makes the first connection, bounded by the connect timeout, and says once in
+    /// the log whether Redis is reachable at startup.
+    async fn warm_up(self) {
+        let Ok(redis) = self.redis() else { return };
+        let deadline = self.inner.config.connect_timeout;
+        let result = self
+            .inner
+            .guard
+            .run_with_deadline("connect", deadline, || {
+                let mut conn = redis.connection();
+                async move { redis::cmd("PING").query_async::<String>(&mut conn).await }
+            })
+            .await;
+        match result {
+            Ok(_) => tracing::info!(target: "larder::core", redis = %redis.url, "redis connected"),
+            Err(e) => tracing::warn!(
+                target: "larder::core",
+                redis = %redis.url,
+                error = %e,
+                "redis not reachable at startup: running degraded until it is"
+            ),
+        }
     }
 
     /// Builds a handle from the environment (see [`Config::from_env`]).

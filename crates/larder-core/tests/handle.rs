@@ -222,3 +222,18 @@ async fn wrong_password_is_a_clear_error_that_never_shows_the_password() {
     assert!(!text.contains(secret), "{text}");
     assert!(text.contains("app:***@127.0.0.1"), "{text}");
 }
+
+#[tokio::test]
+async fn the_handle_connects_in_the_background_before_the_first_request() {
+    let server = RedisServer::start();
+    let handle = handle_for(&server);
+    // CLIENT LIST always shows the asking connection; a second one is the handle's.
+    let connected = common::eventually(Duration::from_secs(5), || async {
+        let clients = server.command(&["CLIENT", "LIST"]);
+        (clients.lines().filter(|l| l.contains("cmd=")).count() >= 2).then_some(())
+    })
+    .await;
+    assert!(connected.is_some(), "connected without any request");
+    assert_eq!(handle.guard().stats().attempted, 1, "one warm-up PING");
+    assert_eq!(handle.guard().stats().succeeded, 1);
+}
