@@ -718,7 +718,7 @@ impl<C: Codec> Cache<C> {
         let deadline = tokio::time::Instant::now() + ttl;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let found = self.lookup_raw(keys).await;
+            let found = self.read(keys, false).await;
             if found.markers.is_none() {
                 break;
             }
@@ -742,7 +742,14 @@ impl<C: Codec> Cache<C> {
         &self.inner.flights
     }
 
+    /// Looks an entry up and counts the outcome (hit, stale, miss, degraded).
     pub(crate) async fn lookup_raw(&self, keys: &Keys) -> Found {
+        self.read(keys, true).await
+    }
+
+    /// Looks an entry up; `count` says whether the outcome goes into the stats (the
+    /// lease waiter's polls do not).
+    async fn read(&self, keys: &Keys, count: bool) -> Found {
         if let Some(local) = &self.inner.local {
             let markers = self.local_markers(keys);
             let entry = local
@@ -751,7 +758,9 @@ impl<C: Codec> Cache<C> {
                     meta.tenant_marker == markers.0 && meta.module_marker == markers.1
                 })
                 .filter(|(meta, _)| meta.is_servable_at(now_ms()));
-            self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+            if count {
+                self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+            }
             return Found {
                 entry,
                 markers: Some(markers),
@@ -760,7 +769,9 @@ impl<C: Codec> Cache<C> {
         let l1 = self.l1_for(&keys.module);
         if let Some((meta, payload)) = l1.and_then(|l1| l1.get(&keys.entry)) {
             if meta.is_fresh_at(now_ms()) {
-                self.count_lookup(keys, Some(&meta));
+                if count {
+                    self.count_lookup(keys, Some(&meta));
+                }
                 let markers = (meta.tenant_marker.clone(), meta.module_marker.clone());
                 return Found {
                     entry: Some((meta, payload)),
@@ -799,7 +810,9 @@ impl<C: Codec> Cache<C> {
                         && meta.module_marker == markers.1
                         && meta.is_servable_at(now_ms())
                 });
-                self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+                if count {
+                    self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+                }
                 if let (Some(l1), Some((meta, payload))) = (l1, &entry) {
                     l1.insert(keys.entry.clone(), meta.clone(), payload.clone());
                 }
@@ -814,16 +827,20 @@ impl<C: Codec> Cache<C> {
                     .and_then(|l1| l1.get(&keys.entry))
                     .filter(|(meta, _)| meta.is_servable_at(now_ms()))
                 {
-                    self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                    self.count_lookup(keys, Some(&meta));
+                    if count {
+                        self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
+                        self.count_lookup(keys, Some(&meta));
+                    }
                     return Found {
                         entry: Some((meta, payload)),
                         markers: None,
                     };
                 }
-                self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "cache").increment(1);
+                if count {
+                    self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
+                    self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "cache").increment(1);
+                }
                 tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "cache degraded: treating as miss");
                 Found {
                     entry: None,
