@@ -43,7 +43,7 @@ use larder_core::Handle;
 
 use crate::admin::Admin;
 use crate::http::flow::{x_cache, Begin, Cached, CachedBody, Ticket};
-use crate::http::{Decision, LookupPlan, RequestView, ResponseCache, Storable, StoredResponse};
+use crate::http::{Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
 
 /// Adds the response cache to an Actix-web app or scope.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ where
         let service = Rc::clone(&self.service);
         let cache = self.cache.clone();
         Box::pin(async move {
-            let decision = cache.decide(&HttpView(req.request()));
+            let decision = cache.decide(req.request());
             match decision {
                 Decision::Bypass {
                     cached_route,
@@ -252,23 +252,6 @@ fn from_cache(cached: Cached) -> HttpResponse {
     }
 }
 
-struct HttpView<'a>(&'a HttpRequest);
-
-impl RequestView for HttpView<'_> {
-    fn method(&self) -> &str {
-        self.0.method().as_str()
-    }
-    fn path(&self) -> &str {
-        self.0.path()
-    }
-    fn query(&self) -> Option<&str> {
-        Some(self.0.query_string()).filter(|q| !q.is_empty())
-    }
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.headers().get(name).map(HeaderValue::as_bytes)
-    }
-}
-
 fn json(status: u16, body: &impl serde::Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -289,7 +272,7 @@ pub fn health_resource(handle: Handle) -> actix_web::Resource {
 #[must_use]
 pub fn admin_scope(admin: Admin) -> actix_web::Scope {
     web::scope("/admin/cache").default_service(web::to(move |req: HttpRequest| {
-        let reply = admin.handle(&HttpView(&req));
+        let reply = admin.handle(&req);
         async move {
             let reply = reply.await;
             json(reply.status, &reply.body)

@@ -23,7 +23,6 @@ use axum::{Json, Router};
 use larder_core::Handle;
 
 use crate::admin::Admin;
-use crate::tower::PartsView;
 
 /// `GET /health/cache`: always 200, with the handle's [`larder_core::HealthReport`].
 pub fn health_routes<S: Clone + Send + Sync + 'static>(handle: Handle) -> Router<S> {
@@ -44,7 +43,7 @@ pub fn admin_routes<S: Clone + Send + Sync + 'static>(admin: Admin) -> Router<S>
             let admin = admin.clone();
             async move {
                 let (parts, _) = req.into_parts();
-                let reply = admin.handle(&PartsView(&parts)).await;
+                let reply = admin.handle(&parts).await;
                 let status =
                     StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let response: Response = (status, Json(reply.body)).into_response();

@@ -33,7 +33,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::http::flow::{x_cache, Begin, Cached, CachedBody, Ticket};
-use crate::http::{Decision, LookupPlan, RequestView, ResponseCache, Storable, StoredResponse};
+use crate::http::{Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
 
 /// Adds the response cache to a service.
 #[derive(Debug, Clone)]
@@ -89,24 +89,6 @@ impl<B: Body, E> Future for ResponseFuture<B, E> {
     }
 }
 
-/// A request's head seen through [`RequestView`] (shared with the Axum routes).
-pub(crate) struct PartsView<'a>(pub(crate) &'a http::request::Parts);
-
-impl RequestView for PartsView<'_> {
-    fn method(&self) -> &str {
-        self.0.method.as_str()
-    }
-    fn path(&self) -> &str {
-        self.0.uri.path()
-    }
-    fn query(&self) -> Option<&str> {
-        self.0.uri.query()
-    }
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.headers.get(name).map(HeaderValue::as_bytes)
-    }
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -131,7 +113,7 @@ where
         ResponseFuture {
             inner: Box::pin(async move {
                 let (parts, body) = req.into_parts();
-                let decision = cache.decide(&PartsView(&parts));
+                let decision = cache.decide(&parts);
                 let req = Request::from_parts(parts, body);
                 match decision {
                     Decision::Bypass {

@@ -44,6 +44,7 @@
 //! | [`config`] | [`Config`]: builder and `from_env()` |
 //! | [`health`] | [`HealthReport`] for `/health/cache` |
 //! | [`metrics`] | metric names (see the table there) |
+//! | [`request`] | [`RequestView`] (what adapters show of a request), [`TenantExtractor`] |
 //!
 //! # Features
 //!
@@ -69,6 +70,7 @@ pub mod handle;
 pub mod health;
 pub mod keyspace;
 pub mod metrics;
+pub mod request;
 
 pub use codec::{Codec, CodecError, Json};
 pub use config::{Config, ConfigBuilder, ConfigError, RedisUrl};
@@ -77,6 +79,7 @@ pub use guard::{BreakerState, Guard, GuardStats};
 pub use handle::Handle;
 pub use health::HealthReport;
 pub use keyspace::{KeyError, Keyspace, Module, Scope, Tenant};
+pub use request::{Principal, RequestView, TenantExtractor};
 
 /// The redis-rs crate larder is built on, for commands and scripts.
 pub use redis;

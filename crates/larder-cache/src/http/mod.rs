@@ -15,7 +15,6 @@
 pub(crate) mod flow;
 mod route;
 mod stored;
-mod tenant;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,24 +23,14 @@ use larder_core::{Module, Tenant};
 
 use crate::service::{Cache, Keys};
 
+pub use larder_core::request::{
+    FromHeader, FromPathSegment, FromSubdomain, RequestView, TenantExtractor,
+};
 pub use route::{CacheRoute, InvalidateRoute};
 pub use stored::{etag_matches, StoredResponse};
-pub use tenant::{FromHeader, FromPathSegment, FromSubdomain, TenantExtractor};
 
 /// Default limit of a stored body: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
-
-/// A read-only view of a request, implemented by each framework adapter.
-pub trait RequestView {
-    /// The method, upper case.
-    fn method(&self) -> &str;
-    /// The path, without query.
-    fn path(&self) -> &str;
-    /// The raw query string, if any.
-    fn query(&self) -> Option<&str>;
-    /// The first value of a header (name in lower case), as bytes.
-    fn header(&self, name: &str) -> Option<&[u8]>;
-}
 
 /// What to do with a request.
 #[derive(Debug)]

@@ -2,61 +2,8 @@
 
 use std::time::Duration;
 
+use larder_core::request::PathPattern;
 use larder_core::{KeyError, Module};
-
-/// A path pattern: literal segments, `{name}` for one segment, `{*rest}` (last) for
-/// the remainder. `/products/{id}` matches `/products/7` but not `/products/7/x`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PathPattern {
-    segments: Vec<Segment>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param,
-    Rest,
-}
-
-impl PathPattern {
-    fn parse(pattern: &str) -> Self {
-        let segments = pattern
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                if s.starts_with("{*") && s.ends_with('}') {
-                    Segment::Rest
-                } else if s.starts_with('{') && s.ends_with('}') {
-                    Segment::Param
-                } else {
-                    Segment::Literal(s.to_owned())
-                }
-            })
-            .collect();
-        Self { segments }
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        let mut parts = path.trim_matches('/').split('/').filter(|s| !s.is_empty());
-        for seg in &self.segments {
-            match seg {
-                Segment::Rest => return true,
-                Segment::Param => {
-                    if parts.next().is_none() {
-                        return false;
-                    }
-                }
-                Segment::Literal(lit) => {
-                    if parts.next() != Some(lit.as_str()) {
-                        return false;
-                    }
-                }
-            }
-        }
-        parts.next().is_none()
-    }
-}
 
 /// A cached route: `GET` (and `HEAD`) responses of matching paths are stored in
 /// `module`.
@@ -126,24 +73,5 @@ impl InvalidateRoute {
 
     pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
         self.method == method && self.pattern.matches(path)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns_match_segments() {
-        let p = PathPattern::parse("/products/{id}");
-        assert!(p.matches("/products/7"));
-        assert!(p.matches("/products/7/"));
-        assert!(!p.matches("/products"));
-        assert!(!p.matches("/products/7/x"));
-        assert!(!p.matches("/productsx/7"));
-        let rest = PathPattern::parse("/files/{*path}");
-        assert!(rest.matches("/files/a/b/c"));
-        assert!(!rest.matches("/other/a"));
-        assert!(PathPattern::parse("/").matches("/"));
     }
 }

@@ -1,0 +1,301 @@
+//! A framework-free view of an HTTP request, shared by every component's adapters,
+//! and the ways of finding a request's tenant.
+//!
+//! The Tower and Actix adapters of each component present a request through
+//! [`RequestView`]; the decision logic (cache keys, rate-limit keys, session scope)
+//! reads it and never sees a framework type.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::keyspace::Tenant;
+
+/// A read-only view of a request, implemented by each framework adapter.
+pub trait RequestView {
+    /// The method, upper case.
+    fn method(&self) -> &str;
+    /// The path, without query.
+    fn path(&self) -> &str;
+    /// The raw query string, if any.
+    fn query(&self) -> Option<&str>;
+    /// The first value of a header (name in lower case), as bytes.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// Every value of a header (name in lower case), in the order received.
+    ///
+    /// The default returns the first value only; adapters override it.
+    fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.header(name).into_iter().collect()
+    }
+    /// The address of the TCP peer, when the server exposes it.
+    fn peer_ip(&self) -> Option<IpAddr> {
+        None
+    }
+    /// The authenticated principal an application middleware attached to the request
+    /// (a [`Principal`] in the request's extensions), if any.
+    fn principal(&self) -> Option<Principal> {
+        None
+    }
+}
+
+/// Tower, Axum and hyper requests. The peer address is read from a
+/// [`std::net::SocketAddr`] in the extensions (adapters that know their server's
+/// connection-info type, such as Axum's `ConnectInfo`, wrap this view).
+#[cfg(feature = "http")]
+impl RequestView for http::request::Parts {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(http::HeaderValue::as_bytes)
+    }
+    fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect()
+    }
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.extensions
+            .get::<std::net::SocketAddr>()
+            .map(std::net::SocketAddr::ip)
+    }
+    fn principal(&self) -> Option<Principal> {
+        self.extensions.get::<Principal>().cloned()
+    }
+}
+
+/// Actix-web requests (`ServiceRequest::request()` gives one).
+#[cfg(feature = "actix")]
+impl RequestView for actix_web::HttpRequest {
+    fn method(&self) -> &str {
+        actix_web::HttpRequest::method(self).as_str()
+    }
+    fn path(&self) -> &str {
+        actix_web::HttpRequest::path(self)
+    }
+    fn query(&self) -> Option<&str> {
+        Some(self.query_string()).filter(|q| !q.is_empty())
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .get(name)
+            .map(actix_web::http::header::HeaderValue::as_bytes)
+    }
+    fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.headers()
+            .get_all(name)
+            .map(actix_web::http::header::HeaderValue::as_bytes)
+            .collect()
+    }
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer_addr().map(|a| a.ip())
+    }
+    fn principal(&self) -> Option<Principal> {
+        actix_web::HttpMessage::extensions(self)
+            .get::<Principal>()
+            .cloned()
+    }
+}
+
+/// Who the request is, as established by the application (a user id, an API client
+/// id). Insert it into the request's extensions in an authentication middleware;
+/// components read it (for example a rate limit keyed by user).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal(Arc<str>);
+
+impl Principal {
+    /// A principal named `id`.
+    #[must_use]
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Arc::from(id.as_ref()))
+    }
+
+    /// The principal's id.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Finds the tenant of a request. `None` means "no tenant" (the response cache then
+/// bypasses, a rate-limit policy keyed by tenant does not apply). An id that is not a
+/// valid [`Tenant`] counts as none.
+///
+/// Closures work too: `|req: &dyn RequestView| Some(Tenant::new("1").ok()?)`.
+pub trait TenantExtractor: Send + Sync + 'static {
+    /// The tenant, if the request names a valid one.
+    fn extract(&self, req: &dyn RequestView) -> Option<Tenant>;
+}
+
+impl<F> TenantExtractor for F
+where
+    F: Fn(&dyn RequestView) -> Option<Tenant> + Send + Sync + 'static,
+{
+    fn extract(&self, req: &dyn RequestView) -> Option<Tenant> {
+        self(req)
+    }
+}
+
+/// The tenant is a header's value (`X-Tenant-Id: 42`).
+#[derive(Debug, Clone)]
+pub struct FromHeader {
+    name: String,
+}
+
+impl FromHeader {
+    /// Reads header `name`.
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_ascii_lowercase(),
+        }
+    }
+}
+
+impl TenantExtractor for FromHeader {
+    fn extract(&self, req: &dyn RequestView) -> Option<Tenant> {
+        let raw = std::str::from_utf8(req.header(&self.name)?).ok()?;
+        Tenant::new(raw.trim()).ok()
+    }
+}
+
+/// The tenant is the first label of the host under a base domain
+/// (`acme.example.com` under `example.com` is `acme`).
+#[derive(Debug, Clone)]
+pub struct FromSubdomain {
+    suffix: String,
+}
+
+impl FromSubdomain {
+    /// Tenants are subdomains of `base_domain`.
+    #[must_use]
+    pub fn new(base_domain: &str) -> Self {
+        Self {
+            suffix: format!(
+                ".{}",
+                base_domain.trim_start_matches('.').to_ascii_lowercase()
+            ),
+        }
+    }
+}
+
+impl TenantExtractor for FromSubdomain {
+    fn extract(&self, req: &dyn RequestView) -> Option<Tenant> {
+        let host = std::str::from_utf8(req.header("host")?).ok()?;
+        let host = host.split(':').next()?.to_ascii_lowercase();
+        let label = host.strip_suffix(&self.suffix)?;
+        if label.contains('.') {
+            return None;
+        }
+        Tenant::new(label).ok()
+    }
+}
+
+/// The tenant is a path segment (`/t/{tenant}/...` is index 1).
+#[derive(Debug, Clone, Copy)]
+pub struct FromPathSegment {
+    index: usize,
+}
+
+impl FromPathSegment {
+    /// Reads the segment at `index` (0-based, leading `/` ignored).
+    #[must_use]
+    pub fn new(index: usize) -> Self {
+        Self { index }
+    }
+}
+
+impl TenantExtractor for FromPathSegment {
+    fn extract(&self, req: &dyn RequestView) -> Option<Tenant> {
+        let segment = req
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .nth(self.index)?;
+        Tenant::new(segment).ok()
+    }
+}
+
+/// A path pattern: literal segments, `{name}` for one segment, `{*rest}` (last) for
+/// the remainder (as in Axum and matchit). `/products/{id}` matches `/products/7` but not `/products/7/x`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+    Rest,
+}
+
+impl PathPattern {
+    /// Parses a pattern; anything that is not `{..}` is a literal segment.
+    #[must_use]
+    pub fn parse(pattern: &str) -> Self {
+        let segments = pattern
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s.starts_with("{*") && s.ends_with('}') {
+                    Segment::Rest
+                } else if s.starts_with('{') && s.ends_with('}') {
+                    Segment::Param
+                } else {
+                    Segment::Literal(s.to_owned())
+                }
+            })
+            .collect();
+        Self { segments }
+    }
+
+    /// Whether `path` (without query) matches.
+    #[must_use]
+    pub fn matches(&self, path: &str) -> bool {
+        let mut parts = path.trim_matches('/').split('/').filter(|s| !s.is_empty());
+        for seg in &self.segments {
+            match seg {
+                Segment::Rest => return true,
+                Segment::Param => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Segment::Literal(lit) => {
+                    if parts.next() != Some(lit.as_str()) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_segments() {
+        let p = PathPattern::parse("/products/{id}");
+        assert!(p.matches("/products/7"));
+        assert!(p.matches("/products/7/"));
+        assert!(!p.matches("/products"));
+        assert!(!p.matches("/products/7/x"));
+        assert!(!p.matches("/productsx/7"));
+        let rest = PathPattern::parse("/files/{*path}");
+        assert!(rest.matches("/files/a/b/c"));
+        assert!(!rest.matches("/other/a"));
+        assert!(PathPattern::parse("/").matches("/"));
+    }
+}

@@ -1,0 +1,472 @@
+//! HTTP rate limiting, shared by the Tower and Actix adapters: which policies apply to
+//! a request, and what the response carries.
+//!
+//! Nothing here knows a framework. An adapter asks [`RateLimit::plan`] for the
+//! request's checks (synchronously, while it holds the request), runs the plan, and
+//! either calls the inner service and adds [`Verdict::Pass`]'s headers, or answers
+//! with the [`Rejection`].
+//!
+//! Responses on limited routes carry the IETF `RateLimit-Policy` and `RateLimit`
+//! fields (draft-ietf-httpapi-ratelimit-headers), for example
+//! `RateLimit-Policy: "ip";q=100;w=60` and `RateLimit: "ip";r=42;t=35`. A rejection
+//! is a 429 with a JSON body and `Retry-After` (whole seconds, rounded up, so never
+//! earlier than the moment the request would be admitted).
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use larder_core::request::PathPattern;
+use larder_core::RequestView;
+
+use crate::limiter::{Check, Decision, DenyReason, QuotaState, RateLimiter, Source};
+use crate::policy::Policy;
+
+/// `RateLimit-Policy`.
+pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
+/// `RateLimit`.
+pub const RATELIMIT: &str = "ratelimit";
+/// `Retry-After`.
+pub const RETRY_AFTER: &str = "retry-after";
+
+struct Rule {
+    method: Option<String>,
+    pattern: Option<PathPattern>,
+    policy: Policy,
+}
+
+type Predicate = Arc<dyn Fn(&dyn RequestView) -> bool + Send + Sync>;
+
+struct Inner {
+    limiter: RateLimiter,
+    rules: Vec<Rule>,
+    exempt_prefixes: Vec<String>,
+    exempt: Vec<Predicate>,
+    headers: bool,
+}
+
+/// Which policies apply to which requests. Cheap to clone.
+///
+/// ```
+/// use larder_core::Handle;
+/// use larder_ratelimit::{Key, Policy, RateLimit, RateLimiter};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = RateLimiter::new(Handle::in_process());
+/// let limits = RateLimit::new(limiter)
+///     // Every request: per client IP and per tenant.
+///     .policy(Policy::new("ip", "100/minute")?)
+///     .policy(Policy::new("tenant", "10000/hour")?.key(Key::tenant_header("x-tenant-id")))
+///     // One route: logins per IP.
+///     .route("POST", "/login", Policy::new("login", "5/minute")?)
+///     .exempt_prefix("/health/");
+/// # let _ = limits; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RateLimit {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field(
+                "policies",
+                &self
+                    .inner
+                    .rules
+                    .iter()
+                    .map(|r| r.policy.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("exempt_prefixes", &self.inner.exempt_prefixes)
+            .field("headers", &self.inner.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimit {
+    /// No policies yet, headers on.
+    #[must_use]
+    pub fn new(limiter: RateLimiter) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                limiter,
+                rules: Vec::new(),
+                exempt_prefixes: Vec::new(),
+                exempt: Vec::new(),
+                headers: true,
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => f(inner),
+            None => {
+                let old = &self.inner;
+                let mut inner = Inner {
+                    limiter: old.limiter.clone(),
+                    rules: old
+                        .rules
+                        .iter()
+                        .map(|r| Rule {
+                            method: r.method.clone(),
+                            pattern: r.pattern.clone(),
+                            policy: r.policy.clone(),
+                        })
+                        .collect(),
+                    exempt_prefixes: old.exempt_prefixes.clone(),
+                    exempt: old.exempt.clone(),
+                    headers: old.headers,
+                };
+                f(&mut inner);
+                self.inner = Arc::new(inner);
+            }
+        }
+        self
+    }
+
+    /// Applies `policy` to every request that is not exempt.
+    #[must_use]
+    pub fn policy(self, policy: Policy) -> Self {
+        self.edit(|i| {
+            i.rules.push(Rule {
+                method: None,
+                pattern: None,
+                policy,
+            });
+        })
+    }
+
+    /// Applies `policy` to requests with `method` (`"*"` for any) on paths matching
+    /// `pattern` (`/login`, `/products/{id}`, `/api/{*rest}`).
+    #[must_use]
+    pub fn route(self, method: &str, pattern: &str, policy: Policy) -> Self {
+        let method = (method != "*").then(|| method.to_ascii_uppercase());
+        let pattern = Some(PathPattern::parse(pattern));
+        self.edit(|i| {
+            i.rules.push(Rule {
+                method,
+                pattern,
+                policy,
+            });
+        })
+    }
+
+    /// Exempts paths starting with `prefix` (`/health/`) from every policy.
+    #[must_use]
+    pub fn exempt_prefix(self, prefix: &str) -> Self {
+        let prefix = prefix.to_owned();
+        self.edit(|i| i.exempt_prefixes.push(prefix))
+    }
+
+    /// Exempts requests for which `f` returns true (an allow-list of addresses, an
+    /// internal header).
+    #[must_use]
+    pub fn exempt<F>(self, f: F) -> Self
+    where
+        F: Fn(&dyn RequestView) -> bool + Send + Sync + 'static,
+    {
+        self.edit(|i| i.exempt.push(Arc::new(f)))
+    }
+
+    /// Turns the `RateLimit-Policy` and `RateLimit` fields on or off (default on).
+    /// `Retry-After` on rejections is always sent.
+    #[must_use]
+    pub fn headers(self, on: bool) -> Self {
+        self.edit(|i| i.headers = on)
+    }
+
+    /// The limiter.
+    #[must_use]
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    /// The checks that apply to `req` (empty when exempt or when no policy applies).
+    #[must_use]
+    pub fn plan(&self, req: &dyn RequestView) -> Plan {
+        let inner = &self.inner;
+        let path = req.path();
+        let exempt = inner
+            .exempt_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+            || inner.exempt.iter().any(|f| f(req));
+        let mut checks = Vec::new();
+        if !exempt {
+            for rule in &inner.rules {
+                if rule.method.as_deref().is_some_and(|m| m != req.method()) {
+                    continue;
+                }
+                if rule.pattern.as_ref().is_some_and(|p| !p.matches(path)) {
+                    continue;
+                }
+                let Some(key) = rule.policy.key_of(req) else {
+                    continue;
+                };
+                checks.push(Check {
+                    cost: rule.policy.cost_of(req),
+                    policy: rule.policy.clone(),
+                    key,
+                });
+            }
+        }
+        Plan {
+            limiter: inner.limiter.clone(),
+            checks,
+            headers: inner.headers,
+        }
+    }
+}
+
+/// The checks for one request, owned, so an adapter may run them after letting go of
+/// the request.
+#[derive(Debug)]
+pub struct Plan {
+    limiter: RateLimiter,
+    checks: Vec<Check>,
+    headers: bool,
+}
+
+impl Plan {
+    /// Whether no policy applies (the request passes with no round trip).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Decides and renders.
+    pub async fn run(self) -> Verdict {
+        if self.checks.is_empty() {
+            return Verdict::Pass {
+                headers: Vec::new(),
+            };
+        }
+        let decision = self.limiter.check(&self.checks).await;
+        render(&decision, self.headers)
+    }
+}
+
+/// What the adapter does with the request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Call the inner service and add these headers to its response.
+    Pass {
+        /// Header names (lower case) and values.
+        headers: Vec<(&'static str, String)>,
+    },
+    /// Answer with this instead.
+    Reject(Rejection),
+}
+
+/// A rejection response.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The status (429, or what a fail-closed policy says).
+    pub status: u16,
+    /// Header names (lower case) and values, including `content-type`.
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    let secs = d.as_secs();
+    if d.subsec_nanos() > 0 {
+        secs + 1
+    } else {
+        secs
+    }
+}
+
+/// The decision as response fields.
+#[must_use]
+pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
+    let mut headers = Vec::with_capacity(4);
+    if with_headers {
+        let shown: Vec<&QuotaState> = decision
+            .quotas()
+            .iter()
+            .filter(|q| {
+                !q.shadow && matches!(q.source, Source::Redis | Source::LocalBlock | Source::Local)
+            })
+            .collect();
+        if !shown.is_empty() {
+            let mut policy = String::new();
+            let mut state = String::new();
+            for (i, q) in shown.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(
+                    policy,
+                    "{sep}\"{}\";q={};w={}",
+                    q.name,
+                    q.quota.count(),
+                    q.quota.window_secs()
+                );
+                let _ = write!(
+                    state,
+                    "{sep}\"{}\";r={};t={}",
+                    q.name,
+                    q.remaining,
+                    ceil_secs(q.reset)
+                );
+            }
+            headers.push((RATELIMIT_POLICY, policy));
+            headers.push((RATELIMIT, state));
+        }
+    }
+    let Decision::Deny {
+        reason,
+        retry_after,
+        ..
+    } = decision
+    else {
+        return Verdict::Pass { headers };
+    };
+    let retry = ceil_secs(*retry_after).max(1);
+    headers.push((RETRY_AFTER, retry.to_string()));
+    headers.push(("content-type", "application/json".to_owned()));
+    let (status, body) = match reason {
+        DenyReason::Limited { policy, quota } => (
+            429,
+            serde_json::json!({
+                "error": "rate_limited",
+                "message": format!("Too many requests: limit \"{policy}\" ({quota}) exceeded. Retry in {retry} s."),
+                "policy": &**policy,
+                "limit": quota.to_string(),
+                "retry_after": retry,
+            }),
+        ),
+        DenyReason::CostExceedsBurst {
+            policy,
+            quota,
+            cost,
+        } => (
+            429,
+            serde_json::json!({
+                "error": "rate_limited",
+                "message": format!("This request costs {cost}, more than limit \"{policy}\" ({quota}) admits at once."),
+                "policy": &**policy,
+                "limit": quota.to_string(),
+                "retry_after": retry,
+            }),
+        ),
+        DenyReason::Unavailable { policy, status } => (
+            *status,
+            serde_json::json!({
+                "error": "rate_limit_unavailable",
+                "message": format!("Rate limiting is unavailable and limit \"{policy}\" rejects requests until it returns."),
+                "policy": &**policy,
+                "retry_after": retry,
+            }),
+        ),
+    };
+    let body =
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"rate_limited\"}".to_vec());
+    Verdict::Reject(Rejection {
+        status,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Quota;
+
+    fn state(name: &str, allowed: bool, remaining: u64, reset_ms: u64) -> QuotaState {
+        QuotaState {
+            policy: Arc::from(name),
+            name: name.to_owned(),
+            quota: Quota::per_minute(100).unwrap(),
+            allowed,
+            remaining,
+            reset: Duration::from_millis(reset_ms),
+            shadow: false,
+            source: Source::Redis,
+        }
+    }
+
+    #[test]
+    fn pass_carries_ietf_fields() {
+        let d = Decision::Allow {
+            quotas: vec![
+                state("ip", true, 42, 34_100),
+                state("tenant", true, 9, 1000),
+            ],
+        };
+        let Verdict::Pass { headers } = render(&d, true) else {
+            panic!("expected pass")
+        };
+        assert_eq!(
+            headers,
+            vec![
+                (
+                    RATELIMIT_POLICY,
+                    "\"ip\";q=100;w=60, \"tenant\";q=100;w=60".to_owned()
+                ),
+                (RATELIMIT, "\"ip\";r=42;t=35, \"tenant\";r=9;t=1".to_owned()),
+            ]
+        );
+        let Verdict::Pass { headers } = render(&d, false) else {
+            panic!("expected pass")
+        };
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn rejection_is_429_json_with_retry_after_rounded_up() {
+        let d = Decision::Deny {
+            reason: DenyReason::Limited {
+                policy: Arc::from("ip"),
+                quota: Quota::per_minute(100).unwrap(),
+            },
+            retry_after: Duration::from_millis(1_200),
+            quotas: vec![state("ip", false, 0, 1_200)],
+        };
+        let Verdict::Reject(r) = render(&d, true) else {
+            panic!("expected reject")
+        };
+        assert_eq!(r.status, 429);
+        let find = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(find(RETRY_AFTER).as_deref(), Some("2"));
+        assert_eq!(find(RATELIMIT).as_deref(), Some("\"ip\";r=0;t=2"));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "rate_limited");
+        assert_eq!(body["policy"], "ip");
+        assert_eq!(body["retry_after"], 2);
+        assert!(body["message"].as_str().unwrap().contains("100/minute"));
+    }
+
+    #[test]
+    fn fail_closed_uses_its_status_and_shadow_is_hidden() {
+        let mut shadow = state("exp", false, 0, 5000);
+        shadow.shadow = true;
+        let d = Decision::Deny {
+            reason: DenyReason::Unavailable {
+                policy: Arc::from("strict"),
+                status: 503,
+            },
+            retry_after: Duration::from_secs(1),
+            quotas: vec![shadow],
+        };
+        let Verdict::Reject(r) = render(&d, true) else {
+            panic!("expected reject")
+        };
+        assert_eq!(r.status, 503);
+        assert!(r.headers.iter().all(|(k, _)| *k != RATELIMIT));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "rate_limit_unavailable");
+    }
+}

@@ -1,0 +1,561 @@
+//! The limiter: one Redis round trip decides every quota of every policy that applies
+//! to a request, all or nothing.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use larder_core::metrics as m;
+use larder_core::redis;
+use larder_core::{Handle, Module, Scope};
+
+use crate::policy::{safe_part, FailMode, Policy};
+use crate::quota::Quota;
+
+/// One policy to apply to one request: the policy, what the request is counted by
+/// (from [`Policy::key_of`], or any string for non-HTTP uses), and its cost.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub(crate) policy: Policy,
+    pub(crate) key: String,
+    pub(crate) cost: u32,
+}
+
+impl Check {
+    /// Counts one unit against `policy` for `key` (`"user:42"`, `"task:send_report"`).
+    /// A key that could not be a readable Redis key part is hashed.
+    #[must_use]
+    pub fn new(policy: &Policy, key: &str) -> Self {
+        let key = if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
+            safe_part("k", key)
+        } else {
+            key.to_owned()
+        };
+        Self {
+            policy: policy.clone(),
+            key,
+            cost: 1,
+        }
+    }
+
+    /// This request costs `n` units (at least 1).
+    #[must_use]
+    pub fn cost(mut self, n: u32) -> Self {
+        self.cost = n.max(1);
+        self
+    }
+}
+
+/// Where a quota's answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The Redis script (the shared, exact answer).
+    Redis,
+    /// The in-process record of a key known to be over its limit: no round trip.
+    LocalBlock,
+    /// Redis was unavailable; the in-process `governor` tier answered.
+    Local,
+    /// Redis was unavailable; the policy fails open.
+    FailOpen,
+    /// Redis was unavailable; the policy fails closed.
+    FailClosed,
+}
+
+/// The state of one quota after a decision.
+#[derive(Debug, Clone)]
+pub struct QuotaState {
+    /// The policy's name.
+    pub policy: Arc<str>,
+    /// The quota's name in `RateLimit-Policy` (the policy's name, numbered when the
+    /// policy has several quotas).
+    pub name: String,
+    /// The quota.
+    pub quota: Quota,
+    /// Whether this quota admitted the request.
+    pub allowed: bool,
+    /// Requests of cost 1 still admissible now.
+    pub remaining: u64,
+    /// Allowed: until the quota is whole again. Rejected: until this request would be
+    /// admitted.
+    pub reset: Duration,
+    /// Whether the policy is in shadow mode.
+    pub shadow: bool,
+    /// Where the answer came from.
+    pub source: Source,
+}
+
+/// Why a request was rejected.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// A quota is exhausted.
+    Limited {
+        /// The policy.
+        policy: Arc<str>,
+        /// The exhausted quota.
+        quota: Quota,
+    },
+    /// The request costs more than a quota's burst: it can never be admitted.
+    CostExceedsBurst {
+        /// The policy.
+        policy: Arc<str>,
+        /// The quota.
+        quota: Quota,
+        /// The request's cost.
+        cost: u32,
+    },
+    /// Redis is unavailable and the policy fails closed.
+    Unavailable {
+        /// The policy.
+        policy: Arc<str>,
+        /// The status its rejection carries.
+        status: u16,
+    },
+}
+
+impl DenyReason {
+    /// The policy that rejected the request.
+    #[must_use]
+    pub fn policy(&self) -> &str {
+        match self {
+            Self::Limited { policy, .. }
+            | Self::CostExceedsBurst { policy, .. }
+            | Self::Unavailable { policy, .. } => policy,
+        }
+    }
+}
+
+/// What the limiter decided. Not an error: a rejection is a value.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Admitted (and charged to every quota).
+    Allow {
+        /// Each quota's state.
+        quotas: Vec<QuotaState>,
+    },
+    /// Rejected; no quota was charged.
+    Deny {
+        /// Why.
+        reason: DenyReason,
+        /// When the request would be admitted (never earlier than any rejecting
+        /// quota's reset).
+        retry_after: Duration,
+        /// Each quota's state.
+        quotas: Vec<QuotaState>,
+    },
+}
+
+impl Decision {
+    /// Whether the request was admitted.
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allow { .. })
+    }
+
+    /// Each quota's state.
+    #[must_use]
+    pub fn quotas(&self) -> &[QuotaState] {
+        match self {
+            Self::Allow { quotas } | Self::Deny { quotas, .. } => quotas,
+        }
+    }
+}
+
+/// Evaluates policies: GCRA in one Lua script (by SHA, one round trip however many
+/// quotas apply), a local record of keys known to be over their limit, and the
+/// policies' fail modes while Redis is unavailable.
+///
+/// Cheap to clone; build one per app and share it.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: Handle,
+    scope: Scope,
+    script: redis::Script,
+    blocked: Option<moka::sync::Cache<String, Instant>>,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("scope", &self.inner.scope)
+            .field("local_precheck", &self.inner.blocked.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<String, Instant> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        until: &Instant,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(until.saturating_duration_since(now))
+    }
+}
+
+/// One quota of one check.
+struct Item<'a> {
+    check: &'a Check,
+    slot: usize,
+    key: String,
+}
+
+/// Keys the local pre-check remembers at most.
+const BLOCKED_CAPACITY: u64 = 100_000;
+
+impl RateLimiter {
+    /// A limiter on `handle`, keeping its state in the global module `ratelimit`
+    /// (`{prefix}:global:{ratelimit}:{policy}:{quota}:{key}`: every key of the
+    /// limiter shares one hash-tag slot, so a decision's keys always do).
+    #[must_use]
+    pub fn new(handle: Handle) -> Self {
+        let module = Module::new("ratelimit").unwrap_or_else(|_| unreachable!("valid literal"));
+        Self::with_module(handle, &module)
+    }
+
+    /// A limiter keeping its state in another global module (separate limiters, or
+    /// spreading limiters over Cluster slots).
+    #[must_use]
+    pub fn with_module(handle: Handle, module: &Module) -> Self {
+        let scope = handle.keyspace().global_scope(module);
+        Self {
+            inner: Arc::new(Inner {
+                handle,
+                scope,
+                script: redis::Script::new(include_str!("../lua/gcra.lua")),
+                blocked: Some(Self::blocked_cache()),
+            }),
+        }
+    }
+
+    fn blocked_cache() -> moka::sync::Cache<String, Instant> {
+        moka::sync::Cache::builder()
+            .max_capacity(BLOCKED_CAPACITY)
+            .expire_after(UntilExpiry)
+            .build()
+    }
+
+    /// Turns the local pre-check on or off (default on): a key Redis reported over
+    /// its limit until T is rejected in-process, with no round trip, until T.
+    #[must_use]
+    pub fn local_precheck(self, on: bool) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                handle: inner.handle.clone(),
+                scope: inner.scope.clone(),
+                script: inner.script.clone(),
+                blocked: on.then(Self::blocked_cache),
+            }),
+        }
+    }
+
+    /// The handle this limiter runs on.
+    #[must_use]
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// The Redis key of a policy's quota for `key` (for tests and tools).
+    #[must_use]
+    pub fn redis_key(&self, policy: &Policy, quota_index: usize, key: &str) -> Option<String> {
+        let slot = policy.slots.get(quota_index)?;
+        self.full_key(&slot.prefix, key)
+    }
+
+    fn full_key(&self, prefix: &str, key: &str) -> Option<String> {
+        self.inner.scope.key_parts(&[prefix, key]).ok()
+    }
+
+    /// Decides `checks` together: admitted only if every enforced quota admits the
+    /// request, and then every quota is charged; otherwise none is.
+    ///
+    /// Never fails: while Redis is unavailable each policy applies its [`FailMode`]
+    /// (the local tier is per instance and checks policies one after another, so
+    /// there a rejection may already have charged earlier policies).
+    pub async fn check(&self, checks: &[Check]) -> Decision {
+        let mut items = Vec::with_capacity(checks.len());
+        for check in checks {
+            for (slot, s) in check.policy.slots.iter().enumerate() {
+                let key = self.full_key(&s.prefix, &check.key).unwrap_or_else(|| {
+                    format!(
+                        "{}{}:{}",
+                        self.inner.scope.base(),
+                        s.prefix,
+                        crate::policy::digest(check.key.as_bytes())
+                    )
+                });
+                items.push(Item { check, slot, key });
+            }
+        }
+        if items.is_empty() {
+            return Decision::Allow { quotas: Vec::new() };
+        }
+        if let Some(denied) = self.precheck(&items) {
+            return denied;
+        }
+        match self.evaluate(&items).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                tracing::debug!(target: "larder::ratelimit", %error, "rate limit degraded: applying fail modes");
+                metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "ratelimit").increment(1);
+                self.fallback(&items)
+            }
+        }
+    }
+
+    /// The local pre-check: a key known to be over its limit is rejected at once.
+    fn precheck(&self, items: &[Item<'_>]) -> Option<Decision> {
+        let blocked = self.inner.blocked.as_ref()?;
+        let now = Instant::now();
+        for item in items {
+            if item.check.policy.shadow {
+                continue;
+            }
+            let Some(until) = blocked.get(&item.key) else {
+                continue;
+            };
+            if until <= now {
+                continue;
+            }
+            let retry = until - now;
+            let policy = &item.check.policy;
+            let slot = &policy.slots[item.slot];
+            count(&policy.name, "local_deny");
+            tracing::debug!(target: "larder::ratelimit", policy = %policy.name, key = %item.check.key, "rate limit: rejected locally, key known to be over its limit");
+            let state = QuotaState {
+                policy: policy.name.clone(),
+                name: slot.header_name.clone(),
+                quota: slot.quota,
+                allowed: false,
+                remaining: 0,
+                reset: retry,
+                shadow: false,
+                source: Source::LocalBlock,
+            };
+            return Some(Decision::Deny {
+                reason: DenyReason::Limited {
+                    policy: policy.name.clone(),
+                    quota: slot.quota,
+                },
+                retry_after: retry,
+                quotas: vec![state],
+            });
+        }
+        None
+    }
+
+    async fn evaluate(&self, items: &[Item<'_>]) -> Result<Decision, EvalError> {
+        let mut inv = self.inner.script.prepare_invoke();
+        for item in items {
+            let slot = &item.check.policy.slots[item.slot];
+            inv.key(&item.key)
+                .arg(slot.quota.interval_micros())
+                .arg(slot.quota.burst())
+                .arg(item.check.cost)
+                .arg(u8::from(item.check.policy.shadow));
+        }
+        let reply: Vec<i64> = self
+            .inner
+            .handle
+            .script("ratelimit_check", &inv)
+            .await
+            .map_err(EvalError::Backend)?;
+        if reply.len() != 1 + 5 * items.len() {
+            return Err(EvalError::Shape {
+                got: reply.len(),
+                quotas: items.len(),
+            });
+        }
+        let admitted = reply[0] == 1;
+        let now = Instant::now();
+        let mut quotas = Vec::with_capacity(items.len());
+        let mut worst: Option<(Duration, DenyReason)> = None;
+        for (item, chunk) in items.iter().zip(reply[1..].chunks_exact(5)) {
+            let policy = &item.check.policy;
+            let slot = &policy.slots[item.slot];
+            let allowed = chunk[0] == 1;
+            let remaining = u64::try_from(chunk[1]).unwrap_or(0);
+            let reset = ms(chunk[2]);
+            let retry = chunk[3];
+            let free = ms(chunk[4]);
+            if !allowed && !policy.shadow {
+                let (retry, reason) = if retry < 0 {
+                    (
+                        slot.quota.period(),
+                        DenyReason::CostExceedsBurst {
+                            policy: policy.name.clone(),
+                            quota: slot.quota,
+                            cost: item.check.cost,
+                        },
+                    )
+                } else {
+                    (
+                        ms(retry),
+                        DenyReason::Limited {
+                            policy: policy.name.clone(),
+                            quota: slot.quota,
+                        },
+                    )
+                };
+                if let Some(blocked) = &self.inner.blocked {
+                    if !free.is_zero() {
+                        blocked.insert(item.key.clone(), now + free);
+                    }
+                }
+                if worst.as_ref().is_none_or(|(w, _)| retry > *w) {
+                    worst = Some((retry, reason));
+                }
+            }
+            quotas.push(QuotaState {
+                policy: policy.name.clone(),
+                name: slot.header_name.clone(),
+                quota: slot.quota,
+                allowed,
+                remaining,
+                reset,
+                shadow: policy.shadow,
+                source: Source::Redis,
+            });
+        }
+        Ok(self.conclude(admitted, worst, quotas))
+    }
+
+    /// Applies each policy's fail mode.
+    fn fallback(&self, items: &[Item<'_>]) -> Decision {
+        let mut quotas = Vec::with_capacity(items.len());
+        let mut worst: Option<(Duration, DenyReason)> = None;
+        for item in items {
+            let policy = &item.check.policy;
+            let slot = &policy.slots[item.slot];
+            let (allowed, remaining, reset, source, reject) = match policy.fail {
+                FailMode::Allow => (
+                    true,
+                    u64::from(slot.quota.burst()),
+                    Duration::ZERO,
+                    Source::FailOpen,
+                    None,
+                ),
+                FailMode::Deny { status } => (
+                    false,
+                    0,
+                    Duration::from_secs(1),
+                    Source::FailClosed,
+                    Some((
+                        Duration::from_secs(1),
+                        DenyReason::Unavailable {
+                            policy: policy.name.clone(),
+                            status,
+                        },
+                    )),
+                ),
+                FailMode::Local => {
+                    let out = slot.local.check(&item.check.key, item.check.cost);
+                    let used = u64::from(slot.quota.burst()).saturating_sub(out.remaining);
+                    let reset = if out.allowed {
+                        slot.quota.emission_interval() * u32::try_from(used).unwrap_or(u32::MAX)
+                    } else {
+                        out.retry
+                    };
+                    let reject = (!out.allowed).then(|| {
+                        (
+                            out.retry,
+                            DenyReason::Limited {
+                                policy: policy.name.clone(),
+                                quota: slot.quota,
+                            },
+                        )
+                    });
+                    (out.allowed, out.remaining, reset, Source::Local, reject)
+                }
+            };
+            if let Some((retry, reason)) = reject {
+                if !policy.shadow && worst.as_ref().is_none_or(|(w, _)| retry > *w) {
+                    worst = Some((retry, reason));
+                }
+            }
+            quotas.push(QuotaState {
+                policy: policy.name.clone(),
+                name: slot.header_name.clone(),
+                quota: slot.quota,
+                allowed,
+                remaining,
+                reset,
+                shadow: policy.shadow,
+                source,
+            });
+        }
+        let admitted = worst.is_none();
+        self.conclude(admitted, worst, quotas)
+    }
+
+    fn conclude(
+        &self,
+        admitted: bool,
+        worst: Option<(Duration, DenyReason)>,
+        quotas: Vec<QuotaState>,
+    ) -> Decision {
+        let mut seen: Vec<&str> = Vec::with_capacity(quotas.len());
+        for q in &quotas {
+            if seen.contains(&&*q.policy) {
+                continue;
+            }
+            seen.push(&q.policy);
+            let all_ok = quotas
+                .iter()
+                .filter(|o| o.policy == q.policy)
+                .all(|o| o.allowed);
+            let degraded = q.source != Source::Redis;
+            let decision = match (all_ok, q.shadow, admitted, degraded) {
+                (false, true, _, _) => {
+                    tracing::info!(target: "larder::ratelimit", policy = %q.policy, "rate limit (shadow): would reject");
+                    "shadow_deny"
+                }
+                (true, _, true, false) => "allow",
+                (true, _, true, true) => "fallback_allow",
+                // Admitted by this policy, rejected by another: not charged, not counted.
+                (true, _, false, _) => continue,
+                (false, false, _, false) => "deny",
+                (false, false, _, true) => "fallback_deny",
+            };
+            count(&q.policy, decision);
+        }
+        match (admitted, worst) {
+            (false, Some((retry_after, reason))) => {
+                tracing::debug!(target: "larder::ratelimit", policy = reason.policy(), retry_ms = retry_after.as_millis() as u64, "rate limit: rejected");
+                Decision::Deny {
+                    reason,
+                    retry_after,
+                    quotas,
+                }
+            }
+            _ => Decision::Allow { quotas },
+        }
+    }
+}
+
+/// Why the script's answer could not be used.
+#[derive(Debug, thiserror::Error)]
+enum EvalError {
+    #[error(transparent)]
+    Backend(larder_core::Error),
+    #[error("rate-limit script returned {got} values for {quotas} quotas")]
+    Shape { got: usize, quotas: usize },
+}
+
+fn count(policy: &Arc<str>, decision: &'static str) {
+    metrics::counter!(m::RATELIMIT_DECISIONS, "policy" => policy.to_string(), "decision" => decision)
+        .increment(1);
+}
+
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}

@@ -1,0 +1,188 @@
+//! Rate limits as a Tower layer (Axum, hyper, tonic).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::net::SocketAddr;
+//! use axum::{routing::get, Router};
+//! use larder_core::Handle;
+//! use larder_ratelimit::tower::RateLimitLayer;
+//! use larder_ratelimit::{Policy, RateLimit, RateLimiter};
+//!
+//! let limits = RateLimit::new(RateLimiter::new(Handle::from_env()?))
+//!     .policy(Policy::new("ip", "100/minute")?)
+//!     .exempt_prefix("/health/");
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(RateLimitLayer::new(limits));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The peer address is what per-IP limits count by.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The decision is made in `call`, never in `poll_ready`: a 429 is a response, not
+//! back-pressure. Redis trouble never becomes a service error (`type Error =
+//! S::Error`); each policy's fail mode answers instead.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use larder_core::{Principal, RequestView};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::http::{RateLimit, Verdict};
+
+/// Adds rate limits to a service.
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limits: RateLimit,
+}
+
+impl RateLimitLayer {
+    /// A layer applying `limits`.
+    #[must_use]
+    pub fn new(limits: RateLimit) -> Self {
+        Self { limits }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// Rate limits around an inner service.
+#[derive(Debug, Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    limits: RateLimit,
+}
+
+/// The response body: the inner service's, or a rejection's JSON.
+pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The response future of [`RateLimitService`].
+pub struct ResponseFuture<B, E> {
+    inner: BoxFuture<Result<Response<RateLimitBody<B>>, E>>,
+}
+
+impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<RateLimitBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// The request head, with Axum's `ConnectInfo` as the peer address when present.
+struct View<'a>(&'a http::request::Parts);
+
+impl RequestView for View<'_> {
+    fn method(&self) -> &str {
+        self.0.method.as_str()
+    }
+    fn path(&self) -> &str {
+        RequestView::path(self.0)
+    }
+    fn query(&self) -> Option<&str> {
+        RequestView::query(self.0)
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.header(name)
+    }
+    fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.0.header_values(name)
+    }
+    fn peer_ip(&self) -> Option<IpAddr> {
+        #[cfg(feature = "axum")]
+        if let Some(info) = self
+            .0
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            return Some(info.0.ip());
+        }
+        self.0.peer_ip()
+    }
+    fn principal(&self) -> Option<Principal> {
+        self.0.principal()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<RateLimitBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        let plan = self.limits.plan(&View(&parts));
+        let req = Request::from_parts(parts, body);
+        ResponseFuture {
+            inner: Box::pin(async move {
+                if plan.is_empty() {
+                    return Ok(inner.call(req).await?.map(Either::Left));
+                }
+                match plan.run().await {
+                    Verdict::Pass { headers } => {
+                        let mut res = inner.call(req).await?;
+                        let map = res.headers_mut();
+                        for (name, value) in headers {
+                            if let Ok(value) = HeaderValue::try_from(value) {
+                                map.insert(HeaderName::from_static(name), value);
+                            }
+                        }
+                        Ok(res.map(Either::Left))
+                    }
+                    Verdict::Reject(rejection) => {
+                        let mut res = Response::new(Either::Right(Full::new(rejection.body)));
+                        *res.status_mut() = StatusCode::from_u16(rejection.status)
+                            .unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+                        let map = res.headers_mut();
+                        for (name, value) in rejection.headers {
+                            if let Ok(value) = HeaderValue::try_from(value) {
+                                map.insert(HeaderName::from_static(name), value);
+                            }
+                        }
+                        Ok(res)
+                    }
+                }
+            }),
+        }
+    }
+}
