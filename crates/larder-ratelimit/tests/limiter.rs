@@ -291,7 +291,9 @@ async fn a_corrupt_state_reads_as_a_fresh_key() {
     let limiter = RateLimiter::new(handle(&server.url()));
     let policy = Policy::new("ip", "10/minute").unwrap();
     let key = limiter.redis_key(&policy, 0, "ip:8.8.8.8").unwrap();
-    assert!(server.command(&["SET", &key, "not a number"]).contains("OK"));
+    assert!(server
+        .command(&["SET", &key, "not a number"])
+        .contains("OK"));
     let d = limiter.check(&[Check::new(&policy, "ip:8.8.8.8")]).await;
     assert!(d.is_allowed());
     assert_eq!(d.quotas()[0].source, Source::Redis);
