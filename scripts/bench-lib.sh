@@ -1,0 +1,77 @@
+# Shared by the load-benchmark scripts (source it; do not run it).
+#
+# Provides: tool installation, CPU pinning, a private redis-server, and
+#   measure FRAMEWORK MODE LABEL [miss|stopped]
+# which starts "$BIN FRAMEWORK MODE PORT", warms it up, runs wrk REPEAT times on
+# "$URL_PATH" and prints a Markdown table row with the median run.
+# Callers set BIN, URL_PATH, and optionally WRK_SCRIPT (used for "miss" runs).
+# Tunables: DUR (seconds per run, default 8), CONN (default 32), REPEAT (default 3).
+# With 2+ cores the server is pinned to core 0 and wrk and Redis to core 1, so they
+# do not take turns on one core (which made single runs vary by 20 %).
+
+for tool in redis-server wrk curl; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server wrk curl
+        break
+    fi
+done
+
+DUR=${DUR:-8}
+CONN=${CONN:-32}
+REPEAT=${REPEAT:-3}
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+    PIN_SERVER=(taskset -c 0)
+    PIN_LOAD=(taskset -c 1)
+else
+    PIN_SERVER=()
+    PIN_LOAD=()
+fi
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REDIS_PORT=$(free_port)
+start_redis() {
+    "${PIN_LOAD[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$WORK" --logfile "$WORK/redis.log" --daemonize yes
+    for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return; sleep 0.05; done
+    echo "redis did not start" >&2; exit 1
+}
+stop_redis() { redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true; sleep 0.2; }
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+
+measure() {
+    local fw=$1 mode=$2 label=$3 extra=${4:-}
+    start_redis
+    local port; port=$(free_port)
+    "${PIN_SERVER[@]}" "$BIN" "$fw" "$mode" "$port" >"$WORK/server.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port$URL_PATH" -H 'X-Tenant-Id: 1' && break; sleep 0.05; done
+    [ "$extra" = stopped ] && stop_redis
+    local args=(-t1 -c"$CONN" -d"${DUR}s" --latency -H 'X-Tenant-Id: 1')
+    [ "$extra" = miss ] && args+=(-s "$WRK_SCRIPT")
+    # Warm up (fills caches, opens the breaker when Redis is stopped), then measure
+    # REPEAT times and report the run with the median throughput.
+    "${PIN_LOAD[@]}" wrk -t1 -c"$CONN" -d2s -H 'X-Tenant-Id: 1' "http://127.0.0.1:$port$URL_PATH" >/dev/null
+    local runs=()
+    for _ in $(seq "$REPEAT"); do
+        local out; out=$("${PIN_LOAD[@]}" wrk "${args[@]}" "http://127.0.0.1:$port$URL_PATH")
+        runs+=("$(awk '/Requests\/sec/ {rps=$2} $1=="50%" {p50=$2} $1=="99%" {p99=$2} /Non-2xx/ {err=$5} END {printf "%s %s %s %s", rps, p50, p99, (err==""?0:err)}' <<<"$out")")
+    done
+    local median; median=$(printf '%s\n' "${runs[@]}" | sort -n -k1,1 | sed -n "$(( (REPEAT + 1) / 2 ))p")
+    local rps p50 p99 errors
+    read -r rps p50 p99 errors <<<"$median"
+    local all; all=$(printf '%s\n' "${runs[@]}" | awk '{printf "%s%.0f", (NR>1?" / ":""), $1}')
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$fw" "$label" "$rps" "$p50" "$p99" "$errors" "$all"
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    stop_redis
+}
+
+print_header() {
+    echo "wrk -t1 -c$CONN -d${DUR}s x$REPEAT (median shown), server on 1 worker thread${PIN_SERVER:+ pinned to core 0, wrk and Redis on core 1}, Redis $(redis-server --version | awk '{print $3}'), $(nproc) cores"
+    echo
+    echo "| framework | case | req/s (median) | p50 | p99 | non-2xx | all runs, req/s |"
+    echo "| --- | --- | --- | --- | --- | --- | --- |"
+}
