@@ -5,7 +5,8 @@
 # which starts "$BIN FRAMEWORK MODE PORT", warms it up, runs wrk REPEAT times on
 # "$URL_PATH" and prints a Markdown table row with the median run.
 # Callers set BIN, URL_PATH, and optionally WRK_SCRIPT (used for "miss" runs).
-# Tunables: DUR (seconds per run, default 8), CONN (default 32), REPEAT (default 3).
+# Tunables: DUR (seconds per run, default 8), CONN (default 32), REPEAT (default 3),
+# CASES (only these modes).
 # With 2+ cores the server is pinned to core 0 and wrk and Redis to core 1, so they
 # do not take turns on one core (which made single runs vary by 20 %).
 
@@ -44,6 +45,8 @@ export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 
 measure() {
     local fw=$1 mode=$2 label=$3 extra=${4:-}
+    # CASES (optional): run only these modes, e.g. CASES="plain reject".
+    if [ -n "${CASES:-}" ] && [[ " $CASES " != *" $mode "* ]]; then return; fi
     start_redis
     local port; port=$(free_port)
     "${PIN_SERVER[@]}" "$BIN" "$fw" "$mode" "$port" >"$WORK/server.log" 2>&1 &

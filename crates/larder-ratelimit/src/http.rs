@@ -284,6 +284,17 @@ fn ceil_secs(d: Duration) -> u64 {
     }
 }
 
+/// The JSON body of a rejection.
+#[derive(serde::Serialize)]
+struct RejectBody<'a> {
+    error: &'static str,
+    message: String,
+    policy: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<String>,
+    retry_after: u64,
+}
+
 /// The decision as response fields.
 #[must_use]
 pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
@@ -334,13 +345,15 @@ pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
     let (status, body) = match reason {
         DenyReason::Limited { policy, quota } => (
             429,
-            serde_json::json!({
-                "error": "rate_limited",
-                "message": format!("Too many requests: limit \"{policy}\" ({quota}) exceeded. Retry in {retry} s."),
-                "policy": &**policy,
-                "limit": quota.to_string(),
-                "retry_after": retry,
-            }),
+            RejectBody {
+                error: "rate_limited",
+                message: format!(
+                    "Too many requests: limit \"{policy}\" ({quota}) exceeded. Retry in {retry} s."
+                ),
+                policy,
+                limit: Some(quota.to_string()),
+                retry_after: retry,
+            },
         ),
         DenyReason::CostExceedsBurst {
             policy,
@@ -348,22 +361,27 @@ pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
             cost,
         } => (
             429,
-            serde_json::json!({
-                "error": "rate_limited",
-                "message": format!("This request costs {cost}, more than limit \"{policy}\" ({quota}) admits at once."),
-                "policy": &**policy,
-                "limit": quota.to_string(),
-                "retry_after": retry,
-            }),
+            RejectBody {
+                error: "rate_limited",
+                message: format!(
+                    "This request costs {cost}, more than limit \"{policy}\" ({quota}) admits at once."
+                ),
+                policy,
+                limit: Some(quota.to_string()),
+                retry_after: retry,
+            },
         ),
         DenyReason::Unavailable { policy, status } => (
             *status,
-            serde_json::json!({
-                "error": "rate_limit_unavailable",
-                "message": format!("Rate limiting is unavailable and limit \"{policy}\" rejects requests until it returns."),
-                "policy": &**policy,
-                "retry_after": retry,
-            }),
+            RejectBody {
+                error: "rate_limit_unavailable",
+                message: format!(
+                    "Rate limiting is unavailable and limit \"{policy}\" rejects requests until it returns."
+                ),
+                policy,
+                limit: None,
+                retry_after: retry,
+            },
         ),
     };
     let body =

@@ -552,7 +552,7 @@ enum EvalError {
 }
 
 fn count(policy: &Arc<str>, decision: &'static str) {
-    metrics::counter!(m::RATELIMIT_DECISIONS, "policy" => policy.to_string(), "decision" => decision)
+    metrics::counter!(m::RATELIMIT_DECISIONS, "policy" => metrics::SharedString::from(policy.clone()), "decision" => decision)
         .increment(1);
 }
 

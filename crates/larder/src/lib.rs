@@ -24,13 +24,15 @@
 //! | --- | --- | --- |
 //! | `tls` | `rediss://` URLs through rustls | no |
 //! | `cache` | [`cache`]: the typed cache service and the response cache's core | no |
-//! | `tower` | the response cache as a Tower layer | no |
-//! | `axum` | `tower`, plus Axum `/health/cache` and admin routes | no |
-//! | `actix` | the response cache as Actix-web middleware, health and admin services | no |
+//! | `ratelimit` | [`ratelimit`]: distributed rate limits (GCRA in one round trip) and their HTTP core | no |
+//! | `tower` | Tower layers of the enabled components | no |
+//! | `axum` | `tower`, plus Axum glue (`/health/cache` and admin routes, `ConnectInfo`) | no |
+//! | `actix` | Actix-web middleware of the enabled components, health and admin services | no |
 //! | `full` | all of the above | no |
 //!
-//! The session, rate-limit and job crates join this umbrella behind features of
-//! their own as they land.
+//! Framework features apply to the components you enable: `features = ["cache",
+//! "ratelimit", "axum"]` gives both Tower layers and no Actix code. The session and
+//! job crates join this umbrella behind features of their own as they land.
 
 /// The shared spine: handle, guard, keyspace, codec, config, health, metrics.
 pub use larder_core as core;
@@ -38,3 +40,8 @@ pub use larder_core as core;
 /// Multi-tenant, fail-open caching: [`cache::Cache`] and [`cache::ResponseCache`].
 #[cfg(feature = "cache")]
 pub use larder_cache as cache;
+
+/// Distributed, fail-open rate limits: [`ratelimit::RateLimiter`],
+/// [`ratelimit::RateLimit`] and the Tower/Actix adapters.
+#[cfg(feature = "ratelimit")]
+pub use larder_ratelimit as ratelimit;

@@ -1,7 +1,9 @@
 //! Run with: cargo run -p example-quickstart
 //!
-//! A small Axum service on larder. It starts with no Redis at all (the cache and the
-//! counter live in process); set `REDIS_URL` to use Redis.
+//! A small Axum service on larder. It starts with no Redis at all (the cache, the
+//! rate limits and the counter live in process); set `REDIS_URL` to use Redis.
+//! Every route but `/health/*` and `/metrics` is limited per client IP by
+//! `RATE_LIMIT` (default `100/minute`), `POST /visits` also by `10/minute`.
 //!
 //! ```text
 //! curl -si -H 'X-Tenant-Id: 1' localhost:5000/report     # X-Cache: MISS (slow), then HIT
@@ -11,6 +13,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -21,6 +24,8 @@ use axum::{Json, Router};
 use larder::cache::tower::CacheLayer;
 use larder::cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
 use larder::core::{Handle, Module, Tenant};
+use larder::ratelimit::tower::RateLimitLayer;
+use larder::ratelimit::{ClientIp, Key, Policy, RateLimit, RateLimiter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
@@ -48,6 +53,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let responses = ResponseCache::new(Cache::new(handle.clone()))
         .route(CacheRoute::new("/report", "report")?)
         .invalidate(InvalidateRoute::new("POST", "/visits", &["report"])?);
+    let per_ip = std::env::var("RATE_LIMIT").unwrap_or_else(|_| "100/minute".into());
+    let client_ip = Key::ClientIp(ClientIp::from_env()?); // TRUSTED_PROXIES
+    let limits = RateLimit::new(RateLimiter::new(handle.clone()))
+        .policy(Policy::new("ip", &per_ip)?.key(client_ip.clone()))
+        .route(
+            "POST",
+            "/visits",
+            Policy::new("visits", "10/minute")?.key(client_ip),
+        )
+        .exempt_prefix("/health/")
+        .exempt_prefix("/metrics");
     let state = AppState {
         larder: handle.clone(),
         visits: Module::new("visits")?,
@@ -60,7 +76,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(CacheLayer::new(responses))
         .route("/metrics", get(render_metrics))
         .with_state(state)
-        .merge(larder::cache::axum::health_routes(handle));
+        .merge(larder::cache::axum::health_routes(handle))
+        .layer(RateLimitLayer::new(limits));
 
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p
@@ -70,11 +87,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // The peer address is what per-IP limits count by.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 
