@@ -7,6 +7,7 @@
 //! | mode | `GET /data` does |
 //! | --- | --- |
 //! | `plain` | returns a short body |
+//! | `plain429` | returns, without any limiter, the same 429 (headers and JSON body) larder's local reject sends |
 //! | `governor` | the same behind tower_governor (Axum) or actix-governor (Actix), per IP, never limiting |
 //! | `raw` | one raw redis-rs `EVALSHA` of larder's GCRA script (one key) on a multiplexed connection |
 //! | `allowed` | larder, one per-IP policy that never limits |
@@ -25,6 +26,14 @@ use larder_ratelimit::{Key, Policy, RateLimit, RateLimiter};
 
 const BODY: &str = "{\"ok\":true}";
 const HUGE: &str = "1000000/second";
+/// What larder's local reject answers for `1/hour`, byte for byte (but the date).
+const REJECT_BODY: &str = "{\"error\":\"rate_limited\",\"message\":\"Too many requests: limit \\\"ip\\\" (1/hour) exceeded. Retry in 3600 s.\",\"policy\":\"ip\",\"limit\":\"1/hour\",\"retry_after\":3600}";
+const REJECT_HEADERS: [(&str, &str); 4] = [
+    ("ratelimit-policy", "\"ip\";q=1;w=3600"),
+    ("ratelimit", "\"ip\";r=0;t=3600"),
+    ("retry-after", "3600"),
+    ("content-type", "application/json"),
+];
 
 fn limits(mode: &str) -> Result<RateLimit, Box<dyn std::error::Error>> {
     let mut config = Config::from_env()?;
@@ -99,6 +108,16 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
     rt.block_on(async move {
         let app: Router = match mode {
             "plain" => Router::new().route("/data", get(|| async { BODY })),
+            "plain429" => Router::new().route(
+                "/data",
+                get(|| async {
+                    let mut headers = axum::http::HeaderMap::new();
+                    for (n, v) in REJECT_HEADERS {
+                        headers.insert(n, axum::http::HeaderValue::from_static(v));
+                    }
+                    (StatusCode::TOO_MANY_REQUESTS, headers, REJECT_BODY)
+                }),
+            ),
             "governor" => {
                 let config = tower_governor::governor::GovernorConfigBuilder::default()
                     .per_nanosecond(1)
@@ -151,7 +170,7 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
             None
         };
         let larder = match mode.as_str() {
-            "plain" | "governor" | "raw" => None,
+            "plain" | "plain429" | "governor" | "raw" => None,
             other => Some(limits(other)?),
         };
         let governor = actix_governor::GovernorConfigBuilder::default()
@@ -166,7 +185,8 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
             let larder = larder
                 .clone()
                 .unwrap_or_else(|| RateLimit::new(RateLimiter::new(Handle::in_process())));
-            let use_larder = !matches!(mode.as_str(), "plain" | "governor" | "raw");
+            let use_larder = !matches!(mode.as_str(), "plain" | "plain429" | "governor" | "raw");
+            let reject = mode == "plain429";
             App::new()
                 .wrap(Condition::new(
                     use_larder,
@@ -181,6 +201,13 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
                     web::get().to(move || {
                         let raw = raw.clone();
                         async move {
+                            if reject {
+                                let mut res = HttpResponse::TooManyRequests();
+                                for (n, v) in REJECT_HEADERS {
+                                    res.insert_header((n, v));
+                                }
+                                return res.body(REJECT_BODY);
+                            }
                             match raw {
                                 Some(raw) if !raw.check().await => {
                                     HttpResponse::TooManyRequests().body("{}")
