@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use larder_cache::{Cache, Lookup};
 use larder_core::{Config, Handle, Module, Tenant};
-use larder_testing::RedisServer;
+use larder_testing::{eventually, RedisServer};
 
 fn handle(server: &RedisServer) -> Handle {
     Handle::new(
@@ -34,18 +34,7 @@ fn m(s: &str) -> Module {
 
 /// Total commands the server has processed, from INFO commandstats.
 fn commands(server: &RedisServer) -> u64 {
-    server
-        .command(&["INFO", "commandstats"])
-        .lines()
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    server.command_calls().values().sum()
 }
 
 async fn balance(cache: &Cache, tenant: &Tenant, calls: &AtomicUsize, value: i64) -> i64 {
@@ -471,14 +460,10 @@ async fn l1_tier_answers_without_redis_and_stays_coherent_across_instances() {
     server.stop();
     assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p2").await, Some(2));
     server.restart();
-    let mut flushed = false;
-    for _ in 0..200 {
-        if b.get::<i32>(&t("1"), &m("products"), "p2").await.is_none() {
-            flushed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let flushed = eventually(200, Duration::from_millis(25), || async {
+        b.get::<i32>(&t("1"), &m("products"), "p2").await.is_none()
+    })
+    .await;
     assert!(flushed, "the tier is flushed once the subscription is back");
 }
 

@@ -51,6 +51,9 @@
 //! | Name | Description | Default? |
 //! | --- | --- | --- |
 //! | `tls` | `rediss://` URLs through rustls | no |
+//! | `http` | [`RequestView`] for `http::request::Parts` (Tower, hyper) | no |
+//! | `axum` | `http`, plus Axum's `ConnectInfo` as the peer address | no |
+//! | `actix` | [`RequestView`] for `actix_web::HttpRequest` | no |
 //!
 //! # The fail-open policy
 //!

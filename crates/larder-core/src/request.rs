@@ -37,9 +37,101 @@ pub trait RequestView {
     }
 }
 
-/// Tower, Axum and hyper requests. The peer address is read from a
-/// [`std::net::SocketAddr`] in the extensions (adapters that know their server's
-/// connection-info type, such as Axum's `ConnectInfo`, wrap this view).
+/// An owned request, for tests and for callers outside an HTTP framework (a job
+/// that applies a rate-limit policy, a unit test of an extractor).
+///
+/// ```
+/// use larder_core::request::{RequestView, SimpleRequest};
+///
+/// let req = SimpleRequest::new("GET", "/balance?from=2026-01-01")
+///     .with_header("X-Tenant-Id", "1")
+///     .with_peer("203.0.113.9".parse().unwrap());
+/// assert_eq!(req.query(), Some("from=2026-01-01"));
+/// assert_eq!(req.header("x-tenant-id"), Some(&b"1"[..]));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SimpleRequest {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: Vec<(String, String)>,
+    peer: Option<IpAddr>,
+    principal: Option<Principal>,
+}
+
+impl SimpleRequest {
+    /// A request for `method` on `target` (a path, optionally with `?query`).
+    #[must_use]
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_owned())),
+            None => (target, None),
+        };
+        Self {
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+            query,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header (names are case-insensitive; repeat a name for several values).
+    #[must_use]
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// Sets the TCP peer's address.
+    #[must_use]
+    pub fn with_peer(mut self, ip: IpAddr) -> Self {
+        self.peer = Some(ip);
+        self
+    }
+
+    /// Sets the authenticated principal.
+    #[must_use]
+    pub fn with_principal(mut self, principal: Principal) -> Self {
+        self.principal = Some(principal);
+        self
+    }
+}
+
+impl RequestView for SimpleRequest {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+    }
+    fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+            .collect()
+    }
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer
+    }
+    fn principal(&self) -> Option<Principal> {
+        self.principal.clone()
+    }
+}
+
+/// Tower, Axum and hyper requests. The peer address is read from Axum's
+/// `ConnectInfo<SocketAddr>` (feature `axum`) or a [`std::net::SocketAddr`] in the
+/// extensions.
 #[cfg(feature = "http")]
 impl RequestView for http::request::Parts {
     fn method(&self) -> &str {
@@ -62,6 +154,13 @@ impl RequestView for http::request::Parts {
             .collect()
     }
     fn peer_ip(&self) -> Option<IpAddr> {
+        #[cfg(feature = "axum")]
+        if let Some(info) = self
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            return Some(info.0.ip());
+        }
         self.extensions
             .get::<std::net::SocketAddr>()
             .map(std::net::SocketAddr::ip)

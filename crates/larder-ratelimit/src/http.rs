@@ -21,7 +21,7 @@ use bytes::Bytes;
 use larder_core::request::PathPattern;
 use larder_core::RequestView;
 
-use crate::limiter::{Check, Decision, DenyReason, QuotaState, RateLimiter, Source};
+use crate::limiter::{Check, Decision, DenyReason, RateLimiter, Source};
 use crate::policy::Policy;
 
 /// `RateLimit-Policy`.
@@ -31,6 +31,7 @@ pub const RATELIMIT: &str = "ratelimit";
 /// `Retry-After`.
 pub const RETRY_AFTER: &str = "retry-after";
 
+#[derive(Clone)]
 struct Rule {
     method: Option<String>,
     pattern: Option<PathPattern>,
@@ -39,6 +40,7 @@ struct Rule {
 
 type Predicate = Arc<dyn Fn(&dyn RequestView) -> bool + Send + Sync>;
 
+#[derive(Clone)]
 struct Inner {
     limiter: RateLimiter,
     rules: Vec<Rule>,
@@ -103,29 +105,7 @@ impl RateLimit {
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => f(inner),
-            None => {
-                let old = &self.inner;
-                let mut inner = Inner {
-                    limiter: old.limiter.clone(),
-                    rules: old
-                        .rules
-                        .iter()
-                        .map(|r| Rule {
-                            method: r.method.clone(),
-                            pattern: r.pattern.clone(),
-                            policy: r.policy.clone(),
-                        })
-                        .collect(),
-                    exempt_prefixes: old.exempt_prefixes.clone(),
-                    exempt: old.exempt.clone(),
-                    headers: old.headers,
-                };
-                f(&mut inner);
-                self.inner = Arc::new(inner);
-            }
-        }
+        f(Arc::make_mut(&mut self.inner));
         self
     }
 
@@ -208,11 +188,11 @@ impl RateLimit {
                 let Some(key) = rule.policy.key_of(req) else {
                     continue;
                 };
-                checks.push(Check {
-                    cost: rule.policy.cost_of(req),
-                    policy: rule.policy.clone(),
+                checks.push(Check::from_safe_key(
+                    &rule.policy,
                     key,
-                });
+                    rule.policy.cost_of(req),
+                ));
             }
         }
         Plan {
@@ -300,33 +280,29 @@ struct RejectBody<'a> {
 pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
     let mut headers = Vec::with_capacity(4);
     if with_headers {
-        let shown: Vec<&QuotaState> = decision
-            .quotas()
-            .iter()
-            .filter(|q| {
-                !q.shadow && matches!(q.source, Source::Redis | Source::LocalBlock | Source::Local)
-            })
-            .collect();
-        if !shown.is_empty() {
-            let mut policy = String::new();
-            let mut state = String::new();
-            for (i, q) in shown.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let _ = write!(
-                    policy,
-                    "{sep}\"{}\";q={};w={}",
-                    q.name,
-                    q.quota.count(),
-                    q.quota.window_secs()
-                );
-                let _ = write!(
-                    state,
-                    "{sep}\"{}\";r={};t={}",
-                    q.name,
-                    q.remaining,
-                    ceil_secs(q.reset)
-                );
-            }
+        let mut policy = String::new();
+        let mut state = String::new();
+        let shown = decision.quotas().iter().filter(|q| {
+            !q.shadow && matches!(q.source, Source::Redis | Source::LocalBlock | Source::Local)
+        });
+        for q in shown {
+            let sep = if policy.is_empty() { "" } else { ", " };
+            let _ = write!(
+                policy,
+                "{sep}\"{}\";q={};w={}",
+                q.name,
+                q.quota.count(),
+                q.quota.window_secs()
+            );
+            let _ = write!(
+                state,
+                "{sep}\"{}\";r={};t={}",
+                q.name,
+                q.remaining,
+                ceil_secs(q.reset)
+            );
+        }
+        if !policy.is_empty() {
             headers.push((RATELIMIT_POLICY, policy));
             headers.push((RATELIMIT, state));
         }
@@ -396,12 +372,13 @@ pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::QuotaState;
     use crate::quota::Quota;
 
     fn state(name: &str, allowed: bool, remaining: u64, reset_ms: u64) -> QuotaState {
         QuotaState {
             policy: Arc::from(name),
-            name: name.to_owned(),
+            name: Arc::from(name),
             quota: Quota::per_minute(100).unwrap(),
             allowed,
             remaining,

@@ -194,48 +194,17 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Req {
-        peer: Option<IpAddr>,
-        xff: Vec<&'static str>,
-    }
-
-    impl RequestView for Req {
-        fn method(&self) -> &str {
-            "GET"
-        }
-        fn path(&self) -> &str {
-            "/"
-        }
-        fn query(&self) -> Option<&str> {
-            None
-        }
-        fn header(&self, name: &str) -> Option<&[u8]> {
-            (name == "x-forwarded-for")
-                .then(|| self.xff.first().map(|s| s.as_bytes()))
-                .flatten()
-        }
-        fn header_values(&self, name: &str) -> Vec<&[u8]> {
-            if name == "x-forwarded-for" {
-                self.xff.iter().map(|s| s.as_bytes()).collect()
-            } else {
-                Vec::new()
-            }
-        }
-        fn peer_ip(&self) -> Option<IpAddr> {
-            self.peer
-        }
-    }
+    use larder_core::request::SimpleRequest;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn req(peer: &str, xff: &[&'static str]) -> Req {
-        Req {
-            peer: Some(ip(peer)),
-            xff: xff.to_vec(),
-        }
+    fn req(peer: &str, xff: &[&str]) -> SimpleRequest {
+        xff.iter().fold(
+            SimpleRequest::new("GET", "/").with_peer(ip(peer)),
+            |r, v| r.with_header("x-forwarded-for", v),
+        )
     }
 
     #[test]
@@ -245,13 +214,7 @@ mod tests {
             c.resolve(&req("203.0.113.9", &["1.1.1.1"])),
             Some(ip("203.0.113.9"))
         );
-        assert_eq!(
-            c.resolve(&Req {
-                peer: None,
-                xff: vec![]
-            }),
-            None
-        );
+        assert_eq!(c.resolve(&SimpleRequest::new("GET", "/")), None);
     }
 
     #[test]

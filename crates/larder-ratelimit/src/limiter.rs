@@ -9,7 +9,7 @@ use larder_core::metrics as m;
 use larder_core::redis;
 use larder_core::{Handle, Module, Scope};
 
-use crate::policy::{safe_part, FailMode, Policy};
+use crate::policy::{safe_part, FailMode, Policy, Slot};
 use crate::quota::Quota;
 
 /// One policy to apply to one request: the policy, what the request is counted by
@@ -44,6 +44,15 @@ impl Check {
         self.cost = n.max(1);
         self
     }
+
+    /// A check whose key is already a safe key part (from [`Policy::key_of`]).
+    pub(crate) fn from_safe_key(policy: &Policy, key: String, cost: u32) -> Self {
+        Self {
+            policy: policy.clone(),
+            key,
+            cost: cost.max(1),
+        }
+    }
 }
 
 /// Where a quota's answer came from.
@@ -69,7 +78,7 @@ pub struct QuotaState {
     pub policy: Arc<str>,
     /// The quota's name in `RateLimit-Policy` (the policy's name, numbered when the
     /// policy has several quotas).
-    pub name: String,
+    pub name: Arc<str>,
     /// The quota.
     pub quota: Quota,
     /// Whether this quota admitted the request.
@@ -268,11 +277,20 @@ impl RateLimiter {
     #[must_use]
     pub fn redis_key(&self, policy: &Policy, quota_index: usize, key: &str) -> Option<String> {
         let slot = policy.slots.get(quota_index)?;
-        self.full_key(&slot.prefix, key)
+        Some(self.full_key(&slot.prefix, &Check::new(policy, key).key))
     }
 
-    fn full_key(&self, prefix: &str, key: &str) -> Option<String> {
-        self.inner.scope.key_parts(&[prefix, key]).ok()
+    /// `{scope}{policy}:{quota}:{key}`. Both parts are safe by construction: the
+    /// prefix from a validated policy name, the key from [`Check::new`] or
+    /// [`Policy::key_of`], which hash anything that could not be a key part.
+    fn full_key(&self, prefix: &str, key: &str) -> String {
+        let base = self.inner.scope.base();
+        let mut s = String::with_capacity(base.len() + prefix.len() + key.len() + 1);
+        s.push_str(base);
+        s.push_str(prefix);
+        s.push(':');
+        s.push_str(key);
+        s
     }
 
     /// Decides `checks` together: admitted only if every enforced quota admits the
@@ -285,14 +303,7 @@ impl RateLimiter {
         let mut items = Vec::with_capacity(checks.len());
         for check in checks {
             for (slot, s) in check.policy.slots.iter().enumerate() {
-                let key = self.full_key(&s.prefix, &check.key).unwrap_or_else(|| {
-                    format!(
-                        "{}{}:{}",
-                        self.inner.scope.base(),
-                        s.prefix,
-                        crate::policy::digest(check.key.as_bytes())
-                    )
-                });
+                let key = self.full_key(&s.prefix, &check.key);
                 items.push(Item { check, slot, key });
             }
         }
@@ -328,26 +339,12 @@ impl RateLimiter {
             }
             let retry = until - now;
             let policy = &item.check.policy;
-            let slot = &policy.slots[item.slot];
             count(&policy.name, "local_deny");
             tracing::debug!(target: "larder::ratelimit", policy = %policy.name, key = %item.check.key, "rate limit: rejected locally, key known to be over its limit");
-            let state = QuotaState {
-                policy: policy.name.clone(),
-                name: slot.header_name.clone(),
-                quota: slot.quota,
-                allowed: false,
-                remaining: 0,
-                reset: retry,
-                shadow: false,
-                source: Source::LocalBlock,
-            };
             return Some(Decision::Deny {
-                reason: DenyReason::Limited {
-                    policy: policy.name.clone(),
-                    quota: slot.quota,
-                },
+                reason: item.limited(),
                 retry_after: retry,
-                quotas: vec![state],
+                quotas: vec![item.state(false, 0, retry, Source::LocalBlock)],
             });
         }
         None
@@ -375,170 +372,163 @@ impl RateLimiter {
                 quotas: items.len(),
             });
         }
-        let admitted = reply[0] == 1;
+        // reply[0] (admitted) is what `worst` says: admitted iff no enforced quota
+        // rejected.
         let now = Instant::now();
         let mut quotas = Vec::with_capacity(items.len());
-        let mut worst: Option<(Duration, DenyReason)> = None;
+        let mut worst = Worst::default();
         for (item, chunk) in items.iter().zip(reply[1..].chunks_exact(5)) {
             let policy = &item.check.policy;
-            let slot = &policy.slots[item.slot];
+            let slot = item.slot();
             let allowed = chunk[0] == 1;
             let remaining = u64::try_from(chunk[1]).unwrap_or(0);
             let reset = ms(chunk[2]);
             let retry = chunk[3];
             let free = ms(chunk[4]);
             if !allowed && !policy.shadow {
-                let (retry, reason) = if retry < 0 {
-                    (
+                if retry < 0 {
+                    worst.keep(
                         slot.quota.period(),
                         DenyReason::CostExceedsBurst {
                             policy: policy.name.clone(),
                             quota: slot.quota,
                             cost: item.check.cost,
                         },
-                    )
+                    );
                 } else {
-                    (
-                        ms(retry),
-                        DenyReason::Limited {
-                            policy: policy.name.clone(),
-                            quota: slot.quota,
-                        },
-                    )
-                };
+                    worst.keep(ms(retry), item.limited());
+                }
                 if let Some(blocked) = &self.inner.blocked {
                     if !free.is_zero() {
                         blocked.insert(item.key.clone(), now + free);
                     }
                 }
-                if worst.as_ref().is_none_or(|(w, _)| retry > *w) {
-                    worst = Some((retry, reason));
-                }
             }
-            quotas.push(QuotaState {
-                policy: policy.name.clone(),
-                name: slot.header_name.clone(),
-                quota: slot.quota,
-                allowed,
-                remaining,
-                reset,
-                shadow: policy.shadow,
-                source: Source::Redis,
-            });
+            quotas.push(item.state(allowed, remaining, reset, Source::Redis));
         }
-        Ok(self.conclude(admitted, worst, quotas))
+        Ok(conclude(worst, quotas))
     }
 
     /// Applies each policy's fail mode.
     fn fallback(&self, items: &[Item<'_>]) -> Decision {
         let mut quotas = Vec::with_capacity(items.len());
-        let mut worst: Option<(Duration, DenyReason)> = None;
+        let mut worst = Worst::default();
         for item in items {
             let policy = &item.check.policy;
-            let slot = &policy.slots[item.slot];
-            let (allowed, remaining, reset, source, reject) = match policy.fail {
-                FailMode::Allow => (
+            let slot = item.slot();
+            let state = match policy.fail {
+                FailMode::Allow => item.state(
                     true,
                     u64::from(slot.quota.burst()),
                     Duration::ZERO,
                     Source::FailOpen,
-                    None,
                 ),
-                FailMode::Deny { status } => (
-                    false,
-                    0,
-                    Duration::from_secs(1),
-                    Source::FailClosed,
-                    Some((
-                        Duration::from_secs(1),
-                        DenyReason::Unavailable {
-                            policy: policy.name.clone(),
-                            status,
-                        },
-                    )),
-                ),
+                FailMode::Deny { status } => {
+                    let retry = Duration::from_secs(1);
+                    if !policy.shadow {
+                        worst.keep(
+                            retry,
+                            DenyReason::Unavailable {
+                                policy: policy.name.clone(),
+                                status,
+                            },
+                        );
+                    }
+                    item.state(false, 0, retry, Source::FailClosed)
+                }
                 FailMode::Local => {
                     let out = slot.local.check(&item.check.key, item.check.cost);
-                    let used = u64::from(slot.quota.burst()).saturating_sub(out.remaining);
                     let reset = if out.allowed {
+                        let used = u64::from(slot.quota.burst()).saturating_sub(out.remaining);
                         slot.quota.emission_interval() * u32::try_from(used).unwrap_or(u32::MAX)
                     } else {
+                        if !policy.shadow {
+                            worst.keep(out.retry, item.limited());
+                        }
                         out.retry
                     };
-                    let reject = (!out.allowed).then(|| {
-                        (
-                            out.retry,
-                            DenyReason::Limited {
-                                policy: policy.name.clone(),
-                                quota: slot.quota,
-                            },
-                        )
-                    });
-                    (out.allowed, out.remaining, reset, Source::Local, reject)
+                    item.state(out.allowed, out.remaining, reset, Source::Local)
                 }
             };
-            if let Some((retry, reason)) = reject {
-                if !policy.shadow && worst.as_ref().is_none_or(|(w, _)| retry > *w) {
-                    worst = Some((retry, reason));
-                }
-            }
-            quotas.push(QuotaState {
-                policy: policy.name.clone(),
-                name: slot.header_name.clone(),
-                quota: slot.quota,
-                allowed,
-                remaining,
-                reset,
-                shadow: policy.shadow,
-                source,
-            });
+            quotas.push(state);
         }
-        let admitted = worst.is_none();
-        self.conclude(admitted, worst, quotas)
+        conclude(worst, quotas)
+    }
+}
+
+impl Item<'_> {
+    fn slot(&self) -> &Slot {
+        &self.check.policy.slots[self.slot]
     }
 
-    fn conclude(
-        &self,
-        admitted: bool,
-        worst: Option<(Duration, DenyReason)>,
-        quotas: Vec<QuotaState>,
-    ) -> Decision {
-        let mut seen: Vec<&str> = Vec::with_capacity(quotas.len());
-        for q in &quotas {
-            if seen.contains(&&*q.policy) {
-                continue;
-            }
-            seen.push(&q.policy);
-            let all_ok = quotas
-                .iter()
-                .filter(|o| o.policy == q.policy)
-                .all(|o| o.allowed);
-            let degraded = q.source != Source::Redis;
-            let decision = match (all_ok, q.shadow, admitted, degraded) {
-                (false, true, _, _) => {
-                    tracing::info!(target: "larder::ratelimit", policy = %q.policy, "rate limit (shadow): would reject");
-                    "shadow_deny"
-                }
-                (true, _, true, false) => "allow",
-                (true, _, true, true) => "fallback_allow",
-                // Admitted by this policy, rejected by another: not charged, not counted.
-                (true, _, false, _) => continue,
-                (false, false, _, false) => "deny",
-                (false, false, _, true) => "fallback_deny",
-            };
-            count(&q.policy, decision);
+    fn state(&self, allowed: bool, remaining: u64, reset: Duration, source: Source) -> QuotaState {
+        let policy = &self.check.policy;
+        let slot = self.slot();
+        QuotaState {
+            policy: policy.name.clone(),
+            name: slot.header_name.clone(),
+            quota: slot.quota,
+            allowed,
+            remaining,
+            reset,
+            shadow: policy.shadow,
+            source,
         }
-        match (admitted, worst) {
-            (false, Some((retry_after, reason))) => {
-                tracing::debug!(target: "larder::ratelimit", policy = reason.policy(), retry_ms = retry_after.as_millis() as u64, "rate limit: rejected");
-                Decision::Deny {
-                    reason,
-                    retry_after,
-                    quotas,
-                }
-            }
-            _ => Decision::Allow { quotas },
+    }
+
+    fn limited(&self) -> DenyReason {
+        DenyReason::Limited {
+            policy: self.check.policy.name.clone(),
+            quota: self.slot().quota,
         }
+    }
+}
+
+/// The enforced rejection with the longest wait, if any.
+#[derive(Default)]
+struct Worst(Option<(Duration, DenyReason)>);
+
+impl Worst {
+    fn keep(&mut self, retry: Duration, reason: DenyReason) {
+        if self.0.as_ref().is_none_or(|(w, _)| retry > *w) {
+            self.0 = Some((retry, reason));
+        }
+    }
+}
+
+/// Counts each policy's outcome and builds the decision: rejected iff an enforced
+/// quota rejected.
+fn conclude(worst: Worst, quotas: Vec<QuotaState>) -> Decision {
+    let admitted = worst.0.is_none();
+    // A policy's quotas are adjacent (one check's slots in order).
+    for run in quotas.chunk_by(|a, b| Arc::ptr_eq(&a.policy, &b.policy)) {
+        let q = &run[0];
+        let all_ok = run.iter().all(|o| o.allowed);
+        let degraded = q.source != Source::Redis;
+        let decision = match (all_ok, q.shadow, admitted, degraded) {
+            (false, true, _, _) => {
+                tracing::info!(target: "larder::ratelimit", policy = %q.policy, "rate limit (shadow): would reject");
+                "shadow_deny"
+            }
+            (true, _, true, false) => "allow",
+            (true, _, true, true) => "fallback_allow",
+            // Admitted by this policy, rejected by another: not charged, not counted.
+            (true, _, false, _) => continue,
+            (false, false, _, false) => "deny",
+            (false, false, _, true) => "fallback_deny",
+        };
+        count(&q.policy, decision);
+    }
+    match worst.0 {
+        Some((retry_after, reason)) => {
+            tracing::debug!(target: "larder::ratelimit", policy = reason.policy(), retry_ms = retry_after.as_millis() as u64, "rate limit: rejected");
+            Decision::Deny {
+                reason,
+                retry_after,
+                quotas,
+            }
+        }
+        None => Decision::Allow { quotas },
     }
 }
 

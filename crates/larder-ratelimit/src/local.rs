@@ -74,8 +74,7 @@ impl LocalTier {
 
     /// Checks (and on success charges) `cost` for `key`.
     pub(crate) fn check(&self, key: &str, cost: u32) -> LocalOutcome {
-        self.maintain();
-        let limiter = self.current();
+        let limiter = self.maintain(self.current());
         let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         match limiter.check_key_n(&key.to_owned(), n) {
             Ok(Ok(snapshot)) => LocalOutcome {
@@ -98,23 +97,22 @@ impl LocalTier {
     }
 
     /// Evicts idle keys every few seconds; over capacity after that, starts over
-    /// (every key fresh) rather than grow without bound.
-    fn maintain(&self) {
+    /// (every key fresh) rather than grow without bound. Returns the limiter to use.
+    fn maintain(&self, limiter: Arc<Keyed>) -> Arc<Keyed> {
         let now_ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_sweep_ms.load(Ordering::Relaxed);
         let due =
             now_ms.saturating_sub(last) >= u64::try_from(SWEEP_EVERY.as_millis()).unwrap_or(5000);
-        let limiter = self.current();
         let over = limiter.len() >= self.capacity;
         if !(due || over) {
-            return;
+            return limiter;
         }
         if self
             .last_sweep_ms
             .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return limiter;
         }
         limiter.retain_recent();
         limiter.shrink_to_fit();
@@ -127,10 +125,12 @@ impl LocalTier {
             );
             let fresh = Arc::new(Self::build(self.quota));
             match self.limiter.write() {
-                Ok(mut guard) => *guard = fresh,
-                Err(poisoned) => *poisoned.into_inner() = fresh,
+                Ok(mut guard) => *guard = fresh.clone(),
+                Err(poisoned) => *poisoned.into_inner() = fresh.clone(),
             }
+            return fresh;
         }
+        limiter
     }
 
     /// Keys currently tracked.

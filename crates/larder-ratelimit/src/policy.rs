@@ -184,7 +184,7 @@ pub(crate) struct Slot {
     /// `{policy}:{quota label}`, the fixed part of the Redis key.
     pub(crate) prefix: String,
     /// The name shown in `RateLimit-Policy` and `RateLimit`.
-    pub(crate) header_name: String,
+    pub(crate) header_name: Arc<str>,
     pub(crate) local: LocalTier,
 }
 
@@ -380,9 +380,9 @@ fn slots(name: &str, quotas: &[Quota], capacity: usize) -> Arc<[Slot]> {
             quota: *q,
             prefix: format!("{name}:{}", q.label()),
             header_name: if many {
-                format!("{name}-{}", i + 1)
+                Arc::from(format!("{name}-{}", i + 1))
             } else {
-                name.to_owned()
+                Arc::from(name)
             },
             local: LocalTier::new(*q, capacity),
         })
@@ -392,39 +392,15 @@ fn slots(name: &str, quotas: &[Quota], capacity: usize) -> Arc<[Slot]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use larder_core::request::SimpleRequest;
     use larder_core::Principal;
 
-    struct Req {
-        headers: Vec<(&'static str, &'static str)>,
-        principal: Option<Principal>,
-    }
-
-    impl RequestView for Req {
-        fn method(&self) -> &str {
-            "GET"
-        }
-        fn path(&self) -> &str {
-            "/"
-        }
-        fn query(&self) -> Option<&str> {
-            None
-        }
-        fn header(&self, name: &str) -> Option<&[u8]> {
-            self.headers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_bytes())
-        }
-        fn principal(&self) -> Option<Principal> {
-            self.principal.clone()
-        }
-    }
-
-    fn req(headers: &[(&'static str, &'static str)]) -> Req {
-        Req {
-            headers: headers.to_vec(),
-            principal: None,
-        }
+    fn req(headers: &[(&str, &str)]) -> SimpleRequest {
+        headers
+            .iter()
+            .fold(SimpleRequest::new("GET", "/"), |r, (n, v)| {
+                r.with_header(n, v)
+            })
     }
 
     #[test]
@@ -448,10 +424,7 @@ mod tests {
 
         let user = Key::User;
         assert_eq!(user.extract(&req(&[])), None);
-        let with_user = Req {
-            headers: vec![],
-            principal: Some(Principal::new("u-42")),
-        };
+        let with_user = req(&[]).with_principal(Principal::new("u-42"));
         assert_eq!(user.extract(&with_user).as_deref(), Some("user:u-42"));
 
         let custom = Key::custom(|_| Some("bad\nvalue".to_owned()));
@@ -470,11 +443,11 @@ mod tests {
     #[test]
     fn policies_validate_names_and_build_slots() {
         let p = Policy::new("api", "10/second;1000/hour").unwrap();
-        let names: Vec<_> = p.slots.iter().map(|s| s.header_name.as_str()).collect();
+        let names: Vec<_> = p.slots.iter().map(|s| &*s.header_name).collect();
         assert_eq!(names, ["api-1", "api-2"]);
         assert_eq!(p.slots[0].prefix, "api:10r1000ms");
         let one = Policy::new("ip", "100/minute").unwrap();
-        assert_eq!(one.slots[0].header_name, "ip");
+        assert_eq!(&*one.slots[0].header_name, "ip");
         for bad in ["", "a:b", "a*", "a b", "{x}"] {
             assert!(Policy::new(bad, "1/s").is_err(), "{bad:?}");
         }

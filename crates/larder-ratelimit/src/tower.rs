@@ -25,16 +25,14 @@
 //! S::Error`); each policy's fail mode answers instead.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Full};
-use larder_core::{Principal, RequestView};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -96,41 +94,6 @@ impl<B, E> Future for ResponseFuture<B, E> {
     }
 }
 
-/// The request head, with Axum's `ConnectInfo` as the peer address when present.
-struct View<'a>(&'a http::request::Parts);
-
-impl RequestView for View<'_> {
-    fn method(&self) -> &str {
-        self.0.method.as_str()
-    }
-    fn path(&self) -> &str {
-        RequestView::path(self.0)
-    }
-    fn query(&self) -> Option<&str> {
-        RequestView::query(self.0)
-    }
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.header(name)
-    }
-    fn header_values(&self, name: &str) -> Vec<&[u8]> {
-        self.0.header_values(name)
-    }
-    fn peer_ip(&self) -> Option<IpAddr> {
-        #[cfg(feature = "axum")]
-        if let Some(info) = self
-            .0
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        {
-            return Some(info.0.ip());
-        }
-        self.0.peer_ip()
-    }
-    fn principal(&self) -> Option<Principal> {
-        self.0.principal()
-    }
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -151,7 +114,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
-        let plan = self.limits.plan(&View(&parts));
+        let plan = self.limits.plan(&parts);
         let req = Request::from_parts(parts, body);
         ResponseFuture {
             inner: Box::pin(async move {
@@ -161,28 +124,26 @@ where
                 match plan.run().await {
                     Verdict::Pass { headers } => {
                         let mut res = inner.call(req).await?;
-                        let map = res.headers_mut();
-                        for (name, value) in headers {
-                            if let Ok(value) = HeaderValue::try_from(value) {
-                                map.insert(HeaderName::from_static(name), value);
-                            }
-                        }
+                        insert_headers(res.headers_mut(), headers);
                         Ok(res.map(Either::Left))
                     }
                     Verdict::Reject(rejection) => {
                         let mut res = Response::new(Either::Right(Full::new(rejection.body)));
                         *res.status_mut() = StatusCode::from_u16(rejection.status)
                             .unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-                        let map = res.headers_mut();
-                        for (name, value) in rejection.headers {
-                            if let Ok(value) = HeaderValue::try_from(value) {
-                                map.insert(HeaderName::from_static(name), value);
-                            }
-                        }
+                        insert_headers(res.headers_mut(), rejection.headers);
                         Ok(res)
                     }
                 }
             }),
+        }
+    }
+}
+
+fn insert_headers(map: &mut HeaderMap, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            map.insert(HeaderName::from_static(name), value);
         }
     }
 }

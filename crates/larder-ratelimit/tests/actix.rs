@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
+use common::handle;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,23 +14,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpResponse};
-use larder_core::{Config, Handle};
 use larder_ratelimit::actix::RateLimitMiddleware;
 use larder_ratelimit::{ClientIp, FailMode, Key, Policy, RateLimit, RateLimiter};
-use larder_testing::RedisServer;
-
-fn handle(url: &str) -> Handle {
-    Handle::new(
-        Config::builder()
-            .redis_url(url)
-            .op_timeout(Duration::from_millis(200))
-            .breaker_threshold(2)
-            .breaker_cooldown(Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
-}
+use larder_testing::{eventually, RedisServer};
 
 async fn app(
     limits: RateLimit,
@@ -226,13 +216,9 @@ async fn with_redis_stopped_each_policy_applies_its_fail_mode() {
     assert_eq!(r.body["error"], "rate_limit_unavailable");
 
     server.restart();
-    let mut back = false;
-    for _ in 0..100 {
-        if send(&app, "GET", "/strict", "192.0.2.1", &[]).await.status == StatusCode::OK {
-            back = true;
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let back = eventually(100, Duration::from_millis(50), || async {
+        send(&app, "GET", "/strict", "192.0.2.1", &[]).await.status == StatusCode::OK
+    })
+    .await;
     assert!(back, "the middleware did not recover by itself");
 }

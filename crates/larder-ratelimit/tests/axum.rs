@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
+use common::handle;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,25 +18,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
-use larder_core::{Config, Handle, Principal};
+use larder_core::Principal;
 use larder_ratelimit::tower::RateLimitLayer;
 use larder_ratelimit::{ClientIp, FailMode, Key, Policy, RateLimit, RateLimiter};
-use larder_testing::RedisServer;
+use larder_testing::{eventually, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
-
-fn handle(url: &str) -> Handle {
-    Handle::new(
-        Config::builder()
-            .redis_url(url)
-            .op_timeout(Duration::from_millis(200))
-            .breaker_threshold(2)
-            .breaker_cooldown(Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
-}
 
 /// Stands in for an app's authentication: the `x-user` header becomes the principal.
 async fn fake_auth(mut req: Request, next: Next) -> Response {
@@ -348,14 +339,10 @@ async fn with_redis_stopped_each_policy_applies_its_fail_mode() {
     assert_eq!(r.header("retry-after"), Some("1"));
 
     server.restart();
-    let mut back = false;
-    for _ in 0..100 {
-        if send(&app, "GET", "/strict", "192.0.2.1", &[]).await.status == StatusCode::OK {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let back = eventually(100, Duration::from_millis(50), || async {
+        send(&app, "GET", "/strict", "192.0.2.1", &[]).await.status == StatusCode::OK
+    })
+    .await;
     assert!(back, "the layer did not recover by itself");
 }
 

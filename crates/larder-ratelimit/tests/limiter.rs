@@ -3,34 +3,21 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::time::Duration;
 
-use larder_core::{Config, Handle};
+use larder_core::Handle;
 use larder_ratelimit::{Check, Decision, DenyReason, FailMode, Policy, Quota, RateLimiter, Source};
-use larder_testing::RedisServer;
+use larder_testing::{eventually, RedisServer};
 
 fn handle(url: &str) -> Handle {
-    Handle::new(
-        Config::builder()
-            .redis_url(url)
-            .key_prefix("app")
-            .op_timeout(Duration::from_millis(200))
-            .breaker_threshold(2)
-            .breaker_cooldown(Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
+    Handle::new(common::config(url).key_prefix("app").build().unwrap()).unwrap()
 }
 
-/// Calls of one command since the server started, from INFO commandstats.
+/// Calls of one command since the server started.
 fn calls(server: &RedisServer, command: &str) -> u64 {
-    let needle = format!("cmdstat_{command}:calls=");
-    server
-        .command(&["INFO", "commandstats"])
-        .lines()
-        .find_map(|l| l.strip_prefix(&needle)?.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    server.command_calls().get(command).copied().unwrap_or(0)
 }
 
 /// Commands clients sent: every command the server processed except the INFO calls
@@ -38,26 +25,10 @@ fn calls(server: &RedisServer, command: &str) -> u64 {
 /// EVALSHA (commandstats counts those too).
 fn client_commands(server: &RedisServer) -> u64 {
     server
-        .command(&["INFO", "commandstats"])
-        .lines()
-        .filter(|l| {
-            ![
-                "cmdstat_info:",
-                "cmdstat_get:",
-                "cmdstat_set:",
-                "cmdstat_time:",
-            ]
-            .iter()
-            .any(|p| l.starts_with(p))
-        })
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .command_calls()
+        .iter()
+        .filter(|(name, _)| !["info", "get", "set", "time"].contains(&name.as_str()))
+        .map(|(_, calls)| calls)
         .sum()
 }
 
@@ -380,6 +351,12 @@ async fn hostile_keys_stay_in_their_scope() {
         assert_eq!(d.quotas()[0].source, Source::Redis);
     }
     let keys = server.command(&["SCAN", "0", "COUNT", "1000"]);
+    // Every key the server holds is checked below (DBSIZE is 4 too).
+    assert_eq!(
+        keys.lines().filter(|l| l.contains("app:")).count(),
+        4,
+        "{keys}"
+    );
     for line in keys.lines().filter(|l| l.contains("app:")) {
         assert!(
             line.contains("app:global:{ratelimit}:ip:10r60000ms:"),
@@ -433,15 +410,11 @@ async fn redis_stopped_applies_each_fail_mode_and_recovers() {
     );
 
     server.restart();
-    let mut recovered = false;
-    for _ in 0..100 {
+    let recovered = eventually(100, Duration::from_millis(50), || async {
         let d = limiter.check(&[Check::new(&open, "ip:2.2.2.2")]).await;
-        if d.quotas()[0].source == Source::Redis {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        d.quotas()[0].source == Source::Redis
+    })
+    .await;
     assert!(recovered, "the limiter did not return to Redis by itself");
 }
 

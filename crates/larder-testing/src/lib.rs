@@ -366,6 +366,28 @@ impl RedisServer {
         read_reply(&mut stream)
     }
 
+    /// How many times each command has been called since the server started, from
+    /// `INFO commandstats` (`"get" -> 12`). Commands a Lua script runs count too.
+    ///
+    /// # Panics
+    /// As [`command`](Self::command).
+    #[must_use]
+    pub fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.command(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+
     fn pid_or_panic(&self) -> Pid {
         let pid = self
             .pid()
@@ -610,6 +632,23 @@ fn resp_len(buf: &[u8]) -> Option<usize> {
         }
         _ => Some(after),
     }
+}
+
+/// Polls `check` up to `tries` times, `every` apart, until it returns true; returns
+/// whether it did. For conditions that become true by themselves (a breaker closing
+/// after Redis restarts, a subscription coming back).
+pub async fn eventually<F, Fut>(tries: u32, every: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    false
 }
 
 #[cfg(test)]

@@ -385,40 +385,28 @@ impl Directives {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use larder_core::request::SimpleRequest;
     use larder_core::Handle;
 
-    struct Req<'a> {
-        method: &'a str,
-        path: &'a str,
-        query: Option<&'a str>,
-        headers: Vec<(&'a str, &'a str)>,
+    fn request(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: Vec<(&str, &str)>,
+    ) -> SimpleRequest {
+        let target = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        headers
+            .into_iter()
+            .fold(SimpleRequest::new(method, &target), |r, (n, v)| {
+                r.with_header(n, v)
+            })
     }
 
-    impl RequestView for Req<'_> {
-        fn method(&self) -> &str {
-            self.method
-        }
-        fn path(&self) -> &str {
-            self.path
-        }
-        fn query(&self) -> Option<&str> {
-            self.query
-        }
-        fn header(&self, name: &str) -> Option<&[u8]> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_bytes())
-        }
-    }
-
-    fn get<'a>(path: &'a str, query: Option<&'a str>, headers: Vec<(&'a str, &'a str)>) -> Req<'a> {
-        Req {
-            method: "GET",
-            path,
-            query,
-            headers,
-        }
+    fn get(path: &str, query: Option<&str>, headers: Vec<(&str, &str)>) -> SimpleRequest {
+        request("GET", path, query, headers)
     }
 
     fn rc() -> ResponseCache {
@@ -506,12 +494,7 @@ mod tests {
     #[test]
     fn unsafe_methods_map_to_invalidations() {
         let rc = rc();
-        let req = Req {
-            method: "POST",
-            path: "/sales",
-            query: None,
-            headers: vec![("x-tenant-id", "7")],
-        };
+        let req = request("POST", "/sales", None, vec![("x-tenant-id", "7")]);
         match rc.decide(&req) {
             Decision::Invalidate { tenant, modules } => {
                 assert_eq!(tenant.as_str(), "7");
@@ -574,12 +557,8 @@ mod tests {
 
     #[test]
     fn tenant_extractors_read_header_subdomain_path_or_closure() {
-        let req = |path: &'static str, host: &'static str| Req {
-            method: "GET",
-            path,
-            query: None,
-            headers: vec![("host", host), ("x-tenant-id", " 7 ")],
-        };
+        let req =
+            |path: &str, host: &str| get(path, None, vec![("host", host), ("x-tenant-id", " 7 ")]);
         let name = |t: Option<Tenant>| t.map(|t| t.as_str().to_owned());
         assert_eq!(
             name(FromHeader::new("X-Tenant-Id").extract(&req("/", "x"))),
