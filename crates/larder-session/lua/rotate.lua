@@ -1,0 +1,16 @@
+-- Retires a session id after rotation: the record stays readable (read-only) for
+-- the grace window, so parallel requests still carrying the old cookie resolve.
+-- KEYS[1]  the old session record
+-- ARGV[1]  grace window, ms (0: delete now)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+if tonumber(ARGV[1]) <= 0 then
+  return redis.call('DEL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], 'r', '1')
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl < 0 or pttl > tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1

@@ -1,0 +1,48 @@
+-- Creates or updates a session. An update never brings back a session that was
+-- deleted, revoked, rotated away or has expired: it only writes over a live record.
+-- KEYS[1]  the session record
+-- KEYS[2]  the user's session index (a sorted set: member session hash, score the
+--          session's absolute deadline); only read when ARGV[5] is not empty
+-- ARGV[1]  'c' create (fails on an existing record) or 'u' update
+-- ARGV[2]  data
+-- ARGV[3]  idle timeout, ms
+-- ARGV[4]  absolute timeout, ms (used on create)
+-- ARGV[5]  user hash, or '' for an anonymous session
+-- ARGV[6]  identity JSON (user, user agent, IP), or ''
+-- ARGV[7]  the session's hash (its member in the index)
+-- Returns 1 stored, 0 gone (nothing written), -1 id collision on create.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local a
+if ARGV[1] == 'c' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return -1
+  end
+  a = now + tonumber(ARGV[4])
+  redis.call('HSET', KEYS[1], 'd', ARGV[2], 'c', now, 't', now, 'a', a)
+else
+  local v = redis.call('HMGET', KEYS[1], 'a', 'r')
+  if not v[1] or v[2] == '1' then
+    return 0
+  end
+  a = tonumber(v[1])
+  if not a or a <= now then
+    redis.call('DEL', KEYS[1])
+    return 0
+  end
+  redis.call('HSET', KEYS[1], 'd', ARGV[2], 't', now)
+end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'u', ARGV[5], 'm', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'u', 'm')
+end
+redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[3]), a - now))
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[2], a, ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('PTTL', KEYS[2]) < a - now then
+    redis.call('PEXPIRE', KEYS[2], a - now)
+  end
+end
+return 1

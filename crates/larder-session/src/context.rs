@@ -1,0 +1,162 @@
+//! What the store knows about the request it serves.
+//!
+//! `SessionStore` traits see a session id, not the request. The context layer (Tower)
+//! or middleware (Actix) wraps the frameworks' session middleware and runs the request
+//! inside a task-local [`RequestContext`]: the tenant whose keyspace holds the session,
+//! whether the handler asked for an id rotation, which session the request loaded,
+//! and whether a store fault must become a clear 503 instead of the framework's opaque
+//! 500. Without the context, sessions live in the configured namespace, rotations
+//! delete the old id at once, and faults surface as the framework renders them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use larder_core::Tenant;
+
+use crate::store::SessionRef;
+
+tokio::task_local! {
+    static CONTEXT: Arc<RequestContext>;
+}
+
+/// A store fault the context turns into a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Redis could not be used and the policy is fail-closed.
+    Unavailable,
+    /// The state was over the size cap; nothing was stored.
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The cap.
+        cap: usize,
+    },
+}
+
+impl Fault {
+    /// The HTTP status for the fault: 503 (unavailable) or 500 (too large).
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unavailable => 503,
+            Self::TooLarge { .. } => 500,
+        }
+    }
+
+    /// The JSON body of the response.
+    #[must_use]
+    pub fn body(&self) -> String {
+        match self {
+            Self::Unavailable => {
+                r#"{"error":"session_store_unavailable","message":"the session store is unavailable; retry shortly"}"#.to_owned()
+            }
+            Self::TooLarge { size, cap } => format!(
+                r#"{{"error":"session_too_large","message":"session state of {size} bytes exceeds the cap of {cap} bytes; nothing was stored"}}"#
+            ),
+        }
+    }
+}
+
+/// The per-request context of the session store.
+#[derive(Debug, Default)]
+pub struct RequestContext {
+    tenant: Option<Tenant>,
+    rotating: AtomicBool,
+    current: Mutex<Option<SessionRef>>,
+    fault: Mutex<Option<Fault>>,
+}
+
+impl RequestContext {
+    /// A context for a request of `tenant` (`None`: the configured namespace).
+    #[must_use]
+    pub fn new(tenant: Option<Tenant>) -> Arc<Self> {
+        Arc::new(Self {
+            tenant,
+            ..Self::default()
+        })
+    }
+
+    /// Runs `fut` with `ctx` as the current context.
+    pub async fn scope<F: std::future::Future>(ctx: Arc<Self>, fut: F) -> F::Output {
+        CONTEXT.scope(ctx, fut).await
+    }
+
+    /// The fault recorded while the request ran, if any.
+    #[must_use]
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The tenant of the request.
+    #[must_use]
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.tenant.as_ref()
+    }
+}
+
+pub(crate) fn with<R>(f: impl FnOnce(Option<&RequestContext>) -> R) -> R {
+    let mut f = Some(f);
+    let out = CONTEXT.try_with(|c| f.take().map(|f| f(Some(c))));
+    match out {
+        Ok(Some(r)) => r,
+        _ => match f.take() {
+            Some(f) => f(None),
+            None => unreachable!("the closure ran inside try_with"),
+        },
+    }
+}
+
+pub(crate) fn record_fault(fault: Fault) {
+    with(|c| {
+        if let Some(c) = c {
+            *c.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
+        }
+    });
+}
+
+pub(crate) fn set_current(r: Option<SessionRef>) {
+    with(|c| {
+        if let Some(c) = c {
+            *c.current.lock().unwrap_or_else(PoisonError::into_inner) = r;
+        }
+    });
+}
+
+pub(crate) fn take_rotating() -> bool {
+    with(|c| c.is_some_and(|c| c.rotating.swap(false, Ordering::AcqRel)))
+}
+
+/// The tenant of the current request, as the context layer extracted it.
+#[must_use]
+pub fn current_tenant() -> Option<Tenant> {
+    with(|c| c.and_then(|c| c.tenant.clone()))
+}
+
+/// The session the current request loaded (its public reference, never its id).
+#[must_use]
+pub fn current_session() -> Option<SessionRef> {
+    with(|c| {
+        c.and_then(|c| {
+            c.current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+    })
+}
+
+/// Marks the next deletion of the current session's id as a rotation: the old id
+/// stays readable, read-only, for the grace window. The adapters' `rotate` helpers
+/// call this before asking the framework for a new id.
+///
+/// Returns false outside a context (the old id is then deleted at once).
+pub fn mark_rotation() -> bool {
+    with(|c| {
+        c.map(|c| c.rotating.store(true, Ordering::Release))
+            .is_some()
+    })
+}

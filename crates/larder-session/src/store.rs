@@ -1,0 +1,715 @@
+//! The framework-free session store on larder-core's handle.
+
+use std::fmt;
+use std::sync::Arc;
+
+use larder_core::{Handle, Scope};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Degraded, SessionConfig};
+use crate::context::{self, Fault};
+use crate::local::{LocalTier, Write};
+
+/// The reserved key of the session data under which the adapters' `login` helpers
+/// keep the [`Identity`]; the store reads it to maintain the per-user index.
+pub const IDENTITY_KEY: &str = "larder.identity";
+
+/// Who a session belongs to, as the app records it at login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user id (any string; the index key holds only its hash).
+    pub user: String,
+    /// The user agent of the login request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The client IP of the login request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+impl Identity {
+    /// An identity for `user`, without user agent or IP.
+    #[must_use]
+    pub fn new(user: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            user_agent: None,
+            ip: None,
+        }
+    }
+
+    /// Records the user agent.
+    #[must_use]
+    pub fn with_user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = Some(ua.into());
+        self
+    }
+
+    /// Records the client IP.
+    #[must_use]
+    pub fn with_ip(mut self, ip: impl Into<String>) -> Self {
+        self.ip = Some(ip.into());
+        self
+    }
+}
+
+/// A public reference to a session: the hash of its id. Safe to show and to pass
+/// back to [`Sessions::revoke`]; it cannot be turned into a cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionRef(String);
+
+impl SessionRef {
+    /// The reference of the session whose cookie value is `id`.
+    #[must_use]
+    pub fn of_id(id: &str) -> Self {
+        Self(hex_sha256(id.as_bytes()))
+    }
+
+    /// Parses a reference shown to a user (64 lowercase hex digits).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(s.to_owned()))
+    }
+
+    /// The reference as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// One of a user's sessions, as listed by [`Sessions::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// The session's public reference.
+    pub id: SessionRef,
+    /// When it began (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When it was last seen (ms since the Unix epoch; updated at most once per
+    /// touch interval).
+    pub last_seen_ms: u64,
+    /// The user agent recorded at login.
+    pub user_agent: Option<String>,
+    /// The client IP recorded at login.
+    pub ip: Option<String>,
+    /// Whether this is the session of the current request.
+    pub current: bool,
+}
+
+/// A loaded session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The stored state, as the adapter encoded it.
+    pub data: Vec<u8>,
+    /// When the session began (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When it was last touched (ms since the Unix epoch).
+    pub touched_ms: u64,
+    /// When it ends unless touched again (ms since the Unix epoch).
+    pub expires_ms: u64,
+    /// True for a rotated-away id inside its grace window: readable, never written.
+    pub read_only: bool,
+}
+
+/// The outcome of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The state is stored.
+    Stored,
+    /// The session no longer exists (logged out, revoked, rotated away or expired):
+    /// nothing was written, so it is not brought back.
+    Gone,
+    /// A create found the id taken; nothing was written.
+    Collision,
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// Redis could not be used and the policy is fail-closed.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(#[source] larder_core::Error),
+    /// The state was over the size cap; nothing was stored.
+    #[error("session state of {size} bytes exceeds the cap of {cap} bytes; nothing was stored")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// The state could not be encoded.
+    #[error("session state could not be encoded: {0}")]
+    Encode(String),
+    /// Redis answered with something the store did not expect.
+    #[error("session store error: {0}")]
+    Store(#[source] larder_core::Error),
+}
+
+/// Sessions on larder's shared handle: the store the Tower and Actix adapters wrap.
+///
+/// - Keys: `{prefix}:tenant:{t}:{namespace}:s:{sha256(id)}` when the request context
+///   carries a tenant, `{prefix}:global:{namespace}:s:{sha256(id)}` otherwise; the
+///   per-user index is `...:{namespace}:u:{sha256(user)}` beside it (same slot).
+///   Redis never holds a live cookie value.
+/// - Idle and absolute timeouts, both in Redis's clock; a load extends the idle
+///   expiry at most once per touch interval, inside the same script (no extra round
+///   trip, no write on most requests).
+/// - Writes to an existing session only land while it is alive and not rotated away:
+///   a save racing a logout or revoke cannot bring the session back.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use larder_core::Handle;
+/// use larder_session::{Identity, SessionConfig, Sessions, Written};
+///
+/// let sessions = Sessions::new(Handle::in_process(), SessionConfig::default());
+/// let id = "a-random-cookie-value";
+/// let who = Identity::new("alice");
+/// assert_eq!(sessions.create(id, b"{}", Some(&who)).await?, Written::Stored);
+/// assert!(sessions.load(id).await?.is_some());
+/// assert_eq!(sessions.list(None, "alice").await?.len(), 1);
+/// sessions.revoke_all(None, "alice", None).await?;
+/// assert!(sessions.load(id).await?.is_none());
+/// // A late save of the revoked session does not bring it back.
+/// assert_eq!(sessions.update(id, b"{}", Some(&who)).await?, Written::Gone);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: Handle,
+    config: SessionConfig,
+    global: Scope,
+    load: redis::Script,
+    write: redis::Script,
+    rotate: redis::Script,
+    revoke: redis::Script,
+    local: LocalTier,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("namespace", &self.inner.global)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Sessions {
+    /// Sessions on `handle` with `config`.
+    #[must_use]
+    pub fn new(handle: Handle, config: SessionConfig) -> Self {
+        let global = handle.keyspace().global_scope(&config.namespace);
+        Self {
+            inner: Arc::new(Inner {
+                local: LocalTier::new(config.local_capacity),
+                handle,
+                config,
+                global,
+                load: redis::Script::new(include_str!("../lua/load.lua")),
+                write: redis::Script::new(include_str!("../lua/write.lua")),
+                rotate: redis::Script::new(include_str!("../lua/rotate.lua")),
+                revoke: redis::Script::new(include_str!("../lua/revoke.lua")),
+            }),
+        }
+    }
+
+    /// Sessions on `handle`, configured from the `SESSION_*` variables.
+    ///
+    /// # Errors
+    /// A malformed variable.
+    pub fn from_env(handle: Handle) -> Result<Self, larder_core::ConfigError> {
+        Ok(Self::new(handle, SessionConfig::from_env()?))
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    /// The handle.
+    #[must_use]
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    fn scope_of(&self, tenant: Option<&larder_core::Tenant>) -> Scope {
+        match tenant {
+            Some(t) => self
+                .inner
+                .handle
+                .keyspace()
+                .scope(t, &self.inner.config.namespace),
+            None => self.inner.global.clone(),
+        }
+    }
+
+    fn scope(&self) -> Scope {
+        context::with(|c| match c.and_then(|c| c.tenant()) {
+            Some(t) => self.scope_of(Some(t)),
+            None => self.inner.global.clone(),
+        })
+    }
+
+    /// The Redis key of the session whose cookie value is `id`, in the current
+    /// request's scope (for tests and tools).
+    #[must_use]
+    pub fn record_key(&self, id: &str) -> String {
+        Self::key(&self.scope(), &SessionRef::of_id(id))
+    }
+
+    fn key(scope: &Scope, r: &SessionRef) -> String {
+        let mut s = String::with_capacity(scope.base().len() + 66);
+        s.push_str(scope.base());
+        s.push_str("s:");
+        s.push_str(r.as_str());
+        s
+    }
+
+    fn index_key(scope: &Scope, user_hash: &str) -> String {
+        let mut s = String::with_capacity(scope.base().len() + 66);
+        s.push_str(scope.base());
+        s.push_str("u:");
+        s.push_str(user_hash);
+        s
+    }
+
+    fn in_memory(&self) -> bool {
+        self.inner.config.degraded == Degraded::InMemory
+    }
+
+    /// Runs a Redis operation under the degraded policy: `Ok(None)` means "use the
+    /// local tier".
+    async fn redis<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, larder_core::Error>>,
+    ) -> Result<Option<T>, SessionError> {
+        if !self.inner.handle.is_redis_configured() {
+            return Ok(None);
+        }
+        match fut.await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_backend_fault() => {
+                metrics::counter!(larder_core::metrics::DEGRADED_OPERATIONS, "component" => "session")
+                    .increment(1);
+                if self.in_memory() {
+                    tracing::debug!(target: "larder::session", op, error = %e, "redis unavailable: session served in process");
+                    Ok(None)
+                } else {
+                    tracing::warn!(target: "larder::session", op, error = %e, "redis unavailable: session store fails closed");
+                    context::record_fault(Fault::Unavailable);
+                    Err(SessionError::Unavailable(e))
+                }
+            }
+            Err(e) => Err(SessionError::Store(e)),
+        }
+    }
+
+    /// Loads the session whose cookie value is `id`. `None` for an unknown, expired,
+    /// revoked or malformed id; the caller starts a fresh anonymous session.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`] when Redis is down and the policy is fail-closed.
+    pub async fn load(&self, id: &str) -> Result<Option<Loaded>, SessionError> {
+        let r = SessionRef::of_id(id);
+        let key = Self::key(&self.scope(), &r);
+        let idle = ms(self.inner.config.idle_timeout);
+        let touch = ms(self.inner.config.touch_interval);
+        let mut inv = self.inner.load.key(&key);
+        inv.arg(idle).arg(touch);
+        let found: Option<Option<(Vec<u8>, u64, u64, u64, u8)>> = self
+            .redis("session_load", self.inner.handle.script("session_load", &inv))
+            .await?;
+        let loaded = match found {
+            Some(Some((data, created_ms, touched_ms, expires_ms, ro))) => Some(Loaded {
+                data,
+                created_ms,
+                touched_ms,
+                expires_ms,
+                read_only: ro == 1,
+            }),
+            // Redis has none; under the in-memory policy a session made during an
+            // outage may live in process.
+            Some(None) if !self.in_memory() => None,
+            _ => self.inner.local.load(&key, idle, touch),
+        };
+        let outcome = if loaded.is_some() { "hit" } else { "miss" };
+        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => "load", "outcome" => outcome)
+            .increment(1);
+        context::set_current(loaded.as_ref().map(|_| r));
+        Ok(loaded)
+    }
+
+    /// Creates a session under `id` holding `data`, owned by `identity` if given.
+    ///
+    /// # Errors
+    /// [`SessionError::TooLarge`] over the size cap (nothing stored);
+    /// [`SessionError::Unavailable`] as for [`load`](Self::load).
+    pub async fn create(
+        &self,
+        id: &str,
+        data: &[u8],
+        identity: Option<&Identity>,
+    ) -> Result<Written, SessionError> {
+        self.write(true, id, data, identity).await
+    }
+
+    /// Replaces the state of the live session `id`. Returns [`Written::Gone`], storing
+    /// nothing, when the session was deleted, revoked, rotated away or has expired.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub async fn update(
+        &self,
+        id: &str,
+        data: &[u8],
+        identity: Option<&Identity>,
+    ) -> Result<Written, SessionError> {
+        self.write(false, id, data, identity).await
+    }
+
+    async fn write(
+        &self,
+        create: bool,
+        id: &str,
+        data: &[u8],
+        identity: Option<&Identity>,
+    ) -> Result<Written, SessionError> {
+        let cap = self.inner.config.max_bytes;
+        if data.len() > cap {
+            metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => "write", "outcome" => "too_large")
+                .increment(1);
+            context::record_fault(Fault::TooLarge {
+                size: data.len(),
+                cap,
+            });
+            return Err(SessionError::TooLarge {
+                size: data.len(),
+                cap,
+            });
+        }
+        let scope = self.scope();
+        let r = SessionRef::of_id(id);
+        let key = Self::key(&scope, &r);
+        let user_hash = identity.map(|i| hex_sha256(i.user.as_bytes()));
+        let identity_json = identity
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| SessionError::Encode(e.to_string()))?;
+        let idle = ms(self.inner.config.idle_timeout);
+        let absolute = ms(self.inner.config.absolute_timeout);
+        let index = user_hash.as_deref().map(|u| Self::index_key(&scope, u));
+        let mut inv = self.inner.write.key(&key);
+        if let Some(index) = &index {
+            inv.key(index);
+        }
+        inv.arg(if create { "c" } else { "u" })
+            .arg(data)
+            .arg(idle)
+            .arg(absolute)
+            .arg(user_hash.as_deref().unwrap_or(""))
+            .arg(identity_json.as_deref().unwrap_or(""))
+            .arg(r.as_str());
+        let res: Option<i64> = self
+            .redis(
+                "session_write",
+                self.inner.handle.script("session_write", &inv),
+            )
+            .await?;
+        let local = Write {
+            create,
+            data,
+            idle,
+            absolute,
+            user: user_hash.as_deref(),
+            identity: identity_json.as_deref(),
+        };
+        let written = match res {
+            Some(1) => Written::Stored,
+            Some(-1) => Written::Collision,
+            Some(_) if self.in_memory() && !create => self.inner.local.write(&key, &local),
+            Some(_) => Written::Gone,
+            None => self.inner.local.write(&key, &local),
+        };
+        let outcome = match written {
+            Written::Stored => "stored",
+            Written::Gone => "gone",
+            Written::Collision => "collision",
+        };
+        if written == Written::Gone {
+            tracing::debug!(target: "larder::session", session = %r, "save of a session that no longer exists dropped");
+        }
+        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => if create { "create" } else { "update" }, "outcome" => outcome)
+            .increment(1);
+        if written == Written::Stored {
+            context::set_current(Some(r));
+        }
+        Ok(written)
+    }
+
+    /// Extends the idle expiry of `id` now (for frameworks that ask for it on every
+    /// request; loads already touch once per interval).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn touch(&self, id: &str) -> Result<(), SessionError> {
+        let key = self.record_key(id);
+        let idle = ms(self.inner.config.idle_timeout);
+        let mut inv = self.inner.load.key(&key);
+        inv.arg(idle).arg(0);
+        let found: Option<Option<(Vec<u8>, u64, u64, u64, u8)>> = self
+            .redis("session_touch", self.inner.handle.script("session_load", &inv))
+            .await?;
+        if found.is_none() || self.in_memory() {
+            let _ = self.inner.local.load(&key, idle, 0);
+        }
+        Ok(())
+    }
+
+    /// Ends the session `id`. When the handler marked a rotation
+    /// ([`mark_rotation`](crate::mark_rotation)), the old id instead stays readable,
+    /// read-only, for the rotation grace window.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn delete(&self, id: &str) -> Result<(), SessionError> {
+        let key = self.record_key(id);
+        let grace = if context::take_rotating() {
+            ms(self.inner.config.rotation_grace)
+        } else {
+            0
+        };
+        let mut inv = self.inner.rotate.key(&key);
+        inv.arg(grace);
+        let res: Option<i64> = self
+            .redis("session_delete", self.inner.handle.script("session_delete", &inv))
+            .await?;
+        if res.is_none() || self.in_memory() {
+            self.inner.local.rotate(&key, grace);
+        }
+        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => if grace > 0 { "rotate" } else { "delete" }, "outcome" => "ok")
+            .increment(1);
+        Ok(())
+    }
+
+    /// The live sessions of `user` in `tenant`'s scope (`None`: the namespace).
+    /// Entries of sessions that ended are dropped from the index as they are met.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn list(
+        &self,
+        tenant: Option<&larder_core::Tenant>,
+        user: &str,
+    ) -> Result<Vec<SessionInfo>, SessionError> {
+        let scope = self.scope_of(tenant);
+        let user_hash = hex_sha256(user.as_bytes());
+        let index = Self::index_key(&scope, &user_hash);
+        let current = context::current_session();
+        let mut out = Vec::new();
+        let handle = &self.inner.handle;
+        let members = self
+            .redis("session_index", async {
+                handle
+                    .query::<Vec<String>>("session_index", redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1))
+                    .await
+            })
+            .await?;
+        if let Some(members) = members.filter(|m| !m.is_empty()) {
+            let mut pipe = redis::pipe();
+            for m in &members {
+                pipe.cmd("HMGET")
+                    .arg(Self::key(&scope, &SessionRef(m.clone())))
+                    .arg("c")
+                    .arg("t")
+                    .arg("u")
+                    .arg("m")
+                    .arg("r");
+            }
+            type Row = (Option<u64>, Option<u64>, Option<String>, Option<String>, Option<String>);
+            let rows = self
+                .redis("session_list", handle.pipeline::<Vec<Row>>("session_list", &pipe))
+                .await?
+                .unwrap_or_default();
+            let mut dead = Vec::new();
+            for (m, (c, t, u, meta, ro)) in members.into_iter().zip(rows) {
+                match (c, t, u) {
+                    (Some(c), Some(t), Some(u)) if u == user_hash && ro.as_deref() != Some("1") => {
+                        out.push(info(SessionRef(m), c, t, meta.as_deref(), current.as_ref()));
+                    }
+                    (None, ..) => dead.push(m),
+                    _ => {}
+                }
+            }
+            if !dead.is_empty() {
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(&index).arg(&dead);
+                // Best effort: a failed clean-up is retried by the next listing.
+                let _ = handle.query::<i64>("session_index_clean", &cmd).await;
+            }
+        }
+        if !handle.is_redis_configured() || self.in_memory() {
+            let prefix = Self::key(&scope, &SessionRef(String::new()));
+            for (k, r) in self.inner.local.of_user(&prefix, &user_hash) {
+                let id = SessionRef(k[prefix.len()..].to_owned());
+                if out.iter().any(|i| i.id == id) {
+                    continue;
+                }
+                out.push(info(
+                    id,
+                    r.created,
+                    r.touched,
+                    r.identity.as_deref(),
+                    current.as_ref(),
+                ));
+            }
+        }
+        out.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        Ok(out)
+    }
+
+    /// Revokes one session of `user` (it must belong to the user). Returns whether a
+    /// session was ended.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn revoke(
+        &self,
+        tenant: Option<&larder_core::Tenant>,
+        user: &str,
+        session: &SessionRef,
+    ) -> Result<bool, SessionError> {
+        let n = self.revoke_refs(tenant, user, vec![session.clone()]).await?;
+        Ok(n > 0)
+    }
+
+    /// Revokes every session of `user` ("log out everywhere"), except `keep` if given
+    /// (typically the current session). Returns how many sessions ended.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn revoke_all(
+        &self,
+        tenant: Option<&larder_core::Tenant>,
+        user: &str,
+        keep: Option<&SessionRef>,
+    ) -> Result<usize, SessionError> {
+        let scope = self.scope_of(tenant);
+        let index = Self::index_key(&scope, &hex_sha256(user.as_bytes()));
+        let handle = &self.inner.handle;
+        let mut refs: Vec<SessionRef> = self
+            .redis("session_index", async {
+                handle
+                    .query::<Vec<String>>("session_index", redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1))
+                    .await
+            })
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(SessionRef)
+            .collect();
+        if !handle.is_redis_configured() || self.in_memory() {
+            let prefix = Self::key(&scope, &SessionRef(String::new()));
+            for (k, _) in self
+                .inner
+                .local
+                .of_user(&prefix, &hex_sha256(user.as_bytes()))
+            {
+                let r = SessionRef(k[prefix.len()..].to_owned());
+                if !refs.contains(&r) {
+                    refs.push(r);
+                }
+            }
+        }
+        refs.retain(|r| Some(r) != keep);
+        self.revoke_refs(tenant, user, refs).await
+    }
+
+    async fn revoke_refs(
+        &self,
+        tenant: Option<&larder_core::Tenant>,
+        user: &str,
+        refs: Vec<SessionRef>,
+    ) -> Result<usize, SessionError> {
+        if refs.is_empty() {
+            return Ok(0);
+        }
+        let scope = self.scope_of(tenant);
+        let user_hash = hex_sha256(user.as_bytes());
+        let keys: Vec<String> = refs.iter().map(|r| Self::key(&scope, r)).collect();
+        let mut n = 0;
+        if self.inner.handle.is_redis_configured() {
+            let mut inv = self.inner.revoke.key(Self::index_key(&scope, &user_hash));
+            inv.arg(&user_hash);
+            for (k, r) in keys.iter().zip(&refs) {
+                inv.key(k).arg(r.as_str());
+            }
+            n = self
+                .redis("session_revoke", self.inner.handle.script::<usize>("session_revoke", &inv))
+                .await?
+                .unwrap_or(0);
+        }
+        if !self.inner.handle.is_redis_configured() || self.in_memory() {
+            let prefix = Self::key(&scope, &SessionRef(String::new()));
+            for (k, _) in self.inner.local.of_user(&prefix, &user_hash) {
+                if keys.contains(&k) {
+                    self.inner.local.delete(&k);
+                    n += 1;
+                }
+            }
+        }
+        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => "revoke", "outcome" => "ok")
+            .increment(n as u64);
+        tracing::info!(target: "larder::session", revoked = n, "sessions revoked");
+        Ok(n)
+    }
+}
+
+fn info(
+    id: SessionRef,
+    created_ms: u64,
+    last_seen_ms: u64,
+    identity: Option<&str>,
+    current: Option<&SessionRef>,
+) -> SessionInfo {
+    let identity: Option<Identity> = identity.and_then(|m| serde_json::from_str(m).ok());
+    let (user_agent, ip) = identity.map_or((None, None), |i| (i.user_agent, i.ip));
+    SessionInfo {
+        current: current == Some(&id),
+        id,
+        created_ms,
+        last_seen_ms,
+        user_agent,
+        ip,
+    }
+}

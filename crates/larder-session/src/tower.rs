@@ -1,0 +1,318 @@
+//! `tower_sessions::SessionStore` on larder, and the context layer (Axum, hyper).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{routing::{get, post}, Router};
+//! use larder_core::{request::FromHeader, Handle};
+//! use larder_session::tower::{self as sessions, RedisSessionStore, SessionContextLayer};
+//! use larder_session::{Identity, Sessions};
+//! use tower_sessions::{Session, SessionManagerLayer};
+//!
+//! let store = Sessions::from_env(Handle::from_env()?)?;
+//! let app = Router::new()
+//!     .route("/login", post(|session: Session| async move {
+//!         // Rotates the id (the old one stays readable a few seconds) and records
+//!         // who the session belongs to, for the per-user index.
+//!         sessions::login(&session, Identity::new("alice")).await.map_err(|_| 500u16.to_string())
+//!     }))
+//!     .route("/me", get(|session: Session| async move {
+//!         sessions::identity(&session).await.map(|i| i.user).unwrap_or_default()
+//!     }))
+//!     .layer(SessionManagerLayer::new(RedisSessionStore::new(store.clone())))
+//!     // Outermost: the tenant of the keys, rotation grace, clear 503s.
+//!     .layer(SessionContextLayer::new().tenant(FromHeader::new("x-tenant-id")));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use larder_core::TenantExtractor;
+use tower_layer::Layer;
+use tower_service::Service;
+use tower_sessions_core::session::{Error as SessionErr, Id, Record};
+use tower_sessions_core::session_store::{self, SessionStore};
+use tower_sessions_core::Session;
+
+use crate::context::{self, Fault, RequestContext};
+use crate::store::{Identity, SessionError, Sessions, Written, IDENTITY_KEY};
+
+/// A `tower_sessions::SessionStore` on larder's [`Sessions`].
+#[derive(Clone)]
+pub struct RedisSessionStore {
+    sessions: Sessions,
+}
+
+impl fmt::Debug for RedisSessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RedisSessionStore")
+            .field(&self.sessions)
+            .finish()
+    }
+}
+
+impl RedisSessionStore {
+    /// A store on `sessions`.
+    #[must_use]
+    pub fn new(sessions: Sessions) -> Self {
+        Self { sessions }
+    }
+
+    /// The underlying sessions (listing, revoking).
+    #[must_use]
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+type Data = HashMap<String, serde_json::Value>;
+
+fn store_err(e: SessionError) -> session_store::Error {
+    match e {
+        SessionError::TooLarge { .. } | SessionError::Encode(_) => {
+            session_store::Error::Encode(e.to_string())
+        }
+        _ => session_store::Error::Backend(e.to_string()),
+    }
+}
+
+fn encode(data: &Data) -> Result<(Vec<u8>, Option<Identity>), session_store::Error> {
+    let bytes = serde_json::to_vec(data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    let identity = data
+        .get(IDENTITY_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    Ok((bytes, identity))
+}
+
+fn expiry(ms: u64) -> time::OffsetDateTime {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let (bytes, identity) = encode(&record.data)?;
+        for _ in 0..8 {
+            let id = record.id.to_string();
+            match self
+                .sessions
+                .create(&id, &bytes, identity.as_ref())
+                .await
+                .map_err(store_err)?
+            {
+                Written::Collision => record.id = Id::default(),
+                Written::Stored | Written::Gone => return Ok(()),
+            }
+        }
+        Err(session_store::Error::Backend(
+            "could not find a free session id".into(),
+        ))
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let (bytes, identity) = encode(&record.data)?;
+        self.sessions
+            .update(&record.id.to_string(), &bytes, identity.as_ref())
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let Some(loaded) = self
+            .sessions
+            .load(&id.to_string())
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Data>(&loaded.data) {
+            Ok(data) => Ok(Some(Record {
+                id: *id,
+                data,
+                expiry_date: expiry(loaded.expires_ms),
+            })),
+            Err(e) => {
+                tracing::warn!(target: "larder::session", error = %e, "corrupt session entry: starting a fresh session");
+                context::set_current(None);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.sessions
+            .delete(&id.to_string())
+            .await
+            .map_err(store_err)
+    }
+}
+
+/// Rotates the session id (on login or any privilege change): the old id stays
+/// readable, read-only, for the rotation grace window, so parallel requests that
+/// still carry it resolve; nothing they save under it is kept.
+///
+/// # Errors
+/// The store's error.
+pub async fn rotate(session: &Session) -> Result<(), SessionErr> {
+    if session.id().is_some() {
+        context::mark_rotation();
+    }
+    session.cycle_id().await
+}
+
+/// Logs `identity` in: rotates the id and records the identity (for
+/// [`Sessions::list`] and [`Sessions::revoke_all`]).
+///
+/// # Errors
+/// The store's error.
+pub async fn login(session: &Session, identity: Identity) -> Result<(), SessionErr> {
+    rotate(session).await?;
+    session.insert(IDENTITY_KEY, identity).await
+}
+
+/// The identity recorded by [`login`], if any.
+pub async fn identity(session: &Session) -> Option<Identity> {
+    session.get::<Identity>(IDENTITY_KEY).await.ok().flatten()
+}
+
+/// Ends the session: its data is cleared and its id deleted from the store.
+///
+/// # Errors
+/// The store's error.
+pub async fn logout(session: &Session) -> Result<(), SessionErr> {
+    session.flush().await
+}
+
+/// Runs requests in a session [`RequestContext`]; wrap it around (outside of)
+/// `SessionManagerLayer`.
+///
+/// - The tenant extractor chooses the keyspace of the request's session: a cookie
+///   presented under another tenant finds nothing and gets a fresh session.
+/// - A store fault during the request becomes a clear JSON response: 503 when Redis
+///   is unavailable under the fail-closed policy, 500 naming the sizes when the state
+///   was over the cap — never tower-sessions' empty 500.
+#[derive(Clone, Default)]
+pub struct SessionContextLayer {
+    tenant: Option<Arc<dyn TenantExtractor>>,
+}
+
+impl fmt::Debug for SessionContextLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionContextLayer")
+            .field("tenant", &self.tenant.is_some())
+            .finish()
+    }
+}
+
+impl SessionContextLayer {
+    /// A layer keeping sessions in the configured namespace.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps each request's session in the keyspace of the tenant `extractor` finds.
+    #[must_use]
+    pub fn tenant(mut self, extractor: impl TenantExtractor) -> Self {
+        self.tenant = Some(Arc::new(extractor));
+        self
+    }
+}
+
+impl<S> Layer<S> for SessionContextLayer {
+    type Service = SessionContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionContextService {
+            inner,
+            tenant: self.tenant.clone(),
+        }
+    }
+}
+
+/// The service of [`SessionContextLayer`].
+#[derive(Clone)]
+pub struct SessionContextService<S> {
+    inner: S,
+    tenant: Option<Arc<dyn TenantExtractor>>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for SessionContextService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionContextService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The response body: the inner service's, or a fault's JSON.
+pub type ContextBody<B> = Either<B, Full<Bytes>>;
+
+/// The response future of [`SessionContextService`].
+pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<ContextBody<B>>, E>> + Send>>;
+
+/// The response for a store fault.
+#[must_use]
+pub fn fault_response<B>(fault: &Fault) -> Response<ContextBody<B>> {
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from(fault.body()))));
+    *res.status_mut() =
+        StatusCode::from_u16(fault.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if fault.status() == 503 {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionContextService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<ContextBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let tenant = self.tenant.as_ref().and_then(|t| t.extract(&parts));
+        let req = Request::from_parts(parts, body);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let ctx = RequestContext::new(tenant);
+        Box::pin(async move {
+            let res =
+                RequestContext::scope(Arc::clone(&ctx), async move { inner.call(req).await })
+                    .await?;
+            if let Some(fault) = ctx.fault() {
+                return Ok(fault_response(&fault));
+            }
+            Ok(res.map(Either::Left))
+        })
+    }
+}
