@@ -38,7 +38,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(var: impl Into<String>, problem: impl Into<String>) -> Self {
+    /// The error for variable `var` whose value has `problem`.
+    pub fn invalid(var: impl Into<String>, problem: impl Into<String>) -> Self {
         Self::Invalid {
             var: var.into(),
             problem: problem.into(),
@@ -295,7 +296,11 @@ fn module_ttl_name(name: &str) -> Option<String> {
     Some(middle.to_ascii_lowercase())
 }
 
-fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+/// Parses a boolean variable (`1/0`, `true/false`, `yes/no`, `on/off`).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var`.
+pub fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
@@ -306,7 +311,11 @@ fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn parse_u64(var: &str, value: &str, unit: &str) -> Result<u64, ConfigError> {
+/// Parses a whole number of `unit`s.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var`.
+pub fn parse_u64(var: &str, value: &str, unit: &str) -> Result<u64, ConfigError> {
     value.parse::<u64>().map_err(|_| {
         ConfigError::invalid(
             var,
@@ -315,11 +324,19 @@ fn parse_u64(var: &str, value: &str, unit: &str) -> Result<u64, ConfigError> {
     })
 }
 
-fn parse_secs(var: &str, value: &str) -> Result<Duration, ConfigError> {
+/// Parses a whole number of seconds.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var`.
+pub fn parse_secs(var: &str, value: &str) -> Result<Duration, ConfigError> {
     parse_u64(var, value, "seconds").map(Duration::from_secs)
 }
 
-fn parse_millis(var: &str, value: &str) -> Result<Duration, ConfigError> {
+/// Parses a whole, non-zero number of milliseconds.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var`.
+pub fn parse_millis(var: &str, value: &str) -> Result<Duration, ConfigError> {
     let ms = parse_u64(var, value, "milliseconds")?;
     if ms == 0 {
         return Err(ConfigError::invalid(var, "must be at least 1 millisecond"));

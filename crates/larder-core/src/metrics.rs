@@ -13,6 +13,7 @@
 //! | `larder_cache_errors_total` | counter | `module`, `kind` | cache faults (decode, backend) |
 //! | `larder_degraded_operations_total` | counter | `component` | operations served by a degraded path |
 //! | `larder_ratelimit_decisions_total` | counter | `policy`, `decision` (`allow`, `deny`) | rate-limit decisions |
+//! | `larder_session_ops_total` | counter | `op` (`load`, `create`, `update`, `write`, `delete`, `rotate`, `revoke`), `outcome` | session store operations |
 //! | `larder_jobs_total` | counter | `task`, `outcome` | job outcomes |
 
 use std::sync::Once;
@@ -35,6 +36,8 @@ pub const CACHE_ERRORS: &str = "larder_cache_errors_total";
 pub const DEGRADED_OPERATIONS: &str = "larder_degraded_operations_total";
 /// Rate-limit decisions, by `policy` and `decision`.
 pub const RATELIMIT_DECISIONS: &str = "larder_ratelimit_decisions_total";
+/// Session store operations, by `op` and `outcome`.
+pub const SESSION_OPS: &str = "larder_session_ops_total";
 /// Job outcomes, by `task` and `outcome`.
 pub const JOBS: &str = "larder_jobs_total";
 
@@ -67,6 +70,7 @@ pub fn describe_now() {
         RATELIMIT_DECISIONS,
         "Rate-limit decisions by policy and decision"
     );
+    describe_counter!(SESSION_OPS, "Session store operations by operation and outcome");
     describe_counter!(JOBS, "Job outcomes by task and outcome");
 }
 

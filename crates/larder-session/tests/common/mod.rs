@@ -554,10 +554,10 @@ pub async fn no_resurrection<A: App>(app: &A, sessions: &Sessions, redis: &Redis
     });
     assert_eq!(out.status, 200);
     assert!(slow.status == 200, "the slow request still answers: {slow:?}");
-    assert_eq!(app.send(get("/me").cookie(&c)).await.status, 401);
     let key = sessions.record_key(&app.session_id(&c));
     assert!(key.starts_with("larder:global:{session}:s:"), "{key}");
     assert_eq!(redis.command(&["EXISTS", &key]).trim(), ":0", "{key} came back");
+    assert_eq!(app.send(get("/me").cookie(&c)).await.status, 401);
 }
 
 /// Rotation: a new id; the old one reads the pre-rotation state during the grace
