@@ -4,7 +4,9 @@
 #   measure FRAMEWORK MODE LABEL [miss|stopped]
 # which starts "$BIN FRAMEWORK MODE PORT", warms it up, runs wrk REPEAT times on
 # "$URL_PATH" and prints a Markdown table row with the median run.
-# Callers set BIN, URL_PATH, and optionally WRK_SCRIPT (used for "miss" runs).
+# Callers set BIN, URL_PATH, and optionally WRK_SCRIPT (used for "miss" runs) and
+# LOGIN_PATH (POSTed once after start; the session cookie it sets goes on every
+# request of the run).
 # Tunables: DUR (seconds per run, default 8), CONN (default 32), REPEAT (default 3),
 # CASES (only these modes).
 # With 2+ cores the server is pinned to core 0 and wrk and Redis to core 1, so they
@@ -52,12 +54,19 @@ measure() {
     "${PIN_SERVER[@]}" "$BIN" "$fw" "$mode" "$port" >"$WORK/server.log" 2>&1 &
     local pid=$!
     for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port$URL_PATH" -H 'X-Tenant-Id: 1' && break; sleep 0.05; done
+    local headers=(-H 'X-Tenant-Id: 1')
+    if [ -n "${LOGIN_PATH:-}" ]; then
+        local cookie
+        cookie=$(curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$port$LOGIN_PATH" \
+            | awk 'tolower($1)=="set-cookie:" {sub(/;.*/, "", $2); print $2; exit}')
+        [ -n "$cookie" ] && headers+=(-H "Cookie: $cookie")
+    fi
     [ "$extra" = stopped ] && stop_redis
-    local args=(-t1 -c"$CONN" -d"${DUR}s" --latency -H 'X-Tenant-Id: 1')
+    local args=(-t1 -c"$CONN" -d"${DUR}s" --latency "${headers[@]}")
     [ "$extra" = miss ] && args+=(-s "$WRK_SCRIPT")
     # Warm up (fills caches, opens the breaker when Redis is stopped), then measure
     # REPEAT times and report the run with the median throughput.
-    "${PIN_LOAD[@]}" wrk -t1 -c"$CONN" -d2s -H 'X-Tenant-Id: 1' "http://127.0.0.1:$port$URL_PATH" >/dev/null
+    "${PIN_LOAD[@]}" wrk -t1 -c"$CONN" -d2s "${headers[@]}" "http://127.0.0.1:$port$URL_PATH" >/dev/null
     local runs=()
     for _ in $(seq "$REPEAT"); do
         local out; out=$("${PIN_LOAD[@]}" wrk "${args[@]}" "http://127.0.0.1:$port$URL_PATH")

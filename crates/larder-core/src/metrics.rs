@@ -70,7 +70,10 @@ pub fn describe_now() {
         RATELIMIT_DECISIONS,
         "Rate-limit decisions by policy and decision"
     );
-    describe_counter!(SESSION_OPS, "Session store operations by operation and outcome");
+    describe_counter!(
+        SESSION_OPS,
+        "Session store operations by operation and outcome"
+    );
     describe_counter!(JOBS, "Job outcomes by task and outcome");
 }
 

@@ -44,8 +44,8 @@ use actix_session::{Session, SessionInsertError};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::StatusCode;
 use actix_web::error::InternalError;
+use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use larder_core::TenantExtractor;
 
@@ -135,8 +135,7 @@ impl SessionStore for RedisSessionStore {
         state: State,
         _ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
-        let (bytes, identity) =
-            encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let (bytes, identity) = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         // A session that ended meanwhile stays ended (`Written::Gone`): the cookie is
         // re-sent, and the next request finds nothing and starts afresh.
         self.sessions
@@ -267,10 +266,7 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let tenant = self
-            .tenant
-            .as_ref()
-            .and_then(|t| t.extract(req.request()));
+        let tenant = self.tenant.as_ref().and_then(|t| t.extract(req.request()));
         let service = Rc::clone(&self.service);
         let ctx = RequestContext::new(tenant);
         Box::pin(async move {
@@ -310,7 +306,10 @@ impl fmt::Display for FaultError {
         match &self.0 {
             Fault::Unavailable => f.write_str("the session store is unavailable"),
             Fault::TooLarge { size, cap } => {
-                write!(f, "session state of {size} bytes exceeds the cap of {cap} bytes")
+                write!(
+                    f,
+                    "session state of {size} bytes exceeds the cap of {cap} bytes"
+                )
             }
         }
     }

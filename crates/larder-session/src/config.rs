@@ -74,7 +74,6 @@ impl Default for SessionConfig {
 
 impl SessionConfig {
     /// A builder starting from the defaults.
-    #[must_use]
     pub fn builder() -> SessionConfigBuilder {
         SessionConfigBuilder {
             config: Self::default(),
@@ -106,10 +105,12 @@ impl SessionConfig {
             let (name, value) = (name.as_ref(), value.as_ref().trim());
             match name {
                 "SESSION_NAMESPACE" => {
-                    c.namespace =
-                        Module::new(value).map_err(|e| ConfigError::invalid(name, e.to_string()))?;
+                    c.namespace = Module::new(value)
+                        .map_err(|e| ConfigError::invalid(name, e.to_string()))?;
                 }
-                "SESSION_IDLE_TIMEOUT" => c.idle_timeout = positive(name, parse_secs(name, value)?)?,
+                "SESSION_IDLE_TIMEOUT" => {
+                    c.idle_timeout = positive(name, parse_secs(name, value)?)?;
+                }
                 "SESSION_ABSOLUTE_TIMEOUT" => {
                     c.absolute_timeout = positive(name, parse_secs(name, value)?)?;
                 }

@@ -38,10 +38,10 @@
 //!   replica or `MONITOR` yields no live cookie. Keys come from larder-core's
 //!   keyspace: the tenant's (`{prefix}:tenant:{t}:session:s:{hash}`) when the context
 //!   layer finds one, the configured namespace otherwise.
-//! - **Idle and absolute timeouts**, in Redis's clock. Rolling expiry is done by the
-//!   load script at most once per touch interval: no extra round trip, no write on
-//!   most requests. A request that never touches the session costs no round trip
-//!   (tower-sessions loads lazily).
+//! - **Idle and absolute timeouts**, in Redis's clock. A load is one `HMGET`; rolling
+//!   expiry writes (one script call) at most once per touch interval, so most
+//!   requests write nothing. A request that never touches the session costs no round
+//!   trip (tower-sessions loads lazily).
 //! - **Per-user index**: [`Sessions::list`] (created, last seen, user agent, IP),
 //!   [`Sessions::revoke`], [`Sessions::revoke_all`] ("log out everywhere").
 //! - **No resurrection**: a save only lands on a live record, so a slow request

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Degraded, SessionConfig};
 use crate::context::{self, Fault};
-use crate::local::{LocalTier, Write};
+use crate::local::{now_ms, LocalTier, Write};
 
 /// The reserved key of the session data under which the adapters' `login` helpers
 /// keep the [`Identity`]; the store reads it to maintain the per-user index.
@@ -88,11 +88,12 @@ impl fmt::Display for SessionRef {
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    use fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(bytes);
     let mut s = String::with_capacity(64);
     for b in digest {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     s
 }
@@ -171,9 +172,8 @@ pub enum SessionError {
 ///   carries a tenant, `{prefix}:global:{namespace}:s:{sha256(id)}` otherwise; the
 ///   per-user index is `...:{namespace}:u:{sha256(user)}` beside it (same slot).
 ///   Redis never holds a live cookie value.
-/// - Idle and absolute timeouts, both in Redis's clock; a load extends the idle
-///   expiry at most once per touch interval, inside the same script (no extra round
-///   trip, no write on most requests).
+/// - Idle and absolute timeouts, both in Redis's clock; a load is one `HMGET`, and
+///   extends the idle expiry (one script call) at most once per touch interval.
 /// - Writes to an existing session only land while it is alive and not rotated away:
 ///   a save racing a logout or revoke cannot bring the session back.
 ///
@@ -203,7 +203,7 @@ struct Inner {
     handle: Handle,
     config: SessionConfig,
     global: Scope,
-    load: redis::Script,
+    touch: redis::Script,
     write: redis::Script,
     rotate: redis::Script,
     revoke: redis::Script,
@@ -218,6 +218,17 @@ impl fmt::Debug for Sessions {
             .finish_non_exhaustive()
     }
 }
+
+/// What `touch.lua` returns for a live session.
+type LoadRow = (Vec<u8>, u64, u64, u64, u8);
+/// What the load's HMGET returns: data, created, touched, absolute deadline, rotated.
+type HashRow = (
+    Option<Vec<u8>>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+);
 
 fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -234,7 +245,7 @@ impl Sessions {
                 handle,
                 config,
                 global,
-                load: redis::Script::new(include_str!("../lua/load.lua")),
+                touch: redis::Script::new(include_str!("../lua/touch.lua")),
                 write: redis::Script::new(include_str!("../lua/write.lua")),
                 rotate: redis::Script::new(include_str!("../lua/rotate.lua")),
                 revoke: redis::Script::new(include_str!("../lua/revoke.lua")),
@@ -345,22 +356,39 @@ impl Sessions {
         let key = Self::key(&self.scope(), &r);
         let idle = ms(self.inner.config.idle_timeout);
         let touch = ms(self.inner.config.touch_interval);
-        let mut inv = self.inner.load.key(&key);
-        inv.arg(idle).arg(touch);
-        let found: Option<Option<(Vec<u8>, u64, u64, u64, u8)>> = self
-            .redis("session_load", self.inner.handle.script("session_load", &inv))
+        // One HMGET: as cheap for Redis as a GET. Expiry is Redis's (every write and
+        // touch sets the TTL to the earlier of the idle and absolute deadlines); the
+        // touch, when due, is a second call at most once per interval.
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&key).arg("d").arg("c").arg("t").arg("a").arg("r");
+        let row: Option<HashRow> = self
+            .redis(
+                "session_load",
+                self.inner.handle.query("session_load", &cmd),
+            )
             .await?;
-        let loaded = match found {
-            Some(Some((data, created_ms, touched_ms, expires_ms, ro))) => Some(Loaded {
-                data,
-                created_ms,
-                touched_ms,
-                expires_ms,
-                read_only: ro == 1,
-            }),
-            // Redis has none; under the in-memory policy a session made during an
-            // outage may live in process.
-            Some(None) if !self.in_memory() => None,
+        let loaded = match row {
+            Some((Some(data), Some(created_ms), Some(touched_ms), Some(absolute), ro)) => {
+                let now = now_ms();
+                let read_only = ro.as_deref() == Some("1");
+                if absolute <= now {
+                    None
+                } else if !read_only && now.saturating_sub(touched_ms) >= touch {
+                    self.touch_key(&key, idle).await?
+                } else {
+                    Some(Loaded {
+                        data,
+                        created_ms,
+                        touched_ms,
+                        expires_ms: touched_ms.saturating_add(idle).min(absolute),
+                        read_only,
+                    })
+                }
+            }
+            // Redis has none (or a partial record, which never counts as a session);
+            // under the in-memory policy a session made during an outage may live in
+            // process.
+            Some(_) if !self.in_memory() => None,
             _ => self.inner.local.load(&key, idle, touch),
         };
         let outcome = if loaded.is_some() { "hit" } else { "miss" };
@@ -368,6 +396,29 @@ impl Sessions {
             .increment(1);
         context::set_current(loaded.as_ref().map(|_| r));
         Ok(loaded)
+    }
+
+    /// Touches `key` now (Redis's clock) and returns the session, if alive.
+    async fn touch_key(&self, key: &str, idle: u64) -> Result<Option<Loaded>, SessionError> {
+        let mut inv = self.inner.touch.key(key);
+        inv.arg(idle).arg(0);
+        let found: Option<Option<LoadRow>> = self
+            .redis(
+                "session_touch",
+                self.inner.handle.script("session_touch", &inv),
+            )
+            .await?;
+        Ok(match found {
+            Some(Some((data, created_ms, touched_ms, expires_ms, ro))) => Some(Loaded {
+                data,
+                created_ms,
+                touched_ms,
+                expires_ms,
+                read_only: ro == 1,
+            }),
+            Some(None) => None,
+            None => self.inner.local.load(key, idle, 0),
+        })
     }
 
     /// Creates a session under `id` holding `data`, owned by `identity` if given.
@@ -484,15 +535,8 @@ impl Sessions {
     /// As [`load`](Self::load).
     pub async fn touch(&self, id: &str) -> Result<(), SessionError> {
         let key = self.record_key(id);
-        let idle = ms(self.inner.config.idle_timeout);
-        let mut inv = self.inner.load.key(&key);
-        inv.arg(idle).arg(0);
-        let found: Option<Option<(Vec<u8>, u64, u64, u64, u8)>> = self
-            .redis("session_touch", self.inner.handle.script("session_load", &inv))
+        self.touch_key(&key, ms(self.inner.config.idle_timeout))
             .await?;
-        if found.is_none() || self.in_memory() {
-            let _ = self.inner.local.load(&key, idle, 0);
-        }
         Ok(())
     }
 
@@ -512,7 +556,10 @@ impl Sessions {
         let mut inv = self.inner.rotate.key(&key);
         inv.arg(grace);
         let res: Option<i64> = self
-            .redis("session_delete", self.inner.handle.script("session_delete", &inv))
+            .redis(
+                "session_delete",
+                self.inner.handle.script("session_delete", &inv),
+            )
             .await?;
         if res.is_none() || self.in_memory() {
             self.inner.local.rotate(&key, grace);
@@ -538,13 +585,7 @@ impl Sessions {
         let current = context::current_session();
         let mut out = Vec::new();
         let handle = &self.inner.handle;
-        let members = self
-            .redis("session_index", async {
-                handle
-                    .query::<Vec<String>>("session_index", redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1))
-                    .await
-            })
-            .await?;
+        let members = self.members(&index).await?;
         if let Some(members) = members.filter(|m| !m.is_empty()) {
             let mut pipe = redis::pipe();
             for m in &members {
@@ -556,9 +597,18 @@ impl Sessions {
                     .arg("m")
                     .arg("r");
             }
-            type Row = (Option<u64>, Option<u64>, Option<String>, Option<String>, Option<String>);
+            type Row = (
+                Option<u64>,
+                Option<u64>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            );
             let rows = self
-                .redis("session_list", handle.pipeline::<Vec<Row>>("session_list", &pipe))
+                .redis(
+                    "session_list",
+                    handle.pipeline::<Vec<Row>>("session_list", &pipe),
+                )
                 .await?
                 .unwrap_or_default();
             let mut dead = Vec::new();
@@ -594,7 +644,7 @@ impl Sessions {
                 ));
             }
         }
-        out.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        out.sort_by_key(|i| std::cmp::Reverse(i.last_seen_ms));
         Ok(out)
     }
 
@@ -609,7 +659,9 @@ impl Sessions {
         user: &str,
         session: &SessionRef,
     ) -> Result<bool, SessionError> {
-        let n = self.revoke_refs(tenant, user, vec![session.clone()]).await?;
+        let n = self
+            .revoke_refs(tenant, user, vec![session.clone()])
+            .await?;
         Ok(n > 0)
     }
 
@@ -628,11 +680,7 @@ impl Sessions {
         let index = Self::index_key(&scope, &hex_sha256(user.as_bytes()));
         let handle = &self.inner.handle;
         let mut refs: Vec<SessionRef> = self
-            .redis("session_index", async {
-                handle
-                    .query::<Vec<String>>("session_index", redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1))
-                    .await
-            })
+            .members(&index)
             .await?
             .unwrap_or_default()
             .into_iter()
@@ -655,6 +703,19 @@ impl Sessions {
         self.revoke_refs(tenant, user, refs).await
     }
 
+    /// The members of a user's index (`None`: use the local tier).
+    async fn members(&self, index: &str) -> Result<Option<Vec<String>>, SessionError> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(index).arg(0).arg(-1);
+        self.redis(
+            "session_index",
+            self.inner
+                .handle
+                .query::<Vec<String>>("session_index", &cmd),
+        )
+        .await
+    }
+
     async fn revoke_refs(
         &self,
         tenant: Option<&larder_core::Tenant>,
@@ -675,7 +736,10 @@ impl Sessions {
                 inv.key(k).arg(r.as_str());
             }
             n = self
-                .redis("session_revoke", self.inner.handle.script::<usize>("session_revoke", &inv))
+                .redis(
+                    "session_revoke",
+                    self.inner.handle.script::<usize>("session_revoke", &inv),
+                )
                 .await?
                 .unwrap_or(0);
         }

@@ -87,7 +87,8 @@ fn store_err(e: SessionError) -> session_store::Error {
 }
 
 fn encode(data: &Data) -> Result<(Vec<u8>, Option<Identity>), session_store::Error> {
-    let bytes = serde_json::to_vec(data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec(data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
     let identity = data
         .get(IDENTITY_KEY)
         .and_then(|v| serde_json::from_value(v.clone()).ok());
@@ -263,7 +264,8 @@ impl<S: fmt::Debug> fmt::Debug for SessionContextService<S> {
 pub type ContextBody<B> = Either<B, Full<Bytes>>;
 
 /// The response future of [`SessionContextService`].
-pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<ContextBody<B>>, E>> + Send>>;
+pub type ResponseFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<ContextBody<B>>, E>> + Send>>;
 
 /// The response for a store fault.
 #[must_use]
@@ -306,9 +308,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let ctx = RequestContext::new(tenant);
         Box::pin(async move {
-            let res =
-                RequestContext::scope(Arc::clone(&ctx), async move { inner.call(req).await })
-                    .await?;
+            let res = RequestContext::scope(Arc::clone(&ctx), async move { inner.call(req).await })
+                .await?;
             if let Some(fault) = ctx.fault() {
                 return Ok(fault_response(&fault));
             }

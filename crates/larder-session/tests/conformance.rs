@@ -42,38 +42,56 @@ macro_rules! conformance {
     };
 }
 
-conformance!(login_then_logout_rejects_the_old_cookie, config(), |app, redis, s| {
-    login_me_logout(app, &redis)
-});
-conformance!(revoke_all_from_another_session_and_list, config(), |app, redis, s| {
-    revoke_all_from_another_session(app)
-});
-conformance!(logout_racing_a_slow_save_does_not_resurrect, config(), |app, redis, s| {
-    no_resurrection(app, &s, &redis)
-});
-conformance!(rotation_keeps_the_old_id_readable_for_the_grace_window, config(), |app, redis, s| {
-    rotation_grace(app)
-});
-conformance!(tampered_unknown_malformed_or_corrupt_get_a_fresh_session, config(), |app, redis, s| {
-    bad_cookies_get_a_fresh_session(app, &s, &redis)
-});
+conformance!(
+    login_then_logout_rejects_the_old_cookie,
+    config(),
+    |app, redis, s| { login_me_logout(app, &redis) }
+);
+conformance!(
+    revoke_all_from_another_session_and_list,
+    config(),
+    |app, redis, s| { revoke_all_from_another_session(app) }
+);
+conformance!(
+    logout_racing_a_slow_save_does_not_resurrect,
+    config(),
+    |app, redis, s| { no_resurrection(app, &s, &redis) }
+);
+conformance!(
+    rotation_keeps_the_old_id_readable_for_the_grace_window,
+    config(),
+    |app, redis, s| { rotation_grace(app) }
+);
+conformance!(
+    tampered_unknown_malformed_or_corrupt_get_a_fresh_session,
+    config(),
+    |app, redis, s| { bad_cookies_get_a_fresh_session(app, &s, &redis) }
+);
 conformance!(
     expired_cookie_gets_a_fresh_session,
     config().idle_timeout(Duration::from_millis(500)),
     |app, redis, s| expired_cookie_gets_a_fresh_session(app)
 );
-conformance!(over_the_size_cap_is_a_clear_error_and_stores_nothing, config(), |app, redis, s| {
-    size_cap(app, &redis)
-});
-conformance!(sessions_live_in_the_tenants_keyspace, config(), |app, redis, s| {
-    tenant_isolation(app, &redis)
-});
-conformance!(a_request_that_never_touches_the_session_costs_no_command, config(), |app, redis, s| {
-    untouched_session_costs_no_round_trip(app, &redis)
-});
-conformance!(fail_closed_answers_503_within_the_deadline, fail_closed_config(), |app, redis, s| {
-    fail_closed(app, &mut redis)
-});
+conformance!(
+    over_the_size_cap_is_a_clear_error_and_stores_nothing,
+    config(),
+    |app, redis, s| { size_cap(app, &redis) }
+);
+conformance!(
+    sessions_live_in_the_tenants_keyspace,
+    config(),
+    |app, redis, s| { tenant_isolation(app, &redis) }
+);
+conformance!(
+    a_request_that_never_touches_the_session_costs_no_command,
+    config(),
+    |app, redis, s| { untouched_session_costs_no_round_trip(app, &redis) }
+);
+conformance!(
+    fail_closed_answers_503_within_the_deadline,
+    fail_closed_config(),
+    |app, redis, s| { fail_closed(app, &mut redis) }
+);
 conformance!(
     in_memory_policy_keeps_working_without_redis,
     config().degraded(Degraded::InMemory),

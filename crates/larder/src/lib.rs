@@ -25,14 +25,15 @@
 //! | `tls` | `rediss://` URLs through rustls | no |
 //! | `cache` | [`cache`]: the typed cache service and the response cache's core | no |
 //! | `ratelimit` | [`ratelimit`]: distributed rate limits (GCRA in one round trip) and their HTTP core | no |
+//! | `session` | [`session`]: the session store behind tower-sessions and actix-session | no |
 //! | `tower` | Tower layers of the enabled components | no |
 //! | `axum` | `tower`, plus Axum glue (`/health/cache` and admin routes, `ConnectInfo`) | no |
 //! | `actix` | Actix-web middleware of the enabled components, health and admin services | no |
 //! | `full` | all of the above | no |
 //!
 //! Framework features apply to the components you enable: `features = ["cache",
-//! "ratelimit", "axum"]` gives both Tower layers and no Actix code. The session and
-//! job crates join this umbrella behind features of their own as they land.
+//! "ratelimit", "axum"]` gives both Tower layers and no Actix code. The job crate
+//! joins this umbrella behind a feature of its own as it lands.
 
 /// The shared spine: handle, guard, keyspace, codec, config, health, metrics.
 pub use larder_core as core;
@@ -45,3 +46,8 @@ pub use larder_cache as cache;
 /// [`ratelimit::RateLimit`] and the Tower/Actix adapters.
 #[cfg(feature = "ratelimit")]
 pub use larder_ratelimit as ratelimit;
+
+/// Sessions for tower-sessions and actix-session: [`session::Sessions`], hashed ids,
+/// idle and absolute timeouts, per-user index, rotation with grace.
+#[cfg(feature = "session")]
+pub use larder_session as session;

@@ -154,7 +154,10 @@ pub mod axum_app {
         };
         let keep = session.id().map(|id| SessionRef::of_id(&id.to_string()));
         let tenant = larder_session::current_tenant();
-        match sessions.revoke_all(tenant.as_ref(), &i.user, keep.as_ref()).await {
+        match sessions
+            .revoke_all(tenant.as_ref(), &i.user, keep.as_ref())
+            .await
+        {
             Ok(n) => Json(serde_json::json!({"revoked": n})).into_response(),
             Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         }
@@ -309,7 +312,10 @@ pub mod actix_app {
         };
         let keep = larder_session::current_session();
         let tenant = larder_session::current_tenant();
-        match sessions.revoke_all(tenant.as_ref(), &i.user, keep.as_ref()).await {
+        match sessions
+            .revoke_all(tenant.as_ref(), &i.user, keep.as_ref())
+            .await
+        {
             Ok(n) => HttpResponse::Ok().json(serde_json::json!({"revoked": n})),
             Err(_) => HttpResponse::ServiceUnavailable().finish(),
         }
@@ -364,14 +370,20 @@ pub mod actix_app {
     /// loads eagerly), `/noop` outside it.
     pub async fn service(
         sessions: Sessions,
-    ) -> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error>
-    {
+    ) -> impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    > {
         let key = key();
         let store = RedisSessionStore::new(sessions.clone());
         test::init_service(
             actix_web::App::new()
                 .app_data(web::Data::new(sessions))
-                .route("/noop", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+                .route(
+                    "/noop",
+                    web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+                )
                 .service(
                     web::scope("")
                         .route("/me", web::get().to(me))
@@ -437,7 +449,9 @@ pub mod actix_app {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     let status = res.status().as_u16();
-                    let body = actix_web::body::to_bytes(res.into_body()).await.unwrap_or_default();
+                    let body = actix_web::body::to_bytes(res.into_body())
+                        .await
+                        .unwrap_or_default();
                     return Reply {
                         status,
                         cookie: None,
@@ -476,7 +490,10 @@ async fn login<A: App>(app: &A, user: &str, tenant: Option<&str>) -> String {
     r.tenant = tenant;
     let reply = app.send(r).await;
     assert_eq!(reply.status, 200, "login: {reply:?}");
-    reply.cookie.filter(|c| !c.is_empty()).expect("login sets the session cookie")
+    reply
+        .cookie
+        .filter(|c| !c.is_empty())
+        .expect("login sets the session cookie")
 }
 
 /// The keys matching `pattern` (KEYS is fine on a test server).
@@ -516,7 +533,10 @@ pub async fn login_me_logout<A: App>(app: &A, redis: &RedisServer) {
     let text = all_redis_text(redis);
     let id = app.session_id(&c);
     assert!(text.contains(&SessionRef::of_id(&id).to_string()), "{text}");
-    assert!(!text.contains(&id), "a live session id is stored in Redis: {text}");
+    assert!(
+        !text.contains(&id),
+        "a live session id is stored in Redis: {text}"
+    );
 
     let out = app.send(post("/logout").cookie(&c)).await;
     assert_eq!(out.status, 200);
@@ -534,7 +554,10 @@ pub async fn revoke_all_from_another_session<A: App>(app: &A) {
     let list = list.as_array().expect("a list");
     assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
-    assert!(list.iter().all(|s| s["user_agent"] == "test-agent"), "{list:?}");
+    assert!(
+        list.iter().all(|s| s["user_agent"] == "test-agent"),
+        "{list:?}"
+    );
 
     let revoked = app.send(post("/logout-all").cookie(&b)).await;
     assert_eq!(revoked.status, 200, "{revoked:?}");
@@ -553,10 +576,17 @@ pub async fn no_resurrection<A: App>(app: &A, sessions: &Sessions, redis: &Redis
         app.send(post("/logout").cookie(&c)).await
     });
     assert_eq!(out.status, 200);
-    assert!(slow.status == 200, "the slow request still answers: {slow:?}");
+    assert!(
+        slow.status == 200,
+        "the slow request still answers: {slow:?}"
+    );
     let key = sessions.record_key(&app.session_id(&c));
     assert!(key.starts_with("larder:global:{session}:s:"), "{key}");
-    assert_eq!(redis.command(&["EXISTS", &key]).trim(), ":0", "{key} came back");
+    assert_eq!(
+        redis.command(&["EXISTS", &key]).trim(),
+        ":0",
+        "{key} came back"
+    );
     assert_eq!(app.send(get("/me").cookie(&c)).await.status, 401);
 }
 
@@ -618,7 +648,10 @@ pub async fn bad_cookies_get_a_fresh_session<A: App>(
     }
     // A corrupt entry in Redis: the same.
     let key = sessions.record_key(&app.session_id(&good));
-    assert_eq!(redis.command(&["HSET", &key, "d", "\u{1}not json"]).trim(), ":0");
+    assert_eq!(
+        redis.command(&["HSET", &key, "d", "\u{1}not json"]).trim(),
+        ":0"
+    );
     assert_eq!(app.send(get("/me").cookie(&good)).await.status, 401);
     let incr = app.send(post("/incr").cookie(&good)).await;
     assert_eq!((incr.status, incr.body.as_str()), (200, "1"));
@@ -639,7 +672,10 @@ pub async fn size_cap<A: App>(app: &A, redis: &RedisServer) {
     let before = redis.command(&["DBSIZE"]);
     let big = app.send(post("/put?bytes=5000")).await;
     assert_eq!(big.status, 500, "{big:?}");
-    assert!(big.body.contains("exceeds the cap of 1000 bytes"), "{big:?}");
+    assert!(
+        big.body.contains("exceeds the cap of 1000 bytes"),
+        "{big:?}"
+    );
     assert_eq!(big.content_type.as_deref(), Some("application/json"));
     assert_eq!(redis.command(&["DBSIZE"]), before, "nothing stored");
 
@@ -649,7 +685,10 @@ pub async fn size_cap<A: App>(app: &A, redis: &RedisServer) {
     assert!(big.body.contains("nothing was stored"), "{big:?}");
     let me = app.send(get("/me").cookie(&c)).await;
     assert_eq!(me.status, 200, "the stored session is intact");
-    assert_eq!(app.send(post("/put?bytes=100").cookie(&c)).await.status, 200);
+    assert_eq!(
+        app.send(post("/put?bytes=100").cookie(&c)).await.status,
+        200
+    );
 }
 
 /// Sessions live in the tenant's keyspace: a cookie presented under another tenant
@@ -658,12 +697,18 @@ pub async fn tenant_isolation<A: App>(app: &A, redis: &RedisServer) {
     let c = login(app, "hank", Some("1")).await;
     let me = app.send(get("/me").cookie(&c).tenant("1")).await;
     assert_eq!(me.status, 200);
-    assert_eq!(app.send(get("/me").cookie(&c).tenant("2")).await.status, 401);
+    assert_eq!(
+        app.send(get("/me").cookie(&c).tenant("2")).await.status,
+        401
+    );
     assert_eq!(app.send(get("/me").cookie(&c)).await.status, 401);
     let hash = SessionRef::of_id(&app.session_id(&c)).to_string();
     let keys = keys(redis, &format!("*{hash}*"));
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].starts_with("larder:tenant:{1}:session:s:"), "{keys:?}");
+    assert!(
+        keys[0].starts_with("larder:tenant:{1}:session:s:"),
+        "{keys:?}"
+    );
 }
 
 /// A request that never touches the session costs no Redis command, even with a

@@ -1,4 +1,6 @@
--- Loads a session and, at most once per touch interval, extends its idle expiry.
+-- Loads a session and extends its idle expiry if it was last touched at least the
+-- touch interval ago. Plain loads are one HMGET; this runs when a load finds the
+-- session due for a touch (at most once per interval), and for explicit touches.
 -- KEYS[1]  the session record (a hash: d data, c created, t touched, a absolute
 --          deadline, u user hash, m identity JSON, r "1" once rotated away)
 -- ARGV[1]  idle timeout, ms

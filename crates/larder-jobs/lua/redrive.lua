@@ -1,0 +1,24 @@
+-- Sends a dead (FAILURE) job back to its queue with its attempts reset.
+-- KEYS[1] job hash   KEYS[2] dead set   KEYS[3] sequence   KEYS[4] done list
+-- ARGV: 1 key base, 2 id
+-- Returns 1 when re-driven, 0 when the job is not dead.
+local base, id = ARGV[1], ARGV[2]
+if redis.call('ZREM', KEYS[2], id) == 0 then
+  return 0
+end
+local f = redis.call('HMGET', KEYS[1], 'queue', 'tenant', 'prio')
+if not f[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'attempts', 0)
+redis.call('HDEL', KEYS[1], 'finished')
+redis.call('PERSIST', KEYS[1])
+redis.call('DEL', KEYS[4])
+local seq = redis.call('INCR', KEYS[3])
+redis.call('ZADD', base .. 'q:' .. f[1] .. ':t:' .. f[2], -tonumber(f[3]) * 1099511627776 + seq, id)
+if redis.call('SADD', base .. 'q:' .. f[1] .. ':ringset', f[2]) == 1 then
+  redis.call('RPUSH', base .. 'q:' .. f[1] .. ':ring', f[2])
+end
+redis.call('LPUSH', base .. 'q:' .. f[1] .. ':wake', '1')
+redis.call('LTRIM', base .. 'q:' .. f[1] .. ':wake', 0, 0)
+return 1

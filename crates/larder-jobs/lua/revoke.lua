@@ -1,0 +1,30 @@
+-- Revokes a job by id. Queued or delayed: removed and REVOKED now. Running: flagged;
+-- the worker's next lease renewal cancels the task. Unknown: a REVOKED tombstone, so
+-- a later enqueue of that id does nothing.
+-- KEYS[1] job hash   KEYS[2] delayed set   KEYS[3] done list
+-- ARGV: 1 key base, 2 id, 3 ttl ms
+-- Returns the job's state after the call ('REVOKING' for a running job).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local base, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local f = redis.call('HMGET', KEYS[1], 'state', 'queue', 'tenant')
+local state = f[1]
+if not state then
+  redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished', now, 'error', 'revoked')
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return 'REVOKED'
+end
+if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then
+  return state
+end
+if state == 'RECEIVED' or state == 'STARTED' then
+  redis.call('HSET', KEYS[1], 'revoked', '1')
+  return 'REVOKING'
+end
+redis.call('ZREM', base .. 'q:' .. f[2] .. ':t:' .. f[3], id)
+redis.call('ZREM', KEYS[2], id)
+redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished', now, 'error', 'revoked')
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('RPUSH', KEYS[3], 'REVOKED')
+redis.call('PEXPIRE', KEYS[3], ttl)
+return 'REVOKED'

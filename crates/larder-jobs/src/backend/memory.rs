@@ -1,0 +1,442 @@
+//! The in-process backend: the same semantics as the Redis scripts, in memory.
+//! Development only: jobs live and die with the process.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{Fetched, NewJob, Outcome, Renewal};
+use crate::options::{now_ms, NO_TENANT};
+use crate::state::{JobState, JobStatus};
+
+#[derive(Debug, Clone)]
+struct Job {
+    task: String,
+    args: String,
+    queue: String,
+    tenant: String,
+    priority: u8,
+    state: JobState,
+    attempts: u32,
+    max_retries: u32,
+    expires_ms: u64,
+    timeout_ms: u64,
+    result: Option<String>,
+    error: Option<String>,
+    token: Option<String>,
+    revoked: bool,
+    /// When a finished job's record is dropped (result TTL).
+    gone_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    ring: VecDeque<String>,
+    ready: HashMap<String, BTreeSet<(i64, String)>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: HashMap<String, Job>,
+    queues: HashMap<String, Queue>,
+    delayed: BTreeSet<(u64, String)>,
+    inflight: HashMap<String, u64>,
+    dead: BTreeSet<(u64, String)>,
+    seq: i64,
+}
+
+impl State {
+    fn push_ready(&mut self, id: &str) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        job.state = JobState::Pending;
+        self.seq += 1;
+        let score = -i64::from(job.priority) * (1 << 40) + self.seq;
+        let q = self.queues.entry(job.queue.clone()).or_default();
+        let set = q.ready.entry(job.tenant.clone()).or_default();
+        if set.is_empty() && !q.ring.contains(&job.tenant) {
+            q.ring.push_back(job.tenant.clone());
+        }
+        set.insert((score, id.to_owned()));
+    }
+
+    fn remove_ready(&mut self, id: &str) {
+        let Some(job) = self.jobs.get(id) else { return };
+        if let Some(q) = self.queues.get_mut(&job.queue) {
+            if let Some(set) = q.ready.get_mut(&job.tenant) {
+                set.retain(|(_, i)| i != id);
+            }
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        self.jobs.retain(|_, j| j.gone_at.is_none_or(|t| t > now));
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryBackend {
+    state: Mutex<State>,
+    work: Notify,
+    done: Notify,
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn enqueue(&self, jobs: &[NewJob<'_>], ttl_ms: u64) -> Vec<(String, bool)> {
+        let now = now_ms();
+        let mut s = self.lock();
+        s.expire(now);
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let o = &job.opts;
+            if s.jobs.contains_key(&o.id) {
+                out.push((o.id.clone(), false));
+                continue;
+            }
+            let _ = ttl_ms;
+            s.jobs.insert(
+                o.id.clone(),
+                Job {
+                    task: job.task.to_owned(),
+                    args: job.args.clone(),
+                    queue: o.queue.clone(),
+                    tenant: o.tenant.clone(),
+                    priority: o.priority,
+                    state: JobState::Pending,
+                    attempts: 0,
+                    max_retries: o.max_retries,
+                    expires_ms: o.expires_ms,
+                    timeout_ms: o.timeout_ms,
+                    result: None,
+                    error: None,
+                    token: None,
+                    revoked: false,
+                    gone_at: None,
+                },
+            );
+            if o.eta_ms > now {
+                s.delayed.insert((o.eta_ms, o.id.clone()));
+            } else {
+                s.push_ready(&o.id);
+            }
+            out.push((o.id.clone(), true));
+        }
+        drop(s);
+        self.work.notify_waiters();
+        out
+    }
+
+    pub(crate) fn fetch(&self, queue: &str, n: usize, lease_ms: u64, worker: &str) -> Vec<Fetched> {
+        let now = now_ms();
+        let mut s = self.lock();
+        let mut out = Vec::new();
+        let mut budget = s.queues.get(queue).map_or(0, |q| q.ring.len()) + n * 2;
+        while out.len() < n && budget > 0 {
+            budget -= 1;
+            let Some(q) = s.queues.get_mut(queue) else {
+                break;
+            };
+            let Some(tenant) = q.ring.pop_front() else {
+                break;
+            };
+            let popped = q.ready.get_mut(&tenant).and_then(BTreeSet::pop_first);
+            if q.ready.get(&tenant).is_some_and(|set| !set.is_empty()) {
+                q.ring.push_back(tenant.clone());
+            } else {
+                q.ready.remove(&tenant);
+            }
+            let Some((_, id)) = popped else { continue };
+            let Some(job) = s.jobs.get_mut(&id) else {
+                continue;
+            };
+            if job.state == JobState::Revoked {
+                continue;
+            }
+            if job.expires_ms > 0 && job.expires_ms <= now {
+                job.state = JobState::Revoked;
+                job.error = Some("expired before it started".into());
+                self.done.notify_waiters();
+                continue;
+            }
+            let token = format!("{worker}:{}:{id}", uuid::Uuid::new_v4().simple());
+            job.state = JobState::Received;
+            job.token = Some(token.clone());
+            out.push(Fetched {
+                id: id.clone(),
+                token,
+                task: job.task.clone(),
+                args: job.args.clone(),
+                tenant: (tenant != NO_TENANT).then_some(tenant),
+                attempts: job.attempts,
+                max_retries: job.max_retries,
+                timeout_ms: job.timeout_ms,
+            });
+            s.inflight.insert(id, now + lease_ms);
+        }
+        out
+    }
+
+    pub(crate) fn renew(&self, lease_ms: u64, start: bool, jobs: &[(String, String)]) -> Renewal {
+        let now = now_ms();
+        let mut s = self.lock();
+        let mut renewal = Renewal::default();
+        for (id, token) in jobs {
+            let ok = s
+                .jobs
+                .get(id)
+                .is_some_and(|j| j.token.as_deref() == Some(token));
+            if !ok {
+                renewal.lost.push(id.clone());
+                continue;
+            }
+            s.inflight.insert(id.clone(), now + lease_ms);
+            if let Some(job) = s.jobs.get_mut(id) {
+                if start {
+                    job.state = JobState::Started;
+                }
+                if job.revoked {
+                    renewal.revoked.push(id.clone());
+                }
+            }
+        }
+        renewal
+    }
+
+    pub(crate) fn complete(
+        &self,
+        id: &str,
+        token: &str,
+        outcome: Outcome<'_>,
+        ttl_ms: u64,
+    ) -> bool {
+        let now = now_ms();
+        let mut s = self.lock();
+        match s.jobs.get(id) {
+            Some(j) if j.token.as_deref() == Some(token) => {}
+            _ => return false,
+        }
+        s.inflight.remove(id);
+        let mut signal = false;
+        let mut ready = false;
+        if let Some(job) = s.jobs.get_mut(id) {
+            job.token = None;
+            job.revoked = false;
+            match outcome {
+                Outcome::Success(result) => {
+                    job.state = JobState::Success;
+                    job.result = Some(result.to_owned());
+                    job.gone_at = Some(now + ttl_ms);
+                    signal = true;
+                }
+                Outcome::Retry { error, .. } => {
+                    job.attempts += 1;
+                    job.state = JobState::Retry;
+                    job.error = Some(error.to_owned());
+                }
+                Outcome::Defer { .. } => job.state = JobState::Pending,
+                Outcome::Failure(error) => {
+                    job.attempts += 1;
+                    job.state = JobState::Failure;
+                    job.error = Some(error.to_owned());
+                    signal = true;
+                }
+                Outcome::Revoked(error) => {
+                    job.state = JobState::Revoked;
+                    job.error = Some(error.to_owned());
+                    job.gone_at = Some(now + ttl_ms);
+                    signal = true;
+                }
+                Outcome::Requeue => ready = true,
+            }
+        }
+        match outcome {
+            Outcome::Retry { at_ms, .. } | Outcome::Defer { at_ms } => {
+                s.delayed.insert((at_ms, id.to_owned()));
+            }
+            Outcome::Failure(_) => {
+                s.dead.insert((now, id.to_owned()));
+            }
+            _ => {}
+        }
+        if ready {
+            s.push_ready(id);
+            self.work.notify_waiters();
+        }
+        drop(s);
+        if signal {
+            self.done.notify_waiters();
+        }
+        true
+    }
+
+    pub(crate) fn maintain(&self) -> (usize, usize) {
+        let now = now_ms();
+        let mut s = self.lock();
+        s.expire(now);
+        let due: Vec<String> = s
+            .delayed
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        s.delayed.retain(|(at, _)| *at > now);
+        let mut promoted = 0;
+        for id in &due {
+            if s.jobs.get(id).is_some_and(|j| !j.state.is_terminal()) {
+                s.push_ready(id);
+                promoted += 1;
+            }
+        }
+        let expired: Vec<String> = s
+            .inflight
+            .iter()
+            .filter(|(_, &deadline)| deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            s.inflight.remove(id);
+            let requeue = s.jobs.get_mut(id).is_some_and(|j| {
+                j.token = None;
+                !j.state.is_terminal()
+            });
+            if requeue {
+                s.push_ready(id);
+            }
+        }
+        drop(s);
+        if promoted + expired.len() > 0 {
+            self.work.notify_waiters();
+        }
+        (promoted, expired.len())
+    }
+
+    pub(crate) fn revoke(&self, id: &str, ttl_ms: u64) -> String {
+        let now = now_ms();
+        let mut s = self.lock();
+        let Some(state) = s.jobs.get(id).map(|j| j.state) else {
+            s.jobs.insert(
+                id.to_owned(),
+                Job {
+                    task: String::new(),
+                    args: String::new(),
+                    queue: "default".into(),
+                    tenant: NO_TENANT.into(),
+                    priority: 0,
+                    state: JobState::Revoked,
+                    attempts: 0,
+                    max_retries: 0,
+                    expires_ms: 0,
+                    timeout_ms: 0,
+                    result: None,
+                    error: Some("revoked".into()),
+                    token: None,
+                    revoked: false,
+                    gone_at: Some(now + ttl_ms),
+                },
+            );
+            return "REVOKED".into();
+        };
+        match state {
+            JobState::Success | JobState::Failure | JobState::Revoked => state.as_str().into(),
+            JobState::Received | JobState::Started => {
+                if let Some(j) = s.jobs.get_mut(id) {
+                    j.revoked = true;
+                }
+                "REVOKING".into()
+            }
+            JobState::Pending | JobState::Retry => {
+                s.remove_ready(id);
+                s.delayed.retain(|(_, i)| i != id);
+                if let Some(j) = s.jobs.get_mut(id) {
+                    j.state = JobState::Revoked;
+                    j.error = Some("revoked".into());
+                    j.gone_at = Some(now + ttl_ms);
+                }
+                drop(s);
+                self.done.notify_waiters();
+                "REVOKED".into()
+            }
+        }
+    }
+
+    pub(crate) fn status(&self, id: &str) -> Option<JobStatus> {
+        let mut s = self.lock();
+        s.expire(now_ms());
+        let j = s.jobs.get(id)?;
+        Some(JobStatus {
+            id: id.to_owned(),
+            task: j.task.clone(),
+            state: j.state,
+            tenant: (j.tenant != NO_TENANT).then(|| j.tenant.clone()),
+            attempts: j.attempts,
+            result: j
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok()),
+            error: j.error.clone(),
+        })
+    }
+
+    pub(crate) async fn wait_done(&self, id: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.status(id).is_none_or(|st| st.state.is_terminal()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn wait_work(&self, timeout: Duration) {
+        // A notification may fall between a fetch and this wait: never sleep long.
+        let _ = tokio::time::timeout(
+            timeout.min(Duration::from_millis(100)),
+            self.work.notified(),
+        )
+        .await;
+    }
+
+    pub(crate) fn dead(&self, limit: usize) -> Vec<String> {
+        self.lock()
+            .dead
+            .iter()
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    pub(crate) fn redrive(&self, id: &str) -> bool {
+        let mut s = self.lock();
+        let before = s.dead.len();
+        s.dead.retain(|(_, i)| i != id);
+        if s.dead.len() == before {
+            return false;
+        }
+        if let Some(j) = s.jobs.get_mut(id) {
+            j.attempts = 0;
+        }
+        s.push_ready(id);
+        drop(s);
+        self.work.notify_waiters();
+        true
+    }
+
+    pub(crate) fn queued(&self, queue: &str) -> usize {
+        self.lock()
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.ready.values().map(BTreeSet::len).sum())
+    }
+}

@@ -1,0 +1,214 @@
+//! Where jobs live: Redis, or process memory when no Redis is configured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::JobError;
+use crate::options::Resolved;
+use crate::state::JobStatus;
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+/// A job a worker fetched: it holds the lease while `token` matches.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetched {
+    pub(crate) id: String,
+    pub(crate) token: String,
+    pub(crate) task: String,
+    pub(crate) args: String,
+    pub(crate) tenant: Option<String>,
+    pub(crate) attempts: u32,
+    pub(crate) max_retries: u32,
+    pub(crate) timeout_ms: u64,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome<'a> {
+    Success(&'a str),
+    Retry { error: &'a str, at_ms: u64 },
+    Failure(&'a str),
+    Revoked(&'a str),
+    Defer { at_ms: u64 },
+    Requeue,
+}
+
+impl Outcome<'_> {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Success(_) => "SUCCESS",
+            Self::Retry { .. } => "RETRY",
+            Self::Failure(_) => "FAILURE",
+            Self::Revoked(_) => "REVOKED",
+            Self::Defer { .. } => "DEFER",
+            Self::Requeue => "REQUEUE",
+        }
+    }
+
+    pub(crate) fn payload(&self) -> &str {
+        match self {
+            Self::Success(p) | Self::Failure(p) | Self::Revoked(p) => p,
+            Self::Retry { error, .. } => error,
+            Self::Defer { .. } | Self::Requeue => "",
+        }
+    }
+
+    pub(crate) fn at_ms(&self) -> u64 {
+        match self {
+            Self::Retry { at_ms, .. } | Self::Defer { at_ms } => *at_ms,
+            _ => 0,
+        }
+    }
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Default)]
+pub(crate) struct Renewal {
+    /// Revoked while running: cancel.
+    pub(crate) revoked: Vec<String>,
+    /// Lease lost: another worker may run the job; stop and report nothing.
+    pub(crate) lost: Vec<String>,
+}
+
+/// One job to enqueue.
+#[derive(Debug)]
+pub(crate) struct NewJob<'a> {
+    pub(crate) task: &'a str,
+    pub(crate) args: String,
+    pub(crate) opts: Resolved,
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Redis(redis::RedisBackend),
+    Memory(Arc<memory::MemoryBackend>),
+}
+
+impl Backend {
+    /// Enqueues jobs; returns, per job, its id and whether it is new.
+    pub(crate) async fn enqueue(
+        &self,
+        jobs: &[NewJob<'_>],
+        ttl_ms: u64,
+    ) -> Result<Vec<(String, bool)>, JobError> {
+        match self {
+            Self::Redis(r) => r.enqueue(jobs, ttl_ms).await,
+            Self::Memory(m) => Ok(m.enqueue(jobs, ttl_ms)),
+        }
+    }
+
+    pub(crate) async fn fetch(
+        &self,
+        queue: &str,
+        n: usize,
+        lease_ms: u64,
+        worker: &str,
+    ) -> Result<Vec<Fetched>, JobError> {
+        match self {
+            Self::Redis(r) => r.fetch(queue, n, lease_ms, worker).await,
+            Self::Memory(m) => Ok(m.fetch(queue, n, lease_ms, worker)),
+        }
+    }
+
+    pub(crate) async fn renew(
+        &self,
+        lease_ms: u64,
+        start: bool,
+        jobs: &[(String, String)],
+    ) -> Result<Renewal, JobError> {
+        if jobs.is_empty() {
+            return Ok(Renewal::default());
+        }
+        match self {
+            Self::Redis(r) => r.renew(lease_ms, start, jobs).await,
+            Self::Memory(m) => Ok(m.renew(lease_ms, start, jobs)),
+        }
+    }
+
+    /// Records an outcome; false when the lease was lost (fenced off).
+    pub(crate) async fn complete(
+        &self,
+        id: &str,
+        token: &str,
+        outcome: Outcome<'_>,
+        ttl_ms: u64,
+    ) -> Result<bool, JobError> {
+        match self {
+            Self::Redis(r) => r.complete(id, token, outcome, ttl_ms).await,
+            Self::Memory(m) => Ok(m.complete(id, token, outcome, ttl_ms)),
+        }
+    }
+
+    /// Promotes due delayed jobs and returns expired leases' jobs to their queues,
+    /// in bounded batches until none is left. Returns (promoted, reaped).
+    pub(crate) async fn maintain(&self, batch: usize) -> Result<(usize, usize), JobError> {
+        match self {
+            Self::Redis(r) => r.maintain(batch).await,
+            Self::Memory(m) => Ok(m.maintain()),
+        }
+    }
+
+    pub(crate) async fn revoke(&self, id: &str, ttl_ms: u64) -> Result<String, JobError> {
+        match self {
+            Self::Redis(r) => r.revoke(id, ttl_ms).await,
+            Self::Memory(m) => Ok(m.revoke(id, ttl_ms)),
+        }
+    }
+
+    pub(crate) async fn status(&self, id: &str) -> Result<Option<JobStatus>, JobError> {
+        match self {
+            Self::Redis(r) => r.status(id).await,
+            Self::Memory(m) => Ok(m.status(id)),
+        }
+    }
+
+    /// Waits (without polling) until job `id` reaches a terminal state or `timeout`
+    /// passes.
+    pub(crate) async fn wait_done(&self, id: &str, timeout: Duration) -> Result<(), JobError> {
+        match self {
+            Self::Redis(r) => r.wait_done(id, timeout).await,
+            Self::Memory(m) => {
+                m.wait_done(id, timeout).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until work may be ready in one of `queues`, or `timeout`.
+    pub(crate) async fn wait_work(
+        &self,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<(), JobError> {
+        match self {
+            Self::Redis(r) => r.wait_work(queues, timeout).await,
+            Self::Memory(m) => {
+                m.wait_work(timeout).await;
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn dead(&self, limit: usize) -> Result<Vec<String>, JobError> {
+        match self {
+            Self::Redis(r) => r.dead(limit).await,
+            Self::Memory(m) => Ok(m.dead(limit)),
+        }
+    }
+
+    pub(crate) async fn redrive(&self, id: &str) -> Result<bool, JobError> {
+        match self {
+            Self::Redis(r) => r.redrive(id).await,
+            Self::Memory(m) => Ok(m.redrive(id)),
+        }
+    }
+
+    /// Ready jobs of a queue (all tenants), for stats and tests.
+    pub(crate) async fn queued(&self, queue: &str) -> Result<usize, JobError> {
+        match self {
+            Self::Redis(r) => r.queued(queue).await,
+            Self::Memory(m) => Ok(m.queued(queue)),
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The Redis backend: every state change is one Lua script, run by SHA.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use larder_core::redis::{self as r, Value};
+use larder_core::{Handle, Scope};
+
+use super::{Fetched, NewJob, Outcome, Renewal};
+use crate::error::JobError;
+use crate::options::NO_TENANT;
+use crate::state::{JobState, JobStatus};
+
+/// Jobs per enqueue pipeline: bounds one round trip's work (and its deadline).
+const ENQUEUE_CHUNK: usize = 500;
+
+struct Scripts {
+    enqueue: r::Script,
+    fetch: r::Script,
+    renew: r::Script,
+    complete: r::Script,
+    move_: r::Script,
+    revoke: r::Script,
+    redrive: r::Script,
+}
+
+#[derive(Clone)]
+pub(crate) struct RedisBackend {
+    handle: Handle,
+    base: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> u64 {
+    text(v).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+impl RedisBackend {
+    pub(crate) fn new(handle: Handle, scope: &Scope) -> Self {
+        Self {
+            handle,
+            base: Arc::from(scope.base()),
+            scripts: Arc::new(Scripts {
+                enqueue: r::Script::new(include_str!("../../lua/enqueue.lua")),
+                fetch: r::Script::new(include_str!("../../lua/fetch.lua")),
+                renew: r::Script::new(include_str!("../../lua/renew.lua")),
+                complete: r::Script::new(include_str!("../../lua/complete.lua")),
+                move_: r::Script::new(include_str!("../../lua/move.lua")),
+                revoke: r::Script::new(include_str!("../../lua/revoke.lua")),
+                redrive: r::Script::new(include_str!("../../lua/redrive.lua")),
+            }),
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        let mut s = String::with_capacity(self.base.len() + rest.len());
+        s.push_str(&self.base);
+        s.push_str(rest);
+        s
+    }
+
+    fn job_key(&self, id: &str) -> String {
+        self.key(&format!("j:{id}"))
+    }
+
+    fn done_key(&self, id: &str) -> String {
+        self.key(&format!("done:{id}"))
+    }
+
+    pub(crate) async fn enqueue(
+        &self,
+        jobs: &[NewJob<'_>],
+        ttl_ms: u64,
+    ) -> Result<Vec<(String, bool)>, JobError> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+            let mut pipe = r::pipe();
+            if chunk.len() > 1 {
+                // EVALSHA inside a pipeline is not reloaded on NOSCRIPT: load first.
+                pipe.load_script(&self.scripts.enqueue).ignore();
+            }
+            for job in chunk {
+                let o = &job.opts;
+                let mut inv = self.scripts.enqueue.key(self.job_key(&o.id));
+                inv.key(self.key(&format!("q:{}:t:{}", o.queue, o.tenant)))
+                    .key(self.key(&format!("q:{}:ring", o.queue)))
+                    .key(self.key(&format!("q:{}:ringset", o.queue)))
+                    .key(self.key("delayed"))
+                    .key(self.key(&format!("q:{}:wake", o.queue)))
+                    .key(self.key("seq"))
+                    .arg(&o.id)
+                    .arg(job.task)
+                    .arg(&job.args)
+                    .arg(&o.queue)
+                    .arg(&o.tenant)
+                    .arg(o.priority)
+                    .arg(o.max_retries)
+                    .arg(o.eta_ms)
+                    .arg(o.expires_ms)
+                    .arg(o.timeout_ms)
+                    .arg(ttl_ms);
+                if chunk.len() == 1 {
+                    let (created, _state): (i64, String) = self
+                        .handle
+                        .script("job_enqueue", &inv)
+                        .await
+                        .map_err(JobError::from_core)?;
+                    out.push((o.id.clone(), created == 1));
+                    continue;
+                }
+                pipe.invoke_script(&inv);
+            }
+            if chunk.len() > 1 {
+                let replies: Vec<(i64, String)> = self
+                    .handle
+                    .pipeline("job_enqueue_many", &pipe)
+                    .await
+                    .map_err(JobError::from_core)?;
+                for (job, (created, _)) in chunk.iter().zip(replies) {
+                    out.push((job.opts.id.clone(), created == 1));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn fetch(
+        &self,
+        queue: &str,
+        n: usize,
+        lease_ms: u64,
+        worker: &str,
+    ) -> Result<Vec<Fetched>, JobError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut inv = self.scripts.fetch.key(self.key(&format!("q:{queue}:ring")));
+        inv.key(self.key(&format!("q:{queue}:ringset")))
+            .key(self.key("inflight"))
+            .arg(&*self.base)
+            .arg(queue)
+            .arg(n)
+            .arg(lease_ms)
+            .arg(worker)
+            .arg(&token);
+        let flat: Vec<Value> = self
+            .handle
+            .script("job_fetch", &inv)
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(flat
+            .chunks_exact(9)
+            .filter_map(|f| {
+                let tenant = text(&f[4])?;
+                Some(Fetched {
+                    id: text(&f[0])?,
+                    token: text(&f[1])?,
+                    task: text(&f[2])?,
+                    args: text(&f[3]).unwrap_or_default(),
+                    tenant: (tenant != NO_TENANT).then_some(tenant),
+                    attempts: u32::try_from(number(&f[5])).unwrap_or(u32::MAX),
+                    max_retries: u32::try_from(number(&f[6])).unwrap_or(0),
+                    timeout_ms: number(&f[7]),
+                })
+            })
+            .collect())
+    }
+
+    pub(crate) async fn renew(
+        &self,
+        lease_ms: u64,
+        start: bool,
+        jobs: &[(String, String)],
+    ) -> Result<Renewal, JobError> {
+        let mut inv = self.scripts.renew.key(self.key("inflight"));
+        inv.arg(&*self.base)
+            .arg(lease_ms)
+            .arg(if start { "start" } else { "renew" });
+        for (id, token) in jobs {
+            inv.arg(id).arg(token);
+        }
+        let ids: Vec<String> = self
+            .handle
+            .script("job_renew", &inv)
+            .await
+            .map_err(JobError::from_core)?;
+        let mut renewal = Renewal::default();
+        let mut lost = false;
+        for id in ids {
+            if id == "|" {
+                lost = true;
+            } else if lost {
+                renewal.lost.push(id);
+            } else {
+                renewal.revoked.push(id);
+            }
+        }
+        Ok(renewal)
+    }
+
+    pub(crate) async fn complete(
+        &self,
+        id: &str,
+        token: &str,
+        outcome: Outcome<'_>,
+        ttl_ms: u64,
+    ) -> Result<bool, JobError> {
+        let mut inv = self.scripts.complete.key(self.job_key(id));
+        inv.key(self.key("inflight"))
+            .key(self.key("delayed"))
+            .key(self.key("dead"))
+            .key(self.done_key(id))
+            .key(self.key("seq"))
+            .arg(&*self.base)
+            .arg(id)
+            .arg(token)
+            .arg(outcome.name())
+            .arg(outcome.payload())
+            .arg(outcome.at_ms())
+            .arg(ttl_ms);
+        let done: i64 = self
+            .handle
+            .script("job_complete", &inv)
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(done == 1)
+    }
+
+    pub(crate) async fn maintain(&self, batch: usize) -> Result<(usize, usize), JobError> {
+        let mut totals = [0usize; 2];
+        for (i, (set, mode)) in [("delayed", "promote"), ("inflight", "reap")]
+            .into_iter()
+            .enumerate()
+        {
+            loop {
+                let mut inv = self.scripts.move_.key(self.key(set));
+                inv.key(self.key("seq"))
+                    .arg(&*self.base)
+                    .arg(batch)
+                    .arg(mode);
+                let moved: usize = self
+                    .handle
+                    .script("job_maintain", &inv)
+                    .await
+                    .map_err(JobError::from_core)?;
+                totals[i] += moved;
+                if moved < batch {
+                    break;
+                }
+            }
+        }
+        Ok((totals[0], totals[1]))
+    }
+
+    pub(crate) async fn revoke(&self, id: &str, ttl_ms: u64) -> Result<String, JobError> {
+        let mut inv = self.scripts.revoke.key(self.job_key(id));
+        inv.key(self.key("delayed"))
+            .key(self.done_key(id))
+            .arg(&*self.base)
+            .arg(id)
+            .arg(ttl_ms);
+        self.handle
+            .script("job_revoke", &inv)
+            .await
+            .map_err(JobError::from_core)
+    }
+
+    pub(crate) async fn status(&self, id: &str) -> Result<Option<JobStatus>, JobError> {
+        let mut cmd = r::cmd("HMGET");
+        cmd.arg(self.job_key(id))
+            .arg("task")
+            .arg("state")
+            .arg("tenant")
+            .arg("attempts")
+            .arg("result")
+            .arg("error");
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<u32>,
+            Option<String>,
+            Option<String>,
+        );
+        let (task, state, tenant, attempts, result, error): Row = self
+            .handle
+            .query("job_status", &cmd)
+            .await
+            .map_err(JobError::from_core)?;
+        let Some(state) = state.and_then(|s| s.parse::<JobState>().ok()) else {
+            return Ok(None);
+        };
+        Ok(Some(JobStatus {
+            id: id.to_owned(),
+            task: task.unwrap_or_default(),
+            state,
+            tenant: tenant.filter(|t| t != NO_TENANT),
+            attempts: attempts.unwrap_or(0),
+            result: result.and_then(|r| serde_json::from_str(&r).ok()),
+            error,
+        }))
+    }
+
+    pub(crate) async fn wait_done(&self, id: &str, timeout: Duration) -> Result<(), JobError> {
+        let conn = self.handle.dedicated().await.map_err(JobError::from_core)?;
+        let done = self.done_key(id);
+        // BLMOVE a list onto itself: wakes on the completion signal without consuming
+        // it, so every waiter of the job sees it.
+        let secs = timeout.as_secs_f64().max(0.01);
+        let _: Option<String> = self
+            .handle
+            .guard()
+            .run_with_deadline("job_wait", timeout + Duration::from_secs(2), || {
+                let mut c = conn.clone();
+                let done = done.clone();
+                async move {
+                    r::cmd("BLMOVE")
+                        .arg(&done)
+                        .arg(&done)
+                        .arg("RIGHT")
+                        .arg("LEFT")
+                        .arg(secs)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(())
+    }
+
+    pub(crate) async fn wait_work(
+        &self,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<(), JobError> {
+        let conn = self.handle.dedicated().await.map_err(JobError::from_core)?;
+        let keys: Vec<String> = queues
+            .iter()
+            .map(|q| self.key(&format!("q:{q}:wake")))
+            .collect();
+        let secs = timeout.as_secs_f64().max(0.01);
+        let _: Option<(String, String)> = self
+            .handle
+            .guard()
+            .run_with_deadline("job_wait_work", timeout + Duration::from_secs(2), || {
+                let mut c = conn.clone();
+                let keys = keys.clone();
+                async move {
+                    r::cmd("BLPOP")
+                        .arg(&keys)
+                        .arg(secs)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(())
+    }
+
+    pub(crate) async fn dead(&self, limit: usize) -> Result<Vec<String>, JobError> {
+        let mut cmd = r::cmd("ZRANGE");
+        cmd.arg(self.key("dead"))
+            .arg(0)
+            .arg(limit.saturating_sub(1));
+        self.handle
+            .query("job_dead", &cmd)
+            .await
+            .map_err(JobError::from_core)
+    }
+
+    pub(crate) async fn redrive(&self, id: &str) -> Result<bool, JobError> {
+        let mut inv = self.scripts.redrive.key(self.job_key(id));
+        inv.key(self.key("dead"))
+            .key(self.key("seq"))
+            .key(self.done_key(id))
+            .arg(&*self.base)
+            .arg(id);
+        let n: i64 = self
+            .handle
+            .script("job_redrive", &inv)
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn queued(&self, queue: &str) -> Result<usize, JobError> {
+        let mut cmd = r::cmd("SMEMBERS");
+        cmd.arg(self.key(&format!("q:{queue}:ringset")));
+        let tenants: Vec<String> = self
+            .handle
+            .query("job_queued", &cmd)
+            .await
+            .map_err(JobError::from_core)?;
+        if tenants.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = r::pipe();
+        for t in &tenants {
+            pipe.cmd("ZCARD").arg(self.key(&format!("q:{queue}:t:{t}")));
+        }
+        let counts: Vec<usize> = self
+            .handle
+            .pipeline("job_queued", &pipe)
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(counts.into_iter().sum())
+    }
+}

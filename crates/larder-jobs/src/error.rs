@@ -1,0 +1,53 @@
+//! Errors of the job queue.
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// Redis is configured but cannot be used: the job was not enqueued (never
+    /// silently dropped) — retry or report.
+    #[error("job queue unavailable: {0}")]
+    Unavailable(#[source] larder_core::Error),
+    /// Redis answered with an error or an unexpected reply.
+    #[error("job queue error: {0}")]
+    Backend(#[source] larder_core::Error),
+    /// The arguments or result could not be encoded or decoded.
+    #[error("job payload: {0}")]
+    Payload(String),
+    /// An option is invalid (queue name, priority, id).
+    #[error("invalid job option: {0}")]
+    Invalid(String),
+    /// No such job (or its result expired).
+    #[error("no job {0}")]
+    NotFound(String),
+    /// Waiting for a result timed out.
+    #[error("job {id} did not finish within {waited:?} (state {state})")]
+    WaitTimeout {
+        /// The job.
+        id: String,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+        /// Its state when the wait ended.
+        state: crate::JobState,
+    },
+    /// The job finished without a result.
+    #[error("job {id} ended {state}: {error}")]
+    Failed {
+        /// The job.
+        id: String,
+        /// `FAILURE` or `REVOKED`.
+        state: crate::JobState,
+        /// The error it recorded.
+        error: String,
+    },
+}
+
+impl JobError {
+    pub(crate) fn from_core(e: larder_core::Error) -> Self {
+        if e.is_backend_fault() {
+            Self::Unavailable(e)
+        } else {
+            Self::Backend(e)
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The producer side: enqueue, status, results, revocation, dead letters.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use larder_core::config::{parse_millis, parse_secs, parse_u64};
+use larder_core::{ConfigError, Handle, Module};
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::{Backend, NewJob};
+use crate::error::JobError;
+use crate::options::EnqueueOptions;
+use crate::state::{JobState, JobStatus};
+use crate::task::{Payload, TaskRef};
+
+/// Queue-wide settings. Read with [`JobsConfig::from_env`] or build one.
+///
+/// | variable | default | meaning |
+/// | --- | --- | --- |
+/// | `JOBS_MAX_RETRIES` | `3` | retries after the first attempt, unless a job says otherwise |
+/// | `JOBS_RESULT_TTL` | `86400` (s) | how long results (and revoked tombstones) are kept |
+/// | `JOBS_TASK_TIMEOUT` | `300` (s) | a task's time limit, unless a job says otherwise |
+/// | `JOBS_LEASE_MS` | `30000` | lease of a fetched job; renewed by its worker every third of it |
+/// | `JOBS_RETRY_BASE_MS` | `1000` | first retry delay (then doubled, with jitter) |
+/// | `JOBS_RETRY_MAX_MS` | `600000` | longest retry delay |
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub(crate) max_retries: u32,
+    pub(crate) result_ttl: Duration,
+    pub(crate) task_timeout: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) retry_base: Duration,
+    pub(crate) retry_max: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            result_ttl: Duration::from_secs(86_400),
+            task_timeout: Duration::from_secs(300),
+            lease: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl JobsConfig {
+    /// Reads the `JOBS_*` variables.
+    ///
+    /// # Errors
+    /// A malformed variable, named.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars().filter(|(k, _)| k.starts_with("JOBS_")))
+    }
+
+    /// Reads settings from name/value pairs.
+    ///
+    /// # Errors
+    /// A malformed variable, named.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut c = Self::default();
+        for (k, v) in vars {
+            let (k, v) = (k.as_ref(), v.as_ref().trim());
+            match k {
+                "JOBS_MAX_RETRIES" => {
+                    c.max_retries = u32::try_from(parse_u64(k, v, "retries")?)
+                        .map_err(|_| ConfigError::invalid(k, "too large"))?;
+                }
+                "JOBS_RESULT_TTL" => c.result_ttl = parse_secs(k, v)?,
+                "JOBS_TASK_TIMEOUT" => c.task_timeout = parse_secs(k, v)?,
+                "JOBS_LEASE_MS" => c.lease = parse_millis(k, v)?,
+                "JOBS_RETRY_BASE_MS" => c.retry_base = parse_millis(k, v)?,
+                "JOBS_RETRY_MAX_MS" => c.retry_max = parse_millis(k, v)?,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// Retries after the first attempt (default 3).
+    #[must_use]
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// How long results are kept (default one day).
+    #[must_use]
+    pub fn result_ttl(mut self, d: Duration) -> Self {
+        self.result_ttl = d;
+        self
+    }
+
+    /// Default task time limit (default 5 minutes).
+    #[must_use]
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.task_timeout = d;
+        self
+    }
+
+    /// Lease of a fetched job (default 30 s): a dead worker's jobs return to their
+    /// queue about this long after it stopped renewing.
+    #[must_use]
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = d;
+        self
+    }
+
+    /// Retry backoff: first delay and cap (defaults 1 s and 10 minutes).
+    #[must_use]
+    pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.retry_base = base;
+        self.retry_max = max;
+        self
+    }
+}
+
+/// The job queue: producers enqueue through it, workers run on it.
+///
+/// With Redis configured, every job is in Redis before `enqueue` returns, and a
+/// Redis outage is a [`JobError::Unavailable`] to the caller — never a silent drop.
+/// Without Redis (no `REDIS_URL`), jobs run in process: the same API, not durable,
+/// for development.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use larder_core::Handle;
+/// use larder_jobs::{Jobs, TaskRef, Worker};
+///
+/// const ADD: TaskRef<(i64, i64), i64> = TaskRef::new("add");
+///
+/// let jobs = Jobs::new(Handle::in_process());
+/// let worker = Worker::new(jobs.clone()).task(ADD, |(a, b), _ctx| async move { Ok(a + b) });
+/// let running = worker.spawn();
+/// let id = jobs.delay(ADD, &(2, 3)).await?;
+/// assert_eq!(jobs.wait(ADD, &id, Duration::from_secs(5)).await?, 5);
+/// running.shutdown(Duration::from_secs(1)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Jobs {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Backend,
+    pub(crate) config: JobsConfig,
+    pub(crate) handle: Handle,
+}
+
+impl fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jobs")
+            .field(
+                "backend",
+                &match self.inner.backend {
+                    Backend::Redis(_) => "redis",
+                    Backend::Memory(_) => "in-process",
+                },
+            )
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Jobs {
+    /// A queue on `handle` with the default settings: Redis when the handle has a
+    /// URL, in process otherwise.
+    #[must_use]
+    pub fn new(handle: Handle) -> Self {
+        Self::with_config(handle, JobsConfig::default())
+    }
+
+    /// A queue on `handle`, configured from the `JOBS_*` variables.
+    ///
+    /// # Errors
+    /// A malformed variable.
+    pub fn from_env(handle: Handle) -> Result<Self, ConfigError> {
+        Ok(Self::with_config(handle, JobsConfig::from_env()?))
+    }
+
+    /// A queue on `handle` with `config`. Its keys live in the global module
+    /// `jobs` (`{prefix}:global:{jobs}:...`, one hash-tag slot).
+    #[must_use]
+    pub fn with_config(handle: Handle, config: JobsConfig) -> Self {
+        let backend = if handle.is_redis_configured() {
+            let module = Module::new("jobs").unwrap_or_else(|_| unreachable!("valid literal"));
+            let scope = handle.keyspace().global_scope(&module);
+            Backend::Redis(RedisBackend::new(handle.clone(), &scope))
+        } else {
+            tracing::info!(target: "larder::jobs", "no REDIS_URL: jobs run in process (development only, not durable)");
+            Backend::Memory(Arc::new(MemoryBackend::default()))
+        };
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                handle,
+            }),
+        }
+    }
+
+    /// Whether jobs live in process (no Redis configured).
+    #[must_use]
+    pub fn is_in_process(&self) -> bool {
+        matches!(self.inner.backend, Backend::Memory(_))
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &JobsConfig {
+        &self.inner.config
+    }
+
+    /// The handle.
+    #[must_use]
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// Enqueues `task(args)` now on the `default` queue; returns the job id.
+    ///
+    /// # Errors
+    /// [`JobError::Unavailable`] when Redis is configured but down (nothing was
+    /// enqueued); [`JobError::Payload`] when `args` does not serialize.
+    pub async fn delay<A: Payload, O>(
+        &self,
+        task: TaskRef<A, O>,
+        args: &A,
+    ) -> Result<String, JobError> {
+        self.enqueue(task, args, EnqueueOptions::new()).await
+    }
+
+    /// Enqueues `task(args)` with options; returns the job id (for an idempotency
+    /// key that was already used, the existing job's id, and nothing is enqueued).
+    ///
+    /// # Errors
+    /// As [`delay`](Self::delay), and [`JobError::Invalid`] for bad options.
+    pub async fn enqueue<A: Payload, O>(
+        &self,
+        task: TaskRef<A, O>,
+        args: &A,
+        opts: EnqueueOptions,
+    ) -> Result<String, JobError> {
+        Ok(self.enqueue_unique(task, args, opts).await?.0)
+    }
+
+    /// As [`enqueue`](Self::enqueue), also saying whether the job is new (`false`:
+    /// its id was taken, nothing was enqueued).
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub async fn enqueue_unique<A: Payload, O>(
+        &self,
+        task: TaskRef<A, O>,
+        args: &A,
+        opts: EnqueueOptions,
+    ) -> Result<(String, bool), JobError> {
+        let mut out = self.submit(task, std::iter::once((args, opts))).await?;
+        out.pop()
+            .ok_or_else(|| JobError::Invalid("nothing enqueued".into()))
+    }
+
+    /// Enqueues many jobs of one task in few round trips (pipelined, 500 per round
+    /// trip); returns their ids in order.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue); on an error part of a large batch may have
+    /// been enqueued (ids make a retry idempotent).
+    pub async fn enqueue_many<'a, A: Payload + 'a, O>(
+        &self,
+        task: TaskRef<A, O>,
+        jobs: impl IntoIterator<Item = (&'a A, EnqueueOptions)>,
+    ) -> Result<Vec<String>, JobError> {
+        Ok(self
+            .submit(task, jobs)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    async fn submit<'a, A: Payload + 'a, O>(
+        &self,
+        task: TaskRef<A, O>,
+        jobs: impl IntoIterator<Item = (&'a A, EnqueueOptions)>,
+    ) -> Result<Vec<(String, bool)>, JobError> {
+        let c = &self.inner.config;
+        let mut batch = Vec::new();
+        for (args, opts) in jobs {
+            let args = serde_json::to_string(args).map_err(|e| JobError::Payload(e.to_string()))?;
+            batch.push(NewJob {
+                task: task.name(),
+                args,
+                opts: opts.resolve(c.max_retries, c.task_timeout)?,
+            });
+        }
+        let ttl = ms(c.result_ttl);
+        let out = self.inner.backend.enqueue(&batch, ttl).await?;
+        for (id, created) in &out {
+            if *created {
+                metrics::counter!(larder_core::metrics::JOBS, "task" => task.name(), "outcome" => "enqueued").increment(1);
+                tracing::debug!(target: "larder::jobs", task = task.name(), id, "job enqueued");
+            } else {
+                tracing::debug!(target: "larder::jobs", task = task.name(), id, "duplicate enqueue ignored (id exists)");
+            }
+        }
+        Ok(out)
+    }
+
+    /// The job's state, result or error; `None` for an unknown id (or one whose
+    /// result expired).
+    ///
+    /// # Errors
+    /// [`JobError::Unavailable`] when Redis is down.
+    pub async fn status(&self, id: &str) -> Result<Option<JobStatus>, JobError> {
+        self.inner.backend.status(id).await
+    }
+
+    /// Waits for the job to finish, up to `timeout`, without polling, and returns
+    /// its typed result.
+    ///
+    /// # Errors
+    /// [`JobError::WaitTimeout`], [`JobError::Failed`] (failure or revoked),
+    /// [`JobError::NotFound`], [`JobError::Payload`] for a result of another type.
+    pub async fn wait<A, O: Payload>(
+        &self,
+        _task: TaskRef<A, O>,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<O, JobError> {
+        let status = self.wait_status(id, timeout).await?;
+        match status.state {
+            JobState::Success => {
+                let value = status.result.unwrap_or(serde_json::Value::Null);
+                serde_json::from_value(value).map_err(|e| JobError::Payload(e.to_string()))
+            }
+            JobState::Failure | JobState::Revoked => Err(JobError::Failed {
+                id: id.to_owned(),
+                state: status.state,
+                error: status.error.unwrap_or_default(),
+            }),
+            state => Err(JobError::WaitTimeout {
+                id: id.to_owned(),
+                waited: timeout,
+                state,
+            }),
+        }
+    }
+
+    /// Waits for the job to finish, up to `timeout`, and returns its status
+    /// (terminal or not).
+    ///
+    /// # Errors
+    /// [`JobError::NotFound`], or the backend's error.
+    pub async fn wait_status(&self, id: &str, timeout: Duration) -> Result<JobStatus, JobError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self
+                .status(id)
+                .await?
+                .ok_or_else(|| JobError::NotFound(id.to_owned()))?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if status.state.is_terminal() || left.is_zero() {
+                return Ok(status);
+            }
+            // Blocks on the job's completion signal (chunks keep each blocking call
+            // well inside the connection's response timeout).
+            self.inner
+                .backend
+                .wait_done(id, left.min(Duration::from_secs(20)))
+                .await?;
+        }
+    }
+
+    /// Revokes a job: queued or delayed ones never run; a running one's task is
+    /// cancelled at its worker's next lease renewal. Returns the state after the
+    /// call (`REVOKING` for a running job).
+    ///
+    /// # Errors
+    /// [`JobError::Unavailable`] when Redis is down; [`JobError::Invalid`] for an id
+    /// that could not be one.
+    pub async fn revoke(&self, id: &str) -> Result<String, JobError> {
+        crate::options::validate_id(id)?;
+        let state = self
+            .inner
+            .backend
+            .revoke(id, ms(self.inner.config.result_ttl))
+            .await?;
+        tracing::info!(target: "larder::jobs", id, state, "job revoked");
+        Ok(state)
+    }
+
+    /// Ids in the dead-letter set (oldest first), at most `limit`.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn dead(&self, limit: usize) -> Result<Vec<String>, JobError> {
+        self.inner.backend.dead(limit).await
+    }
+
+    /// Re-drives a dead job: back to its queue with its attempts reset. Returns false
+    /// when the job is not dead.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn redrive(&self, id: &str) -> Result<bool, JobError> {
+        self.inner.backend.redrive(id).await
+    }
+
+    /// Ready jobs of `queue`, all tenants.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn queued(&self, queue: &str) -> Result<usize, JobError> {
+        self.inner.backend.queued(queue).await
+    }
+
+    /// Promotes due delayed jobs and returns jobs of dead workers (expired leases)
+    /// to their queues. Workers do this by themselves every few hundred ms.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn maintain(&self) -> Result<(usize, usize), JobError> {
+        self.inner.backend.maintain(1000).await
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,311 @@
+//! Periodic tasks: cron expressions (time-zone aware) and fixed intervals, fired once
+//! per tick across any number of scheduler instances.
+//!
+//! Two mechanisms together: a leader lease in Redis (only the holder runs passes,
+//! so instances do not all do the work), and a per-tick idempotency key (the job id
+//! `periodic:{name}:{tick}`), so even two leaders at once — a paused leader whose
+//! lease expired — enqueue each tick once.
+//!
+//! **Missed runs**: a pass fires the latest tick that is due, if it is at most the
+//! entry's catch-up window old (default: one minute); older missed ticks are
+//! skipped (coalesced), so a scheduler that was down for a day fires once, not a
+//! day's worth of times. Keep the window shorter than the result TTL.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use larder_core::redis;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::JobError;
+use crate::jobs::{ms, Jobs};
+use crate::options::{now_ms, EnqueueOptions};
+use crate::task::{Payload, TaskRef};
+
+type Enqueue = Arc<
+    dyn Fn(Jobs, EnqueueOptions) -> Pin<Box<dyn Future<Output = Result<bool, JobError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+enum When {
+    Every(Duration),
+    Cron(Box<cron::Schedule>, chrono_tz::Tz),
+}
+
+struct Entry {
+    name: String,
+    when: When,
+    catch_up: Duration,
+    opts: EnqueueOptions,
+    enqueue: Enqueue,
+}
+
+impl Entry {
+    /// The latest tick at or before `now_ms`, if within the catch-up window.
+    fn due_tick(&self, now_ms: u64) -> Option<u64> {
+        let tick = match &self.when {
+            When::Every(p) => {
+                let p = ms(*p).max(1);
+                now_ms - now_ms % p
+            }
+            When::Cron(schedule, tz) => {
+                let now = Utc
+                    .timestamp_millis_opt(i64::try_from(now_ms).ok()?)
+                    .single()?;
+                let from: DateTime<Utc> =
+                    now - chrono::Duration::milliseconds(i64::try_from(ms(self.catch_up)).ok()?);
+                let last = schedule
+                    .after(&from.with_timezone(tz))
+                    .take_while(|t| t.with_timezone(&Utc) <= now)
+                    .last()?;
+                u64::try_from(last.timestamp_millis()).ok()?
+            }
+        };
+        (now_ms.saturating_sub(tick) <= ms(self.catch_up)).then_some(tick)
+    }
+}
+
+/// Fires periodic tasks. Build it, then [`spawn`](Self::spawn) it in any number of
+/// app instances.
+///
+/// ```
+/// # fn demo(jobs: larder_jobs::Jobs) -> Result<(), larder_jobs::JobError> {
+/// use std::time::Duration;
+/// use larder_jobs::{Scheduler, TaskRef};
+/// const REPORT: TaskRef<u64, ()> = TaskRef::new("send_daily_report");
+/// let scheduler = Scheduler::new(jobs)
+///     .cron("daily-report-1", "0 0 7 * * *", "Europe/Madrid", REPORT, 1)?   // 07:00 Madrid time
+///     .every("heartbeat", Duration::from_secs(60), REPORT, 0);
+/// # let _ = scheduler; Ok(()) }
+/// ```
+pub struct Scheduler {
+    jobs: Jobs,
+    entries: Vec<Entry>,
+    id: String,
+    pass_every: Duration,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("id", &self.id)
+            .field(
+                "entries",
+                &self.entries.iter().map(|e| &e.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a leader's lease lasts without renewal.
+const LEADER_LEASE: Duration = Duration::from_secs(10);
+
+impl Scheduler {
+    /// A scheduler with no entries, checking every second.
+    #[must_use]
+    pub fn new(jobs: Jobs) -> Self {
+        Self {
+            jobs,
+            entries: Vec::new(),
+            id: format!("s-{}", uuid::Uuid::new_v4().simple()),
+            pass_every: Duration::from_secs(1),
+        }
+    }
+
+    fn push<A: Payload + Clone + Sync, O: 'static>(
+        mut self,
+        name: &str,
+        when: When,
+        task: TaskRef<A, O>,
+        args: A,
+    ) -> Self {
+        let enqueue: Enqueue = Arc::new(move |jobs: Jobs, opts: EnqueueOptions| {
+            let args = args.clone();
+            Box::pin(async move { Ok(jobs.enqueue_unique(task, &args, opts).await?.1) })
+        });
+        self.entries.push(Entry {
+            name: name.to_owned(),
+            when,
+            catch_up: Duration::from_secs(60),
+            opts: EnqueueOptions::new(),
+            enqueue,
+        });
+        self
+    }
+
+    /// Fires `task(args)` every `period`, on multiples of the period since the Unix
+    /// epoch (so every instance agrees on the ticks).
+    #[must_use]
+    pub fn every<A: Payload + Clone + Sync, O: 'static>(
+        self,
+        name: &str,
+        period: Duration,
+        task: TaskRef<A, O>,
+        args: A,
+    ) -> Self {
+        self.push(
+            name,
+            When::Every(period.max(Duration::from_millis(1))),
+            task,
+            args,
+        )
+    }
+
+    /// Fires `task(args)` on a cron expression (`sec min hour day month weekday`, or
+    /// the five-field form without seconds) in time zone `tz` (IANA name, e.g.
+    /// `Europe/Madrid`; daylight-saving changes follow the zone's rules).
+    ///
+    /// # Errors
+    /// [`JobError::Invalid`] for a bad expression or zone.
+    pub fn cron<A: Payload + Clone + Sync, O: 'static>(
+        self,
+        name: &str,
+        expr: &str,
+        tz: &str,
+        task: TaskRef<A, O>,
+        args: A,
+    ) -> Result<Self, JobError> {
+        let fields = expr.split_whitespace().count();
+        let expr = if fields == 5 {
+            format!("0 {expr}")
+        } else {
+            expr.to_owned()
+        };
+        let schedule = cron::Schedule::from_str(&expr)
+            .map_err(|e| JobError::Invalid(format!("cron expression {expr:?}: {e}")))?;
+        let tz = chrono_tz::Tz::from_str(tz)
+            .map_err(|e| JobError::Invalid(format!("time zone {tz:?}: {e}")))?;
+        Ok(self.push(name, When::Cron(Box::new(schedule), tz), task, args))
+    }
+
+    /// The catch-up window of the last added entry (default one minute): a missed
+    /// tick at most this old still fires once after a restart.
+    #[must_use]
+    pub fn catch_up(mut self, window: Duration) -> Self {
+        if let Some(e) = self.entries.last_mut() {
+            e.catch_up = window;
+        }
+        self
+    }
+
+    /// Enqueue options of the last added entry (queue, priority, tenant...).
+    #[must_use]
+    pub fn options(mut self, opts: EnqueueOptions) -> Self {
+        if let Some(e) = self.entries.last_mut() {
+            e.opts = opts;
+        }
+        self
+    }
+
+    /// How often the leader checks for due ticks (default 1 s).
+    #[must_use]
+    pub fn pass_every(mut self, d: Duration) -> Self {
+        self.pass_every = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// One pass: enqueues each entry's due tick (idempotently). Returns the number of
+    /// jobs newly enqueued. Does not check leadership.
+    ///
+    /// # Errors
+    /// The first enqueue error (the other entries are still tried next pass).
+    pub async fn run_once(&self) -> Result<usize, JobError> {
+        let now = now_ms();
+        let mut fired = 0;
+        for e in &self.entries {
+            let Some(tick) = e.due_tick(now) else {
+                continue;
+            };
+            let id = format!("periodic:{}:{tick}", e.name);
+            if self.jobs.status(&id).await?.is_some() {
+                continue;
+            }
+            let opts = e.opts.clone().id(id.clone());
+            if (e.enqueue)(self.jobs.clone(), opts).await? {
+                fired += 1;
+                tracing::info!(target: "larder::jobs", entry = %e.name, id, "periodic task enqueued");
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Tries to hold (or renew) the leader lease.
+    async fn lead(&self) -> bool {
+        let jobs = &self.jobs;
+        if jobs.is_in_process() {
+            return true;
+        }
+        let module =
+            larder_core::Module::new("jobs").unwrap_or_else(|_| unreachable!("valid literal"));
+        let key = jobs
+            .handle()
+            .keyspace()
+            .global_scope(&module)
+            .base()
+            .to_owned()
+            + "sched:leader";
+        let script = redis::Script::new(
+            r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+                return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+              end
+              if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+              return 0",
+        );
+        let mut inv = script.key(key);
+        inv.arg(&self.id).arg(ms(LEADER_LEASE));
+        matches!(
+            jobs.handle()
+                .script::<i64>("job_scheduler_lease", &inv)
+                .await,
+            Ok(1)
+        )
+    }
+
+    /// Starts the scheduler on the current Tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> RunningScheduler {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let join = tokio::spawn(async move {
+            let mut leading = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(self.pass_every) => {}
+                    () = token.cancelled() => return,
+                }
+                let now_leading = self.lead().await;
+                if now_leading != leading {
+                    tracing::info!(target: "larder::jobs", scheduler = %self.id, leading = now_leading, "scheduler leadership changed");
+                    leading = now_leading;
+                }
+                if leading {
+                    if let Err(e) = self.run_once().await {
+                        tracing::warn!(target: "larder::jobs", error = %e, "scheduler pass failed; retrying");
+                    }
+                }
+            }
+        });
+        RunningScheduler { stop, join }
+    }
+}
+
+/// A spawned scheduler.
+#[derive(Debug)]
+pub struct RunningScheduler {
+    stop: CancellationToken,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl RunningScheduler {
+    /// Stops the scheduler.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.join.await;
+    }
+}

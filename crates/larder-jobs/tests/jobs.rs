@@ -1,0 +1,618 @@
+//! The job queue on a real redis-server: delivery, leases and fencing, retries and
+//! dead letters, delays, revocation, fairness, outages, shutdown, periodic tasks.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use larder_core::{Config, Handle};
+use larder_jobs::{
+    EnqueueOptions, JobError, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
+};
+use larder_testing::{eventually, RedisServer};
+
+const ADD: TaskRef<(i64, i64), i64> = TaskRef::new("add");
+const ECHO: TaskRef<String, String> = TaskRef::new("echo");
+const SLEEPY: TaskRef<u64, String> = TaskRef::new("sleepy");
+const FLAKY: TaskRef<u32, String> = TaskRef::new("flaky");
+
+fn handle(url: &str) -> Handle {
+    Handle::new(
+        Config::builder()
+            .redis_url(url)
+            .op_timeout(Duration::from_millis(500))
+            .breaker_threshold(3)
+            .breaker_cooldown(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn jobs(redis: &RedisServer, config: JobsConfig) -> Jobs {
+    Jobs::with_config(handle(&redis.url()), config)
+}
+
+fn quick() -> JobsConfig {
+    JobsConfig::default()
+        .lease(Duration::from_millis(600))
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(200))
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_jobs_stores_results_and_honours_idempotency_keys() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    let worker = Worker::new(jobs.clone())
+        .task(ADD, move |(a, b), _| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(a + b) }
+        })
+        .spawn();
+    let id = jobs.delay(ADD, &(2, 40)).await.unwrap();
+    assert_eq!(jobs.wait(ADD, &id, WAIT).await.unwrap(), 42);
+    let status = jobs.status(&id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Success);
+    assert_eq!(status.task, "add");
+
+    let opts = || EnqueueOptions::new().id("sum-once").tenant("7");
+    let a = jobs.enqueue(ADD, &(1, 1), opts()).await.unwrap();
+    let b = jobs.enqueue(ADD, &(1, 1), opts()).await.unwrap();
+    assert_eq!((a.as_str(), b.as_str()), ("sum-once", "sum-once"));
+    assert_eq!(jobs.wait(ADD, &a, WAIT).await.unwrap(), 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "one run per job, the duplicate made none"
+    );
+    assert_eq!(
+        jobs.status(&a).await.unwrap().unwrap().tenant.as_deref(),
+        Some("7")
+    );
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_result_does_not_poll() {
+    let redis = RedisServer::start();
+    // A long lease: no renewal (whose script reads the job) during the wait.
+    let jobs = jobs(&redis, quick().lease(Duration::from_secs(30)));
+    let worker = Worker::new(jobs.clone())
+        .task(SLEEPY, |ms, _| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(format!("slept {ms}"))
+        })
+        .spawn();
+    let id = jobs.delay(SLEEPY, &1500).await.unwrap();
+    let before = redis.command_calls();
+    assert_eq!(jobs.wait(SLEEPY, &id, WAIT).await.unwrap(), "slept 1500");
+    let after = redis.command_calls();
+    let delta = |c: &str| after.get(c).copied().unwrap_or(0) - before.get(c).copied().unwrap_or(0);
+    // The waiter: a status read before and after one blocking BLMOVE; the worker's
+    // fetch and start scripts read the job once each. A poll every 10 ms would have
+    // made about 150 reads.
+    assert!(delta("blmove") >= 1, "{after:?}");
+    assert!(
+        delta("hmget") <= 4,
+        "status reads while waiting: {}",
+        delta("hmget")
+    );
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_job_runs_again_and_its_late_outcome_is_fenced_off() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    // Worker A stalls (no lease renewal) inside a slow task.
+    let stalled = Worker::new(jobs.clone())
+        .renew_leases(false)
+        .task(ECHO, |s, _| async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok(format!("A:{s}"))
+        })
+        .spawn();
+    let id = jobs.delay(ECHO, &"x".to_owned()).await.unwrap();
+    assert!(
+        eventually(50, Duration::from_millis(50), || async {
+            jobs.status(&id).await.unwrap().unwrap().state == JobState::Started
+        })
+        .await
+    );
+    // Worker B arrives; A's lease expires and B's maintenance returns the job.
+    let b = Worker::new(jobs.clone())
+        .task(ECHO, |s, _| async move { Ok(format!("B:{s}")) })
+        .spawn();
+    assert_eq!(jobs.wait(ECHO, &id, WAIT).await.unwrap(), "B:x");
+    // A finishes later: its outcome is rejected (stale token).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = jobs.status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        status.result,
+        Some(serde_json::json!("B:x")),
+        "A's late result was fenced off"
+    );
+    stalled.shutdown(WAIT).await;
+    b.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_loses_no_job() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let crashing = Worker::new(jobs.clone())
+        .task(SLEEPY, |ms, _| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok("crashing".to_owned())
+        })
+        .spawn();
+    let id = jobs.delay(SLEEPY, &60_000).await.unwrap();
+    assert!(
+        eventually(50, Duration::from_millis(50), || async {
+            jobs.status(&id).await.unwrap().unwrap().state == JobState::Started
+        })
+        .await
+    );
+    crashing.abort();
+    let rescuer = Worker::new(jobs.clone())
+        .task(SLEEPY, |_, _| async move { Ok("rescued".to_owned()) })
+        .spawn();
+    assert_eq!(jobs.wait(SLEEPY, &id, WAIT).await.unwrap(), "rescued");
+    rescuer.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_then_dead_letter_keeps_the_error_and_redrive_works() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick().max_retries(2));
+    let healthy = Arc::new(AtomicUsize::new(0));
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let (h, at) = (Arc::clone(&healthy), Arc::clone(&attempts));
+    let worker = Worker::new(jobs.clone())
+        .task(FLAKY, move |n, ctx| {
+            at.lock()
+                .unwrap()
+                .push((ctx.attempt(), std::time::Instant::now()));
+            let ok = h.load(Ordering::SeqCst) == 1;
+            async move {
+                if ok {
+                    Ok(format!("ok {n}"))
+                } else {
+                    Err(TaskError::retry("database is down"))
+                }
+            }
+        })
+        .spawn();
+    let id = jobs.delay(FLAKY, &1).await.unwrap();
+    match jobs.wait(FLAKY, &id, WAIT).await {
+        Err(JobError::Failed { state, error, .. }) => {
+            assert_eq!(state, JobState::Failure);
+            assert!(error.contains("database is down"), "{error}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let seen = attempts.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    // Backoff: each retry waited at least half its base delay (50 ms, then 100 ms).
+    assert!(seen[1].1 - seen[0].1 >= Duration::from_millis(25));
+    assert!(seen[2].1 - seen[1].1 >= Duration::from_millis(50));
+    let status = jobs.status(&id).await.unwrap().unwrap();
+    assert_eq!(status.attempts, 3);
+    assert_eq!(jobs.dead(10).await.unwrap(), vec![id.clone()]);
+
+    healthy.store(1, Ordering::SeqCst);
+    assert!(jobs.redrive(&id).await.unwrap());
+    assert!(!jobs.redrive(&id).await.unwrap(), "not dead any more");
+    assert_eq!(jobs.wait(FLAKY, &id, WAIT).await.unwrap(), "ok 1");
+    assert!(jobs.dead(10).await.unwrap().is_empty());
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_and_unknown_tasks_fail_clearly_and_lose_nothing() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let worker = Worker::new(jobs.clone())
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .spawn();
+    // Same task name, wrong argument type (a producer on an older version).
+    const ADD_WRONG: TaskRef<String, i64> = TaskRef::new("add");
+    let bad = jobs
+        .delay(ADD_WRONG, &"two and two".to_owned())
+        .await
+        .unwrap();
+    const NOBODY: TaskRef<u8, u8> = TaskRef::new("nobody-runs-this");
+    let unknown = jobs.delay(NOBODY, &1).await.unwrap();
+    for (id, needle) in [(&bad, "malformed arguments"), (&unknown, "no task named")] {
+        let status = jobs.wait_status(id, WAIT).await.unwrap();
+        assert_eq!(status.state, JobState::Failure, "{status:?}");
+        assert!(
+            status.error.as_deref().unwrap_or("").contains(needle),
+            "{status:?}"
+        );
+    }
+    // Both are kept in the dead-letter set for a fix and a re-drive.
+    let dead = jobs.dead(10).await.unwrap();
+    assert!(dead.contains(&bad) && dead.contains(&unknown), "{dead:?}");
+    // The worker kept going.
+    let ok = jobs.delay(ADD, &(1, 2)).await.unwrap();
+    assert_eq!(jobs.wait(ADD, &ok, WAIT).await.unwrap(), 3);
+    // Hostile options are refused before anything is stored.
+    for opts in [
+        EnqueueOptions::new().queue("a:b"),
+        EnqueueOptions::new().tenant("1:*"),
+        EnqueueOptions::new().id("has space"),
+        EnqueueOptions::new().priority(10),
+    ] {
+        assert!(matches!(
+            jobs.enqueue(ADD, &(1, 1), opts).await,
+            Err(JobError::Invalid(_))
+        ));
+    }
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_run_once_after_their_eta_and_any_backlog_drains() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    // A big backlog of due delayed jobs drains in bounded batches (no worker yet).
+    let args: Vec<(i64, i64)> = (0..5000).map(|i| (i, i)).collect();
+    let ids = jobs
+        .enqueue_many(
+            ADD,
+            args.iter()
+                .map(|a| (a, EnqueueOptions::new().countdown(Duration::from_secs(3)))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 5000);
+    assert_eq!(jobs.queued("default").await.unwrap(), 0, "all delayed");
+    assert_eq!(jobs.maintain().await.unwrap(), (0, 0), "none due yet");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (promoted, _) = jobs.maintain().await.unwrap();
+    assert_eq!(promoted, 5000);
+    assert_eq!(jobs.queued("default").await.unwrap(), 5000);
+
+    // A job with an ETA runs once, after it.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    let started = std::time::SystemTime::now();
+    let id = jobs
+        .enqueue(
+            ECHO,
+            &"later".to_owned(),
+            EnqueueOptions::new()
+                .queue("eta")
+                .countdown(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+    let worker = Worker::new(jobs.clone())
+        .queues(&[("eta", 1)])
+        .task(ECHO, move |s, _| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(s) }
+        })
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        jobs.status(&id).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+    assert_eq!(jobs.wait(ECHO, &id, WAIT).await.unwrap(), "later");
+    assert!(started.elapsed().unwrap() >= Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_jobs_never_run_and_running_ones_are_cancelled() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let queued = jobs.delay(ECHO, &"queued".to_owned()).await.unwrap();
+    let delayed = jobs
+        .enqueue(
+            ECHO,
+            &"delayed".to_owned(),
+            EnqueueOptions::new().countdown(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.revoke(&queued).await.unwrap(), "REVOKED");
+    assert_eq!(jobs.revoke(&delayed).await.unwrap(), "REVOKED");
+    assert_eq!(jobs.revoke("never-enqueued").await.unwrap(), "REVOKED");
+    let later = jobs
+        .enqueue(
+            ECHO,
+            &"x".to_owned(),
+            EnqueueOptions::new().id("never-enqueued"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(later, "never-enqueued");
+
+    let r = Arc::clone(&runs);
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&cancelled);
+    let worker = Worker::new(jobs.clone())
+        .task(ECHO, move |s, _| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(s) }
+        })
+        .task(SLEEPY, move |_, ctx| {
+            let c = Arc::clone(&c);
+            async move {
+                ctx.cancelled().await;
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok("stopped".to_owned())
+            }
+        })
+        .spawn();
+    let running = jobs.delay(SLEEPY, &0).await.unwrap();
+    assert!(
+        eventually(50, Duration::from_millis(50), || async {
+            jobs.status(&running).await.unwrap().unwrap().state == JobState::Started
+        })
+        .await
+    );
+    assert_eq!(jobs.revoke(&running).await.unwrap(), "REVOKING");
+    let status = jobs.wait_status(&running, WAIT).await.unwrap();
+    assert_eq!(status.state, JobState::Revoked);
+    assert_eq!(
+        cancelled.load(Ordering::SeqCst),
+        1,
+        "the task saw the cancellation"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no revoked job ran");
+    for id in [&queued, &delayed, &later] {
+        assert_eq!(
+            jobs.status(id).await.unwrap().unwrap().state,
+            JobState::Revoked
+        );
+    }
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_backlog_does_not_delay_another_tenants_job() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let backlog: Vec<String> = (0..10_000).map(|i| format!("a{i}")).collect();
+    jobs.enqueue_many(
+        ECHO,
+        backlog
+            .iter()
+            .map(|s| (s, EnqueueOptions::new().tenant("A"))),
+    )
+    .await
+    .unwrap();
+    let b = jobs
+        .enqueue(ECHO, &"b".to_owned(), EnqueueOptions::new().tenant("B"))
+        .await
+        .unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = Arc::clone(&order);
+    let worker = Worker::new(jobs.clone())
+        .concurrency(1)
+        .task(ECHO, move |s, _| {
+            o.lock().unwrap().push(s.clone());
+            async move { Ok(s) }
+        })
+        .spawn();
+    jobs.wait(ECHO, &b, WAIT).await.unwrap();
+    let position = order.lock().unwrap().iter().position(|s| s == "b").unwrap();
+    assert!(
+        position <= 1,
+        "tenant B's job ran after {position} of tenant A's"
+    );
+    worker.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_a_typed_error_and_workers_resume_by_themselves() {
+    let mut redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let worker = Worker::new(jobs.clone())
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .spawn();
+    redis.stop();
+    let err = jobs.delay(ADD, &(1, 1)).await.unwrap_err();
+    assert!(matches!(err, JobError::Unavailable(_)), "{err}");
+    tokio::time::sleep(Duration::from_millis(500)).await; // the worker is paused now
+    redis.restart();
+    let id = eventually(50, Duration::from_millis(100), || async {
+        jobs.delay(ADD, &(20, 22)).await.is_ok()
+    })
+    .await;
+    assert!(id, "enqueue works again");
+    let id = jobs.delay(ADD, &(1, 2)).await.unwrap();
+    assert_eq!(
+        jobs.wait(ADD, &id, WAIT).await.unwrap(),
+        3,
+        "the worker resumed"
+    );
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_unfinished_jobs_back() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let worker = Worker::new(jobs.clone())
+        .shutdown_timeout(Duration::from_millis(200))
+        .task(SLEEPY, |ms, _| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok("done".to_owned())
+        })
+        .spawn();
+    let quick_job = jobs.delay(SLEEPY, &10).await.unwrap();
+    let long_job = jobs.delay(SLEEPY, &60_000).await.unwrap();
+    assert!(
+        eventually(50, Duration::from_millis(50), || async {
+            jobs.status(&long_job).await.unwrap().unwrap().state == JobState::Started
+        })
+        .await
+    );
+    worker.shutdown(WAIT).await;
+    assert_eq!(
+        jobs.status(&quick_job).await.unwrap().unwrap().state,
+        JobState::Success
+    );
+    assert_eq!(
+        jobs.status(&long_job).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+    assert_eq!(
+        jobs.queued("default").await.unwrap(),
+        1,
+        "handed back, not lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_timeouts_fail_and_rate_limits_space_starts_across_workers() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick().max_retries(0));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let make = |starts: Arc<Mutex<Vec<std::time::Instant>>>| {
+        Worker::new(jobs.clone())
+            .rate_limit(ECHO, "2/second")
+            .unwrap()
+            .task(ECHO, move |s, _| {
+                starts.lock().unwrap().push(std::time::Instant::now());
+                async move { Ok(s) }
+            })
+            .task(SLEEPY, |ms, _| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok("late".to_owned())
+            })
+            .spawn()
+    };
+    let (w1, w2) = (make(Arc::clone(&starts)), make(Arc::clone(&starts)));
+    let slow = jobs
+        .enqueue(
+            SLEEPY,
+            &5_000,
+            EnqueueOptions::new().timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    let status = jobs.wait_status(&slow, WAIT).await.unwrap();
+    assert_eq!(status.state, JobState::Failure);
+    assert!(status.error.unwrap_or_default().contains("timed out"));
+
+    let args: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+    let ids = jobs
+        .enqueue_many(ECHO, args.iter().map(|a| (a, EnqueueOptions::new())))
+        .await
+        .unwrap();
+    for id in &ids {
+        jobs.wait_status(id, WAIT).await.unwrap();
+    }
+    let mut s = starts.lock().unwrap().clone();
+    s.sort();
+    assert_eq!(s.len(), 5);
+    // 2/second shared by both workers: 5 starts span at least ~1.5 s (burst 1 + 4
+    // at 500 ms), far more than the few ms they take unlimited.
+    assert!(
+        s[4] - s[0] >= Duration::from_millis(1400),
+        "{:?}",
+        s[4] - s[0]
+    );
+    w1.shutdown(WAIT).await;
+    w2.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_ticks_fire_once_across_schedulers() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let make = || {
+        Scheduler::new(jobs.clone())
+            .every("tick", Duration::from_secs(3600), ECHO, "hourly".to_owned())
+            // This hour's tick may be up to an hour old: let it count.
+            .catch_up(Duration::from_secs(3600))
+            .cron(
+                "cron",
+                "* * * * *",
+                "Europe/Madrid",
+                ECHO,
+                "minutely".to_owned(),
+            )
+            .unwrap()
+    };
+    let (s1, s2, s3) = (make(), make(), make());
+    let (a, b, c) = tokio::join!(s1.run_once(), s2.run_once(), s3.run_once());
+    let fired = a.unwrap() + b.unwrap() + c.unwrap();
+    assert_eq!(
+        fired, 2,
+        "each entry's tick enqueued once across three schedulers"
+    );
+    assert_eq!(
+        s1.run_once().await.unwrap(),
+        0,
+        "and not again in the same tick"
+    );
+    assert_eq!(jobs.queued("default").await.unwrap(), 2);
+    assert!(matches!(
+        Scheduler::new(jobs.clone()).cron("x", "0 7 * * *", "Mars/Olympus", ECHO, String::new()),
+        Err(JobError::Invalid(_))
+    ));
+    assert!(matches!(
+        Scheduler::new(jobs.clone()).cron("x", "not cron", "UTC", ECHO, String::new()),
+        Err(JobError::Invalid(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_backend_has_the_same_semantics() {
+    let jobs = Jobs::with_config(Handle::in_process(), quick().max_retries(1));
+    assert!(jobs.is_in_process());
+    let fails = Arc::new(AtomicUsize::new(0));
+    let f = Arc::clone(&fails);
+    let worker = Worker::new(jobs.clone())
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .task(FLAKY, move |_, _| {
+            f.fetch_add(1, Ordering::SeqCst);
+            async { Err::<String, _>(TaskError::retry("nope")) }
+        })
+        .spawn();
+    let id = jobs.delay(ADD, &(3, 4)).await.unwrap();
+    assert_eq!(jobs.wait(ADD, &id, WAIT).await.unwrap(), 7);
+    let dup = jobs
+        .enqueue(ADD, &(0, 0), EnqueueOptions::new().id(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(dup, id);
+    let bad = jobs.delay(FLAKY, &1).await.unwrap();
+    assert!(matches!(
+        jobs.wait(FLAKY, &bad, WAIT).await,
+        Err(JobError::Failed { .. })
+    ));
+    assert_eq!(fails.load(Ordering::SeqCst), 2);
+    assert_eq!(jobs.dead(5).await.unwrap(), vec![bad.clone()]);
+    let queued = jobs
+        .enqueue(
+            ADD,
+            &(1, 1),
+            EnqueueOptions::new().countdown(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.revoke(&queued).await.unwrap(), "REVOKED");
+    worker.shutdown(WAIT).await;
+}

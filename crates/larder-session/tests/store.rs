@@ -1,0 +1,291 @@
+//! The framework-free store on a real redis-server, and in process.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, handle, keys, sessions};
+use larder_core::Tenant;
+use larder_session::{
+    Degraded, Identity, RequestContext, SessionConfig, SessionError, SessionRef, Sessions, Written,
+};
+use larder_testing::RedisServer;
+
+fn field(redis: &RedisServer, key: &str, field: &str) -> String {
+    redis.command(&["HGET", key, field])
+}
+
+fn calls(redis: &RedisServer, cmd: &str) -> u64 {
+    redis.command_calls().get(cmd).copied().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn rolling_expiry_writes_at_most_once_per_touch_interval() {
+    let redis = RedisServer::start();
+    let lazy = sessions(
+        Some(&redis.url()),
+        config().touch_interval(Duration::from_secs(3600)),
+    );
+    assert_eq!(
+        lazy.create("s1", b"{}", None).await.unwrap(),
+        Written::Stored
+    );
+    let key = lazy.record_key("s1");
+    let touched = field(&redis, &key, "t");
+    let (hset, pexpire) = (calls(&redis, "hset"), calls(&redis, "pexpire"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..10 {
+        assert!(lazy.load("s1").await.unwrap().is_some());
+    }
+    assert_eq!(
+        field(&redis, &key, "t"),
+        touched,
+        "no touch inside the interval"
+    );
+    assert_eq!(calls(&redis, "hset"), hset);
+    assert_eq!(calls(&redis, "pexpire"), pexpire);
+
+    // The same record read by a store whose interval has passed: one touch per load.
+    let eager = sessions(Some(&redis.url()), config().touch_interval(Duration::ZERO));
+    let loaded = eager.load("s1").await.unwrap().unwrap();
+    assert_ne!(field(&redis, &key, "t"), touched, "touched");
+    assert_eq!(calls(&redis, "hset"), hset + 1);
+    assert_eq!(calls(&redis, "pexpire"), pexpire + 1);
+    assert!(loaded.touched_ms >= loaded.created_ms);
+    assert!(loaded.expires_ms > loaded.touched_ms);
+}
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_both_end_a_session() {
+    let redis = RedisServer::start();
+    // Idle: unused for longer than the idle timeout.
+    let idle = sessions(
+        Some(&redis.url()),
+        config().idle_timeout(Duration::from_millis(300)),
+    );
+    idle.create("idle", b"{}", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(idle.load("idle").await.unwrap().is_none());
+
+    // Absolute: used all the time (touched on every load), still ends.
+    let abs = sessions(
+        Some(&redis.url()),
+        config()
+            .idle_timeout(Duration::from_secs(60))
+            .absolute_timeout(Duration::from_millis(700))
+            .touch_interval(Duration::ZERO),
+    );
+    abs.create("busy", b"{}", None).await.unwrap();
+    let mut alive_until = 0;
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if abs.load("busy").await.unwrap().is_some() {
+            alive_until = i;
+        }
+    }
+    assert!(alive_until >= 2, "alive while in use: {alive_until}");
+    assert!(
+        abs.load("busy").await.unwrap().is_none(),
+        "ended at the absolute timeout"
+    );
+    assert_eq!(
+        abs.update("busy", b"{}", None).await.unwrap(),
+        Written::Gone,
+        "an update does not bring it back"
+    );
+    assert!(keys(&redis, "*busy*").is_empty());
+}
+
+#[tokio::test]
+async fn the_user_index_lists_live_sessions_and_forgets_ended_ones() {
+    let redis = RedisServer::start();
+    let s = sessions(
+        Some(&redis.url()),
+        config().idle_timeout(Duration::from_millis(400)),
+    );
+    let alice = Identity::new("alice@example.com")
+        .with_user_agent("firefox")
+        .with_ip("192.0.2.1");
+    s.create("a1", b"{}", Some(&alice)).await.unwrap();
+    s.create("a2", b"{}", Some(&alice)).await.unwrap();
+    s.create("m1", b"{}", Some(&Identity::new("mallory")))
+        .await
+        .unwrap();
+    let list = s.list(None, "alice@example.com").await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list
+        .iter()
+        .all(|i| i.user_agent.as_deref() == Some("firefox")
+            && i.ip.as_deref() == Some("192.0.2.1")
+            && i.created_ms > 0
+            && i.last_seen_ms >= i.created_ms));
+    let ids: Vec<_> = list.iter().map(|i| i.id.clone()).collect();
+    assert!(ids.contains(&SessionRef::of_id("a1")) && ids.contains(&SessionRef::of_id("a2")));
+
+    // Revoking someone else's session through one's own user is refused.
+    assert!(!s
+        .revoke(None, "mallory", &SessionRef::of_id("a1"))
+        .await
+        .unwrap());
+    assert!(s.load("a1").await.unwrap().is_some());
+    assert!(s
+        .revoke(None, "alice@example.com", &SessionRef::of_id("a1"))
+        .await
+        .unwrap());
+    assert!(s.load("a1").await.unwrap().is_none());
+
+    // Expired sessions leave the listing, and the listing drops their entries.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(s.list(None, "alice@example.com").await.unwrap().is_empty());
+    let index: Vec<String> = keys(&redis, "*:u:*");
+    let alice_index = SessionRef::of_id("alice@example.com");
+    // The listed user's index was emptied (and so removed); every other index key
+    // expires by itself.
+    assert!(
+        !index.iter().any(|k| k.ends_with(alice_index.as_str())),
+        "{index:?}"
+    );
+    assert_eq!(
+        index.len(),
+        1,
+        "mallory's index remains until it expires: {index:?}"
+    );
+    for k in &index {
+        let ttl: i64 = redis
+            .command(&["PTTL", k])
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .unwrap();
+        assert!(ttl > 0, "the index key expires: {k} {ttl}");
+    }
+    // The index key names the user by hash only.
+    assert!(index.iter().all(|k| !k.contains("alice")), "{index:?}");
+}
+
+#[tokio::test]
+async fn tenants_have_separate_keyspaces_and_hostile_users_are_just_strings() {
+    let redis = RedisServer::start();
+    let s = sessions(Some(&redis.url()), config());
+    let t1 = Tenant::new("1").unwrap();
+    let t2 = Tenant::new("2").unwrap();
+    let hostile = "*:{evil}\r\nDEL *";
+    RequestContext::scope(RequestContext::new(Some(t1.clone())), async {
+        s.create("x", b"{}", Some(&Identity::new(hostile)))
+            .await
+            .unwrap();
+        assert!(s.load("x").await.unwrap().is_some());
+    })
+    .await;
+    RequestContext::scope(RequestContext::new(Some(t2.clone())), async {
+        assert!(
+            s.load("x").await.unwrap().is_none(),
+            "tenant 2 sees nothing"
+        );
+        assert_eq!(
+            s.update("x", b"{\"stolen\":1}", None).await.unwrap(),
+            Written::Gone
+        );
+    })
+    .await;
+    assert!(
+        s.load("x").await.unwrap().is_none(),
+        "nor does the namespace"
+    );
+    assert_eq!(s.list(Some(&t1), hostile).await.unwrap().len(), 1);
+    assert!(s.list(Some(&t2), hostile).await.unwrap().is_empty());
+    assert_eq!(s.revoke_all(Some(&t2), hostile, None).await.unwrap(), 0);
+    assert_eq!(s.revoke_all(Some(&t1), hostile, None).await.unwrap(), 1);
+    let all = keys(&redis, "*");
+    assert!(
+        all.iter()
+            .all(|k| k.starts_with("larder:tenant:{1}:session:")),
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn over_the_cap_nothing_is_stored_and_the_error_says_why() {
+    let redis = RedisServer::start();
+    let s = sessions(Some(&redis.url()), config().max_bytes(64));
+    let err = s.create("big", &[b'x'; 65], None).await.unwrap_err();
+    assert!(matches!(err, SessionError::TooLarge { size: 65, cap: 64 }));
+    assert!(
+        err.to_string().contains("exceeds the cap of 64 bytes"),
+        "{err}"
+    );
+    assert!(keys(&redis, "*").is_empty());
+    s.create("ok", &[b'x'; 64], None).await.unwrap();
+    let err = s.update("ok", &[b'y'; 100], None).await.unwrap_err();
+    assert!(matches!(err, SessionError::TooLarge { .. }));
+    assert_eq!(s.load("ok").await.unwrap().unwrap().data, vec![b'x'; 64]);
+}
+
+#[tokio::test]
+async fn fail_closed_is_a_typed_error_within_the_deadline_and_hides_the_password() {
+    let mut redis = RedisServer::builder().requirepass("s3cr3t-pw").start();
+    let url = redis.url_with_auth("default", "s3cr3t-pw");
+    let s = sessions(Some(&url), config());
+    s.create("a", b"{}", None).await.unwrap();
+    redis.freeze();
+    let err = tokio::time::timeout(Duration::from_secs(10), s.load("a"))
+        .await
+        .expect("bounded by the deadline")
+        .unwrap_err();
+    assert!(matches!(err, SessionError::Unavailable(_)), "{err}");
+    assert!(!format!("{err} {err:?}").contains("s3cr3t-pw"), "{err:?}");
+    redis.thaw();
+
+    // In-memory policy on the same outage: served in process.
+    let mem = sessions(Some(&url), config().degraded(Degraded::InMemory));
+    redis.stop();
+    assert_eq!(mem.create("b", b"{}", None).await.unwrap(), Written::Stored);
+    assert!(mem.load("b").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn in_process_mode_has_the_same_semantics() {
+    let s = Sessions::new(
+        handle(None),
+        SessionConfig::builder()
+            .rotation_grace(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    );
+    let who = Identity::new("alice");
+    assert_eq!(
+        s.create("a", b"1", Some(&who)).await.unwrap(),
+        Written::Stored
+    );
+    assert_eq!(s.create("a", b"2", None).await.unwrap(), Written::Collision);
+    assert_eq!(s.load("a").await.unwrap().unwrap().data, b"1");
+    // Rotation inside a request context: the old id is read-only for the grace window.
+    RequestContext::scope(RequestContext::new(None), async {
+        assert!(larder_session::mark_rotation());
+        s.delete("a").await.unwrap();
+    })
+    .await;
+    let old = s.load("a").await.unwrap().unwrap();
+    assert!(old.read_only);
+    assert_eq!(s.update("a", b"3", None).await.unwrap(), Written::Gone);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.load("a").await.unwrap().is_none());
+    // No resurrection after a delete.
+    s.create("b", b"1", Some(&who)).await.unwrap();
+    s.delete("b").await.unwrap();
+    assert_eq!(
+        s.update("b", b"2", Some(&who)).await.unwrap(),
+        Written::Gone
+    );
+    assert!(s.load("b").await.unwrap().is_none());
+    // The index.
+    s.create("c", b"1", Some(&who)).await.unwrap();
+    s.create("d", b"1", Some(&who)).await.unwrap();
+    assert_eq!(s.list(None, "alice").await.unwrap().len(), 2);
+    let keep = SessionRef::of_id("d");
+    assert_eq!(s.revoke_all(None, "alice", Some(&keep)).await.unwrap(), 1);
+    assert!(s.load("c").await.unwrap().is_none());
+    assert!(s.load("d").await.unwrap().is_some());
+}
