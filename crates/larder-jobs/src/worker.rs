@@ -307,11 +307,11 @@ impl Worker {
         for (id, token, _) in &left {
             match backend.complete(id, token, Outcome::Requeue, 0).await {
                 Ok(true) => {
-                    tracing::info!(target: "larder::jobs", id, "job handed back at shutdown")
+                    tracing::info!(target: "larder::jobs", id, "job handed back at shutdown");
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(target: "larder::jobs", id, error = %e, "could not hand back job; it returns when its lease expires")
+                    tracing::warn!(target: "larder::jobs", id, error = %e, "could not hand back job; it returns when its lease expires");
                 }
             }
         }

@@ -26,14 +26,14 @@
 //! | `cache` | [`cache`]: the typed cache service and the response cache's core | no |
 //! | `ratelimit` | [`ratelimit`]: distributed rate limits (GCRA in one round trip) and their HTTP core | no |
 //! | `session` | [`session`]: the session store behind tower-sessions and actix-session | no |
+//! | `jobs` | [`jobs`]: the job queue (tasks, workers, periodic scheduler) | no |
 //! | `tower` | Tower layers of the enabled components | no |
 //! | `axum` | `tower`, plus Axum glue (`/health/cache` and admin routes, `ConnectInfo`) | no |
 //! | `actix` | Actix-web middleware of the enabled components, health and admin services | no |
 //! | `full` | all of the above | no |
 //!
 //! Framework features apply to the components you enable: `features = ["cache",
-//! "ratelimit", "axum"]` gives both Tower layers and no Actix code. The job crate
-//! joins this umbrella behind a feature of its own as it lands.
+//! "ratelimit", "axum"]` gives both Tower layers and no Actix code.
 
 /// The shared spine: handle, guard, keyspace, codec, config, health, metrics.
 pub use larder_core as core;
@@ -51,3 +51,7 @@ pub use larder_ratelimit as ratelimit;
 /// idle and absolute timeouts, per-user index, rotation with grace.
 #[cfg(feature = "session")]
 pub use larder_session as session;
+
+/// The job queue: [`jobs::Jobs`], [`jobs::Worker`], [`jobs::Scheduler`].
+#[cfg(feature = "jobs")]
+pub use larder_jobs as jobs;
