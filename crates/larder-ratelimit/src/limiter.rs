@@ -316,7 +316,9 @@ impl RateLimiter {
         match self.evaluate(&items).await {
             Ok(decision) => decision,
             Err(error) => {
-                tracing::debug!(target: "larder::ratelimit", %error, "rate limit degraded: applying fail modes");
+                if self.inner.handle.is_redis_configured() {
+                    tracing::debug!(target: "larder::ratelimit", %error, "rate limit degraded: applying fail modes");
+                }
                 metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "ratelimit").increment(1);
                 self.fallback(&items)
             }

@@ -1,0 +1,44 @@
+//! Run with: `cargo run -p example-actix-balance` (no Redis, no database server
+//! needed; `REDIS_URL` switches to Redis). Flags: `--web-only`, `--worker-only`.
+//! `SESSION_KEY` (64 bytes or more) signs the session cookie; without it a random
+//! key is made at start (sessions then end with the process).
+
+use std::time::Duration;
+
+use actix_web::cookie::Key;
+use actix_web::HttpServer;
+use example_stock_domain::{Role, Stock};
+
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,larder=debug,larder::core=info".into()),
+        )
+        .init();
+    let role = Role::from_args(std::env::args().skip(1))?;
+    let stock = Stock::from_env()?;
+    let key = match std::env::var("SESSION_KEY") {
+        Ok(k) if k.len() >= 64 => Key::derive_from(k.as_bytes()),
+        Ok(_) => return Err("SESSION_KEY: expected at least 64 bytes".into()),
+        Err(_) => Key::generate(),
+    };
+    let worker = (role != Role::Web).then(|| stock.worker().spawn());
+    if role == Role::Worker {
+        tracing::info!("worker only: running jobs until Ctrl-C");
+        let _ = tokio::signal::ctrl_c().await;
+    } else {
+        let port = stock.settings.port;
+        tracing::info!("listening on http://0.0.0.0:{port}");
+        let app_stock = stock.clone();
+        HttpServer::new(move || example_actix_balance::app(app_stock.clone(), key.clone()))
+            .bind(("0.0.0.0", port))?
+            .run()
+            .await?;
+    }
+    if let Some(worker) = worker {
+        worker.shutdown(Duration::from_secs(30)).await;
+    }
+    Ok(())
+}

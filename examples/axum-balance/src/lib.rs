@@ -1,0 +1,247 @@
+//! The stock app's Axum wiring: routes, and larder's layers around them. The domain
+//! (database, queries, report task, larder configuration) is `example-stock-domain`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use example_stock_domain::{tenant_id, NamedTable, Reply, Stock};
+use larder::cache::tower::CacheLayer;
+use larder::ratelimit::tower::RateLimitLayer;
+use larder::session::tower::{self as sessions, RedisSessionStore, SessionContextLayer};
+use larder::session::Identity;
+use serde_json::json;
+use tower_sessions::{Expiry, Session, SessionManagerLayer};
+
+fn respond(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(reply.body)).into_response()
+}
+
+/// The tenant of a request: `X-Tenant-Id`, or the session's after login.
+fn tenant(headers: &HeaderMap) -> Result<i64, Response> {
+    tenant_id(headers.get("x-tenant-id").and_then(|v| v.to_str().ok())).map_err(respond)
+}
+
+/// A logged-in session's tenant becomes the request's `X-Tenant-Id` (so the
+/// response cache keys by it); a header naming another tenant is refused.
+async fn session_tenant(session: Session, mut req: Request, next: Next) -> Response {
+    if let Ok(Some(t)) = session.get::<i64>("tenant").await {
+        match req.headers().get("x-tenant-id") {
+            None => {
+                req.headers_mut()
+                    .insert("x-tenant-id", HeaderValue::from(t));
+            }
+            Some(h) if h.to_str().ok() == Some(t.to_string().as_str()) => {}
+            Some(_) => {
+                return respond(Reply::error(403, "X-Tenant-Id does not match your session's tenant"));
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The whole app: API routes behind the response cache, sessions and the tenant
+/// middleware; `/health/cache` and (with `ADMIN_TOKEN`) `/admin/cache/*` beside
+/// them; rate limits around everything (`/health/*` exempt).
+pub fn router(stock: Stock) -> Router {
+    let api = Router::new()
+        .route("/balance", get(balance))
+        .route("/sales", post(sale))
+        .route("/payments", post(payment))
+        .route("/products", get(products).post(create_product))
+        .route(
+            "/products/{id}",
+            get(product).put(update_product).delete(delete_product),
+        )
+        .route("/categories", get(categories).post(add_category))
+        .route("/uom", get(uoms).post(add_uom))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route("/logout-all", post(logout_all))
+        .route("/sessions", get(list_sessions))
+        .route("/reports/daily", post(daily_report))
+        .route("/jobs/{id}", get(job))
+        .layer(CacheLayer::new(stock.responses.clone()))
+        .layer(middleware::from_fn(session_tenant))
+        .layer(
+            SessionManagerLayer::new(RedisSessionStore::new(stock.sessions.clone()))
+                .with_name("stock_session")
+                .with_secure(false)
+                .with_expiry(Expiry::OnSessionEnd),
+        )
+        .layer(SessionContextLayer::new())
+        .with_state(stock.clone());
+    let mut app = api.merge(larder::cache::axum::health_routes(stock.handle.clone()));
+    if let Some(admin) = stock.admin.clone() {
+        app = app.merge(larder::cache::axum::admin_routes(admin));
+    }
+    app.layer(RateLimitLayer::new(stock.limits.clone()))
+}
+
+async fn balance(State(s): State<Stock>, headers: HeaderMap, req: Request) -> Response {
+    let t = match tenant(&headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    respond(s.balance(t, req.uri().query().unwrap_or("")).await)
+}
+
+async fn sale(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.add_sale(t, &body).await),
+        Err(r) => r,
+    }
+}
+
+async fn payment(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.add_payment(t, &body).await),
+        Err(r) => r,
+    }
+}
+
+async fn products(State(s): State<Stock>, headers: HeaderMap) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.products(t).await),
+        Err(r) => r,
+    }
+}
+
+async fn product(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.product(t, &id).await),
+        Err(r) => r,
+    }
+}
+
+async fn create_product(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.save_product(t, None, &body).await),
+        Err(r) => r,
+    }
+}
+
+async fn update_product(
+    State(s): State<Stock>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.save_product(t, Some(&id), &body).await),
+        Err(r) => r,
+    }
+}
+
+async fn delete_product(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.delete_product(t, &id).await),
+        Err(r) => r,
+    }
+}
+
+async fn categories(State(s): State<Stock>, headers: HeaderMap) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.named(t, NamedTable::Categories).await),
+        Err(r) => r,
+    }
+}
+
+async fn add_category(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.add_named(t, NamedTable::Categories, &body).await),
+        Err(r) => r,
+    }
+}
+
+async fn uoms(State(s): State<Stock>, headers: HeaderMap) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.named(t, NamedTable::Uom).await),
+        Err(r) => r,
+    }
+}
+
+async fn add_uom(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.add_named(t, NamedTable::Uom, &body).await),
+        Err(r) => r,
+    }
+}
+
+async fn login(State(s): State<Stock>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+    let (user, tenant) = match s.check_login(&body).await {
+        Ok(found) => found,
+        Err(r) => return respond(r),
+    };
+    let mut who = Identity::new(&user);
+    if let Some(ua) = headers.get("user-agent").and_then(|v| v.to_str().ok()) {
+        who = who.with_user_agent(ua);
+    }
+    let stored = async {
+        sessions::login(&session, who).await?;
+        session.insert("tenant", tenant).await
+    };
+    match stored.await {
+        Ok(()) => respond(Reply {
+            status: 200,
+            body: json!({ "user": user, "tenant": tenant }),
+        }),
+        Err(e) => respond(Reply::error(503, format!("session not stored: {e}"))),
+    }
+}
+
+async fn me(session: Session) -> Response {
+    match (sessions::identity(&session).await, session.get::<i64>("tenant").await) {
+        (Some(i), Ok(Some(t))) => Json(json!({ "user": i.user, "tenant": t })).into_response(),
+        _ => respond(Reply::error(401, "not logged in")),
+    }
+}
+
+async fn logout(session: Session) -> Response {
+    match sessions::logout(&session).await {
+        Ok(()) => Json(json!({ "logged_out": true })).into_response(),
+        Err(e) => respond(Reply::error(503, format!("logout failed: {e}"))),
+    }
+}
+
+async fn logout_all(State(s): State<Stock>, session: Session) -> Response {
+    let Some(i) = sessions::identity(&session).await else {
+        return respond(Reply::error(401, "not logged in"));
+    };
+    match s.sessions.revoke_all(None, &i.user, None).await {
+        Ok(n) => {
+            let _ = sessions::logout(&session).await;
+            Json(json!({ "revoked": n })).into_response()
+        }
+        Err(e) => respond(Reply::error(503, format!("revoke failed: {e}"))),
+    }
+}
+
+async fn list_sessions(State(s): State<Stock>, session: Session) -> Response {
+    let Some(i) = sessions::identity(&session).await else {
+        return respond(Reply::error(401, "not logged in"));
+    };
+    match s.sessions.list(None, &i.user).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => respond(Reply::error(503, format!("sessions unavailable: {e}"))),
+    }
+}
+
+async fn daily_report(State(s): State<Stock>, headers: HeaderMap) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.enqueue_report(t).await),
+        Err(r) => r,
+    }
+}
+
+async fn job(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    match tenant(&headers) {
+        Ok(t) => respond(s.job(t, &id).await),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,40 @@
+//! Run with: `cargo run -p example-axum-balance` (no Redis, no database server
+//! needed; `REDIS_URL` switches to Redis). Flags: `--web-only`, `--worker-only`.
+//! See the README's quick start for a tour.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use example_stock_domain::{Role, Stock};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,larder=debug,larder::core=info".into()),
+        )
+        .init();
+    let role = Role::from_args(std::env::args().skip(1))?;
+    let stock = Stock::from_env()?;
+    let worker = (role != Role::Web).then(|| stock.worker().spawn());
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if role == Role::Worker {
+        tracing::info!("worker only: running jobs until Ctrl-C");
+        shutdown.await;
+    } else {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", stock.settings.port)).await?;
+        tracing::info!("listening on http://{}", listener.local_addr()?);
+        let app = example_axum_balance::router(stock.clone());
+        // The peer address is what per-IP limits count by.
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    }
+    if let Some(worker) = worker {
+        worker.shutdown(Duration::from_secs(30)).await;
+    }
+    Ok(())
+}
