@@ -19,12 +19,19 @@ use larder::session::Identity;
 use serde_json::json;
 
 fn respond(reply: Reply) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .json(reply.body)
+    HttpResponse::build(
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .json(reply.body)
 }
 
 fn tenant(req: &HttpRequest) -> Result<i64, HttpResponse> {
-    tenant_id(req.headers().get("x-tenant-id").and_then(|v| v.to_str().ok())).map_err(respond)
+    tenant_id(
+        req.headers()
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(respond)
 }
 
 /// A logged-in session's tenant becomes the request's `X-Tenant-Id` (so the
@@ -35,7 +42,11 @@ async fn session_tenant(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let session_tenant = req.get_session().get::<i64>("tenant").ok().flatten();
     if let Some(t) = session_tenant {
-        let header = req.headers().get("x-tenant-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = req
+            .headers()
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         match header {
             None => {
                 req.headers_mut()
@@ -43,7 +54,10 @@ async fn session_tenant(
             }
             Some(h) if h == t.to_string() => {}
             Some(_) => {
-                let res = respond(Reply::error(403, "X-Tenant-Id does not match your session's tenant"));
+                let res = respond(Reply::error(
+                    403,
+                    "X-Tenant-Id does not match your session's tenant",
+                ));
                 return Ok(req.into_response(res));
             }
         }
@@ -103,7 +117,8 @@ pub fn app(
     if let Some(admin) = stock.admin.clone() {
         app = app.service(larder::cache::actix::admin_scope(admin));
     }
-    app.service(api).wrap(RateLimitMiddleware::new(stock.limits.clone()))
+    app.service(api)
+        .wrap(RateLimitMiddleware::new(stock.limits.clone()))
 }
 
 async fn balance(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
@@ -148,7 +163,12 @@ async fn create_product(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpRe
     }
 }
 
-async fn update_product(s: Data<Stock>, req: HttpRequest, id: Path<String>, body: Bytes) -> HttpResponse {
+async fn update_product(
+    s: Data<Stock>,
+    req: HttpRequest,
+    id: Path<String>,
+    body: Bytes,
+) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.save_product(t, Some(&id), &body).await),
         Err(r) => r,
@@ -196,7 +216,11 @@ async fn login(s: Data<Stock>, session: Session, req: HttpRequest, body: Bytes) 
         Err(r) => return respond(r),
     };
     let mut who = Identity::new(&user);
-    if let Some(ua) = req.headers().get("user-agent").and_then(|v| v.to_str().ok()) {
+    if let Some(ua) = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+    {
         who = who.with_user_agent(ua);
     }
     if let Some(peer) = req.peer_addr() {

@@ -37,7 +37,10 @@ async fn session_tenant(session: Session, mut req: Request, next: Next) -> Respo
             }
             Some(h) if h.to_str().ok() == Some(t.to_string().as_str()) => {}
             Some(_) => {
-                return respond(Reply::error(403, "X-Tenant-Id does not match your session's tenant"));
+                return respond(Reply::error(
+                    403,
+                    "X-Tenant-Id does not match your session's tenant",
+                ));
             }
         }
     }
@@ -138,7 +141,11 @@ async fn update_product(
     }
 }
 
-async fn delete_product(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn delete_product(
+    State(s): State<Stock>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.delete_product(t, &id).await),
         Err(r) => r,
@@ -173,7 +180,12 @@ async fn add_uom(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Res
     }
 }
 
-async fn login(State(s): State<Stock>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+async fn login(
+    State(s): State<Stock>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (user, tenant) = match s.check_login(&body).await {
         Ok(found) => found,
         Err(r) => return respond(r),
@@ -196,7 +208,10 @@ async fn login(State(s): State<Stock>, session: Session, headers: HeaderMap, bod
 }
 
 async fn me(session: Session) -> Response {
-    match (sessions::identity(&session).await, session.get::<i64>("tenant").await) {
+    match (
+        sessions::identity(&session).await,
+        session.get::<i64>("tenant").await,
+    ) {
         (Some(i), Ok(Some(t))) => Json(json!({ "user": i.user, "tenant": t })).into_response(),
         _ => respond(Reply::error(401, "not logged in")),
     }

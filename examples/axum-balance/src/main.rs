@@ -29,9 +29,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         tracing::info!("listening on http://{}", listener.local_addr()?);
         let app = example_axum_balance::router(stock.clone());
         // The peer address is what per-IP limits count by.
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
     }
     if let Some(worker) = worker {
         worker.shutdown(Duration::from_secs(30)).await;

@@ -147,7 +147,10 @@ impl Db {
         let conn = if path == "sqlite::memory:" || path == ":memory:" {
             Connection::open_in_memory()?
         } else {
-            if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|e| DbError::Task(e.to_string()))?;
             }
             Connection::open(path)?
@@ -334,9 +337,17 @@ impl Db {
     ///
     /// # Errors
     /// SQLite's error.
-    pub async fn add_named(&self, tenant: i64, table: NamedTable, name: String) -> Result<Named, DbError> {
+    pub async fn add_named(
+        &self,
+        tenant: i64,
+        table: NamedTable,
+        name: String,
+    ) -> Result<Named, DbError> {
         self.with(move |c| {
-            let sql = format!("INSERT INTO {} (tenant_id, name) VALUES (?1, ?2)", table.name());
+            let sql = format!(
+                "INSERT INTO {} (tenant_id, name) VALUES (?1, ?2)",
+                table.name()
+            );
             c.execute(&sql, params![tenant, name])?;
             Ok(Named {
                 id: c.last_insert_rowid(),
@@ -381,7 +392,12 @@ impl Db {
     ///
     /// # Errors
     /// SQLite's error.
-    pub async fn add_payment(&self, tenant: i64, amount: f64, method: String) -> Result<i64, DbError> {
+    pub async fn add_payment(
+        &self,
+        tenant: i64,
+        amount: f64,
+        method: String,
+    ) -> Result<i64, DbError> {
         self.with(move |c| {
             c.execute(
                 "INSERT INTO payments (tenant_id, amount, method, paid_on) VALUES (?1, ?2, ?3, ?4)",
@@ -396,7 +412,11 @@ impl Db {
     ///
     /// # Errors
     /// SQLite's error.
-    pub async fn verify_user(&self, username: String, password: String) -> Result<Option<i64>, DbError> {
+    pub async fn verify_user(
+        &self,
+        username: String,
+        password: String,
+    ) -> Result<Option<i64>, DbError> {
         self.with(move |c| {
             let row: Option<(i64, String)> = c
                 .query_row(
@@ -420,7 +440,12 @@ impl Db {
     ///
     /// # Errors
     /// SQLite's error.
-    pub async fn record_report(&self, tenant: i64, path: String, totals: serde_json::Value) -> Result<i64, DbError> {
+    pub async fn record_report(
+        &self,
+        tenant: i64,
+        path: String,
+        totals: serde_json::Value,
+    ) -> Result<i64, DbError> {
         self.with(move |c| {
             c.execute(
                 "INSERT INTO reports (tenant_id, created_at, path, totals) VALUES (?1, ?2, ?3, ?4)",
@@ -437,7 +462,11 @@ impl Db {
     /// SQLite's error.
     pub async fn report_count(&self, tenant: i64) -> Result<i64, DbError> {
         self.with(move |c| {
-            Ok(c.query_row("SELECT COUNT(*) FROM reports WHERE tenant_id = ?1", [tenant], |r| r.get(0))?)
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM reports WHERE tenant_id = ?1",
+                [tenant],
+                |r| r.get(0),
+            )?)
         })
         .await
     }
@@ -487,22 +516,40 @@ fn hash_password(password: &str) -> Result<String, DbError> {
 /// months of daily sales and weekly payments, and a user.
 fn seed(c: &Connection) -> Result<(), DbError> {
     let today = Utc::now().date_naive();
-    for (tenant, name, user) in [(1i64, "Ferretería Norte", "alice"), (2, "Almacén Sur", "bob")] {
-        c.execute("INSERT INTO tenants (id, name) VALUES (?1, ?2)", params![tenant, name])?;
+    for (tenant, name, user) in [
+        (1i64, "Ferretería Norte", "alice"),
+        (2, "Almacén Sur", "bob"),
+    ] {
+        c.execute(
+            "INSERT INTO tenants (id, name) VALUES (?1, ?2)",
+            params![tenant, name],
+        )?;
         let mut cats = Vec::new();
         for cat in ["Tools", "Paint", "Garden"] {
-            c.execute("INSERT INTO categories (tenant_id, name) VALUES (?1, ?2)", params![tenant, cat])?;
+            c.execute(
+                "INSERT INTO categories (tenant_id, name) VALUES (?1, ?2)",
+                params![tenant, cat],
+            )?;
             cats.push(c.last_insert_rowid());
         }
         let mut units = Vec::new();
         for u in ["unit", "kg", "litre"] {
-            c.execute("INSERT INTO uom (tenant_id, name) VALUES (?1, ?2)", params![tenant, u])?;
+            c.execute(
+                "INSERT INTO uom (tenant_id, name) VALUES (?1, ?2)",
+                params![tenant, u],
+            )?;
             units.push(c.last_insert_rowid());
         }
         let mut products = Vec::new();
-        for (i, (p, price)) in [("Hammer", 12.5), ("Screwdriver set", 19.9), ("White paint 4L", 24.0), ("Seeds", 3.2), ("Hose 20m", 31.0)]
-            .into_iter()
-            .enumerate()
+        for (i, (p, price)) in [
+            ("Hammer", 12.5),
+            ("Screwdriver set", 19.9),
+            ("White paint 4L", 24.0),
+            ("Seeds", 3.2),
+            ("Hose 20m", 31.0),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let price = price * (1.0 + 0.1 * (tenant as f64 - 1.0));
             c.execute(

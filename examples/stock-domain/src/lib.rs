@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub mod db;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use db::{Db, Granularity, NamedTable, ProductInput};
 
@@ -128,7 +130,11 @@ impl Role {
             role = match a.as_str() {
                 "--web-only" => Self::Web,
                 "--worker-only" => Self::Worker,
-                other => return Err(format!("unknown argument {other:?} (use --web-only or --worker-only)")),
+                other => {
+                    return Err(format!(
+                        "unknown argument {other:?} (use --web-only or --worker-only)"
+                    ))
+                }
             };
         }
         Ok(role)
@@ -179,7 +185,12 @@ pub fn larder_config() -> Result<Config, larder::core::ConfigError> {
     if std::env::var_os("CACHE_KEY_PREFIX").is_none() {
         "stock".clone_into(&mut config.key_prefix);
     }
-    for (module, secs) in [("balance", 60), ("products", 60), ("categories", 300), ("uom", 3600)] {
+    for (module, secs) in [
+        ("balance", 60),
+        ("products", 60),
+        ("categories", 300),
+        ("uom", 3600),
+    ] {
         config
             .module_ttls
             .entry(module.to_owned())
@@ -203,7 +214,10 @@ impl Stock {
     ///
     /// # Errors
     /// A malformed variable, or a database that cannot be opened.
-    pub fn new(settings: Settings, handle: Handle) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn new(
+        settings: Settings,
+        handle: Handle,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let db = Db::open(&settings.database_url)?;
         let cache = Cache::new(handle.clone());
         let responses = ResponseCache::new(cache.clone())
@@ -212,12 +226,28 @@ impl Stock {
             .route(CacheRoute::new("/products/{id}", "products")?)
             .route(CacheRoute::new("/categories", "categories")?)
             .route(CacheRoute::new("/uom", "uom")?)
-            .invalidate(InvalidateRoute::new("POST", "/sales", &["balance", "products"])?)
+            .invalidate(InvalidateRoute::new(
+                "POST",
+                "/sales",
+                &["balance", "products"],
+            )?)
             .invalidate(InvalidateRoute::new("POST", "/payments", &["balance"])?)
             .invalidate(InvalidateRoute::new("POST", "/products", &["products"])?)
-            .invalidate(InvalidateRoute::new("PUT", "/products/{id}", &["products"])?)
-            .invalidate(InvalidateRoute::new("DELETE", "/products/{id}", &["products"])?)
-            .invalidate(InvalidateRoute::new("POST", "/categories", &["categories", "products"])?)
+            .invalidate(InvalidateRoute::new(
+                "PUT",
+                "/products/{id}",
+                &["products"],
+            )?)
+            .invalidate(InvalidateRoute::new(
+                "DELETE",
+                "/products/{id}",
+                &["products"],
+            )?)
+            .invalidate(InvalidateRoute::new(
+                "POST",
+                "/categories",
+                &["categories", "products"],
+            )?)
             .invalidate(InvalidateRoute::new("POST", "/uom", &["uom"])?);
         let ip = Key::ClientIp(ClientIp::from_env()?);
         let limits = RateLimit::new(RateLimiter::new(handle.clone()))
@@ -248,12 +278,13 @@ impl Stock {
     pub fn worker(&self) -> Worker {
         let db = self.db.clone();
         let dir = self.settings.reports_dir.clone();
-        Worker::new(self.jobs.clone())
-            .concurrency(4)
-            .task(SEND_DAILY_REPORT, move |tenant, _ctx| {
+        Worker::new(self.jobs.clone()).concurrency(4).task(
+            SEND_DAILY_REPORT,
+            move |tenant, _ctx| {
                 let (db, dir) = (db.clone(), dir.clone());
                 async move { write_report(&db, &dir, tenant).await }
-            })
+            },
+        )
     }
 
     /// `GET /balance?from=&to=&granularity=`.
@@ -273,8 +304,12 @@ impl Stock {
         let today = chrono::Utc::now().date_naive();
         let parse = |name: &str, v: Option<&str>, default: NaiveDate| match v {
             None => Ok(default),
-            Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .map_err(|_| Reply::error(400, format!("{name}: expected a date YYYY-MM-DD, got {v:?}"))),
+            Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+                Reply::error(
+                    400,
+                    format!("{name}: expected a date YYYY-MM-DD, got {v:?}"),
+                )
+            }),
         };
         let from = match parse("from", from, today - chrono::Duration::days(30)) {
             Ok(d) => d,
@@ -369,10 +404,12 @@ impl Stock {
             name: String,
         }
         match serde_json::from_slice::<Input>(body) {
-            Ok(i) if !i.name.trim().is_empty() => match self.db.add_named(tenant, table, i.name).await {
-                Ok(row) => Reply::created(json!(row)),
-                Err(e) => Reply::internal(&e),
-            },
+            Ok(i) if !i.name.trim().is_empty() => {
+                match self.db.add_named(tenant, table, i.name).await {
+                    Ok(row) => Reply::created(json!(row)),
+                    Err(e) => Reply::internal(&e),
+                }
+            }
             Ok(_) => Reply::error(400, "name must not be empty"),
             Err(e) => Reply::error(400, format!("invalid body: {e}")),
         }
@@ -393,7 +430,11 @@ impl Stock {
         if !(sale.quantity > 0.0) || !(sale.unit_price >= 0.0) {
             return Reply::error(400, "quantity must be > 0 and unit_price >= 0");
         }
-        match self.db.add_sale(tenant, sale.product_id, sale.quantity, sale.unit_price).await {
+        match self
+            .db
+            .add_sale(tenant, sale.product_id, sale.quantity, sale.unit_price)
+            .await
+        {
             Ok(Some(id)) => Reply::created(json!({ "id": id })),
             Ok(None) => Reply::error(404, format!("no product {}", sale.product_id)),
             Err(e) => Reply::internal(&e),
@@ -454,14 +495,16 @@ impl Stock {
     /// `GET /jobs/{id}`: the job's state and result (only the tenant's own jobs).
     pub async fn job(&self, tenant: i64, id: &str) -> Reply {
         match self.jobs.status(id).await {
-            Ok(Some(s)) if s.tenant.as_deref() == Some(tenant.to_string().as_str()) => Reply::ok(json!({
-                "job_id": s.id,
-                "task": s.task,
-                "state": s.state,
-                "done": s.state.is_terminal(),
-                "result": s.result,
-                "error": s.error,
-            })),
+            Ok(Some(s)) if s.tenant.as_deref() == Some(tenant.to_string().as_str()) => {
+                Reply::ok(json!({
+                    "job_id": s.id,
+                    "task": s.task,
+                    "state": s.state,
+                    "done": s.state.is_terminal(),
+                    "result": s.result,
+                    "error": s.error,
+                }))
+            }
             Ok(_) => Reply::error(404, format!("no job {id}")),
             Err(e) => Reply::error(503, format!("job status unavailable: {e}")),
         }
@@ -479,13 +522,27 @@ pub fn tenant_id(raw: Option<&str>) -> Result<i64, Reply> {
         .parse::<i64>()
         .ok()
         .filter(|t| *t > 0)
-        .ok_or_else(|| Reply::error(400, format!("invalid X-Tenant-Id {raw:?}: expected a positive number")))
+        .ok_or_else(|| {
+            Reply::error(
+                400,
+                format!("invalid X-Tenant-Id {raw:?}: expected a positive number"),
+            )
+        })
 }
 
-async fn write_report(db: &Db, dir: &std::path::Path, tenant: i64) -> Result<ReportOutcome, TaskError> {
+async fn write_report(
+    db: &Db,
+    dir: &std::path::Path,
+    tenant: i64,
+) -> Result<ReportOutcome, TaskError> {
     let today = chrono::Utc::now().date_naive();
     let series = db
-        .balance(tenant, today - chrono::Duration::days(30), today, Granularity::Monthly)
+        .balance(
+            tenant,
+            today - chrono::Duration::days(30),
+            today,
+            Granularity::Monthly,
+        )
         .await
         .map_err(|e| TaskError::retry(e.to_string()))?;
     let sales: f64 = series.iter().map(|p| p.sales).sum();
@@ -494,7 +551,10 @@ async fn write_report(db: &Db, dir: &std::path::Path, tenant: i64) -> Result<Rep
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| TaskError::retry(format!("reports folder: {e}")))?;
-    let path = dir.join(format!("tenant-{tenant}-{}.json", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")));
+    let path = dir.join(format!(
+        "tenant-{tenant}-{}.json",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+    ));
     let text = serde_json::to_vec_pretty(&totals).map_err(|e| TaskError::fatal(e.to_string()))?;
     tokio::fs::write(&path, text)
         .await
@@ -505,7 +565,11 @@ async fn write_report(db: &Db, dir: &std::path::Path, tenant: i64) -> Result<Rep
         .await
         .map_err(|e| TaskError::retry(e.to_string()))?;
     tracing::info!(tenant, report_id, path, "daily report written");
-    Ok(ReportOutcome { report_id, path, totals })
+    Ok(ReportOutcome {
+        report_id,
+        path,
+        totals,
+    })
 }
 
 /// Whether a job state means "finished".

@@ -1,0 +1,86 @@
+//! The stock app on Actix-web, through actix's test harness, against a real
+//! redis-server: the shared scenario of `example-stock-domain`'s testkit.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use actix_web::body::MessageBody;
+use actix_web::cookie::Key;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::test;
+use example_stock_domain::testkit::{self, Client, Got};
+use larder_testing::RedisServer;
+
+struct App<S>(S);
+
+impl<S, B> Client for App<S>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
+        let mut req = test::TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(path)
+            .peer_addr("192.0.2.10:40000".parse().unwrap());
+        for (n, v) in headers {
+            req = req.insert_header((*n, *v));
+        }
+        if !body.is_empty() {
+            req = req
+                .insert_header(("content-type", "application/json"))
+                .set_payload(body.to_owned());
+        }
+        let res = match self.0.call(req.to_request()).await {
+            Ok(res) => res,
+            Err(e) => {
+                let res = e.error_response();
+                return Got {
+                    status: res.status().as_u16(),
+                    headers: Vec::new(),
+                    body: String::new(),
+                };
+            }
+        };
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = test::read_body(res).await;
+        Got {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn cache_invalidation_and_tenant_isolation() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    testkit::cache_and_tenants(&app, &redis).await;
+}
+
+#[actix_web::test]
+async fn redis_outage_keeps_routes_up_and_recovery_needs_no_restart() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    testkit::redis_outage_and_recovery(&app, &mut redis).await;
+}
+
+#[actix_web::test]
+async fn sessions_report_job_admin_and_login_limit() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let worker = stock.worker().spawn();
+    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    testkit::sessions_jobs_admin(&app).await;
+    worker.shutdown(std::time::Duration::from_secs(5)).await;
+}

@@ -1,0 +1,79 @@
+//! The stock app on Axum, through its router (the test harness), against a real
+//! redis-server: the shared scenario of `example-stock-domain`'s testkit.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::Request;
+use axum::Router;
+use example_stock_domain::testkit::{self, Client, Got};
+use http_body_util::BodyExt;
+use larder_testing::RedisServer;
+use tower::ServiceExt;
+
+struct App(Router);
+
+impl Client for App {
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
+        let mut req = Request::builder().method(method).uri(path);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
+        let res = self
+            .0
+            .clone()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Got {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+fn app(stock: example_stock_domain::Stock) -> App {
+    let peer: SocketAddr = "192.0.2.10:40000".parse().unwrap();
+    App(example_axum_balance::router(stock).layer(MockConnectInfo(peer)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_invalidation_and_tenant_isolation() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(testkit::stock(Some(&redis), dir.path()));
+    testkit::cache_and_tenants(&app, &redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_keeps_routes_up_and_recovery_needs_no_restart() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(testkit::stock(Some(&redis), dir.path()));
+    testkit::redis_outage_and_recovery(&app, &mut redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_report_job_admin_and_login_limit() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let worker = stock.worker().spawn();
+    let app = app(stock);
+    testkit::sessions_jobs_admin(&app).await;
+    worker.shutdown(std::time::Duration::from_secs(5)).await;
+}

@@ -1,0 +1,342 @@
+//! The scenario both example apps must pass, run through each framework's test
+//! harness against a real redis-server (feature `testkit`).
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test support: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::Duration;
+
+use larder::core::{Config, Handle};
+use larder_testing::{eventually, RedisServer};
+use serde_json::Value;
+
+use crate::{Settings, Stock};
+
+/// One reply as a client sees it.
+#[derive(Debug, Clone)]
+pub struct Got {
+    /// Status.
+    pub status: u16,
+    /// Headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Got {
+    /// A header's value.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    #[must_use]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The value of the session cookie this reply sets, if any.
+    #[must_use]
+    pub fn session_cookie(&self) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "set-cookie")
+            .find_map(|(_, v)| {
+                let first = v.split(';').next()?;
+                let (name, value) = first.split_once('=')?;
+                (name.trim() == "stock_session" && !value.is_empty()).then(|| value.to_owned())
+            })
+    }
+}
+
+/// What the scenario needs of an app. (`async fn`: the Actix harness is not `Send`.)
+#[allow(async_fn_in_trait)]
+pub trait Client {
+    /// Sends a request with headers and a body.
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got;
+}
+
+/// A stock app on `redis` (or in process), with its database in `dir`.
+#[must_use]
+pub fn stock(redis: Option<&RedisServer>, dir: &Path) -> Stock {
+    let mut b = Config::builder()
+        .key_prefix("stock")
+        .op_timeout(Duration::from_millis(200))
+        .breaker_threshold(2)
+        .breaker_cooldown(Duration::from_millis(300));
+    if let Some(r) = redis {
+        b = b.redis_url(&r.url());
+    }
+    let mut config = b.build().unwrap();
+    config
+        .module_ttls
+        .insert("balance".into(), Duration::from_secs(60));
+    let settings = Settings {
+        port: 0,
+        database_url: dir.join("stock.db").to_string_lossy().into_owned(),
+        admin_token: Some("admin-secret".into()),
+        rate_limit: "1000/minute".into(),
+        reports_dir: dir.join("reports"),
+    };
+    Stock::new(settings, Handle::new(config).unwrap()).unwrap()
+}
+
+const T1: [(&str, &str); 1] = [("x-tenant-id", "1")];
+const T2: [(&str, &str); 1] = [("x-tenant-id", "2")];
+const BALANCE: &str = "/balance?from=2020-01-01&to=2100-01-01&granularity=monthly";
+
+/// MISS then HIT; a sale and a payment invalidate the balance; tenants never see
+/// each other's data; keys are per tenant; bad input is a 400.
+pub async fn cache_and_tenants<C: Client>(app: &C, redis: &RedisServer) {
+    let first = app.send("GET", BALANCE, &T1, "").await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let second = app.send("GET", BALANCE, &T1, "").await;
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert!(second.header("etag").is_some() && second.header("age").is_some());
+    assert_eq!(first.body, second.body);
+
+    let other = app.send("GET", BALANCE, &T2, "").await;
+    assert_eq!(
+        other.header("x-cache"),
+        Some("MISS"),
+        "tenant 2 has its own entry"
+    );
+    assert_ne!(
+        other.json()["series"],
+        first.json()["series"],
+        "and its own data"
+    );
+    assert_eq!(other.json()["tenant"], 2);
+
+    let sale = app
+        .send(
+            "POST",
+            "/sales",
+            &T1,
+            r#"{"product_id":1,"quantity":3,"unit_price":100}"#,
+        )
+        .await;
+    assert_eq!(sale.status, 201, "{sale:?}");
+    let after = app.send("GET", BALANCE, &T1, "").await;
+    assert_eq!(
+        after.header("x-cache"),
+        Some("MISS"),
+        "the sale invalidated balance"
+    );
+    assert_ne!(after.body, first.body, "and the new balance includes it");
+    assert_eq!(
+        app.send("GET", BALANCE, &T2, "").await.header("x-cache"),
+        Some("HIT"),
+        "tenant 2 untouched"
+    );
+    let _ = app.send("GET", BALANCE, &T1, "").await;
+    let pay = app
+        .send("POST", "/payments", &T1, r#"{"amount":50,"method":"card"}"#)
+        .await;
+    assert_eq!(pay.status, 201);
+    assert_eq!(
+        app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
+        Some("MISS")
+    );
+
+    // Tenant 2 cannot read tenant 1's product through any id.
+    let mine = app.send("GET", "/products", &T1, "").await.json();
+    let id = mine[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        app.send("GET", &format!("/products/{id}"), &T1, "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.send("GET", &format!("/products/{id}"), &T2, "")
+            .await
+            .status,
+        404
+    );
+    let missing = app.send("GET", "/products/99999", &T1, "").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        app.send("GET", "/products/99999", &T1, "")
+            .await
+            .header("x-cache"),
+        Some("HIT"),
+        "negatively cached"
+    );
+
+    // Keys: `stock:tenant:{1}:...` and `stock:tenant:{2}:...`, apart.
+    let keys = redis.command(&["KEYS", "stock:tenant:*"]);
+    assert!(keys.contains("stock:tenant:{1}:balance:"), "{keys}");
+    assert!(keys.contains("stock:tenant:{2}:balance:"), "{keys}");
+
+    for (path, needle) in [
+        ("/balance?from=2026-13-01", "from"),
+        ("/balance?granularity=hourly", "granularity"),
+        ("/balance?from=2026-02-01&to=2026-01-01", "after"),
+    ] {
+        let bad = app.send("GET", path, &T1, "").await;
+        assert_eq!(bad.status, 400, "{path}: {bad:?}");
+        assert!(
+            bad.json()["error"].as_str().unwrap_or("").contains(needle),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        app.send("GET", BALANCE, &[("x-tenant-id", "1:*")], "")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(app.send("GET", BALANCE, &[], "").await.status, 400);
+    assert_eq!(
+        app.send("POST", "/sales", &T1, "{not json").await.status,
+        400
+    );
+}
+
+/// Redis stopped: routes answer 200 and health says degraded; restarted: HITs come
+/// back without restarting the app.
+pub async fn redis_outage_and_recovery<C: Client>(app: &C, redis: &mut RedisServer) {
+    assert_eq!(
+        app.send("GET", "/health/cache", &[], "").await.json()["redis"],
+        "healthy"
+    );
+    let _ = app.send("GET", "/products", &T1, "").await;
+    assert_eq!(
+        app.send("GET", "/products", &T1, "")
+            .await
+            .header("x-cache"),
+        Some("HIT")
+    );
+    redis.stop();
+    for _ in 0..5 {
+        let r = app.send("GET", "/products", &T1, "").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(app.send("GET", BALANCE, &T2, "").await.status, 200);
+    }
+    let health = app.send("GET", "/health/cache", &[], "").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "degraded");
+    assert_eq!(health.json()["cache"], "unavailable");
+    redis.restart();
+    assert!(
+        eventually(60, Duration::from_millis(100), || async {
+            let _ = app.send("GET", "/products", &T1, "").await;
+            app.send("GET", "/products", &T1, "")
+                .await
+                .header("x-cache")
+                == Some("HIT")
+        })
+        .await,
+        "HITs return once Redis is back"
+    );
+    assert_eq!(
+        app.send("GET", "/health/cache", &[], "").await.json()["status"],
+        "ok"
+    );
+}
+
+/// Login, session tenant, logout, logout-all, the login rate limit, admin auth, and
+/// the report job.
+pub async fn sessions_jobs_admin<C: Client>(app: &C) {
+    let bad = app
+        .send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"alice","password":"wrong"}"#,
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+    let ok = app
+        .send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"alice","password":"alice"}"#,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let cookie = format!(
+        "stock_session={}",
+        ok.session_cookie().expect("a session cookie")
+    );
+    let with = [("cookie", cookie.as_str())];
+    assert_eq!(app.send("GET", "/me", &with, "").await.json()["tenant"], 1);
+    assert_eq!(app.send("GET", "/me", &[], "").await.status, 401);
+    // The session's tenant is the request's tenant; another one is refused.
+    let products = app.send("GET", "/products", &with, "").await;
+    assert_eq!(products.status, 200);
+    let cross = [("cookie", cookie.as_str()), ("x-tenant-id", "2")];
+    assert_eq!(app.send("GET", "/products", &cross, "").await.status, 403);
+    let listed = app.send("GET", "/sessions", &with, "").await.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // The report job.
+    let job = app.send("POST", "/reports/daily", &with, "").await;
+    assert_eq!(job.status, 202, "{job:?}");
+    let id = job.json()["job_id"].as_str().unwrap().to_owned();
+    let path = format!("/jobs/{id}");
+    assert!(
+        eventually(100, Duration::from_millis(100), || async {
+            app.send("GET", &path, &with, "").await.json()["state"] == "SUCCESS"
+        })
+        .await,
+        "the report job completes"
+    );
+    let done = app.send("GET", &path, &with, "").await.json();
+    let file = done["result"]["path"].as_str().unwrap();
+    assert!(std::path::Path::new(file).exists(), "report file {file}");
+    assert_eq!(
+        app.send("GET", &path, &T2, "").await.status,
+        404,
+        "not tenant 2's job"
+    );
+
+    assert_eq!(app.send("POST", "/logout-all", &with, "").await.status, 200);
+    assert_eq!(
+        app.send("GET", "/me", &with, "").await.status,
+        401,
+        "old cookie rejected"
+    );
+
+    // Admin routes need the token.
+    assert_eq!(
+        app.send("GET", "/admin/cache/stats", &[], "").await.status,
+        401
+    );
+    let auth = [("authorization", "Bearer admin-secret")];
+    assert_eq!(
+        app.send("GET", "/admin/cache/stats", &auth, "")
+            .await
+            .status,
+        200
+    );
+
+    // Login is limited to 5/minute per IP (one used above, one failed).
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            app.send(
+                "POST",
+                "/login",
+                &[],
+                r#"{"username":"bob","password":"bob"}"#,
+            )
+            .await,
+        );
+    }
+    let limited = statuses.last().unwrap();
+    assert_eq!(
+        limited.status,
+        429,
+        "{:?}",
+        statuses.iter().map(|s| s.status).collect::<Vec<_>>()
+    );
+    assert!(limited.header("retry-after").is_some() && limited.header("ratelimit").is_some());
+}
