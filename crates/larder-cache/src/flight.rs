@@ -95,6 +95,8 @@ impl<V: Clone> Leader<V> {
 impl<V: Clone> Leader<V> {
     /// Ends the flight without a value if nobody waits on it (checked under the map's
     /// lock, so no follower can join in between). Gives the leader back otherwise.
+    // Used by the HTTP flow, which only the framework features compile.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn release_if_alone(mut self) -> Result<(), Self> {
         let mut map = self
             .flights

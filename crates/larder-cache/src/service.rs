@@ -198,8 +198,12 @@ pub(crate) struct Keys {
 pub(crate) enum LeaseGate {
     /// Call the origin (holding the lease when a token is given).
     Proceed(Option<String>),
-    /// Another instance filled the entry while we waited.
-    Filled(Meta, Bytes),
+    /// Another instance filled the entry while we waited (the metadata is read by
+    /// the HTTP flow, which only the framework features compile).
+    Filled(
+        #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))] Meta,
+        Bytes,
+    ),
 }
 
 /// What a raw look-up found.

@@ -25,13 +25,12 @@ fn respond(reply: Reply) -> HttpResponse {
     .json(reply.body)
 }
 
-fn tenant(req: &HttpRequest) -> Result<i64, HttpResponse> {
+fn tenant(req: &HttpRequest) -> Result<i64, Reply> {
     tenant_id(
         req.headers()
             .get("x-tenant-id")
             .and_then(|v| v.to_str().ok()),
     )
-    .map_err(respond)
 }
 
 /// A logged-in session's tenant becomes the request's `X-Tenant-Id` (so the
@@ -124,42 +123,42 @@ pub fn app(
 async fn balance(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.balance(t, req.query_string()).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn sale(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.add_sale(t, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn payment(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.add_payment(t, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn products(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.products(t).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn product(s: Data<Stock>, req: HttpRequest, id: Path<String>) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.product(t, &id).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn create_product(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.save_product(t, None, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
@@ -171,42 +170,42 @@ async fn update_product(
 ) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.save_product(t, Some(&id), &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn delete_product(s: Data<Stock>, req: HttpRequest, id: Path<String>) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.delete_product(t, &id).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn categories(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.named(t, NamedTable::Categories).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn add_category(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.add_named(t, NamedTable::Categories, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn uoms(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.named(t, NamedTable::Uom).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn add_uom(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.add_named(t, NamedTable::Uom, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
@@ -270,13 +269,13 @@ async fn list_sessions(s: Data<Stock>, session: Session) -> HttpResponse {
 async fn daily_report(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.enqueue_report(t).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn job(s: Data<Stock>, req: HttpRequest, id: Path<String>) -> HttpResponse {
     match tenant(&req) {
         Ok(t) => respond(s.job(t, &id).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }

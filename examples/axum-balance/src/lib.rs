@@ -22,8 +22,8 @@ fn respond(reply: Reply) -> Response {
 }
 
 /// The tenant of a request: `X-Tenant-Id`, or the session's after login.
-fn tenant(headers: &HeaderMap) -> Result<i64, Response> {
-    tenant_id(headers.get("x-tenant-id").and_then(|v| v.to_str().ok())).map_err(respond)
+fn tenant(headers: &HeaderMap) -> Result<i64, Reply> {
+    tenant_id(headers.get("x-tenant-id").and_then(|v| v.to_str().ok()))
 }
 
 /// A logged-in session's tenant becomes the request's `X-Tenant-Id` (so the
@@ -89,7 +89,7 @@ pub fn router(stock: Stock) -> Router {
 async fn balance(State(s): State<Stock>, headers: HeaderMap, req: Request) -> Response {
     let t = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return respond(r),
     };
     respond(s.balance(t, req.uri().query().unwrap_or("")).await)
 }
@@ -97,35 +97,35 @@ async fn balance(State(s): State<Stock>, headers: HeaderMap, req: Request) -> Re
 async fn sale(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.add_sale(t, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn payment(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.add_payment(t, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn products(State(s): State<Stock>, headers: HeaderMap) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.products(t).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn product(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.product(t, &id).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn create_product(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.save_product(t, None, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
@@ -137,7 +137,7 @@ async fn update_product(
 ) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.save_product(t, Some(&id), &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
@@ -148,35 +148,35 @@ async fn delete_product(
 ) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.delete_product(t, &id).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn categories(State(s): State<Stock>, headers: HeaderMap) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.named(t, NamedTable::Categories).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn add_category(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.add_named(t, NamedTable::Categories, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn uoms(State(s): State<Stock>, headers: HeaderMap) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.named(t, NamedTable::Uom).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn add_uom(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.add_named(t, NamedTable::Uom, &body).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
@@ -250,13 +250,13 @@ async fn list_sessions(State(s): State<Stock>, session: Session) -> Response {
 async fn daily_report(State(s): State<Stock>, headers: HeaderMap) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.enqueue_report(t).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }
 
 async fn job(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     match tenant(&headers) {
         Ok(t) => respond(s.job(t, &id).await),
-        Err(r) => r,
+        Err(r) => respond(r),
     }
 }

@@ -358,15 +358,14 @@ impl Stock {
 
     /// `POST /products` (`id` None) and `PUT /products/{id}`.
     pub async fn save_product(&self, tenant: i64, id: Option<&str>, body: &[u8]) -> Reply {
-        let id = match id.map(str::parse::<i64>).transpose() {
-            Ok(id) => id,
-            Err(_) => return Reply::error(400, "product id must be a number"),
+        let Ok(id) = id.map(str::parse::<i64>).transpose() else {
+            return Reply::error(400, "product id must be a number");
         };
         let input: ProductInput = match serde_json::from_slice(body) {
             Ok(p) => p,
             Err(e) => return Reply::error(400, format!("invalid product: {e}")),
         };
-        if input.name.trim().is_empty() || !(input.price >= 0.0) {
+        if input.name.trim().is_empty() || !non_negative(input.price) {
             return Reply::error(400, "a product needs a name and a price >= 0");
         }
         match self.db.save_product(tenant, id, input).await {
@@ -427,7 +426,7 @@ impl Stock {
             Ok(s) => s,
             Err(e) => return Reply::error(400, format!("invalid sale: {e}")),
         };
-        if !(sale.quantity > 0.0) || !(sale.unit_price >= 0.0) {
+        if !positive(sale.quantity) || !non_negative(sale.unit_price) {
             return Reply::error(400, "quantity must be > 0 and unit_price >= 0");
         }
         match self
@@ -452,7 +451,7 @@ impl Stock {
             Ok(p) => p,
             Err(e) => return Reply::error(400, format!("invalid payment: {e}")),
         };
-        if !(p.amount > 0.0) || p.method.trim().is_empty() {
+        if !positive(p.amount) || p.method.trim().is_empty() {
             return Reply::error(400, "amount must be > 0 and method not empty");
         }
         match self.db.add_payment(tenant, p.amount, p.method).await {
@@ -509,6 +508,14 @@ impl Stock {
             Err(e) => Reply::error(503, format!("job status unavailable: {e}")),
         }
     }
+}
+
+fn non_negative(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 /// Parses a tenant id (`X-Tenant-Id` header or the session's) into the database's
