@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Fetched, Outcome};
+use crate::backend::{Backend, Completion, Fetched, Outcome, Renewal};
 use crate::error::JobError;
 use crate::jobs::{ms, Jobs};
 use crate::options::now_ms;
@@ -198,6 +198,12 @@ impl Worker {
     }
 
     async fn run_until(self, stop: CancellationToken) {
+        let backend = &self.jobs.inner.backend;
+        let lease = self.jobs.config().lease;
+        let lease_ms = ms(lease);
+        let (starts, _start_task) = start_batcher(backend.clone(), lease_ms);
+        let (completions, _completion_task) =
+            completion_batcher(backend.clone(), ms(self.jobs.config().result_ttl));
         let me = Arc::new(Shared {
             jobs: self.jobs.clone(),
             handlers: self.handlers.clone(),
@@ -205,10 +211,9 @@ impl Worker {
             limiter: self.limiter.clone(),
             inflight: Mutex::new(HashMap::new()),
             worker_id: self.id.clone(),
+            starts,
+            completions,
         });
-        let backend = &self.jobs.inner.backend;
-        let lease = self.jobs.config().lease;
-        let lease_ms = ms(lease);
         tracing::info!(target: "larder::jobs", worker = %self.id, queues = ?self.queues, concurrency = self.concurrency, "worker started");
         let background = CancellationToken::new();
         // Aborted when this future is dropped (an aborted worker is a crashed one).
@@ -251,7 +256,7 @@ impl Worker {
                             fetched += 1;
                             let me = Arc::clone(&me);
                             running.spawn(async move {
-                                me.execute(job, lease_ms).await;
+                                me.execute(job).await;
                                 drop(permit);
                             });
                         }
@@ -305,7 +310,16 @@ impl Worker {
         running.abort_all();
         while running.join_next().await.is_some() {}
         for (id, token, _) in &left {
-            match backend.complete(id, token, Outcome::Requeue, 0).await {
+            let back = Completion {
+                id: id.clone(),
+                token: token.clone(),
+                outcome: Outcome::Requeue,
+            };
+            match backend
+                .complete(&[back], 0)
+                .await
+                .map(|r| r.first() == Some(&true))
+            {
                 Ok(true) => {
                     tracing::info!(target: "larder::jobs", id, "job handed back at shutdown");
                 }
@@ -381,6 +395,8 @@ struct Shared {
     limiter: Option<RateLimiter>,
     inflight: Mutex<HashMap<String, (String, CancellationToken)>>,
     worker_id: String,
+    starts: StartBatcher,
+    completions: CompletionBatcher,
 }
 
 enum Ended {
@@ -410,7 +426,7 @@ impl Shared {
         half + Duration::from_millis(seed % (ms(half).max(1)))
     }
 
-    async fn execute(&self, job: Fetched, lease_ms: u64) {
+    async fn execute(&self, job: Fetched) {
         let backend = &self.jobs.inner.backend;
         let ttl = ms(self.jobs.config().result_ttl);
         let task = job.task.clone();
@@ -420,9 +436,12 @@ impl Shared {
                 limiter.check(&[Check::new(policy, &task)]).await
             {
                 let at_ms = now_ms() + ms(retry_after).max(1);
-                let _ = backend
-                    .complete(&job.id, &job.token, Outcome::Defer { at_ms }, ttl)
-                    .await;
+                let defer = Completion {
+                    id: job.id.clone(),
+                    token: job.token.clone(),
+                    outcome: Outcome::Defer { at_ms },
+                };
+                let _ = backend.complete(&[defer], ttl).await;
                 metrics::counter!(larder_core::metrics::JOBS, "task" => task, "outcome" => "rate_limited").increment(1);
                 return;
             }
@@ -430,17 +449,19 @@ impl Shared {
         let cancel = CancellationToken::new();
         self.inflight_lock()
             .insert(job.id.clone(), (job.token.clone(), cancel.clone()));
-        let outcome = self.run(&job, lease_ms, &cancel).await;
+        let outcome = self.run(&job, &cancel).await;
         self.inflight_lock().remove(&job.id);
         let Some((outcome_name, outcome)) = outcome else {
             return;
         };
         let mut reported = false;
         for attempt in 0..5u32 {
-            match backend
-                .complete(&job.id, &job.token, outcome.as_outcome(), ttl)
-                .await
-            {
+            let done = Completion {
+                id: job.id.clone(),
+                token: job.token.clone(),
+                outcome: outcome.clone(),
+            };
+            match self.completions.call(done).await {
                 Ok(true) => {
                     reported = true;
                     break;
@@ -467,29 +488,24 @@ impl Shared {
     async fn run(
         &self,
         job: &Fetched,
-        lease_ms: u64,
         cancel: &CancellationToken,
-    ) -> Option<(&'static str, OwnedOutcome)> {
-        let backend: &Backend = &self.jobs.inner.backend;
-        match backend
-            .renew(lease_ms, true, &[(job.id.clone(), job.token.clone())])
-            .await
-        {
-            Ok(r) if !r.lost.is_empty() => return None,
-            Ok(r) if !r.revoked.is_empty() => {
+    ) -> Option<(&'static str, Outcome)> {
+        match self.starts.call((job.id.clone(), job.token.clone())).await {
+            // Lease lost, or Redis is down: the lease expires and the job returns to
+            // its queue.
+            Ok(Start::Lost) | Err(_) => return None,
+            Ok(Start::Revoked) => {
                 return Some((
                     "revoked",
-                    OwnedOutcome::Revoked("revoked before it started".into()),
+                    Outcome::Revoked("revoked before it started".into()),
                 ));
             }
-            Ok(_) => {}
-            // Redis is down: the lease expires and the job returns to its queue.
-            Err(_) => return None,
+            Ok(Start::Run) => {}
         }
         let Some(handler) = self.handlers.get(job.task.as_str()) else {
             return Some((
                 "failure",
-                OwnedOutcome::Failure(format!(
+                Outcome::Failure(format!(
                     "no task named {:?} is registered on worker {}",
                     job.task, self.worker_id
                 )),
@@ -526,25 +542,29 @@ impl Shared {
             ended
         };
         let error = match ended {
-            Ended::Done(Ok(result)) => return Some(("success", OwnedOutcome::Success(result))),
+            Ended::Done(Ok(result)) => return Some(("success", Outcome::Success(result))),
             Ended::Cancelled => {
                 // Revoked (renewal saw the flag) or lease lost: only a revocation is
                 // reported; a lost lease belongs to someone else now.
-                return self.is_revoked(job).await.then(|| {
-                    (
-                        "revoked",
-                        OwnedOutcome::Revoked("revoked while running".into()),
-                    )
-                });
+                return self
+                    .is_revoked(job)
+                    .await
+                    .then(|| ("revoked", Outcome::Revoked("revoked while running".into())));
             }
             Ended::TimedOut(limit) => TaskError::retry(format!("timed out after {limit:?}")),
             Ended::Done(Err(e)) => e,
         };
         if error.is_retryable() && job.attempts < job.max_retries {
             let at_ms = now_ms() + ms(self.backoff(job.attempts, &job.token));
-            Some(("retry", OwnedOutcome::Retry(error.to_string(), at_ms)))
+            Some((
+                "retry",
+                Outcome::Retry {
+                    error: error.to_string(),
+                    at_ms,
+                },
+            ))
         } else {
-            Some(("failure", OwnedOutcome::Failure(error.to_string())))
+            Some(("failure", Outcome::Failure(error.to_string())))
         }
     }
 
@@ -554,25 +574,110 @@ impl Shared {
     }
 }
 
-enum OwnedOutcome {
-    Success(String),
-    Retry(String, u64),
-    Failure(String),
-    Revoked(String),
+/// The start batcher: (id, token) in, whether the job may start out.
+type StartBatcher = Batcher<(String, String), Result<Start, String>>;
+/// The completion batcher: an outcome in, whether it was recorded (not fenced) out.
+type CompletionBatcher = Batcher<Completion, Result<bool, String>>;
+
+/// Whether a fetched job may start.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    Run,
+    Revoked,
+    Lost,
 }
 
-impl OwnedOutcome {
-    fn as_outcome(&self) -> Outcome<'_> {
-        match self {
-            Self::Success(r) => Outcome::Success(r),
-            Self::Retry(e, at_ms) => Outcome::Retry {
-                error: e,
-                at_ms: *at_ms,
-            },
-            Self::Failure(e) => Outcome::Failure(e),
-            Self::Revoked(e) => Outcome::Revoked(e),
-        }
+/// Coalesces concurrent calls into one backend call: each caller sends its request
+/// and awaits its answer; the batcher takes whatever is queued (up to a cap) and
+/// makes one round trip for all of it. Under load, jobs finishing together share
+/// one script call; alone, a call goes out at once.
+struct Batcher<Req, Resp> {
+    tx: tokio::sync::mpsc::UnboundedSender<(Req, tokio::sync::oneshot::Sender<Resp>)>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
+    fn spawn<F, Fut>(max: usize, f: F) -> (Self, AbortOnDrop)
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send,
+    {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Req, tokio::sync::oneshot::Sender<Resp>)>();
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut reqs = vec![first.0];
+                let mut waiters = vec![first.1];
+                while reqs.len() < max {
+                    match rx.try_recv() {
+                        Ok((r, w)) => {
+                            reqs.push(r);
+                            waiters.push(w);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for (w, r) in waiters.into_iter().zip(f(reqs).await) {
+                    let _ = w.send(r);
+                }
+            }
+        });
+        (Self { tx }, AbortOnDrop(task))
     }
+
+    async fn call(&self, req: Req) -> Resp
+    where
+        Resp: From<BatchGone>,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send((req, tx)).is_err() {
+            return BatchGone.into();
+        }
+        rx.await.unwrap_or_else(|_| BatchGone.into())
+    }
+}
+
+/// The batcher stopped (the worker is going away).
+struct BatchGone;
+
+impl<T> From<BatchGone> for Result<T, String> {
+    fn from(_: BatchGone) -> Self {
+        Err("the worker is stopping".into())
+    }
+}
+
+fn start_batcher(backend: Backend, lease_ms: u64) -> (StartBatcher, AbortOnDrop) {
+    Batcher::spawn(256, move |jobs: Vec<(String, String)>| {
+        let backend = backend.clone();
+        async move {
+            match backend.renew(lease_ms, true, &jobs).await {
+                Ok(Renewal { revoked, lost }) => jobs
+                    .iter()
+                    .map(|(id, _)| {
+                        Ok(if lost.contains(id) {
+                            Start::Lost
+                        } else if revoked.contains(id) {
+                            Start::Revoked
+                        } else {
+                            Start::Run
+                        })
+                    })
+                    .collect(),
+                Err(e) => jobs.iter().map(|_| Err(e.to_string())).collect(),
+            }
+        }
+    })
+}
+
+fn completion_batcher(backend: Backend, ttl_ms: u64) -> (CompletionBatcher, AbortOnDrop) {
+    Batcher::spawn(256, move |jobs: Vec<Completion>| {
+        let backend = backend.clone();
+        async move {
+            match backend.complete(&jobs, ttl_ms).await {
+                Ok(done) => done.into_iter().map(Ok).collect(),
+                Err(e) => jobs.iter().map(|_| Err(e.to_string())).collect(),
+            }
+        }
+    })
 }
 
 async fn maintain(backend: Backend, stop: CancellationToken) {

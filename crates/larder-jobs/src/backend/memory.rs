@@ -209,13 +209,7 @@ impl MemoryBackend {
         renewal
     }
 
-    pub(crate) fn complete(
-        &self,
-        id: &str,
-        token: &str,
-        outcome: Outcome<'_>,
-        ttl_ms: u64,
-    ) -> bool {
+    pub(crate) fn complete(&self, id: &str, token: &str, outcome: &Outcome, ttl_ms: u64) -> bool {
         let now = now_ms();
         let mut s = self.lock();
         match s.jobs.get(id) {
@@ -231,25 +225,25 @@ impl MemoryBackend {
             match outcome {
                 Outcome::Success(result) => {
                     job.state = JobState::Success;
-                    job.result = Some(result.to_owned());
+                    job.result = Some(result.clone());
                     job.gone_at = Some(now + ttl_ms);
                     signal = true;
                 }
                 Outcome::Retry { error, .. } => {
                     job.attempts += 1;
                     job.state = JobState::Retry;
-                    job.error = Some(error.to_owned());
+                    job.error = Some(error.clone());
                 }
                 Outcome::Defer { .. } => job.state = JobState::Pending,
                 Outcome::Failure(error) => {
                     job.attempts += 1;
                     job.state = JobState::Failure;
-                    job.error = Some(error.to_owned());
+                    job.error = Some(error.clone());
                     signal = true;
                 }
                 Outcome::Revoked(error) => {
                     job.state = JobState::Revoked;
-                    job.error = Some(error.to_owned());
+                    job.error = Some(error.clone());
                     job.gone_at = Some(now + ttl_ms);
                     signal = true;
                 }
@@ -258,7 +252,7 @@ impl MemoryBackend {
         }
         match outcome {
             Outcome::Retry { at_ms, .. } | Outcome::Defer { at_ms } => {
-                s.delayed.insert((at_ms, id.to_owned()));
+                s.delayed.insert((*at_ms, id.to_owned()));
             }
             Outcome::Failure(_) => {
                 s.dead.insert((now, id.to_owned()));

@@ -24,17 +24,17 @@ pub(crate) struct Fetched {
 }
 
 /// How a delivery ended.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Outcome<'a> {
-    Success(&'a str),
-    Retry { error: &'a str, at_ms: u64 },
-    Failure(&'a str),
-    Revoked(&'a str),
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Success(String),
+    Retry { error: String, at_ms: u64 },
+    Failure(String),
+    Revoked(String),
     Defer { at_ms: u64 },
     Requeue,
 }
 
-impl Outcome<'_> {
+impl Outcome {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Success(_) => "SUCCESS",
@@ -60,6 +60,14 @@ impl Outcome<'_> {
             _ => 0,
         }
     }
+}
+
+/// One job's outcome to record.
+#[derive(Debug, Clone)]
+pub(crate) struct Completion {
+    pub(crate) id: String,
+    pub(crate) token: String,
+    pub(crate) outcome: Outcome,
 }
 
 /// What a lease renewal found.
@@ -126,17 +134,22 @@ impl Backend {
         }
     }
 
-    /// Records an outcome; false when the lease was lost (fenced off).
+    /// Records outcomes in one call; per job, false when its lease was lost (fenced
+    /// off).
     pub(crate) async fn complete(
         &self,
-        id: &str,
-        token: &str,
-        outcome: Outcome<'_>,
+        jobs: &[Completion],
         ttl_ms: u64,
-    ) -> Result<bool, JobError> {
+    ) -> Result<Vec<bool>, JobError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         match self {
-            Self::Redis(r) => r.complete(id, token, outcome, ttl_ms).await,
-            Self::Memory(m) => Ok(m.complete(id, token, outcome, ttl_ms)),
+            Self::Redis(r) => r.complete(jobs, ttl_ms).await,
+            Self::Memory(m) => Ok(jobs
+                .iter()
+                .map(|c| m.complete(&c.id, &c.token, &c.outcome, ttl_ms))
+                .collect()),
         }
     }
 

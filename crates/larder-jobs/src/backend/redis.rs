@@ -6,12 +6,12 @@ use std::time::Duration;
 use larder_core::redis::{self as r, Value};
 use larder_core::{Handle, Scope};
 
-use super::{Fetched, NewJob, Outcome, Renewal};
+use super::{Completion, Fetched, NewJob, Renewal};
 use crate::error::JobError;
 use crate::options::NO_TENANT;
 use crate::state::{JobState, JobStatus};
 
-/// Jobs per enqueue pipeline: bounds one round trip's work (and its deadline).
+/// Jobs per enqueue script call: bounds one call's work (and its deadline).
 const ENQUEUE_CHUNK: usize = 500;
 
 struct Scripts {
@@ -51,10 +51,10 @@ impl RedisBackend {
             handle,
             base: Arc::from(scope.base()),
             scripts: Arc::new(Scripts {
-                enqueue: r::Script::new(include_str!("../../lua/enqueue.lua")),
+                enqueue: r::Script::new(include_str!("../../lua/enqueue_many.lua")),
                 fetch: r::Script::new(include_str!("../../lua/fetch.lua")),
                 renew: r::Script::new(include_str!("../../lua/renew.lua")),
-                complete: r::Script::new(include_str!("../../lua/complete.lua")),
+                complete: r::Script::new(include_str!("../../lua/complete_many.lua")),
                 move_: r::Script::new(include_str!("../../lua/move.lua")),
                 revoke: r::Script::new(include_str!("../../lua/revoke.lua")),
                 redrive: r::Script::new(include_str!("../../lua/redrive.lua")),
@@ -84,21 +84,14 @@ impl RedisBackend {
     ) -> Result<Vec<(String, bool)>, JobError> {
         let mut out = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
-            let mut pipe = r::pipe();
-            if chunk.len() > 1 {
-                // EVALSHA inside a pipeline is not reloaded on NOSCRIPT: load first.
-                pipe.load_script(&self.scripts.enqueue).ignore();
-            }
+            let mut inv = self.scripts.enqueue.key(self.key("delayed"));
+            inv.key(self.key("seq"))
+                .arg(&*self.base)
+                .arg(ttl_ms)
+                .arg(chunk.len());
             for job in chunk {
                 let o = &job.opts;
-                let mut inv = self.scripts.enqueue.key(self.job_key(&o.id));
-                inv.key(self.key(&format!("q:{}:t:{}", o.queue, o.tenant)))
-                    .key(self.key(&format!("q:{}:ring", o.queue)))
-                    .key(self.key(&format!("q:{}:ringset", o.queue)))
-                    .key(self.key("delayed"))
-                    .key(self.key(&format!("q:{}:wake", o.queue)))
-                    .key(self.key("seq"))
-                    .arg(&o.id)
+                inv.arg(&o.id)
                     .arg(job.task)
                     .arg(&job.args)
                     .arg(&o.queue)
@@ -107,28 +100,15 @@ impl RedisBackend {
                     .arg(o.max_retries)
                     .arg(o.eta_ms)
                     .arg(o.expires_ms)
-                    .arg(o.timeout_ms)
-                    .arg(ttl_ms);
-                if chunk.len() == 1 {
-                    let (created, _state): (i64, String) = self
-                        .handle
-                        .script("job_enqueue", &inv)
-                        .await
-                        .map_err(JobError::from_core)?;
-                    out.push((o.id.clone(), created == 1));
-                    continue;
-                }
-                pipe.invoke_script(&inv);
+                    .arg(o.timeout_ms);
             }
-            if chunk.len() > 1 {
-                let replies: Vec<(i64, String)> = self
-                    .handle
-                    .pipeline("job_enqueue_many", &pipe)
-                    .await
-                    .map_err(JobError::from_core)?;
-                for (job, (created, _)) in chunk.iter().zip(replies) {
-                    out.push((job.opts.id.clone(), created == 1));
-                }
+            let created: Vec<i64> = self
+                .handle
+                .script("job_enqueue", &inv)
+                .await
+                .map_err(JobError::from_core)?;
+            for (job, c) in chunk.iter().zip(created) {
+                out.push((job.opts.id.clone(), c == 1));
             }
         }
         Ok(out)
@@ -208,30 +188,29 @@ impl RedisBackend {
 
     pub(crate) async fn complete(
         &self,
-        id: &str,
-        token: &str,
-        outcome: Outcome<'_>,
+        jobs: &[Completion],
         ttl_ms: u64,
-    ) -> Result<bool, JobError> {
-        let mut inv = self.scripts.complete.key(self.job_key(id));
-        inv.key(self.key("inflight"))
-            .key(self.key("delayed"))
+    ) -> Result<Vec<bool>, JobError> {
+        let mut inv = self.scripts.complete.key(self.key("inflight"));
+        inv.key(self.key("delayed"))
             .key(self.key("dead"))
-            .key(self.done_key(id))
             .key(self.key("seq"))
             .arg(&*self.base)
-            .arg(id)
-            .arg(token)
-            .arg(outcome.name())
-            .arg(outcome.payload())
-            .arg(outcome.at_ms())
-            .arg(ttl_ms);
-        let done: i64 = self
+            .arg(ttl_ms)
+            .arg(jobs.len());
+        for c in jobs {
+            inv.arg(&c.id)
+                .arg(&c.token)
+                .arg(c.outcome.name())
+                .arg(c.outcome.payload())
+                .arg(c.outcome.at_ms());
+        }
+        let done: Vec<i64> = self
             .handle
             .script("job_complete", &inv)
             .await
             .map_err(JobError::from_core)?;
-        Ok(done == 1)
+        Ok(done.into_iter().map(|d| d == 1).collect())
     }
 
     pub(crate) async fn maintain(&self, batch: usize) -> Result<(usize, usize), JobError> {

@@ -1,0 +1,59 @@
+-- Records the outcomes of a batch of jobs (see complete.lua for one). Fenced per
+-- job: an outcome whose token no longer matches is rejected.
+-- KEYS[1] in-flight set   KEYS[2] delayed set   KEYS[3] dead set   KEYS[4] sequence
+-- ARGV: 1 key base, 2 result ttl ms, 3 job count, then per job 5 fields:
+--       id, token, outcome, payload, retry at ms
+-- Returns one entry per job: 1 recorded, 0 fenced off (lease lost).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local base, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for j = 0, n - 1 do
+  local o = 3 + j * 5
+  local id, token, outcome, payload, at = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
+  local jkey = base .. 'j:' .. id
+  local done = base .. 'done:' .. id
+  if redis.call('HGET', jkey, 'token') ~= token then
+    out[#out + 1] = 0
+  else
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', jkey, 'token', 'revoked')
+    if outcome == 'SUCCESS' then
+      redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'finished', now)
+      redis.call('HDEL', jkey, 'args')
+      redis.call('PEXPIRE', jkey, ttl)
+      redis.call('RPUSH', done, 'SUCCESS')
+      redis.call('PEXPIRE', done, ttl)
+    elseif outcome == 'RETRY' then
+      redis.call('HINCRBY', jkey, 'attempts', 1)
+      redis.call('HSET', jkey, 'state', 'RETRY', 'error', payload, 'eta', at)
+      redis.call('ZADD', KEYS[2], tonumber(at), id)
+    elseif outcome == 'DEFER' then
+      redis.call('HSET', jkey, 'state', 'PENDING', 'eta', at)
+      redis.call('ZADD', KEYS[2], tonumber(at), id)
+    elseif outcome == 'FAILURE' then
+      redis.call('HINCRBY', jkey, 'attempts', 1)
+      redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', now)
+      redis.call('ZADD', KEYS[3], now, id)
+      redis.call('RPUSH', done, 'FAILURE')
+      redis.call('PEXPIRE', done, ttl)
+    elseif outcome == 'REVOKED' then
+      redis.call('HSET', jkey, 'state', 'REVOKED', 'error', payload, 'finished', now)
+      redis.call('PEXPIRE', jkey, ttl)
+      redis.call('RPUSH', done, 'REVOKED')
+      redis.call('PEXPIRE', done, ttl)
+    elseif outcome == 'REQUEUE' then
+      local f = redis.call('HMGET', jkey, 'queue', 'tenant', 'prio')
+      local seq = redis.call('INCR', KEYS[4])
+      redis.call('HSET', jkey, 'state', 'PENDING')
+      redis.call('ZADD', base .. 'q:' .. f[1] .. ':t:' .. f[2], -tonumber(f[3]) * 1099511627776 + seq, id)
+      if redis.call('SADD', base .. 'q:' .. f[1] .. ':ringset', f[2]) == 1 then
+        redis.call('RPUSH', base .. 'q:' .. f[1] .. ':ring', f[2])
+      end
+      redis.call('LPUSH', base .. 'q:' .. f[1] .. ':wake', '1')
+      redis.call('LTRIM', base .. 'q:' .. f[1] .. ':wake', 0, 0)
+    end
+    out[#out + 1] = 1
+  end
+end
+return out
