@@ -314,3 +314,99 @@ impl fmt::Display for FaultError {
         }
     }
 }
+
+/// Makes a logged-in session's tenant the request's tenant header (see
+/// `larder_session::tower::SessionTenantLayer`): when the session holds `field`, a
+/// request without the header gets it, and a request whose header names another
+/// tenant is refused with 403. Wrap it inside `SessionMiddleware` (wrapped before
+/// it) and outside the middleware that reads the header.
+#[derive(Debug, Clone)]
+pub struct SessionTenant {
+    field: Rc<str>,
+    header: actix_web::http::header::HeaderName,
+}
+
+impl SessionTenant {
+    /// Copies the session's `field` (a string or a number) into `header`.
+    #[must_use]
+    pub fn new(field: &str, header: &'static str) -> Self {
+        Self {
+            field: Rc::from(field),
+            header: actix_web::http::header::HeaderName::from_static(header),
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for SessionTenant
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = SessionTenantMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(SessionTenantMiddleware {
+            service: Rc::new(service),
+            config: self.clone(),
+        }))
+    }
+}
+
+/// The service of [`SessionTenant`].
+pub struct SessionTenantMiddleware<S> {
+    service: Rc<S>,
+    config: SessionTenant,
+}
+
+impl<S> fmt::Debug for SessionTenantMiddleware<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionTenantMiddleware")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for SessionTenantMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        use actix_session::SessionExt;
+        let tenant = req
+            .get_session()
+            .get::<serde_json::Value>(&self.config.field)
+            .ok()
+            .flatten()
+            .and_then(|v| crate::context::tenant_text(&v))
+            .and_then(|t| actix_web::http::header::HeaderValue::from_str(&t).ok());
+        if let Some(t) = tenant {
+            match req.headers().get(&self.config.header) {
+                None => {
+                    req.headers_mut().insert(self.config.header.clone(), t);
+                }
+                Some(h) if *h == t => {}
+                Some(_) => {
+                    let res = HttpResponse::Forbidden()
+                        .content_type("application/json")
+                        .body(crate::context::TENANT_MISMATCH);
+                    return Box::pin(
+                        async move { Ok(req.into_response(res).map_into_right_body()) },
+                    );
+                }
+            }
+        }
+        let service = Rc::clone(&self.service);
+        Box::pin(async move { Ok(service.call(req).await?.map_into_left_body()) })
+    }
+}

@@ -160,3 +160,17 @@ pub fn mark_rotation() -> bool {
             .is_some()
     })
 }
+
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+/// A session value as tenant header text: strings as they are, numbers printed.
+pub(crate) fn tenant_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The 403 body for a tenant header naming another tenant than the session's.
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+pub(crate) const TENANT_MISMATCH: &str = r#"{"error":"tenant_mismatch","message":"the tenant header does not match the session's tenant"}"#;

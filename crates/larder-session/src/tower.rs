@@ -317,3 +317,108 @@ where
         })
     }
 }
+
+/// Makes a logged-in session's tenant the request's tenant header, so tenant
+/// extractors that read headers (the response cache's, rate limits') key by the
+/// session: when the session holds `field`, a request without the header gets it,
+/// and a request whose header names another tenant is refused with 403. Requests
+/// without a session cookie pass untouched (no Redis round trip).
+///
+/// Place it inside `SessionManagerLayer` (it reads the `Session` extension) and
+/// outside the layers that read the header. It loads the session of every request
+/// that carries a session cookie (to know its tenant): put it only on routes that
+/// need the tenant. With sessions in the tenant's keyspace (a tenant extractor on
+/// [`SessionContextLayer`]) a cookie under another tenant's header finds no session
+/// at all; the 403 applies to sessions kept in the namespace.
+#[derive(Debug, Clone)]
+pub struct SessionTenantLayer {
+    field: Arc<str>,
+    header: http::HeaderName,
+}
+
+impl SessionTenantLayer {
+    /// Copies the session's `field` (a string or a number) into `header`.
+    ///
+    /// # Panics
+    /// When `header` is not a valid header name (a programming error).
+    #[must_use]
+    pub fn new(field: &str, header: &'static str) -> Self {
+        Self {
+            field: Arc::from(field),
+            header: http::HeaderName::from_static(header),
+        }
+    }
+}
+
+impl<S> Layer<S> for SessionTenantLayer {
+    type Service = SessionTenantService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionTenantService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`SessionTenantLayer`].
+#[derive(Debug, Clone)]
+pub struct SessionTenantService<S> {
+    inner: S,
+    layer: SessionTenantLayer,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionTenantService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<ContextBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let session = req.extensions().get::<Session>().cloned();
+            let tenant = match session {
+                Some(s) if s.id().is_some() => s
+                    .get_value(&layer.field)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| context::tenant_text(&v)),
+                _ => None,
+            };
+            if let Some(t) = tenant.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                match req.headers().get(&layer.header) {
+                    None => {
+                        req.headers_mut().insert(layer.header.clone(), t);
+                    }
+                    Some(h) if h == t => {}
+                    Some(_) => {
+                        let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+                            context::TENANT_MISMATCH.as_bytes(),
+                        ))));
+                        *res.status_mut() = StatusCode::FORBIDDEN;
+                        res.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        return Ok(res);
+                    }
+                }
+            }
+            Ok(inner.call(req).await?.map(Either::Left))
+        })
+    }
+}

@@ -97,3 +97,8 @@ conformance!(
     config().degraded(Degraded::InMemory),
     |app, redis, s| in_memory_fallback(app, &mut redis)
 );
+conformance!(
+    the_sessions_tenant_becomes_the_tenant_header,
+    config(),
+    |app, redis, s| { session_tenant_header(app) }
+);

@@ -2,19 +2,17 @@
 //! The domain (database, queries, report task, larder configuration) is
 //! `example-stock-domain`.
 
-use actix_session::{Session, SessionExt, SessionMiddleware};
-use actix_web::body::{BoxBody, MessageBody};
+use actix_session::{Session, SessionMiddleware};
+use actix_web::body::MessageBody;
 use actix_web::cookie::Key;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use example_stock_domain::{tenant_id, NamedTable, Reply, Stock};
 use larder::cache::actix::CacheMiddleware;
 use larder::ratelimit::actix::RateLimitMiddleware;
-use larder::session::actix::{self as sessions, RedisSessionStore, SessionContext};
+use larder::session::actix::{self as sessions, RedisSessionStore, SessionContext, SessionTenant};
 use larder::session::Identity;
 use serde_json::json;
 
@@ -31,37 +29,6 @@ fn tenant(req: &HttpRequest) -> Result<i64, Reply> {
             .get("x-tenant-id")
             .and_then(|v| v.to_str().ok()),
     )
-}
-
-/// A logged-in session's tenant becomes the request's `X-Tenant-Id` (so the
-/// response cache keys by it); a header naming another tenant is refused.
-async fn session_tenant(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let session_tenant = req.get_session().get::<i64>("tenant").ok().flatten();
-    if let Some(t) = session_tenant {
-        let header = req
-            .headers()
-            .get("x-tenant-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        match header {
-            None => {
-                req.headers_mut()
-                    .insert(HeaderName::from_static("x-tenant-id"), HeaderValue::from(t));
-            }
-            Some(h) if h == t.to_string() => {}
-            Some(_) => {
-                let res = respond(Reply::error(
-                    403,
-                    "X-Tenant-Id does not match your session's tenant",
-                ));
-                return Ok(req.into_response(res));
-            }
-        }
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// Configures the app: API routes behind the response cache, sessions and the
@@ -102,7 +69,8 @@ pub fn app(
         .route("/jobs/{id}", web::get().to(job))
         // `wrap` order: the last is the outermost.
         .wrap(CacheMiddleware::new(stock.responses.clone()))
-        .wrap(from_fn(session_tenant))
+        // A logged-in session's tenant is the request's X-Tenant-Id (another is a 403).
+        .wrap(SessionTenant::new("tenant", "x-tenant-id"))
         .wrap(
             SessionMiddleware::builder(RedisSessionStore::new(stock.sessions.clone()), key)
                 .cookie_name("stock_session".into())

@@ -3,15 +3,16 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use example_stock_domain::{tenant_id, NamedTable, Reply, Stock};
 use larder::cache::tower::CacheLayer;
 use larder::ratelimit::tower::RateLimitLayer;
-use larder::session::tower::{self as sessions, RedisSessionStore, SessionContextLayer};
+use larder::session::tower::{
+    self as sessions, RedisSessionStore, SessionContextLayer, SessionTenantLayer,
+};
 use larder::session::Identity;
 use serde_json::json;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
@@ -24,27 +25,6 @@ fn respond(reply: Reply) -> Response {
 /// The tenant of a request: `X-Tenant-Id`, or the session's after login.
 fn tenant(headers: &HeaderMap) -> Result<i64, Reply> {
     tenant_id(headers.get("x-tenant-id").and_then(|v| v.to_str().ok()))
-}
-
-/// A logged-in session's tenant becomes the request's `X-Tenant-Id` (so the
-/// response cache keys by it); a header naming another tenant is refused.
-async fn session_tenant(session: Session, mut req: Request, next: Next) -> Response {
-    if let Ok(Some(t)) = session.get::<i64>("tenant").await {
-        match req.headers().get("x-tenant-id") {
-            None => {
-                req.headers_mut()
-                    .insert("x-tenant-id", HeaderValue::from(t));
-            }
-            Some(h) if h.to_str().ok() == Some(t.to_string().as_str()) => {}
-            Some(_) => {
-                return respond(Reply::error(
-                    403,
-                    "X-Tenant-Id does not match your session's tenant",
-                ));
-            }
-        }
-    }
-    next.run(req).await
 }
 
 /// The whole app: API routes behind the response cache, sessions and the tenant
@@ -70,7 +50,8 @@ pub fn router(stock: Stock) -> Router {
         .route("/reports/daily", post(daily_report))
         .route("/jobs/{id}", get(job))
         .layer(CacheLayer::new(stock.responses.clone()))
-        .layer(middleware::from_fn(session_tenant))
+        // A logged-in session's tenant is the request's X-Tenant-Id (another is a 403).
+        .layer(SessionTenantLayer::new("tenant", "x-tenant-id"))
         .layer(
             SessionManagerLayer::new(RedisSessionStore::new(stock.sessions.clone()))
                 .with_name("stock_session")

@@ -116,7 +116,9 @@ pub mod axum_app {
     use axum::routing::{get, post};
     use axum::{Json, Router};
     use http_body_util::BodyExt;
-    use larder_session::tower::{self as s, RedisSessionStore, SessionContextLayer};
+    use larder_session::tower::{
+        self as s, RedisSessionStore, SessionContextLayer, SessionTenantLayer,
+    };
     use tower::ServiceExt;
     use tower_sessions::{Session, SessionManagerLayer};
 
@@ -136,6 +138,10 @@ pub mod axum_app {
     async fn login(session: Session, Query(p): Query<Params>) -> impl IntoResponse {
         let user = p.user.unwrap_or_else(|| "alice".into());
         match s::login(&session, who(&user).with_user_agent("test-agent")).await {
+            Ok(()) if user == "tina" => match session.insert("tenant", 7).await {
+                Ok(()) => StatusCode::OK,
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Ok(()) => StatusCode::OK,
             Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -204,6 +210,14 @@ pub mod axum_app {
         n.to_string()
     }
 
+    async fn seen_tenant(headers: axum::http::HeaderMap) -> String {
+        headers
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned()
+    }
+
     pub fn router(sessions: Sessions) -> Router {
         Router::new()
             .route("/me", get(me))
@@ -216,6 +230,10 @@ pub mod axum_app {
             .route("/incr", post(incr))
             .route("/peek", get(peek))
             .route("/noop", get(|| async { "ok" }))
+            .route(
+                "/tenant",
+                get(seen_tenant).layer(SessionTenantLayer::new("tenant", "x-tenant-id")),
+            )
             .with_state(sessions.clone())
             .layer(
                 SessionManagerLayer::new(RedisSessionStore::new(sessions))
@@ -278,7 +296,17 @@ pub mod actix_app {
     use actix_web::cookie::Key;
     use actix_web::dev::{Service, ServiceResponse};
     use actix_web::{test, web, HttpResponse};
-    use larder_session::actix::{self as s, RedisSessionStore, SessionContext};
+    use larder_session::actix::{self as s, RedisSessionStore, SessionContext, SessionTenant};
+
+    async fn seen_tenant(req: actix_web::HttpRequest) -> HttpResponse {
+        let t = req
+            .headers()
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        HttpResponse::Ok().body(t)
+    }
 
     #[derive(serde::Deserialize)]
     struct Params {
@@ -295,7 +323,10 @@ pub mod actix_app {
 
     async fn login(session: Session, p: web::Query<Params>) -> HttpResponse {
         let user = p.user.clone().unwrap_or_else(|| "alice".into());
-        match s::login(&session, &who(&user).with_user_agent("test-agent")) {
+        let tenant = if user == "tina" { Some(7) } else { None };
+        let stored = s::login(&session, &who(&user).with_user_agent("test-agent"))
+            .and_then(|()| tenant.map_or(Ok(()), |t| session.insert("tenant", t)));
+        match stored {
             Ok(()) => HttpResponse::Ok().finish(),
             Err(_) => HttpResponse::InternalServerError().finish(),
         }
@@ -395,6 +426,8 @@ pub mod actix_app {
                         .route("/put", web::post().to(put))
                         .route("/incr", web::post().to(incr))
                         .route("/peek", web::get().to(peek))
+                        .route("/tenant", web::get().to(seen_tenant))
+                        .wrap(SessionTenant::new("tenant", "x-tenant-id"))
                         .wrap(
                             SessionMiddleware::builder(store, key)
                                 .cookie_name(COOKIE.into())
@@ -776,4 +809,29 @@ pub async fn in_memory_fallback<A: App>(app: &A, redis: &mut RedisServer) {
 /// The policies the conformance apps use.
 pub fn fail_closed_config() -> larder_session::SessionConfigBuilder {
     config().degraded(Degraded::FailClosed)
+}
+
+/// The session's tenant becomes the tenant header; without a session the header
+/// passes as sent. (These apps keep sessions in the tenant's keyspace, so a cookie
+/// under another tenant's header finds no session at all: anonymous, not a 403. The
+/// 403 for a mismatching header, with sessions in the namespace, is exercised by the
+/// stock example apps' tests.)
+pub async fn session_tenant_header<A: App>(app: &A) {
+    assert_eq!(app.send(get("/tenant")).await.body, "none");
+    assert_eq!(app.send(get("/tenant").tenant("9")).await.body, "9");
+    let c = login(app, "tina", None).await;
+    assert_eq!(app.send(get("/tenant").cookie(&c)).await.body, "7");
+    assert_eq!(
+        app.send(get("/tenant").cookie(&c).tenant("7")).await.body,
+        "7"
+    );
+    let other = app.send(get("/tenant").cookie(&c).tenant("8")).await;
+    assert_eq!((other.status, other.body.as_str()), (200, "8"), "{other:?}");
+    assert_eq!(
+        app.send(get("/me").cookie(&c).tenant("8")).await.status,
+        401
+    );
+    // A session without a tenant field adds nothing.
+    let plain = login(app, "ulla", None).await;
+    assert_eq!(app.send(get("/tenant").cookie(&plain)).await.body, "none");
 }
