@@ -3,6 +3,8 @@
 -- KEYS[1] in-flight set   KEYS[2] delayed set   KEYS[3] dead set   KEYS[4] sequence
 -- ARGV: 1 key base, 2 result ttl ms, 3 job count, then per job 5 fields:
 --       id, token, outcome, payload, retry at ms
+-- A finished job's completion signal (the `done:{id}` list that waiters block on)
+-- is only written when someone waits (`wait:{id}` exists): no key per job otherwise.
 -- Returns one entry per job: 1 recorded, 0 fenced off (lease lost).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -13,6 +15,7 @@ for j = 0, n - 1 do
   local id, token, outcome, payload, at = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
   local jkey = base .. 'j:' .. id
   local done = base .. 'done:' .. id
+  local waited = base .. 'wait:' .. id
   if redis.call('HGET', jkey, 'token') ~= token then
     out[#out + 1] = 0
   else
@@ -22,8 +25,10 @@ for j = 0, n - 1 do
       redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'finished', now)
       redis.call('HDEL', jkey, 'args')
       redis.call('PEXPIRE', jkey, ttl)
-      redis.call('RPUSH', done, 'SUCCESS')
-      redis.call('PEXPIRE', done, ttl)
+      if redis.call('EXISTS', waited) == 1 then
+        redis.call('RPUSH', done, 'SUCCESS')
+        redis.call('PEXPIRE', done, ttl)
+      end
     elseif outcome == 'RETRY' then
       redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'RETRY', 'error', payload, 'eta', at)
@@ -35,13 +40,17 @@ for j = 0, n - 1 do
       redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', now)
       redis.call('ZADD', KEYS[3], now, id)
-      redis.call('RPUSH', done, 'FAILURE')
-      redis.call('PEXPIRE', done, ttl)
+      if redis.call('EXISTS', waited) == 1 then
+        redis.call('RPUSH', done, 'FAILURE')
+        redis.call('PEXPIRE', done, ttl)
+      end
     elseif outcome == 'REVOKED' then
       redis.call('HSET', jkey, 'state', 'REVOKED', 'error', payload, 'finished', now)
       redis.call('PEXPIRE', jkey, ttl)
-      redis.call('RPUSH', done, 'REVOKED')
-      redis.call('PEXPIRE', done, ttl)
+      if redis.call('EXISTS', waited) == 1 then
+        redis.call('RPUSH', done, 'REVOKED')
+        redis.call('PEXPIRE', done, ttl)
+      end
     elseif outcome == 'REQUEUE' then
       local f = redis.call('HMGET', jkey, 'queue', 'tenant', 'prio')
       local seq = redis.call('INCR', KEYS[4])

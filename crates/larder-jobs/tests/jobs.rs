@@ -76,6 +76,31 @@ async fn runs_jobs_stores_results_and_honours_idempotency_keys() {
         jobs.status(&a).await.unwrap().unwrap().tenant.as_deref(),
         Some("7")
     );
+    // Jobs nobody waits for leave no completion-signal key behind.
+    let args: Vec<(i64, i64)> = (0..20).map(|i| (i, 1)).collect();
+    let quiet = jobs
+        .enqueue_many(ADD, args.iter().map(|a| (a, EnqueueOptions::new())))
+        .await
+        .unwrap();
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            let mut all = true;
+            for id in &quiet {
+                all &= jobs.status(id).await.unwrap().unwrap().state == JobState::Success;
+            }
+            all
+        })
+        .await
+    );
+    let signals = redis.command(&["KEYS", "*done:*"]);
+    assert!(
+        quiet.iter().all(|id| !signals.contains(id.as_str())),
+        "signals only for waited jobs: {signals}"
+    );
+    assert!(
+        signals.lines().filter(|l| l.contains("done:")).count() <= 2,
+        "{signals}"
+    );
     worker.shutdown(WAIT).await;
 }
 

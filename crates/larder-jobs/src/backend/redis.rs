@@ -22,6 +22,7 @@ struct Scripts {
     move_: r::Script,
     revoke: r::Script,
     redrive: r::Script,
+    arm_wait: r::Script,
 }
 
 #[derive(Clone)]
@@ -58,6 +59,7 @@ impl RedisBackend {
                 move_: r::Script::new(include_str!("../../lua/move.lua")),
                 revoke: r::Script::new(include_str!("../../lua/revoke.lua")),
                 redrive: r::Script::new(include_str!("../../lua/redrive.lua")),
+                arm_wait: r::Script::new(include_str!("../../lua/arm_wait.lua")),
             }),
         }
     }
@@ -289,6 +291,25 @@ impl RedisBackend {
     }
 
     pub(crate) async fn wait_done(&self, id: &str, timeout: Duration) -> Result<(), JobError> {
+        // Register as a waiter first: completions only signal waited jobs.
+        let mut inv = self.scripts.arm_wait.key(self.key(&format!("wait:{id}")));
+        inv.key(self.job_key(id)).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_add(5_000),
+        );
+        let state: Option<String> = self
+            .handle
+            .script("job_wait_arm", &inv)
+            .await
+            .map_err(JobError::from_core)?;
+        let finished = state
+            .as_deref()
+            .and_then(|s| s.parse::<JobState>().ok())
+            .is_none_or(JobState::is_terminal);
+        if finished {
+            return Ok(());
+        }
         let conn = self.handle.dedicated().await.map_err(JobError::from_core)?;
         let done = self.done_key(id);
         // BLMOVE a list onto itself: wakes on the completion signal without consuming
