@@ -20,16 +20,19 @@ for j = 0, n - 1 do
     out[#out + 1] = 0
   else
     redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', jkey, 'token', 'revoked')
     if outcome == 'SUCCESS' then
+      -- The arguments are not needed any more: the record keeps the result.
+      redis.call('HDEL', jkey, 'token', 'revoked', 'args')
       redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'finished', now)
-      redis.call('HDEL', jkey, 'args')
       redis.call('PEXPIRE', jkey, ttl)
       if redis.call('EXISTS', waited) == 1 then
         redis.call('RPUSH', done, 'SUCCESS')
         redis.call('PEXPIRE', done, ttl)
       end
-    elseif outcome == 'RETRY' then
+    else
+      redis.call('HDEL', jkey, 'token', 'revoked')
+    end
+    if outcome == 'RETRY' then
       redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'RETRY', 'error', payload, 'eta', at)
       redis.call('ZADD', KEYS[2], tonumber(at), id)

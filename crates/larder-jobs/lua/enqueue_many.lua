@@ -10,6 +10,7 @@ local base, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seq = redis.call('INCRBY', KEYS[2], n) - n
 local out = {}
 local woken = {}
+local ringed = {}
 for j = 0, n - 1 do
   local o = 3 + j * 10
   local id, queue, tenant, prio = ARGV[o + 1], ARGV[o + 4], ARGV[o + 5], tonumber(ARGV[o + 6])
@@ -28,8 +29,12 @@ for j = 0, n - 1 do
     else
       seq = seq + 1
       redis.call('ZADD', base .. 'q:' .. queue .. ':t:' .. tenant, -prio * 1099511627776 + seq, id)
-      if redis.call('SADD', base .. 'q:' .. queue .. ':ringset', tenant) == 1 then
-        redis.call('RPUSH', base .. 'q:' .. queue .. ':ring', tenant)
+      local member = queue .. ':' .. tenant
+      if not ringed[member] then
+        ringed[member] = true
+        if redis.call('SADD', base .. 'q:' .. queue .. ':ringset', tenant) == 1 then
+          redis.call('RPUSH', base .. 'q:' .. queue .. ':ring', tenant)
+        end
       end
       woken[queue] = true
     end

@@ -18,11 +18,11 @@ while got < n and budget > 0 do
   end
   local qkey = base .. 'q:' .. queue .. ':t:' .. tenant
   local popped = redis.call('ZPOPMIN', qkey)
-  if redis.call('EXISTS', qkey) == 0 then
+  if #popped == 0 then
+    -- The tenant's set ran empty on an earlier turn: leave the ring.
     redis.call('LREM', KEYS[1], 0, tenant)
     redis.call('SREM', KEYS[2], tenant)
-  end
-  if #popped > 0 then
+  else
     local id = popped[1]
     local jkey = base .. 'j:' .. id
     local f = redis.call('HMGET', jkey, 'state', 'expires', 'task', 'args', 'attempts',
