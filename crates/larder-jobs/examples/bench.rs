@@ -71,9 +71,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let bulk = f64::from(n) / started.elapsed().as_secs_f64();
 
-    // Drain with at-least-once on (lease, fencing token, fenced completion).
+    // Drain with at-least-once on (lease, fencing token, fenced completion). Set
+    // BENCH_TRACK_STARTED=0 for Celery's default of no STARTED state.
+    let track = std::env::var("BENCH_TRACK_STARTED").map_or(true, |v| v != "0");
     let started = Instant::now();
     let worker = Worker::new(jobs.clone())
+        .track_started(track)
         .concurrency(256)
         .queues(&[("default", 1), ("single", 1)])
         .task(NOOP, |_, _| async { Ok(()) })

@@ -641,3 +641,31 @@ async fn in_process_backend_has_the_same_semantics() {
     assert_eq!(jobs.revoke(&queued).await.unwrap(), "REVOKED");
     worker.shutdown(WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_started_tracking_a_running_job_shows_received() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let worker = Worker::new(jobs.clone())
+        .track_started(false)
+        .task(SLEEPY, |ms, _| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok("done".to_owned())
+        })
+        .spawn();
+    let id = jobs.delay(SLEEPY, &800).await.unwrap();
+    assert!(
+        eventually(50, Duration::from_millis(20), || async {
+            jobs.status(&id).await.unwrap().unwrap().state == JobState::Received
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        jobs.status(&id).await.unwrap().unwrap().state,
+        JobState::Received,
+        "never STARTED"
+    );
+    assert_eq!(jobs.wait(SLEEPY, &id, WAIT).await.unwrap(), "done");
+    worker.shutdown(WAIT).await;
+}
