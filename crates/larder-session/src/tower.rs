@@ -263,9 +263,26 @@ impl<S: fmt::Debug> fmt::Debug for SessionContextService<S> {
 /// The response body: the inner service's, or a fault's JSON.
 pub type ContextBody<B> = Either<B, Full<Bytes>>;
 
-/// The response future of [`SessionContextService`].
-pub type ResponseFuture<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<ContextBody<B>>, E>> + Send>>;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The response future of [`SessionContextService`] and [`SessionTenantService`].
+pub struct ResponseFuture<B, E> {
+    inner: BoxFuture<Result<Response<ContextBody<B>>, E>>,
+}
+
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<ContextBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
 
 /// The response for a store fault.
 #[must_use]
@@ -307,14 +324,15 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let ctx = RequestContext::new(tenant);
-        Box::pin(async move {
+        let inner = Box::pin(async move {
             let res = RequestContext::scope(Arc::clone(&ctx), async move { inner.call(req).await })
                 .await?;
             if let Some(fault) = ctx.fault() {
                 return Ok(fault_response(&fault));
             }
             Ok(res.map(Either::Left))
-        })
+        });
+        ResponseFuture { inner }
     }
 }
 
@@ -388,7 +406,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        Box::pin(async move {
+        let inner = Box::pin(async move {
             let session = req.extensions().get::<Session>().cloned();
             let tenant = match session {
                 Some(s) if s.id().is_some() => s
@@ -419,6 +437,7 @@ where
                 }
             }
             Ok(inner.call(req).await?.map(Either::Left))
-        })
+        });
+        ResponseFuture { inner }
     }
 }
