@@ -21,8 +21,10 @@ for j = 0, n - 1 do
   else
     redis.call('ZREM', KEYS[1], id)
     if outcome == 'SUCCESS' then
-      -- The arguments are not needed any more: the record keeps the result.
-      redis.call('HDEL', jkey, 'token', 'revoked', 'args')
+      -- A finished job keeps what a status query shows (task, state, tenant,
+      -- attempts, result, times); the rest only served delivery.
+      redis.call('HDEL', jkey, 'token', 'revoked', 'args', 'worker', 'received', 'started',
+        'deliveries', 'timeout', 'max_retries', 'expires', 'prio', 'ttl', 'eta', 'queue')
       redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'finished', now)
       redis.call('PEXPIRE', jkey, ttl)
       if redis.call('EXISTS', waited) == 1 then
