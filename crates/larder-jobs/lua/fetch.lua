@@ -1,7 +1,9 @@
 -- Moves up to N ready jobs of one queue into the in-flight set, each with a lease
 -- and a fencing token, serving tenants round-robin (one job per tenant per turn).
 -- KEYS[1] ring (list of tenants with ready jobs)   KEYS[2] ring set   KEYS[3] in-flight
--- ARGV: 1 key base, 2 queue, 3 N, 4 lease ms, 5 worker id, 6 token prefix
+-- ARGV: 1 key base, 2 queue, 3 N, 4 lease ms, 5 worker id, 6 token prefix,
+--       7 the state fetched jobs take: 'STARTED' (the worker runs them at once; it only
+--       fetches for free slots) or 'RECEIVED' (started-tracking off)
 -- Returns a flat list: id, token, task, args, tenant, attempts, max retries, timeout
 -- ms, deliveries — nine entries per job.
 local t = redis.call('TIME')
@@ -40,8 +42,11 @@ while got < n and budget > 0 do
     else
       local token = ARGV[6] .. ':' .. id
       local deliveries = (tonumber(f[8]) or 0) + 1
-      redis.call('HSET', jkey, 'state', 'RECEIVED', 'token', token, 'worker', ARGV[5],
+      redis.call('HSET', jkey, 'state', ARGV[7], 'token', token, 'worker', ARGV[5],
         'deliveries', deliveries, 'received', now)
+      if ARGV[7] == 'STARTED' then
+        redis.call('HSET', jkey, 'started', now)
+      end
       redis.call('ZADD', KEYS[3], now + lease, id)
       got = got + 1
       out[#out + 1] = id

@@ -1,14 +1,14 @@
--- Renews the leases of a worker's running jobs; with mode 'start', also marks them
--- STARTED. Fenced: only jobs whose token still matches are touched.
+-- Renews the leases of a worker's running jobs. Fenced: only jobs whose token still
+-- matches are touched.
 -- KEYS[1] in-flight set
--- ARGV: 1 key base, 2 lease ms, 3 mode ('renew' or 'start'), then id, token pairs
+-- ARGV: 1 key base, 2 lease ms, then id, token pairs
 -- Returns {revoked ids..., '|', lost ids...}: jobs revoked while running (cancel
 -- them) and jobs whose lease was lost (another worker may run them: stop).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local base, lease = ARGV[1], tonumber(ARGV[2])
 local revoked, lost = {}, {}
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local jkey = base .. 'j:' .. id
   local f = redis.call('HMGET', jkey, 'token', 'revoked')
@@ -16,9 +16,6 @@ for i = 4, #ARGV, 2 do
     lost[#lost + 1] = id
   else
     redis.call('ZADD', KEYS[1], 'XX', now + lease, id)
-    if ARGV[3] == 'start' then
-      redis.call('HSET', jkey, 'state', 'STARTED', 'started', now)
-    end
     if f[2] == '1' then
       revoked[#revoked + 1] = id
     end

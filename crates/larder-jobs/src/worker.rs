@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Completion, Fetched, Outcome, Renewal};
+use crate::backend::{Backend, Completion, Fetched, Outcome};
 use crate::error::JobError;
 use crate::jobs::{ms, Jobs};
 use crate::options::now_ms;
@@ -152,10 +152,10 @@ impl Worker {
         Ok(self)
     }
 
-    /// Whether a job is marked `STARTED` when its task begins (default on). Off, a
-    /// job goes from `RECEIVED` straight to its outcome, as in Celery's default
-    /// (`task_track_started = False`), and the worker saves one Redis call per batch
-    /// of starting jobs; leases, fencing and revocation are unchanged.
+    /// Whether fetched jobs show `STARTED` (default on: the worker fetches only for
+    /// free slots, so a fetched job starts at once and the fetch marks it) or
+    /// `RECEIVED` until their outcome, as in Celery's default
+    /// (`task_track_started = False`). Leases, fencing and revocation are the same.
     #[must_use]
     pub fn track_started(mut self, on: bool) -> Self {
         self.track_started = on;
@@ -213,7 +213,6 @@ impl Worker {
         let backend = &self.jobs.inner.backend;
         let lease = self.jobs.config().lease;
         let lease_ms = ms(lease);
-        let (starts, _start_task) = start_batcher(backend.clone(), lease_ms);
         let (completions, _completion_task) =
             completion_batcher(backend.clone(), ms(self.jobs.config().result_ttl));
         let me = Arc::new(Shared {
@@ -223,8 +222,6 @@ impl Worker {
             limiter: self.limiter.clone(),
             inflight: Mutex::new(HashMap::new()),
             worker_id: self.id.clone(),
-            track_started: self.track_started,
-            starts,
             completions,
         });
         tracing::info!(target: "larder::jobs", worker = %self.id, queues = ?self.queues, concurrency = self.concurrency, "worker started");
@@ -257,7 +254,13 @@ impl Worker {
             let mut failed = false;
             for queue in self.order(round) {
                 match backend
-                    .fetch(&queue, free - fetched, lease_ms, &self.id)
+                    .fetch(
+                        &queue,
+                        free - fetched,
+                        lease_ms,
+                        &self.id,
+                        self.track_started,
+                    )
                     .await
                 {
                     Ok(jobs) => {
@@ -408,8 +411,6 @@ struct Shared {
     limiter: Option<RateLimiter>,
     inflight: Mutex<HashMap<String, (String, CancellationToken)>>,
     worker_id: String,
-    track_started: bool,
-    starts: StartBatcher,
     completions: CompletionBatcher,
 }
 
@@ -504,23 +505,6 @@ impl Shared {
         job: &Fetched,
         cancel: &CancellationToken,
     ) -> Option<(&'static str, Outcome)> {
-        let start = if self.track_started {
-            self.starts.call((job.id.clone(), job.token.clone())).await
-        } else {
-            Ok(Start::Run)
-        };
-        match start {
-            // Lease lost, or Redis is down: the lease expires and the job returns to
-            // its queue.
-            Ok(Start::Lost) | Err(_) => return None,
-            Ok(Start::Revoked) => {
-                return Some((
-                    "revoked",
-                    Outcome::Revoked("revoked before it started".into()),
-                ));
-            }
-            Ok(Start::Run) => {}
-        }
         let Some(handler) = self.handlers.get(job.task.as_str()) else {
             return Some((
                 "failure",
@@ -588,23 +572,13 @@ impl Shared {
     }
 
     async fn is_revoked(&self, job: &Fetched) -> bool {
-        matches!(self.jobs.inner.backend.renew(1, false, &[(job.id.clone(), job.token.clone())]).await,
+        matches!(self.jobs.inner.backend.renew(1, &[(job.id.clone(), job.token.clone())]).await,
             Ok(r) if !r.revoked.is_empty())
     }
 }
 
-/// The start batcher: (id, token) in, whether the job may start out.
-type StartBatcher = Batcher<(String, String), Result<Start, String>>;
 /// The completion batcher: an outcome in, whether it was recorded (not fenced) out.
 type CompletionBatcher = Batcher<Completion, Result<bool, String>>;
-
-/// Whether a fetched job may start.
-#[derive(Debug, Clone, Copy)]
-enum Start {
-    Run,
-    Revoked,
-    Lost,
-}
 
 /// Coalesces concurrent calls into one backend call: each caller sends its request
 /// and awaits its answer; the batcher takes whatever is queued (up to a cap) and
@@ -664,29 +638,6 @@ impl<T> From<BatchGone> for Result<T, String> {
     }
 }
 
-fn start_batcher(backend: Backend, lease_ms: u64) -> (StartBatcher, AbortOnDrop) {
-    Batcher::spawn(256, move |jobs: Vec<(String, String)>| {
-        let backend = backend.clone();
-        async move {
-            match backend.renew(lease_ms, true, &jobs).await {
-                Ok(Renewal { revoked, lost }) => jobs
-                    .iter()
-                    .map(|(id, _)| {
-                        Ok(if lost.contains(id) {
-                            Start::Lost
-                        } else if revoked.contains(id) {
-                            Start::Revoked
-                        } else {
-                            Start::Run
-                        })
-                    })
-                    .collect(),
-                Err(e) => jobs.iter().map(|_| Err(e.to_string())).collect(),
-            }
-        }
-    })
-}
-
 fn completion_batcher(backend: Backend, ttl_ms: u64) -> (CompletionBatcher, AbortOnDrop) {
     Batcher::spawn(256, move |jobs: Vec<Completion>| {
         let backend = backend.clone();
@@ -742,7 +693,7 @@ async fn renew(me: Arc<Shared>, lease: Duration, stop: CancellationToken, enable
             .iter()
             .map(|(id, (token, _))| (id.clone(), token.clone()))
             .collect();
-        match me.jobs.inner.backend.renew(lease_ms, false, &held).await {
+        match me.jobs.inner.backend.renew(lease_ms, &held).await {
             Ok(r) => {
                 let inflight = me.inflight_lock();
                 for id in r.revoked.iter().chain(&r.lost) {

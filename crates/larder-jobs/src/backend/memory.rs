@@ -133,7 +133,14 @@ impl MemoryBackend {
         out
     }
 
-    pub(crate) fn fetch(&self, queue: &str, n: usize, lease_ms: u64, worker: &str) -> Vec<Fetched> {
+    pub(crate) fn fetch(
+        &self,
+        queue: &str,
+        n: usize,
+        lease_ms: u64,
+        worker: &str,
+        started: bool,
+    ) -> Vec<Fetched> {
         let now = now_ms();
         let mut s = self.lock();
         let mut out = Vec::new();
@@ -166,7 +173,11 @@ impl MemoryBackend {
                 continue;
             }
             let token = format!("{worker}:{}:{id}", uuid::Uuid::new_v4().simple());
-            job.state = JobState::Received;
+            job.state = if started {
+                JobState::Started
+            } else {
+                JobState::Received
+            };
             job.token = Some(token.clone());
             out.push(Fetched {
                 id: id.clone(),
@@ -183,7 +194,7 @@ impl MemoryBackend {
         out
     }
 
-    pub(crate) fn renew(&self, lease_ms: u64, start: bool, jobs: &[(String, String)]) -> Renewal {
+    pub(crate) fn renew(&self, lease_ms: u64, jobs: &[(String, String)]) -> Renewal {
         let now = now_ms();
         let mut s = self.lock();
         let mut renewal = Renewal::default();
@@ -198,9 +209,6 @@ impl MemoryBackend {
             }
             s.inflight.insert(id.clone(), now + lease_ms);
             if let Some(job) = s.jobs.get_mut(id) {
-                if start {
-                    job.state = JobState::Started;
-                }
                 if job.revoked {
                     renewal.revoked.push(id.clone());
                 }

@@ -112,25 +112,25 @@ impl Backend {
         n: usize,
         lease_ms: u64,
         worker: &str,
+        started: bool,
     ) -> Result<Vec<Fetched>, JobError> {
         match self {
-            Self::Redis(r) => r.fetch(queue, n, lease_ms, worker).await,
-            Self::Memory(m) => Ok(m.fetch(queue, n, lease_ms, worker)),
+            Self::Redis(r) => r.fetch(queue, n, lease_ms, worker, started).await,
+            Self::Memory(m) => Ok(m.fetch(queue, n, lease_ms, worker, started)),
         }
     }
 
     pub(crate) async fn renew(
         &self,
         lease_ms: u64,
-        start: bool,
         jobs: &[(String, String)],
     ) -> Result<Renewal, JobError> {
         if jobs.is_empty() {
             return Ok(Renewal::default());
         }
         match self {
-            Self::Redis(r) => r.renew(lease_ms, start, jobs).await,
-            Self::Memory(m) => Ok(m.renew(lease_ms, start, jobs)),
+            Self::Redis(r) => r.renew(lease_ms, jobs).await,
+            Self::Memory(m) => Ok(m.renew(lease_ms, jobs)),
         }
     }
 

@@ -122,6 +122,7 @@ impl RedisBackend {
         n: usize,
         lease_ms: u64,
         worker: &str,
+        started: bool,
     ) -> Result<Vec<Fetched>, JobError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut inv = self.scripts.fetch.key(self.key(&format!("q:{queue}:ring")));
@@ -132,7 +133,8 @@ impl RedisBackend {
             .arg(n)
             .arg(lease_ms)
             .arg(worker)
-            .arg(&token);
+            .arg(&token)
+            .arg(if started { "STARTED" } else { "RECEIVED" });
         let flat: Vec<Value> = self
             .handle
             .script("job_fetch", &inv)
@@ -159,13 +161,10 @@ impl RedisBackend {
     pub(crate) async fn renew(
         &self,
         lease_ms: u64,
-        start: bool,
         jobs: &[(String, String)],
     ) -> Result<Renewal, JobError> {
         let mut inv = self.scripts.renew.key(self.key("inflight"));
-        inv.arg(&*self.base)
-            .arg(lease_ms)
-            .arg(if start { "start" } else { "renew" });
+        inv.arg(&*self.base).arg(lease_ms);
         for (id, token) in jobs {
             inv.arg(id).arg(token);
         }
