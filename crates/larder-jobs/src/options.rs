@@ -180,3 +180,84 @@ impl EnqueueOptions {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    #[test]
+    fn resolves_defaults_and_times() {
+        let r = EnqueueOptions::new()
+            .resolve(3, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(
+            (r.queue.as_str(), r.tenant.as_str()),
+            ("default", NO_TENANT)
+        );
+        assert_eq!(
+            (r.max_retries, r.timeout_ms, r.eta_ms, r.expires_ms),
+            (3, 5000, 0, 0)
+        );
+        assert_eq!(r.id.len(), 36, "a uuid");
+
+        let before = now_ms();
+        let r = EnqueueOptions::new()
+            .countdown(Duration::from_secs(10))
+            .max_retries(0)
+            .tenant("42")
+            .id("report:42")
+            .resolve(3, Duration::from_secs(5))
+            .unwrap();
+        assert!(r.eta_ms >= before + 10_000 && r.eta_ms <= now_ms() + 10_000);
+        assert_eq!(
+            (r.max_retries, r.tenant.as_str(), r.id.as_str()),
+            (0, "42", "report:42")
+        );
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let r = EnqueueOptions::new()
+            .eta(at)
+            .countdown(Duration::from_secs(1))
+            .resolve(0, Duration::ZERO)
+            .unwrap();
+        assert_eq!(
+            r.eta_ms, 2_000_000_000_000,
+            "an explicit ETA wins over a countdown"
+        );
+    }
+
+    #[test]
+    fn rejects_hostile_options_with_a_clear_error() {
+        for (opts, needle) in [
+            (EnqueueOptions::new().queue("a:b"), "queue"),
+            (EnqueueOptions::new().queue(""), "queue"),
+            (EnqueueOptions::new().tenant("1:*"), "tenant"),
+            (EnqueueOptions::new().tenant("{1}"), "tenant"),
+            (EnqueueOptions::new().priority(10), "priority"),
+            (EnqueueOptions::new().id(""), "job id"),
+            (EnqueueOptions::new().id("a b"), "job id"),
+            (EnqueueOptions::new().id("x".repeat(201)), "job id"),
+        ] {
+            let err = opts.resolve(0, Duration::ZERO).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        use crate::JobState;
+        for s in [
+            JobState::Pending,
+            JobState::Received,
+            JobState::Started,
+            JobState::Retry,
+            JobState::Success,
+            JobState::Failure,
+            JobState::Revoked,
+        ] {
+            assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
+        }
+        assert!("DONE".parse::<JobState>().is_err());
+    }
+}

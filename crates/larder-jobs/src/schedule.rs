@@ -309,3 +309,75 @@ impl RunningScheduler {
         let _ = self.join.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+    use crate::jobs::Jobs;
+    use larder_core::Handle;
+
+    const T: TaskRef<u8, ()> = TaskRef::new("t");
+
+    fn ms_of(rfc3339: &str) -> u64 {
+        u64::try_from(
+            DateTime::parse_from_rfc3339(rfc3339)
+                .unwrap()
+                .timestamp_millis(),
+        )
+        .unwrap()
+    }
+
+    fn entry(s: Scheduler) -> Entry {
+        s.entries.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn cron_ticks_follow_the_time_zone_across_daylight_saving() {
+        let jobs = Jobs::new(Handle::in_process());
+        let e = entry(
+            Scheduler::new(jobs)
+                .cron("r", "0 0 7 * * *", "Europe/Madrid", T, 1)
+                .unwrap()
+                .catch_up(Duration::from_secs(3600)),
+        );
+        // Winter (CET, UTC+1): 07:00 Madrid is 06:00 UTC.
+        assert_eq!(
+            e.due_tick(ms_of("2026-01-15T06:30:00Z")),
+            Some(ms_of("2026-01-15T06:00:00Z"))
+        );
+        // Summer (CEST, UTC+2): 07:00 Madrid is 05:00 UTC.
+        assert_eq!(
+            e.due_tick(ms_of("2026-07-15T05:10:00Z")),
+            Some(ms_of("2026-07-15T05:00:00Z"))
+        );
+        // Before the tick, or past the catch-up window: nothing due.
+        assert_eq!(e.due_tick(ms_of("2026-07-15T04:59:00Z")), None);
+        assert_eq!(e.due_tick(ms_of("2026-07-15T06:30:00Z")), None);
+    }
+
+    #[test]
+    fn interval_ticks_align_on_the_epoch_and_missed_ones_coalesce() {
+        let jobs = Jobs::new(Handle::in_process());
+        let e = entry(Scheduler::new(jobs).every("i", Duration::from_secs(60), T, 1));
+        // Every instance computes the same tick for a moment.
+        assert_eq!(
+            e.due_tick(ms_of("2026-03-01T10:00:59Z")),
+            Some(ms_of("2026-03-01T10:00:00Z"))
+        );
+        // After a long outage only the latest tick is due (once, by its id).
+        assert_eq!(
+            e.due_tick(ms_of("2026-03-02T08:17:30Z")),
+            Some(ms_of("2026-03-02T08:17:00Z"))
+        );
+        // Five-field cron is accepted (seconds default to 0); garbage is refused.
+        let jobs = Jobs::new(Handle::in_process());
+        assert!(Scheduler::new(jobs.clone())
+            .cron("c", "*/5 * * * *", "UTC", T, 1)
+            .is_ok());
+        assert!(Scheduler::new(jobs)
+            .cron("c", "61 * * * *", "UTC", T, 1)
+            .is_err());
+    }
+}
