@@ -59,9 +59,9 @@
 //!
 //! | Name | Description |
 //! | --- | --- |
-//! | `tower` | [`tower::RedisSessionStore`] (`tower_sessions::SessionStore`), [`tower::SessionContextLayer`] |
+//! | `tower` | `tower::RedisSessionStore` (`tower_sessions::SessionStore`), `tower::SessionContextLayer`, `tower::SessionTenantLayer` |
 //! | `axum` | `tower`, with Axum's `ConnectInfo` visible to tenant extractors |
-//! | `actix` | [`actix::RedisSessionStore`] (`actix_session::storage::SessionStore`), [`actix::SessionContext`] |
+//! | `actix` | `actix::RedisSessionStore` (`actix_session::storage::SessionStore`), `actix::SessionContext`, `actix::SessionTenant` |
 //!
 //! [`tower-sessions`]: https://docs.rs/tower-sessions
 //! [`actix-session`]: https://docs.rs/actix-session
