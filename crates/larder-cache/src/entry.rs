@@ -10,7 +10,7 @@
 //! entry whose markers differ from the current ones is invisible, so a write that
 //! raced with an invalidation can never serve stale data.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -157,17 +157,8 @@ pub fn decode(raw: Bytes) -> Result<(Meta, Bytes), CorruptEntry> {
     ))
 }
 
-/// Milliseconds since the Unix epoch.
-#[must_use]
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+use larder_core::time::millis;
+pub use larder_core::time::now_ms;
 
 #[cfg(test)]
 mod tests {

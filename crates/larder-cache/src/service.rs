@@ -700,7 +700,7 @@ impl<C: Codec> Cache<C> {
             return LeaseGate::Proceed(None);
         }
         let token = self.fresh_marker();
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = larder_core::time::millis(ttl).max(1);
         let taken: Result<Option<String>, _> = self
             .inner
             .handle
@@ -887,7 +887,7 @@ impl<C: Codec> Cache<C> {
             .arg(&fresh)
             .arg(meta.times())
             .arg(&payload[..])
-            .arg(u64::try_from(redis_ttl.as_millis()).unwrap_or(u64::MAX));
+            .arg(larder_core::time::millis(redis_ttl));
         match self.inner.handle.script::<i64>("cache_set", &inv).await {
             Ok(1) => {
                 if markers.0.is_empty() {

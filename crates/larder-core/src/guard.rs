@@ -287,7 +287,7 @@ impl Guard {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        crate::time::millis(self.inner.epoch.elapsed())
     }
 
     fn admit(&self, op: &'static str) -> Result<Admission, Error> {
@@ -296,8 +296,8 @@ impl Guard {
             CLOSED => return Ok(Admission::Normal),
             OPEN => {
                 let opened = inner.opened_at_ms.load(Ordering::Acquire);
-                let cooled = self.now_ms().saturating_sub(opened)
-                    >= u64::try_from(inner.cooldown.as_millis()).unwrap_or(u64::MAX);
+                let cooled =
+                    self.now_ms().saturating_sub(opened) >= crate::time::millis(inner.cooldown);
                 if cooled && !inner.probe_in_flight.swap(true, Ordering::AcqRel) {
                     if inner
                         .state
@@ -364,7 +364,7 @@ impl Guard {
                 target: "larder::core",
                 failures,
                 error_kind = kind,
-                cooldown_ms = u64::try_from(inner.cooldown.as_millis()).unwrap_or(u64::MAX),
+                cooldown_ms = crate::time::millis(inner.cooldown),
                 "redis unavailable: circuit breaker open, degrading"
             );
         }

@@ -45,6 +45,7 @@
 //! | [`health`] | [`HealthReport`] for `/health/cache` |
 //! | [`metrics`] | metric names (see the table there) |
 //! | [`request`] | [`RequestView`] (what adapters show of a request), [`TenantExtractor`] |
+//! | [`time`] | millisecond helpers (`millis`, `now_ms`) |
 //!
 //! # Features
 //!
@@ -74,6 +75,7 @@ pub mod health;
 pub mod keyspace;
 pub mod metrics;
 pub mod request;
+pub mod time;
 
 pub use codec::{Codec, CodecError, Json};
 pub use config::{Config, ConfigBuilder, ConfigError, RedisUrl};

@@ -436,6 +436,4 @@ impl Jobs {
     }
 }
 
-pub(crate) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+pub(crate) use larder_core::time::millis as ms;

@@ -113,14 +113,7 @@ pub(crate) struct Resolved {
 /// The tenant segment of jobs enqueued without a tenant.
 pub(crate) const NO_TENANT: &str = "_";
 
-pub(crate) fn ms_since_epoch(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-pub(crate) fn now_ms() -> u64 {
-    ms_since_epoch(SystemTime::now())
-}
+pub(crate) use larder_core::time::{now_ms, unix_ms as ms_since_epoch};
 
 /// Validates an id: what a caller may pass as an idempotency key.
 pub(crate) fn validate_id(id: &str) -> Result<(), JobError> {
@@ -162,9 +155,7 @@ impl EnqueueOptions {
         };
         let eta_ms = match (self.eta, self.countdown) {
             (Some(at), _) => ms_since_epoch(at),
-            (None, Some(d)) => {
-                now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            }
+            (None, Some(d)) => now_ms().saturating_add(larder_core::time::millis(d)),
             (None, None) => 0,
         };
         Ok(Resolved {
@@ -175,8 +166,7 @@ impl EnqueueOptions {
             max_retries: self.max_retries.unwrap_or(default_retries),
             eta_ms,
             expires_ms: self.expires.map_or(0, ms_since_epoch),
-            timeout_ms: u64::try_from(self.timeout.unwrap_or(default_timeout).as_millis())
-                .unwrap_or(u64::MAX),
+            timeout_ms: larder_core::time::millis(self.timeout.unwrap_or(default_timeout)),
         })
     }
 }

@@ -99,7 +99,7 @@ impl LocalTier {
     /// Evicts idle keys every few seconds; over capacity after that, starts over
     /// (every key fresh) rather than grow without bound. Returns the limiter to use.
     fn maintain(&self, limiter: Arc<Keyed>) -> Arc<Keyed> {
-        let now_ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now_ms = larder_core::time::millis(self.born.elapsed());
         let last = self.last_sweep_ms.load(Ordering::Relaxed);
         let due =
             now_ms.saturating_sub(last) >= u64::try_from(SWEEP_EVERY.as_millis()).unwrap_or(5000);

@@ -4,7 +4,7 @@
 //! [`Degraded::InMemory`](crate::Degraded::InMemory).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use moka::ops::compute::Op;
 
@@ -45,12 +45,7 @@ impl moka::Expiry<String, Arc<LocalRecord>> for UntilExpires {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use larder_core::time::now_ms;
 
 pub(crate) struct LocalTier {
     records: moka::sync::Cache<String, Arc<LocalRecord>>,

@@ -230,9 +230,7 @@ type HashRow = (
     Option<String>,
 );
 
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+use larder_core::time::millis as ms;
 
 impl Sessions {
     /// Sessions on `handle` with `config`.

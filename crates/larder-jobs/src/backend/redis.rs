@@ -292,11 +292,8 @@ impl RedisBackend {
     pub(crate) async fn wait_done(&self, id: &str, timeout: Duration) -> Result<(), JobError> {
         // Register as a waiter first: completions only signal waited jobs.
         let mut inv = self.scripts.arm_wait.key(self.key(&format!("wait:{id}")));
-        inv.key(self.job_key(id)).arg(
-            u64::try_from(timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .saturating_add(5_000),
-        );
+        inv.key(self.job_key(id))
+            .arg(larder_core::time::millis(timeout).saturating_add(5_000));
         let state: Option<String> = self
             .handle
             .script("job_wait_arm", &inv)
