@@ -206,18 +206,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the first variable whose value is malformed.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut vars = Vec::new();
-        for (name, value) in std::env::vars_os() {
-            let Some(name) = name.to_str() else { continue };
-            if !is_ours(name) {
-                continue;
-            }
-            let value = value
-                .into_string()
-                .map_err(|_| ConfigError::invalid(name, "value is not valid UTF-8"))?;
-            vars.push((name.to_owned(), value));
-        }
-        Self::from_vars(vars)
+        Self::from_vars(env_vars(is_ours)?)
     }
 
     /// Reads configuration from name/value pairs, as [`from_env`](Self::from_env)
@@ -282,6 +271,27 @@ impl Config {
             .copied()
             .unwrap_or(self.default_ttl)
     }
+}
+
+/// The process environment's variables whose name `keep` accepts, for components'
+/// `from_env()`. Variables with names that are not UTF-8, or that `keep` refuses, are
+/// skipped (never a panic, unlike `std::env::vars`).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming a kept variable whose value is not UTF-8.
+pub fn env_vars(keep: impl Fn(&str) -> bool) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if !keep(name) {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::invalid(name, "value is not valid UTF-8"))?;
+        vars.push((name.to_owned(), value));
+    }
+    Ok(vars)
 }
 
 fn is_ours(name: &str) -> bool {

@@ -6,8 +6,7 @@
 -- A finished job's completion signal (the `done:{id}` list that waiters block on)
 -- is only written when someone waits (`wait:{id}` exists): no key per job otherwise.
 -- Returns one entry per job: 1 recorded, 0 fenced off (lease lost).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local base, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for j = 0, n - 1 do
@@ -58,14 +57,8 @@ for j = 0, n - 1 do
       end
     elseif outcome == 'REQUEUE' then
       local f = redis.call('HMGET', jkey, 'queue', 'tenant', 'prio')
-      local seq = redis.call('INCR', KEYS[4])
       redis.call('HSET', jkey, 'state', 'PENDING')
-      redis.call('ZADD', base .. 'q:' .. f[1] .. ':t:' .. f[2], -tonumber(f[3]) * 1099511627776 + seq, id)
-      if redis.call('SADD', base .. 'q:' .. f[1] .. ':ringset', f[2]) == 1 then
-        redis.call('RPUSH', base .. 'q:' .. f[1] .. ':ring', f[2])
-      end
-      redis.call('LPUSH', base .. 'q:' .. f[1] .. ':wake', '1')
-      redis.call('LTRIM', base .. 'q:' .. f[1] .. ':wake', 0, 0)
+      push_ready(base, id, f[1], f[2], f[3], redis.call('INCR', KEYS[4]))
     end
     out[#out + 1] = 1
   end

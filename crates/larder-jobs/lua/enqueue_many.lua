@@ -4,8 +4,7 @@
 --       id, task, args, queue, tenant, priority, max retries, eta ms, expires ms,
 --       timeout ms
 -- Returns one entry per job: 1 enqueued, 0 the id was taken.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local base, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seq = redis.call('INCRBY', KEYS[2], n) - n
 local out = {}
@@ -28,13 +27,12 @@ for j = 0, n - 1 do
       redis.call('HSET', jkey, 'eta', eta)
     else
       seq = seq + 1
-      redis.call('ZADD', base .. 'q:' .. queue .. ':t:' .. tenant, -prio * 1099511627776 + seq, id)
+      -- push_ready, with the ring join and the wake-up done once per batch
+      redis.call('ZADD', base .. 'q:' .. queue .. ':t:' .. tenant, ready_score(prio, seq), id)
       local member = queue .. ':' .. tenant
       if not ringed[member] then
         ringed[member] = true
-        if redis.call('SADD', base .. 'q:' .. queue .. ':ringset', tenant) == 1 then
-          redis.call('RPUSH', base .. 'q:' .. queue .. ':ring', tenant)
-        end
+        join_ring(base, queue, tenant)
       end
       woken[queue] = true
     end
@@ -42,7 +40,6 @@ for j = 0, n - 1 do
   end
 end
 for queue, _ in pairs(woken) do
-  redis.call('LPUSH', base .. 'q:' .. queue .. ':wake', '1')
-  redis.call('LTRIM', base .. 'q:' .. queue .. ':wake', 0, 0)
+  wake(base, queue)
 end
 return out

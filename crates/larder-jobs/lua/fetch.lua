@@ -6,8 +6,7 @@
 --       fetches for free slots) or 'RECEIVED' (started-tracking off)
 -- Returns a flat list: id, token, task, args, tenant, attempts, max retries, timeout
 -- ms, deliveries — nine entries per job.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local base, queue, n, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local got = 0

@@ -14,11 +14,5 @@ redis.call('HSET', KEYS[1], 'state', 'PENDING', 'attempts', 0)
 redis.call('HDEL', KEYS[1], 'finished')
 redis.call('PERSIST', KEYS[1])
 redis.call('DEL', KEYS[4])
-local seq = redis.call('INCR', KEYS[3])
-redis.call('ZADD', base .. 'q:' .. f[1] .. ':t:' .. f[2], -tonumber(f[3]) * 1099511627776 + seq, id)
-if redis.call('SADD', base .. 'q:' .. f[1] .. ':ringset', f[2]) == 1 then
-  redis.call('RPUSH', base .. 'q:' .. f[1] .. ':ring', f[2])
-end
-redis.call('LPUSH', base .. 'q:' .. f[1] .. ':wake', '1')
-redis.call('LTRIM', base .. 'q:' .. f[1] .. ':wake', 0, 0)
+push_ready(base, id, f[1], f[2], f[3], redis.call('INCR', KEYS[3]))
 return 1

@@ -4,8 +4,7 @@
 -- ARGV: 1 key base, 2 lease ms, then id, token pairs
 -- Returns {revoked ids..., '|', lost ids...}: jobs revoked while running (cancel
 -- them) and jobs whose lease was lost (another worker may run them: stop).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local base, lease = ARGV[1], tonumber(ARGV[2])
 local revoked, lost = {}, {}
 for i = 3, #ARGV, 2 do

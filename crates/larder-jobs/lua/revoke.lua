@@ -4,8 +4,7 @@
 -- KEYS[1] job hash   KEYS[2] delayed set   KEYS[3] done list
 -- ARGV: 1 key base, 2 id, 3 ttl ms
 -- Returns the job's state after the call ('REVOKING' for a running job).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local base, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local f = redis.call('HMGET', KEYS[1], 'state', 'queue', 'tenant')
 local state = f[1]

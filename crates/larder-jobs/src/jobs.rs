@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use larder_core::config::{parse_millis, parse_secs, parse_u64};
+use larder_core::config::{env_vars, parse_millis, parse_secs, parse_u64};
 use larder_core::{ConfigError, Handle, Module};
 
 use crate::backend::memory::MemoryBackend;
@@ -54,7 +54,7 @@ impl JobsConfig {
     /// # Errors
     /// A malformed variable, named.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars().filter(|(k, _)| k.starts_with("JOBS_")))
+        Self::from_vars(env_vars(|k| k.starts_with("JOBS_"))?)
     }
 
     /// Reads settings from name/value pairs.

@@ -89,6 +89,7 @@ pub struct Scheduler {
     entries: Vec<Entry>,
     id: String,
     pass_every: Duration,
+    lease: redis::Script,
 }
 
 impl fmt::Debug for Scheduler {
@@ -115,6 +116,13 @@ impl Scheduler {
             entries: Vec::new(),
             id: format!("s-{}", uuid::Uuid::new_v4().simple()),
             pass_every: Duration::from_secs(1),
+            lease: redis::Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+                    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+                  end
+                  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+                  return 0",
+            ),
         }
     }
 
@@ -222,10 +230,9 @@ impl Scheduler {
             let Some(tick) = e.due_tick(now) else {
                 continue;
             };
+            // The tick's id makes the enqueue idempotent: a tick already enqueued (by
+            // an earlier pass or another instance) is a no-op, with no read first.
             let id = format!("periodic:{}:{tick}", e.name);
-            if self.jobs.status(&id).await?.is_some() {
-                continue;
-            }
             let opts = e.opts.clone().id(id.clone());
             if (e.enqueue)(self.jobs.clone(), opts).await? {
                 fired += 1;
@@ -250,14 +257,7 @@ impl Scheduler {
             .base()
             .to_owned()
             + "sched:leader";
-        let script = redis::Script::new(
-            r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-                return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-              end
-              if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-              return 0",
-        );
-        let mut inv = script.key(key);
+        let mut inv = self.lease.key(key);
         inv.arg(&self.id).arg(ms(LEADER_LEASE));
         matches!(
             jobs.handle()

@@ -278,8 +278,8 @@ where
                     StatusCode::from_u16(fault.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 let mut builder = HttpResponse::build(status);
                 builder.content_type("application/json");
-                if fault.status() == 503 {
-                    builder.insert_header(("retry-after", "1"));
+                if let Some(secs) = fault.retry_after() {
+                    builder.insert_header(("retry-after", secs));
                 }
                 let response = builder.body(fault.body());
                 return match res {

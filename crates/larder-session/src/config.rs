@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use larder_core::config::{parse_secs, parse_u64};
+use larder_core::config::{env_vars, parse_secs, parse_u64};
 use larder_core::{ConfigError, Module};
 
 /// What a layer does while Redis cannot be used.
@@ -86,7 +86,7 @@ impl SessionConfig {
     /// # Errors
     /// [`ConfigError`] naming the first malformed variable.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars().filter(|(k, _)| k.starts_with("SESSION_")))
+        Self::from_vars(env_vars(|k| k.starts_with("SESSION_"))?)
     }
 
     /// Reads settings from name/value pairs, as [`from_env`](Self::from_env) does.

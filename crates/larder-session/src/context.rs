@@ -44,6 +44,15 @@ impl Fault {
         }
     }
 
+    /// The `Retry-After` seconds of the response, when retrying can help.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Self::Unavailable => Some("1"),
+            Self::TooLarge { .. } => None,
+        }
+    }
+
     /// The JSON body of the response.
     #[must_use]
     pub fn body(&self) -> String {

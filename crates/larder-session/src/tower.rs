@@ -38,6 +38,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use larder_core::TenantExtractor;
+use serde::Deserialize as _;
 use tower_layer::Layer;
 use tower_service::Service;
 use tower_sessions_core::session::{Error as SessionErr, Id, Record};
@@ -91,7 +92,7 @@ fn encode(data: &Data) -> Result<(Vec<u8>, Option<Identity>), session_store::Err
         serde_json::to_vec(data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
     let identity = data
         .get(IDENTITY_KEY)
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
+        .and_then(|v| Identity::deserialize(v).ok());
     Ok((bytes, identity))
 }
 
@@ -294,9 +295,9 @@ pub fn fault_response<B>(fault: &Fault) -> Response<ContextBody<B>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if fault.status() == 503 {
+    if let Some(secs) = fault.retry_after() {
         res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
     }
     res
 }

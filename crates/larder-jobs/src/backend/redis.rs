@@ -14,6 +14,16 @@ use crate::state::{JobState, JobStatus};
 /// Jobs per enqueue script call: bounds one call's work (and its deadline).
 const ENQUEUE_CHUNK: usize = 500;
 
+/// A job script with the shared functions of `lua/lib.lua` in front of it.
+macro_rules! job_script {
+    ($file:literal) => {
+        r::Script::new(concat!(
+            include_str!("../../lua/lib.lua"),
+            include_str!(concat!("../../lua/", $file))
+        ))
+    };
+}
+
 struct Scripts {
     enqueue: r::Script,
     fetch: r::Script,
@@ -52,13 +62,13 @@ impl RedisBackend {
             handle,
             base: Arc::from(scope.base()),
             scripts: Arc::new(Scripts {
-                enqueue: r::Script::new(include_str!("../../lua/enqueue_many.lua")),
-                fetch: r::Script::new(include_str!("../../lua/fetch.lua")),
-                renew: r::Script::new(include_str!("../../lua/renew.lua")),
-                complete: r::Script::new(include_str!("../../lua/complete_many.lua")),
-                move_: r::Script::new(include_str!("../../lua/move.lua")),
-                revoke: r::Script::new(include_str!("../../lua/revoke.lua")),
-                redrive: r::Script::new(include_str!("../../lua/redrive.lua")),
+                enqueue: job_script!("enqueue_many.lua"),
+                fetch: job_script!("fetch.lua"),
+                renew: job_script!("renew.lua"),
+                complete: job_script!("complete_many.lua"),
+                move_: job_script!("move.lua"),
+                revoke: job_script!("revoke.lua"),
+                redrive: job_script!("redrive.lua"),
                 arm_wait: r::Script::new(include_str!("../../lua/arm_wait.lua")),
             }),
         }
@@ -306,31 +316,12 @@ impl RedisBackend {
         if finished {
             return Ok(());
         }
-        let conn = self.handle.dedicated().await.map_err(JobError::from_core)?;
         let done = self.done_key(id);
         // BLMOVE a list onto itself: wakes on the completion signal without consuming
         // it, so every waiter of the job sees it.
-        let secs = timeout.as_secs_f64().max(0.01);
-        let _: Option<String> = self
-            .handle
-            .guard()
-            .run_with_deadline("job_wait", timeout + Duration::from_secs(2), || {
-                let mut c = conn.clone();
-                let done = done.clone();
-                async move {
-                    r::cmd("BLMOVE")
-                        .arg(&done)
-                        .arg(&done)
-                        .arg("RIGHT")
-                        .arg("LEFT")
-                        .arg(secs)
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await
-            .map_err(JobError::from_core)?;
-        Ok(())
+        let mut cmd = r::cmd("BLMOVE");
+        cmd.arg(&done).arg(&done).arg("RIGHT").arg("LEFT");
+        self.block("job_wait", cmd, timeout).await
     }
 
     pub(crate) async fn wait_work(
@@ -338,25 +329,31 @@ impl RedisBackend {
         queues: &[String],
         timeout: Duration,
     ) -> Result<(), JobError> {
+        let mut cmd = r::cmd("BLPOP");
+        for q in queues {
+            cmd.arg(self.key(&format!("q:{q}:wake")));
+        }
+        self.block("job_wait_work", cmd, timeout).await
+    }
+
+    /// Runs a blocking command (its timeout argument appended) on a dedicated
+    /// connection, bounded by the guard a little beyond `timeout`; a timeout on the
+    /// server side (a nil reply) is not an error.
+    async fn block(
+        &self,
+        op: &'static str,
+        mut cmd: r::Cmd,
+        timeout: Duration,
+    ) -> Result<(), JobError> {
+        cmd.arg(timeout.as_secs_f64().max(0.01));
         let conn = self.handle.dedicated().await.map_err(JobError::from_core)?;
-        let keys: Vec<String> = queues
-            .iter()
-            .map(|q| self.key(&format!("q:{q}:wake")))
-            .collect();
-        let secs = timeout.as_secs_f64().max(0.01);
-        let _: Option<(String, String)> = self
+        let _: Value = self
             .handle
             .guard()
-            .run_with_deadline("job_wait_work", timeout + Duration::from_secs(2), || {
+            .run_with_deadline(op, timeout + Duration::from_secs(2), || {
                 let mut c = conn.clone();
-                let keys = keys.clone();
-                async move {
-                    r::cmd("BLPOP")
-                        .arg(&keys)
-                        .arg(secs)
-                        .query_async(&mut c)
-                        .await
-                }
+                let cmd = cmd.clone();
+                async move { cmd.query_async(&mut c).await }
             })
             .await
             .map_err(JobError::from_core)?;
