@@ -1,37 +1,43 @@
--- Records the outcomes of a batch of jobs (see complete.lua for one). Fenced per
--- job: an outcome whose token no longer matches is rejected.
+-- Records the outcomes of a batch of jobs. Fenced per job: an outcome whose token
+-- no longer matches is rejected.
 -- KEYS[1] in-flight set   KEYS[2] delayed set   KEYS[3] dead set   KEYS[4] sequence
 -- ARGV: 1 key base, 2 result ttl ms, 3 job count, then per job 5 fields:
 --       id, token, outcome, payload, retry at ms
 -- A finished job's completion signal (the `done:{id}` list that waiters block on)
--- is only written when someone waits (`wait:{id}` exists): no key per job otherwise.
+-- is only written when someone waits (the job's `waited` field, set by arm_wait.lua):
+-- no key per job otherwise. The in-flight entries go in one variadic ZREM.
 -- Returns one entry per job: 1 recorded, 0 fenced off (lease lost).
 local now = now_ms()
+local at_now = string.format('%d', now) -- converted once, not per job
 local base, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
+local landed = {}
+local function signal(id, state)
+  local done = base .. 'done:' .. id
+  redis.call('RPUSH', done, state)
+  redis.call('PEXPIRE', done, ttl)
+end
 for j = 0, n - 1 do
   local o = 3 + j * 5
   local id, token, outcome, payload, at = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
   local jkey = base .. 'j:' .. id
-  local done = base .. 'done:' .. id
-  local waited = base .. 'wait:' .. id
-  if redis.call('HGET', jkey, 'token') ~= token then
+  local f = redis.call('HMGET', jkey, 'run', 'waited')
+  if not holds(f[1], token) then
     out[#out + 1] = 0
   else
-    redis.call('ZREM', KEYS[1], id)
+    landed[#landed + 1] = id
     if outcome == 'SUCCESS' then
-      -- A finished job keeps what a status query shows (task, state, tenant,
-      -- attempts, result, times); the rest only served delivery.
-      redis.call('HDEL', jkey, 'token', 'revoked', 'args', 'worker', 'received', 'started',
-        'deliveries', 'timeout', 'max_retries', 'expires', 'prio', 'ttl', 'eta', 'queue')
-      redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'finished', now)
+      -- A finished job keeps what a status query shows (d, state, attempts,
+      -- result, times); the arguments and the lease go (small leftovers such as
+      -- `eta` stay until the record expires).
+      redis.call('HDEL', jkey, 'a', 'run')
+      redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'finished', at_now)
       redis.call('PEXPIRE', jkey, ttl)
-      if redis.call('EXISTS', waited) == 1 then
-        redis.call('RPUSH', done, 'SUCCESS')
-        redis.call('PEXPIRE', done, ttl)
+      if f[2] then
+        signal(id, 'SUCCESS')
       end
     else
-      redis.call('HDEL', jkey, 'token', 'revoked')
+      redis.call('HDEL', jkey, 'run', 'revoked')
     end
     if outcome == 'RETRY' then
       redis.call('HINCRBY', jkey, 'attempts', 1)
@@ -42,25 +48,26 @@ for j = 0, n - 1 do
       redis.call('ZADD', KEYS[2], tonumber(at), id)
     elseif outcome == 'FAILURE' then
       redis.call('HINCRBY', jkey, 'attempts', 1)
-      redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', now)
+      redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', at_now)
       redis.call('ZADD', KEYS[3], now, id)
-      if redis.call('EXISTS', waited) == 1 then
-        redis.call('RPUSH', done, 'FAILURE')
-        redis.call('PEXPIRE', done, ttl)
+      if f[2] then
+        signal(id, 'FAILURE')
       end
     elseif outcome == 'REVOKED' then
-      redis.call('HSET', jkey, 'state', 'REVOKED', 'error', payload, 'finished', now)
+      redis.call('HSET', jkey, 'state', 'REVOKED', 'error', payload, 'finished', at_now)
       redis.call('PEXPIRE', jkey, ttl)
-      if redis.call('EXISTS', waited) == 1 then
-        redis.call('RPUSH', done, 'REVOKED')
-        redis.call('PEXPIRE', done, ttl)
+      if f[2] then
+        signal(id, 'REVOKED')
       end
     elseif outcome == 'REQUEUE' then
-      local f = redis.call('HMGET', jkey, 'queue', 'tenant', 'prio')
+      local queue, tenant, prio = placement(redis.call('HGET', jkey, 'd'))
       redis.call('HSET', jkey, 'state', 'PENDING')
-      push_ready(base, id, f[1], f[2], f[3], redis.call('INCR', KEYS[4]))
+      push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[4]))
     end
     out[#out + 1] = 1
   end
+end
+if #landed > 0 then
+  redis.call('ZREM', KEYS[1], unpack(landed))
 end
 return out

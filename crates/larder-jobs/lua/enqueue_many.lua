@@ -1,43 +1,60 @@
 -- Enqueues a batch of jobs in one call, each at most once per id.
 -- KEYS[1] delayed set   KEYS[2] sequence
--- ARGV: 1 key base, 2 result ttl ms, 3 job count, then per job 10 fields:
---       id, task, args, queue, tenant, priority, max retries, eta ms, expires ms,
---       timeout ms
+-- ARGV: 1 key base, 2 job count, then per job 8 fields:
+--       id, d (see lib.lua), args, queue, tenant, priority, eta ms, expires ms
+-- A job is one hash (see lib.lua for its fields). The sorted-set entries of the
+-- batch are added with one variadic ZADD per set.
 -- Returns one entry per job: 1 enqueued, 0 the id was taken.
 local now = now_ms()
-local base, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local base, n = ARGV[1], tonumber(ARGV[2])
 local seq = redis.call('INCRBY', KEYS[2], n) - n
 local out = {}
-local woken = {}
-local ringed = {}
+local ready = {}   -- ready set key -> {score, id, ...}
+local rings = {}   -- ready set key -> {queue, tenant}
+local delayed = {}
 for j = 0, n - 1 do
-  local o = 3 + j * 10
+  local o = 2 + j * 8
   local id, queue, tenant, prio = ARGV[o + 1], ARGV[o + 4], ARGV[o + 5], tonumber(ARGV[o + 6])
   local jkey = base .. 'j:' .. id
   if redis.call('EXISTS', jkey) == 1 then
     out[#out + 1] = 0
   else
-    redis.call('HSET', jkey, 'task', ARGV[o + 2], 'args', ARGV[o + 3], 'queue', queue,
-      'tenant', tenant, 'prio', prio, 'max_retries', ARGV[o + 7], 'expires', ARGV[o + 9],
-      'timeout', ARGV[o + 10], 'ttl', ttl, 'created', now, 'attempts', 0,
-      'deliveries', 0, 'state', 'PENDING')
-    local eta = tonumber(ARGV[o + 8])
+    local eta, expires = tonumber(ARGV[o + 7]), ARGV[o + 8]
+    local f = {'d', ARGV[o + 2], 'a', ARGV[o + 3], 'state', 'PENDING'}
+    if expires ~= '0' then
+      f[#f + 1] = 'expires'
+      f[#f + 1] = expires
+    end
     if eta > now then
-      redis.call('ZADD', KEYS[1], eta, id)
-      redis.call('HSET', jkey, 'eta', eta)
+      f[#f + 1] = 'eta'
+      f[#f + 1] = ARGV[o + 7]
+      delayed[#delayed + 1] = ARGV[o + 7]
+      delayed[#delayed + 1] = id
     else
       seq = seq + 1
-      -- push_ready, with the ring join and the wake-up done once per batch
-      redis.call('ZADD', base .. 'q:' .. queue .. ':t:' .. tenant, ready_score(prio, seq), id)
-      local member = queue .. ':' .. tenant
-      if not ringed[member] then
-        ringed[member] = true
-        join_ring(base, queue, tenant)
+      local qkey = base .. 'q:' .. queue .. ':t:' .. tenant
+      local z = ready[qkey]
+      if not z then
+        z = {}
+        ready[qkey] = z
+        rings[qkey] = {queue, tenant}
       end
-      woken[queue] = true
+      z[#z + 1] = ready_score(prio, seq)
+      z[#z + 1] = id
     end
+    redis.call('HSET', jkey, unpack(f))
     out[#out + 1] = 1
   end
+end
+if #delayed > 0 then
+  redis.call('ZADD', KEYS[1], unpack(delayed))
+end
+local woken = {}
+for qkey, z in pairs(ready) do
+  redis.call('ZADD', qkey, unpack(z))
+  local queue, tenant = rings[qkey][1], rings[qkey][2]
+  join_ring(base, queue, tenant)
+  woken[queue] = true
 end
 for queue, _ in pairs(woken) do
   wake(base, queue)

@@ -1,5 +1,29 @@
 -- Shared by the job scripts: prepended to each when it is loaded (see
 -- src/backend/redis.rs), so the queue's layout is written down once.
+--
+-- A job is the hash `{base}j:{id}`, kept to few fields (Redis's cost grows with
+-- each field written or read):
+--   d        "queue<TAB>tenant<TAB>priority<TAB>max retries<TAB>timeout ms<TAB>created
+--            ms<TAB>task" (written once; queue and tenant cannot hold a tab, the task
+--            name comes last so it may)
+--   a        the arguments (JSON), dropped when the job succeeds
+--   state    PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED
+--   run      "token<TAB>worker<TAB>fetched at ms" while a worker holds the job
+--   attempts (absent: 0), expires, eta, revoked, waited (someone waits for the
+--            outcome), and once finished: result or error, finished.
+-- Ready jobs sit in `q:{queue}:t:{tenant}` sorted sets, tenants with ready jobs in
+-- the ring `q:{queue}:ring` (and `:ringset`), leased jobs in `inflight` (score: lease
+-- end), delayed ones in `delayed` (score: due time).
+
+-- A job's queue, tenant and priority, from its `d` field.
+local function placement(d)
+  return string.match(d, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t')
+end
+
+-- True when the `run` field `run` belongs to the holder of `token`.
+local function holds(run, token)
+  return run and string.sub(run, 1, #token + 1) == token .. '\t'
+end
 
 -- Redis's clock, in ms.
 local function now_ms()

@@ -10,16 +10,17 @@ local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, to
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local jkey = base .. 'j:' .. id
-  local f = redis.call('HMGET', jkey, 'queue', 'tenant', 'prio', 'state')
-  if f[1] and f[4] ~= 'REVOKED' and f[4] ~= 'SUCCESS' and f[4] ~= 'FAILURE' then
+  local f = redis.call('HMGET', jkey, 'd', 'state')
+  if f[1] and f[2] ~= 'REVOKED' and f[2] ~= 'SUCCESS' and f[2] ~= 'FAILURE' then
     if ARGV[3] == 'reap' then
-      redis.call('HDEL', jkey, 'token')
+      redis.call('HDEL', jkey, 'run')
     end
+    local queue, tenant, prio = placement(f[1])
     redis.call('HSET', jkey, 'state', 'PENDING')
-    push_ready(base, id, f[1], f[2], f[3], redis.call('INCR', KEYS[2]))
-  elseif f[1] and f[4] == 'REVOKED' and ARGV[3] == 'reap' then
+    push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[2]))
+  elseif f[1] and f[2] == 'REVOKED' and ARGV[3] == 'reap' then
     -- A revoked job whose worker died: it ends revoked.
-    redis.call('HDEL', jkey, 'token')
+    redis.call('HDEL', jkey, 'run')
   end
 end
 return #due

@@ -6,13 +6,14 @@ local base, id = ARGV[1], ARGV[2]
 if redis.call('ZREM', KEYS[2], id) == 0 then
   return 0
 end
-local f = redis.call('HMGET', KEYS[1], 'queue', 'tenant', 'prio')
-if not f[1] then
+local d = redis.call('HGET', KEYS[1], 'd')
+if not d then
   return 0
 end
+local queue, tenant, prio = placement(d)
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'attempts', 0)
 redis.call('HDEL', KEYS[1], 'finished')
 redis.call('PERSIST', KEYS[1])
 redis.call('DEL', KEYS[4])
-push_ready(base, id, f[1], f[2], f[3], redis.call('INCR', KEYS[3]))
+push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[3]))
 return 1

@@ -10,8 +10,8 @@ local revoked, lost = {}, {}
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local jkey = base .. 'j:' .. id
-  local f = redis.call('HMGET', jkey, 'token', 'revoked')
-  if f[1] ~= token then
+  local f = redis.call('HMGET', jkey, 'run', 'revoked')
+  if not holds(f[1], token) then
     lost[#lost + 1] = id
   else
     redis.call('ZADD', KEYS[1], 'XX', now + lease, id)

@@ -6,7 +6,7 @@
 -- Returns the job's state after the call ('REVOKING' for a running job).
 local now = now_ms()
 local base, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local f = redis.call('HMGET', KEYS[1], 'state', 'queue', 'tenant')
+local f = redis.call('HMGET', KEYS[1], 'state', 'd')
 local state = f[1]
 if not state then
   redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished', now, 'error', 'revoked')
@@ -20,7 +20,8 @@ if state == 'RECEIVED' or state == 'STARTED' then
   redis.call('HSET', KEYS[1], 'revoked', '1')
   return 'REVOKING'
 end
-redis.call('ZREM', base .. 'q:' .. f[2] .. ':t:' .. f[3], id)
+local queue, tenant = placement(f[2])
+redis.call('ZREM', base .. 'q:' .. queue .. ':t:' .. tenant, id)
 redis.call('ZREM', KEYS[2], id)
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished', now, 'error', 'revoked')
 redis.call('PEXPIRE', KEYS[1], ttl)

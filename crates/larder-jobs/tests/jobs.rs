@@ -413,6 +413,46 @@ async fn revoked_jobs_never_run_and_running_ones_are_cancelled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_expiry_is_revoked_instead_of_run() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let soon = std::time::SystemTime::now() + Duration::from_millis(100);
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let stale = jobs
+        .enqueue(
+            ECHO,
+            &"stale".to_owned(),
+            EnqueueOptions::new().expires(soon),
+        )
+        .await
+        .unwrap();
+    let fresh = jobs
+        .enqueue(
+            ECHO,
+            &"fresh".to_owned(),
+            EnqueueOptions::new().expires(later),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let r = Arc::clone(&ran);
+    let worker = Worker::new(jobs.clone())
+        .task(ECHO, move |s, _| {
+            r.lock().unwrap().push(s.clone());
+            async move { Ok(s) }
+        })
+        .spawn();
+    assert_eq!(jobs.wait(ECHO, &fresh, WAIT).await.unwrap(), "fresh");
+    let status = jobs.wait_status(&stale, WAIT).await.unwrap();
+    assert_eq!(status.state, JobState::Revoked);
+    assert_eq!(status.error.as_deref(), Some("expired before it started"));
+    assert_eq!(status.task, "echo");
+    assert_eq!(*ran.lock().unwrap(), vec!["fresh".to_owned()]);
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_backlog_does_not_delay_another_tenants_job() {
     let redis = RedisServer::start();
     let jobs = jobs(&redis, quick());

@@ -101,7 +101,8 @@ impl Backend {
         ttl_ms: u64,
     ) -> Result<Vec<(String, bool)>, JobError> {
         match self {
-            Self::Redis(r) => r.enqueue(jobs, ttl_ms).await,
+            // The Redis backend takes the ttl at completion (a job's record lives on).
+            Self::Redis(r) => r.enqueue(jobs).await,
             Self::Memory(m) => Ok(m.enqueue(jobs, ttl_ms)),
         }
     }
@@ -113,9 +114,10 @@ impl Backend {
         lease_ms: u64,
         worker: &str,
         started: bool,
+        ttl_ms: u64,
     ) -> Result<Vec<Fetched>, JobError> {
         match self {
-            Self::Redis(r) => r.fetch(queue, n, lease_ms, worker, started).await,
+            Self::Redis(r) => r.fetch(queue, n, lease_ms, worker, started, ttl_ms).await,
             Self::Memory(m) => Ok(m.fetch(queue, n, lease_ms, worker, started)),
         }
     }

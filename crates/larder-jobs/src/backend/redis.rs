@@ -56,6 +56,46 @@ fn number(v: &Value) -> u64 {
     text(v).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// A job's `d` field (see `lua/lib.lua`): what it is, written once at enqueue.
+fn descriptor(job: &NewJob<'_>, created_ms: u64) -> String {
+    let o = &job.opts;
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{created_ms}\t{}",
+        o.queue, o.tenant, o.priority, o.max_retries, o.timeout_ms, job.task
+    )
+}
+
+/// The parts of a `d` field a worker or a status query needs.
+struct Descriptor<'a> {
+    tenant: &'a str,
+    max_retries: u32,
+    timeout_ms: u64,
+    task: &'a str,
+}
+
+impl<'a> Descriptor<'a> {
+    fn parse(d: &'a str) -> Option<Self> {
+        let mut f = d.splitn(7, '\t');
+        let _queue = f.next()?;
+        let tenant = f.next()?;
+        let _priority = f.next()?;
+        let max_retries = f.next()?.parse().ok()?;
+        let timeout_ms = f.next()?.parse().ok()?;
+        let _created = f.next()?;
+        let task = f.next()?;
+        Some(Self {
+            tenant,
+            max_retries,
+            timeout_ms,
+            task,
+        })
+    }
+}
+
+fn tenant_of(t: &str) -> Option<String> {
+    (t != NO_TENANT).then(|| t.to_owned())
+}
+
 impl RedisBackend {
     pub(crate) fn new(handle: Handle, scope: &Scope) -> Self {
         Self {
@@ -92,27 +132,22 @@ impl RedisBackend {
     pub(crate) async fn enqueue(
         &self,
         jobs: &[NewJob<'_>],
-        ttl_ms: u64,
     ) -> Result<Vec<(String, bool)>, JobError> {
         let mut out = Vec::with_capacity(jobs.len());
+        let created = crate::options::ms_since_epoch(std::time::SystemTime::now());
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
             let mut inv = self.scripts.enqueue.key(self.key("delayed"));
-            inv.key(self.key("seq"))
-                .arg(&*self.base)
-                .arg(ttl_ms)
-                .arg(chunk.len());
+            inv.key(self.key("seq")).arg(&*self.base).arg(chunk.len());
             for job in chunk {
                 let o = &job.opts;
                 inv.arg(&o.id)
-                    .arg(job.task)
+                    .arg(descriptor(job, created))
                     .arg(&job.args)
                     .arg(&o.queue)
                     .arg(&o.tenant)
                     .arg(o.priority)
-                    .arg(o.max_retries)
                     .arg(o.eta_ms)
-                    .arg(o.expires_ms)
-                    .arg(o.timeout_ms);
+                    .arg(o.expires_ms);
             }
             let created: Vec<i64> = self
                 .handle
@@ -133,6 +168,7 @@ impl RedisBackend {
         lease_ms: u64,
         worker: &str,
         started: bool,
+        ttl_ms: u64,
     ) -> Result<Vec<Fetched>, JobError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut inv = self.scripts.fetch.key(self.key(&format!("q:{queue}:ring")));
@@ -144,25 +180,41 @@ impl RedisBackend {
             .arg(lease_ms)
             .arg(worker)
             .arg(&token)
-            .arg(if started { "STARTED" } else { "RECEIVED" });
+            .arg(if started { "STARTED" } else { "RECEIVED" })
+            .arg(ttl_ms);
         let flat: Vec<Value> = self
             .handle
             .script("job_fetch", &inv)
             .await
             .map_err(JobError::from_core)?;
         Ok(flat
-            .chunks_exact(9)
+            .chunks_exact(5)
             .filter_map(|f| {
-                let tenant = text(&f[4])?;
+                let id = text(&f[0])?;
+                let d = text(&f[2]).unwrap_or_default();
+                let Some(d) = Descriptor::parse(&d) else {
+                    // Not written by this crate: the worker fails it as malformed.
+                    tracing::warn!(target: "larder::jobs", job = %id, "job record is malformed");
+                    return Some(Fetched {
+                        id,
+                        token: text(&f[1])?,
+                        task: String::new(),
+                        args: String::new(),
+                        tenant: None,
+                        attempts: 0,
+                        max_retries: 0,
+                        timeout_ms: 0,
+                    });
+                };
                 Some(Fetched {
-                    id: text(&f[0])?,
                     token: text(&f[1])?,
-                    task: text(&f[2])?,
+                    task: d.task.to_owned(),
                     args: text(&f[3]).unwrap_or_default(),
-                    tenant: (tenant != NO_TENANT).then_some(tenant),
-                    attempts: u32::try_from(number(&f[5])).unwrap_or(u32::MAX),
-                    max_retries: u32::try_from(number(&f[6])).unwrap_or(0),
-                    timeout_ms: number(&f[7]),
+                    tenant: tenant_of(d.tenant),
+                    attempts: u32::try_from(number(&f[4])).unwrap_or(u32::MAX),
+                    max_retries: d.max_retries,
+                    timeout_ms: d.timeout_ms,
+                    id,
                 })
             })
             .collect())
@@ -266,21 +318,19 @@ impl RedisBackend {
     pub(crate) async fn status(&self, id: &str) -> Result<Option<JobStatus>, JobError> {
         let mut cmd = r::cmd("HMGET");
         cmd.arg(self.job_key(id))
-            .arg("task")
+            .arg("d")
             .arg("state")
-            .arg("tenant")
             .arg("attempts")
             .arg("result")
             .arg("error");
         type Row = (
             Option<String>,
             Option<String>,
-            Option<String>,
             Option<u32>,
             Option<String>,
             Option<String>,
         );
-        let (task, state, tenant, attempts, result, error): Row = self
+        let (d, state, attempts, result, error): Row = self
             .handle
             .query("job_status", &cmd)
             .await
@@ -288,11 +338,14 @@ impl RedisBackend {
         let Some(state) = state.and_then(|s| s.parse::<JobState>().ok()) else {
             return Ok(None);
         };
+        // A tombstone (a job revoked before it was enqueued) has no descriptor.
+        let d = d.unwrap_or_default();
+        let d = Descriptor::parse(&d);
         Ok(Some(JobStatus {
             id: id.to_owned(),
-            task: task.unwrap_or_default(),
+            task: d.as_ref().map(|d| d.task.to_owned()).unwrap_or_default(),
             state,
-            tenant: tenant.filter(|t| t != NO_TENANT),
+            tenant: d.and_then(|d| tenant_of(d.tenant)),
             attempts: attempts.unwrap_or(0),
             result: result.and_then(|r| serde_json::from_str(&r).ok()),
             error,
@@ -301,9 +354,7 @@ impl RedisBackend {
 
     pub(crate) async fn wait_done(&self, id: &str, timeout: Duration) -> Result<(), JobError> {
         // Register as a waiter first: completions only signal waited jobs.
-        let mut inv = self.scripts.arm_wait.key(self.key(&format!("wait:{id}")));
-        inv.key(self.job_key(id))
-            .arg(larder_core::time::millis(timeout).saturating_add(5_000));
+        let inv = self.scripts.arm_wait.key(self.job_key(id));
         let state: Option<String> = self
             .handle
             .script("job_wait_arm", &inv)
