@@ -32,14 +32,11 @@ fn config() -> JobsConfig {
     JobsConfig::default().lease(Duration::from_millis(1000))
 }
 
-/// The worker process of the kill drill: runs only when started by
-/// `kill_9_worker_processes_mid_run_loses_no_job` (which sets the variable).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drill_worker_process() {
-    let Ok(url) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let handle = handle(&url);
+/// The worker process of the kill drill: this test binary, started again by
+/// `kill_9_worker_processes_mid_run_loses_no_job` with the variable set, runs only
+/// that test, which then serves as a worker until it is killed.
+async fn run_as_worker_process(url: &str) -> ! {
+    let handle = handle(url);
     let jobs = Jobs::with_config(handle.clone(), config());
     let _worker = Worker::new(jobs)
         .concurrency(16)
@@ -58,14 +55,15 @@ async fn drill_worker_process() {
             }
         })
         .spawn();
-    std::future::pending::<()>().await;
+    let never: std::convert::Infallible = std::future::pending().await;
+    match never {}
 }
 
 fn spawn_worker(url: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "drill_worker_process",
+            "kill_9_worker_processes_mid_run_loses_no_job",
             "--test-threads=1",
             "--nocapture",
         ])
@@ -78,6 +76,9 @@ fn spawn_worker(url: &str) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_worker_processes_mid_run_loses_no_job() {
+    if let Ok(url) = std::env::var(CHILD_ENV) {
+        run_as_worker_process(&url).await;
+    }
     let redis = RedisServer::start();
     let url = redis.url();
     let jobs = Jobs::with_config(handle(&url), config());
