@@ -3,17 +3,24 @@
 //! It is the store when no Redis is configured (the embedded default a newcomer gets
 //! from `cargo run`); its invalidation markers live in the cache service.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use larder_core::keyspace::glob_matches;
 
 use crate::entry::{now_ms, Meta};
+use crate::http::StoredResponse;
+
+/// A stored response decoded once per in-process entry and shared by its hits, so
+/// a hit on this tier parses nothing.
+pub(crate) type Memo = Arc<OnceLock<Arc<StoredResponse>>>;
 
 #[derive(Clone)]
 struct LocalEntry {
     meta: Meta,
     payload: Bytes,
+    memo: Memo,
 }
 
 /// Entries expire with their stale window, or sooner when the tier has a cap.
@@ -71,12 +78,19 @@ impl LocalTier {
         Self { entries }
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<(Meta, Bytes)> {
-        self.entries.get(key).map(|e| (e.meta, e.payload))
+    pub(crate) fn get(&self, key: &str) -> Option<(Meta, Bytes, Memo)> {
+        self.entries.get(key).map(|e| (e.meta, e.payload, e.memo))
     }
 
     pub(crate) fn insert(&self, key: String, meta: Meta, payload: Bytes) {
-        self.entries.insert(key, LocalEntry { meta, payload });
+        self.entries.insert(
+            key,
+            LocalEntry {
+                meta,
+                payload,
+                memo: Memo::default(),
+            },
+        );
     }
 
     pub(crate) fn remove(&self, key: &str) {

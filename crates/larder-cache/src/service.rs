@@ -214,6 +214,8 @@ pub(crate) struct Found {
     /// The markers seen, when the look-up reached its store; `None` when Redis was
     /// unavailable (then nothing is written back).
     pub(crate) markers: Option<(String, String)>,
+    /// Where an in-process tier keeps the entry's decoded response.
+    pub(crate) memo: Option<crate::local::Memo>,
 }
 
 /// A multi-tenant cache on the shared handle. Cheap to clone.
@@ -756,22 +758,26 @@ impl<C: Codec> Cache<C> {
     async fn read(&self, keys: &Keys, count: bool) -> Found {
         if let Some(local) = &self.inner.local {
             let markers = self.local_markers(keys);
-            let entry = local
+            let (entry, memo) = local
                 .get(&keys.entry)
-                .filter(|(meta, _)| {
+                .filter(|(meta, _, _)| {
                     meta.tenant_marker == markers.0 && meta.module_marker == markers.1
                 })
-                .filter(|(meta, _)| meta.is_servable_at(now_ms()));
+                .filter(|(meta, _, _)| meta.is_servable_at(now_ms()))
+                .map_or((None, None), |(meta, payload, memo)| {
+                    (Some((meta, payload)), Some(memo))
+                });
             if count {
                 self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
             }
             return Found {
                 entry,
                 markers: Some(markers),
+                memo,
             };
         }
         let l1 = self.l1_for(&keys.module);
-        if let Some((meta, payload)) = l1.and_then(|l1| l1.get(&keys.entry)) {
+        if let Some((meta, payload, memo)) = l1.and_then(|l1| l1.get(&keys.entry)) {
             if meta.is_fresh_at(now_ms()) {
                 if count {
                     self.count_lookup(keys, Some(&meta));
@@ -780,6 +786,7 @@ impl<C: Codec> Cache<C> {
                 return Found {
                     entry: Some((meta, payload)),
                     markers: Some(markers),
+                    memo: Some(memo),
                 };
             }
         }
@@ -823,13 +830,14 @@ impl<C: Codec> Cache<C> {
                 Found {
                     entry,
                     markers: Some(markers),
+                    memo: None,
                 }
             }
             Err(e) => {
                 // Redis is out: an entry the L1 tier still holds beats the origin.
-                if let Some((meta, payload)) = l1
+                if let Some((meta, payload, memo)) = l1
                     .and_then(|l1| l1.get(&keys.entry))
-                    .filter(|(meta, _)| meta.is_servable_at(now_ms()))
+                    .filter(|(meta, _, _)| meta.is_servable_at(now_ms()))
                 {
                     if count {
                         self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
@@ -838,6 +846,7 @@ impl<C: Codec> Cache<C> {
                     return Found {
                         entry: Some((meta, payload)),
                         markers: None,
+                        memo: Some(memo),
                     };
                 }
                 if count {
@@ -849,6 +858,7 @@ impl<C: Codec> Cache<C> {
                 Found {
                     entry: None,
                     markers: None,
+                    memo: None,
                 }
             }
         }

@@ -291,18 +291,19 @@ fn from_cache<B: Body>(cached: Cached) -> Response<CacheBody<B>> {
     };
     let mut res = Response::new(body);
     *res.status_mut() = StatusCode::from_u16(cached.status()).unwrap_or(StatusCode::OK);
+    let stored = &cached.stored.headers;
     let headers = res.headers_mut();
-    cached.for_each_header(|name, value| {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
-    });
+    headers.reserve(stored.len() + 3);
+    // Stored names and values are already parsed, and values share the stored
+    // bytes: these are reference-count increments, not copies.
+    for (name, value) in stored {
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(http::header::AGE, HeaderValue::from(cached.age_secs));
     if let Some(len) = head_length {
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     }
+    set_x_cache(&mut res, cached.x_cache);
     res
 }
 

@@ -97,7 +97,7 @@ where
                     let map = res.headers_mut();
                     for (name, value) in headers {
                         if let Ok(value) = HeaderValue::try_from(value) {
-                            map.insert(HeaderName::from_static(name), value);
+                            map.insert(header_name(name), value);
                         }
                     }
                     Ok(res.map_into_left_body())
@@ -108,12 +108,27 @@ where
                             .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
                     );
                     for (name, value) in rejection.headers {
-                        builder.insert_header((name, value));
+                        if let Ok(value) = HeaderValue::try_from(value) {
+                            builder.insert_header((header_name(name), value));
+                        }
                     }
                     let res = builder.body(rejection.body);
                     Ok(req.into_response(res).map_into_right_body())
                 }
             }
         })
+    }
+}
+
+/// The names the limiter sends, without parsing them per response.
+fn header_name(name: &'static str) -> HeaderName {
+    const RATELIMIT_POLICY: HeaderName = HeaderName::from_static(crate::http::RATELIMIT_POLICY);
+    const RATELIMIT: HeaderName = HeaderName::from_static(crate::http::RATELIMIT);
+    match name {
+        crate::http::RETRY_AFTER => actix_web::http::header::RETRY_AFTER,
+        "content-type" => actix_web::http::header::CONTENT_TYPE,
+        crate::http::RATELIMIT_POLICY => RATELIMIT_POLICY,
+        crate::http::RATELIMIT => RATELIMIT,
+        other => HeaderName::from_static(other),
     }
 }

@@ -153,6 +153,19 @@ impl ClientIp {
             IpAddr::V6(_) => 128,
         };
         if prefix >= full {
+            if let IpAddr::V4(v4) = ip {
+                // Every request of an IPv4 client comes here: without `format!`.
+                let mut key = String::with_capacity(18);
+                key.push_str("ip:");
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        key.push('.');
+                    }
+                    key.push_str(digits.format(octet));
+                }
+                return key;
+            }
             return format!("ip:{ip}");
         }
         match IpNet::new(ip, prefix) {
@@ -291,6 +304,8 @@ mod tests {
             c.key_for(ip("2001:db8:1:3::1"))
         );
         assert_eq!(c.key_for(ip("203.0.113.9")), "ip:203.0.113.9");
+        assert_eq!(c.key_for(ip("0.0.0.0")), "ip:0.0.0.0");
+        assert_eq!(c.key_for(ip("255.255.255.255")), "ip:255.255.255.255");
         assert_eq!(
             ClientIp::new().ipv6_prefix(128).key_for(ip("2001:db8::1")),
             "ip:2001:db8::1"

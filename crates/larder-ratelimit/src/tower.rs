@@ -141,9 +141,23 @@ where
 }
 
 fn insert_headers(map: &mut HeaderMap, headers: Vec<(&'static str, String)>) {
+    map.reserve(headers.len());
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::try_from(value) {
-            map.insert(HeaderName::from_static(name), value);
+            map.insert(header_name(name), value);
         }
+    }
+}
+
+/// The names the limiter sends, without parsing them per response.
+fn header_name(name: &'static str) -> HeaderName {
+    const RATELIMIT_POLICY: HeaderName = HeaderName::from_static(crate::http::RATELIMIT_POLICY);
+    const RATELIMIT: HeaderName = HeaderName::from_static(crate::http::RATELIMIT);
+    match name {
+        crate::http::RETRY_AFTER => http::header::RETRY_AFTER,
+        "content-type" => http::header::CONTENT_TYPE,
+        crate::http::RATELIMIT_POLICY => RATELIMIT_POLICY,
+        crate::http::RATELIMIT => RATELIMIT,
+        other => HeaderName::from_static(other),
     }
 }

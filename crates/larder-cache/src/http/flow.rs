@@ -5,12 +5,13 @@
 //!            └──▶ Fetch(ticket) ──origin──▶ finish(ticket, response)   store and wake followers
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{LookupPlan, ResponseCache, StoredResponse};
-use crate::entry::now_ms;
+use crate::entry::{now_ms, CorruptEntry};
 use crate::flight::{Leader, Role};
 use crate::service::LeaseGate;
 
@@ -25,7 +26,7 @@ pub(crate) mod x_cache {
 /// A response to give from the cache.
 #[derive(Debug)]
 pub(crate) struct Cached {
-    pub(crate) stored: StoredResponse,
+    pub(crate) stored: Arc<StoredResponse>,
     pub(crate) x_cache: &'static str,
     pub(crate) age_secs: u64,
     /// The request's `If-None-Match` matched: answer 304 without a body.
@@ -66,9 +67,10 @@ impl Cached {
     }
 
     /// Calls `f` for every header to send: the stored ones, `Age` and `X-Cache`.
+    #[cfg(feature = "actix")]
     pub(crate) fn for_each_header(&self, mut f: impl FnMut(&str, &[u8])) {
         for (name, value) in &self.stored.headers {
-            f(name, value);
+            f(name.as_str(), value.as_bytes());
         }
         f("age", self.age_secs.to_string().as_bytes());
         f("x-cache", self.x_cache.as_bytes());
@@ -82,7 +84,7 @@ pub(crate) struct Ticket {
     lease: Option<String>,
     markers: Option<(String, String)>,
     /// The stale entry, for stale-if-error.
-    stale: Option<(u64, StoredResponse)>,
+    stale: Option<(u64, Arc<StoredResponse>)>,
 }
 
 impl Ticket {
@@ -103,13 +105,29 @@ pub(crate) enum Begin {
     Fetch(Ticket),
 }
 
+/// Decodes a stored response, or takes the one an in-process tier already decoded.
+fn decode(
+    payload: &Bytes,
+    memo: Option<&crate::local::Memo>,
+) -> Result<Arc<StoredResponse>, CorruptEntry> {
+    if let Some(done) = memo.and_then(|m| m.get()) {
+        return Ok(Arc::clone(done));
+    }
+    let stored = Arc::new(StoredResponse::decode(payload)?);
+    if let Some(memo) = memo {
+        // A concurrent hit may have set it first: both decoded the same bytes.
+        let _ = memo.set(Arc::clone(&stored));
+    }
+    Ok(stored)
+}
+
 impl ResponseCache {
     pub(crate) async fn begin(&self, plan: &LookupPlan) -> Begin {
         let found = self.cache.lookup_raw(&plan.keys).await;
         let now = now_ms();
         let mut stale = None;
         if let Some((meta, payload)) = found.entry {
-            match StoredResponse::decode(&payload) {
+            match decode(&payload, found.memo.as_ref()) {
                 Ok(stored) if meta.is_fresh_at(now) && !plan.revalidate => {
                     return Begin::Serve(
                         self.cached(plan, stored, meta.age_secs(now), super::flow::x_cache::HIT),
@@ -128,7 +146,7 @@ impl ResponseCache {
                 if stale.is_none() || !swr {
                     match self.cache.lease_or_wait(&plan.keys).await {
                         LeaseGate::Filled(meta, payload) => {
-                            if let Ok(stored) = StoredResponse::decode(&payload) {
+                            if let Ok(stored) = decode(&payload, None) {
                                 leader.complete(Some(payload));
                                 let age = meta.age_secs(now_ms());
                                 return Begin::Serve(
@@ -162,7 +180,7 @@ impl ResponseCache {
                     return Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), None);
                 }
                 if let Ok(Some(payload)) = rx.recv().await {
-                    if let Ok(stored) = StoredResponse::decode(&payload) {
+                    if let Ok(stored) = decode(&payload, None) {
                         return Begin::Serve(self.cached(plan, stored, 0, x_cache::HIT), None);
                     }
                 }
@@ -242,7 +260,7 @@ impl ResponseCache {
     fn cached(
         &self,
         plan: &LookupPlan,
-        stored: StoredResponse,
+        stored: Arc<StoredResponse>,
         age_secs: u64,
         x_cache: &'static str,
     ) -> Cached {

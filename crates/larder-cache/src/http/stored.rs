@@ -12,6 +12,7 @@
 //! `Content-Length` and `X-Cache` are not stored.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue};
 
 use crate::entry::CorruptEntry;
 
@@ -36,31 +37,40 @@ const NOT_STORED: &[&str] = &[
 pub struct StoredResponse {
     /// Status code.
     pub status: u16,
-    /// End-to-end headers, names in lower case, `etag` included.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// End-to-end headers, `etag` included. Values share the stored bytes, so a
+    /// response built from them copies no header.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Bytes,
 }
 
 impl StoredResponse {
     /// Builds a stored response from an origin response's parts, adding a strong
-    /// `ETag` (a hash of the body) when the origin gave none.
+    /// `ETag` (a hash of the body) when the origin gave none. Headers that are not
+    /// valid HTTP field names or values are left out.
     pub fn new<'a>(
         status: u16,
         headers: impl Iterator<Item = (&'a str, &'a [u8])>,
         body: Bytes,
     ) -> Self {
-        let mut kept: Vec<(String, Vec<u8>)> = headers
+        let mut kept: Vec<(HeaderName, HeaderValue)> = headers
             .filter(|(n, v)| {
                 !NOT_STORED.iter().any(|x| n.eq_ignore_ascii_case(x))
                     && !v.contains(&b'\n')
                     && !v.contains(&b'\r')
             })
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    HeaderValue::from_bytes(v).ok()?,
+                ))
+            })
             .collect();
-        if !kept.iter().any(|(n, _)| n == "etag") {
+        if !kept.iter().any(|(n, _)| n == http::header::ETAG) {
             let tag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&body));
-            kept.push(("etag".to_owned(), tag.into_bytes()));
+            if let Ok(tag) = HeaderValue::from_str(&tag) {
+                kept.push((http::header::ETAG, tag));
+            }
         }
         Self {
             status,
@@ -81,7 +91,7 @@ impl StoredResponse {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v.as_bytes())
     }
 
     /// Serialises for storage.
@@ -91,16 +101,16 @@ impl StoredResponse {
             + self
                 .headers
                 .iter()
-                .map(|(n, v)| n.len() + v.len() + 3)
+                .map(|(n, v)| n.as_str().len() + v.len() + 3)
                 .sum::<usize>()
             + self.body.len();
         let mut out = BytesMut::with_capacity(size);
         out.put_slice(self.status.to_string().as_bytes());
         out.put_u8(b'\n');
         for (n, v) in &self.headers {
-            out.put_slice(n.as_bytes());
+            out.put_slice(n.as_str().as_bytes());
             out.put_slice(b": ");
-            out.put_slice(v);
+            out.put_slice(v.as_bytes());
             out.put_u8(b'\n');
         }
         out.put_u8(b'\n');
@@ -114,16 +124,17 @@ impl StoredResponse {
     /// [`CorruptEntry`] when the bytes are not a stored response.
     pub fn decode(raw: &Bytes) -> Result<Self, CorruptEntry> {
         let mut pos = 0;
-        let mut line = || -> Result<&[u8], CorruptEntry> {
-            let rest = &raw[pos..];
-            let nl = rest
+        // The next line, as a range of `raw`.
+        let mut line = || -> Result<std::ops::Range<usize>, CorruptEntry> {
+            let nl = raw[pos..]
                 .iter()
                 .position(|&b| b == b'\n')
                 .ok_or(CorruptEntry("response header not terminated"))?;
+            let range = pos..pos + nl;
             pos += nl + 1;
-            Ok(&rest[..nl])
+            Ok(range)
         };
-        let status = std::str::from_utf8(line()?)
+        let status = std::str::from_utf8(&raw[line()?])
             .ok()
             .and_then(|s| s.parse::<u16>().ok())
             .filter(|s| (100..=999).contains(s))
@@ -134,15 +145,15 @@ impl StoredResponse {
             if l.is_empty() {
                 break;
             }
-            let colon = l
+            let colon = raw[l.clone()]
                 .windows(2)
                 .position(|w| w == b": ")
                 .ok_or(CorruptEntry("bad header line"))?;
-            let name = std::str::from_utf8(&l[..colon])
-                .ok()
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic()))
-                .ok_or(CorruptEntry("bad header name"))?;
-            headers.push((name.to_owned(), l[colon + 2..].to_vec()));
+            let name = HeaderName::from_bytes(&raw[l.start..l.start + colon])
+                .map_err(|_| CorruptEntry("bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(raw.slice(l.start + colon + 2..l.end))
+                .map_err(|_| CorruptEntry("bad header value"))?;
+            headers.push((name, value));
             if headers.len() > 256 {
                 return Err(CorruptEntry("too many headers"));
             }
@@ -180,10 +191,13 @@ mod tests {
             ("Connection", b"close"),
             ("Content-Length", b"2"),
             ("X-Custom", b"x: y"),
+            ("Bad Name", b"dropped"),
         ];
         let r = StoredResponse::new(200, headers.into_iter(), Bytes::from_static(b"{}\n\nbody"));
         assert_eq!(r.header("content-type"), Some(&b"application/json"[..]));
         assert!(r.header("set-cookie").is_none() && r.header("connection").is_none());
+        assert_eq!(r.header("x-custom"), Some(&b"x: y"[..]));
+        assert_eq!(r.headers.len(), 3, "content-type, x-custom and the etag");
         assert!(r.etag().unwrap().starts_with(b"\""));
         let back = StoredResponse::decode(&r.encode()).unwrap();
         assert_eq!(back, r);
@@ -198,6 +212,8 @@ mod tests {
             b"200\nx: y",
             b"99\n\n",
             b"200\n: v\n\n",
+            b"200\nbad name: v\n\n",
+            b"200\nx: \x01\n\n",
         ] {
             assert!(
                 StoredResponse::decode(&Bytes::copy_from_slice(raw)).is_err(),
