@@ -285,6 +285,52 @@ impl Handle {
         .await
     }
 
+    /// Runs a Lua script by SHA from a ready `EVALSHA` command (see
+    /// [`evalsha_cmd`](Self::evalsha_cmd)), loading `script` and retrying once on
+    /// `NOSCRIPT`. For hot paths: unlike [`script`](Self::script), the keys and
+    /// arguments are written once, straight into the command.
+    ///
+    /// ```
+    /// # async fn demo(handle: larder_core::Handle) -> Result<(), larder_core::Error> {
+    /// let script = larder_core::redis::Script::new("return #KEYS + #ARGV");
+    /// let mut cmd = larder_core::Handle::evalsha_cmd(&script, 1);
+    /// cmd.arg("some:key").arg(42);
+    /// let n: i64 = handle.evalsha("count_args", &script, &cmd).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn evalsha<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &redis::Script,
+        cmd: &redis::Cmd,
+    ) -> Result<T, Error> {
+        self.run(op, |mut conn| async move {
+            match cmd.query_async(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script.load_async(&mut conn).await?;
+                    cmd.query_async(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// The start of an `EVALSHA` command for `script` with `keys` keys: append the
+    /// keys, then the arguments, and run it with [`evalsha`](Self::evalsha). Sized
+    /// for a few short arguments per key, so that writing them rarely reallocates.
+    #[must_use]
+    pub fn evalsha_cmd(script: &redis::Script, keys: usize) -> redis::Cmd {
+        let mut cmd = redis::Cmd::with_capacity(3 + 6 * keys, 64 + 128 * keys);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+        cmd
+    }
+
     /// Borrows a dedicated connection from the pool (for blocking commands or
     /// `WATCH`/`MULTI`). The checkout is bounded by the pool's wait timeout and the
     /// guard's deadline; calls made on it afterwards should go through

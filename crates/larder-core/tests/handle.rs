@@ -57,6 +57,24 @@ async fn scripts_run_by_sha_and_reload_after_script_flush() {
 }
 
 #[tokio::test]
+async fn prepared_evalsha_commands_reload_after_script_flush() {
+    let server = RedisServer::start();
+    let handle = handle_for(&server);
+    let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    let mut cmd = Handle::evalsha_cmd(&script, 1);
+    cmd.arg("e").arg(7);
+    let n: i64 = handle.evalsha("incrby", &script, &cmd).await.unwrap();
+    assert_eq!(n, 7, "loaded on the first NOSCRIPT");
+    assert!(server.command(&["SCRIPT", "FLUSH"]).starts_with("+OK"));
+    let n: i64 = handle.evalsha("incrby", &script, &cmd).await.unwrap();
+    assert_eq!(n, 14);
+    let stats = server.command(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_eval:"), "{stats}");
+    assert!(stats.contains("cmdstat_script|load:calls=2"), "{stats}");
+    assert!(stats.contains("cmdstat_evalsha:calls=4"), "{stats}");
+}
+
+#[tokio::test]
 async fn command_errors_are_typed_and_do_not_open_the_breaker() {
     let server = RedisServer::start();
     let handle = handle_for(&server);

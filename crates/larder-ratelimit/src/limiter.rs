@@ -353,11 +353,15 @@ impl RateLimiter {
     }
 
     async fn evaluate(&self, items: &[Item<'_>]) -> Result<Decision, EvalError> {
-        let mut inv = self.inner.script.prepare_invoke();
+        // The command is written directly (keys, then four arguments per key): this
+        // is every request's round trip.
+        let mut cmd = Handle::evalsha_cmd(&self.inner.script, items.len());
+        for item in items {
+            cmd.arg(&item.key);
+        }
         for item in items {
             let slot = &item.check.policy.slots[item.slot];
-            inv.key(&item.key)
-                .arg(slot.quota.interval_micros())
+            cmd.arg(slot.quota.interval_micros())
                 .arg(slot.quota.burst())
                 .arg(item.check.cost)
                 .arg(u8::from(item.check.policy.shadow));
@@ -365,7 +369,7 @@ impl RateLimiter {
         let reply: Vec<i64> = self
             .inner
             .handle
-            .script("ratelimit_check", &inv)
+            .evalsha("ratelimit_check", &self.inner.script, &cmd)
             .await
             .map_err(EvalError::Backend)?;
         if reply.len() != 1 + 5 * items.len() {
