@@ -790,8 +790,13 @@ impl<C: Codec> Cache<C> {
                 };
             }
         }
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(&keys.tenant_marker)
+        // Sized up front: growing the command costs more than the rest of writing it.
+        let mut cmd = redis::Cmd::with_capacity(
+            4,
+            64 + keys.tenant_marker.len() + keys.module_marker.len() + keys.entry.len(),
+        );
+        cmd.arg("MGET")
+            .arg(&keys.tenant_marker)
             .arg(&keys.module_marker)
             .arg(&keys.entry);
         let reply: Result<MgetReply, _> = self.inner.handle.query("cache_get", &cmd).await;
