@@ -6,9 +6,10 @@
 --   d        "queue<TAB>tenant<TAB>priority<TAB>max retries<TAB>timeout ms<TAB>created
 --            ms<TAB>task" (written once; queue and tenant cannot hold a tab, the task
 --            name comes last so it may)
---   a        the arguments (JSON), dropped when the job succeeds
+--   a        the arguments (JSON), emptied when the job succeeds
 --   state    PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED
 --   run      "token<TAB>worker<TAB>fetched at ms" while a worker holds the job
+--            (absent or empty otherwise)
 --   attempts (absent: 0), expires, eta, revoked, waited (someone waits for the
 --            outcome), and once finished: result or error, finished.
 -- Ready jobs sit in `q:{queue}:t:{tenant}` sorted sets, tenants with ready jobs in
