@@ -61,9 +61,13 @@ for j = 0, n - 1 do
         signal(id, 'REVOKED')
       end
     elseif outcome == 'REQUEUE' then
-      local queue, tenant, prio = placement(redis.call('HGET', jkey, 'd'))
-      redis.call('HSET', jkey, 'state', 'PENDING')
-      push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[4]))
+      local queue, tenant, prio = placement(redis.call('HGET', jkey, 'd') or '')
+      if queue then
+        redis.call('HSET', jkey, 'state', 'PENDING')
+        push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[4]))
+      else
+        bury(base, jkey, id, now, ttl)
+      end
     end
     out[#out + 1] = 1
   end

@@ -21,6 +21,20 @@ local function placement(d)
   return string.match(d, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t')
 end
 
+-- Fails a job whose record cannot be read (no usable `d`): it goes to the dead-letter
+-- set with a clear error instead of stopping the script that met it, and its
+-- waiters, if any, are woken (the signal lives `ttl` ms).
+local function bury(base, jkey, id, now, ttl)
+  redis.call('HSET', jkey, 'state', 'FAILURE', 'finished', now,
+    'error', 'malformed job record (not written by this version of larder-jobs)')
+  redis.call('ZADD', base .. 'dead', now, id)
+  if redis.call('HEXISTS', jkey, 'waited') == 1 then
+    local done = base .. 'done:' .. id
+    redis.call('RPUSH', done, 'FAILURE')
+    redis.call('PEXPIRE', done, ttl)
+  end
+end
+
 -- True when the `run` field `run` belongs to the holder of `token`.
 local function holds(run, token)
   return run and string.sub(run, 1, #token + 1) == token .. '\t'

@@ -11,6 +11,9 @@ if not d then
   return 0
 end
 local queue, tenant, prio = placement(d)
+if not queue then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'attempts', 0)
 redis.call('HDEL', KEYS[1], 'finished')
 redis.call('PERSIST', KEYS[1])

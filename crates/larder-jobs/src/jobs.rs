@@ -196,7 +196,11 @@ impl Jobs {
         let backend = if handle.is_redis_configured() {
             let module = Module::new("jobs").unwrap_or_else(|_| unreachable!("valid literal"));
             let scope = handle.keyspace().global_scope(&module);
-            Backend::Redis(RedisBackend::new(handle.clone(), &scope))
+            Backend::Redis(RedisBackend::new(
+                handle.clone(),
+                &scope,
+                larder_core::time::millis(config.result_ttl),
+            ))
         } else {
             tracing::info!(target: "larder::jobs", "no REDIS_URL: jobs run in process (development only, not durable)");
             Backend::Memory(Arc::new(MemoryBackend::default()))

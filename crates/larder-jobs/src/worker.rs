@@ -506,6 +506,9 @@ impl Shared {
         job: &Fetched,
         cancel: &CancellationToken,
     ) -> Option<(&'static str, Outcome)> {
+        if let Some(problem) = &job.problem {
+            return Some(("failure", Outcome::Failure(problem.clone())));
+        }
         let Some(handler) = self.handlers.get(job.task.as_str()) else {
             return Some((
                 "failure",

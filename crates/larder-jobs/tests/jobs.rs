@@ -288,6 +288,84 @@ async fn malformed_payloads_and_unknown_tasks_fail_clearly_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_job_records_are_dead_lettered_with_a_clear_error() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    // A ready job and a delayed one whose records are then damaged in Redis, as a
+    // record from another version or a stray write would be.
+    let ready = jobs
+        .enqueue(ADD, &(1, 1), EnqueueOptions::new().id("corrupt-ready"))
+        .await
+        .unwrap();
+    let delayed = jobs
+        .enqueue(
+            ADD,
+            &(2, 2),
+            EnqueueOptions::new()
+                .id("corrupt-delayed")
+                .countdown(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    let key_of = |id: &str| {
+        let reply = redis.command(&["KEYS", &format!("*j:{id}")]);
+        reply
+            .lines()
+            .find(|l| l.ends_with(&format!("j:{id}")))
+            .unwrap_or_else(|| panic!("no record for {id}: {reply}"))
+            .to_owned()
+    };
+    for id in [&ready, &delayed] {
+        assert!(redis
+            .command(&["HSET", &key_of(id), "d", "garbage"])
+            .starts_with(':'));
+    }
+    // Someone waits for the delayed one before any worker runs: the maintenance
+    // that fails it must wake them.
+    let waiter = {
+        let jobs = jobs.clone();
+        let id = delayed.clone();
+        tokio::spawn(async move { jobs.wait_status(&id, WAIT).await })
+    };
+    let delayed_key = key_of(&delayed);
+    assert!(
+        eventually(50, Duration::from_millis(20), || async {
+            redis.command(&["HEXISTS", &delayed_key, "waited"]) == ":1\r\n"
+        })
+        .await,
+        "the waiter registered"
+    );
+    let worker = Worker::new(jobs.clone())
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .spawn();
+    for id in [&ready, &delayed] {
+        let status = jobs.wait_status(id, WAIT).await.unwrap();
+        assert_eq!(status.state, JobState::Failure, "{status:?}");
+        assert!(
+            status
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("malformed job record"),
+            "{status:?}"
+        );
+    }
+    let woken = waiter.await.unwrap().unwrap();
+    assert_eq!(woken.state, JobState::Failure);
+    let signal = redis.command(&["KEYS", &format!("*done:{delayed}")]);
+    assert!(
+        signal.contains(&format!("done:{delayed}")),
+        "the waiter was signalled: {signal}"
+    );
+    let dead = jobs.dead(10).await.unwrap();
+    assert!(dead.contains(&ready) && dead.contains(&delayed), "{dead:?}");
+    // Nothing else was held up.
+    let ok = jobs.delay(ADD, &(3, 4)).await.unwrap();
+    assert_eq!(jobs.wait(ADD, &ok, WAIT).await.unwrap(), 7);
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_jobs_run_once_after_their_eta_and_any_backlog_drains() {
     let redis = RedisServer::start();
     let jobs = jobs(&redis, quick());

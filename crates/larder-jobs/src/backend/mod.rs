@@ -21,6 +21,9 @@ pub(crate) struct Fetched {
     pub(crate) attempts: u32,
     pub(crate) max_retries: u32,
     pub(crate) timeout_ms: u64,
+    /// Why the job cannot run at all (a record this crate cannot read): the worker
+    /// fails it with this error instead of calling a task.
+    pub(crate) problem: Option<String>,
 }
 
 /// How a delivery ended.

@@ -39,6 +39,9 @@ struct Scripts {
 pub(crate) struct RedisBackend {
     handle: Handle,
     base: Arc<str>,
+    /// How long finished jobs' records and signals are kept (for maintenance,
+    /// which may fail a job it cannot read).
+    result_ttl_ms: u64,
     scripts: Arc<Scripts>,
 }
 
@@ -97,10 +100,11 @@ fn tenant_of(t: &str) -> Option<String> {
 }
 
 impl RedisBackend {
-    pub(crate) fn new(handle: Handle, scope: &Scope) -> Self {
+    pub(crate) fn new(handle: Handle, scope: &Scope, result_ttl_ms: u64) -> Self {
         Self {
             handle,
             base: Arc::from(scope.base()),
+            result_ttl_ms,
             scripts: Arc::new(Scripts {
                 enqueue: job_script!("enqueue_many.lua"),
                 fetch: job_script!("fetch.lua"),
@@ -193,8 +197,7 @@ impl RedisBackend {
                 let id = text(&f[0])?;
                 let d = text(&f[2]).unwrap_or_default();
                 let Some(d) = Descriptor::parse(&d) else {
-                    // Not written by this crate: the worker fails it as malformed.
-                    tracing::warn!(target: "larder::jobs", job = %id, "job record is malformed");
+                    tracing::warn!(target: "larder::jobs", job = %id, "job record is malformed: failing it");
                     return Some(Fetched {
                         id,
                         token: text(&f[1])?,
@@ -204,6 +207,10 @@ impl RedisBackend {
                         attempts: 0,
                         max_retries: 0,
                         timeout_ms: 0,
+                        problem: Some(
+                            "malformed job record (not written by this version of larder-jobs)"
+                                .to_owned(),
+                        ),
                     });
                 };
                 Some(Fetched {
@@ -214,6 +221,7 @@ impl RedisBackend {
                     attempts: u32::try_from(number(&f[4])).unwrap_or(u32::MAX),
                     max_retries: d.max_retries,
                     timeout_ms: d.timeout_ms,
+                    problem: None,
                     id,
                 })
             })
@@ -287,7 +295,8 @@ impl RedisBackend {
                 inv.key(self.key("seq"))
                     .arg(&*self.base)
                     .arg(batch)
-                    .arg(mode);
+                    .arg(mode)
+                    .arg(self.result_ttl_ms);
                 let moved: usize = self
                     .handle
                     .script("job_maintain", &inv)
