@@ -185,7 +185,49 @@ struct Inner {
     handle: Handle,
     scope: Scope,
     script: redis::Script,
-    blocked: Option<moka::sync::Cache<String, Instant>>,
+    blocked: Option<Blocked>,
+}
+
+/// Keys known to be over their limit, each until a time; and the latest of those
+/// times, so that when it has passed (or nothing was ever blocked, the common case)
+/// the pre-check costs one atomic read instead of a cache look-up.
+struct Blocked {
+    keys: moka::sync::Cache<String, Instant>,
+    epoch: Instant,
+    /// Milliseconds after `epoch` at which every block has ended.
+    all_end_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Blocked {
+    fn new() -> Self {
+        Self {
+            keys: moka::sync::Cache::builder()
+                .max_capacity(BLOCKED_CAPACITY)
+                .expire_after(UntilExpiry)
+                .build(),
+            epoch: Instant::now(),
+            all_end_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn since_epoch_ms(&self, at: Instant) -> u64 {
+        larder_core::time::millis(at.saturating_duration_since(self.epoch))
+    }
+
+    fn insert(&self, key: String, until: Instant) {
+        // Rounded up: the check below must never skip a key that is still blocked.
+        let end = self.since_epoch_ms(until).saturating_add(1);
+        self.all_end_ms
+            .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
+        self.keys.insert(key, until);
+    }
+
+    fn get(&self, key: &str, now: Instant) -> Option<Instant> {
+        if self.since_epoch_ms(now) >= self.all_end_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.keys.get(key).filter(|until| *until > now)
+    }
 }
 
 impl fmt::Debug for RateLimiter {
@@ -240,16 +282,9 @@ impl RateLimiter {
                 handle,
                 scope,
                 script: redis::Script::new(include_str!("../lua/gcra.lua")),
-                blocked: Some(Self::blocked_cache()),
+                blocked: Some(Blocked::new()),
             }),
         }
-    }
-
-    fn blocked_cache() -> moka::sync::Cache<String, Instant> {
-        moka::sync::Cache::builder()
-            .max_capacity(BLOCKED_CAPACITY)
-            .expire_after(UntilExpiry)
-            .build()
     }
 
     /// Turns the local pre-check on or off (default on): a key Redis reported over
@@ -262,7 +297,7 @@ impl RateLimiter {
                 handle: inner.handle.clone(),
                 scope: inner.scope.clone(),
                 script: inner.script.clone(),
-                blocked: on.then(Self::blocked_cache),
+                blocked: on.then(Blocked::new),
             }),
         }
     }
@@ -333,12 +368,9 @@ impl RateLimiter {
             if item.check.policy.shadow {
                 continue;
             }
-            let Some(until) = blocked.get(&item.key) else {
+            let Some(until) = blocked.get(&item.key, now) else {
                 continue;
             };
-            if until <= now {
-                continue;
-            }
             let retry = until - now;
             let policy = &item.check.policy;
             count(&policy.name, "local_deny");
@@ -554,4 +586,41 @@ fn count(policy: &Arc<str>, decision: &'static str) {
 
 fn ms(v: i64) -> Duration {
     Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    #[test]
+    fn blocked_keys_end_at_their_time_and_nothing_blocked_costs_no_look_up() {
+        let blocked = Blocked::new();
+        let t0 = Instant::now();
+        assert_eq!(blocked.get("ip:1", t0), None, "nothing was ever blocked");
+        let until = t0 + Duration::from_millis(500);
+        blocked.insert("ip:1".to_owned(), until);
+        assert_eq!(
+            blocked.get("ip:1", t0 + Duration::from_millis(100)),
+            Some(until)
+        );
+        assert_eq!(blocked.get("ip:2", t0 + Duration::from_millis(100)), None);
+        assert_eq!(blocked.get("ip:1", until), None, "ended at its time");
+        // A shorter block later does not shorten the window of the longer one.
+        blocked.insert("ip:3".to_owned(), t0 + Duration::from_millis(200));
+        assert_eq!(
+            blocked.get("ip:1", t0 + Duration::from_millis(300)),
+            Some(until)
+        );
+        // Once every block has ended the look-up is skipped.
+        let after = t0 + Duration::from_millis(600);
+        assert!(
+            blocked.since_epoch_ms(after)
+                >= blocked
+                    .all_end_ms
+                    .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        assert_eq!(blocked.get("ip:1", after), None);
+    }
 }
