@@ -288,6 +288,51 @@ async fn malformed_payloads_and_unknown_tasks_fail_clearly_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_fetches_still_share_slots_between_tenants() {
+    let redis = RedisServer::start();
+    let jobs = jobs(&redis, quick());
+    let a: Vec<String> = (0..2000).map(|i| format!("a{i}")).collect();
+    jobs.enqueue_many(
+        ECHO,
+        a.iter().map(|s| (s, EnqueueOptions::new().tenant("A"))),
+    )
+    .await
+    .unwrap();
+    let b: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    let b_ids = jobs
+        .enqueue_many(
+            ECHO,
+            b.iter().map(|s| (s, EnqueueOptions::new().tenant("B"))),
+        )
+        .await
+        .unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = Arc::clone(&order);
+    // Eight slots: a fetch takes up to eight jobs, each tenant at most its share.
+    let worker = Worker::new(jobs.clone())
+        .concurrency(8)
+        .task(ECHO, move |s, _| {
+            o.lock().unwrap().push(s.clone());
+            async move { Ok(s) }
+        })
+        .spawn();
+    for id in &b_ids {
+        jobs.wait(ECHO, id, WAIT).await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let last_b = order.iter().rposition(|s| s.starts_with('b')).unwrap();
+    // Fetches serve tenants in turn, each taking its share of the free slots, so
+    // B's ten jobs start within the first few fetches; served in arrival order they
+    // would wait behind all 2,000 of A's.
+    assert!(
+        last_b < 50,
+        "B's last job started {last_b}th: {:?}",
+        &order[..order.len().min(60)]
+    );
+    worker.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_job_records_are_dead_lettered_with_a_clear_error() {
     let redis = RedisServer::start();
     let jobs = jobs(&redis, quick());
