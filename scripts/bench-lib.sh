@@ -32,7 +32,17 @@ else
     PIN_LOAD=()
 fi
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'git worktree remove --force "$WORK/base" 2>/dev/null || true; kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# build_base REV CARGO_ARGS...: builds revision REV in a worktree (removed on exit),
+# with its own target folder, for a before/after pair; the built files are under
+# "$WORK/base-target/release".
+build_base() {
+    local rev=$1
+    shift
+    git worktree add -f -q "$WORK/base" "$rev"
+    (cd "$WORK/base" && CARGO_TARGET_DIR="$WORK/base-target" cargo build --release -q "$@")
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT=$(free_port)

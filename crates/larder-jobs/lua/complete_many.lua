@@ -12,11 +12,6 @@ local at_now = string.format('%d', now) -- converted once, not per job
 local base, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 local landed = {}
-local function signal(id, state)
-  local done = base .. 'done:' .. id
-  redis.call('RPUSH', done, state)
-  redis.call('PEXPIRE', done, ttl)
-end
 for j = 0, n - 1 do
   local o = 3 + j * 5
   local id, token, outcome, payload, at = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
@@ -35,7 +30,7 @@ for j = 0, n - 1 do
         'a', '', 'run', '')
       redis.call('PEXPIRE', jkey, ttl)
       if f[2] then
-        signal(id, 'SUCCESS')
+        signal(base, id, 'SUCCESS', ttl)
       end
     else
       redis.call('HDEL', jkey, 'run', 'revoked')
@@ -52,13 +47,13 @@ for j = 0, n - 1 do
       redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', at_now)
       redis.call('ZADD', KEYS[3], now, id)
       if f[2] then
-        signal(id, 'FAILURE')
+        signal(base, id, 'FAILURE', ttl)
       end
     elseif outcome == 'REVOKED' then
       redis.call('HSET', jkey, 'state', 'REVOKED', 'error', payload, 'finished', at_now)
       redis.call('PEXPIRE', jkey, ttl)
       if f[2] then
-        signal(id, 'REVOKED')
+        signal(base, id, 'REVOKED', ttl)
       end
     elseif outcome == 'REQUEUE' then
       local queue, tenant, prio = placement(redis.call('HGET', jkey, 'd') or '')

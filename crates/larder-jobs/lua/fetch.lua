@@ -15,19 +15,22 @@ local lease_end = string.format('%d', now + lease) -- converted once, not per jo
 local out = {}
 local leased = {}
 local got = 0
-local budget = redis.call('LLEN', KEYS[1]) + n * 2
-while got < n and budget > 0 do
+-- The ring's length, kept here as tenants leave (this script is the only one that
+-- shortens the ring, and nothing else runs while it does).
+local tenants = redis.call('LLEN', KEYS[1])
+local budget = tenants + n * 2
+while got < n and budget > 0 and tenants > 0 do
   budget = budget - 1
   local tenant = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
   if not tenant then
     break
   end
-  local share = math.max(1, math.floor((n - got) / redis.call('LLEN', KEYS[1])))
+  local share = math.max(1, math.floor((n - got) / tenants))
   local qkey = base .. 'q:' .. queue .. ':t:' .. tenant
   local popped = redis.call('ZPOPMIN', qkey, share)
   if #popped == 0 then
     -- The tenant's set ran empty on an earlier turn: leave the ring.
-    redis.call('LREM', KEYS[1], 0, tenant)
+    tenants = tenants - redis.call('LREM', KEYS[1], 0, tenant)
     redis.call('SREM', KEYS[2], tenant)
   end
   for i = 1, #popped, 2 do
@@ -41,9 +44,7 @@ while got < n and budget > 0 do
       redis.call('HSET', jkey, 'state', 'REVOKED', 'error', 'expired before it started',
         'finished', now)
       redis.call('PEXPIRE', jkey, ttl)
-      local done = base .. 'done:' .. id
-      redis.call('RPUSH', done, 'REVOKED')
-      redis.call('PEXPIRE', done, ttl)
+      signal(base, id, 'REVOKED', ttl)
     else
       local token = ARGV[6] .. ':' .. id
       redis.call('HSET', jkey, 'state', state, 'run', token .. held)

@@ -21,17 +21,24 @@ local function placement(d)
   return string.match(d, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t')
 end
 
+-- Wakes the waiters of job `id`, which ended in `state`: the `done:{id}` list they
+-- block on (without consuming it), kept `ttl` ms.
+local function signal(base, id, state, ttl)
+  local done = base .. 'done:' .. id
+  redis.call('RPUSH', done, state)
+  redis.call('PEXPIRE', done, ttl)
+end
+
 -- Fails a job whose record cannot be read (no usable `d`): it goes to the dead-letter
 -- set with a clear error instead of stopping the script that met it, and its
--- waiters, if any, are woken (the signal lives `ttl` ms).
+-- waiters, if any, are woken. (The error is MALFORMED_RECORD of src/backend/redis.rs,
+-- which fails the ones a worker fetches.)
 local function bury(base, jkey, id, now, ttl)
   redis.call('HSET', jkey, 'state', 'FAILURE', 'finished', now,
     'error', 'malformed job record (not written by this version of larder-jobs)')
   redis.call('ZADD', base .. 'dead', now, id)
   if redis.call('HEXISTS', jkey, 'waited') == 1 then
-    local done = base .. 'done:' .. id
-    redis.call('RPUSH', done, 'FAILURE')
-    redis.call('PEXPIRE', done, ttl)
+    signal(base, id, 'FAILURE', ttl)
   end
 end
 

@@ -213,8 +213,8 @@ impl Worker {
         let backend = &self.jobs.inner.backend;
         let lease = self.jobs.config().lease;
         let lease_ms = ms(lease);
-        let ttl_ms = ms(self.jobs.config().result_ttl);
-        let (completions, _completion_task) = completion_batcher(backend.clone(), ttl_ms);
+        let (completions, _completion_task) =
+            completion_batcher(backend.clone(), ms(self.jobs.config().result_ttl));
         let me = Arc::new(Shared {
             jobs: self.jobs.clone(),
             handlers: self.handlers.clone(),
@@ -260,7 +260,6 @@ impl Worker {
                         lease_ms,
                         &self.id,
                         self.track_started,
-                        ttl_ms,
                     )
                     .await
                 {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use larder_core::{Config, Handle};
 use larder_jobs::{
-    EnqueueOptions, JobError, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
+    EnqueueOptions, JobError, JobState, Jobs, JobsConfig, RunningWorker, Scheduler, TaskError,
+    TaskRef, Worker,
 };
 use larder_testing::{eventually, RedisServer};
 
@@ -42,6 +43,21 @@ fn quick() -> JobsConfig {
 }
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// A worker running `ECHO` on `slots` slots that records each job's argument as the
+/// job starts, in start order.
+fn recording_echo_worker(jobs: &Jobs, slots: usize) -> (RunningWorker, Arc<Mutex<Vec<String>>>) {
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&started);
+    let worker = Worker::new(jobs.clone())
+        .concurrency(slots)
+        .task(ECHO, move |s, _| {
+            log.lock().unwrap().push(s.clone());
+            async move { Ok(s) }
+        })
+        .spawn();
+    (worker, started)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_jobs_stores_results_and_honours_idempotency_keys() {
@@ -306,16 +322,8 @@ async fn batched_fetches_still_share_slots_between_tenants() {
         )
         .await
         .unwrap();
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let o = Arc::clone(&order);
     // Eight slots: a fetch takes up to eight jobs, each tenant at most its share.
-    let worker = Worker::new(jobs.clone())
-        .concurrency(8)
-        .task(ECHO, move |s, _| {
-            o.lock().unwrap().push(s.clone());
-            async move { Ok(s) }
-        })
-        .spawn();
+    let (worker, order) = recording_echo_worker(&jobs, 8);
     for id in &b_ids {
         jobs.wait(ECHO, id, WAIT).await.unwrap();
     }
@@ -558,14 +566,7 @@ async fn a_job_past_its_expiry_is_revoked_instead_of_run() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ran = Arc::new(Mutex::new(Vec::new()));
-    let r = Arc::clone(&ran);
-    let worker = Worker::new(jobs.clone())
-        .task(ECHO, move |s, _| {
-            r.lock().unwrap().push(s.clone());
-            async move { Ok(s) }
-        })
-        .spawn();
+    let (worker, ran) = recording_echo_worker(&jobs, 8);
     assert_eq!(jobs.wait(ECHO, &fresh, WAIT).await.unwrap(), "fresh");
     let status = jobs.wait_status(&stale, WAIT).await.unwrap();
     assert_eq!(status.state, JobState::Revoked);
@@ -592,15 +593,7 @@ async fn one_tenants_backlog_does_not_delay_another_tenants_job() {
         .enqueue(ECHO, &"b".to_owned(), EnqueueOptions::new().tenant("B"))
         .await
         .unwrap();
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let o = Arc::clone(&order);
-    let worker = Worker::new(jobs.clone())
-        .concurrency(1)
-        .task(ECHO, move |s, _| {
-            o.lock().unwrap().push(s.clone());
-            async move { Ok(s) }
-        })
-        .spawn();
+    let (worker, order) = recording_echo_worker(&jobs, 1);
     jobs.wait(ECHO, &b, WAIT).await.unwrap();
     let position = order.lock().unwrap().iter().position(|s| s == "b").unwrap();
     assert!(

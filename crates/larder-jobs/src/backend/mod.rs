@@ -117,10 +117,9 @@ impl Backend {
         lease_ms: u64,
         worker: &str,
         started: bool,
-        ttl_ms: u64,
     ) -> Result<Vec<Fetched>, JobError> {
         match self {
-            Self::Redis(r) => r.fetch(queue, n, lease_ms, worker, started, ttl_ms).await,
+            Self::Redis(r) => r.fetch(queue, n, lease_ms, worker, started).await,
             Self::Memory(m) => Ok(m.fetch(queue, n, lease_ms, worker, started)),
         }
     }

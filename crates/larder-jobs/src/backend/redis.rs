@@ -11,6 +11,10 @@ use crate::error::JobError;
 use crate::options::NO_TENANT;
 use crate::state::{JobState, JobStatus};
 
+/// The error of a job whose record cannot be read; `bury` in `lua/lib.lua` writes the
+/// same text for the ones the scripts meet.
+const MALFORMED_RECORD: &str = "malformed job record (not written by this version of larder-jobs)";
+
 /// Jobs per enqueue script call: bounds one call's work (and its deadline).
 const ENQUEUE_CHUNK: usize = 500;
 
@@ -39,8 +43,9 @@ struct Scripts {
 pub(crate) struct RedisBackend {
     handle: Handle,
     base: Arc<str>,
-    /// How long finished jobs' records and signals are kept (for maintenance,
-    /// which may fail a job it cannot read).
+    /// How long finished jobs' records and signals are kept (for the scripts that
+    /// finish a job on their own: an expired job at fetch, an unreadable one at
+    /// maintenance).
     result_ttl_ms: u64,
     scripts: Arc<Scripts>,
 }
@@ -172,7 +177,6 @@ impl RedisBackend {
         lease_ms: u64,
         worker: &str,
         started: bool,
-        ttl_ms: u64,
     ) -> Result<Vec<Fetched>, JobError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut inv = self.scripts.fetch.key(self.key(&format!("q:{queue}:ring")));
@@ -185,7 +189,7 @@ impl RedisBackend {
             .arg(worker)
             .arg(&token)
             .arg(if started { "STARTED" } else { "RECEIVED" })
-            .arg(ttl_ms);
+            .arg(self.result_ttl_ms);
         let flat: Vec<Value> = self
             .handle
             .script("job_fetch", &inv)
@@ -207,10 +211,7 @@ impl RedisBackend {
                         attempts: 0,
                         max_retries: 0,
                         timeout_ms: 0,
-                        problem: Some(
-                            "malformed job record (not written by this version of larder-jobs)"
-                                .to_owned(),
-                        ),
+                        problem: Some(MALFORMED_RECORD.to_owned()),
                     });
                 };
                 Some(Fetched {
