@@ -9,7 +9,7 @@
 -- Returns one entry per job: 1 recorded, 0 fenced off (lease lost).
 local now = now_ms()
 local at_now = string.format('%d', now) -- converted once, not per job
-local base, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local base, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
 local landed = {}
 for j = 0, n - 1 do
@@ -23,11 +23,11 @@ for j = 0, n - 1 do
     landed[#landed + 1] = id
     if outcome == 'SUCCESS' then
       -- A finished job keeps what a status query shows (d, state, attempts,
-      -- result, times); the arguments and the lease are emptied in the same write
-      -- (one call instead of a delete and a write; small leftovers such as `eta`
-      -- stay until the record expires).
-      redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'finished', at_now,
-        'a', '', 'run', '')
+      -- result); the arguments and the lease are emptied in the same write (one
+      -- call instead of a delete and a write; small leftovers such as `eta` stay
+      -- until the record expires). No `finished` time: nothing reads it, and the
+      -- record's time to live says when it ended.
+      redis.call('HSET', jkey, 'state', 'SUCCESS', 'result', payload, 'a', '', 'run', '')
       redis.call('PEXPIRE', jkey, ttl)
       if f[2] then
         signal(base, id, 'SUCCESS', ttl)
@@ -45,7 +45,7 @@ for j = 0, n - 1 do
     elseif outcome == 'FAILURE' then
       redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', at_now)
-      redis.call('ZADD', KEYS[3], now, id)
+      redis.call('ZADD', KEYS[3], at_now, id)
       if f[2] then
         signal(base, id, 'FAILURE', ttl)
       end

@@ -1,22 +1,25 @@
 -- Enqueues a batch of jobs in one call, each at most once per id.
 -- KEYS[1] delayed set   KEYS[2] sequence
--- ARGV: 1 key base, 2 job count, then per job 8 fields:
+-- ARGV: 1 key base, 2 job count, 3 one character per job: '1' when its id came from
+--       the caller (checked: an id enqueued twice makes one job), '0' when the
+--       client generated it (a random UUID: no check, one call less per job),
+--       then per job 8 fields:
 --       id, d (see lib.lua), args, queue, tenant, priority, eta ms, expires ms
 -- A job is one hash (see lib.lua for its fields). The sorted-set entries of the
 -- batch are added with one variadic ZADD per set.
 -- Returns one entry per job: 1 enqueued, 0 the id was taken.
 local now = now_ms()
-local base, n = ARGV[1], tonumber(ARGV[2])
-local seq = redis.call('INCRBY', KEYS[2], n) - n
+local base, n, checked = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local seq = redis.call('INCRBY', KEYS[2], ARGV[2]) - n
 local out = {}
 local ready = {}   -- ready set key -> {score, id, ...}
 local rings = {}   -- ready set key -> {queue, tenant}
 local delayed = {}
 for j = 0, n - 1 do
-  local o = 2 + j * 8
+  local o = 3 + j * 8
   local id, queue, tenant, prio = ARGV[o + 1], ARGV[o + 4], ARGV[o + 5], tonumber(ARGV[o + 6])
   local jkey = base .. 'j:' .. id
-  if redis.call('EXISTS', jkey) == 1 then
+  if string.byte(checked, j + 1) == 49 and redis.call('EXISTS', jkey) == 1 then
     out[#out + 1] = 0
   else
     local eta, expires = tonumber(ARGV[o + 7]), ARGV[o + 8]

@@ -9,7 +9,7 @@
 -- Returns a flat list: id, token, d, args, attempts — five entries per job.
 local now = now_ms()
 local base, queue, n, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local state, ttl = ARGV[7], tonumber(ARGV[8])
+local state, ttl = ARGV[7], ARGV[8]
 local held = '\t' .. ARGV[5] .. '\t' .. now
 local lease_end = string.format('%d', now + lease) -- converted once, not per job
 local out = {}
@@ -27,13 +27,17 @@ while got < n and budget > 0 and tenants > 0 do
   end
   local share = math.max(1, math.floor((n - got) / tenants))
   local qkey = base .. 'q:' .. queue .. ':t:' .. tenant
-  local popped = redis.call('ZPOPMIN', qkey, share)
-  if #popped == 0 then
+  -- The first `share` members, then their removal by rank: ZPOPMIN would reply with
+  -- each member's score, formatted by snprintf per job.
+  local popped = redis.call('ZRANGE', qkey, '0', share - 1)
+  if #popped > 0 then
+    redis.call('ZREMRANGEBYRANK', qkey, '0', #popped - 1)
+  else
     -- The tenant's set ran empty on an earlier turn: leave the ring.
-    tenants = tenants - redis.call('LREM', KEYS[1], 0, tenant)
+    tenants = tenants - redis.call('LREM', KEYS[1], '0', tenant)
     redis.call('SREM', KEYS[2], tenant)
   end
-  for i = 1, #popped, 2 do
+  for i = 1, #popped do
     local id = popped[i]
     local jkey = base .. 'j:' .. id
     local f = redis.call('HMGET', jkey, 'state', 'expires', 'd', 'a', 'attempts')

@@ -21,7 +21,7 @@ for _, id in ipairs(due) do
       redis.call('HSET', jkey, 'state', 'PENDING')
       push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[2]))
     else
-      bury(base, jkey, id, now, tonumber(ARGV[4]))
+      bury(base, jkey, id, now, ARGV[4])
     end
   elseif f[2] == 'REVOKED' and ARGV[3] == 'reap' then
     -- A revoked job whose worker died: it ends revoked.

@@ -5,7 +5,7 @@
 -- ARGV: 1 key base, 2 id, 3 ttl ms
 -- Returns the job's state after the call ('REVOKING' for a running job).
 local now = now_ms()
-local base, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local base, id, ttl = ARGV[1], ARGV[2], ARGV[3]
 local f = redis.call('HMGET', KEYS[1], 'state', 'd')
 local state = f[1]
 if not state then

@@ -101,6 +101,9 @@ impl EnqueueOptions {
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub(crate) id: String,
+    /// The id is a fresh random UUID (no id was given): enqueueing skips the check
+    /// that it is not taken.
+    pub(crate) fresh_id: bool,
     pub(crate) queue: String,
     pub(crate) tenant: String,
     pub(crate) priority: u8,
@@ -146,12 +149,12 @@ impl EnqueueOptions {
                 self.priority
             )));
         }
-        let id = match &self.id {
+        let (id, fresh_id) = match &self.id {
             Some(id) => {
                 validate_id(id)?;
-                id.clone()
+                (id.clone(), false)
             }
-            None => uuid::Uuid::new_v4().to_string(),
+            None => (uuid::Uuid::new_v4().to_string(), true),
         };
         let eta_ms = match (self.eta, self.countdown) {
             (Some(at), _) => ms_since_epoch(at),
@@ -160,6 +163,7 @@ impl EnqueueOptions {
         };
         Ok(Resolved {
             id,
+            fresh_id,
             queue,
             tenant,
             priority: self.priority,
@@ -191,6 +195,7 @@ mod tests {
             (3, 5000, 0, 0)
         );
         assert_eq!(r.id.len(), 36, "a uuid");
+        assert!(r.fresh_id, "a generated id is not checked at enqueue");
 
         let before = now_ms();
         let r = EnqueueOptions::new()
@@ -202,8 +207,8 @@ mod tests {
             .unwrap();
         assert!(r.eta_ms >= before + 10_000 && r.eta_ms <= now_ms() + 10_000);
         assert_eq!(
-            (r.max_retries, r.tenant.as_str(), r.id.as_str()),
-            (0, "42", "report:42")
+            (r.max_retries, r.tenant.as_str(), r.id.as_str(), r.fresh_id),
+            (0, "42", "report:42", false)
         );
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let r = EnqueueOptions::new()

@@ -92,6 +92,28 @@ async fn runs_jobs_stores_results_and_honours_idempotency_keys() {
         jobs.status(&a).await.unwrap().unwrap().tenant.as_deref(),
         Some("7")
     );
+    // In one batch, a taken id between generated ones and a new caller's id: the
+    // check is per job, so exactly the other two run.
+    let batch = jobs
+        .enqueue_many(
+            ADD,
+            [
+                (&(2, 2), EnqueueOptions::new()),
+                (&(1, 1), opts()),
+                (&(3, 3), EnqueueOptions::new().id("sum-new")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(batch[1], "sum-once");
+    assert_eq!(jobs.wait(ADD, &batch[0], WAIT).await.unwrap(), 4);
+    assert_eq!(jobs.wait(ADD, &batch[2], WAIT).await.unwrap(), 6);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4,
+        "the batch's taken id made no run"
+    );
     // Jobs nobody waits for leave no completion-signal key behind.
     let args: Vec<(i64, i64)> = (0..20).map(|i| (i, 1)).collect();
     let quiet = jobs

@@ -146,7 +146,16 @@ impl RedisBackend {
         let created = crate::options::ms_since_epoch(std::time::SystemTime::now());
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
             let mut inv = self.scripts.enqueue.key(self.key("delayed"));
-            inv.key(self.key("seq")).arg(&*self.base).arg(chunk.len());
+            // Which ids to check for an earlier job (the caller's; a fresh UUID
+            // cannot be taken).
+            let checked: String = chunk
+                .iter()
+                .map(|job| if job.opts.fresh_id { '0' } else { '1' })
+                .collect();
+            inv.key(self.key("seq"))
+                .arg(&*self.base)
+                .arg(chunk.len())
+                .arg(checked);
             for job in chunk {
                 let o = &job.opts;
                 inv.arg(&o.id)
