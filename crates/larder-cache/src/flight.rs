@@ -6,15 +6,20 @@
 //! cancelled or failed leader releases the key, and its followers retry.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
 /// Shared map of flights in progress. Cheap to clone.
+///
+/// A flight's channel is created by its first follower: most flights have none, and
+/// a lone leader then costs a map entry only.
 #[derive(Debug)]
 pub(crate) struct Flights<V: Clone> {
-    map: Arc<Mutex<HashMap<String, broadcast::Sender<V>>>>,
+    map: Arc<Mutex<FlightMap<V>>>,
 }
+
+type FlightMap<V> = HashMap<String, Option<broadcast::Sender<V>>>;
 
 impl<V: Clone> Clone for Flights<V> {
     fn clone(&self) -> Self {
@@ -43,33 +48,32 @@ pub(crate) enum Role<V: Clone> {
 impl<V: Clone> Flights<V> {
     /// Joins the flight for `key`, leading it if there is none.
     pub(crate) fn join(&self, key: &str) -> Role<V> {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = map.get(key) {
+        let mut map = self.lock();
+        if let Some(slot) = map.get_mut(key) {
+            let tx = slot.get_or_insert_with(|| broadcast::channel(1).0);
             return Role::Follower(tx.subscribe());
         }
-        let (tx, _) = broadcast::channel(1);
-        map.insert(key.to_owned(), tx.clone());
+        map.insert(key.to_owned(), None);
         Role::Leader(Leader {
             key: key.to_owned(),
             flights: self.clone(),
-            tx: Some(tx),
+            ended: false,
         })
     }
 
     /// Whether a flight for `key` is in progress.
     #[cfg(test)]
     pub(crate) fn in_flight(&self, key: &str) -> bool {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(key)
+        self.lock().contains_key(key)
     }
 
-    fn remove(&self, key: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+    fn lock(&self) -> MutexGuard<'_, FlightMap<V>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the flight for `key`, returning its channel if a follower made one.
+    fn remove(&self, key: &str) -> Option<broadcast::Sender<V>> {
+        self.lock().remove(key).flatten()
     }
 }
 
@@ -78,15 +82,15 @@ impl<V: Clone> Flights<V> {
 pub(crate) struct Leader<V: Clone> {
     key: String,
     flights: Flights<V>,
-    tx: Option<broadcast::Sender<V>>,
+    ended: bool,
 }
 
 impl<V: Clone> Leader<V> {
     /// Hands `value` to every follower and releases the key.
     pub(crate) fn complete(mut self, value: V) {
-        self.flights.remove(&self.key);
-        if let Some(tx) = self.tx.take() {
-            // No receivers is fine: nobody was waiting.
+        self.ended = true;
+        if let Some(tx) = self.flights.remove(&self.key) {
+            // No receivers is fine: every follower gave up.
             let _ = tx.send(value);
         }
     }
@@ -98,26 +102,28 @@ impl<V: Clone> Leader<V> {
     // Used by the HTTP flow, which only the framework features compile.
     #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn release_if_alone(mut self) -> Result<(), Self> {
-        let mut map = self
-            .flights
-            .map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if self.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0) {
+        let mut map = self.flights.lock();
+        let waited = map
+            .get(&self.key)
+            .and_then(Option::as_ref)
+            .is_some_and(|tx| tx.receiver_count() > 0);
+        if waited {
             drop(map);
             return Err(self);
         }
         map.remove(&self.key);
         drop(map);
-        self.tx = None;
+        self.ended = true;
         Ok(())
     }
 }
 
 impl<V: Clone> Drop for Leader<V> {
     fn drop(&mut self) {
-        if self.tx.is_some() {
-            self.flights.remove(&self.key);
+        if !self.ended {
+            // Dropping the channel (if a follower made one) tells the followers to
+            // retry.
+            drop(self.flights.remove(&self.key));
         }
     }
 }
@@ -159,6 +165,20 @@ mod tests {
         let leader = leader.release_if_alone().expect_err("a follower waits");
         leader.complete(3);
         assert_eq!(rx.recv().await.unwrap(), 3);
+    }
+
+    #[test]
+    fn a_follower_that_gave_up_does_not_hold_the_leader() {
+        let flights = Flights::<u32>::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Follower(rx) = flights.join("k") else {
+            panic!()
+        };
+        drop(rx);
+        assert!(leader.release_if_alone().is_ok(), "nobody waits any more");
+        assert!(!flights.in_flight("k"));
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -189,8 +189,10 @@ type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
 pub(crate) struct Keys {
     pub(crate) module: Module,
     pub(crate) entry: String,
-    tenant_marker: String,
-    module_marker: String,
+    tenant: Tenant,
+    /// The keys of the tenant's and the module's markers, built on first use: a
+    /// request that never reaches Redis (an L1 hit, the breaker open) needs neither.
+    markers: OnceLock<(String, String)>,
     lease: String,
 }
 
@@ -556,7 +558,10 @@ impl<C: Codec> Cache<C> {
         let keys = self.keys(tenant, module, "_");
         let scope = self.inner.handle.keyspace().scope(tenant, module);
         let ok = self
-            .bump_marker(&keys.module_marker, local::message('p', scope.base()))
+            .bump_marker(
+                &self.marker_keys(&keys).1,
+                local::message('p', scope.base()),
+            )
             .await;
         tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, ok, "cache module invalidated");
         ok
@@ -568,7 +573,7 @@ impl<C: Codec> Cache<C> {
         let base = self.inner.handle.keyspace().tenant_pattern(tenant);
         let ok = self
             .bump_marker(
-                &keys.tenant_marker,
+                &self.marker_keys(&keys).0,
                 local::message('p', base.trim_end_matches('*')),
             )
             .await;
@@ -686,10 +691,24 @@ impl<C: Codec> Cache<C> {
         Keys {
             module: module.clone(),
             entry: built(module, &safe),
-            tenant_marker: built(system, "gen"),
-            module_marker: built(system, &format!("gen:{module}")),
+            tenant: tenant.clone(),
+            markers: OnceLock::new(),
             lease,
         }
+    }
+
+    /// The keys of `keys`' tenant marker and module marker.
+    fn marker_keys<'k>(&self, keys: &'k Keys) -> &'k (String, String) {
+        keys.markers.get_or_init(|| {
+            let ks = self.inner.handle.keyspace();
+            let system = &self.inner.system;
+            let built = |k: &str| {
+                ks.key(&keys.tenant, system, k).unwrap_or_else(|_| {
+                    unreachable!("literals and module names are valid key parts")
+                })
+            };
+            (built("gen"), built(&format!("gen:{}", keys.module)))
+        })
     }
 
     /// On a miss: takes the cross-instance lease, or waits for the instance that
@@ -790,16 +809,24 @@ impl<C: Codec> Cache<C> {
                 };
             }
         }
-        // Sized up front: growing the command costs more than the rest of writing it.
-        let mut cmd = redis::Cmd::with_capacity(
-            4,
-            64 + keys.tenant_marker.len() + keys.module_marker.len() + keys.entry.len(),
-        );
-        cmd.arg("MGET")
-            .arg(&keys.tenant_marker)
-            .arg(&keys.module_marker)
-            .arg(&keys.entry);
-        let reply: Result<MgetReply, _> = self.inner.handle.query("cache_get", &cmd).await;
+        let reply: Result<MgetReply, _> = match self.inner.handle.guard().refuse_now("cache_get") {
+            // Redis is known to be out: no keys or command to build.
+            Some(refused) => Err(refused),
+            None => {
+                let (tenant_marker, module_marker) = self.marker_keys(keys);
+                // Sized up front: growing the command costs more than the rest of
+                // writing it.
+                let mut cmd = redis::Cmd::with_capacity(
+                    4,
+                    64 + tenant_marker.len() + module_marker.len() + keys.entry.len(),
+                );
+                cmd.arg("MGET")
+                    .arg(tenant_marker)
+                    .arg(module_marker)
+                    .arg(&keys.entry);
+                self.inner.handle.query("cache_get", &cmd).await
+            }
+        };
         match reply {
             Ok((t, mm, raw)) => {
                 let markers = match (t, mm) {
@@ -893,9 +920,10 @@ impl<C: Codec> Cache<C> {
         let fresh = self.fresh_marker();
         let mut meta = Meta::new(markers.clone(), ttl, stale);
         let redis_ttl = meta.redis_ttl(now_ms());
+        let (tenant_marker, module_marker) = self.marker_keys(keys);
         let mut inv = self.inner.write.prepare_invoke();
-        inv.key(&keys.tenant_marker)
-            .key(&keys.module_marker)
+        inv.key(tenant_marker)
+            .key(module_marker)
             .key(&keys.entry)
             .arg(&markers.0)
             .arg(&markers.1)
@@ -938,20 +966,21 @@ impl<C: Codec> Cache<C> {
     /// Creates missing markers (`SET NX`) and reads both, in one round trip.
     async fn ensure_markers(&self, keys: &Keys) -> Option<(String, String)> {
         let fresh = self.fresh_marker();
+        let (tenant_marker, module_marker) = self.marker_keys(keys);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
-            .arg(&keys.tenant_marker)
+            .arg(tenant_marker)
             .arg(&fresh)
             .arg("NX")
             .ignore()
             .cmd("SET")
-            .arg(&keys.module_marker)
+            .arg(module_marker)
             .arg(&fresh)
             .arg("NX")
             .ignore()
             .cmd("MGET")
-            .arg(&keys.tenant_marker)
-            .arg(&keys.module_marker);
+            .arg(tenant_marker)
+            .arg(module_marker);
         let reply: Result<((Option<String>, Option<String>),), _> =
             self.inner.handle.pipeline("cache_markers", &pipe).await;
         match reply {
@@ -961,13 +990,14 @@ impl<C: Codec> Cache<C> {
     }
 
     fn local_markers(&self, keys: &Keys) -> (String, String) {
+        let (tenant_marker, module_marker) = self.marker_keys(keys);
         let map = self
             .inner
             .local_markers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let t = map.get(&keys.tenant_marker).copied().unwrap_or(0);
-        let mm = map.get(&keys.module_marker).copied().unwrap_or(0);
+        let t = map.get(tenant_marker).copied().unwrap_or(0);
+        let mm = map.get(module_marker).copied().unwrap_or(0);
         (t.to_string(), mm.to_string())
     }
 

@@ -290,15 +290,40 @@ impl Guard {
         crate::time::millis(self.inner.epoch.elapsed())
     }
 
+    /// Refuses at once, as [`run`](Self::run) would, while the breaker is open and
+    /// its cool-down has not passed (or a probe is under way); `None` otherwise, and
+    /// then `run` decides (it may still refuse, or admit the call as the probe).
+    /// For callers whose preparation (keys, a command) a refusal would waste: the
+    /// refusal is counted as `run`'s are.
+    #[must_use]
+    pub fn refuse_now(&self, op: &'static str) -> Option<Error> {
+        let inner = &self.inner;
+        match inner.state.load(Ordering::Acquire) {
+            CLOSED => None,
+            OPEN if self.cooled() => None,
+            _ => Some(self.reject(op)),
+        }
+    }
+
+    fn cooled(&self) -> bool {
+        let opened = self.inner.opened_at_ms.load(Ordering::Acquire);
+        self.now_ms().saturating_sub(opened) >= crate::time::millis(self.inner.cooldown)
+    }
+
+    fn reject(&self, op: &'static str) -> Error {
+        self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "rejected").increment(1);
+        Error::Unavailable {
+            reason: UnavailableReason::BreakerOpen,
+        }
+    }
+
     fn admit(&self, op: &'static str) -> Result<Admission, Error> {
         let inner = &self.inner;
         match inner.state.load(Ordering::Acquire) {
             CLOSED => return Ok(Admission::Normal),
             OPEN => {
-                let opened = inner.opened_at_ms.load(Ordering::Acquire);
-                let cooled =
-                    self.now_ms().saturating_sub(opened) >= crate::time::millis(inner.cooldown);
-                if cooled && !inner.probe_in_flight.swap(true, Ordering::AcqRel) {
+                if self.cooled() && !inner.probe_in_flight.swap(true, Ordering::AcqRel) {
                     if inner
                         .state
                         .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
@@ -313,11 +338,7 @@ impl Guard {
             }
             _ => {}
         }
-        inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "rejected").increment(1);
-        Err(Error::Unavailable {
-            reason: UnavailableReason::BreakerOpen,
-        })
+        Err(self.reject(op))
     }
 
     fn on_success(&self, probe: &mut ProbeSlot<'_>) {
@@ -459,6 +480,35 @@ mod tests {
         guard.run("get", || async { Ok(()) }).await.unwrap();
         assert_eq!(guard.state(), BreakerState::Closed);
         guard.run("get", || async { Ok(()) }).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuse_now_refuses_only_while_run_would_and_leaves_the_probe_to_run() {
+        let guard = Guard::new(Duration::from_millis(50), 1, Duration::from_secs(1));
+        assert!(guard.refuse_now("get").is_none(), "closed: go ahead");
+        let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
+        assert_eq!(guard.state(), BreakerState::Open);
+        assert!(matches!(
+            guard.refuse_now("get"),
+            Some(Error::Unavailable {
+                reason: UnavailableReason::BreakerOpen
+            })
+        ));
+        assert_eq!(guard.stats().rejected, 1, "counted as run's refusals are");
+
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(
+            guard.refuse_now("get").is_none(),
+            "cooled down: the next run may probe"
+        );
+        assert_eq!(
+            guard.state(),
+            BreakerState::Open,
+            "refuse_now changes nothing"
+        );
+        guard.run("get", || async { Ok(()) }).await.unwrap();
+        assert_eq!(guard.state(), BreakerState::Closed);
+        assert_eq!(guard.stats().rejected, 1);
     }
 
     #[tokio::test(start_paused = true)]

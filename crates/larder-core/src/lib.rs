@@ -84,7 +84,7 @@ pub use guard::{BreakerState, Guard, GuardStats};
 pub use handle::Handle;
 pub use health::HealthReport;
 pub use keyspace::{KeyError, Keyspace, Module, Scope, Tenant};
-pub use request::{Principal, RequestView, TenantExtractor};
+pub use request::{HeaderKey, Principal, RequestView, TenantExtractor};
 
 /// The redis-rs crate larder is built on, for commands and scripts.
 pub use redis;

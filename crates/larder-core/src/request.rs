@@ -20,6 +20,13 @@ pub trait RequestView {
     fn query(&self) -> Option<&str>;
     /// The first value of a header (name in lower case), as bytes.
     fn header(&self, name: &str) -> Option<&[u8]>;
+    /// The first value of a header named by a [`HeaderKey`] (prepared once, at
+    /// configuration time). The default looks its name up as [`header`](Self::header)
+    /// does; the Tower and Actix adapters use the framework's parsed name, which
+    /// saves parsing the name on every request.
+    fn header_key(&self, key: &HeaderKey) -> Option<&[u8]> {
+        self.header(key.as_str())
+    }
     /// Every value of a header (name in lower case), in the order received.
     ///
     /// The default returns the first value only; adapters override it.
@@ -34,6 +41,49 @@ pub trait RequestView {
     /// (a [`Principal`] in the request's extensions), if any.
     fn principal(&self) -> Option<Principal> {
         None
+    }
+}
+
+/// A header name prepared once for look-ups on every request: the frameworks' header
+/// maps parse a `&str` name on each look-up (a few hundred instructions), a
+/// `HeaderKey` carries the parsed name.
+///
+/// ```
+/// use larder_core::request::{HeaderKey, RequestView, SimpleRequest};
+///
+/// let tenant = HeaderKey::new("X-Tenant-Id");
+/// assert_eq!(tenant.as_str(), "x-tenant-id");
+/// let req = SimpleRequest::new("GET", "/").with_header("x-tenant-id", "7");
+/// assert_eq!(req.header_key(&tenant), Some(&b"7"[..]));
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeaderKey {
+    name: String,
+    #[cfg(feature = "http")]
+    http: Option<http::HeaderName>,
+    #[cfg(feature = "actix")]
+    actix: Option<actix_web::http::header::HeaderName>,
+}
+
+impl HeaderKey {
+    /// Prepares `name` (any case). A name no header can have (a space, say) is kept
+    /// and matches nothing.
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        let name = name.to_ascii_lowercase();
+        Self {
+            #[cfg(feature = "http")]
+            http: http::HeaderName::from_bytes(name.as_bytes()).ok(),
+            #[cfg(feature = "actix")]
+            actix: actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).ok(),
+            name,
+        }
+    }
+
+    /// The name, in lower case.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.name
     }
 }
 
@@ -146,6 +196,11 @@ impl RequestView for http::request::Parts {
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.get(name).map(http::HeaderValue::as_bytes)
     }
+    fn header_key(&self, key: &HeaderKey) -> Option<&[u8]> {
+        self.headers
+            .get(key.http.as_ref()?)
+            .map(http::HeaderValue::as_bytes)
+    }
     fn header_values(&self, name: &str) -> Vec<&[u8]> {
         self.headers
             .get_all(name)
@@ -185,6 +240,11 @@ impl RequestView for actix_web::HttpRequest {
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers()
             .get(name)
+            .map(actix_web::http::header::HeaderValue::as_bytes)
+    }
+    fn header_key(&self, key: &HeaderKey) -> Option<&[u8]> {
+        self.headers()
+            .get(key.actix.as_ref()?)
             .map(actix_web::http::header::HeaderValue::as_bytes)
     }
     fn header_values(&self, name: &str) -> Vec<&[u8]> {
@@ -245,7 +305,7 @@ where
 /// The tenant is a header's value (`X-Tenant-Id: 42`).
 #[derive(Debug, Clone)]
 pub struct FromHeader {
-    name: String,
+    name: HeaderKey,
 }
 
 impl FromHeader {
@@ -253,14 +313,14 @@ impl FromHeader {
     #[must_use]
     pub fn new(name: &str) -> Self {
         Self {
-            name: name.to_ascii_lowercase(),
+            name: HeaderKey::new(name),
         }
     }
 }
 
 impl TenantExtractor for FromHeader {
     fn extract(&self, req: &dyn RequestView) -> Option<Tenant> {
-        let raw = std::str::from_utf8(req.header(&self.name)?).ok()?;
+        let raw = std::str::from_utf8(req.header_key(&self.name)?).ok()?;
         Tenant::new(raw.trim()).ok()
     }
 }
@@ -383,6 +443,62 @@ impl PathPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn prepared_header_names_find_what_string_names_find() {
+        let (parts, ()) = http::Request::builder()
+            .header("X-Tenant-Id", "7")
+            .header("Cache-Control", "no-store")
+            .body(())
+            .unwrap()
+            .into_parts();
+        for name in [
+            "x-tenant-id",
+            "X-TENANT-ID",
+            "cache-control",
+            "if-none-match",
+            "bad name",
+        ] {
+            let key = HeaderKey::new(name);
+            assert_eq!(
+                parts.header_key(&key),
+                parts.header(&name.to_ascii_lowercase()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            parts.header_key(&HeaderKey::new("X-Tenant-Id")),
+            Some(&b"7"[..])
+        );
+    }
+
+    #[cfg(feature = "actix")]
+    #[test]
+    fn prepared_header_names_find_what_string_names_find_in_actix() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("X-Tenant-Id", "7"))
+            .insert_header(("Cache-Control", "no-store"))
+            .to_http_request();
+        for name in [
+            "x-tenant-id",
+            "X-TENANT-ID",
+            "cache-control",
+            "if-none-match",
+            "bad name",
+        ] {
+            let key = HeaderKey::new(name);
+            assert_eq!(
+                req.header_key(&key),
+                RequestView::header(&req, &name.to_ascii_lowercase()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            req.header_key(&HeaderKey::new("X-Tenant-Id")),
+            Some(&b"7"[..])
+        );
+    }
 
     #[test]
     fn patterns_match_segments() {

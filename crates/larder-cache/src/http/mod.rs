@@ -16,9 +16,10 @@ pub(crate) mod flow;
 mod route;
 mod stored;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use larder_core::request::HeaderKey;
 use larder_core::{Module, Tenant};
 
 use crate::service::{Cache, Keys};
@@ -27,6 +28,11 @@ pub use larder_core::request::{
     FromHeader, FromPathSegment, FromSubdomain, RequestView, TenantExtractor,
 };
 pub use route::{CacheRoute, InvalidateRoute};
+
+/// The request headers every cached `GET` reads, prepared once.
+static AUTHORIZATION: LazyLock<HeaderKey> = LazyLock::new(|| HeaderKey::new("authorization"));
+static CACHE_CONTROL: LazyLock<HeaderKey> = LazyLock::new(|| HeaderKey::new("cache-control"));
+static IF_NONE_MATCH: LazyLock<HeaderKey> = LazyLock::new(|| HeaderKey::new("if-none-match"));
 pub use stored::{etag_matches, StoredResponse};
 
 /// Default limit of a stored body: 1 MiB.
@@ -109,7 +115,7 @@ pub(crate) struct HttpConfig {
     pub(crate) tenant: Arc<dyn TenantExtractor>,
     pub(crate) routes: Vec<CacheRoute>,
     pub(crate) invalidations: Vec<InvalidateRoute>,
-    pub(crate) vary: Vec<String>,
+    pub(crate) vary: Vec<HeaderKey>,
     pub(crate) max_body: usize,
     pub(crate) cache_not_found: bool,
     pub(crate) use_max_age: bool,
@@ -165,7 +171,7 @@ impl ResponseCache {
     /// Adds a request header whose value becomes part of the key (`Accept-Language`).
     #[must_use]
     pub fn vary(mut self, header: &str) -> Self {
-        self.config_mut().vary.push(header.to_ascii_lowercase());
+        self.config_mut().vary.push(HeaderKey::new(header));
         self
     }
 
@@ -246,10 +252,10 @@ impl ResponseCache {
         let Some(tenant) = c.tenant.extract(req) else {
             return bypass("no tenant");
         };
-        if req.header("authorization").is_some() && !route.allow_authorization {
+        if req.header_key(&AUTHORIZATION).is_some() && !route.allow_authorization {
             return bypass("authorization");
         }
-        let cc = Directives::parse(req.header("cache-control"));
+        let cc = Directives::parse(req.header_key(&CACHE_CONTROL));
         if cc.no_store {
             return bypass("request no-store");
         }
@@ -265,7 +271,7 @@ impl ResponseCache {
             ttl,
             revalidate: cc.no_cache || cc.max_age == Some(0),
             head,
-            if_none_match: req.header("if-none-match").map(<[u8]>::to_vec),
+            if_none_match: req.header_key(&IF_NONE_MATCH).map(<[u8]>::to_vec),
             keys,
         }))
     }
@@ -284,9 +290,9 @@ impl ResponseCache {
         }
         for name in &self.config.vary {
             key.push('|');
-            key.push_str(name);
+            key.push_str(name.as_str());
             key.push('=');
-            if let Some(v) = req.header(name) {
+            if let Some(v) = req.header_key(name) {
                 key.push_str(&String::from_utf8_lossy(v));
             }
         }
