@@ -137,7 +137,7 @@ where
                         }
                         Begin::Fetch(ticket) => {
                             let mut res = fetch(&cache, &*service, req, &plan, ticket).await?;
-                            if !res.headers().contains_key("x-cache") {
+                            if !res.headers().contains_key(X_CACHE) {
                                 set_x_cache(res.headers_mut(), x_cache::MISS);
                             }
                             Ok(res)
@@ -227,24 +227,46 @@ where
     Ok(ServiceResponse::new(http_req, response).map_into_right_body())
 }
 
+/// `X-Cache` and its values, built at compile time (`from_static` outside a constant
+/// validates its argument on every call).
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 fn set_x_cache(headers: &mut actix_web::http::header::HeaderMap, value: &'static str) {
-    headers.insert(
-        HeaderName::from_static("x-cache"),
-        HeaderValue::from_static(value),
-    );
+    headers.insert(X_CACHE, x_cache_value(value));
+}
+
+fn x_cache_value(value: &'static str) -> HeaderValue {
+    const HIT: HeaderValue = HeaderValue::from_static(x_cache::HIT);
+    const MISS: HeaderValue = HeaderValue::from_static(x_cache::MISS);
+    const STALE: HeaderValue = HeaderValue::from_static(x_cache::STALE);
+    const BYPASS: HeaderValue = HeaderValue::from_static(x_cache::BYPASS);
+    match value {
+        x_cache::HIT => HIT,
+        x_cache::MISS => MISS,
+        x_cache::STALE => STALE,
+        x_cache::BYPASS => BYPASS,
+        other => HeaderValue::from_static(other),
+    }
 }
 
 fn from_cache(cached: Cached) -> HttpResponse {
     let mut builder =
         HttpResponse::build(StatusCode::from_u16(cached.status()).unwrap_or(StatusCode::OK));
-    cached.for_each_header(|name, value| {
+    // The stored names and values are the `http` 1 crate's; Actix uses `http` 0.2's,
+    // so each is converted.
+    for (name, value) in &cached.stored.headers {
         if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
         ) {
             builder.append_header((n, v));
         }
-    });
+    }
+    builder.insert_header((
+        actix_web::http::header::AGE,
+        HeaderValue::from(cached.age_secs),
+    ));
+    builder.insert_header((X_CACHE, x_cache_value(cached.x_cache)));
     match cached.body() {
         CachedBody::Empty => builder.finish(),
         CachedBody::HeadOf(len) => builder.no_chunking(len as u64).finish(),

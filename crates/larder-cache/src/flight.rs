@@ -5,6 +5,7 @@
 //! origin error or leave a key wedged when the leader's future is cancelled. Here a
 //! cancelled or failed leader releases the key, and its followers retry.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -48,12 +49,18 @@ pub(crate) enum Role<V: Clone> {
 impl<V: Clone> Flights<V> {
     /// Joins the flight for `key`, leading it if there is none.
     pub(crate) fn join(&self, key: &str) -> Role<V> {
-        let mut map = self.lock();
-        if let Some(slot) = map.get_mut(key) {
-            let tx = slot.get_or_insert_with(|| broadcast::channel(1).0);
-            return Role::Follower(tx.subscribe());
+        // One look-up (hashing a long key is most of the cost) for either role.
+        match self.lock().entry(key.to_owned()) {
+            Entry::Occupied(mut slot) => {
+                let tx = slot
+                    .get_mut()
+                    .get_or_insert_with(|| broadcast::channel(1).0);
+                return Role::Follower(tx.subscribe());
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(None);
+            }
         }
-        map.insert(key.to_owned(), None);
         Role::Leader(Leader {
             key: key.to_owned(),
             flights: self.clone(),
@@ -103,18 +110,19 @@ impl<V: Clone> Leader<V> {
     #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn release_if_alone(mut self) -> Result<(), Self> {
         let mut map = self.flights.lock();
-        let waited = map
-            .get(&self.key)
-            .and_then(Option::as_ref)
-            .is_some_and(|tx| tx.receiver_count() > 0);
-        if waited {
-            drop(map);
-            return Err(self);
+        // Removed first (one look-up) and put back in the rare case someone waits.
+        match map.remove(&self.key) {
+            Some(Some(tx)) if tx.receiver_count() > 0 => {
+                map.insert(self.key.clone(), Some(tx));
+                drop(map);
+                Err(self)
+            }
+            _ => {
+                drop(map);
+                self.ended = true;
+                Ok(())
+            }
         }
-        map.remove(&self.key);
-        drop(map);
-        self.ended = true;
-        Ok(())
     }
 }
 

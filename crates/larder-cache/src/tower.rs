@@ -173,7 +173,7 @@ where
             .await
             .map(|r| {
                 let mut r = r;
-                if r.headers().get("x-cache").is_none() {
+                if r.headers().get(X_CACHE).is_none() {
                     set_x_cache(&mut r, x_cache::MISS);
                 }
                 r
@@ -276,11 +276,23 @@ fn replay<B: Default>(req: &Request<B>) -> Request<B> {
     copy
 }
 
+/// `X-Cache` and its values, built at compile time (`from_static` outside a constant
+/// validates its argument on every call).
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 fn set_x_cache<B>(res: &mut Response<B>, value: &'static str) {
-    res.headers_mut().insert(
-        HeaderName::from_static("x-cache"),
-        HeaderValue::from_static(value),
-    );
+    const HIT: HeaderValue = HeaderValue::from_static(x_cache::HIT);
+    const MISS: HeaderValue = HeaderValue::from_static(x_cache::MISS);
+    const STALE: HeaderValue = HeaderValue::from_static(x_cache::STALE);
+    const BYPASS: HeaderValue = HeaderValue::from_static(x_cache::BYPASS);
+    let value = match value {
+        x_cache::HIT => HIT,
+        x_cache::MISS => MISS,
+        x_cache::STALE => STALE,
+        x_cache::BYPASS => BYPASS,
+        other => HeaderValue::from_static(other),
+    };
+    res.headers_mut().insert(X_CACHE, value);
 }
 
 fn from_cache<B: Body>(cached: Cached) -> Response<CacheBody<B>> {

@@ -322,19 +322,17 @@ impl Guard {
         let inner = &self.inner;
         match inner.state.load(Ordering::Acquire) {
             CLOSED => return Ok(Admission::Normal),
-            OPEN => {
-                if self.cooled() && !inner.probe_in_flight.swap(true, Ordering::AcqRel) {
-                    if inner
-                        .state
-                        .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        m::set_breaker_state(BreakerState::HalfOpen);
-                        tracing::debug!(target: "larder::core", op, "circuit breaker half-open: probing redis");
-                        return Ok(Admission::Probe);
-                    }
-                    inner.probe_in_flight.store(false, Ordering::Release);
+            OPEN if self.cooled() && !inner.probe_in_flight.swap(true, Ordering::AcqRel) => {
+                if inner
+                    .state
+                    .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    m::set_breaker_state(BreakerState::HalfOpen);
+                    tracing::debug!(target: "larder::core", op, "circuit breaker half-open: probing redis");
+                    return Ok(Admission::Probe);
                 }
+                inner.probe_in_flight.store(false, Ordering::Release);
             }
             _ => {}
         }

@@ -65,16 +65,6 @@ impl Cached {
             CachedBody::Full(self.stored.body.clone())
         }
     }
-
-    /// Calls `f` for every header to send: the stored ones, `Age` and `X-Cache`.
-    #[cfg(feature = "actix")]
-    pub(crate) fn for_each_header(&self, mut f: impl FnMut(&str, &[u8])) {
-        for (name, value) in &self.stored.headers {
-            f(name.as_str(), value.as_bytes());
-        }
-        f("age", self.age_secs.to_string().as_bytes());
-        f("x-cache", self.x_cache.as_bytes());
-    }
 }
 
 /// The right to fill one entry (or a plain pass-through when `leader` is `None`).
