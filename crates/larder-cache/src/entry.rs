@@ -123,18 +123,22 @@ pub fn decode(raw: Bytes) -> Result<(Meta, Bytes), CorruptEntry> {
         .take(512)
         .position(|&b| b == b'\n')
         .ok_or(CorruptEntry("header line not terminated"))?;
-    let header = std::str::from_utf8(&raw[MAGIC.len()..nl])
-        .map_err(|_| CorruptEntry("header is not UTF-8"))?;
-    let mut parts = header.split(' ');
+    // Split and parsed as bytes: a hit decodes this line on every request.
+    let mut parts = raw[MAGIC.len()..nl].split(|&b| b == b' ');
     let mut next = |what| {
         parts
             .next()
             .filter(|s| !s.is_empty())
             .ok_or(CorruptEntry(what))
     };
-    let tenant_marker = next("missing tenant marker")?.to_owned();
-    let module_marker = next("missing module marker")?.to_owned();
-    let num = |s: &str, what| s.parse::<u64>().map_err(|_| CorruptEntry(what));
+    let marker = |s: &[u8]| {
+        std::str::from_utf8(s)
+            .map(str::to_owned)
+            .map_err(|_| CorruptEntry("marker is not UTF-8"))
+    };
+    let tenant_marker = marker(next("missing tenant marker")?)?;
+    let module_marker = marker(next("missing module marker")?)?;
+    let num = |s: &[u8], what| parse_u64(s).ok_or(CorruptEntry(what));
     let created_ms = num(next("missing created time")?, "bad created time")?;
     let fresh_until_ms = num(next("missing fresh-until time")?, "bad fresh-until time")?;
     let stale_until_ms = num(next("missing stale-until time")?, "bad stale-until time")?;
@@ -155,6 +159,17 @@ pub fn decode(raw: Bytes) -> Result<(Meta, Bytes), CorruptEntry> {
         },
         raw.slice(nl + 1..),
     ))
+}
+
+/// A decimal `u64` (digits only, no sign), `None` on anything else or on overflow.
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 use larder_core::time::millis;
@@ -192,6 +207,16 @@ mod tests {
     }
 
     #[test]
+    fn parses_numbers_as_str_parse_does() {
+        for s in ["0", "7", "1700000000000", "18446744073709551615"] {
+            assert_eq!(parse_u64(s.as_bytes()), s.parse().ok(), "{s}");
+        }
+        for s in ["", "18446744073709551616", "-1", "+1", "1 ", "1a", "x"] {
+            assert_eq!(parse_u64(s.as_bytes()), None, "{s}");
+        }
+    }
+
+    #[test]
     fn rejects_corrupt_entries() {
         for raw in [
             &b""[..],
@@ -202,6 +227,9 @@ mod tests {
             b"LC1 a b 1 2 3 4\n{}",
             b"LC1 a b 5 2 3\n{}",
             b"LC1 \xff b 1 2 3\n{}",
+            b"LC1 a b +1 2 3\n{}",
+            b"LC1 a b 1 2 99999999999999999999\n{}",
+            b"LC1 a  b 1 2 3\n{}",
         ] {
             assert!(decode(Bytes::copy_from_slice(raw)).is_err(), "{raw:?}");
         }

@@ -707,7 +707,10 @@ impl<C: Codec> Cache<C> {
                     unreachable!("literals and module names are valid key parts")
                 })
             };
-            (built("gen"), built(&format!("gen:{}", keys.module)))
+            let mut module_marker = String::with_capacity(4 + keys.module.as_str().len());
+            module_marker.push_str("gen:");
+            module_marker.push_str(keys.module.as_str());
+            (built("gen"), built(&module_marker))
         })
     }
 

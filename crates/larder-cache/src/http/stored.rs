@@ -145,9 +145,11 @@ impl StoredResponse {
             if l.is_empty() {
                 break;
             }
+            // A name holds no ':', so the first one ends it; ": " separates.
             let colon = raw[l.clone()]
-                .windows(2)
-                .position(|w| w == b": ")
+                .iter()
+                .position(|&b| b == b':')
+                .filter(|&c| raw.get(l.start + c + 1) == Some(&b' '))
                 .ok_or(CorruptEntry("bad header line"))?;
             let name = HeaderName::from_bytes(&raw[l.start..l.start + colon])
                 .map_err(|_| CorruptEntry("bad header name"))?;
@@ -214,6 +216,9 @@ mod tests {
             b"200\n: v\n\n",
             b"200\nbad name: v\n\n",
             b"200\nx: \x01\n\n",
+            b"200\nx:y\n\n",
+            b"200\nx:\n\n",
+            b"200\na:b: c\n\n",
         ] {
             assert!(
                 StoredResponse::decode(&Bytes::copy_from_slice(raw)).is_err(),
