@@ -354,6 +354,46 @@ impl Handle {
             .await
     }
 
+    /// Runs a blocking command (`BLPOP`, `BLMOVE`, ... with its server-side timeout
+    /// among its arguments) on a dedicated connection, bounded by `deadline` (give
+    /// it some room beyond the command's own timeout).
+    ///
+    /// The connection goes back to the pool only when the command completed. If
+    /// the call is abandoned (the deadline passed, an error, or the caller dropped
+    /// the future, as a worker's shutdown does), the command may still be blocked
+    /// in Redis: the next borrower's commands would queue behind it, and a `BLPOP`
+    /// would still take an element nobody receives. The connection is then taken
+    /// out of the pool and closed, which ends the command in Redis.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn blocking<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+        deadline: Duration,
+    ) -> Result<T, Error> {
+        let mut conn = Blocking(Some(self.dedicated().await?));
+        let multiplexed = conn.0.as_deref().cloned();
+        let result = self
+            .inner
+            .guard
+            .run_with_deadline(op, deadline, || {
+                let multiplexed = multiplexed.clone();
+                async move {
+                    match multiplexed {
+                        Some(mut c) => cmd.query_async(&mut c).await,
+                        None => Err(pool_error(deadpool_redis::PoolError::Closed)),
+                    }
+                }
+            })
+            .await;
+        if result.is_ok() {
+            conn.release();
+        }
+        result
+    }
+
     /// Opens a pub/sub connection, bounded by the connect timeout.
     ///
     /// # Errors
@@ -465,6 +505,26 @@ impl Redis {
                 .manager
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        }
+    }
+}
+
+/// A pooled connection carrying a blocking command: dropped without
+/// [`release`](Self::release), it leaves the pool and closes (see
+/// [`Handle::blocking`]).
+struct Blocking(Option<deadpool_redis::Connection>);
+
+impl Blocking {
+    /// The command completed: the connection may serve the next borrower.
+    fn release(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Blocking {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(deadpool_redis::Connection::take(conn));
         }
     }
 }

@@ -102,6 +102,72 @@ async fn command_errors_are_typed_and_do_not_open_the_breaker() {
 }
 
 #[tokio::test]
+async fn an_abandoned_blocking_command_does_not_hold_up_the_next_borrower() {
+    let server = RedisServer::start();
+    // One pooled connection: the next borrower would get the abandoned one.
+    let config = larder_core::Config::builder()
+        .redis_url(&server.url())
+        .key_prefix("t")
+        .pool_size(1)
+        .build()
+        .unwrap();
+    let handle = Handle::new(config).unwrap();
+    let blocked = || {
+        server
+            .command(&["INFO", "clients"])
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:").map(str::to_owned))
+            .unwrap()
+    };
+    // A BLPOP nobody answers (30 s on the server), dropped once Redis holds it, as a
+    // worker's shutdown drops its wait for work.
+    let mut idle = redis::cmd("BLPOP");
+    idle.arg("nothing").arg(30);
+    let mut wait =
+        Box::pin(handle.blocking::<redis::Value>("blpop", &idle, Duration::from_secs(40)));
+    let mut held = false;
+    for _ in 0..100 {
+        if tokio::time::timeout(Duration::from_millis(20), &mut wait)
+            .await
+            .is_ok()
+        {
+            panic!("a BLPOP on an empty list returned");
+        }
+        if blocked() == "1" {
+            held = true;
+            break;
+        }
+    }
+    assert!(held, "the BLPOP reached Redis");
+    drop(wait);
+    // Its connection is closed, which ends the command in Redis...
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            (blocked() == "0").then_some(())
+        })
+        .await
+        .is_some(),
+        "the abandoned BLPOP still blocks a connection"
+    );
+    // ...and the next blocking command gets a working connection (without the fix
+    // it would wait 30 s behind the abandoned one: the 10 s bound catches that).
+    let _: () = handle
+        .query("rpush", redis::cmd("RPUSH").arg("ready").arg("job"))
+        .await
+        .unwrap();
+    let mut ready = redis::cmd("BLPOP");
+    ready.arg("ready").arg(30);
+    let popped: Option<(String, String)> = tokio::time::timeout(
+        Duration::from_secs(10),
+        handle.blocking("blpop", &ready, Duration::from_secs(40)),
+    )
+    .await
+    .expect("served, not queued behind the abandoned command")
+    .unwrap();
+    assert_eq!(popped, Some(("ready".into(), "job".into())));
+}
+
+#[tokio::test]
 async fn dedicated_connections_and_pubsub() {
     let server = RedisServer::start();
     let handle = handle_for(&server);

@@ -35,6 +35,15 @@ async fn drain(jobs: &Jobs, queue: &str) -> Result<(), Box<dyn std::error::Error
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Logs (warnings by default; `RUST_LOG` to change) go to stderr, apart from the
+    // table row on stdout.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let n: u32 = std::env::args().nth(1).map_or(Ok(20_000), |s| s.parse())?;
     let mut config = Config::from_env()?;
     config.key_prefix = "bench".into();

@@ -408,7 +408,9 @@ impl RedisBackend {
 
     /// Runs a blocking command (its timeout argument appended) on a dedicated
     /// connection, bounded by the guard a little beyond `timeout`; a timeout on the
-    /// server side (a nil reply) is not an error.
+    /// server side (a nil reply) is not an error. An abandoned call (a worker's
+    /// shutdown drops it mid-wait) closes its connection rather than leaving it
+    /// blocked in the pool (see `Handle::blocking`).
     async fn block(
         &self,
         op: &'static str,
@@ -416,15 +418,9 @@ impl RedisBackend {
         timeout: Duration,
     ) -> Result<(), JobError> {
         cmd.arg(timeout.as_secs_f64().max(0.01));
-        let conn = self.handle.dedicated().await.map_err(JobError::from_core)?;
         let _: Value = self
             .handle
-            .guard()
-            .run_with_deadline(op, timeout + Duration::from_secs(2), || {
-                let mut c = conn.clone();
-                let cmd = cmd.clone();
-                async move { cmd.query_async(&mut c).await }
-            })
+            .blocking(op, &cmd, timeout + Duration::from_secs(2))
             .await
             .map_err(JobError::from_core)?;
         Ok(())
