@@ -218,6 +218,8 @@ pub(crate) struct Found {
     pub(crate) markers: Option<(String, String)>,
     /// Where an in-process tier keeps the entry's decoded response.
     pub(crate) memo: Option<crate::local::Memo>,
+    /// The time (ms) the entry was judged at: one clock read per look-up.
+    pub(crate) now: u64,
 }
 
 /// A multi-tenant cache on the shared handle. Cheap to clone.
@@ -778,6 +780,7 @@ impl<C: Codec> Cache<C> {
     /// Looks an entry up; `count` says whether the outcome goes into the stats (the
     /// lease waiter's polls do not).
     async fn read(&self, keys: &Keys, count: bool) -> Found {
+        let now = now_ms();
         if let Some(local) = &self.inner.local {
             let markers = self.local_markers(keys);
             let (entry, memo) = local
@@ -785,30 +788,32 @@ impl<C: Codec> Cache<C> {
                 .filter(|(meta, _, _)| {
                     meta.tenant_marker == markers.0 && meta.module_marker == markers.1
                 })
-                .filter(|(meta, _, _)| meta.is_servable_at(now_ms()))
+                .filter(|(meta, _, _)| meta.is_servable_at(now))
                 .map_or((None, None), |(meta, payload, memo)| {
                     (Some((meta, payload)), Some(memo))
                 });
             if count {
-                self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+                self.count_lookup(keys, entry.as_ref().map(|(m, _)| m), now);
             }
             return Found {
                 entry,
                 markers: Some(markers),
                 memo,
+                now,
             };
         }
         let l1 = self.l1_for(&keys.module);
         if let Some((meta, payload, memo)) = l1.and_then(|l1| l1.get(&keys.entry)) {
-            if meta.is_fresh_at(now_ms()) {
+            if meta.is_fresh_at(now) {
                 if count {
-                    self.count_lookup(keys, Some(&meta));
+                    self.count_lookup(keys, Some(&meta), now);
                 }
                 let markers = (meta.tenant_marker.clone(), meta.module_marker.clone());
                 return Found {
                     entry: Some((meta, payload)),
                     markers: Some(markers),
                     memo: Some(memo),
+                    now,
                 };
             }
         }
@@ -849,15 +854,17 @@ impl<C: Codec> Cache<C> {
                         }
                     },
                 };
+                // Judged at the reply's time, not the request's.
+                let now = now_ms();
                 let entry = entry.filter(|(meta, _)| {
                     !markers.0.is_empty()
                         && !markers.1.is_empty()
                         && meta.tenant_marker == markers.0
                         && meta.module_marker == markers.1
-                        && meta.is_servable_at(now_ms())
+                        && meta.is_servable_at(now)
                 });
                 if count {
-                    self.count_lookup(keys, entry.as_ref().map(|(m, _)| m));
+                    self.count_lookup(keys, entry.as_ref().map(|(m, _)| m), now);
                 }
                 if let (Some(l1), Some((meta, payload))) = (l1, &entry) {
                     l1.insert(keys.entry.clone(), meta.clone(), payload.clone());
@@ -866,22 +873,24 @@ impl<C: Codec> Cache<C> {
                     entry,
                     markers: Some(markers),
                     memo: None,
+                    now,
                 }
             }
             Err(e) => {
                 // Redis is out: an entry the L1 tier still holds beats the origin.
                 if let Some((meta, payload, memo)) = l1
                     .and_then(|l1| l1.get(&keys.entry))
-                    .filter(|(meta, _, _)| meta.is_servable_at(now_ms()))
+                    .filter(|(meta, _, _)| meta.is_servable_at(now))
                 {
                     if count {
                         self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                        self.count_lookup(keys, Some(&meta));
+                        self.count_lookup(keys, Some(&meta), now);
                     }
                     return Found {
                         entry: Some((meta, payload)),
                         markers: None,
                         memo: Some(memo),
+                        now,
                     };
                 }
                 if count {
@@ -894,6 +903,7 @@ impl<C: Codec> Cache<C> {
                     entry: None,
                     markers: None,
                     memo: None,
+                    now,
                 }
             }
         }
@@ -1152,10 +1162,10 @@ impl<C: Codec> Cache<C> {
         self.unlink_one(&keys.entry).await;
     }
 
-    fn count_lookup(&self, keys: &Keys, found: Option<&Meta>) {
+    fn count_lookup(&self, keys: &Keys, found: Option<&Meta>, now: u64) {
         let c = &self.inner.counters;
         let outcome = match found {
-            Some(meta) if meta.is_fresh_at(now_ms()) => {
+            Some(meta) if meta.is_fresh_at(now) => {
                 c.hits.fetch_add(1, Ordering::Relaxed);
                 "hit"
             }

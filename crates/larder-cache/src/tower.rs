@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -276,6 +277,18 @@ fn replay<B: Default>(req: &Request<B>) -> Request<B> {
     copy
 }
 
+/// An `Age` value: those of the first ten minutes are built once, so a hit clones
+/// one (a reference count) instead of formatting and allocating it.
+fn age_value(secs: u64) -> HeaderValue {
+    static AGES: LazyLock<Vec<HeaderValue>> =
+        LazyLock::new(|| (0..600u64).map(HeaderValue::from).collect());
+    usize::try_from(secs)
+        .ok()
+        .and_then(|i| AGES.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(secs))
+}
+
 /// `X-Cache` and its values, built at compile time (`from_static` outside a constant
 /// validates its argument on every call).
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -311,7 +324,7 @@ fn from_cache<B: Body>(cached: Cached) -> Response<CacheBody<B>> {
     for (name, value) in stored {
         headers.append(name.clone(), value.clone());
     }
-    headers.insert(http::header::AGE, HeaderValue::from(cached.age_secs));
+    headers.insert(http::header::AGE, age_value(cached.age_secs));
     if let Some(len) = head_length {
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     }
@@ -430,6 +443,22 @@ impl<B: Body<Data = Bytes>> Body for CacheBody<B> {
             Some(rest) if self.prefix.is_none() => rest.size_hint(),
             Some(_) => SizeHint::default(),
             None => SizeHint::with_exact(prefix),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_values_read_as_their_seconds() {
+        for secs in [0, 1, 599, 600, 86_400, u64::MAX] {
+            assert_eq!(
+                age_value(secs).to_str().unwrap(),
+                secs.to_string(),
+                "{secs}"
+            );
         }
     }
 }

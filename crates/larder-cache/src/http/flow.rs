@@ -114,7 +114,7 @@ fn decode(
 impl ResponseCache {
     pub(crate) async fn begin(&self, plan: &LookupPlan) -> Begin {
         let found = self.cache.lookup_raw(&plan.keys).await;
-        let now = now_ms();
+        let now = found.now;
         let mut stale = None;
         if let Some((meta, payload)) = found.entry {
             match decode(&payload, found.memo.as_ref()) {
