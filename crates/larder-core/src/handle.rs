@@ -331,10 +331,13 @@ impl Handle {
         cmd
     }
 
-    /// Borrows a dedicated connection from the pool (for blocking commands or
-    /// `WATCH`/`MULTI`). The checkout is bounded by the pool's wait timeout and the
-    /// guard's deadline; calls made on it afterwards should go through
-    /// [`Guard::run_with_deadline`].
+    /// Borrows a dedicated connection from the pool (for `WATCH`/`MULTI`; blocking
+    /// commands go through [`blocking`](Self::blocking)). The checkout is bounded by
+    /// the pool's wait timeout and the guard's deadline; calls made on it afterwards
+    /// should go through [`Guard::run_with_deadline`]. The connection returns to the
+    /// pool when dropped, with whatever state it holds: a caller that may abandon a
+    /// call on it (a dropped future, a deadline) should take it out of the pool with
+    /// `deadpool_redis::Connection::take`, as `blocking` does.
     ///
     /// # Errors
     /// As [`run`](Self::run).
@@ -373,23 +376,19 @@ impl Handle {
         cmd: &redis::Cmd,
         deadline: Duration,
     ) -> Result<T, Error> {
-        let mut conn = Blocking(Some(self.dedicated().await?));
-        let multiplexed = conn.0.as_deref().cloned();
+        let pooled = self.dedicated().await?;
+        let multiplexed = (*pooled).clone();
+        let mut held = Blocking(Some(pooled));
         let result = self
             .inner
             .guard
             .run_with_deadline(op, deadline, || {
-                let multiplexed = multiplexed.clone();
-                async move {
-                    match multiplexed {
-                        Some(mut c) => cmd.query_async(&mut c).await,
-                        None => Err(pool_error(deadpool_redis::PoolError::Closed)),
-                    }
-                }
+                let mut c = multiplexed.clone();
+                async move { cmd.query_async(&mut c).await }
             })
             .await;
         if result.is_ok() {
-            conn.release();
+            held.release();
         }
         result
     }

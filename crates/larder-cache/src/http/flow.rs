@@ -5,7 +5,7 @@
 //!            └──▶ Fetch(ticket) ──origin──▶ finish(ticket, response)   store and wake followers
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,6 +65,18 @@ impl Cached {
             CachedBody::Full(self.stored.body.clone())
         }
     }
+}
+
+/// An `Age` value in either framework's header type, given its constructor from
+/// static text. The ages of the first ten minutes are formatted once, so a hit
+/// builds its value from static text instead of formatting and allocating it.
+pub(crate) fn age_value<V: From<u64>>(secs: u64, from_static: fn(&'static str) -> V) -> V {
+    static AGES: LazyLock<Vec<String>> =
+        LazyLock::new(|| (0..600u64).map(|s| s.to_string()).collect());
+    usize::try_from(secs)
+        .ok()
+        .and_then(|i| AGES.get(i))
+        .map_or_else(|| V::from(secs), |text| from_static(text))
 }
 
 /// The right to fill one entry (or a plain pass-through when `leader` is `None`).
@@ -264,6 +276,19 @@ impl ResponseCache {
             age_secs,
             not_modified,
             head: plan.head,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_values_read_as_their_seconds() {
+        for secs in [0, 1, 599, 600, 86_400, u64::MAX] {
+            let value = age_value(secs, http::HeaderValue::from_static);
+            assert_eq!(value.to_str().unwrap(), secs.to_string(), "{secs}");
         }
     }
 }

@@ -28,12 +28,12 @@ pub use larder_core::request::{
     FromHeader, FromPathSegment, FromSubdomain, RequestView, TenantExtractor,
 };
 pub use route::{CacheRoute, InvalidateRoute};
+pub use stored::{etag_matches, StoredResponse};
 
 /// The request headers every cached `GET` reads, prepared once.
 static AUTHORIZATION: LazyLock<HeaderKey> = LazyLock::new(|| HeaderKey::new("authorization"));
 static CACHE_CONTROL: LazyLock<HeaderKey> = LazyLock::new(|| HeaderKey::new("cache-control"));
 static IF_NONE_MATCH: LazyLock<HeaderKey> = LazyLock::new(|| HeaderKey::new("if-none-match"));
-pub use stored::{etag_matches, StoredResponse};
 
 /// Default limit of a stored body: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
