@@ -161,17 +161,7 @@ pub fn decode(raw: Bytes) -> Result<(Meta, Bytes), CorruptEntry> {
     ))
 }
 
-/// A decimal `u64` (digits only, no sign), `None` on anything else or on overflow.
-fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
-        n.checked_mul(10)?.checked_add(u64::from(d))
-    })
-}
-
+use larder_core::codec::parse_u64;
 use larder_core::time::millis;
 pub use larder_core::time::now_ms;
 
@@ -204,16 +194,6 @@ mod tests {
         );
         let (back, _) = decode(Bytes::from(encode(&meta, b""))).unwrap();
         assert_eq!(back, meta);
-    }
-
-    #[test]
-    fn parses_numbers_as_str_parse_does() {
-        for s in ["0", "7", "1700000000000", "18446744073709551615"] {
-            assert_eq!(parse_u64(s.as_bytes()), s.parse().ok(), "{s}");
-        }
-        for s in ["", "18446744073709551616", "-1", "+1", "1 ", "1a", "x"] {
-            assert_eq!(parse_u64(s.as_bytes()), None, "{s}");
-        }
     }
 
     #[test]

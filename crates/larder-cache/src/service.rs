@@ -896,7 +896,7 @@ impl<C: Codec> Cache<C> {
                 if count {
                     self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
                     self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "cache").increment(1);
+                    larder_core::metrics::DEGRADED_BY_COMPONENT.increment("cache", "");
                 }
                 tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "cache degraded: treating as miss");
                 Found {
@@ -1178,23 +1178,30 @@ impl<C: Codec> Cache<C> {
                 "miss"
             }
         };
-        metrics::counter!(m::CACHE_REQUESTS, "module" => metrics::SharedString::from_shared(keys.module.to_shared()), "outcome" => outcome)
-            .increment(1);
+        LOOKUPS.increment(keys.module.as_str(), outcome);
         tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, outcome, "cache lookup");
     }
 
     fn count_stale(&self, module: &Module) {
         self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::CACHE_REQUESTS, "module" => metrics::SharedString::from_shared(module.to_shared()), "outcome" => "stale")
-            .increment(1);
+        LOOKUPS.increment(module.as_str(), "stale");
     }
 
     fn count_error(&self, module: &Module, kind: &'static str) {
         self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::CACHE_ERRORS, "module" => metrics::SharedString::from_shared(module.to_shared()), "kind" => kind)
-            .increment(1);
+        ERRORS.increment(module.as_str(), kind);
     }
 }
+
+/// Look-ups by module and outcome, keyed once per module.
+static LOOKUPS: m::Family = m::Family::new(
+    m::CACHE_REQUESTS,
+    "module",
+    "outcome",
+    &["hit", "miss", "stale", "bypass"],
+);
+/// Faults by module and kind, keyed once per module.
+static ERRORS: m::Family = m::Family::new(m::CACHE_ERRORS, "module", "kind", &["decode", "encode"]);
 
 /// Aborts the L1 subscriber when the cache is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

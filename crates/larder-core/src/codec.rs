@@ -74,6 +74,20 @@ impl Codec for Json {
     }
 }
 
+/// A decimal `u64` read from bytes (digits only, no sign, no spaces): `None` on
+/// anything else or on overflow. For numbers stored in Redis records, which arrive
+/// as bytes (`str::parse` would need a UTF-8 check first).
+#[must_use]
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +117,16 @@ mod tests {
             let err = Json.decode::<Row>(corrupt).unwrap_err();
             assert!(matches!(err, CodecError::Decode { len, .. } if len == corrupt.len()));
             assert!(std::error::Error::source(&err).is_some());
+        }
+    }
+
+    #[test]
+    fn parses_numbers_as_str_parse_does() {
+        for s in ["0", "7", "1700000000000", "18446744073709551615"] {
+            assert_eq!(parse_u64(s.as_bytes()), s.parse().ok(), "{s}");
+        }
+        for s in ["", "18446744073709551616", "-1", "+1", "1 ", "1a", "x"] {
+            assert_eq!(parse_u64(s.as_bytes()), None, "{s}");
         }
     }
 }

@@ -240,30 +240,29 @@ impl Guard {
         };
         let outcome = tokio::time::timeout(deadline, attempt).await;
         let elapsed = started.elapsed();
-        metrics::histogram!(m::REDIS_OP_DURATION, "op" => op).record(elapsed.as_secs_f64());
+        m::REDIS_OP_DURATION_BY_OP.record(op, elapsed.as_secs_f64());
         let result = match outcome {
             Ok(Ok(value)) => {
                 self.on_success(&mut probe);
-                metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "ok").increment(1);
+                m::REDIS_OPS_BY_OP.increment(op, "ok");
                 return Ok(value);
             }
             Ok(Err(e)) => {
                 let err = BackendError::from_redis(&e, &self.secret_refs());
                 if err.kind().is_fault() {
                     self.on_failure(&mut probe, err.kind().as_str());
-                    metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "error").increment(1);
+                    m::REDIS_OPS_BY_OP.increment(op, "error");
                 } else {
                     // The server answered: it is alive, whatever it said.
                     self.on_success(&mut probe);
-                    metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "command_error")
-                        .increment(1);
+                    m::REDIS_OPS_BY_OP.increment(op, "command_error");
                 }
                 Error::Backend { op, source: err }
             }
             Err(_elapsed) => {
                 c.timed_out.fetch_add(1, Ordering::Relaxed);
                 self.on_failure(&mut probe, "timeout");
-                metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "timeout").increment(1);
+                m::REDIS_OPS_BY_OP.increment(op, "timeout");
                 Error::Timeout { op, deadline }
             }
         };
@@ -312,7 +311,7 @@ impl Guard {
 
     fn reject(&self, op: &'static str) -> Error {
         self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::REDIS_OPS, "op" => op, "outcome" => "rejected").increment(1);
+        m::REDIS_OPS_BY_OP.increment(op, "rejected");
         Error::Unavailable {
             reason: UnavailableReason::BreakerOpen,
         }
@@ -428,6 +427,57 @@ mod tests {
 
     fn command_error() -> redis::RedisError {
         redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "WRONGTYPE"))
+    }
+
+    #[test]
+    fn each_call_reports_its_operation_outcome_and_duration() {
+        use crate::metrics::tests::{pairs, Log};
+        let log = Log::default();
+        let seen = log.0.clone();
+        metrics::with_local_recorder(&log, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let guard = Guard::new(Duration::from_millis(50), 1, Duration::from_secs(2));
+                assert!(guard.run("op_a", || async { Ok(1) }).await.is_ok());
+                let _ = guard
+                    .run("op_a", || async { Err::<(), _>(command_error()) })
+                    .await;
+                let _ = guard
+                    .run("op_b", || async {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Ok(())
+                    })
+                    .await;
+                // The timeout opened the breaker (threshold 1): refused without a call.
+                let _ = guard.run("op_b", || async { Ok(()) }).await;
+            });
+        });
+        let seen = seen.lock().unwrap();
+        let counted: Vec<_> = seen
+            .iter()
+            .filter(|(name, ..)| name == crate::metrics::REDIS_OPS)
+            .map(|(_, labels, _)| labels.clone())
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                pairs(&[("op", "op_a"), ("outcome", "ok")]),
+                pairs(&[("op", "op_a"), ("outcome", "command_error")]),
+                pairs(&[("op", "op_b"), ("outcome", "timeout")]),
+                pairs(&[("op", "op_b"), ("outcome", "rejected")]),
+            ]
+        );
+        let timed: Vec<_> = seen
+            .iter()
+            .filter(|(name, ..)| name == crate::metrics::REDIS_OP_DURATION)
+            .map(|(_, labels, secs)| (labels.clone(), *secs))
+            .collect();
+        assert_eq!(timed.len(), 3, "calls that reached the network: {timed:?}");
+        assert_eq!(timed[2], (pairs(&[("op", "op_b")]), 0.05), "the deadline");
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,11 +12,13 @@
 //! | `larder_cache_requests_total` | counter | `module`, `outcome` (`hit`, `miss`, `stale`, `bypass`) | cache look-ups |
 //! | `larder_cache_errors_total` | counter | `module`, `kind` | cache faults (decode, backend) |
 //! | `larder_degraded_operations_total` | counter | `component` | operations served by a degraded path |
-//! | `larder_ratelimit_decisions_total` | counter | `policy`, `decision` (`allow`, `deny`) | rate-limit decisions |
+//! | `larder_ratelimit_decisions_total` | counter | `policy`, `decision` (`allow`, `deny`, `local_deny`, `shadow_deny`, `fallback_allow`, `fallback_deny`) | rate-limit decisions |
 //! | `larder_session_ops_total` | counter | `op` (`load`, `create`, `update`, `write`, `delete`, `rotate`, `revoke`), `outcome` | session store operations |
 //! | `larder_jobs_total` | counter | `task`, `outcome` | job outcomes |
 
-use std::sync::Once;
+use std::sync::{Once, PoisonError, RwLock};
+
+use metrics::{Key, Label, Level, Metadata, SharedString};
 
 use crate::guard::BreakerState;
 
@@ -40,6 +42,19 @@ pub const RATELIMIT_DECISIONS: &str = "larder_ratelimit_decisions_total";
 pub const SESSION_OPS: &str = "larder_session_ops_total";
 /// Job outcomes, by `task` and `outcome`.
 pub const JOBS: &str = "larder_jobs_total";
+
+/// [`REDIS_OPS`], keyed once per operation.
+pub(crate) static REDIS_OPS_BY_OP: Family = Family::new(
+    REDIS_OPS,
+    "op",
+    "outcome",
+    &["ok", "error", "command_error", "timeout", "rejected"],
+);
+/// [`REDIS_OP_DURATION`], keyed once per operation.
+pub(crate) static REDIS_OP_DURATION_BY_OP: Family = Family::new(REDIS_OP_DURATION, "op", "", &[]);
+
+/// [`DEGRADED_OPERATIONS`] by `component` (a family without outcomes: pass `""`).
+pub static DEGRADED_BY_COMPONENT: Family = Family::new(DEGRADED_OPERATIONS, "component", "", &[]);
 
 /// Registers descriptions of larder's metrics with the installed recorder.
 ///
@@ -84,4 +99,275 @@ pub(crate) fn set_breaker_state(state: BreakerState) {
         BreakerState::Open => 2.0,
     };
     metrics::gauge!(BREAKER_STATE).set(v);
+}
+
+/// What larder's metrics report as their origin to the recorder.
+static METADATA: Metadata<'static> = Metadata::new("larder", Level::INFO, Some("larder"));
+
+/// Most distinct first-label values a [`Family`] keeps keys for; past it, keys are
+/// built per call (correct, only slower), so a stream of distinct values cannot grow
+/// memory without bound.
+const FAMILY_CAPACITY: usize = 1024;
+
+/// One first-label value and its keys, one per outcome (one key without outcomes).
+type Member = (Box<str>, Box<[Key]>);
+
+/// A metric whose keys are built and hashed once per label value and then reused.
+///
+/// The `metrics` macros build and hash a [`Key`] on every call when a label value is
+/// not a literal (an allocation and a few hundred instructions, paid even with no
+/// recorder installed). A family holds one metric with a first label whose values
+/// are long-lived (an operation, a policy, a module, a task) and an optional second
+/// label from a fixed list (an outcome); it builds each value's keys on first use.
+///
+/// ```
+/// use larder_core::metrics::Family;
+///
+/// static DECISIONS: Family =
+///     Family::new("app_decisions_total", "policy", "decision", &["allow", "deny"]);
+///
+/// DECISIONS.increment("per-ip", "allow"); // builds the keys of "per-ip" once
+/// DECISIONS.increment("per-ip", "deny"); // reuses them
+/// ```
+#[derive(Debug)]
+pub struct Family {
+    name: &'static str,
+    label: &'static str,
+    outcome_label: &'static str,
+    outcomes: &'static [&'static str],
+    members: RwLock<Vec<Member>>,
+}
+
+impl Family {
+    /// The metric `name` labelled `label` and, when `outcomes` is not empty,
+    /// `outcome_label` with one of `outcomes`.
+    #[must_use]
+    pub const fn new(
+        name: &'static str,
+        label: &'static str,
+        outcome_label: &'static str,
+        outcomes: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            label,
+            outcome_label,
+            outcomes,
+            members: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Adds one to the counter for `value` and `outcome` (`""` in a family without
+    /// outcomes).
+    pub fn increment(&self, value: &str, outcome: &'static str) {
+        self.add(value, outcome, 1);
+    }
+
+    /// Adds `n` to the counter for `value` and `outcome`.
+    pub fn add(&self, value: &str, outcome: &'static str, n: u64) {
+        self.with_key(value, outcome, |key| {
+            metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(n);
+        });
+    }
+
+    /// Records `sample` in the histogram for `value` (a family without outcomes).
+    pub fn record(&self, value: &str, sample: f64) {
+        self.with_key(value, "", |key| {
+            metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(sample);
+        });
+    }
+
+    /// Runs `f` with the key of `value` and `outcome`: the stored one, or one built
+    /// for this call (an outcome not in the list, or a full table).
+    fn with_key(&self, value: &str, outcome: &'static str, f: impl FnOnce(&Key)) {
+        let slot = if self.outcomes.is_empty() {
+            Some(0)
+        } else {
+            self.outcomes.iter().position(|o| *o == outcome)
+        };
+        let Some(slot) = slot else {
+            return f(&self.build(value, outcome));
+        };
+        {
+            let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, keys)) = members.iter().find(|(v, _)| **v == *value) {
+                return f(&keys[slot]);
+            }
+        }
+        let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, keys)) = members.iter().find(|(v, _)| **v == *value) {
+            return f(&keys[slot]);
+        }
+        if members.len() >= FAMILY_CAPACITY {
+            drop(members);
+            return f(&self.build(value, outcome));
+        }
+        let keys: Box<[Key]> = if self.outcomes.is_empty() {
+            Box::new([self.build(value, "")])
+        } else {
+            self.outcomes.iter().map(|o| self.build(value, o)).collect()
+        };
+        f(&keys[slot]);
+        members.push((value.into(), keys));
+    }
+
+    fn build(&self, value: &str, outcome: &'static str) -> Key {
+        let first = Label::new(self.label, SharedString::from(value.to_owned()));
+        if self.outcomes.is_empty() {
+            Key::from_parts(self.name, vec![first])
+        } else {
+            Key::from_parts(
+                self.name,
+                vec![first, Label::from_static_parts(self.outcome_label, outcome)],
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Recorder, SharedString,
+        Unit,
+    };
+
+    use super::{Family, FAMILY_CAPACITY};
+
+    /// One report to the recorder: metric name, labels, value added or recorded.
+    pub(crate) type Report = (String, Vec<(String, String)>, f64);
+
+    /// A recorder that writes down each report (for `with_local_recorder`).
+    #[derive(Default)]
+    pub(crate) struct Log(pub(crate) Arc<Mutex<Vec<Report>>>);
+
+    struct Entry(Arc<Mutex<Vec<Report>>>, Key);
+
+    impl Entry {
+        fn push(&self, v: f64) {
+            let labels = self
+                .1
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push((self.1.name().to_owned(), labels, v));
+        }
+    }
+
+    impl CounterFn for Entry {
+        fn increment(&self, value: u64) {
+            self.push(value as f64);
+        }
+        fn absolute(&self, _: u64) {}
+    }
+
+    impl HistogramFn for Entry {
+        fn record(&self, value: f64) {
+            self.push(value);
+        }
+    }
+
+    impl Recorder for Log {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &metrics::Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Entry(self.0.clone(), key.clone())))
+        }
+        fn register_gauge(&self, _: &Key, _: &metrics::Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &metrics::Metadata<'_>) -> Histogram {
+            Histogram::from_arc(Arc::new(Entry(self.0.clone(), key.clone())))
+        }
+    }
+
+    pub(crate) fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_family_reports_the_keys_the_macros_would() {
+        static OPS: Family = Family::new("t_ops_total", "op", "outcome", &["ok", "error"]);
+        static TIME: Family = Family::new("t_op_seconds", "op", "", &[]);
+        let log = Log::default();
+        let seen = log.0.clone();
+        metrics::with_local_recorder(&log, || {
+            OPS.increment("get", "ok");
+            OPS.increment("get", "ok"); // the stored key
+            OPS.increment("set", "error");
+            OPS.increment("get", "unlisted"); // built for the call
+            TIME.record("get", 0.5);
+            // The macros' own key, for comparison.
+            let op = String::from("set");
+            metrics::counter!("t_ops_total", "op" => op, "outcome" => "error").increment(1);
+        });
+        let seen = seen.lock().unwrap();
+        let want = [
+            (
+                "t_ops_total",
+                pairs(&[("op", "get"), ("outcome", "ok")]),
+                1.0,
+            ),
+            (
+                "t_ops_total",
+                pairs(&[("op", "get"), ("outcome", "ok")]),
+                1.0,
+            ),
+            (
+                "t_ops_total",
+                pairs(&[("op", "set"), ("outcome", "error")]),
+                1.0,
+            ),
+            (
+                "t_ops_total",
+                pairs(&[("op", "get"), ("outcome", "unlisted")]),
+                1.0,
+            ),
+            ("t_op_seconds", pairs(&[("op", "get")]), 0.5),
+            (
+                "t_ops_total",
+                pairs(&[("op", "set"), ("outcome", "error")]),
+                1.0,
+            ),
+        ];
+        let got: Vec<_> = seen
+            .iter()
+            .map(|(n, l, v)| (n.as_str(), l.clone(), *v))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            OPS.members.read().unwrap().len(),
+            2,
+            "get and set, once each"
+        );
+    }
+
+    #[test]
+    fn a_family_stops_storing_keys_at_its_capacity_and_still_counts() {
+        static MANY: Family = Family::new("t_many_total", "v", "outcome", &["ok"]);
+        let log = Log::default();
+        let seen = log.0.clone();
+        metrics::with_local_recorder(&log, || {
+            for i in 0..FAMILY_CAPACITY + 5 {
+                MANY.increment(&i.to_string(), "ok");
+            }
+            MANY.increment("1030", "ok");
+        });
+        assert_eq!(MANY.members.read().unwrap().len(), FAMILY_CAPACITY);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), FAMILY_CAPACITY + 6);
+        assert_eq!(
+            seen[FAMILY_CAPACITY + 5].1,
+            pairs(&[("v", "1030"), ("outcome", "ok")])
+        );
+    }
 }

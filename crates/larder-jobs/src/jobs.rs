@@ -313,7 +313,7 @@ impl Jobs {
         let out = self.inner.backend.enqueue(&batch, ttl).await?;
         for (id, created) in &out {
             if *created {
-                metrics::counter!(larder_core::metrics::JOBS, "task" => task.name(), "outcome" => "enqueued").increment(1);
+                crate::JOB_OUTCOMES.increment(task.name(), "enqueued");
                 tracing::debug!(target: "larder::jobs", task = task.name(), id, "job enqueued");
             } else {
                 tracing::debug!(target: "larder::jobs", task = task.name(), id, "duplicate enqueue ignored (id exists)");

@@ -73,6 +73,22 @@ mod state;
 mod task;
 mod worker;
 
+/// Job outcomes by task, keyed once per task.
+static JOB_OUTCOMES: larder_core::metrics::Family = larder_core::metrics::Family::new(
+    larder_core::metrics::JOBS,
+    "task",
+    "outcome",
+    &[
+        "enqueued",
+        "success",
+        "failure",
+        "retry",
+        "revoked",
+        "rate_limited",
+        "fenced",
+    ],
+);
+
 pub use error::JobError;
 pub use jobs::{Jobs, JobsConfig};
 pub use options::EnqueueOptions;

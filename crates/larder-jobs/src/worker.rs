@@ -457,7 +457,7 @@ impl Shared {
                     outcome: Outcome::Defer { at_ms },
                 };
                 let _ = backend.complete(&[defer], ttl).await;
-                metrics::counter!(larder_core::metrics::JOBS, "task" => task, "outcome" => "rate_limited").increment(1);
+                crate::JOB_OUTCOMES.increment(&task, "rate_limited");
                 return;
             }
         }
@@ -483,7 +483,7 @@ impl Shared {
                 }
                 Ok(false) => {
                     tracing::warn!(target: "larder::jobs", id = %job.id, task, "lease lost: outcome discarded (the job runs again elsewhere)");
-                    metrics::counter!(larder_core::metrics::JOBS, "task" => task.clone(), "outcome" => "fenced").increment(1);
+                    crate::JOB_OUTCOMES.increment(&task, "fenced");
                     return;
                 }
                 Err(e) => {
@@ -493,7 +493,7 @@ impl Shared {
             }
         }
         if reported {
-            metrics::counter!(larder_core::metrics::JOBS, "task" => task.clone(), "outcome" => outcome_name).increment(1);
+            crate::JOB_OUTCOMES.increment(&task, outcome_name);
             tracing::debug!(target: "larder::jobs", id = %job.id, task, outcome = outcome_name, "job finished");
         }
     }

@@ -354,7 +354,7 @@ impl RateLimiter {
                 if self.inner.handle.is_redis_configured() {
                     tracing::debug!(target: "larder::ratelimit", %error, "rate limit degraded: applying fail modes");
                 }
-                metrics::counter!(m::DEGRADED_OPERATIONS, "component" => "ratelimit").increment(1);
+                larder_core::metrics::DEGRADED_BY_COMPONENT.increment("ratelimit", "");
                 self.fallback(&items)
             }
         }
@@ -579,9 +579,23 @@ enum EvalError {
     Shape { got: usize, quotas: usize },
 }
 
-fn count(policy: &Arc<str>, decision: &'static str) {
-    metrics::counter!(m::RATELIMIT_DECISIONS, "policy" => metrics::SharedString::from(policy.clone()), "decision" => decision)
-        .increment(1);
+/// Decisions by policy, keyed once per policy.
+static DECISIONS: larder_core::metrics::Family = larder_core::metrics::Family::new(
+    m::RATELIMIT_DECISIONS,
+    "policy",
+    "decision",
+    &[
+        "allow",
+        "deny",
+        "local_deny",
+        "shadow_deny",
+        "fallback_allow",
+        "fallback_deny",
+    ],
+);
+
+fn count(policy: &str, decision: &'static str) {
+    DECISIONS.increment(policy, decision);
 }
 
 fn ms(v: i64) -> Duration {

@@ -2,13 +2,15 @@
 -- the grace window, so parallel requests still carrying the old cookie resolve.
 -- KEYS[1]  the old session record
 -- ARGV[1]  grace window, ms (0: delete now)
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
+local h = redis.call('HGET', KEYS[1], 'h')
+if not h then
+  return redis.call('DEL', KEYS[1])
 end
 if tonumber(ARGV[1]) <= 0 then
   return redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], 'r', '1')
+-- h: "created touched absolute rotated" (see touch.lua); the last digit marks it.
+redis.call('HSET', KEYS[1], 'h', string.sub(h, 1, -2) .. '1')
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 or pttl > tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])

@@ -1,36 +1,37 @@
 -- Loads a session and extends its idle expiry if it was last touched at least the
 -- touch interval ago. Plain loads are one HMGET; this runs when a load finds the
 -- session due for a touch (at most once per interval), and for explicit touches.
--- KEYS[1]  the session record (a hash: d data, c created, t touched, a absolute
---          deadline, u user hash, m identity JSON, r "1" once rotated away)
+-- KEYS[1]  the session record (a hash: d data; h "created touched absolute rotated",
+--          times in ms, rotated 1 once rotated away; u user hash, m identity JSON)
 -- ARGV[1]  idle timeout, ms
 -- ARGV[2]  touch interval, ms (0: touch on every load)
 -- Returns false (gone) or {data, created, touched, expires, read_only}; times are
 -- Redis's clock in ms.
-local v = redis.call('HMGET', KEYS[1], 'd', 'c', 't', 'a', 'r')
-if not v[1] then
+local v = redis.call('HMGET', KEYS[1], 'd', 'h')
+local c, touched, a, r = string.match(v[2] or '', '^(%d+) (%d+) (%d+) ([01])$')
+if not v[1] or not c then
   return false
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local a = tonumber(v[4])
-if not a or a <= now then
+a = tonumber(a)
+if a <= now then
   redis.call('DEL', KEYS[1])
   return false
 end
-local touched = tonumber(v[3]) or now
+touched = tonumber(touched)
 local read_only = 0
 local expires
-if v[5] == '1' then
+if r == '1' then
   read_only = 1
   expires = now + math.max(redis.call('PTTL', KEYS[1]), 0)
 elseif now - touched >= tonumber(ARGV[2]) then
   touched = now
   local ttl = math.min(tonumber(ARGV[1]), a - now)
-  redis.call('HSET', KEYS[1], 't', now)
+  redis.call('HSET', KEYS[1], 'h', string.format('%s %d %d 0', c, now, a))
   redis.call('PEXPIRE', KEYS[1], ttl)
   expires = now + ttl
 else
   expires = now + math.max(redis.call('PTTL', KEYS[1]), 0)
 end
-return {v[1], tonumber(v[2]) or now, touched, expires, read_only}
+return {v[1], tonumber(c), touched, expires, read_only}

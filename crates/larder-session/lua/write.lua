@@ -19,18 +19,19 @@ if ARGV[1] == 'c' then
     return -1
   end
   a = now + tonumber(ARGV[4])
-  redis.call('HSET', KEYS[1], 'd', ARGV[2], 'c', now, 't', now, 'a', a)
+  redis.call('HSET', KEYS[1], 'd', ARGV[2], 'h', string.format('%d %d %d 0', now, now, a))
 else
-  local v = redis.call('HMGET', KEYS[1], 'a', 'r')
-  if not v[1] or v[2] == '1' then
+  -- h: "created touched absolute rotated" (see touch.lua)
+  local c, _, abs, r = string.match(redis.call('HGET', KEYS[1], 'h') or '', '^(%d+) (%d+) (%d+) ([01])$')
+  if not c or r == '1' then
     return 0
   end
-  a = tonumber(v[1])
-  if not a or a <= now then
+  a = tonumber(abs)
+  if a <= now then
     redis.call('DEL', KEYS[1])
     return 0
   end
-  redis.call('HSET', KEYS[1], 'd', ARGV[2], 't', now)
+  redis.call('HSET', KEYS[1], 'd', ARGV[2], 'h', string.format('%s %d %d 0', c, now, a))
 end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'u', ARGV[5], 'm', ARGV[6])

@@ -221,16 +221,56 @@ impl fmt::Debug for Sessions {
 
 /// What `touch.lua` returns for a live session.
 type LoadRow = (Vec<u8>, u64, u64, u64, u8);
-/// What the load's HMGET returns: data, created, touched, absolute deadline, rotated.
-type HashRow = (
-    Option<Vec<u8>>,
-    Option<u64>,
-    Option<u64>,
-    Option<u64>,
-    Option<String>,
-);
+/// What the load's HMGET returns: data, and the record's times (see [`Times`]).
+type HashRow = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A record's `h` field, `"created touched absolute rotated"`: times in ms of
+/// Redis's clock, `rotated` 1 once the id was rotated away (read-only for the grace
+/// window). One field rather than four: each field of a reply costs its own parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Times {
+    created: u64,
+    touched: u64,
+    absolute: u64,
+    rotated: bool,
+}
+
+impl Times {
+    /// `None` for anything but four space-separated numbers, the last 0 or 1.
+    fn parse(h: &[u8]) -> Option<Self> {
+        let mut parts = h.split(|b| *b == b' ');
+        let mut num = || parts.next().and_then(larder_core::codec::parse_u64);
+        let times = Self {
+            created: num()?,
+            touched: num()?,
+            absolute: num()?,
+            rotated: match num()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+        };
+        parts.next().is_none().then_some(times)
+    }
+}
 
 use larder_core::time::millis as ms;
+
+/// Session operations by `op` and `outcome`, keyed once per operation.
+static SESSION_OPS: larder_core::metrics::Family = larder_core::metrics::Family::new(
+    larder_core::metrics::SESSION_OPS,
+    "op",
+    "outcome",
+    &[
+        "hit",
+        "miss",
+        "ok",
+        "stored",
+        "gone",
+        "collision",
+        "too_large",
+    ],
+);
 
 impl Sessions {
     /// Sessions on `handle` with `config`.
@@ -329,8 +369,7 @@ impl Sessions {
         match fut.await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_backend_fault() => {
-                metrics::counter!(larder_core::metrics::DEGRADED_OPERATIONS, "component" => "session")
-                    .increment(1);
+                larder_core::metrics::DEGRADED_BY_COMPONENT.increment("session", "");
                 if self.in_memory() {
                     tracing::debug!(target: "larder::session", op, error = %e, "redis unavailable: session served in process");
                     Ok(None)
@@ -358,24 +397,29 @@ impl Sessions {
         // touch sets the TTL to the earlier of the idle and absolute deadlines); the
         // touch, when due, is a second call at most once per interval.
         // Sized up front: growing the command costs more than the rest of writing it.
-        let mut cmd = redis::Cmd::with_capacity(7, 64 + key.len());
-        cmd.arg("HMGET")
-            .arg(&key)
-            .arg("d")
-            .arg("c")
-            .arg("t")
-            .arg("a")
-            .arg("r");
+        let mut cmd = redis::Cmd::with_capacity(4, 64 + key.len());
+        cmd.arg("HMGET").arg(&key).arg("d").arg("h");
         let row: Option<HashRow> = self
             .redis(
                 "session_load",
                 self.inner.handle.query("session_load", &cmd),
             )
             .await?;
-        let loaded = match row {
-            Some((Some(data), Some(created_ms), Some(touched_ms), Some(absolute), ro)) => {
+        let times = match &row {
+            Some((Some(_), Some(h))) => Times::parse(h),
+            _ => None,
+        };
+        let loaded = match (row, times) {
+            (
+                Some((Some(data), _)),
+                Some(Times {
+                    created: created_ms,
+                    touched: touched_ms,
+                    absolute,
+                    rotated: read_only,
+                }),
+            ) => {
                 let now = now_ms();
-                let read_only = ro.as_deref() == Some("1");
                 if absolute <= now {
                     None
                 } else if !read_only && now.saturating_sub(touched_ms) >= touch {
@@ -393,12 +437,11 @@ impl Sessions {
             // Redis has none (or a partial record, which never counts as a session);
             // under the in-memory policy a session made during an outage may live in
             // process.
-            Some(_) if !self.in_memory() => None,
+            (Some(_), _) if !self.in_memory() => None,
             _ => self.inner.local.load(&key, idle, touch),
         };
         let outcome = if loaded.is_some() { "hit" } else { "miss" };
-        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => "load", "outcome" => outcome)
-            .increment(1);
+        SESSION_OPS.increment("load", outcome);
         context::set_current(loaded.as_ref().map(|_| r));
         Ok(loaded)
     }
@@ -463,8 +506,7 @@ impl Sessions {
     ) -> Result<Written, SessionError> {
         let cap = self.inner.config.max_bytes;
         if data.len() > cap {
-            metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => "write", "outcome" => "too_large")
-                .increment(1);
+            SESSION_OPS.increment("write", "too_large");
             context::record_fault(Fault::TooLarge {
                 size: data.len(),
                 cap,
@@ -525,8 +567,7 @@ impl Sessions {
         if written == Written::Gone {
             tracing::debug!(target: "larder::session", session = %r, "save of a session that no longer exists dropped");
         }
-        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => if create { "create" } else { "update" }, "outcome" => outcome)
-            .increment(1);
+        SESSION_OPS.increment(if create { "create" } else { "update" }, outcome);
         if written == Written::Stored {
             context::set_current(Some(r));
         }
@@ -569,8 +610,7 @@ impl Sessions {
         if res.is_none() || self.in_memory() {
             self.inner.local.rotate(&key, grace);
         }
-        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => if grace > 0 { "rotate" } else { "delete" }, "outcome" => "ok")
-            .increment(1);
+        SESSION_OPS.increment(if grace > 0 { "rotate" } else { "delete" }, "ok");
         Ok(())
     }
 
@@ -596,19 +636,11 @@ impl Sessions {
             for m in &members {
                 pipe.cmd("HMGET")
                     .arg(Self::key(&scope, &SessionRef(m.clone())))
-                    .arg("c")
-                    .arg("t")
+                    .arg("h")
                     .arg("u")
-                    .arg("m")
-                    .arg("r");
+                    .arg("m");
             }
-            type Row = (
-                Option<u64>,
-                Option<u64>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            );
+            type Row = (Option<Vec<u8>>, Option<String>, Option<String>);
             let rows = self
                 .redis(
                     "session_list",
@@ -617,12 +649,18 @@ impl Sessions {
                 .await?
                 .unwrap_or_default();
             let mut dead = Vec::new();
-            for (m, (c, t, u, meta, ro)) in members.into_iter().zip(rows) {
-                match (c, t, u) {
-                    (Some(c), Some(t), Some(u)) if u == user_hash && ro.as_deref() != Some("1") => {
-                        out.push(info(SessionRef(m), c, t, meta.as_deref(), current.as_ref()));
+            for (m, (h, u, meta)) in members.into_iter().zip(rows) {
+                match (h.as_deref().map(Times::parse), u) {
+                    (Some(Some(t)), Some(u)) if u == user_hash && !t.rotated => {
+                        out.push(info(
+                            SessionRef(m),
+                            t.created,
+                            t.touched,
+                            meta.as_deref(),
+                            current.as_ref(),
+                        ));
                     }
-                    (None, ..) => dead.push(m),
+                    (None, _) => dead.push(m),
                     _ => {}
                 }
             }
@@ -757,8 +795,7 @@ impl Sessions {
                 }
             }
         }
-        metrics::counter!(larder_core::metrics::SESSION_OPS, "op" => "revoke", "outcome" => "ok")
-            .increment(n as u64);
+        SESSION_OPS.add("revoke", "ok", n as u64);
         tracing::info!(target: "larder::session", revoked = n, "sessions revoked");
         Ok(n)
     }
@@ -780,5 +817,42 @@ fn info(
         last_seen_ms,
         user_agent,
         ip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Times;
+
+    #[test]
+    fn times_parse_four_numbers_and_nothing_else() {
+        assert_eq!(
+            Times::parse(b"1700000000000 1700000000500 1700086400000 1"),
+            Some(Times {
+                created: 1_700_000_000_000,
+                touched: 1_700_000_000_500,
+                absolute: 1_700_086_400_000,
+                rotated: true,
+            })
+        );
+        assert_eq!(Times::parse(b"1 2 3 0").map(|t| t.rotated), Some(false));
+        for bad in [
+            &b""[..],
+            b"1 2 3",
+            b"1 2 3 2",
+            b"1 2 3 0 ",
+            b"1 2 3 0 4",
+            b" 1 2 3 0",
+            b"1  2 3 0",
+            b"1 2 -3 0",
+            b"99999999999999999999999 2 3 0",
+        ] {
+            assert_eq!(
+                Times::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -13,8 +13,13 @@ use larder_session::{
 };
 use larder_testing::RedisServer;
 
+/// A hash field's value (the reply's text without its `$len` line).
 fn field(redis: &RedisServer, key: &str, field: &str) -> String {
-    redis.command(&["HGET", key, field])
+    let reply = redis.command(&["HGET", key, field]);
+    match reply.split_once("\r\n") {
+        Some((len, value)) if len.starts_with('$') => value.trim_end_matches("\r\n").to_owned(),
+        _ => panic!("HGET {key} {field}: {reply:?}"),
+    }
 }
 
 fn calls(redis: &RedisServer, cmd: &str) -> u64 {
@@ -33,14 +38,14 @@ async fn rolling_expiry_writes_at_most_once_per_touch_interval() {
         Written::Stored
     );
     let key = lazy.record_key("s1");
-    let touched = field(&redis, &key, "t");
+    let touched = field(&redis, &key, "h");
     let (hset, pexpire) = (calls(&redis, "hset"), calls(&redis, "pexpire"));
     tokio::time::sleep(Duration::from_millis(20)).await;
     for _ in 0..10 {
         assert!(lazy.load("s1").await.unwrap().is_some());
     }
     assert_eq!(
-        field(&redis, &key, "t"),
+        field(&redis, &key, "h"),
         touched,
         "no touch inside the interval"
     );
@@ -50,7 +55,7 @@ async fn rolling_expiry_writes_at_most_once_per_touch_interval() {
     // The same record read by a store whose interval has passed: one touch per load.
     let eager = sessions(Some(&redis.url()), config().touch_interval(Duration::ZERO));
     let loaded = eager.load("s1").await.unwrap().unwrap();
-    assert_ne!(field(&redis, &key, "t"), touched, "touched");
+    assert_ne!(field(&redis, &key, "h"), touched, "touched");
     assert_eq!(calls(&redis, "hset"), hset + 1);
     assert_eq!(calls(&redis, "pexpire"), pexpire + 1);
     assert!(loaded.touched_ms >= loaded.created_ms);
@@ -288,4 +293,39 @@ async fn in_process_mode_has_the_same_semantics() {
     assert_eq!(s.revoke_all(None, "alice", Some(&keep)).await.unwrap(), 1);
     assert!(s.load("c").await.unwrap().is_none());
     assert!(s.load("d").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_record_with_corrupt_times_is_no_session_and_is_not_written_over() {
+    let redis = RedisServer::start();
+    let s = sessions(Some(&redis.url()), config());
+    s.create("t1", b"{}", None).await.unwrap();
+    let key = s.record_key("t1");
+    let good = field(&redis, &key, "h");
+    assert_eq!(
+        good.split(' ').count(),
+        4,
+        "created touched absolute rotated: {good}"
+    );
+    for corrupt in [
+        "",
+        "garbage",
+        "1 2 3",
+        "1 2 3 4",
+        "1 2 3 0 5",
+        "-1 2 3 0",
+        "1 2 x 0",
+    ] {
+        assert_eq!(redis.command(&["HSET", &key, "h", corrupt]), ":0\r\n");
+        assert!(s.load("t1").await.unwrap().is_none(), "{corrupt:?}");
+        assert_eq!(
+            s.update("t1", b"{\"x\":1}", None).await.unwrap(),
+            Written::Gone,
+            "{corrupt:?}: an update needs a valid record"
+        );
+        assert_eq!(field(&redis, &key, "d"), "{}", "{corrupt:?}: data kept");
+    }
+    // Restored, the record is a session again (the corruption was the only fault).
+    assert_eq!(redis.command(&["HSET", &key, "h", &good]), ":0\r\n");
+    assert!(s.load("t1").await.unwrap().is_some());
 }
