@@ -87,6 +87,30 @@ fn store_err(e: SessionError) -> session_store::Error {
     }
 }
 
+/// Decodes stored session data into a map sized up front for a handful of entries
+/// (serde's map grows from empty, rehashing on the way: about a quarter of the
+/// decode). Duplicate names keep the last value, as serde's map does.
+fn decode(bytes: &[u8]) -> serde_json::Result<Data> {
+    struct Map;
+    impl<'de> serde::de::Visitor<'de> for Map {
+        type Value = Data;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of session values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Data, A::Error> {
+            let mut out = Data::with_capacity(map.size_hint().unwrap_or(0).max(7));
+            while let Some((name, value)) = map.next_entry()? {
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let data = serde::Deserializer::deserialize_map(&mut de, Map)?;
+    de.end()?;
+    Ok(data)
+}
+
 fn encode(data: &Data) -> Result<(Vec<u8>, Option<Identity>), session_store::Error> {
     let bytes =
         serde_json::to_vec(data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
@@ -141,7 +165,7 @@ impl SessionStore for RedisSessionStore {
         else {
             return Ok(None);
         };
-        match serde_json::from_slice::<Data>(&loaded.data) {
+        match decode(&loaded.data) {
             Ok(data) => Ok(Some(Record {
                 id: *id,
                 data,
@@ -440,5 +464,43 @@ where
             Ok(inner.call(req).await?.map(Either::Left))
         });
         ResponseFuture { inner }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::{decode, Data};
+
+    #[test]
+    fn decodes_as_serde_does_and_rejects_what_it_rejects() {
+        for ok in [
+            r#"{}"#,
+            r#"{"n":1,"cart":[1,2,3],"theme":"dark"}"#,
+            r#"{"a":1,"a":2}"#,
+            r#" {"nested":{"x":[null,true,1.5,"s"]},"b":"é\u0000"} "#,
+            r#"{"1":1,"2":2,"3":3,"4":4,"5":5,"6":6,"7":7,"8":8,"9":9,"10":10}"#,
+        ] {
+            let want: Data = serde_json::from_slice(ok.as_bytes()).unwrap();
+            assert_eq!(decode(ok.as_bytes()).unwrap(), want, "{ok}");
+        }
+        assert_eq!(
+            decode(br#"{"a":1,"a":2}"#).unwrap()["a"],
+            2,
+            "the last wins"
+        );
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"1",
+            b"{\"a\":1} x",
+            b"{\"a\":1",
+            b"\xff\xfe",
+            b"{1:2}",
+        ] {
+            assert!(serde_json::from_slice::<Data>(bad).is_err());
+            assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }
