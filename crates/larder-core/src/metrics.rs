@@ -16,7 +16,8 @@
 //! | `larder_session_ops_total` | counter | `op` (`load`, `create`, `update`, `write`, `delete`, `rotate`, `revoke`), `outcome` | session store operations |
 //! | `larder_jobs_total` | counter | `task`, `outcome` | job outcomes |
 
-use std::sync::{Once, PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Once, PoisonError, RwLock};
 
 use metrics::{Key, Label, Level, Metadata, SharedString};
 
@@ -109,8 +110,9 @@ static METADATA: Metadata<'static> = Metadata::new("larder", Level::INFO, Some("
 /// memory without bound.
 const FAMILY_CAPACITY: usize = 1024;
 
-/// One first-label value and its keys, one per outcome (one key without outcomes).
-type Member = (Box<str>, Box<[Key]>);
+/// Each first-label value's keys, one per outcome (one key without outcomes); the
+/// value's text is shared by the map and the keys' labels.
+type Members = HashMap<Arc<str>, Box<[Key]>>;
 
 /// A metric whose keys are built and hashed once per label value and then reused.
 ///
@@ -135,7 +137,8 @@ pub struct Family {
     label: &'static str,
     outcome_label: &'static str,
     outcomes: &'static [&'static str],
-    members: RwLock<Vec<Member>>,
+    /// `None` until the first value (a `HashMap` cannot be built in a `const fn`).
+    members: RwLock<Option<Members>>,
 }
 
 impl Family {
@@ -153,7 +156,7 @@ impl Family {
             label,
             outcome_label,
             outcomes,
-            members: RwLock::new(Vec::new()),
+            members: RwLock::new(None),
         }
     }
 
@@ -186,33 +189,37 @@ impl Family {
             self.outcomes.iter().position(|o| *o == outcome)
         };
         let Some(slot) = slot else {
-            return f(&self.build(value, outcome));
+            return f(&self.build(value.into(), outcome));
         };
         {
             let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some((_, keys)) = members.iter().find(|(v, _)| **v == *value) {
+            if let Some(keys) = members.as_ref().and_then(|m| m.get(value)) {
                 return f(&keys[slot]);
             }
         }
         let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, keys)) = members.iter().find(|(v, _)| **v == *value) {
+        let members = members.get_or_insert_with(HashMap::new);
+        if let Some(keys) = members.get(value) {
             return f(&keys[slot]);
         }
+        let value: Arc<str> = value.into();
         if members.len() >= FAMILY_CAPACITY {
-            drop(members);
             return f(&self.build(value, outcome));
         }
         let keys: Box<[Key]> = if self.outcomes.is_empty() {
-            Box::new([self.build(value, "")])
+            Box::new([self.build(value.clone(), "")])
         } else {
-            self.outcomes.iter().map(|o| self.build(value, o)).collect()
+            self.outcomes
+                .iter()
+                .map(|o| self.build(value.clone(), o))
+                .collect()
         };
         f(&keys[slot]);
-        members.push((value.into(), keys));
+        members.insert(value, keys);
     }
 
-    fn build(&self, value: &str, outcome: &'static str) -> Key {
-        let first = Label::new(self.label, SharedString::from(value.to_owned()));
+    fn build(&self, value: Arc<str>, outcome: &'static str) -> Key {
+        let first = Label::new(self.label, SharedString::from_shared(value));
         if self.outcomes.is_empty() {
             Key::from_parts(self.name, vec![first])
         } else {
@@ -234,6 +241,8 @@ pub(crate) mod tests {
         Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Recorder, SharedString,
         Unit,
     };
+
+    use std::collections::HashMap;
 
     use super::{Family, FAMILY_CAPACITY};
 
@@ -344,11 +353,8 @@ pub(crate) mod tests {
             .map(|(n, l, v)| (n.as_str(), l.clone(), *v))
             .collect();
         assert_eq!(got, want);
-        assert_eq!(
-            OPS.members.read().unwrap().len(),
-            2,
-            "get and set, once each"
-        );
+        let stored = OPS.members.read().unwrap().as_ref().map(HashMap::len);
+        assert_eq!(stored, Some(2), "get and set, once each");
     }
 
     #[test]
@@ -362,7 +368,8 @@ pub(crate) mod tests {
             }
             MANY.increment("1030", "ok");
         });
-        assert_eq!(MANY.members.read().unwrap().len(), FAMILY_CAPACITY);
+        let stored = MANY.members.read().unwrap().as_ref().map(HashMap::len);
+        assert_eq!(stored, Some(FAMILY_CAPACITY));
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), FAMILY_CAPACITY + 6);
         assert_eq!(

@@ -3,10 +3,8 @@
 -- KEYS[1]  the old session record
 -- ARGV[1]  grace window, ms (0: delete now)
 local h = redis.call('HGET', KEYS[1], 'h')
-if not h then
-  return redis.call('DEL', KEYS[1])
-end
-if tonumber(ARGV[1]) <= 0 then
+if not h or tonumber(ARGV[1]) <= 0 then
+  -- Gone, not a valid record, or no grace window: nothing to keep readable.
   return redis.call('DEL', KEYS[1])
 end
 -- h: "created touched absolute rotated" (see touch.lua); the last digit marks it.

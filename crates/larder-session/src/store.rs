@@ -405,20 +405,18 @@ impl Sessions {
                 self.inner.handle.query("session_load", &cmd),
             )
             .await?;
-        let times = match &row {
-            Some((Some(_), Some(h))) => Times::parse(h),
-            _ => None,
-        };
-        let loaded = match (row, times) {
-            (
-                Some((Some(data), _)),
-                Some(Times {
+        // A record is its data and valid times; anything less is no session.
+        let record = row.map(|(data, h)| data.zip(h.as_deref().and_then(Times::parse)));
+        let loaded = match record {
+            Some(Some((
+                data,
+                Times {
                     created: created_ms,
                     touched: touched_ms,
                     absolute,
                     rotated: read_only,
-                }),
-            ) => {
+                },
+            ))) => {
                 let now = now_ms();
                 if absolute <= now {
                     None
@@ -437,7 +435,7 @@ impl Sessions {
             // Redis has none (or a partial record, which never counts as a session);
             // under the in-memory policy a session made during an outage may live in
             // process.
-            (Some(_), _) if !self.in_memory() => None,
+            Some(None) if !self.in_memory() => None,
             _ => self.inner.local.load(&key, idle, touch),
         };
         let outcome = if loaded.is_some() { "hit" } else { "miss" };
