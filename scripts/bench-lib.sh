@@ -4,6 +4,11 @@
 #   measure FRAMEWORK MODE LABEL [miss|stopped]
 # which starts "$BIN FRAMEWORK MODE PORT", warms it up, runs wrk REPEAT times on
 # "$URL_PATH" and prints a Markdown table row with the median run.
+# Besides wrk's figures, each run reads the server's CPU time (user + system, all
+# threads, from /proc/PID/stat) before and after, giving the server's CPU cost per
+# request and how busy it was (100 % = one core for the whole run). The cost per
+# request does not depend on whether wrk or the server was the limit, so ratios of
+# it compare cases even in runs where the load generator saturates first.
 # Callers set BIN, URL_PATH, and optionally WRK_SCRIPT (used for "miss" runs) and
 # LOGIN_PATH (POSTed once after start; the session cookie it sets goes on every
 # request of the run).
@@ -44,6 +49,10 @@ build_base() {
     (cd "$WORK/base" && CARGO_TARGET_DIR="$WORK/base-target" cargo build --release -q "$@")
 }
 
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID: user + system CPU time of the whole process (all threads), in ticks.
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT=$(free_port)
 start_redis() {
@@ -77,16 +86,25 @@ measure() {
     # Warm up (fills caches, opens the breaker when Redis is stopped), then measure
     # REPEAT times and report the run with the median throughput.
     "${PIN_LOAD[@]}" wrk -t1 -c"$CONN" -d2s "${headers[@]}" "http://127.0.0.1:$port$URL_PATH" >/dev/null
-    local runs=()
+    local runs=() costs=()
     for _ in $(seq "$REPEAT"); do
-        local out; out=$("${PIN_LOAD[@]}" wrk "${args[@]}" "http://127.0.0.1:$port$URL_PATH")
+        local before after out
+        before=$(cpu_ticks "$pid")
+        out=$("${PIN_LOAD[@]}" wrk "${args[@]}" "http://127.0.0.1:$port$URL_PATH")
+        after=$(cpu_ticks "$pid")
         runs+=("$(awk '/Requests\/sec/ {rps=$2} $1=="50%" {p50=$2} $1=="99%" {p99=$2} /Non-2xx/ {err=$5} END {printf "%s %s %s %s", rps, p50, p99, (err==""?0:err)}' <<<"$out")")
+        # CPU µs per request and busy % of this run.
+        costs+=("$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v dur="$DUR" \
+            '/requests in/ {printf "%.2f %.0f", t * 1e6 / hz / $1, t * 100 / hz / dur}' <<<"$out")")
     done
     local median; median=$(printf '%s\n' "${runs[@]}" | sort -n -k1,1 | sed -n "$(( (REPEAT + 1) / 2 ))p")
     local rps p50 p99 errors
     read -r rps p50 p99 errors <<<"$median"
     local all; all=$(printf '%s\n' "${runs[@]}" | awk '{printf "%s%.0f", (NR>1?" / ":""), $1}')
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$fw" "$label" "$rps" "$p50" "$p99" "$errors" "$all"
+    local cost busy
+    read -r cost busy <<<"$(printf '%s\n' "${costs[@]}" | sort -n -k1,1 | sed -n "$(( (REPEAT + 1) / 2 ))p")"
+    local all_costs; all_costs=$(printf '%s\n' "${costs[@]}" | awk '{printf "%s%s", (NR>1?" / ":""), $1}')
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s%% | %s |\n' "$fw" "$label" "$rps" "$p50" "$p99" "$errors" "$all" "$cost" "$busy" "$all_costs"
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
     stop_redis
 }
@@ -94,6 +112,6 @@ measure() {
 print_header() {
     echo "wrk -t1 -c$CONN -d${DUR}s x$REPEAT (median shown), server on 1 worker thread${PIN_SERVER:+ pinned to core 0, wrk and Redis on core 1}, Redis $(redis-server --version | awk '{print $3}'), $(nproc) cores"
     echo
-    echo "| framework | case | req/s (median) | p50 | p99 | non-2xx | all runs, req/s |"
-    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    echo "| framework | case | req/s (median) | p50 | p99 | non-2xx | all runs, req/s | server CPU µs/req (median) | server busy | all runs, µs/req |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 }

@@ -450,9 +450,11 @@ impl Redis {
         let client = redis::Client::open(url.expose()).map_err(redact)?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
-            // The guard's deadline bounds each call; this bounds what the connection
-            // itself waits for, so a frozen server cannot pile up requests for ever.
-            .set_response_timeout(Some(config.connect_timeout.max(config.op_timeout)))
+            // No response timeout of redis-rs's own: every command on this connection
+            // runs under the guard, whose deadline (never longer) ends the wait, and a
+            // second timer per call cost about 1,000 instructions for nothing. The
+            // connect timeout above bounds the handshake.
+            .set_response_timeout(None)
             // Reconnection happens on the next call after a failure; the breaker spaces
             // those out. Retrying inside one attempt would only hold requests longer.
             .set_number_of_retries(1)
