@@ -49,6 +49,25 @@ build_base() {
     (cd "$WORK/base" && CARGO_TARGET_DIR="$WORK/base-target" cargo build --release -q "$@")
 }
 
+# build_servers COMPONENT: builds COMPONENT's examples/bench_server (cache, ratelimit
+# or session), copied to "$WORK/server", and with BASE=<git rev> that revision's too;
+# sets SERVERS to the base build (if any) then this one.
+build_servers() {
+    local build
+    case "$1" in
+        cache) build=(-p larder-cache --example bench_server) ;;
+        ratelimit | session) build=(-p "larder-$1" --features _bench --example bench_server) ;;
+        *) echo "unknown component $1 (cache, ratelimit or session)" >&2; exit 2 ;;
+    esac
+    cargo build --release -q "${build[@]}"
+    cp target/release/examples/bench_server "$WORK/server"
+    SERVERS=("$WORK/server")
+    if [ -n "${BASE:-}" ]; then
+        build_base "$BASE" "${build[@]}"
+        SERVERS=("$WORK/base-target/release/examples/bench_server" "${SERVERS[@]}")
+    fi
+}
+
 CLK_TCK=$(getconf CLK_TCK)
 # cpu_ticks PID: user + system CPU time of the whole process (all threads), in ticks.
 cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }

@@ -96,7 +96,7 @@ where
                     let mut res = service.call(req).await?;
                     let map = res.headers_mut();
                     for (name, value) in headers {
-                        if let Ok(value) = HeaderValue::try_from(value) {
+                        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
                             map.insert(header_name(name), value);
                         }
                     }
@@ -108,7 +108,7 @@ where
                             .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
                     );
                     for (name, value) in rejection.headers {
-                        if let Ok(value) = HeaderValue::try_from(value) {
+                        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
                             builder.insert_header((header_name(name), value));
                         }
                     }

@@ -12,6 +12,7 @@
 //! is a 429 with a JSON body and `Retry-After` (whole seconds, rounded up, so never
 //! earlier than the moment the request would be admitted).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use larder_core::RequestView;
 
 use crate::limiter::{Check, Decision, DenyReason, RateLimiter, Source};
 use crate::policy::Policy;
+use crate::quota::Quota;
 
 /// `RateLimit-Policy`.
 pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
@@ -237,7 +239,7 @@ pub enum Verdict {
     /// Call the inner service and add these headers to its response.
     Pass {
         /// Header names (lower case) and values.
-        headers: Vec<(&'static str, String)>,
+        headers: Vec<(&'static str, Bytes)>,
     },
     /// Answer with this instead.
     Reject(Rejection),
@@ -249,7 +251,7 @@ pub struct Rejection {
     /// The status (429, or what a fail-closed policy says).
     pub status: u16,
     /// Header names (lower case) and values, including `content-type`.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, Bytes)>,
     /// The JSON body.
     pub body: Bytes,
 }
@@ -263,9 +265,80 @@ fn ceil_secs(d: Duration) -> u64 {
     }
 }
 
+/// What a single-quota rejection's response depends on: the per-thread memo of the
+/// last rejection answers when all of it is the same (a flood from one client gets
+/// the same 429, to the second, many times over).
+#[derive(Debug, Clone, PartialEq)]
+struct RejectionKey {
+    with_headers: bool,
+    policy: Arc<str>,
+    limit: Quota,
+    retry_secs: u64,
+    name: Arc<str>,
+    quota: Quota,
+    reset_secs: u64,
+    source: Source,
+}
+
+impl RejectionKey {
+    /// The key of a rejection by one exhausted quota with one quota state; `None` for
+    /// any other decision (rendered each time).
+    fn of(decision: &Decision, with_headers: bool) -> Option<Self> {
+        let Decision::Deny {
+            reason: DenyReason::Limited { policy, quota },
+            retry_after,
+            quotas,
+        } = decision
+        else {
+            return None;
+        };
+        let [state] = quotas.as_slice() else {
+            return None;
+        };
+        if state.shadow || state.remaining != 0 {
+            return None;
+        }
+        Some(Self {
+            with_headers,
+            policy: policy.clone(),
+            limit: *quota,
+            retry_secs: ceil_secs(*retry_after),
+            name: state.name.clone(),
+            quota: state.quota,
+            reset_secs: ceil_secs(state.reset),
+            source: state.source,
+        })
+    }
+}
+
+thread_local! {
+    static LAST_REJECTION: RefCell<Option<(RejectionKey, Rejection)>> = const { RefCell::new(None) };
+}
+
 /// The decision as response fields.
 #[must_use]
 pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
+    let Some(key) = RejectionKey::of(decision, with_headers) else {
+        return render_fresh(decision, with_headers);
+    };
+    let last = LAST_REJECTION.with(|memo| {
+        memo.borrow()
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, rejection)| rejection.clone())
+    });
+    if let Some(rejection) = last {
+        return Verdict::Reject(rejection);
+    }
+    let verdict = render_fresh(decision, with_headers);
+    if let Verdict::Reject(rejection) = &verdict {
+        let kept = Some((key, rejection.clone()));
+        LAST_REJECTION.with(|memo| *memo.borrow_mut() = kept);
+    }
+    verdict
+}
+
+fn render_fresh(decision: &Decision, with_headers: bool) -> Verdict {
     let mut headers = Vec::with_capacity(4);
     if with_headers {
         let mut policy = String::with_capacity(48);
@@ -293,8 +366,8 @@ pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
             state.push_str(digits.format(ceil_secs(q.reset)));
         }
         if !policy.is_empty() {
-            headers.push((RATELIMIT_POLICY, policy));
-            headers.push((RATELIMIT, state));
+            headers.push((RATELIMIT_POLICY, Bytes::from(policy)));
+            headers.push((RATELIMIT, Bytes::from(state)));
         }
     }
     let Decision::Deny {
@@ -308,8 +381,8 @@ pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
     let retry = ceil_secs(*retry_after).max(1);
     let mut digits = itoa::Buffer::new();
     let retry_text = digits.format(retry);
-    headers.push((RETRY_AFTER, retry_text.to_owned()));
-    headers.push(("content-type", "application/json".to_owned()));
+    headers.push((RETRY_AFTER, Bytes::copy_from_slice(retry_text.as_bytes())));
+    headers.push(("content-type", Bytes::from_static(b"application/json")));
     // Written by hand rather than through `format!` and serde: a rejection is the
     // hot path of a request flood, and this is a third of the work.
     let (status, error, limit) = match reason {
@@ -431,9 +504,12 @@ mod tests {
             vec![
                 (
                     RATELIMIT_POLICY,
-                    "\"ip\";q=100;w=60, \"tenant\";q=100;w=60".to_owned()
+                    Bytes::from_static(b"\"ip\";q=100;w=60, \"tenant\";q=100;w=60")
                 ),
-                (RATELIMIT, "\"ip\";r=42;t=35, \"tenant\";r=9;t=1".to_owned()),
+                (
+                    RATELIMIT,
+                    Bytes::from_static(b"\"ip\";r=42;t=35, \"tenant\";r=9;t=1")
+                ),
             ]
         );
         let Verdict::Pass { headers } = render(&d, false) else {
@@ -462,8 +538,8 @@ mod tests {
                 .find(|(k, _)| *k == n)
                 .map(|(_, v)| v.clone())
         };
-        assert_eq!(find(RETRY_AFTER).as_deref(), Some("2"));
-        assert_eq!(find(RATELIMIT).as_deref(), Some("\"ip\";r=0;t=2"));
+        assert_eq!(find(RETRY_AFTER).as_deref(), Some(&b"2"[..]));
+        assert_eq!(find(RATELIMIT).as_deref(), Some(&b"\"ip\";r=0;t=2"[..]));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"], "rate_limited");
         assert_eq!(body["policy"], "ip");
@@ -507,6 +583,58 @@ mod tests {
             let message = body["message"].as_str().unwrap();
             assert!(message.contains(&format!("\"{name}\"")), "{message}");
         }
+    }
+
+    #[test]
+    fn a_repeated_rejection_is_answered_from_the_memo_and_any_change_renders_anew() {
+        let deny = |policy: &str, retry_ms: u64, source: Source| Decision::Deny {
+            reason: DenyReason::Limited {
+                policy: Arc::from(policy),
+                quota: Quota::per_minute(100).unwrap(),
+            },
+            retry_after: Duration::from_millis(retry_ms),
+            quotas: vec![QuotaState {
+                source,
+                ..state(policy, false, 0, retry_ms)
+            }],
+        };
+        let reject = |d: &Decision, with_headers: bool| match render(d, with_headers) {
+            Verdict::Reject(r) => r,
+            Verdict::Pass { .. } => panic!("expected reject"),
+        };
+        let cases = [
+            deny("ip", 1_200, Source::LocalBlock),
+            deny("ip", 1_900, Source::LocalBlock),
+            deny("ip", 2_500, Source::LocalBlock),
+            deny("user", 2_500, Source::LocalBlock),
+            deny("user", 2_500, Source::Redis),
+            deny("user", 2_500, Source::FailOpen),
+        ];
+        for with_headers in [true, false, true] {
+            for d in &cases {
+                let got = reject(d, with_headers);
+                let Verdict::Reject(fresh) = render_fresh(d, with_headers) else {
+                    panic!("expected reject")
+                };
+                assert_eq!(got.status, fresh.status);
+                assert_eq!(got.headers, fresh.headers, "{d:?} {with_headers}");
+                assert_eq!(got.body, fresh.body, "{d:?} {with_headers}");
+            }
+        }
+        // The same decision again shares the first answer's bytes (the memo answered);
+        // 1.2 s and 1.9 s both round up to 2 s, so they share one response too.
+        let first = reject(&cases[0], true);
+        assert_eq!(first.body.as_ptr(), reject(&cases[0], true).body.as_ptr());
+        assert_eq!(first.body.as_ptr(), reject(&cases[1], true).body.as_ptr());
+        assert_ne!(first.body.as_ptr(), reject(&cases[2], true).body.as_ptr());
+        let retry = |r: &Rejection| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == RETRY_AFTER)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(retry(&reject(&cases[2], true)).as_deref(), Some(&b"3"[..]));
+        assert_eq!(retry(&reject(&cases[0], true)).as_deref(), Some(&b"2"[..]));
     }
 
     #[test]

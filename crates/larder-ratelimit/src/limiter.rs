@@ -192,15 +192,35 @@ struct Inner {
 /// times, so that when it has passed (or nothing was ever blocked, the common case)
 /// the pre-check costs one atomic read instead of a cache look-up.
 struct Blocked {
+    /// Tells this set from any other in the per-thread memo of the last hit.
+    id: u64,
     keys: moka::sync::Cache<String, Instant>,
     epoch: Instant,
     /// Milliseconds after `epoch` at which every block has ended.
     all_end_ms: std::sync::atomic::AtomicU64,
 }
 
+/// The last blocked key a thread found, with its set's id and the block's end: a
+/// flood from one client is answered from here without a cache look-up. A block
+/// never ends before its time (an insert for a blocked key only comes from a Redis
+/// answer given after the cache had lost it, and carries the same or a later end),
+/// so the memo answers as the cache would until the end it keeps.
+struct LastBlocked {
+    set: u64,
+    key: String,
+    until: Instant,
+}
+
+thread_local! {
+    static LAST_BLOCKED: std::cell::RefCell<Option<LastBlocked>> = const { std::cell::RefCell::new(None) };
+}
+
+static NEXT_BLOCKED_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Blocked {
     fn new() -> Self {
         Self {
+            id: NEXT_BLOCKED_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             keys: moka::sync::Cache::builder()
                 .max_capacity(BLOCKED_CAPACITY)
                 .expire_after(UntilExpiry)
@@ -226,7 +246,32 @@ impl Blocked {
         if self.since_epoch_ms(now) >= self.all_end_ms.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        self.keys.get(key).filter(|until| *until > now)
+        let remembered = LAST_BLOCKED.with(|last| {
+            last.borrow()
+                .as_ref()
+                .filter(|l| l.set == self.id && l.until > now && l.key == key)
+                .map(|l| l.until)
+        });
+        if remembered.is_some() {
+            return remembered;
+        }
+        let found = self.keys.get(key).filter(|until| *until > now)?;
+        LAST_BLOCKED.with(|last| match &mut *last.borrow_mut() {
+            Some(l) => {
+                l.set = self.id;
+                l.key.clear();
+                l.key.push_str(key);
+                l.until = found;
+            }
+            none => {
+                *none = Some(LastBlocked {
+                    set: self.id,
+                    key: key.to_owned(),
+                    until: found,
+                });
+            }
+        });
+        Some(found)
     }
 }
 
@@ -607,6 +652,35 @@ mod tests {
     #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
     use super::*;
+
+    #[test]
+    fn the_last_blocked_key_is_remembered_per_set_and_only_until_its_end() {
+        let (a, b) = (Blocked::new(), Blocked::new());
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_millis(400);
+        a.insert("ip:1".to_owned(), until);
+        b.insert("ip:9".to_owned(), until);
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(a.get("ip:1", t1), Some(until));
+        // The memo answers for its own set only, and for its key only.
+        assert_eq!(b.get("ip:1", t1), None);
+        assert_eq!(a.get("ip:9", t1), None);
+        assert_eq!(a.get("ip:1", t1), Some(until));
+        // It is what answers the next look-up of that key (the cache is not asked:
+        // a key dropped from it is still found) ...
+        a.keys.invalidate("ip:1");
+        assert_eq!(a.get("ip:1", t1), Some(until));
+        // ... and never past the block's end.
+        assert_eq!(a.get("ip:1", until), None);
+        assert_eq!(a.get("ip:1", until + Duration::from_millis(1)), None);
+        // Another key becomes the remembered one.
+        assert_eq!(b.get("ip:9", t1), Some(until));
+        assert_eq!(
+            a.get("ip:1", t1),
+            None,
+            "dropped from the cache and no longer remembered"
+        );
+    }
 
     #[test]
     fn blocked_keys_end_at_their_time_and_nothing_blocked_costs_no_look_up() {

@@ -140,10 +140,10 @@ where
     }
 }
 
-fn insert_headers(map: &mut HeaderMap, headers: Vec<(&'static str, String)>) {
+fn insert_headers(map: &mut HeaderMap, headers: Vec<(&'static str, Bytes)>) {
     map.reserve(headers.len());
     for (name, value) in headers {
-        if let Ok(value) = HeaderValue::try_from(value) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
             map.insert(header_name(name), value);
         }
     }
