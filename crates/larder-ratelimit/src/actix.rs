@@ -22,6 +22,7 @@
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -29,7 +30,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use crate::http::{RateLimit, Verdict};
+use crate::http::{RateLimit, Rejection, Verdict};
 
 /// Adds rate limits to an Actix-web app or scope.
 #[derive(Debug, Clone)]
@@ -80,14 +81,22 @@ where
 {
     type Response = ServiceResponse<EitherBody<B, BoxBody>>;
     type Error = actix_web::Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = RateLimitFuture<Result<Self::Response, Self::Error>>;
 
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        let plan = match self.limits.plan(req.request()).reject_locally() {
+            // Rejected by the local pre-check: answered now, nothing boxed.
+            Ok(rejection) => {
+                return RateLimitFuture::Ready(Some(Ok(req
+                    .into_response(rejected(rejection))
+                    .map_into_right_body())))
+            }
+            Err(plan) => plan,
+        };
         let service = Rc::clone(&self.service);
-        let plan = self.limits.plan(req.request());
-        Box::pin(async move {
+        RateLimitFuture::Running(Box::pin(async move {
             if plan.is_empty() {
                 return Ok(service.call(req).await?.map_into_left_body());
             }
@@ -103,20 +112,59 @@ where
                     Ok(res.map_into_left_body())
                 }
                 Verdict::Reject(rejection) => {
-                    let mut builder = HttpResponse::build(
-                        StatusCode::from_u16(rejection.status)
-                            .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
-                    );
-                    for (name, value) in rejection.headers {
-                        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-                            builder.insert_header((header_name(name), value));
-                        }
-                    }
-                    let res = builder.body(rejection.body);
-                    Ok(req.into_response(res).map_into_right_body())
+                    Ok(req.into_response(rejected(rejection)).map_into_right_body())
                 }
             }
+        }))
+    }
+}
+
+fn rejected(rejection: Rejection) -> HttpResponse {
+    let mut builder = HttpResponse::build(
+        StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+    );
+    for (name, value) in rejection.headers {
+        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+            builder.insert_header((header_name(name), value));
+        }
+    }
+    builder.body(rejection.body)
+}
+
+/// The future of [`RateLimitMiddlewareService`]: the limiter's round trip and the
+/// app's service, or a rejection made at once by the local pre-check.
+pub enum RateLimitFuture<T> {
+    /// Waiting for the limiter or the app.
+    Running(LocalBoxFuture<T>),
+    /// Answered already; `None` once taken.
+    Ready(Option<T>),
+}
+
+impl<T> std::fmt::Debug for RateLimitFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running(_) => "RateLimitFuture::Running",
+            Self::Ready(_) => "RateLimitFuture::Ready",
         })
+    }
+}
+
+// Sound: nothing inside is ever pinned in place (the running future is boxed, and
+// the ready value is only moved out).
+impl<T> Unpin for RateLimitFuture<T> {}
+
+impl<T> Future for RateLimitFuture<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.get_mut() {
+            Self::Running(future) => future.as_mut().poll(cx),
+            Self::Ready(value) => Poll::Ready(
+                value
+                    .take()
+                    .expect("RateLimitFuture polled after completion"),
+            ),
+        }
     }
 }
 

@@ -196,10 +196,13 @@ impl RateLimit {
                 ));
             }
         }
+        let keys = inner.limiter.keys_of(&checks);
         Plan {
             limiter: inner.limiter.clone(),
             checks,
+            keys,
             headers: inner.headers,
+            prechecked: false,
         }
     }
 }
@@ -210,7 +213,11 @@ impl RateLimit {
 pub struct Plan {
     limiter: RateLimiter,
     checks: Vec<Check>,
+    /// The Redis key of each quota of `checks`, built once.
+    keys: Vec<String>,
     headers: bool,
+    /// The local pre-check has been made ([`Plan::reject_locally`]): `run` skips it.
+    prechecked: bool,
 }
 
 impl Plan {
@@ -220,6 +227,23 @@ impl Plan {
         self.checks.is_empty()
     }
 
+    /// The rejection, at once, when the local pre-check rejects the request (a key
+    /// known to be over its limit): no round trip, nothing to await, so an adapter
+    /// answers without a boxed future. Otherwise the plan back, for [`run`](Self::run)
+    /// (which then does not repeat the pre-check).
+    ///
+    /// # Errors
+    /// The plan itself when the request is not rejected locally.
+    pub fn reject_locally(mut self) -> Result<Rejection, Self> {
+        if let Some(decision) = self.limiter.check_locally(&self.checks, &self.keys) {
+            if let Verdict::Reject(rejection) = render(&decision, self.headers) {
+                return Ok(rejection);
+            }
+        }
+        self.prechecked = true;
+        Err(self)
+    }
+
     /// Decides and renders.
     pub async fn run(self) -> Verdict {
         if self.checks.is_empty() {
@@ -227,7 +251,14 @@ impl Plan {
                 headers: Vec::new(),
             };
         }
-        let decision = self.limiter.check(&self.checks).await;
+        let decision = if self.prechecked {
+            self.limiter.check_remotely(&self.checks, &self.keys).await
+        } else {
+            match self.limiter.check_locally(&self.checks, &self.keys) {
+                Some(denied) => denied,
+                None => self.limiter.check_remotely(&self.checks, &self.keys).await,
+            }
+        };
         render(&decision, self.headers)
     }
 }

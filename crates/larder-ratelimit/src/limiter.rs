@@ -242,8 +242,13 @@ impl Blocked {
         self.keys.insert(key, until);
     }
 
+    /// Whether any block may last until `now` (false once every block has ended).
+    fn any_until(&self, now: Instant) -> bool {
+        self.since_epoch_ms(now) < self.all_end_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn get(&self, key: &str, now: Instant) -> Option<Instant> {
-        if self.since_epoch_ms(now) >= self.all_end_ms.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.any_until(now) {
             return None;
         }
         let remembered = LAST_BLOCKED.with(|last| {
@@ -301,7 +306,7 @@ impl moka::Expiry<String, Instant> for UntilExpiry {
 struct Item<'a> {
     check: &'a Check,
     slot: usize,
-    key: String,
+    key: &'a str,
 }
 
 /// Keys the local pre-check remembers at most.
@@ -380,40 +385,46 @@ impl RateLimiter {
     /// (the local tier is per instance and checks policies one after another, so
     /// there a rejection may already have charged earlier policies).
     pub async fn check(&self, checks: &[Check]) -> Decision {
-        let mut items = Vec::with_capacity(checks.len());
-        for check in checks {
-            for (slot, s) in check.policy.slots.iter().enumerate() {
-                let key = self.full_key(&s.prefix, &check.key);
-                items.push(Item { check, slot, key });
-            }
-        }
-        if items.is_empty() {
-            return Decision::Allow { quotas: Vec::new() };
-        }
-        if let Some(denied) = self.precheck(&items) {
+        let keys = self.keys_of(checks);
+        if let Some(denied) = self.check_locally(checks, &keys) {
             return denied;
         }
-        match self.evaluate(&items).await {
-            Ok(decision) => decision,
-            Err(error) => {
-                if self.inner.handle.is_redis_configured() {
-                    tracing::debug!(target: "larder::ratelimit", %error, "rate limit degraded: applying fail modes");
-                }
-                larder_core::metrics::DEGRADED_BY_COMPONENT.increment("ratelimit", "");
-                self.fallback(&items)
-            }
-        }
+        self.check_remotely(checks, &keys).await
     }
 
-    /// The local pre-check: a key known to be over its limit is rejected at once.
-    fn precheck(&self, items: &[Item<'_>]) -> Option<Decision> {
+    /// The Redis key of each quota of `checks`, in order (checks, then their quotas).
+    pub(crate) fn keys_of(&self, checks: &[Check]) -> Vec<String> {
+        let mut keys = Vec::with_capacity(checks.len());
+        for check in checks {
+            for s in check.policy.slots.iter() {
+                keys.push(self.full_key(&s.prefix, &check.key));
+            }
+        }
+        keys
+    }
+
+    /// Each quota of `checks` with its key from [`keys_of`](Self::keys_of).
+    fn items<'a>(checks: &'a [Check], keys: &'a [String]) -> impl Iterator<Item = Item<'a>> {
+        checks
+            .iter()
+            .flat_map(|check| (0..check.policy.slots.len()).map(move |slot| (check, slot)))
+            .zip(keys)
+            .map(|((check, slot), key)| Item { check, slot, key })
+    }
+
+    /// The local pre-check alone (no round trip): `Some` when a quota of `checks` is
+    /// known to be over its limit. `keys` are [`keys_of`](Self::keys_of)`(checks)`.
+    pub(crate) fn check_locally(&self, checks: &[Check], keys: &[String]) -> Option<Decision> {
         let blocked = self.inner.blocked.as_ref()?;
         let now = Instant::now();
-        for item in items {
+        if !blocked.any_until(now) {
+            return None;
+        }
+        for item in Self::items(checks, keys) {
             if item.check.policy.shadow {
                 continue;
             }
-            let Some(until) = blocked.get(&item.key, now) else {
+            let Some(until) = blocked.get(item.key, now) else {
                 continue;
             };
             let retry = until - now;
@@ -429,12 +440,31 @@ impl RateLimiter {
         None
     }
 
+    /// [`check`](Self::check) without the local pre-check, for a caller that has
+    /// just made it ([`check_locally`](Self::check_locally)).
+    pub(crate) async fn check_remotely(&self, checks: &[Check], keys: &[String]) -> Decision {
+        let items: Vec<Item<'_>> = Self::items(checks, keys).collect();
+        if items.is_empty() {
+            return Decision::Allow { quotas: Vec::new() };
+        }
+        match self.evaluate(&items).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                if self.inner.handle.is_redis_configured() {
+                    tracing::debug!(target: "larder::ratelimit", %error, "rate limit degraded: applying fail modes");
+                }
+                larder_core::metrics::DEGRADED_BY_COMPONENT.increment("ratelimit", "");
+                self.fallback(&items)
+            }
+        }
+    }
+
     async fn evaluate(&self, items: &[Item<'_>]) -> Result<Decision, EvalError> {
         // The command is written directly (keys, then four arguments per key): this
         // is every request's round trip.
         let mut cmd = Handle::evalsha_cmd(&self.inner.script, items.len());
         for item in items {
-            cmd.arg(&item.key);
+            cmd.arg(item.key);
         }
         for item in items {
             let slot = &item.check.policy.slots[item.slot];
@@ -483,7 +513,7 @@ impl RateLimiter {
                 }
                 if let Some(blocked) = &self.inner.blocked {
                     if !free.is_zero() {
-                        blocked.insert(item.key.clone(), now + free);
+                        blocked.insert(item.key.to_owned(), now + free);
                     }
                 }
             }

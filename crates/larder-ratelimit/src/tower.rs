@@ -36,7 +36,7 @@ use http_body_util::{Either, Full};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::http::{RateLimit, Verdict};
+use crate::http::{RateLimit, Rejection, Verdict};
 
 /// Adds rate limits to a service.
 #[derive(Debug, Clone)]
@@ -77,8 +77,19 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The response future of [`RateLimitService`].
 pub struct ResponseFuture<B, E> {
-    inner: BoxFuture<Result<Response<RateLimitBody<B>>, E>>,
+    state: State<B, E>,
 }
+
+enum State<B, E> {
+    /// The request goes through the limiter's round trip and the inner service.
+    Running(BoxFuture<Result<Response<RateLimitBody<B>>, E>>),
+    /// Rejected by the local pre-check: the answer is already here.
+    Rejected(Option<Response<RateLimitBody<B>>>),
+}
+
+// Sound: nothing inside is ever pinned in place (the running future is boxed, and
+// the ready response is only moved out).
+impl<B, E> Unpin for ResponseFuture<B, E> {}
 
 impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,8 +100,14 @@ impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
 impl<B, E> Future for ResponseFuture<B, E> {
     type Output = Result<Response<RateLimitBody<B>>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Neither state is self-referential (the running future is boxed).
+        match &mut self.get_mut().state {
+            State::Running(future) => future.as_mut().poll(cx),
+            State::Rejected(response) => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
     }
 }
 
@@ -115,9 +132,17 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
         let plan = self.limits.plan(&parts);
+        let plan = match plan.reject_locally() {
+            Ok(rejection) => {
+                return ResponseFuture {
+                    state: State::Rejected(Some(rejected(rejection))),
+                }
+            }
+            Err(plan) => plan,
+        };
         let req = Request::from_parts(parts, body);
         ResponseFuture {
-            inner: Box::pin(async move {
+            state: State::Running(Box::pin(async move {
                 if plan.is_empty() {
                     return Ok(inner.call(req).await?.map(Either::Left));
                 }
@@ -127,17 +152,19 @@ where
                         insert_headers(res.headers_mut(), headers);
                         Ok(res.map(Either::Left))
                     }
-                    Verdict::Reject(rejection) => {
-                        let mut res = Response::new(Either::Right(Full::new(rejection.body)));
-                        *res.status_mut() = StatusCode::from_u16(rejection.status)
-                            .unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-                        insert_headers(res.headers_mut(), rejection.headers);
-                        Ok(res)
-                    }
+                    Verdict::Reject(rejection) => Ok(rejected(rejection)),
                 }
-            }),
+            })),
         }
     }
+}
+
+fn rejected<B>(rejection: Rejection) -> Response<RateLimitBody<B>> {
+    let mut res = Response::new(Either::Right(Full::new(rejection.body)));
+    *res.status_mut() =
+        StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    insert_headers(res.headers_mut(), rejection.headers);
+    res
 }
 
 fn insert_headers(map: &mut HeaderMap, headers: Vec<(&'static str, Bytes)>) {

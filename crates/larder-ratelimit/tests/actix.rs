@@ -122,6 +122,32 @@ async fn limits_per_ip_with_ietf_fields_and_a_json_429() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry), "{retry}");
 
+    // Rejected again, now by the local pre-check (answered in `call`, no round
+    // trip): the same fields and body, Retry-After never later than the first.
+    let scripts = |calls: &std::collections::BTreeMap<String, u64>| {
+        calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0)
+    };
+    let before = scripts(&server.command_calls());
+    let again = send(&app, "GET", "/", "203.0.113.1", &[]).await;
+    assert_eq!(
+        scripts(&server.command_calls()),
+        before,
+        "a local reject sent a script"
+    );
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(again.header("content-type"), Some("application/json"));
+    assert_eq!(again.header("ratelimit-policy"), Some("\"ip\";q=3;w=60"));
+    let again_retry: u64 = again.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=retry).contains(&again_retry),
+        "{again_retry} after {retry}"
+    );
+    assert_eq!(again.body["retry_after"], again_retry);
+    assert!(again
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"ip\";r=0;"));
+
     // The login route has its own, tighter limit on top.
     assert_eq!(
         send(&app, "POST", "/login", "203.0.113.2", &[])
