@@ -40,13 +40,17 @@ WORK=$(mktemp -d)
 trap 'git worktree remove --force "$WORK/base" 2>/dev/null || true; kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # build_base REV CARGO_ARGS...: builds revision REV in a worktree (removed on exit),
-# with its own target folder, for a before/after pair; the built files are under
-# "$WORK/base-target/release".
+# for a before/after pair; the built files are copied under
+# "$WORK/base-target/release". The build itself goes to target/bench-base, kept
+# between runs, so a second run against a nearby revision rebuilds little.
 build_base() {
     local rev=$1
     shift
     git worktree add -f -q "$WORK/base" "$rev"
-    (cd "$WORK/base" && CARGO_TARGET_DIR="$WORK/base-target" cargo build --release -q "$@")
+    (cd "$WORK/base" && CARGO_TARGET_DIR="$OLDPWD/target/bench-base" cargo build --release -q "$@")
+    mkdir -p "$WORK/base-target/release/examples"
+    find target/bench-base/release/examples -maxdepth 1 -type f -perm -u+x \( -name bench -o -name bench_server \) \
+        -exec cp {} "$WORK/base-target/release/examples/" \;
 }
 
 # build_servers COMPONENT: builds COMPONENT's examples/bench_server (cache, ratelimit

@@ -2,9 +2,10 @@
 //! a request, and what the response carries.
 //!
 //! Nothing here knows a framework. An adapter asks [`RateLimit::plan`] for the
-//! request's checks (synchronously, while it holds the request), runs the plan, and
-//! either calls the inner service and adds [`Verdict::Pass`]'s headers, or answers
-//! with the [`Rejection`].
+//! request's checks (synchronously, while it holds the request), answers at once
+//! when [`Plan::reject_locally`] rejects it (a key known to be over its limit: no
+//! round trip), and otherwise runs the plan and either calls the inner service and
+//! adds [`Verdict::Pass`]'s headers, or answers with the [`Rejection`].
 //!
 //! Responses on limited routes carry the IETF `RateLimit-Policy` and `RateLimit`
 //! fields (draft-ietf-httpapi-ratelimit-headers), for example
