@@ -201,10 +201,12 @@ struct Blocked {
 }
 
 /// The last blocked key a thread found, with its set's id and the block's end: a
-/// flood from one client is answered from here without a cache look-up. A block
-/// never ends before its time (an insert for a blocked key only comes from a Redis
-/// answer given after the cache had lost it, and carries the same or a later end),
-/// so the memo answers as the cache would until the end it keeps.
+/// flood from one client is answered from here without a cache look-up. Nothing
+/// lifts a block early: a key is inserted again only after a Redis answer for it,
+/// which comes once the cache has lost the key (evicted at capacity), and that
+/// answer ends the block at the same time or later (no request of that key can be
+/// admitted meanwhile), give or take a round trip's clock skew. So the memo
+/// answers as the cache would, until the end it keeps.
 struct LastBlocked {
     set: u64,
     key: String,
