@@ -10,7 +10,7 @@
 //! | `larder_breaker_transitions_total` | counter | `to` (`open`, `closed`) | circuit breaker changes |
 //! | `larder_breaker_state` | gauge | | 0 closed, 1 half-open, 2 open |
 //! | `larder_cache_requests_total` | counter | `module`, `outcome` (`hit`, `miss`, `stale`, `bypass`) | cache look-ups |
-//! | `larder_cache_errors_total` | counter | `module`, `kind` | cache faults (decode, backend) |
+//! | `larder_cache_errors_total` | counter | `module`, `kind` (`decode`, `encode`) | entries that could not be read or values that could not be stored |
 //! | `larder_degraded_operations_total` | counter | `component` | operations served by a degraded path |
 //! | `larder_ratelimit_decisions_total` | counter | `policy`, `decision` (`allow`, `deny`, `local_deny`, `shadow_deny`, `fallback_allow`, `fallback_deny`) | rate-limit decisions |
 //! | `larder_session_ops_total` | counter | `op` (`load`, `create`, `update`, `write`, `delete`, `rotate`, `revoke`), `outcome` | session store operations |

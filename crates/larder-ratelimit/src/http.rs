@@ -255,10 +255,7 @@ impl Plan {
         let decision = if self.prechecked {
             self.limiter.check_remotely(&self.checks, &self.keys).await
         } else {
-            match self.limiter.check_locally(&self.checks, &self.keys) {
-                Some(denied) => denied,
-                None => self.limiter.check_remotely(&self.checks, &self.keys).await,
-            }
+            self.limiter.check_keyed(&self.checks, &self.keys).await
         };
         render(&decision, self.headers)
     }
@@ -334,7 +331,8 @@ impl RejectionKey {
             with_headers,
             policy: policy.clone(),
             limit: *quota,
-            retry_secs: ceil_secs(*retry_after),
+            // As the rendering computes it, so equal keys mean equal responses.
+            retry_secs: ceil_secs(*retry_after).max(1),
             name: state.name.clone(),
             quota: state.quota,
             reset_secs: ceil_secs(state.reset),

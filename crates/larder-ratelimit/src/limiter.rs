@@ -387,11 +387,16 @@ impl RateLimiter {
     /// (the local tier is per instance and checks policies one after another, so
     /// there a rejection may already have charged earlier policies).
     pub async fn check(&self, checks: &[Check]) -> Decision {
-        let keys = self.keys_of(checks);
-        if let Some(denied) = self.check_locally(checks, &keys) {
-            return denied;
+        self.check_keyed(checks, &self.keys_of(checks)).await
+    }
+
+    /// [`check`](Self::check) with the keys already built by
+    /// [`keys_of`](Self::keys_of).
+    pub(crate) async fn check_keyed(&self, checks: &[Check], keys: &[String]) -> Decision {
+        match self.check_locally(checks, keys) {
+            Some(denied) => denied,
+            None => self.check_remotely(checks, keys).await,
         }
-        self.check_remotely(checks, &keys).await
     }
 
     /// The Redis key of each quota of `checks`, in order (checks, then their quotas).
@@ -417,7 +422,7 @@ impl RateLimiter {
     /// The local pre-check alone (no round trip): `Some` when a quota of `checks` is
     /// known to be over its limit. `keys` are [`keys_of`](Self::keys_of)`(checks)`.
     pub(crate) fn check_locally(&self, checks: &[Check], keys: &[String]) -> Option<Decision> {
-        let blocked = self.inner.blocked.as_ref()?;
+        let blocked = self.inner.blocked.as_ref().filter(|_| !checks.is_empty())?;
         let now = Instant::now();
         if !blocked.any_until(now) {
             return None;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::handle;
+use common::{handle, script_calls};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -130,13 +130,10 @@ async fn limits_per_ip_with_ietf_fields_and_a_json_429() {
 
     // Rejected again, now by the local pre-check (answered in `call`, no round
     // trip): the same fields and body, Retry-After never later than the first.
-    let scripts = |calls: &std::collections::BTreeMap<String, u64>| {
-        calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0)
-    };
-    let before = scripts(&server.command_calls());
+    let before = script_calls(&server);
     let again = send(&app, "GET", "/", "203.0.113.1", &[]).await;
     assert_eq!(
-        scripts(&server.command_calls()),
+        script_calls(&server),
         before,
         "a local reject sent a script"
     );

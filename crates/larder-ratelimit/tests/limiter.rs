@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::calls;
+
 use std::time::Duration;
 
 use larder_core::Handle;
@@ -13,11 +15,6 @@ use larder_testing::{eventually, RedisServer};
 
 fn handle(url: &str) -> Handle {
     Handle::new(common::config(url).key_prefix("app").build().unwrap()).unwrap()
-}
-
-/// Calls of one command since the server started.
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    server.command_calls().get(command).copied().unwrap_or(0)
 }
 
 /// Commands clients sent: every command the server processed except the INFO calls

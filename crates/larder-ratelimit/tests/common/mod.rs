@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use larder_core::{Config, ConfigBuilder, Handle};
+use larder_testing::RedisServer;
 
 /// Short deadlines and a quick breaker, so fault tests run fast.
 pub(crate) fn config(url: &str) -> ConfigBuilder {
@@ -17,4 +18,16 @@ pub(crate) fn config(url: &str) -> ConfigBuilder {
 #[allow(dead_code)] // not every test file uses both
 pub(crate) fn handle(url: &str) -> Handle {
     Handle::new(config(url).build().expect("valid config")).expect("handle")
+}
+
+/// Calls of one command since the server started.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) fn calls(server: &RedisServer, command: &str) -> u64 {
+    server.command_calls().get(command).copied().unwrap_or(0)
+}
+
+/// Scripts the server has run (`EVALSHA` and `EVAL`): the rate limiter's round trips.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) fn script_calls(server: &RedisServer) -> u64 {
+    calls(server, "evalsha") + calls(server, "eval")
 }
