@@ -29,8 +29,7 @@
 //! replay a request, so the first request after expiry refreshes the entry in the
 //! foreground while concurrent requests for the key get the stale copy at once.
 
-use std::future::{ready, Future, Ready};
-use std::pin::Pin;
+use std::future::{ready, Ready};
 use std::rc::Rc;
 
 use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
@@ -39,6 +38,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use larder_core::future::LocalBoxedOrReady;
 use larder_core::Handle;
 
 use crate::admin::Admin;
@@ -85,8 +85,6 @@ pub struct CacheMiddlewareService<S> {
     cache: ResponseCache,
 }
 
-type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
-
 impl<S, B> Service<ServiceRequest> for CacheMiddlewareService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
@@ -94,15 +92,23 @@ where
 {
     type Response = ServiceResponse<EitherBody<B, BoxBody>>;
     type Error = actix_web::Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = CacheFuture<Result<Self::Response, Self::Error>>;
 
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        let decision = self.cache.decide(req.request());
+        if let Decision::Lookup(plan) = &decision {
+            if let Some(cached) = self.cache.serve_locally(plan) {
+                // Answered here: nothing boxed, the app's service not called.
+                return CacheFuture::ready(Ok(req
+                    .into_response(from_cache(cached))
+                    .map_into_right_body()));
+            }
+        }
         let service = Rc::clone(&self.service);
         let cache = self.cache.clone();
-        Box::pin(async move {
-            let decision = cache.decide(req.request());
+        CacheFuture::Running(Box::pin(async move {
             match decision {
                 Decision::Bypass {
                     cached_route,
@@ -145,9 +151,13 @@ where
                     }
                 }
             }
-        })
+        }))
     }
 }
+
+/// The future of [`CacheMiddlewareService`]: a hit on an in-process tier answered at
+/// once, or the look-up and the app's service.
+pub type CacheFuture<T> = LocalBoxedOrReady<T>;
 
 async fn fetch<S, B>(
     cache: &ResponseCache,

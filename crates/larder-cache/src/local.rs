@@ -12,15 +12,34 @@ use larder_core::keyspace::glob_matches;
 use crate::entry::{now_ms, Meta};
 use crate::http::StoredResponse;
 
-/// A stored response decoded once per in-process entry and shared by its hits, so
-/// a hit on this tier parses nothing.
-pub(crate) type Memo = Arc<OnceLock<Arc<StoredResponse>>>;
+/// An entry as a look-up found it. Shared: the in-process tiers hold it behind an
+/// `Arc`, so a hit on them copies neither the markers nor the payload.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Freshness and the markers the entry was stamped with.
+    pub(crate) meta: Meta,
+    /// The codec's bytes or a stored response.
+    pub(crate) payload: Bytes,
+    /// The stored response decoded once and shared by the entry's later hits, so a
+    /// hit on an in-process tier parses nothing.
+    response: OnceLock<Arc<StoredResponse>>,
+}
 
-#[derive(Clone)]
-struct LocalEntry {
-    meta: Meta,
-    payload: Bytes,
-    memo: Memo,
+impl Entry {
+    /// A shared entry.
+    pub(crate) fn new(meta: Meta, payload: Bytes) -> Arc<Self> {
+        Arc::new(Self {
+            meta,
+            payload,
+            response: OnceLock::new(),
+        })
+    }
+
+    /// Where the decoded response is kept.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+    pub(crate) fn response(&self) -> &OnceLock<Arc<StoredResponse>> {
+        &self.response
+    }
 }
 
 /// Entries expire with their stale window, or sooner when the tier has a cap.
@@ -28,11 +47,11 @@ struct ExpireWithEntry {
     cap: Option<Duration>,
 }
 
-impl moka::Expiry<String, LocalEntry> for ExpireWithEntry {
+impl moka::Expiry<String, Arc<Entry>> for ExpireWithEntry {
     fn expire_after_create(
         &self,
         _key: &String,
-        value: &LocalEntry,
+        value: &Arc<Entry>,
         _now: Instant,
     ) -> Option<Duration> {
         let own = Duration::from_millis(value.meta.stale_until_ms.saturating_sub(now_ms()));
@@ -42,7 +61,7 @@ impl moka::Expiry<String, LocalEntry> for ExpireWithEntry {
     fn expire_after_update(
         &self,
         key: &String,
-        value: &LocalEntry,
+        value: &Arc<Entry>,
         now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
@@ -53,7 +72,7 @@ impl moka::Expiry<String, LocalEntry> for ExpireWithEntry {
 /// Entries held in this process. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct LocalTier {
-    entries: moka::sync::Cache<String, LocalEntry>,
+    entries: moka::sync::Cache<String, Arc<Entry>>,
 }
 
 impl std::fmt::Debug for LocalTier {
@@ -70,7 +89,7 @@ impl LocalTier {
     pub(crate) fn new(max_bytes: u64, cap: Option<Duration>) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &String, v: &LocalEntry| {
+            .weigher(|k: &String, v: &Arc<Entry>| {
                 u32::try_from(k.len() + v.payload.len() + 64).unwrap_or(u32::MAX)
             })
             .expire_after(ExpireWithEntry { cap })
@@ -78,19 +97,13 @@ impl LocalTier {
         Self { entries }
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<(Meta, Bytes, Memo)> {
-        self.entries.get(key).map(|e| (e.meta, e.payload, e.memo))
+    /// The entry under `key` (a reference-count increment).
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.entries.get(key)
     }
 
-    pub(crate) fn insert(&self, key: String, meta: Meta, payload: Bytes) {
-        self.entries.insert(
-            key,
-            LocalEntry {
-                meta,
-                payload,
-                memo: Memo::default(),
-            },
-        );
+    pub(crate) fn insert(&self, key: String, entry: Arc<Entry>) {
+        self.entries.insert(key, entry);
     }
 
     pub(crate) fn remove(&self, key: &str) {
@@ -169,7 +182,10 @@ mod tests {
             Duration::ZERO,
         );
         for k in ["p:tenant:{1}:a:x", "p:tenant:{1}:b:y", "p:tenant:{2}:a:x"] {
-            tier.insert(k.to_owned(), meta.clone(), Bytes::from_static(b"1"));
+            tier.insert(
+                k.to_owned(),
+                Entry::new(meta.clone(), Bytes::from_static(b"1")),
+            );
         }
         tier.apply(&message('k', "p:tenant:{1}:b:y"));
         assert!(tier.get("p:tenant:{1}:b:y").is_none());

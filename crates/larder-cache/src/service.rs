@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::entry::{self, now_ms, Meta};
 use crate::flight::{Flights, Role};
-use crate::local::{self, LocalTier};
+use crate::local::{self, Entry, LocalTier};
 
 /// Key parts longer than this, or holding characters unfit for a key, are hashed.
 const MAX_PLAIN_KEY: usize = 200;
@@ -200,26 +200,49 @@ pub(crate) struct Keys {
 pub(crate) enum LeaseGate {
     /// Call the origin (holding the lease when a token is given).
     Proceed(Option<String>),
-    /// Another instance filled the entry while we waited (the metadata is read by
-    /// the HTTP flow, which only the framework features compile).
-    Filled(
-        #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))] Meta,
-        Bytes,
-    ),
+    /// Another instance filled the entry while we waited.
+    Filled(Arc<Entry>),
 }
 
 /// What a raw look-up found.
 #[derive(Debug)]
 pub(crate) struct Found {
     /// The entry, if one is usable (fresh or stale).
-    pub(crate) entry: Option<(Meta, Bytes)>,
-    /// The markers seen, when the look-up reached its store; `None` when Redis was
-    /// unavailable (then nothing is written back).
-    pub(crate) markers: Option<(String, String)>,
-    /// Where an in-process tier keeps the entry's decoded response.
-    pub(crate) memo: Option<crate::local::Memo>,
+    pub(crate) entry: Option<Arc<Entry>>,
+    /// The markers a fill must be stamped with.
+    seen: Seen,
     /// The time (ms) the entry was judged at: one clock read per look-up.
     pub(crate) now: u64,
+}
+
+/// The markers a look-up saw.
+#[derive(Debug)]
+enum Seen {
+    /// Read from the store.
+    Markers(String, String),
+    /// Those of the entry found: an L1 hit is only served while they are current, and
+    /// copying them is left to the rare fill that needs them.
+    OfEntry,
+    /// The store was unavailable: nothing is written back.
+    Unavailable,
+}
+
+impl Found {
+    /// Whether the look-up reached its store (Redis, or the in-process store).
+    pub(crate) fn reached_store(&self) -> bool {
+        !matches!(self.seen, Seen::Unavailable)
+    }
+
+    /// The markers to stamp a fill with; `None` when the store was unavailable.
+    pub(crate) fn into_markers(self) -> Option<(String, String)> {
+        match self.seen {
+            Seen::Markers(t, m) => Some((t, m)),
+            Seen::OfEntry => self
+                .entry
+                .map(|e| (e.meta.tenant_marker.clone(), e.meta.module_marker.clone())),
+            Seen::Unavailable => None,
+        }
+    }
 }
 
 /// A multi-tenant cache on the shared handle. Cheap to clone.
@@ -356,9 +379,15 @@ impl<C: Codec> Cache<C> {
         let keys = self.keys(tenant, module, key);
         let found = self.lookup_raw(&keys).await;
         match found.entry {
-            Some((meta, payload)) => match self.decode::<T>(&keys, &payload) {
-                Some(value) if meta.is_fresh_at(now_ms()) => Lookup::Hit { value, meta },
-                Some(value) => Lookup::Stale { value, meta },
+            Some(entry) => match self.decode::<T>(&keys, &entry.payload) {
+                Some(value) if entry.meta.is_fresh_at(now_ms()) => Lookup::Hit {
+                    value,
+                    meta: entry.meta.clone(),
+                },
+                Some(value) => Lookup::Stale {
+                    value,
+                    meta: entry.meta.clone(),
+                },
                 None => Lookup::Miss,
             },
             None => Lookup::Miss,
@@ -487,20 +516,21 @@ impl<C: Codec> Cache<C> {
         loop {
             let found = self.lookup_raw(&keys).await;
             let mut stale = None;
-            if let Some((meta, payload)) = found.entry {
-                if let Some(value) = self.decode::<T>(&keys, &payload) {
-                    if meta.is_fresh_at(now_ms()) {
+            if let Some(entry) = &found.entry {
+                if let Some(value) = self.decode::<T>(&keys, &entry.payload) {
+                    if entry.meta.is_fresh_at(now_ms()) {
                         return Ok(value);
                     }
                     stale = Some(value);
                 }
             }
+            let markers = found.into_markers();
             match self.inner.flights.join(&keys.entry) {
                 Role::Leader(leader) => {
                     let token = match self.lease_or_wait(&keys).await {
-                        LeaseGate::Filled(_, payload) => {
-                            if let Some(value) = self.decode::<T>(&keys, &payload) {
-                                leader.complete(Some(payload));
+                        LeaseGate::Filled(entry) => {
+                            if let Some(value) = self.decode::<T>(&keys, &entry.payload) {
+                                leader.complete(Some(entry.payload.clone()));
                                 return Ok(value);
                             }
                             None
@@ -521,8 +551,7 @@ impl<C: Codec> Cache<C> {
                     match result {
                         Ok(value) => {
                             let payload = self.encode(&keys, &value);
-                            if let (Some(payload), Some(markers)) = (payload.clone(), found.markers)
-                            {
+                            if let (Some(payload), Some(markers)) = (payload.clone(), markers) {
                                 self.store_raw(&keys, markers, ttl_of(&value), payload)
                                     .await;
                             }
@@ -749,12 +778,12 @@ impl<C: Codec> Cache<C> {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let found = self.read(keys, false).await;
-            if found.markers.is_none() {
+            if !found.reached_store() {
                 break;
             }
-            if let Some((meta, payload)) = found.entry.filter(|(m, _)| m.is_fresh_at(now_ms())) {
+            if let Some(entry) = found.entry.filter(|e| e.meta.is_fresh_at(now_ms())) {
                 tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, "filled by the lease holder");
-                return LeaseGate::Filled(meta, payload);
+                return LeaseGate::Filled(entry);
             }
         }
         LeaseGate::Proceed(None)
@@ -777,42 +806,57 @@ impl<C: Codec> Cache<C> {
         self.read(keys, true).await
     }
 
+    /// A fresh entry an in-process tier holds (the L1 tier, or the in-process store
+    /// when there is no Redis), found without waiting, and counted as a hit; `None`
+    /// sends the request down the full look-up (which counts its own outcome).
+    #[cfg(any(feature = "tower", feature = "actix"))]
+    pub(crate) fn lookup_fresh_local(&self, keys: &Keys) -> Option<(Arc<Entry>, u64)> {
+        let now = now_ms();
+        let entry = match &self.inner.local {
+            Some(local) => {
+                let (t, m) = self.local_marker_values(keys);
+                local.get(&keys.entry).filter(|e| {
+                    marker_is(&e.meta.tenant_marker, t) && marker_is(&e.meta.module_marker, m)
+                })?
+            }
+            None => self.l1_for(&keys.module)?.get(&keys.entry)?,
+        };
+        if !entry.meta.is_fresh_at(now) {
+            return None;
+        }
+        self.count_lookup(keys, Some(&entry.meta), now);
+        Some((entry, now))
+    }
+
     /// Looks an entry up; `count` says whether the outcome goes into the stats (the
     /// lease waiter's polls do not).
     async fn read(&self, keys: &Keys, count: bool) -> Found {
         let now = now_ms();
         if let Some(local) = &self.inner.local {
             let markers = self.local_markers(keys);
-            let (entry, memo) = local
-                .get(&keys.entry)
-                .filter(|(meta, _, _)| {
-                    meta.tenant_marker == markers.0 && meta.module_marker == markers.1
-                })
-                .filter(|(meta, _, _)| meta.is_servable_at(now))
-                .map_or((None, None), |(meta, payload, memo)| {
-                    (Some((meta, payload)), Some(memo))
-                });
+            let entry = local.get(&keys.entry).filter(|e| {
+                e.meta.tenant_marker == markers.0
+                    && e.meta.module_marker == markers.1
+                    && e.meta.is_servable_at(now)
+            });
             if count {
-                self.count_lookup(keys, entry.as_ref().map(|(m, _)| m), now);
+                self.count_lookup(keys, entry.as_ref().map(|e| &e.meta), now);
             }
             return Found {
                 entry,
-                markers: Some(markers),
-                memo,
+                seen: Seen::Markers(markers.0, markers.1),
                 now,
             };
         }
         let l1 = self.l1_for(&keys.module);
-        if let Some((meta, payload, memo)) = l1.and_then(|l1| l1.get(&keys.entry)) {
-            if meta.is_fresh_at(now) {
+        if let Some(entry) = l1.and_then(|l1| l1.get(&keys.entry)) {
+            if entry.meta.is_fresh_at(now) {
                 if count {
-                    self.count_lookup(keys, Some(&meta), now);
+                    self.count_lookup(keys, Some(&entry.meta), now);
                 }
-                let markers = (meta.tenant_marker.clone(), meta.module_marker.clone());
                 return Found {
-                    entry: Some((meta, payload)),
-                    markers: Some(markers),
-                    memo: Some(memo),
+                    entry: Some(entry),
+                    seen: Seen::OfEntry,
                     now,
                 };
             }
@@ -847,7 +891,7 @@ impl<C: Codec> Cache<C> {
                 let entry = match raw {
                     None => None,
                     Some(raw) => match entry::decode(Bytes::from(raw)) {
-                        Ok((meta, payload)) => Some((meta, payload)),
+                        Ok((meta, payload)) => Some(Entry::new(meta, payload)),
                         Err(e) => {
                             self.corrupt(keys, &e.to_string()).await;
                             None
@@ -856,40 +900,38 @@ impl<C: Codec> Cache<C> {
                 };
                 // Judged at the reply's time, not the request's.
                 let now = now_ms();
-                let entry = entry.filter(|(meta, _)| {
+                let entry = entry.filter(|e| {
                     !markers.0.is_empty()
                         && !markers.1.is_empty()
-                        && meta.tenant_marker == markers.0
-                        && meta.module_marker == markers.1
-                        && meta.is_servable_at(now)
+                        && e.meta.tenant_marker == markers.0
+                        && e.meta.module_marker == markers.1
+                        && e.meta.is_servable_at(now)
                 });
                 if count {
-                    self.count_lookup(keys, entry.as_ref().map(|(m, _)| m), now);
+                    self.count_lookup(keys, entry.as_ref().map(|e| &e.meta), now);
                 }
-                if let (Some(l1), Some((meta, payload))) = (l1, &entry) {
-                    l1.insert(keys.entry.clone(), meta.clone(), payload.clone());
+                if let (Some(l1), Some(entry)) = (l1, &entry) {
+                    l1.insert(keys.entry.clone(), Arc::clone(entry));
                 }
                 Found {
                     entry,
-                    markers: Some(markers),
-                    memo: None,
+                    seen: Seen::Markers(markers.0, markers.1),
                     now,
                 }
             }
             Err(e) => {
                 // Redis is out: an entry the L1 tier still holds beats the origin.
-                if let Some((meta, payload, memo)) = l1
+                if let Some(entry) = l1
                     .and_then(|l1| l1.get(&keys.entry))
-                    .filter(|(meta, _, _)| meta.is_servable_at(now))
+                    .filter(|e| e.meta.is_servable_at(now))
                 {
                     if count {
                         self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                        self.count_lookup(keys, Some(&meta), now);
+                        self.count_lookup(keys, Some(&entry.meta), now);
                     }
                     return Found {
-                        entry: Some((meta, payload)),
-                        markers: None,
-                        memo: Some(memo),
+                        entry: Some(entry),
+                        seen: Seen::Unavailable,
                         now,
                     };
                 }
@@ -901,8 +943,7 @@ impl<C: Codec> Cache<C> {
                 tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "cache degraded: treating as miss");
                 Found {
                     entry: None,
-                    markers: None,
-                    memo: None,
+                    seen: Seen::Unavailable,
                     now,
                 }
             }
@@ -926,7 +967,7 @@ impl<C: Codec> Cache<C> {
                 return None;
             }
             let meta = Meta::new(markers, ttl, stale);
-            local.insert(keys.entry.clone(), meta.clone(), payload);
+            local.insert(keys.entry.clone(), Entry::new(meta.clone(), payload));
             tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, ttl_s = ttl.as_secs(), "cache SET (in-process)");
             return Some(meta);
         }
@@ -953,7 +994,7 @@ impl<C: Codec> Cache<C> {
                     meta.module_marker = fresh;
                 }
                 if let Some(l1) = self.l1_for(&keys.module) {
-                    l1.insert(keys.entry.clone(), meta.clone(), payload);
+                    l1.insert(keys.entry.clone(), Entry::new(meta.clone(), payload));
                 }
                 tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, ttl_s = ttl.as_secs(), "cache SET");
                 Some(meta)
@@ -1003,6 +1044,12 @@ impl<C: Codec> Cache<C> {
     }
 
     fn local_markers(&self, keys: &Keys) -> (String, String) {
+        let (t, m) = self.local_marker_values(keys);
+        (t.to_string(), m.to_string())
+    }
+
+    /// The in-process store's markers of `keys`' tenant and module.
+    fn local_marker_values(&self, keys: &Keys) -> (u64, u64) {
         let (tenant_marker, module_marker) = self.marker_keys(keys);
         let map = self
             .inner
@@ -1010,8 +1057,8 @@ impl<C: Codec> Cache<C> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let t = map.get(tenant_marker).copied().unwrap_or(0);
-        let mm = map.get(module_marker).copied().unwrap_or(0);
-        (t.to_string(), mm.to_string())
+        let m = map.get(module_marker).copied().unwrap_or(0);
+        (t, m)
     }
 
     /// Sets a fresh marker and announces it to other instances' L1 tiers, in one
@@ -1193,6 +1240,14 @@ impl<C: Codec> Cache<C> {
     }
 }
 
+/// Whether an entry's marker is the in-process store's marker `value` (compared
+/// without formatting `value`).
+#[cfg(any(feature = "tower", feature = "actix"))]
+fn marker_is(marker: &str, value: u64) -> bool {
+    larder_core::codec::parse_u64(marker.as_bytes()) == Some(value) && !marker.starts_with('0')
+        || marker == "0" && value == 0
+}
+
 /// Look-ups by module and outcome, keyed once per module.
 static LOOKUPS: m::Family = m::Family::new(
     m::CACHE_REQUESTS,
@@ -1273,6 +1328,32 @@ mod tests {
             assert!(s.starts_with("#h:") && s.len() == 35, "{k:?} -> {s}");
         }
         assert_ne!(safe_key("a\nb"), safe_key("a\nc"));
+    }
+
+    #[cfg(any(feature = "tower", feature = "actix"))]
+    #[test]
+    fn in_process_markers_compare_as_their_decimal_text() {
+        for value in [0, 1, 7, 10, 42, u64::MAX] {
+            assert!(marker_is(&value.to_string(), value), "{value}");
+            for other in [
+                "",
+                "-",
+                "00",
+                "07",
+                "+7",
+                " 7",
+                "7 ",
+                "abc",
+                "18446744073709551616",
+            ] {
+                assert_eq!(
+                    marker_is(other, value),
+                    other == value.to_string(),
+                    "{other:?} vs {value}"
+                );
+            }
+            assert!(!marker_is(&(value ^ 1).to_string(), value));
+        }
     }
 
     #[test]

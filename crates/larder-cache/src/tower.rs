@@ -29,6 +29,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use larder_core::future::{BoxedOrReady, MaybeReady};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -68,16 +69,17 @@ pub struct CacheService<S> {
     cache: ResponseCache,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// The response future of [`CacheService`].
+/// The response future of [`CacheService`]: a hit on an in-process tier answered at
+/// once, or the look-up and the inner service.
 pub struct ResponseFuture<B: Body, E> {
-    inner: BoxFuture<Result<Response<CacheBody<B>>, E>>,
+    state: BoxedOrReady<Result<Response<CacheBody<B>>, E>>,
 }
 
 impl<B: Body, E> std::fmt::Debug for ResponseFuture<B, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("state", &self.state)
+            .finish()
     }
 }
 
@@ -85,7 +87,7 @@ impl<B: Body, E> Future for ResponseFuture<B, E> {
     type Output = Result<Response<CacheBody<B>>, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        Pin::new(&mut self.state).poll(cx)
     }
 }
 
@@ -107,14 +109,23 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let decision = self.cache.decide(&parts);
+        if let Decision::Lookup(plan) = &decision {
+            if let Some(cached) = self.cache.serve_locally(plan) {
+                // Answered here: the inner service is neither cloned nor called (its
+                // readiness stays for the next request).
+                return ResponseFuture {
+                    state: MaybeReady::ready(Ok(from_cache(cached))),
+                };
+            }
+        }
+        let req = Request::from_parts(parts, body);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let cache = self.cache.clone();
         ResponseFuture {
-            inner: Box::pin(async move {
-                let (parts, body) = req.into_parts();
-                let decision = cache.decide(&parts);
-                let req = Request::from_parts(parts, body);
+            state: MaybeReady::Running(Box::pin(async move {
                 match decision {
                     Decision::Bypass {
                         cached_route,
@@ -136,7 +147,7 @@ where
                     }
                     Decision::Lookup(plan) => serve(cache, inner, req, *plan).await,
                 }
-            }),
+            })),
         }
     }
 }

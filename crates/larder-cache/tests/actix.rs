@@ -355,3 +355,78 @@ async fn works_without_redis_in_process() {
     let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
     assert_eq!(json["cache"], "in_process");
 }
+
+#[actix_web::test]
+async fn in_process_hits_are_answered_in_call_without_the_app() {
+    use actix_web::dev::{fn_service, ServiceRequest, Transform};
+    use larder_core::future::MaybeReady;
+    let server = RedisServer::start();
+    let l1 = {
+        let cache = Cache::new(handle(Some(&server.url())));
+        let mut settings = cache.settings().clone();
+        settings.l1 = Some(larder_cache::L1Settings::new(
+            1 << 20,
+            Duration::from_secs(30),
+        ));
+        cache.with_settings(settings)
+    };
+    // The L1 tier in front of Redis, and the in-process store when there is no Redis.
+    for cache in [l1, Cache::new(handle(None))] {
+        let responses = ResponseCache::new(cache.clone())
+            .route(CacheRoute::new("/balance", "balance").unwrap());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let app = fn_service(move |req: ServiceRequest| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(req.into_response(HttpResponse::Ok().body(format!("balance #{n}")))) }
+        });
+        let svc = CacheMiddleware::new(responses)
+            .new_transform(app)
+            .await
+            .unwrap();
+        let request = |extra: Option<(&str, &str)>| {
+            let mut req = test::TestRequest::get().uri("/balance").insert_header(T1);
+            if let Some(header) = extra {
+                req = req.insert_header(header);
+            }
+            req.to_srv_request()
+        };
+        let read = |res: ServiceResponse<_>| async move {
+            let x_cache = res
+                .headers()
+                .get("x-cache")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (x_cache, test::read_body(res).await)
+        };
+        let miss = svc.call(request(None));
+        assert!(matches!(miss, MaybeReady::Running(_)));
+        assert_eq!(
+            read(miss.await.unwrap()).await,
+            ("MISS".to_owned(), "balance #1".into())
+        );
+        let hits_before = cache.stats().await.hits;
+        let hit = svc.call(request(None));
+        assert!(
+            matches!(hit, MaybeReady::Ready(Some(_))),
+            "a hit on an in-process tier is answered in call"
+        );
+        assert_eq!(
+            read(hit.await.unwrap()).await,
+            ("HIT".to_owned(), "balance #1".into())
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            cache.stats().await.hits,
+            hits_before + 1,
+            "the hit is counted"
+        );
+        // A revalidation takes the full path and calls the app.
+        let again = svc.call(request(Some(("cache-control", "no-cache"))));
+        assert!(matches!(again, MaybeReady::Running(_)));
+        let (x_cache, body) = read(again.await.unwrap()).await;
+        assert_eq!((x_cache.as_str(), &body[..]), ("MISS", &b"balance #2"[..]));
+    }
+}

@@ -18,7 +18,7 @@ use larder_cache::tower::CacheLayer;
 use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
 use larder_core::{Config, Handle};
 use larder_testing::RedisServer;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 #[derive(Clone, Default)]
 struct Origin {
@@ -647,4 +647,98 @@ async fn with_the_lease_two_app_instances_make_one_origin_call() {
         );
     }
     assert_eq!(origin.calls(), 1);
+}
+
+/// An origin service that counts its calls and its clones (a Tower middleware clones
+/// the inner service for every request it hands on).
+#[derive(Default)]
+struct CountingOrigin {
+    calls: Arc<AtomicUsize>,
+    clones: Arc<AtomicUsize>,
+}
+
+impl Clone for CountingOrigin {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            calls: Arc::clone(&self.calls),
+            clones: Arc::clone(&self.clones),
+        }
+    }
+}
+
+impl Service<Request<Body>> for CountingOrigin {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Body>) -> Self::Future {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        std::future::ready(Ok(format!("balance #{n}").into_response()))
+    }
+}
+
+#[tokio::test]
+async fn in_process_hits_are_answered_in_call_without_the_inner_service() {
+    use tower::Layer;
+    let server = RedisServer::start();
+    let l1 = {
+        let cache = Cache::new(handle(Some(&server.url())));
+        let mut settings = cache.settings().clone();
+        settings.l1 = Some(larder_cache::L1Settings::new(
+            1 << 20,
+            Duration::from_secs(30),
+        ));
+        cache.with_settings(settings)
+    };
+    // The L1 tier in front of Redis, and the in-process store when there is no Redis.
+    for cache in [l1, Cache::new(handle(None))] {
+        let responses = ResponseCache::new(cache.clone())
+            .route(CacheRoute::new("/balance", "balance").unwrap());
+        let origin = CountingOrigin::default();
+        let (calls, clones) = (Arc::clone(&origin.calls), Arc::clone(&origin.clones));
+        let mut svc = CacheLayer::new(responses).layer(origin);
+        let mut get = async |extra: Option<(&str, &str)>| {
+            let mut req = Request::get("/balance").header(T1.0, T1.1);
+            if let Some((name, value)) = extra {
+                req = req.header(name, value);
+            }
+            let res = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let x_cache = res.headers()["x-cache"].to_str().unwrap().to_owned();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (x_cache, body)
+        };
+        assert_eq!(get(None).await, ("MISS".to_owned(), "balance #1".into()));
+        let (clones_before, hits_before) =
+            (clones.load(Ordering::SeqCst), cache.stats().await.hits);
+        assert_eq!(get(None).await, ("HIT".to_owned(), "balance #1".into()));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            clones.load(Ordering::SeqCst),
+            clones_before,
+            "a hit on an in-process tier is answered in call: no clone of the inner service"
+        );
+        assert_eq!(
+            cache.stats().await.hits,
+            hits_before + 1,
+            "the hit is counted"
+        );
+        // A revalidation takes the full path: the inner service is cloned and called.
+        let (x_cache, body) = get(Some(("cache-control", "no-cache"))).await;
+        assert_eq!((x_cache.as_str(), &body[..]), ("MISS", &b"balance #2"[..]));
+        assert!(clones.load(Ordering::SeqCst) > clones_before);
+    }
 }

@@ -38,6 +38,7 @@
 //! | module | what it gives |
 //! | --- | --- |
 //! | [`handle`] | [`Handle`]: multiplexed self-reconnecting connection for the request path, a deadpool pool for dedicated connections, pub/sub |
+//! | [`future`] | [`MaybeReady`](future::MaybeReady): the response future of middleware that may answer at once |
 //! | [`guard`] | [`Guard`]: per-call deadline (default 50 ms) and circuit breaker |
 //! | [`keyspace`] | [`Keyspace`], [`Tenant`], [`Module`], [`Scope`]: `{prefix}:tenant:{tenant}:{module}:{key}` and SCAN patterns |
 //! | [`codec`] | [`Codec`], [`Json`] |
@@ -69,6 +70,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod future;
 pub mod guard;
 pub mod handle;
 pub mod health;

@@ -19,16 +19,15 @@
 //! The peer address is the connection's (`HttpRequest::peer_addr`). Redis trouble
 //! never becomes an error response: each policy's fail mode answers instead.
 
-use std::future::{ready, Future, Ready};
-use std::pin::Pin;
+use std::future::{ready, Ready};
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
+use larder_core::future::LocalBoxedOrReady;
 
 use crate::http::{RateLimit, Rejection, Verdict};
 
@@ -72,8 +71,6 @@ pub struct RateLimitMiddlewareService<S> {
     limits: RateLimit,
 }
 
-type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
-
 impl<S, B> Service<ServiceRequest> for RateLimitMiddlewareService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
@@ -89,9 +86,9 @@ where
         let plan = match self.limits.plan(req.request()).reject_locally() {
             // Rejected by the local pre-check: answered now, nothing boxed.
             Ok(rejection) => {
-                return RateLimitFuture::Ready(Some(Ok(req
+                return RateLimitFuture::ready(Ok(req
                     .into_response(rejected(rejection))
-                    .map_into_right_body())))
+                    .map_into_right_body()))
             }
             Err(plan) => plan,
         };
@@ -133,40 +130,7 @@ fn rejected(rejection: Rejection) -> HttpResponse {
 
 /// The future of [`RateLimitMiddlewareService`]: the limiter's round trip and the
 /// app's service, or a rejection made at once by the local pre-check.
-pub enum RateLimitFuture<T> {
-    /// Waiting for the limiter or the app.
-    Running(LocalBoxFuture<T>),
-    /// Answered already; `None` once taken.
-    Ready(Option<T>),
-}
-
-impl<T> std::fmt::Debug for RateLimitFuture<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Running(_) => "RateLimitFuture::Running",
-            Self::Ready(_) => "RateLimitFuture::Ready",
-        })
-    }
-}
-
-// Sound: nothing inside is ever pinned in place (the running future is boxed, and
-// the ready value is only moved out).
-impl<T> Unpin for RateLimitFuture<T> {}
-
-impl<T> Future for RateLimitFuture<T> {
-    type Output = T;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.get_mut() {
-            Self::Running(future) => future.as_mut().poll(cx),
-            Self::Ready(value) => Poll::Ready(
-                value
-                    .take()
-                    .expect("RateLimitFuture polled after completion"),
-            ),
-        }
-    }
-}
+pub type RateLimitFuture<T> = LocalBoxedOrReady<T>;
 
 /// The names the limiter sends, without parsing them per response.
 fn header_name(name: &'static str) -> HeaderName {

@@ -33,6 +33,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Full};
+use larder_core::future::{BoxedOrReady, MaybeReady};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -73,41 +74,25 @@ pub struct RateLimitService<S> {
 /// The response body: the inner service's, or a rejection's JSON.
 pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// The response future of [`RateLimitService`].
+/// The response future of [`RateLimitService`]: the limiter's round trip and the
+/// inner service, or a rejection made at once by the local pre-check.
 pub struct ResponseFuture<B, E> {
-    state: State<B, E>,
+    state: BoxedOrReady<Result<Response<RateLimitBody<B>>, E>>,
 }
-
-enum State<B, E> {
-    /// The request goes through the limiter's round trip and the inner service.
-    Running(BoxFuture<Result<Response<RateLimitBody<B>>, E>>),
-    /// Rejected by the local pre-check: the answer is already here.
-    Rejected(Option<Response<RateLimitBody<B>>>),
-}
-
-// Sound: nothing inside is ever pinned in place (the running future is boxed, and
-// the ready response is only moved out).
-impl<B, E> Unpin for ResponseFuture<B, E> {}
 
 impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("state", &self.state)
+            .finish()
     }
 }
 
 impl<B, E> Future for ResponseFuture<B, E> {
     type Output = Result<Response<RateLimitBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Neither state is self-referential (the running future is boxed).
-        match &mut self.get_mut().state {
-            State::Running(future) => future.as_mut().poll(cx),
-            State::Rejected(response) => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.state).poll(cx)
     }
 }
 
@@ -128,21 +113,23 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
         let plan = self.limits.plan(&parts);
         let plan = match plan.reject_locally() {
+            // Answered here: the inner service is neither cloned nor called (its
+            // readiness stays for the next request).
             Ok(rejection) => {
                 return ResponseFuture {
-                    state: State::Rejected(Some(rejected(rejection))),
+                    state: MaybeReady::ready(Ok(rejected(rejection))),
                 }
             }
             Err(plan) => plan,
         };
         let req = Request::from_parts(parts, body);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture {
-            state: State::Running(Box::pin(async move {
+            state: MaybeReady::Running(Box::pin(async move {
                 if plan.is_empty() {
                     return Ok(inner.call(req).await?.map(Either::Left));
                 }

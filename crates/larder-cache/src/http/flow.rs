@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::{LookupPlan, ResponseCache, StoredResponse};
 use crate::entry::{now_ms, CorruptEntry};
 use crate::flight::{Leader, Role};
+use crate::local::Entry;
 use crate::service::LeaseGate;
 
 /// `X-Cache` values.
@@ -107,39 +108,54 @@ pub(crate) enum Begin {
     Fetch(Ticket),
 }
 
-/// Decodes a stored response, or takes the one an in-process tier already decoded.
-fn decode(
-    payload: &Bytes,
-    memo: Option<&crate::local::Memo>,
-) -> Result<Arc<StoredResponse>, CorruptEntry> {
-    if let Some(done) = memo.and_then(|m| m.get()) {
+/// An entry's stored response: decoded once per entry, then shared by the entry's
+/// later hits (an in-process tier's entries live on between requests).
+fn decode(entry: &Entry) -> Result<Arc<StoredResponse>, CorruptEntry> {
+    let memo = entry.response();
+    if let Some(done) = memo.get() {
         return Ok(Arc::clone(done));
     }
-    let stored = Arc::new(StoredResponse::decode(payload)?);
-    if let Some(memo) = memo {
-        // A concurrent hit may have set it first: both decoded the same bytes.
-        let _ = memo.set(Arc::clone(&stored));
-    }
+    let stored = Arc::new(StoredResponse::decode(&entry.payload)?);
+    // A concurrent hit may have set it first: both decoded the same bytes.
+    let _ = memo.set(Arc::clone(&stored));
     Ok(stored)
 }
 
+/// A stored response handed over by the flight's leader.
+fn decode_payload(payload: &Bytes) -> Result<Arc<StoredResponse>, CorruptEntry> {
+    StoredResponse::decode(payload).map(Arc::new)
+}
+
 impl ResponseCache {
+    /// A fresh hit on an in-process tier, answered without waiting: the adapters
+    /// serve it from their `call`, with no boxed future and no clone of the inner
+    /// service. `None` (a miss, a stale or corrupt entry, a revalidation) leaves the
+    /// request to [`begin`](Self::begin).
+    pub(crate) fn serve_locally(&self, plan: &LookupPlan) -> Option<Cached> {
+        if plan.revalidate {
+            return None;
+        }
+        let (entry, now) = self.cache.lookup_fresh_local(&plan.keys)?;
+        let stored = decode(&entry).ok()?;
+        Some(self.cached(plan, stored, entry.meta.age_secs(now), x_cache::HIT))
+    }
+
+    /// Looks the plan's entry up and says whether to serve it or call the origin.
     pub(crate) async fn begin(&self, plan: &LookupPlan) -> Begin {
         let found = self.cache.lookup_raw(&plan.keys).await;
         let now = found.now;
         let mut stale = None;
-        if let Some((meta, payload)) = found.entry {
-            match decode(&payload, found.memo.as_ref()) {
-                Ok(stored) if meta.is_fresh_at(now) && !plan.revalidate => {
-                    return Begin::Serve(
-                        self.cached(plan, stored, meta.age_secs(now), super::flow::x_cache::HIT),
-                        None,
-                    );
+        if let Some(entry) = &found.entry {
+            let age = entry.meta.age_secs(now);
+            match decode(entry) {
+                Ok(stored) if entry.meta.is_fresh_at(now) && !plan.revalidate => {
+                    return Begin::Serve(self.cached(plan, stored, age, x_cache::HIT), None);
                 }
-                Ok(stored) => stale = Some((meta.age_secs(now), stored)),
+                Ok(stored) => stale = Some((age, stored)),
                 Err(e) => self.cache.corrupt(&plan.keys, &e.to_string()).await,
             }
         }
+        let markers = found.into_markers();
         let flights = self.cache.flights();
         match flights.join(&plan.keys.entry) {
             Role::Leader(leader) => {
@@ -147,10 +163,10 @@ impl ResponseCache {
                 let mut lease = None;
                 if stale.is_none() || !swr {
                     match self.cache.lease_or_wait(&plan.keys).await {
-                        LeaseGate::Filled(meta, payload) => {
-                            if let Ok(stored) = decode(&payload, None) {
-                                leader.complete(Some(payload));
-                                let age = meta.age_secs(now_ms());
+                        LeaseGate::Filled(entry) => {
+                            if let Ok(stored) = decode(&entry) {
+                                leader.complete(Some(entry.payload.clone()));
+                                let age = entry.meta.age_secs(now_ms());
                                 return Begin::Serve(
                                     self.cached(plan, stored, age, x_cache::HIT),
                                     None,
@@ -163,7 +179,7 @@ impl ResponseCache {
                 let ticket = Ticket {
                     leader: Some(leader),
                     lease,
-                    markers: found.markers,
+                    markers,
                     stale: None,
                 };
                 match stale {
@@ -182,7 +198,7 @@ impl ResponseCache {
                     return Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), None);
                 }
                 if let Ok(Some(payload)) = rx.recv().await {
-                    if let Ok(stored) = decode(&payload, None) {
+                    if let Ok(stored) = decode_payload(&payload) {
                         return Begin::Serve(self.cached(plan, stored, 0, x_cache::HIT), None);
                     }
                 }

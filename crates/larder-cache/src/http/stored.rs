@@ -126,9 +126,7 @@ impl StoredResponse {
         let mut pos = 0;
         // The next line, as a range of `raw`.
         let mut line = || -> Result<std::ops::Range<usize>, CorruptEntry> {
-            let nl = raw[pos..]
-                .iter()
-                .position(|&b| b == b'\n')
+            let nl = memchr::memchr(b'\n', &raw[pos..])
                 .ok_or(CorruptEntry("response header not terminated"))?;
             let range = pos..pos + nl;
             pos += nl + 1;
@@ -139,16 +137,15 @@ impl StoredResponse {
             .and_then(|s| s.parse::<u16>().ok())
             .filter(|s| (100..=999).contains(s))
             .ok_or(CorruptEntry("bad status line"))?;
-        let mut headers = Vec::new();
+        // Most stored responses carry a handful of headers: one allocation.
+        let mut headers = Vec::with_capacity(4);
         loop {
             let l = line()?;
             if l.is_empty() {
                 break;
             }
             // A name holds no ':', so the first one ends it; ": " separates.
-            let colon = raw[l.clone()]
-                .iter()
-                .position(|&b| b == b':')
+            let colon = memchr::memchr(b':', &raw[l.clone()])
                 .filter(|&c| raw.get(l.start + c + 1) == Some(&b' '))
                 .ok_or(CorruptEntry("bad header line"))?;
             let name = HeaderName::from_bytes(&raw[l.start..l.start + colon])
