@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | `plain` | returns a 1 KiB JSON body |
 //! | `raw` | one raw redis-rs `GET` on a multiplexed connection, returns the value |
+//! | `mget` | one raw redis-rs `MGET` of three keys (two 27-byte markers and the value): the reply a Redis-tier hit parses, and nothing else |
 //! | `cache` | the same body through larder's response cache (Redis tier) |
 //! | `local` | the same, with the L1 in-process tier in front of Redis |
 //! | `off` | the cache layer installed with caching turned off |
@@ -35,6 +36,36 @@ fn body() -> String {
     }
     s.push_str("]}");
     s
+}
+
+/// Stores the raw modes' keys and opens their connection.
+async fn raw_connection(
+    body: &str,
+) -> Result<larder_core::redis::aio::MultiplexedConnection, Box<dyn std::error::Error>> {
+    let url = std::env::var("REDIS_URL")?;
+    let client = larder_core::redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let marker = "19ab2c3d4e5f60718293a4b5c6d";
+    let _: () = conn
+        .mset(&[
+            ("bench:raw", body),
+            ("bench:gen", marker),
+            ("bench:gen:bench", marker),
+        ])
+        .await?;
+    Ok(conn)
+}
+
+/// The `raw` and `mget` handlers' Redis call.
+async fn raw_read(mut conn: larder_core::redis::aio::MultiplexedConnection, mget: bool) -> String {
+    if mget {
+        let reply: Result<(Option<String>, Option<String>, Option<String>), _> = conn
+            .mget(&["bench:gen", "bench:gen:bench", "bench:raw"])
+            .await;
+        reply.ok().and_then(|(_, _, v)| v).unwrap_or_default()
+    } else {
+        conn.get::<_, String>("bench:raw").await.unwrap_or_default()
+    }
 }
 
 fn responses(mode: &str) -> Result<(Handle, ResponseCache), Box<dyn std::error::Error>> {
@@ -80,18 +111,10 @@ fn axum_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::e
     rt.block_on(async move {
         let app: Router = match mode {
             "plain" => Router::new().route("/data", get(move || std::future::ready(body.clone()))),
-            "raw" => {
-                let url = std::env::var("REDIS_URL")?;
-                let client = larder_core::redis::Client::open(url)?;
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                let _: () = conn.set("bench:raw", &body).await?;
-                Router::new().route(
-                    "/data",
-                    get(move || {
-                        let mut conn = conn.clone();
-                        async move { conn.get::<_, String>("bench:raw").await.unwrap_or_default() }
-                    }),
-                )
+            "raw" | "mget" => {
+                let conn = raw_connection(&body).await?;
+                let mget = mode == "mget";
+                Router::new().route("/data", get(move || raw_read(conn.clone(), mget)))
             }
             _ => {
                 let (_handle, responses) = responses(mode)?;
@@ -111,17 +134,14 @@ fn actix_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::
     use actix_web::{web, App, HttpResponse, HttpServer};
     let mode = mode.to_owned();
     actix_web::rt::System::new().block_on(async move {
-        let raw = if mode == "raw" {
-            let url = std::env::var("REDIS_URL")?;
-            let client = larder_core::redis::Client::open(url)?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            let _: () = conn.set("bench:raw", &body).await?;
-            Some(conn)
+        let mget = mode == "mget";
+        let raw = if mode == "raw" || mget {
+            Some(raw_connection(&body).await?)
         } else {
             None
         };
         let cache = match mode.as_str() {
-            "plain" | "raw" => None,
+            "plain" | "raw" | "mget" => None,
             _ => Some(responses(&mode)?),
         };
         println!("ready");
@@ -139,12 +159,8 @@ fn actix_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::
                     App::new().service(scope.route(
                         "/data",
                         web::get().to(move || {
-                            let mut conn = conn.clone();
-                            async move {
-                                HttpResponse::Ok().body(
-                                    conn.get::<_, String>("bench:raw").await.unwrap_or_default(),
-                                )
-                            }
+                            let read = raw_read(conn.clone(), mget);
+                            async move { HttpResponse::Ok().body(read.await) }
                         }),
                     ))
                 }

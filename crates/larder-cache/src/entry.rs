@@ -115,50 +115,88 @@ fn marker_or_dash(m: &str) -> &str {
 /// # Errors
 /// [`CorruptEntry`] for anything that is not a well-formed entry.
 pub fn decode(raw: Bytes) -> Result<(Meta, Bytes), CorruptEntry> {
-    if !raw.starts_with(MAGIC) {
-        return Err(CorruptEntry("missing LC1 header"));
-    }
-    // Searched and split with memchr, parsed as bytes: a Redis hit decodes this line
-    // on every request.
-    let nl = memchr::memchr(b'\n', &raw[..raw.len().min(512)])
-        .ok_or(CorruptEntry("header line not terminated"))?;
-    let line = &raw[MAGIC.len()..nl];
-    let mut start = 0;
-    let mut spaces = memchr::memchr_iter(b' ', line);
-    let mut next = |what| {
-        let end = spaces.next().unwrap_or(line.len());
-        let field = line.get(start..end).filter(|f| !f.is_empty());
-        start = end + 1;
-        field.ok_or(CorruptEntry(what))
-    };
-    let marker = |s: &[u8]| {
-        std::str::from_utf8(s)
-            .map(str::to_owned)
-            .map_err(|_| CorruptEntry("marker is not UTF-8"))
-    };
-    let tenant_marker = marker(next("missing tenant marker")?)?;
-    let module_marker = marker(next("missing module marker")?)?;
-    let num = |s: &[u8], what| parse_u64(s).ok_or(CorruptEntry(what));
-    let created_ms = num(next("missing created time")?, "bad created time")?;
-    let fresh_until_ms = num(next("missing fresh-until time")?, "bad fresh-until time")?;
-    let stale_until_ms = num(next("missing stale-until time")?, "bad stale-until time")?;
-    if start <= line.len() {
-        return Err(CorruptEntry("trailing header fields"));
-    }
-    if fresh_until_ms < created_ms || stale_until_ms < fresh_until_ms {
-        return Err(CorruptEntry("times out of order"));
-    }
-    let dash = |m: String| if m == "-" { String::new() } else { m };
-    Ok((
-        Meta {
-            tenant_marker: dash(tenant_marker),
-            module_marker: dash(module_marker),
+    let header = Header::parse(&raw)?;
+    let meta = header.meta(
+        header.tenant_marker.to_owned(),
+        header.module_marker.to_owned(),
+    );
+    Ok((meta, raw.slice(header.payload_start..)))
+}
+
+/// An entry's header line, parsed in place: a Redis hit compares its markers with
+/// the current ones before copying anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header<'a> {
+    /// The tenant marker (empty for `-`).
+    pub(crate) tenant_marker: &'a str,
+    /// The module marker (empty for `-`).
+    pub(crate) module_marker: &'a str,
+    created_ms: u64,
+    fresh_until_ms: u64,
+    /// Until when the entry may be served.
+    pub(crate) stale_until_ms: u64,
+    /// Where the payload starts.
+    pub(crate) payload_start: usize,
+}
+
+impl<'a> Header<'a> {
+    /// Parses the header line of stored bytes.
+    pub(crate) fn parse(raw: &'a [u8]) -> Result<Self, CorruptEntry> {
+        if !raw.starts_with(MAGIC) {
+            return Err(CorruptEntry("missing LC1 header"));
+        }
+        // Searched and split with memchr, parsed as bytes: a Redis hit decodes this
+        // line on every request.
+        let nl = memchr::memchr(b'\n', &raw[..raw.len().min(512)])
+            .ok_or(CorruptEntry("header line not terminated"))?;
+        let line = &raw[MAGIC.len()..nl];
+        let mut start = 0;
+        let mut spaces = memchr::memchr_iter(b' ', line);
+        let mut next = |what| {
+            let end = spaces.next().unwrap_or(line.len());
+            let field = line.get(start..end).filter(|f| !f.is_empty());
+            start = end + 1;
+            field.ok_or(CorruptEntry(what))
+        };
+        let marker = |s: &'a [u8]| match std::str::from_utf8(s) {
+            Ok("-") => Ok(""),
+            Ok(m) => Ok(m),
+            Err(_) => Err(CorruptEntry("marker is not UTF-8")),
+        };
+        let tenant_marker = marker(next("missing tenant marker")?)?;
+        let module_marker = marker(next("missing module marker")?)?;
+        let num = |s: &[u8], what| parse_u64(s).ok_or(CorruptEntry(what));
+        let created_ms = num(next("missing created time")?, "bad created time")?;
+        let fresh_until_ms = num(next("missing fresh-until time")?, "bad fresh-until time")?;
+        let stale_until_ms = num(next("missing stale-until time")?, "bad stale-until time")?;
+        if start <= line.len() {
+            return Err(CorruptEntry("trailing header fields"));
+        }
+        if fresh_until_ms < created_ms || stale_until_ms < fresh_until_ms {
+            return Err(CorruptEntry("times out of order"));
+        }
+        Ok(Self {
+            tenant_marker,
+            module_marker,
             created_ms,
             fresh_until_ms,
             stale_until_ms,
-        },
-        raw.slice(nl + 1..),
-    ))
+            payload_start: nl + 1,
+        })
+    }
+
+    /// The entry's metadata, with markers equal to this header's (the caller's
+    /// strings, moved in, or copies).
+    pub(crate) fn meta(&self, tenant_marker: String, module_marker: String) -> Meta {
+        debug_assert!(tenant_marker == self.tenant_marker && module_marker == self.module_marker);
+        Meta {
+            tenant_marker,
+            module_marker,
+            created_ms: self.created_ms,
+            fresh_until_ms: self.fresh_until_ms,
+            stale_until_ms: self.stale_until_ms,
+        }
+    }
 }
 
 use larder_core::codec::parse_u64;

@@ -20,7 +20,8 @@ pub(crate) struct Flights<V: Clone> {
     map: Arc<Mutex<FlightMap<V>>>,
 }
 
-type FlightMap<V> = HashMap<String, Option<broadcast::Sender<V>>>;
+/// Keys are shared with their leader: one allocation per flight.
+type FlightMap<V> = HashMap<Arc<str>, Option<broadcast::Sender<V>>>;
 
 impl<V: Clone> Clone for Flights<V> {
     fn clone(&self) -> Self {
@@ -50,7 +51,8 @@ impl<V: Clone> Flights<V> {
     /// Joins the flight for `key`, leading it if there is none.
     pub(crate) fn join(&self, key: &str) -> Role<V> {
         // One look-up (hashing a long key is most of the cost) for either role.
-        match self.lock().entry(key.to_owned()) {
+        let key: Arc<str> = Arc::from(key);
+        match self.lock().entry(Arc::clone(&key)) {
             Entry::Occupied(mut slot) => {
                 let tx = slot
                     .get_mut()
@@ -62,7 +64,7 @@ impl<V: Clone> Flights<V> {
             }
         }
         Role::Leader(Leader {
-            key: key.to_owned(),
+            key,
             flights: self.clone(),
             ended: false,
         })
@@ -87,7 +89,7 @@ impl<V: Clone> Flights<V> {
 /// The caller that runs the origin for a key. Dropping it without completing
 /// releases the key; followers see the channel close and retry.
 pub(crate) struct Leader<V: Clone> {
-    key: String,
+    key: Arc<str>,
     flights: Flights<V>,
     ended: bool,
 }
@@ -113,7 +115,7 @@ impl<V: Clone> Leader<V> {
         // Removed first (one look-up) and put back in the rare case someone waits.
         match map.remove(&self.key) {
             Some(Some(tx)) if tx.receiver_count() > 0 => {
-                map.insert(self.key.clone(), Some(tx));
+                map.insert(Arc::clone(&self.key), Some(tx));
                 drop(map);
                 Err(self)
             }

@@ -190,9 +190,10 @@ pub(crate) struct Keys {
     pub(crate) module: Module,
     pub(crate) entry: String,
     tenant: Tenant,
-    /// The keys of the tenant's and the module's markers, built on first use: a
-    /// request that never reaches Redis (an L1 hit, the breaker open) needs neither.
-    markers: OnceLock<(String, String)>,
+    /// The module marker's key, built on first use (a request that never reaches
+    /// Redis needs neither marker), and the length of the tenant marker's key, which
+    /// is its prefix: `…:gen` and `…:gen:{module}`, one allocation for both.
+    markers: OnceLock<(String, usize)>,
     lease: String,
 }
 
@@ -589,10 +590,7 @@ impl<C: Codec> Cache<C> {
         let keys = self.keys(tenant, module, "_");
         let scope = self.inner.handle.keyspace().scope(tenant, module);
         let ok = self
-            .bump_marker(
-                &self.marker_keys(&keys).1,
-                local::message('p', scope.base()),
-            )
+            .bump_marker(self.marker_keys(&keys).1, local::message('p', scope.base()))
             .await;
         tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, ok, "cache module invalidated");
         ok
@@ -604,7 +602,7 @@ impl<C: Codec> Cache<C> {
         let base = self.inner.handle.keyspace().tenant_pattern(tenant);
         let ok = self
             .bump_marker(
-                &self.marker_keys(&keys).0,
+                self.marker_keys(&keys).0,
                 local::message('p', base.trim_end_matches('*')),
             )
             .await;
@@ -729,20 +727,22 @@ impl<C: Codec> Cache<C> {
     }
 
     /// The keys of `keys`' tenant marker and module marker.
-    fn marker_keys<'k>(&self, keys: &'k Keys) -> &'k (String, String) {
-        keys.markers.get_or_init(|| {
-            let ks = self.inner.handle.keyspace();
-            let system = &self.inner.system;
-            let built = |k: &str| {
-                ks.key(&keys.tenant, system, k).unwrap_or_else(|_| {
-                    unreachable!("literals and module names are valid key parts")
-                })
-            };
-            let mut module_marker = String::with_capacity(4 + keys.module.as_str().len());
-            module_marker.push_str("gen:");
-            module_marker.push_str(keys.module.as_str());
-            (built("gen"), built(&module_marker))
-        })
+    fn marker_keys<'k>(&self, keys: &'k Keys) -> (&'k str, &'k str) {
+        let (module_marker, tenant_len) = keys.markers.get_or_init(|| {
+            let module = keys.module.as_str();
+            let mut key_part = String::with_capacity(4 + module.len());
+            key_part.push_str("gen:");
+            key_part.push_str(module);
+            let module_marker = self
+                .inner
+                .handle
+                .keyspace()
+                .key(&keys.tenant, &self.inner.system, &key_part)
+                .unwrap_or_else(|_| unreachable!("module names are valid key parts"));
+            let tenant_len = module_marker.len() - module.len() - 1;
+            (module_marker, tenant_len)
+        });
+        (&module_marker[..*tenant_len], module_marker)
     }
 
     /// On a miss: takes the cross-instance lease, or waits for the instance that
@@ -888,36 +888,39 @@ impl<C: Codec> Cache<C> {
                     // writers stamp entries with a definite value.
                     _ => self.ensure_markers(keys).await.unwrap_or_default(),
                 };
-                let entry = match raw {
-                    None => None,
-                    Some(raw) => match entry::decode(Bytes::from(raw)) {
-                        Ok((meta, payload)) => Some(Entry::new(meta, payload)),
+                // Judged at the reply's time, not the request's.
+                let now = now_ms();
+                let (entry, seen) = match raw.map(Bytes::from) {
+                    None => (None, Seen::Markers(markers.0, markers.1)),
+                    Some(raw) => match entry::Header::parse(&raw) {
+                        // Visible only while the markers it was stamped with are the
+                        // current ones; then the reply's marker strings become the
+                        // entry's, and a fill derives its markers from the entry.
+                        Ok(h)
+                            if !markers.0.is_empty()
+                                && !markers.1.is_empty()
+                                && h.tenant_marker == markers.0
+                                && h.module_marker == markers.1
+                                && now < h.stale_until_ms =>
+                        {
+                            let payload = raw.slice(h.payload_start..);
+                            let meta = h.meta(markers.0, markers.1);
+                            (Some(Entry::new(meta, payload)), Seen::OfEntry)
+                        }
+                        Ok(_) => (None, Seen::Markers(markers.0, markers.1)),
                         Err(e) => {
                             self.corrupt(keys, &e.to_string()).await;
-                            None
+                            (None, Seen::Markers(markers.0, markers.1))
                         }
                     },
                 };
-                // Judged at the reply's time, not the request's.
-                let now = now_ms();
-                let entry = entry.filter(|e| {
-                    !markers.0.is_empty()
-                        && !markers.1.is_empty()
-                        && e.meta.tenant_marker == markers.0
-                        && e.meta.module_marker == markers.1
-                        && e.meta.is_servable_at(now)
-                });
                 if count {
                     self.count_lookup(keys, entry.as_ref().map(|e| &e.meta), now);
                 }
                 if let (Some(l1), Some(entry)) = (l1, &entry) {
                     l1.insert(keys.entry.clone(), Arc::clone(entry));
                 }
-                Found {
-                    entry,
-                    seen: Seen::Markers(markers.0, markers.1),
-                    now,
-                }
+                Found { entry, seen, now }
             }
             Err(e) => {
                 // Redis is out: an entry the L1 tier still holds beats the origin.
@@ -1353,6 +1356,30 @@ mod tests {
                 );
             }
             assert!(!marker_is(&(value ^ 1).to_string(), value));
+        }
+    }
+
+    #[test]
+    fn marker_keys_are_the_keyspace_keys_of_gen_and_gen_module() {
+        let cache = Cache::new(Handle::in_process());
+        let ks = cache.handle().keyspace();
+        let system = Module::new("_larder").unwrap();
+        for (t, m) in [
+            ("1", "balance"),
+            ("acme", "x"),
+            ("t-9", "long_module_name_42"),
+        ] {
+            let (tenant, module) = (Tenant::new(t).unwrap(), Module::new(m).unwrap());
+            let keys = cache.keys(&tenant, &module, "GET:/a");
+            assert_eq!(
+                cache.marker_keys(&keys),
+                (
+                    ks.key(&tenant, &system, "gen").unwrap().as_str(),
+                    ks.key(&tenant, &system, &format!("gen:{m}"))
+                        .unwrap()
+                        .as_str()
+                )
+            );
         }
     }
 
