@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -55,7 +56,7 @@ impl<S> Layer<S> for CacheLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         CacheService {
-            inner,
+            inner: Arc::new(Mutex::new(inner)),
             cache: self.cache.clone(),
         }
     }
@@ -63,10 +64,26 @@ impl<S> Layer<S> for CacheLayer {
 
 /// The response cache around an inner service. The response body must be `Unpin`
 /// (Axum's and hyper's bodies are).
+///
+/// Like Axum's own routes, it is always ready, and clones the inner service (then
+/// drives the clone to readiness) only for a request that goes to it: a cache hit
+/// clones nothing, and cloning this service (which Axum does for every request) is
+/// a reference-count increment.
 #[derive(Debug, Clone)]
 pub struct CacheService<S> {
-    inner: S,
+    /// The inner service, only ever cloned (the lock is held for the clone).
+    inner: Arc<Mutex<S>>,
     cache: ResponseCache,
+}
+
+/// A clone of the inner service, ready for one call.
+async fn ready_clone<S: Service<R> + Clone, R>(template: &Mutex<S>) -> Result<S, S::Error> {
+    let mut service = template
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    Ok(service)
 }
 
 /// The response future of [`CacheService`]: a hit on an in-process tier answered at
@@ -104,8 +121,9 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<ResBody, S::Error>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is the clone's, awaited by the request that calls it.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
@@ -113,16 +131,14 @@ where
         let decision = self.cache.decide(&parts);
         if let Decision::Lookup(plan) = &decision {
             if let Some(cached) = self.cache.serve_locally(plan) {
-                // Answered here: the inner service is neither cloned nor called (its
-                // readiness stays for the next request).
+                // Answered here: the inner service is neither cloned nor called.
                 return ResponseFuture {
                     state: MaybeReady::ready(Ok(from_cache(cached))),
                 };
             }
         }
         let req = Request::from_parts(parts, body);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = Arc::clone(&self.inner);
         let cache = self.cache.clone();
         ResponseFuture {
             state: MaybeReady::Running(Box::pin(async move {
@@ -131,7 +147,11 @@ where
                         cached_route,
                         reason,
                     } => {
-                        let mut res = inner.call(req).await?.map(CacheBody::inner);
+                        let mut res = ready_clone(&inner)
+                            .await?
+                            .call(req)
+                            .await?
+                            .map(CacheBody::inner);
                         if cached_route {
                             tracing::debug!(target: "larder::cache", reason, "cache BYPASS");
                             set_x_cache(&mut res, x_cache::BYPASS);
@@ -139,7 +159,7 @@ where
                         Ok(res)
                     }
                     Decision::Invalidate { tenant, modules } => {
-                        let res = inner.call(req).await?;
+                        let res = ready_clone(&inner).await?.call(req).await?;
                         if res.status().is_success() {
                             cache.invalidate_modules(&tenant, &modules).await;
                         }
@@ -154,7 +174,7 @@ where
 
 async fn serve<S, ReqBody, ResBody>(
     cache: ResponseCache,
-    inner: S,
+    inner: Arc<Mutex<S>>,
     req: Request<ReqBody>,
     plan: LookupPlan,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
@@ -170,7 +190,7 @@ where
         Begin::Serve(cached, refresh) => {
             if let Some(ticket) = refresh {
                 let refresh_req = replay(&req);
-                let (cache, inner) = (cache.clone(), inner.clone());
+                let (cache, inner) = (cache.clone(), Arc::clone(&inner));
                 tokio::spawn(async move {
                     // The refreshed response goes to the cache only; errors are dropped.
                     let _ = fetch(&cache, inner, refresh_req, &plan, ticket).await;
@@ -195,17 +215,17 @@ where
 /// Calls the origin, stores what may be stored, and returns the response.
 async fn fetch<S, ReqBody, ResBody>(
     cache: &ResponseCache,
-    mut inner: S,
+    inner: Arc<Mutex<S>>,
     req: Request<ReqBody>,
     plan: &LookupPlan,
     mut ticket: Ticket,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send,
     ResBody: Body<Data = Bytes> + Unpin + Send,
 {
-    let res = match std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
-        Ok(()) => inner.call(req).await,
+    let res = match ready_clone(&inner).await {
+        Ok(mut service) => service.call(req).await,
         Err(e) => Err(e),
     };
     let res = match res {

@@ -686,7 +686,7 @@ impl Service<Request<Body>> for CountingOrigin {
 }
 
 #[tokio::test]
-async fn in_process_hits_are_answered_in_call_without_the_inner_service() {
+async fn hits_neither_clone_nor_call_the_inner_service() {
     use tower::Layer;
     let server = RedisServer::start();
     let l1 = {
@@ -698,15 +698,21 @@ async fn in_process_hits_are_answered_in_call_without_the_inner_service() {
         ));
         cache.with_settings(settings)
     };
-    // The L1 tier in front of Redis, and the in-process store when there is no Redis.
-    for cache in [l1, Cache::new(handle(None))] {
+    // The L1 tier in front of Redis, Redis alone, and the in-process store when there
+    // is no Redis.
+    let redis = Cache::new(handle(Some(&server.url())));
+    // Each case on a tenant of its own: the first two share one Redis.
+    for (tenant, cache) in ["1", "2", "3"]
+        .into_iter()
+        .zip([l1, redis, Cache::new(handle(None))])
+    {
         let responses = ResponseCache::new(cache.clone())
             .route(CacheRoute::new("/balance", "balance").unwrap());
         let origin = CountingOrigin::default();
         let (calls, clones) = (Arc::clone(&origin.calls), Arc::clone(&origin.clones));
         let mut svc = CacheLayer::new(responses).layer(origin);
         let mut get = async |extra: Option<(&str, &str)>| {
-            let mut req = Request::get("/balance").header(T1.0, T1.1);
+            let mut req = Request::get("/balance").header("x-tenant-id", tenant);
             if let Some((name, value)) = extra {
                 req = req.header(name, value);
             }
@@ -729,7 +735,7 @@ async fn in_process_hits_are_answered_in_call_without_the_inner_service() {
         assert_eq!(
             clones.load(Ordering::SeqCst),
             clones_before,
-            "a hit on an in-process tier is answered in call: no clone of the inner service"
+            "a hit clones nothing"
         );
         assert_eq!(
             cache.stats().await.hits,
@@ -741,4 +747,73 @@ async fn in_process_hits_are_answered_in_call_without_the_inner_service() {
         assert_eq!((x_cache.as_str(), &body[..]), ("MISS", &b"balance #2"[..]));
         assert!(clones.load(Ordering::SeqCst) > clones_before);
     }
+}
+
+/// An origin that is not ready at first, and refuses (poll_ready fails) when told to.
+#[derive(Clone, Default)]
+struct SlowToStart {
+    polls: Arc<AtomicUsize>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl Service<Request<Body>> for SlowToStart {
+    type Response = axum::response::Response;
+    type Error = &'static str;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(Err("overloaded"));
+        }
+        // Every other poll is pending: a clone must be driven to readiness.
+        if self.polls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Body>) -> Self::Future {
+        std::future::ready(Ok("fresh".into_response()))
+    }
+}
+
+#[tokio::test]
+async fn the_inner_services_readiness_is_awaited_and_its_refusal_returned() {
+    use tower::Layer;
+    let responses = ResponseCache::new(Cache::new(handle(None)))
+        .route(CacheRoute::new("/balance", "balance").unwrap());
+    let origin = SlowToStart::default();
+    let (polls, refuse) = (Arc::clone(&origin.polls), Arc::clone(&origin.refuse));
+    let svc = CacheLayer::new(responses).layer(origin);
+    let get = |tenant: &'static str| {
+        Request::get("/balance")
+            .header("x-tenant-id", tenant)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A miss and a bypass (no tenant) both wait for readiness, then reach the origin.
+    for req in [
+        get("1"),
+        Request::get("/balance").body(Body::empty()).unwrap(),
+    ] {
+        let before = polls.load(Ordering::SeqCst);
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "fresh");
+        assert!(
+            polls.load(Ordering::SeqCst) >= before + 2,
+            "pending, then ready"
+        );
+    }
+    // A refusal is the service's error; a hit needs no readiness at all.
+    refuse.store(true, Ordering::SeqCst);
+    assert_eq!(
+        svc.clone().oneshot(get("2")).await.unwrap_err(),
+        "overloaded"
+    );
+    let hit = svc.clone().oneshot(get("1")).await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT");
 }
