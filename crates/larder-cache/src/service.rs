@@ -212,7 +212,8 @@ pub(crate) struct Found {
     pub(crate) entry: Option<Arc<Entry>>,
     /// The markers a fill must be stamped with.
     seen: Seen,
-    /// The time (ms) the entry was judged at: one clock read per look-up.
+    /// The time (ms) the entry was judged at: one clock read per look-up (0, and no
+    /// clock read, when there is no entry to judge).
     pub(crate) now: u64,
 }
 
@@ -811,7 +812,6 @@ impl<C: Codec> Cache<C> {
     /// sends the request down the full look-up (which counts its own outcome).
     #[cfg(any(feature = "tower", feature = "actix"))]
     pub(crate) fn lookup_fresh_local(&self, keys: &Keys) -> Option<(Arc<Entry>, u64)> {
-        let now = now_ms();
         let entry = match &self.inner.local {
             Some(local) => {
                 let (t, m) = self.local_marker_values(keys);
@@ -821,6 +821,7 @@ impl<C: Codec> Cache<C> {
             }
             None => self.l1_for(&keys.module)?.get(&keys.entry)?,
         };
+        let now = now_ms();
         if !entry.meta.is_fresh_at(now) {
             return None;
         }
@@ -831,7 +832,14 @@ impl<C: Codec> Cache<C> {
     /// Looks an entry up; `count` says whether the outcome goes into the stats (the
     /// lease waiter's polls do not).
     async fn read(&self, keys: &Keys, count: bool) -> Found {
-        let now = now_ms();
+        let l1 = self.l1_for(&keys.module);
+        // The clock is read where an entry is judged: here only for the in-process
+        // tiers (a Redis reply is judged at its arrival).
+        let now = if self.inner.local.is_some() || l1.is_some() {
+            now_ms()
+        } else {
+            0
+        };
         if let Some(local) = &self.inner.local {
             let markers = self.local_markers(keys);
             let entry = local.get(&keys.entry).filter(|e| {
@@ -848,7 +856,6 @@ impl<C: Codec> Cache<C> {
                 now,
             };
         }
-        let l1 = self.l1_for(&keys.module);
         if let Some(entry) = l1.and_then(|l1| l1.get(&keys.entry)) {
             if entry.meta.is_fresh_at(now) {
                 if count {
