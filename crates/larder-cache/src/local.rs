@@ -3,7 +3,7 @@
 //! It is the store when no Redis is configured (the embedded default a newcomer gets
 //! from `cargo run`); its invalidation markers live in the cache service.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +39,68 @@ impl Entry {
     #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn response(&self) -> &OnceLock<Arc<StoredResponse>> {
         &self.response
+    }
+}
+
+/// The last decoded copy of recent Redis entries, one per slot (slots chosen by a
+/// hash of the key): a hit whose reply is byte for byte the bytes a slot decoded
+/// reuses that decode (header, stored response) instead of parsing again. Equal bytes
+/// decode equally, and every reply is still Redis's, so this changes no answer; it is
+/// not a tier. Bounded: `SLOTS` entries of at most `MAX_BYTES` each.
+pub(crate) struct DecodeMemo {
+    slots: Box<[Slot]>,
+}
+
+/// The bytes a slot decoded last, and what they decoded to.
+type Slot = Mutex<Option<(Bytes, Arc<Entry>)>>;
+
+impl DecodeMemo {
+    const SLOTS: usize = 128;
+    /// Larger entries are decoded every time (copying them is the larger cost).
+    pub(crate) const MAX_BYTES: usize = 32 * 1024;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: (0..Self::SLOTS).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    fn slot(&self, key: &str) -> &Slot {
+        // Slots are a power of two; a key's slot only decides where its copy lives.
+        let i = (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize) & (Self::SLOTS - 1);
+        &self.slots[i]
+    }
+
+    /// The entry decoded from exactly `raw`, if `key`'s slot holds it.
+    pub(crate) fn get(&self, key: &str, raw: &Bytes) -> Option<Arc<Entry>> {
+        let slot = self
+            .slot(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some((bytes, entry)) if bytes == raw => Some(Arc::clone(entry)),
+            _ => None,
+        }
+    }
+
+    /// Keeps `entry`, decoded from `raw`, in `key`'s slot.
+    pub(crate) fn put(&self, key: &str, raw: Bytes, entry: &Arc<Entry>) {
+        if raw.len() <= Self::MAX_BYTES {
+            let old = self
+                .slot(key)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replace((raw, Arc::clone(entry)));
+            drop(old);
+        }
+    }
+}
+
+impl std::fmt::Debug for DecodeMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeMemo")
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }
 
@@ -172,6 +234,30 @@ pub(crate) fn message(kind: char, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_decode_memo_answers_only_for_equal_bytes_and_keeps_no_large_entry() {
+        let memo = DecodeMemo::new();
+        let meta = Meta::new(
+            ("t".into(), "m".into()),
+            Duration::from_secs(60),
+            Duration::ZERO,
+        );
+        let raw = Bytes::from_static(b"LC1 t m 1 2 3\n{}");
+        let entry = Entry::new(meta.clone(), raw.slice(14..));
+        memo.put("k", raw.clone(), &entry);
+        let found = memo.get("k", &Bytes::copy_from_slice(&raw)).unwrap();
+        assert!(Arc::ptr_eq(&found, &entry));
+        assert!(memo
+            .get("k", &Bytes::from_static(b"LC1 t m 1 2 3\n{ }"))
+            .is_none());
+        // A key in another slot, or the same slot, never gets another key's bytes
+        // wrong: a different reply is a miss whatever the slot holds.
+        assert!(memo.get("other", &Bytes::from_static(b"x")).is_none());
+        let big = Bytes::from(vec![b'x'; DecodeMemo::MAX_BYTES + 1]);
+        memo.put("big", big.clone(), &Entry::new(meta, big.clone()));
+        assert!(memo.get("big", &big).is_none());
+    }
 
     #[test]
     fn applies_invalidation_messages() {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::entry::{self, now_ms, Meta};
 use crate::flight::{Flights, Role};
-use crate::local::{self, Entry, LocalTier};
+use crate::local::{self, DecodeMemo, Entry, LocalTier};
 
 /// Key parts longer than this, or holding characters unfit for a key, are hashed.
 const MAX_PLAIN_KEY: usize = 200;
@@ -273,6 +273,7 @@ struct Inner<C> {
     release: redis::Script,
     random: std::collections::hash_map::RandomState,
     sequence: AtomicU64,
+    decoded: DecodeMemo,
 }
 
 impl<C: Codec> std::fmt::Debug for Cache<C> {
@@ -334,6 +335,7 @@ impl<C: Codec> Cache<C> {
                 release: redis::Script::new(include_str!("../lua/release.lua")),
                 random: std::collections::hash_map::RandomState::new(),
                 sequence: AtomicU64::new(0),
+                decoded: DecodeMemo::new(),
                 settings,
             }),
         }
@@ -897,9 +899,28 @@ impl<C: Codec> Cache<C> {
                 };
                 // Judged at the reply's time, not the request's.
                 let now = now_ms();
-                let (entry, seen) = match raw.map(Bytes::from) {
+                let visible = |e: &Entry| {
+                    !markers.0.is_empty()
+                        && !markers.1.is_empty()
+                        && e.meta.tenant_marker == markers.0
+                        && e.meta.module_marker == markers.1
+                        && e.meta.is_servable_at(now)
+                };
+                let memo = raw.map(Bytes::from).map(|raw| {
+                    let seen = self.inner.decoded.get(&keys.entry, &raw);
+                    (raw, seen)
+                });
+                let (entry, seen) = match memo {
                     None => (None, Seen::Markers(markers.0, markers.1)),
-                    Some(raw) => match entry::Header::parse(&raw) {
+                    // Decoded before from these very bytes.
+                    Some((_, Some(entry))) => {
+                        if visible(&entry) {
+                            (Some(entry), Seen::OfEntry)
+                        } else {
+                            (None, Seen::Markers(markers.0, markers.1))
+                        }
+                    }
+                    Some((raw, None)) => match entry::Header::parse(&raw) {
                         // Visible only while the markers it was stamped with are the
                         // current ones; then the reply's marker strings become the
                         // entry's, and a fill derives its markers from the entry.
@@ -912,7 +933,9 @@ impl<C: Codec> Cache<C> {
                         {
                             let payload = raw.slice(h.payload_start..);
                             let meta = h.meta(markers.0, markers.1);
-                            (Some(Entry::new(meta, payload)), Seen::OfEntry)
+                            let entry = Entry::new(meta, payload);
+                            self.inner.decoded.put(&keys.entry, raw.clone(), &entry);
+                            (Some(entry), Seen::OfEntry)
                         }
                         Ok(_) => (None, Seen::Markers(markers.0, markers.1)),
                         Err(e) => {

@@ -528,3 +528,36 @@ async fn with_the_lease_several_instances_make_one_origin_call() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_decoded_entry_is_reused_only_for_the_same_bytes_and_current_markers() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let (tenant, module) = (t("1"), m("balance"));
+    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
+    for _ in 0..3 {
+        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    }
+    // The invalidation leaves the entry's bytes in Redis as they were, so the reply
+    // equals the bytes decoded above: still not served.
+    assert!(cache.invalidate_module(&tenant, &module).await);
+    let key = "stock:tenant:{1}:balance:k";
+    assert!(server.command(&["GET", key]).ends_with("\n1\r\n"));
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, None);
+    // Another writer changes the payload and keeps the header: new bytes, read anew.
+    assert!(cache.set(&tenant, &module, "k", &2_i64, None).await);
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
+    let raw = server.command(&["GET", key]);
+    let stored = raw
+        .split_once("\r\n")
+        .unwrap()
+        .1
+        .strip_suffix("\r\n")
+        .unwrap();
+    let changed = format!("{}\n3", stored.strip_suffix("\n2").unwrap());
+    server.command(&["SET", key, &changed, "KEEPTTL"]);
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(3));
+    // And the first of them again: equal bytes decode equally.
+    server.command(&["SET", key, stored, "KEEPTTL"]);
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
+}
