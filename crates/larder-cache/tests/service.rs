@@ -555,9 +555,12 @@ async fn a_decoded_entry_is_reused_only_for_the_same_bytes_and_current_markers()
         .strip_suffix("\r\n")
         .unwrap();
     let changed = format!("{}\n3", stored.strip_suffix("\n2").unwrap());
-    server.command(&["SET", key, &changed, "KEEPTTL"]);
+    assert_eq!(
+        server.command(&["SET", key, &changed, "KEEPTTL"]),
+        "+OK\r\n"
+    );
     assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(3));
     // And the first of them again: equal bytes decode equally.
-    server.command(&["SET", key, stored, "KEEPTTL"]);
+    assert_eq!(server.command(&["SET", key, stored, "KEEPTTL"]), "+OK\r\n");
     assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
 }
