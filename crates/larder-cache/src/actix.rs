@@ -248,15 +248,10 @@ fn set_x_cache(headers: &mut actix_web::http::header::HeaderMap, value: &'static
 fn from_cache(cached: Cached) -> HttpResponse {
     let mut builder =
         HttpResponse::build(StatusCode::from_u16(cached.status()).unwrap_or(StatusCode::OK));
-    // The stored names and values are the `http` 1 crate's; Actix uses `http` 0.2's,
-    // so each is converted.
-    for (name, value) in &cached.stored.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            builder.append_header((n, v));
-        }
+    // Converted to Actix's header types once per entry (reference-count increments
+    // here).
+    for (name, value) in cached.stored.actix_headers() {
+        builder.append_header((name.clone(), value.clone()));
     }
     builder.insert_header((
         actix_web::http::header::AGE,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use larder_core::keyspace::glob_matches;
 
 use crate::entry::{now_ms, Meta};
-use crate::http::StoredResponse;
+use crate::http::Servable;
 
 /// An entry as a look-up found it. Shared: the in-process tiers hold it behind an
 /// `Arc`, so a hit on them copies neither the markers nor the payload.
@@ -22,7 +22,7 @@ pub(crate) struct Entry {
     pub(crate) payload: Bytes,
     /// The stored response decoded once and shared by the entry's later hits, so a
     /// hit on an in-process tier parses nothing.
-    response: OnceLock<Arc<StoredResponse>>,
+    response: OnceLock<Arc<Servable>>,
 }
 
 impl Entry {
@@ -37,7 +37,7 @@ impl Entry {
 
     /// Where the decoded response is kept.
     #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
-    pub(crate) fn response(&self) -> &OnceLock<Arc<StoredResponse>> {
+    pub(crate) fn response(&self) -> &OnceLock<Arc<Servable>> {
         &self.response
     }
 }

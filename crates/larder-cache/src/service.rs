@@ -213,7 +213,8 @@ pub(crate) struct Found {
     /// The markers a fill must be stamped with.
     seen: Seen,
     /// The time (ms) the entry was judged at: one clock read per look-up (0, and no
-    /// clock read, when there is no entry to judge).
+    /// clock read, when there is no entry to judge). Read by the HTTP flow.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) now: u64,
 }
 

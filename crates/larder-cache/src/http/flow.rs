@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{LookupPlan, ResponseCache, StoredResponse};
+use super::{LookupPlan, ResponseCache, Servable, StoredResponse};
 use crate::entry::{now_ms, CorruptEntry};
 use crate::flight::{Leader, Role};
 use crate::local::Entry;
@@ -27,7 +27,7 @@ pub(crate) mod x_cache {
 /// A response to give from the cache.
 #[derive(Debug)]
 pub(crate) struct Cached {
-    pub(crate) stored: Arc<StoredResponse>,
+    pub(crate) stored: Arc<Servable>,
     pub(crate) x_cache: &'static str,
     pub(crate) age_secs: u64,
     /// The request's `If-None-Match` matched: answer 304 without a body.
@@ -87,7 +87,7 @@ pub(crate) struct Ticket {
     lease: Option<String>,
     markers: Option<(String, String)>,
     /// The stale entry, for stale-if-error.
-    stale: Option<(u64, Arc<StoredResponse>)>,
+    stale: Option<(u64, Arc<Servable>)>,
 }
 
 impl Ticket {
@@ -110,20 +110,20 @@ pub(crate) enum Begin {
 
 /// An entry's stored response: decoded once per entry, then shared by the entry's
 /// later hits (an in-process tier's entries live on between requests).
-fn decode(entry: &Entry) -> Result<Arc<StoredResponse>, CorruptEntry> {
+fn decode(entry: &Entry) -> Result<Arc<Servable>, CorruptEntry> {
     let memo = entry.response();
     if let Some(done) = memo.get() {
         return Ok(Arc::clone(done));
     }
-    let stored = Arc::new(StoredResponse::decode(&entry.payload)?);
+    let stored = Arc::new(Servable::new(StoredResponse::decode(&entry.payload)?));
     // A concurrent hit may have set it first: both decoded the same bytes.
     let _ = memo.set(Arc::clone(&stored));
     Ok(stored)
 }
 
 /// A stored response handed over by the flight's leader.
-fn decode_payload(payload: &Bytes) -> Result<Arc<StoredResponse>, CorruptEntry> {
-    StoredResponse::decode(payload).map(Arc::new)
+fn decode_payload(payload: &Bytes) -> Result<Arc<Servable>, CorruptEntry> {
+    StoredResponse::decode(payload).map(|s| Arc::new(Servable::new(s)))
 }
 
 impl ResponseCache {
@@ -278,7 +278,7 @@ impl ResponseCache {
     fn cached(
         &self,
         plan: &LookupPlan,
-        stored: Arc<StoredResponse>,
+        stored: Arc<Servable>,
         age_secs: u64,
         x_cache: &'static str,
     ) -> Cached {

@@ -28,6 +28,7 @@ pub use larder_core::request::{
     FromHeader, FromPathSegment, FromSubdomain, RequestView, TenantExtractor,
 };
 pub use route::{CacheRoute, InvalidateRoute};
+pub(crate) use stored::Servable;
 pub use stored::{etag_matches, StoredResponse};
 
 /// The request headers every cached `GET` reads, prepared once.

@@ -165,6 +165,59 @@ impl StoredResponse {
     }
 }
 
+/// A stored response ready to serve: decoded once per entry, shared by the entry's
+/// hits, with what an adapter derives from it kept beside it.
+#[derive(Debug)]
+pub(crate) struct Servable {
+    stored: StoredResponse,
+    /// The headers as Actix-web's types (`http` 0.2), converted on first use.
+    #[cfg(feature = "actix")]
+    actix_headers: std::sync::OnceLock<Vec<(ActixName, ActixValue)>>,
+}
+
+#[cfg(feature = "actix")]
+type ActixName = actix_web::http::header::HeaderName;
+#[cfg(feature = "actix")]
+type ActixValue = actix_web::http::header::HeaderValue;
+
+impl Servable {
+    /// Wraps a decoded response.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+    pub(crate) fn new(stored: StoredResponse) -> Self {
+        Self {
+            stored,
+            #[cfg(feature = "actix")]
+            actix_headers: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The stored headers as Actix-web's types (the stored ones are the `http` 1
+    /// crate's), converted once per entry; a header that does not convert is left out.
+    #[cfg(feature = "actix")]
+    pub(crate) fn actix_headers(&self) -> &[(ActixName, ActixValue)] {
+        self.actix_headers.get_or_init(|| {
+            self.stored
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        ActixName::from_bytes(name.as_str().as_bytes()).ok()?,
+                        ActixValue::from_bytes(value.as_bytes()).ok()?,
+                    ))
+                })
+                .collect()
+        })
+    }
+}
+
+impl std::ops::Deref for Servable {
+    type Target = StoredResponse;
+
+    fn deref(&self) -> &StoredResponse {
+        &self.stored
+    }
+}
+
 /// Whether an `If-None-Match` value matches `etag` (weak comparison, `*`, lists).
 #[must_use]
 pub fn etag_matches(if_none_match: &[u8], etag: &[u8]) -> bool {
