@@ -181,6 +181,35 @@ struct Counters {
     degraded: AtomicU64,
 }
 
+/// A marker key as a command argument: `{base}{system}:gen[:{module}]`, written into
+/// the command without a string of its own.
+struct MarkerKey<'a> {
+    base: &'a str,
+    system: &'a str,
+    module: Option<&'a str>,
+}
+
+impl MarkerKey<'_> {
+    fn len(&self) -> usize {
+        self.base.len() + self.system.len() + 4 + self.module.map_or(0, |m| m.len() + 1)
+    }
+}
+
+impl redis::ToRedisArgs for MarkerKey<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut w = out.writer_for_next_arg();
+        // Writes into the command's buffer: they cannot fail.
+        let _ = w.write_all(self.base.as_bytes());
+        let _ = w.write_all(self.system.as_bytes());
+        let _ = w.write_all(b":gen");
+        if let Some(module) = self.module {
+            let _ = w.write_all(b":");
+            let _ = w.write_all(module.as_bytes());
+        }
+    }
+}
+
 /// Tenant marker, module marker and entry, as `MGET` returns them.
 type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
 
@@ -189,6 +218,8 @@ type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
 pub(crate) struct Keys {
     pub(crate) module: Module,
     pub(crate) entry: String,
+    /// The length of the entry key's `{prefix}:tenant:{tenant}:` part.
+    tenant_base: usize,
     tenant: Tenant,
     /// The module marker's key, built on first use (a request that never reaches
     /// Redis needs neither marker), and the length of the tenant marker's key, which
@@ -721,12 +752,27 @@ impl<C: Codec> Cache<C> {
         } else {
             String::new()
         };
+        let entry = built(module, &safe);
+        // `{prefix}:tenant:{tenant}:`, which the marker keys share with the entry's.
+        let tenant_base = entry.len() - module.as_str().len() - safe.len() - 1;
         Keys {
             module: module.clone(),
-            entry: built(module, &safe),
+            entry,
+            tenant_base,
             tenant: tenant.clone(),
             markers: OnceLock::new(),
             lease,
+        }
+    }
+
+    /// `keys`' tenant marker key (and with `module`, its module marker key) as a
+    /// command argument written straight into the command: the look-up of a hit builds
+    /// no key string for them.
+    fn marker_arg<'k>(&'k self, keys: &'k Keys, module: bool) -> MarkerKey<'k> {
+        MarkerKey {
+            base: &keys.entry[..keys.tenant_base],
+            system: self.inner.system.as_str(),
+            module: module.then(|| keys.module.as_str()),
         }
     }
 
@@ -875,7 +921,8 @@ impl<C: Codec> Cache<C> {
             // Redis is known to be out: no keys or command to build.
             Some(refused) => Err(refused),
             None => {
-                let (tenant_marker, module_marker) = self.marker_keys(keys);
+                let (tenant_marker, module_marker) =
+                    (self.marker_arg(keys, false), self.marker_arg(keys, true));
                 // Sized up front: growing the command costs more than the rest of
                 // writing it.
                 let mut cmd = redis::Cmd::with_capacity(
@@ -1402,15 +1449,26 @@ mod tests {
         ] {
             let (tenant, module) = (Tenant::new(t).unwrap(), Module::new(m).unwrap());
             let keys = cache.keys(&tenant, &module, "GET:/a");
+            let (tenant_marker, module_marker) = (
+                ks.key(&tenant, &system, "gen").unwrap(),
+                ks.key(&tenant, &system, &format!("gen:{m}")).unwrap(),
+            );
             assert_eq!(
                 cache.marker_keys(&keys),
-                (
-                    ks.key(&tenant, &system, "gen").unwrap().as_str(),
-                    ks.key(&tenant, &system, &format!("gen:{m}"))
-                        .unwrap()
-                        .as_str()
-                )
+                (tenant_marker.as_str(), module_marker.as_str())
             );
+            // The look-up's arguments, written straight into the command, are the
+            // same keys.
+            for (arg, key) in [
+                (cache.marker_arg(&keys, false), &tenant_marker),
+                (cache.marker_arg(&keys, true), &module_marker),
+            ] {
+                assert_eq!(arg.len(), key.len());
+                assert_eq!(
+                    redis::ToRedisArgs::to_redis_args(&arg),
+                    vec![key.as_bytes().to_vec()]
+                );
+            }
         }
     }
 
