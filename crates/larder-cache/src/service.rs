@@ -190,8 +190,23 @@ struct MarkerKey<'a> {
 }
 
 impl MarkerKey<'_> {
+    /// The key's pieces, in order: the one definition of a marker key's form.
+    fn pieces(&self) -> [&str; 5] {
+        let (sep, module) = self.module.map_or(("", ""), |m| (":", m));
+        [self.base, self.system, ":gen", sep, module]
+    }
+
     fn len(&self) -> usize {
-        self.base.len() + self.system.len() + 4 + self.module.map_or(0, |m| m.len() + 1)
+        self.pieces().iter().map(|p| p.len()).sum()
+    }
+
+    /// The key as a string of its own.
+    fn to_key(&self) -> String {
+        let mut key = String::with_capacity(self.len());
+        for piece in self.pieces() {
+            key.push_str(piece);
+        }
+        key
     }
 }
 
@@ -199,13 +214,9 @@ impl redis::ToRedisArgs for MarkerKey<'_> {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
         use std::io::Write as _;
         let mut w = out.writer_for_next_arg();
-        // Writes into the command's buffer: they cannot fail.
-        let _ = w.write_all(self.base.as_bytes());
-        let _ = w.write_all(self.system.as_bytes());
-        let _ = w.write_all(b":gen");
-        if let Some(module) = self.module {
-            let _ = w.write_all(b":");
-            let _ = w.write_all(module.as_bytes());
+        for piece in self.pieces() {
+            // Into the command's buffer: cannot fail.
+            let _ = w.write_all(piece.as_bytes());
         }
     }
 }
@@ -220,10 +231,9 @@ pub(crate) struct Keys {
     pub(crate) entry: String,
     /// The length of the entry key's `{prefix}:tenant:{tenant}:` part.
     tenant_base: usize,
-    tenant: Tenant,
-    /// The module marker's key, built on first use (a request that never reaches
-    /// Redis needs neither marker), and the length of the tenant marker's key, which
-    /// is its prefix: `…:gen` and `…:gen:{module}`, one allocation for both.
+    /// The module marker's key, built on first use by the paths that need the keys
+    /// as strings (a hit writes them into its command), and the length of the tenant
+    /// marker's key, which is its prefix: `…:gen` and `…:gen:{module}`.
     markers: OnceLock<(String, usize)>,
     lease: String,
 }
@@ -759,7 +769,6 @@ impl<C: Codec> Cache<C> {
             module: module.clone(),
             entry,
             tenant_base,
-            tenant: tenant.clone(),
             markers: OnceLock::new(),
             lease,
         }
@@ -779,18 +788,10 @@ impl<C: Codec> Cache<C> {
     /// The keys of `keys`' tenant marker and module marker.
     fn marker_keys<'k>(&self, keys: &'k Keys) -> (&'k str, &'k str) {
         let (module_marker, tenant_len) = keys.markers.get_or_init(|| {
-            let module = keys.module.as_str();
-            let mut key_part = String::with_capacity(4 + module.len());
-            key_part.push_str("gen:");
-            key_part.push_str(module);
-            let module_marker = self
-                .inner
-                .handle
-                .keyspace()
-                .key(&keys.tenant, &self.inner.system, &key_part)
-                .unwrap_or_else(|_| unreachable!("module names are valid key parts"));
-            let tenant_len = module_marker.len() - module.len() - 1;
-            (module_marker, tenant_len)
+            (
+                self.marker_arg(keys, true).to_key(),
+                self.marker_arg(keys, false).len(),
+            )
         });
         (&module_marker[..*tenant_len], module_marker)
     }
@@ -947,12 +948,14 @@ impl<C: Codec> Cache<C> {
                 };
                 // Judged at the reply's time, not the request's.
                 let now = now_ms();
-                let visible = |e: &Entry| {
+                // Visible only while the markers an entry was stamped with are the
+                // current ones (and definite), and within its stale window.
+                let visible = |tenant_marker: &str, module_marker: &str, stale_until: u64| {
                     !markers.0.is_empty()
                         && !markers.1.is_empty()
-                        && e.meta.tenant_marker == markers.0
-                        && e.meta.module_marker == markers.1
-                        && e.meta.is_servable_at(now)
+                        && tenant_marker == markers.0
+                        && module_marker == markers.1
+                        && now < stale_until
                 };
                 let memo = raw.map(Bytes::from).map(|raw| {
                     let seen = self.inner.decoded.get(&keys.entry, &raw);
@@ -962,23 +965,17 @@ impl<C: Codec> Cache<C> {
                     None => (None, Seen::Markers(markers.0, markers.1)),
                     // Decoded before from these very bytes.
                     Some((_, Some(entry))) => {
-                        if visible(&entry) {
+                        let m = &entry.meta;
+                        if visible(&m.tenant_marker, &m.module_marker, m.stale_until_ms) {
                             (Some(entry), Seen::OfEntry)
                         } else {
                             (None, Seen::Markers(markers.0, markers.1))
                         }
                     }
                     Some((raw, None)) => match entry::Header::parse(&raw) {
-                        // Visible only while the markers it was stamped with are the
-                        // current ones; then the reply's marker strings become the
-                        // entry's, and a fill derives its markers from the entry.
-                        Ok(h)
-                            if !markers.0.is_empty()
-                                && !markers.1.is_empty()
-                                && h.tenant_marker == markers.0
-                                && h.module_marker == markers.1
-                                && now < h.stale_until_ms =>
-                        {
+                        // The reply's marker strings become the entry's, and a fill
+                        // derives its markers from the entry.
+                        Ok(h) if visible(h.tenant_marker, h.module_marker, h.stale_until_ms) => {
                             let payload = raw.slice(h.payload_start..);
                             let meta = h.meta(markers.0, markers.1);
                             let entry = Entry::new(meta, payload);
