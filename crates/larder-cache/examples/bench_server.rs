@@ -12,6 +12,7 @@
 //! | `cache` | the same body through larder's response cache (Redis tier) |
 //! | `local` | the same, with the L1 in-process tier in front of Redis |
 //! | `off` | the cache layer installed with caching turned off |
+//! | `inproc` | the response cache on the in-process store (no Redis: `cargo run`'s default) |
 //!
 //! `REDIS_URL` names Redis. Requests carry `X-Tenant-Id`; a `?n=` query that changes
 //! per request makes every request a miss.
@@ -72,6 +73,9 @@ fn responses(mode: &str) -> Result<(Handle, ResponseCache), Box<dyn std::error::
     let mut config = Config::from_env()?;
     config.cache_enabled = mode != "off";
     config.key_prefix = "bench".into();
+    if mode == "inproc" {
+        config.redis_url = None;
+    }
     let handle = Handle::new(config)?;
     let cache = Cache::new(handle.clone());
     let cache = if mode == "local" {
