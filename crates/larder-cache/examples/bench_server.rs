@@ -79,9 +79,7 @@ fn responses(mode: &str) -> Result<(Handle, ResponseCache), Box<dyn std::error::
     let handle = Handle::new(config)?;
     let cache = Cache::new(handle.clone());
     let cache = if mode == "local" {
-        let mut settings = cache.settings().clone();
-        settings.l1 = Some(L1Settings::new(64 << 20, Duration::from_secs(30)));
-        cache.with_settings(settings)
+        cache.with_l1(L1Settings::new(64 << 20, Duration::from_secs(30)))
     } else {
         cache
     };

@@ -251,9 +251,18 @@ mod tests {
         assert!(memo
             .get("k", &Bytes::from_static(b"LC1 t m 1 2 3\n{ }"))
             .is_none());
-        // A key in another slot, or the same slot, never gets another key's bytes
-        // wrong: a different reply is a miss whatever the slot holds.
-        assert!(memo.get("other", &Bytes::from_static(b"x")).is_none());
+        // Slots are by key: a key of the same slot with the same bytes gets the same
+        // decode (equal bytes decode equally), a key of another slot gets nothing.
+        let same_slot = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| std::ptr::eq(memo.slot(k), memo.slot("k")))
+            .unwrap();
+        let other_slot = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| !std::ptr::eq(memo.slot(k), memo.slot("k")))
+            .unwrap();
+        assert!(Arc::ptr_eq(&memo.get(&same_slot, &raw).unwrap(), &entry));
+        assert!(memo.get(&other_slot, &raw).is_none());
         let big = Bytes::from(vec![b'x'; DecodeMemo::MAX_BYTES + 1]);
         memo.put("big", big.clone(), &Entry::new(meta, big.clone()));
         assert!(memo.get("big", &big).is_none());

@@ -98,7 +98,8 @@ pub struct L1Settings {
 }
 
 impl L1Settings {
-    /// A tier of `max_bytes` whose entries live at most `max_ttl`, for all modules.
+    /// A tier of `max_bytes` whose entries live at most `max_ttl`, for all modules
+    /// (turned on with [`Cache::with_l1`]).
     #[must_use]
     pub fn new(max_bytes: u64, max_ttl: Duration) -> Self {
         Self {
@@ -391,6 +392,15 @@ impl<C: Codec> Cache<C> {
             self.inner.codec.clone(),
             settings,
         )
+    }
+
+    /// Puts an in-process (L1) tier in front of Redis, keeping the other settings
+    /// (the same as [`with_settings`](Self::with_settings) with `l1` set).
+    #[must_use]
+    pub fn with_l1(self, l1: L1Settings) -> Self {
+        let mut settings = self.inner.settings.clone();
+        settings.l1 = Some(l1);
+        self.with_settings(settings)
     }
 
     /// The settings in force.
@@ -828,7 +838,7 @@ impl<C: Codec> Cache<C> {
         let deadline = tokio::time::Instant::now() + ttl;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let found = self.read(keys, false).await;
+            let found = self.read(keys, false, false).await;
             if !found.reached_store() {
                 break;
             }
@@ -854,7 +864,15 @@ impl<C: Codec> Cache<C> {
 
     /// Looks an entry up and counts the outcome (hit, stale, miss, degraded).
     pub(crate) async fn lookup_raw(&self, keys: &Keys) -> Found {
-        self.read(keys, true).await
+        self.read(keys, true, false).await
+    }
+
+    /// [`lookup_raw`](Self::lookup_raw) for a request whose fresh L1 entry
+    /// [`lookup_fresh_local`](Self::lookup_fresh_local) has just looked for: the L1
+    /// tier is not asked again on the way to Redis.
+    #[cfg(any(feature = "tower", feature = "actix"))]
+    pub(crate) async fn lookup_past_l1(&self, keys: &Keys) -> Found {
+        self.read(keys, true, true).await
     }
 
     /// A fresh entry an in-process tier holds (the L1 tier, or the in-process store
@@ -863,12 +881,7 @@ impl<C: Codec> Cache<C> {
     #[cfg(any(feature = "tower", feature = "actix"))]
     pub(crate) fn lookup_fresh_local(&self, keys: &Keys) -> Option<(Arc<Entry>, u64)> {
         let entry = match &self.inner.local {
-            Some(local) => {
-                let (t, m) = self.local_marker_values(keys);
-                local.get(&keys.entry).filter(|e| {
-                    marker_is(&e.meta.tenant_marker, t) && marker_is(&e.meta.module_marker, m)
-                })?
-            }
+            Some(local) => self.local_entry(local, keys).0?,
             None => self.l1_for(&keys.module)?.get(&keys.entry)?,
         };
         let now = now_ms();
@@ -879,9 +892,20 @@ impl<C: Codec> Cache<C> {
         Some((entry, now))
     }
 
+    /// The in-process store's entry for `keys` while the markers it was stamped with
+    /// are the current ones, and those markers.
+    fn local_entry(&self, local: &LocalTier, keys: &Keys) -> (Option<Arc<Entry>>, (u64, u64)) {
+        let (t, m) = self.local_marker_values(keys);
+        let entry = local
+            .get(&keys.entry)
+            .filter(|e| marker_is(&e.meta.tenant_marker, t) && marker_is(&e.meta.module_marker, m));
+        (entry, (t, m))
+    }
+
     /// Looks an entry up; `count` says whether the outcome goes into the stats (the
-    /// lease waiter's polls do not).
-    async fn read(&self, keys: &Keys, count: bool) -> Found {
+    /// lease waiter's polls do not); `l1_checked` skips the L1 tier's fresh entry
+    /// (the caller has just looked for it).
+    async fn read(&self, keys: &Keys, count: bool, l1_checked: bool) -> Found {
         let l1 = self.l1_for(&keys.module);
         // The clock is read where an entry is judged: here only for the in-process
         // tiers (a Redis reply is judged at its arrival).
@@ -891,22 +915,22 @@ impl<C: Codec> Cache<C> {
             0
         };
         if let Some(local) = &self.inner.local {
-            let markers = self.local_markers(keys);
-            let entry = local.get(&keys.entry).filter(|e| {
-                e.meta.tenant_marker == markers.0
-                    && e.meta.module_marker == markers.1
-                    && e.meta.is_servable_at(now)
-            });
+            let (entry, (t, m)) = self.local_entry(local, keys);
+            let entry = entry.filter(|e| e.meta.is_servable_at(now));
             if count {
                 self.count_lookup(keys, entry.as_ref().map(|e| &e.meta), now);
             }
-            return Found {
-                entry,
-                seen: Seen::Markers(markers.0, markers.1),
-                now,
+            // A visible entry carries the current markers; a miss needs them as text.
+            let seen = match entry {
+                Some(_) => Seen::OfEntry,
+                None => Seen::Markers(t.to_string(), m.to_string()),
             };
+            return Found { entry, seen, now };
         }
-        if let Some(entry) = l1.and_then(|l1| l1.get(&keys.entry)) {
+        if let Some(entry) = l1
+            .filter(|_| !l1_checked)
+            .and_then(|l1| l1.get(&keys.entry))
+        {
             if entry.meta.is_fresh_at(now) {
                 if count {
                     self.count_lookup(keys, Some(&entry.meta), now);
@@ -1320,7 +1344,6 @@ impl<C: Codec> Cache<C> {
 
 /// Whether an entry's marker is the in-process store's marker `value` (compared
 /// without formatting `value`).
-#[cfg(any(feature = "tower", feature = "actix"))]
 fn marker_is(marker: &str, value: u64) -> bool {
     larder_core::codec::parse_u64(marker.as_bytes()) == Some(value) && !marker.starts_with('0')
         || marker == "0" && value == 0
@@ -1408,7 +1431,6 @@ mod tests {
         assert_ne!(safe_key("a\nb"), safe_key("a\nc"));
     }
 
-    #[cfg(any(feature = "tower", feature = "actix"))]
     #[test]
     fn in_process_markers_compare_as_their_decimal_text() {
         for value in [0, 1, 7, 10, 42, u64::MAX] {

@@ -361,15 +361,10 @@ async fn in_process_hits_are_answered_in_call_without_the_app() {
     use actix_web::dev::{fn_service, ServiceRequest, Transform};
     use larder_core::future::MaybeReady;
     let server = RedisServer::start();
-    let l1 = {
-        let cache = Cache::new(handle(Some(&server.url())));
-        let mut settings = cache.settings().clone();
-        settings.l1 = Some(larder_cache::L1Settings::new(
-            1 << 20,
-            Duration::from_secs(30),
-        ));
-        cache.with_settings(settings)
-    };
+    let l1 = Cache::new(handle(Some(&server.url()))).with_l1(larder_cache::L1Settings::new(
+        1 << 20,
+        Duration::from_secs(30),
+    ));
     // The L1 tier in front of Redis, and the in-process store when there is no Redis.
     for cache in [l1, Cache::new(handle(None))] {
         let responses = ResponseCache::new(cache.clone())

@@ -689,15 +689,10 @@ impl Service<Request<Body>> for CountingOrigin {
 async fn hits_neither_clone_nor_call_the_inner_service() {
     use tower::Layer;
     let server = RedisServer::start();
-    let l1 = {
-        let cache = Cache::new(handle(Some(&server.url())));
-        let mut settings = cache.settings().clone();
-        settings.l1 = Some(larder_cache::L1Settings::new(
-            1 << 20,
-            Duration::from_secs(30),
-        ));
-        cache.with_settings(settings)
-    };
+    let l1 = Cache::new(handle(Some(&server.url()))).with_l1(larder_cache::L1Settings::new(
+        1 << 20,
+        Duration::from_secs(30),
+    ));
     // The L1 tier in front of Redis, Redis alone, and the in-process store when there
     // is no Redis.
     let redis = Cache::new(handle(Some(&server.url())));

@@ -398,13 +398,10 @@ async fn in_process_mode_has_the_same_semantics() {
 async fn l1_tier_answers_without_redis_and_stays_coherent_across_instances() {
     let mut server = RedisServer::start();
     let instance = || {
-        let cache = Cache::new(handle(&server));
-        let mut settings = cache.settings().clone();
-        settings.l1 = Some(larder_cache::L1Settings::new(
+        Cache::new(handle(&server)).with_l1(larder_cache::L1Settings::new(
             1 << 20,
             Duration::from_secs(30),
-        ));
-        cache.with_settings(settings)
+        ))
     };
     let (a, b) = (instance(), instance());
     let subscribed = |n: &str| {

@@ -141,8 +141,10 @@ impl ResponseCache {
     }
 
     /// Looks the plan's entry up and says whether to serve it or call the origin.
+    /// Called after [`serve_locally`](Self::serve_locally) said no: the L1 tier's
+    /// fresh entry is not looked for again.
     pub(crate) async fn begin(&self, plan: &LookupPlan) -> Begin {
-        let found = self.cache.lookup_raw(&plan.keys).await;
+        let found = self.cache.lookup_past_l1(&plan.keys).await;
         let now = found.now;
         let mut stale = None;
         if let Some(entry) = &found.entry {

@@ -1,5 +1,6 @@
 //! Shared by the rate-limit integration tests.
 
+use std::future::Future;
 use std::time::Duration;
 
 use larder_core::{Config, ConfigBuilder, Handle};
@@ -30,4 +31,45 @@ pub(crate) fn calls(server: &RedisServer, command: &str) -> u64 {
 #[allow(dead_code)] // not every test file uses it
 pub(crate) fn script_calls(server: &RedisServer) -> u64 {
     calls(server, "evalsha") + calls(server, "eval")
+}
+
+/// What the adapter tests read of a response.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) trait Answer {
+    /// The status code.
+    fn status(&self) -> u16;
+    /// A header's value (name in lower case).
+    fn header(&self, name: &str) -> Option<&str>;
+    /// The JSON body.
+    fn body(&self) -> &serde_json::Value;
+}
+
+/// Sends `again`, a second over-limit request of the client the first rejection
+/// (Retry-After `first_retry`, policy header `policy`) refused, and checks that the
+/// local pre-check answered it: no script reached Redis, the same fields and body,
+/// a Retry-After never later than the first. Returns the answer for more checks.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) async fn assert_rejected_locally<A: Answer>(
+    server: &RedisServer,
+    policy: &str,
+    first_retry: u64,
+    again: impl Future<Output = A>,
+) -> A {
+    let before = script_calls(server);
+    let again = again.await;
+    assert_eq!(script_calls(server), before, "a local reject sent a script");
+    assert_eq!(again.status(), 429);
+    assert_eq!(again.header("content-type"), Some("application/json"));
+    assert_eq!(again.header("ratelimit-policy"), Some(policy));
+    let again_retry: u64 = again.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=first_retry).contains(&again_retry),
+        "{again_retry} after {first_retry}"
+    );
+    assert_eq!(again.body()["retry_after"], again_retry);
+    assert!(again
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"ip\";r=0;"));
+    again
 }
