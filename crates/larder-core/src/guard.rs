@@ -238,7 +238,11 @@ impl Guard {
                 other => other,
             }
         };
-        let outcome = tokio::time::timeout(deadline, attempt).await;
+        // The deadline counts from `started` (one clock read serves both).
+        let outcome = match started.checked_add(deadline) {
+            Some(at) => tokio::time::timeout_at(at, attempt).await,
+            None => Ok(attempt.await),
+        };
         let elapsed = started.elapsed();
         m::REDIS_OP_DURATION_BY_OP.record(op, elapsed.as_secs_f64());
         let result = match outcome {

@@ -10,6 +10,7 @@
 //! | `raw` | one raw redis-rs `GET` on a multiplexed connection (no session layers) |
 //! | `session` | reads one value from the session (tower-sessions or actix-session on larder's store, context layer included) |
 //! | `untouched` | behind the same session layers, never touches the session |
+//! | `floor` | reads one value from the session, through tower-sessions or actix-session on a store that does nothing but one raw `GET` and hands back a ready-made session (no hashing, no decoding, no larder layer): the least any Redis-backed store can cost under these middlewares |
 //!
 //! `POST /login` (session modes) starts a session holding a few values and sets the
 //! cookie the load generator then sends. `REDIS_URL` names Redis.
@@ -46,6 +47,118 @@ async fn raw_conn() -> Result<redis::aio::MultiplexedConnection, Box<dyn std::er
         .query_async::<()>(&mut conn)
         .await?;
     Ok(conn)
+}
+
+/// The values `POST /login` stores (and the floor stores hand back ready-made).
+fn floor_values() -> [(&'static str, serde_json::Value); 3] {
+    [
+        ("n", serde_json::json!(1)),
+        ("cart", serde_json::json!([1, 2, 3])),
+        ("theme", serde_json::json!("dark")),
+    ]
+}
+
+/// The `floor` mode's store for tower-sessions: one raw `GET` per load, then a clone
+/// of a record decoded once at start.
+#[derive(Debug, Clone)]
+struct FloorTowerStore {
+    conn: redis::aio::MultiplexedConnection,
+    data: std::sync::Arc<std::collections::HashMap<String, serde_json::Value>>,
+}
+
+#[async_trait::async_trait]
+impl tower_sessions::SessionStore for FloorTowerStore {
+    async fn create(
+        &self,
+        _record: &mut tower_sessions::session::Record,
+    ) -> tower_sessions::session_store::Result<()> {
+        Ok(())
+    }
+
+    async fn save(
+        &self,
+        _record: &tower_sessions::session::Record,
+    ) -> tower_sessions::session_store::Result<()> {
+        Ok(())
+    }
+
+    async fn load(
+        &self,
+        id: &tower_sessions::session::Id,
+    ) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>> {
+        let mut conn = self.conn.clone();
+        let found: Option<String> = redis::cmd("GET")
+            .arg("bench:raw")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| tower_sessions::session_store::Error::Backend(e.to_string()))?;
+        Ok(found.map(|_| tower_sessions::session::Record {
+            id: *id,
+            data: (*self.data).clone(),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        _id: &tower_sessions::session::Id,
+    ) -> tower_sessions::session_store::Result<()> {
+        Ok(())
+    }
+}
+
+/// The `floor` mode's store for actix-session: one raw `GET` per load, then a clone
+/// of a state decoded once at start.
+#[derive(Clone)]
+struct FloorActixStore {
+    conn: redis::aio::MultiplexedConnection,
+    state: std::sync::Arc<std::collections::HashMap<String, String>>,
+}
+
+impl actix_session::storage::SessionStore for FloorActixStore {
+    async fn load(
+        &self,
+        _key: &actix_session::storage::SessionKey,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, actix_session::storage::LoadError>
+    {
+        let mut conn = self.conn.clone();
+        let found: Option<String> = redis::cmd("GET")
+            .arg("bench:raw")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| actix_session::storage::LoadError::Other(e.into()))?;
+        Ok(found.map(|_| (*self.state).clone()))
+    }
+
+    async fn save(
+        &self,
+        _state: std::collections::HashMap<String, String>,
+        _ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<actix_session::storage::SessionKey, actix_session::storage::SaveError> {
+        actix_session::storage::SessionKey::try_from("floor".repeat(8))
+            .map_err(|e| actix_session::storage::SaveError::Other(e.into()))
+    }
+
+    async fn update(
+        &self,
+        key: actix_session::storage::SessionKey,
+        _state: std::collections::HashMap<String, String>,
+        _ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<actix_session::storage::SessionKey, actix_session::storage::UpdateError> {
+        Ok(key)
+    }
+
+    async fn update_ttl(
+        &self,
+        _key: &actix_session::storage::SessionKey,
+        _ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<(), anyhow::Error> {
+        Ok(())
+    }
+
+    async fn delete(&self, _key: &actix_session::storage::SessionKey) -> Result<(), anyhow::Error> {
+        Ok(())
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -125,6 +238,37 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
                     .layer(SessionManagerLayer::new(store).with_name("sid"))
                     .layer(SessionContextLayer::new())
             }
+            "floor" => {
+                let store = FloorTowerStore {
+                    conn: raw_conn().await?,
+                    data: std::sync::Arc::new(
+                        floor_values()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    ),
+                };
+                Router::new()
+                    .route(
+                        "/data",
+                        get(|session: Session| async move {
+                            match session.get::<u64>("n").await {
+                                Ok(Some(_)) => (StatusCode::OK, BODY),
+                                _ => (StatusCode::UNAUTHORIZED, "{}"),
+                            }
+                        }),
+                    )
+                    .route(
+                        "/login",
+                        post(|session: Session| async move {
+                            match session.insert("n", 1u64).await {
+                                Ok(()) => StatusCode::OK,
+                                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                            }
+                        }),
+                    )
+                    .layer(SessionManagerLayer::new(store).with_name("sid"))
+            }
             other => return Err(format!("unknown mode {other}").into()),
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -151,6 +295,19 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
             "session" | "untouched" => Some(RedisSessionStore::new(sessions()?)),
             _ => None,
         };
+        let floor = if mode == "floor" {
+            Some(FloorActixStore {
+                conn: raw_conn().await?,
+                state: std::sync::Arc::new(
+                    floor_values()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_string()))
+                        .collect(),
+                ),
+            })
+        } else {
+            None
+        };
         let key = Key::from(&[9u8; 64]);
         println!("actix {mode} on {port}");
         HttpServer::new(move || {
@@ -161,7 +318,7 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
                 .route(
                     "/data",
                     web::get().to(move |session: Session| {
-                        let read = mode == "session";
+                        let read = mode != "untouched";
                         async move {
                             if !read || session.get::<u64>("n").ok().flatten().is_some() {
                                 HttpResponse::Ok().body(BODY)
@@ -185,8 +342,16 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
                         }
                     }),
                 );
-            match (&store, conn) {
-                (Some(store), _) => app.service(
+            match (&store, &floor, conn) {
+                (_, Some(floor), _) => app.service(
+                    session_routes.wrap(
+                        SessionMiddleware::builder(floor.clone(), key.clone())
+                            .cookie_name("sid".into())
+                            .cookie_secure(false)
+                            .build(),
+                    ),
+                ),
+                (Some(store), _, _) => app.service(
                     session_routes
                         .wrap(
                             SessionMiddleware::builder(store.clone(), key.clone())
@@ -196,7 +361,7 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
                         )
                         .wrap(SessionContext::new()),
                 ),
-                (None, Some(conn)) => app.route(
+                (None, None, Some(conn)) => app.route(
                     "/data",
                     web::get().to(move || {
                         let mut conn = conn.clone();
@@ -212,7 +377,7 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
                         }
                     }),
                 ),
-                (None, None) => app.route(
+                (None, None, None) => app.route(
                     "/data",
                     web::get().to(|| async { HttpResponse::Ok().body(BODY) }),
                 ),
