@@ -107,51 +107,58 @@ where
             }
         }
         let service = Rc::clone(&self.service);
-        let cache = self.cache.clone();
-        CacheFuture::Running(Box::pin(async move {
-            match decision {
-                Decision::Bypass {
-                    cached_route,
-                    reason,
-                } => {
-                    let mut res = service.call(req).await?;
-                    if cached_route {
-                        tracing::debug!(target: "larder::cache", reason, "cache BYPASS");
-                        set_x_cache(res.headers_mut(), x_cache::BYPASS);
-                    }
-                    Ok(res.map_into_left_body())
+        // One future per decision, each boxed at its own size: a look-up's state is
+        // not padded to hold the app's future of the bypass path.
+        match decision {
+            Decision::Bypass {
+                cached_route,
+                reason,
+            } => CacheFuture::Running(Box::pin(async move {
+                let mut res = service.call(req).await?;
+                if cached_route {
+                    tracing::debug!(target: "larder::cache", reason, "cache BYPASS");
+                    set_x_cache(res.headers_mut(), x_cache::BYPASS);
                 }
-                Decision::Invalidate { tenant, modules } => {
+                Ok(res.map_into_left_body())
+            })),
+            Decision::Invalidate { tenant, modules } => {
+                let cache = self.cache.clone();
+                CacheFuture::Running(Box::pin(async move {
                     let res = service.call(req).await?;
                     if res.status().is_success() {
                         cache.invalidate_modules(&tenant, &modules).await;
                     }
                     Ok(res.map_into_left_body())
-                }
-                Decision::Lookup(plan) => {
-                    let plan = *plan;
+                }))
+            }
+            Decision::Lookup(plan) => {
+                let cache = self.cache.clone();
+                CacheFuture::Running(Box::pin(async move {
                     match cache.begin(&plan).await {
                         Begin::Serve(cached, None) => {
                             Ok(req.into_response(from_cache(cached)).map_into_right_body())
                         }
+                        // The origin's paths are boxed apart: a hit never takes them,
+                        // and their state would make every look-up's future larger.
                         Begin::Serve(cached, Some(ticket)) => {
                             // Actix cannot replay a request and needs it unshared while
                             // routing, so this request refreshes the entry in the
                             // foreground; concurrent ones get the stale copy meanwhile.
                             let ticket = ticket.keep_stale(cached);
-                            fetch(&cache, &*service, req, &plan, ticket).await
+                            Box::pin(fetch(&cache, &*service, req, &plan, ticket)).await
                         }
                         Begin::Fetch(ticket) => {
-                            let mut res = fetch(&cache, &*service, req, &plan, ticket).await?;
+                            let mut res =
+                                Box::pin(fetch(&cache, &*service, req, &plan, ticket)).await?;
                             if !res.headers().contains_key(X_CACHE) {
                                 set_x_cache(res.headers_mut(), x_cache::MISS);
                             }
                             Ok(res)
                         }
                     }
-                }
+                }))
             }
-        }))
+        }
     }
 }
 
@@ -291,4 +298,72 @@ pub fn admin_scope(admin: Admin) -> actix_web::Scope {
             json(reply.status, &reply.body)
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use actix_web::test::TestRequest;
+    use larder_core::Config;
+
+    use super::*;
+    use crate::future_size::{running, HEAVY};
+    use crate::{Cache, CacheRoute};
+
+    /// An app service whose response future is `HEAVY` bytes.
+    struct Heavy;
+
+    #[allow(dead_code)] // never read: only its size matters
+    struct HeavyFuture(ServiceRequest, [u8; HEAVY]);
+
+    impl std::future::Future for HeavyFuture {
+        type Output = Result<ServiceResponse, actix_web::Error>;
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+            unreachable!("never polled: only its size matters")
+        }
+    }
+
+    impl Service<ServiceRequest> for Heavy {
+        type Response = ServiceResponse;
+        type Error = actix_web::Error;
+        type Future = HeavyFuture;
+        fn poll_ready(&self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&self, req: ServiceRequest) -> HeavyFuture {
+            HeavyFuture(req, [0; HEAVY])
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_look_up_does_not_carry_the_apps_future() {
+        let handle = Handle::new(Config::builder().build().unwrap()).unwrap();
+        let cache = ResponseCache::new(Cache::new(handle))
+            .route(CacheRoute::new("/balance", "balance").unwrap());
+        let svc = CacheMiddleware::new(cache)
+            .new_transform(Heavy)
+            .await
+            .unwrap();
+        // Not polled: only the size of each path's state is looked at.
+        let bypass = svc.call(TestRequest::get().uri("/balance").to_srv_request());
+        let lookup = svc.call(
+            TestRequest::get()
+                .uri("/balance")
+                .insert_header(("x-tenant-id", "1"))
+                .to_srv_request(),
+        );
+        assert!(
+            running(&bypass) >= HEAVY,
+            "the bypass holds the app's future"
+        );
+        let size = running(&lookup);
+        assert!(size > 0, "a miss takes the boxed path");
+        // A miss calls the app from a future boxed apart; the look-up's own state
+        // (the one a hit allocates) is not padded to the app's.
+        assert!(size < HEAVY, "look-up state of {size} bytes");
+    }
 }

@@ -968,7 +968,11 @@ impl<C: Codec> Cache<C> {
                     // First use of this tenant or module (or its marker was evicted):
                     // nothing stored can be valid, so create the markers now and let
                     // writers stamp entries with a definite value.
-                    _ => self.ensure_markers(keys).await.unwrap_or_default(),
+                    // Boxed apart, like the corrupt-entry path below: rare, and
+                    // kept out of every look-up's future.
+                    _ => Box::pin(self.ensure_markers(keys))
+                        .await
+                        .unwrap_or_default(),
                 };
                 // Judged at the reply's time, not the request's.
                 let now = now_ms();
@@ -1008,7 +1012,7 @@ impl<C: Codec> Cache<C> {
                         }
                         Ok(_) => (None, Seen::Markers(markers.0, markers.1)),
                         Err(e) => {
-                            self.corrupt(keys, &e.to_string()).await;
+                            Box::pin(self.corrupt(keys, &e.to_string())).await;
                             (None, Seen::Markers(markers.0, markers.1))
                         }
                     },

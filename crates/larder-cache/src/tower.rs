@@ -139,44 +139,50 @@ where
         }
         let req = Request::from_parts(parts, body);
         let inner = Arc::clone(&self.inner);
-        let cache = self.cache.clone();
-        ResponseFuture {
-            state: MaybeReady::Running(Box::pin(async move {
-                match decision {
-                    Decision::Bypass {
-                        cached_route,
-                        reason,
-                    } => {
-                        let mut res = ready_clone(&inner)
-                            .await?
-                            .call(req)
-                            .await?
-                            .map(CacheBody::inner);
-                        if cached_route {
-                            tracing::debug!(target: "larder::cache", reason, "cache BYPASS");
-                            set_x_cache(&mut res, x_cache::BYPASS);
-                        }
-                        Ok(res)
-                    }
-                    Decision::Invalidate { tenant, modules } => {
-                        let res = ready_clone(&inner).await?.call(req).await?;
-                        if res.status().is_success() {
-                            cache.invalidate_modules(&tenant, &modules).await;
-                        }
-                        Ok(res.map(CacheBody::inner))
-                    }
-                    Decision::Lookup(plan) => serve(cache, inner, req, *plan).await,
+        // One future per decision, each boxed at its own size: a look-up's state is
+        // not padded to hold the origin's future of the bypass path, and stays small
+        // enough for the allocator's fast path.
+        let running: RunningFuture<ResBody, S::Error> = match decision {
+            Decision::Bypass {
+                cached_route,
+                reason,
+            } => Box::pin(async move {
+                let mut res = ready_clone(&inner)
+                    .await?
+                    .call(req)
+                    .await?
+                    .map(CacheBody::inner);
+                if cached_route {
+                    tracing::debug!(target: "larder::cache", reason, "cache BYPASS");
+                    set_x_cache(&mut res, x_cache::BYPASS);
                 }
-            })),
+                Ok(res)
+            }),
+            Decision::Invalidate { tenant, modules } => {
+                let cache = self.cache.clone();
+                Box::pin(async move {
+                    let res = ready_clone(&inner).await?.call(req).await?;
+                    if res.status().is_success() {
+                        cache.invalidate_modules(&tenant, &modules).await;
+                    }
+                    Ok(res.map(CacheBody::inner))
+                })
+            }
+            Decision::Lookup(plan) => Box::pin(serve(self.cache.clone(), inner, req, plan)),
+        };
+        ResponseFuture {
+            state: MaybeReady::Running(running),
         }
     }
 }
+
+type RunningFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
 
 async fn serve<S, ReqBody, ResBody>(
     cache: ResponseCache,
     inner: Arc<Mutex<S>>,
     req: Request<ReqBody>,
-    plan: LookupPlan,
+    plan: Box<LookupPlan>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -186,7 +192,9 @@ where
     ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
     ResBody::Error: Send,
 {
-    match cache.begin(&plan).await {
+    // Boxed apart, and built inside the match: the miss path's state is large, and
+    // neither it nor the look-up's outcome is kept in the state of a hit.
+    let fetching = match cache.begin(&plan).await {
         Begin::Serve(cached, refresh) => {
             if let Some(ticket) = refresh {
                 let refresh_req = replay(&req);
@@ -196,20 +204,15 @@ where
                     let _ = fetch(&cache, inner, refresh_req, &plan, ticket).await;
                 });
             }
-            Ok(from_cache(cached))
+            return Ok(from_cache(cached));
         }
-        // Boxed apart: the miss path's state is large, and keeping it out of this
-        // future keeps hits from moving it around.
-        Begin::Fetch(ticket) => Box::pin(fetch(&cache, inner, req, &plan, ticket))
-            .await
-            .map(|r| {
-                let mut r = r;
-                if r.headers().get(X_CACHE).is_none() {
-                    set_x_cache(&mut r, x_cache::MISS);
-                }
-                r
-            }),
+        Begin::Fetch(ticket) => Box::pin(fetch(&cache, inner, req, &plan, ticket)),
+    };
+    let mut res = fetching.await?;
+    if res.headers().get(X_CACHE).is_none() {
+        set_x_cache(&mut res, x_cache::MISS);
     }
+    Ok(res)
 }
 
 /// Calls the origin, stores what may be stored, and returns the response.
@@ -455,5 +458,70 @@ impl<B: Body<Data = Bytes>> Body for CacheBody<B> {
             Some(_) => SizeHint::default(),
             None => SizeHint::with_exact(prefix),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use std::convert::Infallible;
+
+    use larder_core::{Config, Handle};
+
+    use super::*;
+    use crate::future_size::{running, HEAVY};
+    use crate::{Cache, CacheRoute};
+
+    /// An origin whose response future is `HEAVY` bytes.
+    #[derive(Clone)]
+    struct Heavy;
+
+    struct HeavyFuture(#[allow(dead_code)] [u8; HEAVY]);
+
+    impl Future for HeavyFuture {
+        type Output = Result<Response<String>, Infallible>;
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Ok(Response::new(String::new())))
+        }
+    }
+
+    impl Service<Request<String>> for Heavy {
+        type Response = Response<String>;
+        type Error = Infallible;
+        type Future = HeavyFuture;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _req: Request<String>) -> HeavyFuture {
+            HeavyFuture([0; HEAVY])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_look_up_does_not_carry_the_origins_future() {
+        let handle = Handle::new(Config::builder().build().unwrap()).unwrap();
+        let cache = ResponseCache::new(Cache::new(handle))
+            .route(CacheRoute::new("/balance", "balance").unwrap());
+        let mut svc = CacheLayer::new(cache).layer(Heavy);
+        let get = |tenant: Option<&str>| {
+            let mut req = Request::get("/balance");
+            if let Some(t) = tenant {
+                req = req.header("x-tenant-id", t);
+            }
+            req.body(String::new()).unwrap()
+        };
+        // Not polled: only the size of each path's state is looked at.
+        let bypass = svc.call(get(None));
+        let lookup = svc.call(get(Some("1")));
+        assert!(
+            running(&bypass.state) >= HEAVY,
+            "the bypass holds the origin's future"
+        );
+        let size = running(&lookup.state);
+        assert!(size > 0, "a miss takes the boxed path");
+        // A miss calls the origin from a future boxed apart; the look-up's own state
+        // (the one a hit allocates) is not padded to the origin's.
+        assert!(size < HEAVY, "look-up state of {size} bytes");
     }
 }

@@ -14,7 +14,7 @@ use super::{LookupPlan, ResponseCache, Servable, StoredResponse};
 use crate::entry::{now_ms, CorruptEntry};
 use crate::flight::{Leader, Role};
 use crate::local::Entry;
-use crate::service::LeaseGate;
+use crate::service::{Found, LeaseGate};
 
 /// `X-Cache` values.
 pub(crate) mod x_cache {
@@ -154,9 +154,23 @@ impl ResponseCache {
                     return Begin::Serve(self.cached(plan, stored, age, x_cache::HIT), None);
                 }
                 Ok(stored) => stale = Some((age, stored)),
-                Err(e) => self.cache.corrupt(&plan.keys, &e.to_string()).await,
+                Err(e) => Box::pin(self.cache.corrupt(&plan.keys, &e.to_string())).await,
             }
         }
+        // Boxed apart: a hit never gets here, and this part's state (the lease, the
+        // wait for a leader) would otherwise make every look-up's future larger.
+        Box::pin(self.begin_miss(plan, found, stale)).await
+    }
+
+    /// The rest of [`begin`](Self::begin) when no fresh entry was found: joins the
+    /// key's flight, and as its leader takes the lease (or waits for the instance
+    /// holding it); as a follower waits for the leader's response.
+    async fn begin_miss(
+        &self,
+        plan: &LookupPlan,
+        found: Found,
+        stale: Option<(u64, Arc<Servable>)>,
+    ) -> Begin {
         let markers = found.into_markers();
         let flights = self.cache.flights();
         match flights.join(&plan.keys.entry) {
