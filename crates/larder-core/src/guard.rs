@@ -230,13 +230,13 @@ impl Guard {
         let c = &self.inner.counters;
         let attempt = async {
             c.attempted.fetch_add(1, Ordering::Relaxed);
-            match call().await {
-                Err(e) if e.is_connection_refusal() => {
-                    c.attempted.fetch_add(1, Ordering::Relaxed);
-                    call().await
-                }
-                other => other,
+            // The first outcome leaves scope before the retry is awaited: held across
+            // that await, it would sit in the state of every call's future.
+            if let Some(outcome) = unless_refused(call().await) {
+                return outcome;
             }
+            c.attempted.fetch_add(1, Ordering::Relaxed);
+            call().await
         };
         // The deadline counts from `started` (one clock read serves both).
         let outcome = match started.checked_add(deadline) {
@@ -401,6 +401,14 @@ impl Guard {
     }
 }
 
+/// `outcome`, unless it is a refusal at connect time (then `None`: worth one retry).
+fn unless_refused<T>(outcome: redis::RedisResult<T>) -> Option<redis::RedisResult<T>> {
+    match outcome {
+        Err(e) if e.is_connection_refusal() => None,
+        other => Some(other),
+    }
+}
+
 /// Returns the breaker to open if a probe's future is dropped before it finished,
 /// so a cancelled probe cannot leave the breaker half-open for ever.
 struct ProbeSlot<'a> {
@@ -514,6 +522,49 @@ mod tests {
         assert_eq!(guard.stats().attempted, before);
         assert_eq!(guard.stats().rejected, 1);
         assert_eq!(guard.stats().opened, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_at_connect_is_tried_once_more_and_other_faults_are_not() {
+        let guard = Guard::new(Duration::from_millis(50), 10, Duration::from_secs(1));
+        // Refused, then answered: the second attempt's answer.
+        let mut calls = 0;
+        let answer = guard
+            .run("get", || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n == 1 {
+                        Err(refused())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(answer.unwrap(), 2);
+        assert_eq!(guard.stats().attempted, 2);
+        // Refused twice: the second refusal is the outcome.
+        let mut calls = 0;
+        let err = guard
+            .run("get", || {
+                calls += 1;
+                async { Err::<(), _>(refused()) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((calls, err.kind()), (2, "connect"));
+        // A dropped connection is not retried (the command may have run).
+        let mut calls = 0;
+        let err = guard
+            .run("get", || {
+                calls += 1;
+                async { Err::<(), _>(reset()) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((calls, err.kind()), (1, "connection_dropped"));
+        assert_eq!(guard.stats().attempted, 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@
 //! | `session` | reads one value from the session (tower-sessions or actix-session on larder's store, context layer included) |
 //! | `untouched` | behind the same session layers, never touches the session |
 //! | `floor` | reads one value from the session, through tower-sessions or actix-session on a store that does nothing but one raw `GET` and hands back a ready-made session (no hashing, no decoding, no larder layer): the least any Redis-backed store can cost under these middlewares |
+//! | `floor-signed` | (Actix) `floor` with signed instead of private (encrypted, actix-session's default) cookies |
 //!
 //! `POST /login` (session modes) starts a session holding a few values and sets the
 //! cookie the load generator then sends. `REDIS_URL` names Redis.
@@ -279,6 +280,7 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> {
+    use actix_session::config::CookieContentSecurity;
     use actix_session::{Session, SessionMiddleware};
     use actix_web::cookie::Key;
     use actix_web::{web, App, HttpResponse, HttpServer};
@@ -295,7 +297,7 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
             "session" | "untouched" => Some(RedisSessionStore::new(sessions()?)),
             _ => None,
         };
-        let floor = if mode == "floor" {
+        let floor = if mode.starts_with("floor") {
             Some(FloorActixStore {
                 conn: raw_conn().await?,
                 state: std::sync::Arc::new(
@@ -312,6 +314,7 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
         println!("actix {mode} on {port}");
         HttpServer::new(move || {
             let app = App::new();
+            let signed = mode == "floor-signed";
             let mode = mode.clone();
             let conn = conn.clone();
             let session_routes = web::scope("")
@@ -346,6 +349,11 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
                 (_, Some(floor), _) => app.service(
                     session_routes.wrap(
                         SessionMiddleware::builder(floor.clone(), key.clone())
+                            .cookie_content_security(if signed {
+                                CookieContentSecurity::Signed
+                            } else {
+                                CookieContentSecurity::Private
+                            })
                             .cookie_name("sid".into())
                             .cookie_secure(false)
                             .build(),
