@@ -47,6 +47,7 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
+use futures_util::future::FutureExt as _;
 use larder_core::TenantExtractor;
 
 use crate::context::{self, Fault, RequestContext};
@@ -269,10 +270,10 @@ where
         let tenant = self.tenant.as_ref().and_then(|t| t.extract(req.request()));
         let service = Rc::clone(&self.service);
         let ctx = RequestContext::new(tenant);
-        Box::pin(async move {
-            let res =
-                RequestContext::scope(Arc::clone(&ctx), async move { service.call(req).await })
-                    .await;
+        let scoped = RequestContext::call_in(Arc::clone(&ctx), move || service.call(req));
+        // A combinator, not an `async` block: the app's future stays where it is
+        // instead of being kept twice in the box.
+        Box::pin(scoped.map(move |res| {
             if let Some(fault) = ctx.fault() {
                 let status =
                     StatusCode::from_u16(fault.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -293,7 +294,7 @@ where
                 };
             }
             res.map(ServiceResponse::map_into_left_body)
-        })
+        }))
     }
 }
 

@@ -87,8 +87,23 @@ impl RequestContext {
     }
 
     /// Runs `fut` with `ctx` as the current context.
-    pub async fn scope<F: std::future::Future>(ctx: Arc<Self>, fut: F) -> F::Output {
-        CONTEXT.scope(ctx, fut).await
+    pub fn scope<F: std::future::Future>(
+        ctx: Arc<Self>,
+        fut: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        // Not an `async fn`: it would hold `fut` and the copy it awaits.
+        CONTEXT.scope(ctx, fut)
+    }
+
+    /// Calls `call` (a service's `call`) with `ctx` as the current context, and runs
+    /// the future it returns there too. The future is polled where `call` left it:
+    /// wrapping the call in an `async` block would keep the request next to it.
+    pub(crate) fn call_in<Fut: std::future::Future>(
+        ctx: Arc<Self>,
+        call: impl FnOnce() -> Fut,
+    ) -> impl std::future::Future<Output = Fut::Output> {
+        use futures_util::future::FutureExt as _;
+        CONTEXT.scope(ctx, futures_util::future::lazy(move |_| call()).flatten())
     }
 
     /// The fault recorded while the request ran, if any.

@@ -1,8 +1,10 @@
 //! The framework-free session store on larder-core's handle.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::future::{Either, FutureExt};
 use larder_core::{Handle, Scope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -358,15 +360,27 @@ impl Sessions {
 
     /// Runs a Redis operation under the degraded policy: `Ok(None)` means "use the
     /// local tier".
-    async fn redis<T>(
+    fn redis<'a, T: 'a>(
+        &'a self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, larder_core::Error>> + 'a,
+    ) -> impl Future<Output = Result<Option<T>, SessionError>> + 'a {
+        if !self.inner.handle.is_redis_configured() {
+            return Either::Left(std::future::ready(Ok(None)));
+        }
+        // A combinator, not an `async fn`: the call's future is polled where it lies.
+        // An `async fn` keeps its argument and the copy it awaits, which doubled the
+        // state of every session operation (and of the box each adapter call makes).
+        Either::Right(fut.map(move |outcome| self.settle(op, outcome)))
+    }
+
+    /// What a Redis call's outcome means under the degraded policy.
+    fn settle<T>(
         &self,
         op: &'static str,
-        fut: impl std::future::Future<Output = Result<T, larder_core::Error>>,
+        outcome: Result<T, larder_core::Error>,
     ) -> Result<Option<T>, SessionError> {
-        if !self.inner.handle.is_redis_configured() {
-            return Ok(None);
-        }
-        match fut.await {
+        match outcome {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_backend_fault() => {
                 larder_core::metrics::DEGRADED_BY_COMPONENT.increment("session", "");
@@ -421,7 +435,9 @@ impl Sessions {
                 if absolute <= now {
                     None
                 } else if !read_only && now.saturating_sub(touched_ms) >= touch {
-                    self.touch_key(&key, idle).await?
+                    // Boxed apart: at most once per touch interval, and its state
+                    // would otherwise double that of every load.
+                    Box::pin(self.touch_key(&key, idle)).await?
                 } else {
                     Some(Loaded {
                         data,

@@ -35,6 +35,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::future::FutureExt as _;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use larder_core::TenantExtractor;
@@ -349,14 +350,16 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let ctx = RequestContext::new(tenant);
-        let inner = Box::pin(async move {
-            let res = RequestContext::scope(Arc::clone(&ctx), async move { inner.call(req).await })
-                .await?;
+        let scoped = RequestContext::call_in(Arc::clone(&ctx), move || inner.call(req));
+        // A combinator, not an `async` block: the inner future stays where it is
+        // instead of being kept twice in the box.
+        let inner = Box::pin(scoped.map(move |res| {
+            let res = res?;
             if let Some(fault) = ctx.fault() {
                 return Ok(fault_response(&fault));
             }
             Ok(res.map(Either::Left))
-        });
+        }));
         ResponseFuture { inner }
     }
 }
