@@ -361,6 +361,7 @@ mod tests {
             "the bypass holds the app's future"
         );
         let size = running(&lookup);
+        eprintln!("look-up state: {size} bytes");
         assert!(size > 0, "a miss takes the boxed path");
         // A miss calls the app from a future boxed apart; the look-up's own state
         // (the one a hit allocates) is not padded to the app's.

@@ -519,6 +519,7 @@ mod tests {
             "the bypass holds the origin's future"
         );
         let size = running(&lookup.state);
+        eprintln!("look-up state: {size} bytes");
         assert!(size > 0, "a miss takes the boxed path");
         // A miss calls the origin from a future boxed apart; the look-up's own state
         // (the one a hit allocates) is not padded to the origin's.
