@@ -140,8 +140,8 @@ where
         let req = Request::from_parts(parts, body);
         let inner = Arc::clone(&self.inner);
         // One future per decision, each boxed at its own size: a look-up's state is
-        // not padded to hold the origin's future of the bypass path, and stays small
-        // enough for the allocator's fast path.
+        // not padded to hold the origin's future of the bypass path (a hit allocates
+        // and moves that state; test `a_look_up_does_not_carry_the_origins_future`).
         let running: RunningFuture<ResBody, S::Error> = match decision {
             Decision::Bypass {
                 cached_route,
@@ -176,6 +176,7 @@ where
     }
 }
 
+/// The boxed future of a request the adapter could not answer in `call`.
 type RunningFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
 
 async fn serve<S, ReqBody, ResBody>(
