@@ -11,6 +11,7 @@
 //! | `session` | reads one value from the session (tower-sessions or actix-session on larder's store, context layer included) |
 //! | `untouched` | behind the same session layers, never touches the session |
 //! | `floor` | reads one value from the session, through tower-sessions or actix-session on a store that does nothing but one raw `GET` and hands back a ready-made session (no hashing, no decoding, no larder layer): the least any Redis-backed store can cost under these middlewares |
+//! | `floor-own` | (Axum) `floor` under a minimal layer of the bench's own instead of `SessionManagerLayer`: the `Session` made straight from the `Cookie` header (no tower-cookies jar, nothing done on the response): what a leaner session layer could cost |
 //! | `floor-signed` | (Actix) `floor` with signed instead of private (encrypted, actix-session's default) cookies |
 //!
 //! `POST /login` (session modes) starts a session holding a few values and sets the
@@ -162,6 +163,24 @@ impl actix_session::storage::SessionStore for FloorActixStore {
     }
 }
 
+/// The `floor-own` mode's layer: a `tower_sessions::Session` on the id the `sid`
+/// cookie names, made straight from the `Cookie` header.
+async fn own_session_layer(
+    axum::extract::State(store): axum::extract::State<std::sync::Arc<FloorTowerStore>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = req
+        .headers()
+        .get(axum::http::header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').find_map(|p| p.trim().strip_prefix("sid=")))
+        .and_then(|v| v.parse::<tower_sessions::session::Id>().ok());
+    req.extensions_mut()
+        .insert(tower_sessions::Session::new(id, store, None));
+    next.run(req).await
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, framework, mode, port] = args.as_slice() else {
@@ -269,6 +288,38 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
                         }),
                     )
                     .layer(SessionManagerLayer::new(store).with_name("sid"))
+            }
+            "floor-own" => {
+                let store = std::sync::Arc::new(FloorTowerStore {
+                    conn: raw_conn().await?,
+                    data: std::sync::Arc::new(
+                        floor_values()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    ),
+                });
+                Router::new()
+                    .route(
+                        "/data",
+                        get(|session: Session| async move {
+                            match session.get::<u64>("n").await {
+                                Ok(Some(_)) => (StatusCode::OK, BODY),
+                                _ => (StatusCode::UNAUTHORIZED, "{}"),
+                            }
+                        }),
+                    )
+                    .route(
+                        "/login",
+                        post(|| async {
+                            let id = tower_sessions::session::Id::default();
+                            ([(axum::http::header::SET_COOKIE, format!("sid={id}; Path=/; HttpOnly"))], "")
+                        }),
+                    )
+                    .layer(axum::middleware::from_fn_with_state(
+                        store,
+                        own_session_layer,
+                    ))
             }
             other => return Err(format!("unknown mode {other}").into()),
         };
