@@ -313,7 +313,13 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
                         "/login",
                         post(|| async {
                             let id = tower_sessions::session::Id::default();
-                            ([(axum::http::header::SET_COOKIE, format!("sid={id}; Path=/; HttpOnly"))], "")
+                            (
+                                [(
+                                    axum::http::header::SET_COOKIE,
+                                    format!("sid={id}; Path=/; HttpOnly"),
+                                )],
+                                "",
+                            )
                         }),
                     )
                     .layer(axum::middleware::from_fn_with_state(
