@@ -524,46 +524,36 @@ mod tests {
         assert_eq!(guard.stats().opened, 1);
     }
 
+    /// Runs one call whose `n`th attempt answers `answer(n)`; returns the number of
+    /// attempts and the outcome.
+    async fn attempts(
+        guard: &Guard,
+        answer: fn(u32) -> redis::RedisResult<u32>,
+    ) -> (u32, Result<u32, Error>) {
+        let mut calls = 0;
+        let outcome = guard
+            .run("get", || {
+                calls += 1;
+                let reply = answer(calls);
+                async move { reply }
+            })
+            .await;
+        (calls, outcome)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_refusal_at_connect_is_tried_once_more_and_other_faults_are_not() {
         let guard = Guard::new(Duration::from_millis(50), 10, Duration::from_secs(1));
         // Refused, then answered: the second attempt's answer.
-        let mut calls = 0;
-        let answer = guard
-            .run("get", || {
-                calls += 1;
-                let n = calls;
-                async move {
-                    if n == 1 {
-                        Err(refused())
-                    } else {
-                        Ok(n)
-                    }
-                }
-            })
-            .await;
+        let (_, answer) = attempts(&guard, |n| if n == 1 { Err(refused()) } else { Ok(n) }).await;
         assert_eq!(answer.unwrap(), 2);
         assert_eq!(guard.stats().attempted, 2);
         // Refused twice: the second refusal is the outcome.
-        let mut calls = 0;
-        let err = guard
-            .run("get", || {
-                calls += 1;
-                async { Err::<(), _>(refused()) }
-            })
-            .await
-            .unwrap_err();
-        assert_eq!((calls, err.kind()), (2, "connect"));
+        let (calls, err) = attempts(&guard, |_| Err(refused())).await;
+        assert_eq!((calls, err.unwrap_err().kind()), (2, "connect"));
         // A dropped connection is not retried (the command may have run).
-        let mut calls = 0;
-        let err = guard
-            .run("get", || {
-                calls += 1;
-                async { Err::<(), _>(reset()) }
-            })
-            .await
-            .unwrap_err();
-        assert_eq!((calls, err.kind()), (1, "connection_dropped"));
+        let (calls, err) = attempts(&guard, |_| Err(reset())).await;
+        assert_eq!((calls, err.unwrap_err().kind()), (1, "connection_dropped"));
         assert_eq!(guard.stats().attempted, 5);
     }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_rejected_locally, handle, Answer};
+use common::{assert_rejected_locally, handle};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,32 +48,7 @@ async fn app(
     .await
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: Vec<(String, String)>,
-    body: serde_json::Value,
-}
-
-impl Answer for Reply {
-    fn status(&self) -> u16 {
-        self.status.as_u16()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        Reply::header(self, name)
-    }
-    fn body(&self) -> &serde_json::Value {
-        &self.body
-    }
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+type Reply = common::Reply<StatusCode>;
 
 async fn send<S, B>(
     app: &S,

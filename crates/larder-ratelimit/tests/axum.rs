@@ -5,14 +5,14 @@
 
 mod common;
 
-use common::{assert_rejected_locally, handle, Answer};
+use common::{assert_rejected_locally, handle};
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -44,29 +44,7 @@ fn app(limits: RateLimit) -> Router {
         .layer(axum::middleware::from_fn(fake_auth))
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: serde_json::Value,
-}
-
-impl Answer for Reply {
-    fn status(&self) -> u16 {
-        self.status.as_u16()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        Reply::header(self, name)
-    }
-    fn body(&self) -> &serde_json::Value {
-        &self.body
-    }
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
+type Reply = common::Reply<StatusCode>;
 
 async fn send(
     app: &Router,
@@ -87,7 +65,11 @@ async fn send(
     let bytes = body.collect().await.unwrap().to_bytes();
     Reply {
         status: parts.status,
-        headers: parts.headers,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     }
 }

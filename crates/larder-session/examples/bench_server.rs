@@ -60,13 +60,33 @@ fn floor_values() -> [(&'static str, serde_json::Value); 3] {
     ]
 }
 
-/// The `floor` mode's store for tower-sessions: one raw `GET` per load, then a clone
-/// of a record decoded once at start.
+/// The `floor` modes' store: one raw `GET` per load, then a clone of the session's
+/// values, made once at start in the form the middleware keeps them (`V`).
 #[derive(Debug, Clone)]
-struct FloorTowerStore {
+struct Floor<V> {
     conn: redis::aio::MultiplexedConnection,
-    data: std::sync::Arc<std::collections::HashMap<String, serde_json::Value>>,
+    values: std::sync::Arc<std::collections::HashMap<String, V>>,
 }
+
+impl<V> Floor<V> {
+    async fn connect(form: fn(serde_json::Value) -> V) -> Result<Self, Box<dyn std::error::Error>> {
+        Ok(Self {
+            conn: raw_conn().await?,
+            values: std::sync::Arc::new(
+                floor_values()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), form(v)))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// tower-sessions keeps JSON values.
+type FloorTowerStore = Floor<serde_json::Value>;
+
+/// actix-session keeps each value as its JSON text.
+type FloorActixStore = Floor<String>;
 
 #[async_trait::async_trait]
 impl tower_sessions::SessionStore for FloorTowerStore {
@@ -88,15 +108,12 @@ impl tower_sessions::SessionStore for FloorTowerStore {
         &self,
         id: &tower_sessions::session::Id,
     ) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>> {
-        let mut conn = self.conn.clone();
-        let found: Option<String> = redis::cmd("GET")
-            .arg("bench:raw")
-            .query_async(&mut conn)
+        let found = raw_get(&self.conn)
             .await
             .map_err(|e| tower_sessions::session_store::Error::Backend(e.to_string()))?;
         Ok(found.map(|_| tower_sessions::session::Record {
             id: *id,
-            data: (*self.data).clone(),
+            data: (*self.values).clone(),
             expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
         }))
     }
@@ -109,27 +126,16 @@ impl tower_sessions::SessionStore for FloorTowerStore {
     }
 }
 
-/// The `floor` mode's store for actix-session: one raw `GET` per load, then a clone
-/// of a state decoded once at start.
-#[derive(Clone)]
-struct FloorActixStore {
-    conn: redis::aio::MultiplexedConnection,
-    state: std::sync::Arc<std::collections::HashMap<String, String>>,
-}
-
 impl actix_session::storage::SessionStore for FloorActixStore {
     async fn load(
         &self,
         _key: &actix_session::storage::SessionKey,
     ) -> Result<Option<std::collections::HashMap<String, String>>, actix_session::storage::LoadError>
     {
-        let mut conn = self.conn.clone();
-        let found: Option<String> = redis::cmd("GET")
-            .arg("bench:raw")
-            .query_async(&mut conn)
+        let found = raw_get(&self.conn)
             .await
             .map_err(|e| actix_session::storage::LoadError::Other(e.into()))?;
-        Ok(found.map(|_| (*self.state).clone()))
+        Ok(found.map(|_| (*self.values).clone()))
     }
 
     async fn save(
@@ -163,6 +169,14 @@ impl actix_session::storage::SessionStore for FloorActixStore {
     }
 }
 
+/// The Axum session modes' `GET /data`: reads one value of the session.
+async fn read_n(session: tower_sessions::Session) -> (axum::http::StatusCode, &'static str) {
+    match session.get::<u64>("n").await {
+        Ok(Some(_)) => (axum::http::StatusCode::OK, BODY),
+        _ => (axum::http::StatusCode::UNAUTHORIZED, "{}"),
+    }
+}
+
 /// The `floor-own` mode's layer: a `tower_sessions::Session` on the id the `sid`
 /// cookie names, made straight from the `Cookie` header.
 async fn own_session_layer(
@@ -179,6 +193,15 @@ async fn own_session_layer(
     req.extensions_mut()
         .insert(tower_sessions::Session::new(id, store, None));
     next.run(req).await
+}
+
+/// The raw modes' one `GET` (the `raw` handlers' and the floor stores' round trip).
+async fn raw_get(conn: &redis::aio::MultiplexedConnection) -> redis::RedisResult<Option<String>> {
+    let mut conn = conn.clone();
+    redis::cmd("GET")
+        .arg("bench:raw")
+        .query_async(&mut conn)
+        .await
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -213,13 +236,9 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
                 Router::new().route(
                     "/data",
                     get(move || {
-                        let mut conn = conn.clone();
+                        let conn = conn.clone();
                         async move {
-                            let v: Result<Option<String>, _> = redis::cmd("GET")
-                                .arg("bench:raw")
-                                .query_async(&mut conn)
-                                .await;
-                            match v {
+                            match raw_get(&conn).await {
                                 Ok(Some(_)) => (StatusCode::OK, BODY),
                                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "{}"),
                             }
@@ -230,12 +249,7 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
             "session" | "untouched" => {
                 let store = RedisSessionStore::new(sessions()?);
                 let data = if mode == "session" {
-                    get(|session: Session| async move {
-                        match session.get::<u64>("n").await {
-                            Ok(Some(_)) => (StatusCode::OK, BODY),
-                            _ => (StatusCode::UNAUTHORIZED, "{}"),
-                        }
-                    })
+                    get(read_n)
                 } else {
                     get(|| async { (StatusCode::OK, BODY) })
                 };
@@ -259,25 +273,9 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
                     .layer(SessionContextLayer::new())
             }
             "floor" => {
-                let store = FloorTowerStore {
-                    conn: raw_conn().await?,
-                    data: std::sync::Arc::new(
-                        floor_values()
-                            .into_iter()
-                            .map(|(k, v)| (k.to_owned(), v))
-                            .collect(),
-                    ),
-                };
+                let store = FloorTowerStore::connect(|v| v).await?;
                 Router::new()
-                    .route(
-                        "/data",
-                        get(|session: Session| async move {
-                            match session.get::<u64>("n").await {
-                                Ok(Some(_)) => (StatusCode::OK, BODY),
-                                _ => (StatusCode::UNAUTHORIZED, "{}"),
-                            }
-                        }),
-                    )
+                    .route("/data", get(read_n))
                     .route(
                         "/login",
                         post(|session: Session| async move {
@@ -290,25 +288,9 @@ fn axum_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> 
                     .layer(SessionManagerLayer::new(store).with_name("sid"))
             }
             "floor-own" => {
-                let store = std::sync::Arc::new(FloorTowerStore {
-                    conn: raw_conn().await?,
-                    data: std::sync::Arc::new(
-                        floor_values()
-                            .into_iter()
-                            .map(|(k, v)| (k.to_owned(), v))
-                            .collect(),
-                    ),
-                });
+                let store = std::sync::Arc::new(FloorTowerStore::connect(|v| v).await?);
                 Router::new()
-                    .route(
-                        "/data",
-                        get(|session: Session| async move {
-                            match session.get::<u64>("n").await {
-                                Ok(Some(_)) => (StatusCode::OK, BODY),
-                                _ => (StatusCode::UNAUTHORIZED, "{}"),
-                            }
-                        }),
-                    )
+                    .route("/data", get(read_n))
                     .route(
                         "/login",
                         post(|| async {
@@ -355,15 +337,7 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
             _ => None,
         };
         let floor = if mode.starts_with("floor") {
-            Some(FloorActixStore {
-                conn: raw_conn().await?,
-                state: std::sync::Arc::new(
-                    floor_values()
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_string()))
-                        .collect(),
-                ),
-            })
+            Some(FloorActixStore::connect(|v| v.to_string()).await?)
         } else {
             None
         };
@@ -429,13 +403,9 @@ fn actix_server(mode: &str, port: u16) -> Result<(), Box<dyn std::error::Error>>
                 (None, None, Some(conn)) => app.route(
                     "/data",
                     web::get().to(move || {
-                        let mut conn = conn.clone();
+                        let conn = conn.clone();
                         async move {
-                            let v: Result<Option<String>, _> = redis::cmd("GET")
-                                .arg("bench:raw")
-                                .query_async(&mut conn)
-                                .await;
-                            match v {
+                            match raw_get(&conn).await {
                                 Ok(Some(_)) => HttpResponse::Ok().body(BODY),
                                 _ => HttpResponse::InternalServerError().finish(),
                             }
