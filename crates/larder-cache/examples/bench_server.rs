@@ -9,6 +9,7 @@
 //! | `plain` | returns a 1 KiB JSON body |
 //! | `raw` | one raw redis-rs `GET` on a multiplexed connection, returns the value |
 //! | `mget` | one raw redis-rs `MGET` of three keys (two 27-byte markers and the value): the reply a Redis-tier hit parses, and nothing else |
+//! | `core` | the `raw` mode's `GET` through larder-core's `Handle::query` (the guard's deadline, breaker and metrics, the shared reconnecting connection): what every larder call pays before a component's own work |
 //! | `cache` | the same body through larder's response cache (Redis tier) |
 //! | `local` | the same, with the L1 in-process tier in front of Redis |
 //! | `off` | the cache layer installed with caching turned off |
@@ -69,6 +70,23 @@ async fn raw_read(mut conn: larder_core::redis::aio::MultiplexedConnection, mget
     }
 }
 
+/// The `core` handler: the `raw` mode's `GET` through larder-core's handle.
+async fn core_read(handle: Handle) -> String {
+    handle
+        .query::<Option<String>>("get", larder_core::redis::cmd("GET").arg("bench:raw"))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Stores the raw modes' keys (through a raw connection) and builds the `core`
+/// mode's handle.
+async fn core_handle(body: &str) -> Result<Handle, Box<dyn std::error::Error>> {
+    raw_connection(body).await?;
+    Ok(Handle::new(Config::from_env()?)?)
+}
+
 fn responses(mode: &str) -> Result<(Handle, ResponseCache), Box<dyn std::error::Error>> {
     let mut config = Config::from_env()?;
     config.cache_enabled = mode != "off";
@@ -118,6 +136,10 @@ fn axum_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::e
                 let mget = mode == "mget";
                 Router::new().route("/data", get(move || raw_read(conn.clone(), mget)))
             }
+            "core" => {
+                let handle = core_handle(&body).await?;
+                Router::new().route("/data", get(move || core_read(handle.clone())))
+            }
             _ => {
                 let (_handle, responses) = responses(mode)?;
                 Router::new()
@@ -142,19 +164,34 @@ fn actix_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::
         } else {
             None
         };
+        let core = if mode == "core" {
+            Some(core_handle(&body).await?)
+        } else {
+            None
+        };
         let cache = match mode.as_str() {
-            "plain" | "raw" | "mget" => None,
+            "plain" | "raw" | "mget" | "core" => None,
             _ => Some(responses(&mode)?),
         };
         println!("ready");
         HttpServer::new(move || {
             let body = body.clone();
             let raw = raw.clone();
+            let core = core.clone();
             let plain = move || {
                 let body = body.clone();
                 async move { HttpResponse::Ok().body(body) }
             };
             let scope = web::scope("");
+            if let Some(handle) = core {
+                return App::new().service(scope.route(
+                    "/data",
+                    web::get().to(move || {
+                        let read = core_read(handle.clone());
+                        async move { HttpResponse::Ok().body(read.await) }
+                    }),
+                ));
+            }
             match (&raw, &cache) {
                 (Some(conn), _) => {
                     let conn = conn.clone();
