@@ -43,7 +43,7 @@ use larder_core::Handle;
 
 use crate::admin::Admin;
 use crate::http::flow::{age_value, x_cache, Begin, Cached, CachedBody, Ticket};
-use crate::http::{Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
+use crate::http::{field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
 
 /// Adds the response cache to an Actix-web app or scope.
 #[derive(Debug, Clone)]
@@ -196,7 +196,8 @@ where
         return Ok(res.map_into_left_body());
     }
     let storable = {
-        let header = |name: &str| res.headers().get(name).map(|v| v.as_bytes().to_vec());
+        let header =
+            |name: &str| field_value(res.headers().get_all(name).map(HeaderValue::as_bytes));
         cache.storable(plan, res.status().as_u16(), &header)
     };
     let fits = match res.response().body().size() {

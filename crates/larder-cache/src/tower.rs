@@ -35,7 +35,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::http::flow::{age_value, x_cache, Begin, Cached, CachedBody, Ticket};
-use crate::http::{Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
+use crate::http::{field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
 
 /// Adds the response cache to a service.
 #[derive(Debug, Clone)]
@@ -253,7 +253,14 @@ where
         return Ok(res.map(CacheBody::inner));
     }
     let storable = {
-        let header = |name: &str| res.headers().get(name).map(|v| v.as_bytes().to_vec());
+        let header = |name: &str| {
+            field_value(
+                res.headers()
+                    .get_all(name)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+        };
         cache.storable(plan, res.status().as_u16(), &header)
     };
     let ttl = match storable {

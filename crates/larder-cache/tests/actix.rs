@@ -425,3 +425,95 @@ async fn in_process_hits_are_answered_in_call_without_the_app() {
         assert_eq!((x_cache.as_str(), &body[..]), ("MISS", &b"balance #2"[..]));
     }
 }
+
+/// `/report` answers by the request's `Accept-Encoding` and says so (`Vary`), as a
+/// compression middleware inside the cache makes it.
+async fn report(req: HttpRequest, origin: web::Data<Origin>) -> HttpResponse {
+    origin.calls.fetch_add(1, Ordering::SeqCst);
+    let gzip = req
+        .headers()
+        .get("accept-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    HttpResponse::Ok()
+        .insert_header(("vary", "Accept-Encoding"))
+        .body(if gzip { "gzip bytes" } else { "plain text" })
+}
+
+/// `/split` is marked `private` on the second of two `Cache-Control` lines.
+async fn split(origin: web::Data<Origin>) -> HttpResponse {
+    origin.calls.fetch_add(1, Ordering::SeqCst);
+    HttpResponse::Ok()
+        .append_header(("cache-control", "max-age=60"))
+        .append_header(("cache-control", "private"))
+        .body("mine")
+}
+
+macro_rules! negotiating_app {
+    ($handle:expr, $origin:expr, $vary:expr) => {{
+        let vary: &[&str] = $vary;
+        let responses = vary.iter().fold(
+            ResponseCache::new(Cache::new($handle))
+                .route(CacheRoute::new("/report", "reports").unwrap())
+                .route(CacheRoute::new("/split", "reports").unwrap()),
+            |responses, header| responses.vary(header),
+        );
+        test::init_service(
+            App::new()
+                .app_data(web::Data::new($origin.clone()))
+                .service(
+                    web::scope("")
+                        .wrap(CacheMiddleware::new(responses))
+                        .route("/report", web::get().to(report))
+                        .route("/split", web::get().to(split)),
+                ),
+        )
+        .await
+    }};
+}
+
+#[actix_web::test]
+async fn a_response_is_stored_only_when_the_key_holds_what_it_varies_on() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let gzip = ("accept-encoding", "gzip");
+    // Accept-Encoding is not part of the key: nothing is stored, and no client gets
+    // another client's encoding.
+    let app = negotiating_app!(handle(Some(&server.url())), origin, &[]);
+    for (headers, body) in [
+        (&[T1, gzip][..], "gzip bytes"),
+        (&[T1][..], "plain text"),
+        (&[T1, gzip][..], "gzip bytes"),
+    ] {
+        let r = send(&app, "GET", "/report", headers).await;
+        assert_eq!(
+            (r.x_cache.as_str(), r.body.as_slice()),
+            ("MISS", body.as_bytes())
+        );
+    }
+    assert_eq!(origin.calls(), 3);
+    // `private` on a second Cache-Control line counts.
+    for _ in 0..2 {
+        let r = send(&app, "GET", "/split", &[T1]).await;
+        assert_eq!(
+            (r.x_cache.as_str(), r.body.as_slice()),
+            ("MISS", &b"mine"[..])
+        );
+    }
+    assert_eq!(origin.calls(), 5);
+
+    // With Accept-Encoding in the key, each encoding has its entry.
+    let app = negotiating_app!(handle(Some(&server.url())), origin, &["Accept-Encoding"]);
+    for (headers, x_cache, body) in [
+        (&[T2, gzip][..], "MISS", "gzip bytes"),
+        (&[T2][..], "MISS", "plain text"),
+        (&[T2, gzip][..], "HIT", "gzip bytes"),
+        (&[T2][..], "HIT", "plain text"),
+    ] {
+        let r = send(&app, "GET", "/report", headers).await;
+        assert_eq!(
+            (r.x_cache.as_str(), r.body.as_slice()),
+            (x_cache, body.as_bytes())
+        );
+    }
+    assert_eq!(origin.calls(), 7);
+}

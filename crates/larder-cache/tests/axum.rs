@@ -812,3 +812,80 @@ async fn the_inner_services_readiness_is_awaited_and_its_refusal_returned() {
     let hit = svc.clone().oneshot(get("1")).await.unwrap();
     assert_eq!(hit.headers()["x-cache"], "HIT");
 }
+
+/// An app whose `/report` answers by the request's `Accept-Encoding` and says so
+/// (`Vary`), as a compression layer inside the cache makes it, and whose `/split`
+/// is marked `private` on the second of two `Cache-Control` lines.
+fn negotiating_app(handle: Handle, calls: &Arc<AtomicUsize>, vary: &[&str]) -> Router {
+    let responses = vary.iter().fold(
+        ResponseCache::new(Cache::new(handle))
+            .route(CacheRoute::new("/report", "reports").unwrap())
+            .route(CacheRoute::new("/split", "reports").unwrap()),
+        |responses, header| responses.vary(header),
+    );
+    let (c1, c2) = (calls.clone(), calls.clone());
+    Router::new()
+        .route(
+            "/report",
+            get(move |headers: axum::http::HeaderMap| async move {
+                c1.fetch_add(1, Ordering::SeqCst);
+                let gzip = headers
+                    .get("accept-encoding")
+                    .is_some_and(|v| v.as_bytes() == b"gzip");
+                let body = if gzip { "gzip bytes" } else { "plain text" };
+                ([("vary", "Accept-Encoding")], body)
+            }),
+        )
+        .route(
+            "/split",
+            get(move || async move {
+                c2.fetch_add(1, Ordering::SeqCst);
+                let mut res = "mine".into_response();
+                for line in ["max-age=60", "private"] {
+                    res.headers_mut()
+                        .append("cache-control", axum::http::HeaderValue::from_static(line));
+                }
+                res
+            }),
+        )
+        .layer(CacheLayer::new(responses))
+}
+
+#[tokio::test]
+async fn a_response_is_stored_only_when_the_key_holds_what_it_varies_on() {
+    let server = RedisServer::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gzip = ("accept-encoding", "gzip");
+    // Accept-Encoding is not part of the key: nothing is stored, and no client gets
+    // another client's encoding.
+    let app = negotiating_app(handle(Some(&server.url())), &calls, &[]);
+    for (headers, body) in [
+        (&[T1, gzip][..], "gzip bytes"),
+        (&[T1][..], "plain text"),
+        (&[T1, gzip][..], "gzip bytes"),
+    ] {
+        let r = send(&app, "GET", "/report", headers).await;
+        assert_eq!((r.x_cache(), r.body.as_slice()), ("MISS", body.as_bytes()));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // `private` on a second Cache-Control line counts.
+    for _ in 0..2 {
+        let r = send(&app, "GET", "/split", &[T1]).await;
+        assert_eq!((r.x_cache(), r.body.as_slice()), ("MISS", &b"mine"[..]));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+
+    // With Accept-Encoding in the key, each encoding has its entry.
+    let app = negotiating_app(handle(Some(&server.url())), &calls, &["Accept-Encoding"]);
+    for (headers, x_cache, body) in [
+        (&[T2, gzip][..], "MISS", "gzip bytes"),
+        (&[T2][..], "MISS", "plain text"),
+        (&[T2, gzip][..], "HIT", "gzip bytes"),
+        (&[T2][..], "HIT", "plain text"),
+    ] {
+        let r = send(&app, "GET", "/report", headers).await;
+        assert_eq!((r.x_cache(), r.body.as_slice()), (x_cache, body.as_bytes()));
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 7);
+}

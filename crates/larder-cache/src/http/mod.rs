@@ -170,6 +170,11 @@ impl ResponseCache {
     }
 
     /// Adds a request header whose value becomes part of the key (`Accept-Language`).
+    ///
+    /// A response is stored only if every header its own `Vary` names was added here
+    /// (and never with `Vary: *`): a compression layer inside the cache, say, answers
+    /// `Vary: Accept-Encoding`, and without `.vary("Accept-Encoding")` its responses
+    /// pass through unstored rather than reach a client that cannot read them.
     #[must_use]
     pub fn vary(mut self, header: &str) -> Self {
         self.config_mut().vary.push(HeaderKey::new(header));
@@ -301,6 +306,12 @@ impl ResponseCache {
     }
 
     /// Whether a response to a cached `GET` may be stored, and for how long.
+    ///
+    /// `header(name)` gives the response header's field value: all of its lines
+    /// joined by `", "` (as the adapters do), so that a second `Cache-Control` or
+    /// `Vary` line counts. A response that varies (`Vary`) on a request header the key
+    /// does not hold (one not configured with [`vary`](Self::vary)), or on `*`, is
+    /// not stored: it could be served to a request it was not made for.
     pub fn storable(
         &self,
         plan: &LookupPlan,
@@ -322,6 +333,11 @@ impl ResponseCache {
         if cc.no_store || cc.private || cc.no_cache {
             return Storable::No("response cache-control");
         }
+        if let Some(vary) = header("vary") {
+            if !self.varies_within_key(&vary) {
+                return Storable::No("vary");
+            }
+        }
         if self.config.use_max_age {
             if let Some(secs) = cc.s_maxage.or(cc.max_age) {
                 ttl = Duration::from_secs(secs);
@@ -340,6 +356,24 @@ impl ResponseCache {
         Storable::Yes(ttl)
     }
 
+    /// Whether every request header a response's `Vary` value names is part of the
+    /// key (a configured [`vary`](Self::vary) header). `*`, or a value that is not
+    /// text, is not.
+    fn varies_within_key(&self, vary: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(vary) else {
+            return false;
+        };
+        text.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .all(|name| {
+                self.config
+                    .vary
+                    .iter()
+                    .any(|key| key.as_str().eq_ignore_ascii_case(name))
+            })
+    }
+
     /// The largest body stored.
     #[must_use]
     pub fn body_limit(&self) -> usize {
@@ -352,6 +386,18 @@ impl ResponseCache {
             self.cache.invalidate_module(tenant, module).await;
         }
     }
+}
+
+/// A response header's field value for [`ResponseCache::storable`]: each of its
+/// lines, joined by `", "` (RFC 9110, section 5.3); `None` without any.
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+pub(crate) fn field_value<'a>(mut lines: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut value = lines.next()?.to_vec();
+    for line in lines {
+        value.extend_from_slice(b", ");
+        value.extend_from_slice(line);
+    }
+    Some(value)
 }
 
 /// The parts of `Cache-Control` the cache acts on.
@@ -535,6 +581,55 @@ mod tests {
         }
         let big = |n: &str| (n == "content-length").then(|| b"2000000".to_vec());
         assert_eq!(rc.storable(&p, 200, &big), Storable::No("body too large"));
+    }
+
+    #[test]
+    fn a_response_varying_on_a_header_outside_the_key_is_not_stored() {
+        let rc = rc(); // keys hold Accept-Language
+        let p = plan(rc.decide(&get("/balance", None, vec![("x-tenant-id", "1")])));
+        let vary = |v: &'static [u8]| move |n: &str| (n == "vary").then(|| v.to_vec());
+        for within in [
+            &b"Accept-Language"[..],
+            b"accept-language",
+            b" ACCEPT-LANGUAGE , ",
+            b"",
+        ] {
+            let reason = rc.storable(&p, 200, &vary(within));
+            assert!(matches!(reason, Storable::Yes(_)), "{within:?}: {reason:?}");
+        }
+        for outside in [
+            &b"*"[..],
+            b"Accept-Encoding",
+            b"Accept-Language, Accept-Encoding",
+            b"Accept-Language, *",
+            b"Cookie",
+            b"\xffAccept-Language",
+        ] {
+            assert_eq!(
+                rc.storable(&p, 200, &vary(outside)),
+                Storable::No("vary"),
+                "{outside:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_of_several_lines_is_read_whole() {
+        assert_eq!(field_value(std::iter::empty()), None);
+        assert_eq!(
+            field_value([&b"max-age=60"[..]].into_iter()),
+            Some(b"max-age=60".to_vec())
+        );
+        let joined = field_value([&b"max-age=60"[..], b"private"].into_iter());
+        assert_eq!(joined.as_deref(), Some(&b"max-age=60, private"[..]));
+        // The second line is what forbids storing.
+        let rc = rc();
+        let p = plan(rc.decide(&get("/balance", None, vec![("x-tenant-id", "1")])));
+        let cc = |n: &str| (n == "cache-control").then(|| joined.clone()).flatten();
+        assert_eq!(
+            rc.storable(&p, 200, &cc),
+            Storable::No("response cache-control")
+        );
     }
 
     #[test]
