@@ -2,42 +2,21 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpRequest, HttpResponse};
+use common::{handle, with_l1, Origin, T1, T2};
 use larder_cache::actix::{admin_scope, health_resource, CacheMiddleware};
 use larder_cache::admin::{Admin, BearerToken};
 use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
-use larder_core::{Config, Handle};
+use larder_core::Handle;
 use larder_testing::RedisServer;
-
-#[derive(Clone, Default)]
-struct Origin {
-    calls: Arc<AtomicUsize>,
-    failing: Arc<AtomicBool>,
-}
-
-impl Origin {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-fn handle(url: Option<&str>) -> Handle {
-    let mut b = Config::builder()
-        .key_prefix("stock")
-        .op_timeout(Duration::from_millis(100))
-        .breaker_threshold(3)
-        .breaker_cooldown(Duration::from_millis(200));
-    if let Some(url) = url {
-        b = b.redis_url(url);
-    }
-    Handle::new(b.build().unwrap()).unwrap()
-}
 
 async fn balance(req: HttpRequest, origin: web::Data<Origin>) -> HttpResponse {
     origin.calls.fetch_add(1, Ordering::SeqCst);
@@ -156,9 +135,6 @@ where
         body,
     }
 }
-
-const T1: (&str, &str) = ("x-tenant-id", "1");
-const T2: (&str, &str) = ("x-tenant-id", "2");
 
 #[actix_web::test]
 async fn miss_then_hit_304_and_head() {
@@ -361,10 +337,7 @@ async fn in_process_hits_are_answered_in_call_without_the_app() {
     use actix_web::dev::{fn_service, ServiceRequest, Transform};
     use larder_core::future::MaybeReady;
     let server = RedisServer::start();
-    let l1 = Cache::new(handle(Some(&server.url()))).with_l1(larder_cache::L1Settings::new(
-        1 << 20,
-        Duration::from_secs(30),
-    ));
+    let l1 = with_l1(Cache::new(handle(Some(&server.url()))));
     // The L1 tier in front of Redis, and the in-process store when there is no Redis.
     for cache in [l1, Cache::new(handle(None))] {
         let responses = ResponseCache::new(cache.clone())

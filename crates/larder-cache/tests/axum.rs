@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,38 +14,14 @@ use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use common::{handle, with_l1, Origin, T1, T2};
 use http_body_util::BodyExt;
 use larder_cache::admin::{Admin, BearerToken};
 use larder_cache::tower::CacheLayer;
 use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
-use larder_core::{Config, Handle};
+use larder_core::Handle;
 use larder_testing::RedisServer;
 use tower::{Service, ServiceExt};
-
-#[derive(Clone, Default)]
-struct Origin {
-    calls: Arc<AtomicUsize>,
-    failing: Arc<AtomicBool>,
-}
-
-impl Origin {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-fn handle(url: Option<&str>) -> Handle {
-    let mut b = Config::builder()
-        .key_prefix("stock")
-        .op_timeout(Duration::from_millis(100))
-        .breaker_threshold(3)
-        .breaker_cooldown(Duration::from_millis(200))
-        .module_ttl("balance", Duration::from_secs(60));
-    if let Some(url) = url {
-        b = b.redis_url(url);
-    }
-    Handle::new(b.build().unwrap()).unwrap()
-}
 
 fn app(handle: Handle, origin: &Origin, stale: bool) -> Router {
     let mut cache = Cache::new(handle.clone());
@@ -210,9 +188,6 @@ async fn send(app: &Router, method: &str, uri: &str, headers: &[(&str, &str)]) -
         body: body.collect().await.unwrap().to_bytes().to_vec(),
     }
 }
-
-const T1: (&str, &str) = ("x-tenant-id", "1");
-const T2: (&str, &str) = ("x-tenant-id", "2");
 
 #[tokio::test]
 async fn miss_then_hit_with_age_etag_and_304() {
@@ -689,10 +664,7 @@ impl Service<Request<Body>> for CountingOrigin {
 async fn hits_neither_clone_nor_call_the_inner_service() {
     use tower::Layer;
     let server = RedisServer::start();
-    let l1 = Cache::new(handle(Some(&server.url()))).with_l1(larder_cache::L1Settings::new(
-        1 << 20,
-        Duration::from_secs(30),
-    ));
+    let l1 = with_l1(Cache::new(handle(Some(&server.url()))));
     // The L1 tier in front of Redis, Redis alone, and the in-process store when there
     // is no Redis.
     let redis = Cache::new(handle(Some(&server.url())));

@@ -2,10 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::with_l1;
 use larder_cache::{Cache, Lookup};
 use larder_core::{Config, Handle, Module, Tenant};
 use larder_testing::{eventually, RedisServer};
@@ -397,12 +400,7 @@ async fn in_process_mode_has_the_same_semantics() {
 #[tokio::test]
 async fn l1_tier_answers_without_redis_and_stays_coherent_across_instances() {
     let mut server = RedisServer::start();
-    let instance = || {
-        Cache::new(handle(&server)).with_l1(larder_cache::L1Settings::new(
-            1 << 20,
-            Duration::from_secs(30),
-        ))
-    };
+    let instance = || with_l1(Cache::new(handle(&server)));
     let (a, b) = (instance(), instance());
     let subscribed = |n: &str| {
         server
