@@ -43,7 +43,9 @@ use larder_core::Handle;
 
 use crate::admin::Admin;
 use crate::http::flow::{age_value, x_cache, Begin, Cached, CachedBody, Ticket};
-use crate::http::{field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
+use crate::http::{
+    field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse, VALIDATORS,
+};
 
 /// Adds the response cache to an Actix-web app or scope.
 #[derive(Debug, Clone)]
@@ -169,7 +171,7 @@ pub type CacheFuture<T> = LocalBoxedOrReady<T>;
 async fn fetch<S, B>(
     cache: &ResponseCache,
     service: &S,
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     plan: &LookupPlan,
     mut ticket: Ticket,
 ) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, actix_web::Error>
@@ -177,6 +179,11 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody + 'static,
 {
+    if ticket.fills() {
+        for name in VALIDATORS {
+            req.headers_mut().remove(name);
+        }
+    }
     let res = match service.call(req).await {
         Ok(res) => res,
         Err(e) => {
@@ -234,8 +241,17 @@ where
     let stored = StoredResponse::new(head.status().as_u16(), headers, bytes.clone());
     tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
     let etag = stored.etag().map(<[u8]>::to_vec);
+    let not_modified = ResponseCache::not_modified(plan, etag.as_deref());
     cache.finish(plan, ticket, Some((stored, ttl))).await;
-    let mut response = head.set_body(BoxBody::new(bytes));
+    let mut response = if not_modified {
+        let mut head = head;
+        *head.status_mut() = StatusCode::NOT_MODIFIED;
+        head.headers_mut()
+            .remove(actix_web::http::header::CONTENT_LENGTH);
+        head.set_body(BoxBody::new(()))
+    } else {
+        head.set_body(BoxBody::new(bytes))
+    };
     if let Some(etag) = etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
         response
             .headers_mut()

@@ -35,7 +35,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::http::flow::{age_value, x_cache, Begin, Cached, CachedBody, Ticket};
-use crate::http::{field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse};
+use crate::http::{
+    field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse, VALIDATORS,
+};
 
 /// Adds the response cache to a service.
 #[derive(Debug, Clone)]
@@ -220,7 +222,7 @@ where
 async fn fetch<S, ReqBody, ResBody>(
     cache: &ResponseCache,
     inner: Arc<Mutex<S>>,
-    req: Request<ReqBody>,
+    mut req: Request<ReqBody>,
     plan: &LookupPlan,
     mut ticket: Ticket,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
@@ -228,6 +230,11 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send,
     ResBody: Body<Data = Bytes> + Unpin + Send,
 {
+    if ticket.fills() {
+        for name in VALIDATORS {
+            req.headers_mut().remove(name);
+        }
+    }
     let res = match ready_clone(&inner).await {
         Ok(mut service) => service.call(req).await,
         Err(e) => Err(e),
@@ -281,8 +288,16 @@ where
             let stored = StoredResponse::new(parts.status.as_u16(), headers, bytes.clone());
             tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
             let etag = stored.etag().map(<[u8]>::to_vec);
+            let not_modified = ResponseCache::not_modified(plan, etag.as_deref());
             cache.finish(plan, ticket, Some((stored, ttl))).await;
-            let mut res = Response::from_parts(parts, CacheBody::full(bytes));
+            let mut res = if not_modified {
+                let mut parts = parts;
+                parts.status = StatusCode::NOT_MODIFIED;
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                Response::from_parts(parts, CacheBody::full(Bytes::new()))
+            } else {
+                Response::from_parts(parts, CacheBody::full(bytes))
+            };
             if let Some(etag) = etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
                 res.headers_mut().insert(http::header::ETAG, etag);
             }
@@ -314,7 +329,6 @@ fn replay<B: Default>(req: &Request<B>) -> Request<B> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    copy.headers_mut().remove(http::header::IF_NONE_MATCH);
     copy
 }
 

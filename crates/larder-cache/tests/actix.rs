@@ -421,13 +421,29 @@ async fn split(origin: web::Data<Origin>) -> HttpResponse {
         .body("mine")
 }
 
+/// `/versioned` honours `If-None-Match` itself (304 for its ETag `"v1"`).
+async fn versioned(req: HttpRequest, origin: web::Data<Origin>) -> HttpResponse {
+    origin.calls.fetch_add(1, Ordering::SeqCst);
+    let mut res = if req
+        .headers()
+        .get("if-none-match")
+        .is_some_and(|v| v.as_bytes() == b"\"v1\"")
+    {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header(("etag", "\"v1\"")).body("version one")
+}
+
 macro_rules! negotiating_app {
     ($handle:expr, $origin:expr, $vary:expr) => {{
         let vary: &[&str] = $vary;
         let responses = vary.iter().fold(
             ResponseCache::new(Cache::new($handle))
                 .route(CacheRoute::new("/report", "reports").unwrap())
-                .route(CacheRoute::new("/split", "reports").unwrap()),
+                .route(CacheRoute::new("/split", "reports").unwrap())
+                .route(CacheRoute::new("/versioned", "reports").unwrap()),
             |responses, header| responses.vary(header),
         );
         test::init_service(
@@ -437,7 +453,8 @@ macro_rules! negotiating_app {
                     web::scope("")
                         .wrap(CacheMiddleware::new(responses))
                         .route("/report", web::get().to(report))
-                        .route("/split", web::get().to(split)),
+                        .route("/split", web::get().to(split))
+                        .route("/versioned", web::get().to(versioned)),
                 ),
         )
         .await
@@ -489,4 +506,38 @@ async fn a_response_is_stored_only_when_the_key_holds_what_it_varies_on() {
         );
     }
     assert_eq!(origin.calls(), 7);
+}
+
+#[actix_web::test]
+async fn a_miss_asks_the_origin_unconditionally_and_answers_if_none_match_itself() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let app = negotiating_app!(handle(Some(&server.url())), origin, &[]);
+    let v1 = ("if-none-match", "\"v1\"");
+    // A revalidating client on an empty cache: the origin gets the request without
+    // its validator, so its full response is stored, and the client gets its 304.
+    let r = send(&app, "GET", "/versioned", &[T1, v1]).await;
+    assert_eq!(
+        (r.status, r.x_cache.as_str()),
+        (StatusCode::NOT_MODIFIED, "MISS")
+    );
+    assert_eq!(r.etag.as_deref(), Some("\"v1\""));
+    assert!(r.body.is_empty());
+    let r = send(&app, "GET", "/versioned", &[T1]).await;
+    assert_eq!((r.status, r.x_cache.as_str()), (StatusCode::OK, "HIT"));
+    assert_eq!(r.body, b"version one");
+    let r = send(&app, "GET", "/versioned", &[T1, v1]).await;
+    assert_eq!(
+        (r.status, r.x_cache.as_str()),
+        (StatusCode::NOT_MODIFIED, "HIT")
+    );
+    assert_eq!(origin.calls(), 1);
+    // A validator that does not match gets the full response, stored as well.
+    let old = ("if-none-match", "\"v0\"");
+    let r = send(&app, "GET", "/versioned", &[T2, old]).await;
+    assert_eq!((r.status, r.x_cache.as_str()), (StatusCode::OK, "MISS"));
+    assert_eq!(r.body, b"version one");
+    let r = send(&app, "GET", "/versioned", &[T2]).await;
+    assert_eq!((r.status, r.x_cache.as_str()), (StatusCode::OK, "HIT"));
+    assert_eq!(origin.calls(), 2);
 }

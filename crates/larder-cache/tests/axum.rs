@@ -786,17 +786,33 @@ async fn the_inner_services_readiness_is_awaited_and_its_refusal_returned() {
 }
 
 /// An app whose `/report` answers by the request's `Accept-Encoding` and says so
-/// (`Vary`), as a compression layer inside the cache makes it, and whose `/split`
-/// is marked `private` on the second of two `Cache-Control` lines.
+/// (`Vary`), as a compression layer inside the cache makes it, whose `/split` is
+/// marked `private` on the second of two `Cache-Control` lines, and whose
+/// `/versioned` honours `If-None-Match` itself (304 for its ETag `"v1"`).
 fn negotiating_app(handle: Handle, calls: &Arc<AtomicUsize>, vary: &[&str]) -> Router {
     let responses = vary.iter().fold(
         ResponseCache::new(Cache::new(handle))
             .route(CacheRoute::new("/report", "reports").unwrap())
-            .route(CacheRoute::new("/split", "reports").unwrap()),
+            .route(CacheRoute::new("/split", "reports").unwrap())
+            .route(CacheRoute::new("/versioned", "reports").unwrap()),
         |responses, header| responses.vary(header),
     );
-    let (c1, c2) = (calls.clone(), calls.clone());
+    let (c1, c2, c3) = (calls.clone(), calls.clone(), calls.clone());
     Router::new()
+        .route(
+            "/versioned",
+            get(move |headers: axum::http::HeaderMap| async move {
+                c3.fetch_add(1, Ordering::SeqCst);
+                let etag = [("etag", "\"v1\"")];
+                if headers
+                    .get("if-none-match")
+                    .is_some_and(|v| v.as_bytes() == b"\"v1\"")
+                {
+                    return (StatusCode::NOT_MODIFIED, etag).into_response();
+                }
+                (etag, "version one").into_response()
+            }),
+        )
         .route(
             "/report",
             get(move |headers: axum::http::HeaderMap| async move {
@@ -860,4 +876,32 @@ async fn a_response_is_stored_only_when_the_key_holds_what_it_varies_on() {
         assert_eq!(r.header("vary"), Some("Accept-Encoding"));
     }
     assert_eq!(calls.load(Ordering::SeqCst), 7);
+}
+
+#[tokio::test]
+async fn a_miss_asks_the_origin_unconditionally_and_answers_if_none_match_itself() {
+    let server = RedisServer::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = negotiating_app(handle(Some(&server.url())), &calls, &[]);
+    let v1 = ("if-none-match", "\"v1\"");
+    // A revalidating client on an empty cache: the origin gets the request without
+    // its validator, so its full response is stored, and the client gets its 304.
+    let r = send(&app, "GET", "/versioned", &[T1, v1]).await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert!(r.body.is_empty());
+    let r = send(&app, "GET", "/versioned", &[T1]).await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "HIT"));
+    assert_eq!(r.body, b"version one");
+    let r = send(&app, "GET", "/versioned", &[T1, v1]).await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::NOT_MODIFIED, "HIT"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // A validator that does not match gets the full response, stored as well.
+    let old = ("if-none-match", "\"v0\"");
+    let r = send(&app, "GET", "/versioned", &[T2, old]).await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"));
+    assert_eq!(r.body, b"version one");
+    let r = send(&app, "GET", "/versioned", &[T2]).await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "HIT"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

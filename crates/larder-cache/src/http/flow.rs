@@ -91,6 +91,15 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
+    /// Whether the response fetched under this ticket may be stored or handed to
+    /// requests waiting for it. Then the origin gets the request without the
+    /// client's validators ([`VALIDATORS`](super::VALIDATORS)): a 304 can be neither
+    /// stored nor handed on, and the adapter answers `If-None-Match` itself
+    /// ([`ResponseCache::not_modified`]).
+    pub(crate) fn fills(&self) -> bool {
+        self.leader.is_some()
+    }
+
     /// Keeps a stale copy for stale-if-error (adapters that refresh in the foreground).
     #[cfg(feature = "actix")]
     pub(crate) fn keep_stale(mut self, cached: Cached) -> Self {
@@ -291,6 +300,15 @@ impl ResponseCache {
         leader.complete(payload);
     }
 
+    /// Whether the request's `If-None-Match` matches a response's `etag`: the
+    /// response goes out as a 304 without a body.
+    pub(crate) fn not_modified(plan: &LookupPlan, etag: Option<&[u8]>) -> bool {
+        match (&plan.if_none_match, etag) {
+            (Some(inm), Some(etag)) => super::etag_matches(inm, etag),
+            _ => false,
+        }
+    }
+
     fn cached(
         &self,
         plan: &LookupPlan,
@@ -298,10 +316,7 @@ impl ResponseCache {
         age_secs: u64,
         x_cache: &'static str,
     ) -> Cached {
-        let not_modified = match (&plan.if_none_match, stored.etag()) {
-            (Some(inm), Some(etag)) => super::etag_matches(inm, etag),
-            _ => false,
-        };
+        let not_modified = Self::not_modified(plan, stored.etag());
         Cached {
             stored,
             x_cache,

@@ -388,6 +388,13 @@ impl ResponseCache {
     }
 }
 
+/// The request headers the cache answers itself, taken off a request whose response
+/// it will store: an origin that honours them answers 304, which cannot be stored.
+/// (`If-Modified-Since` is not evaluated by the cache: such a request gets the full
+/// response, as HTTP allows.)
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+pub(crate) const VALIDATORS: [&str; 2] = ["if-none-match", "if-modified-since"];
+
 /// A response header's field value for [`ResponseCache::storable`]: each of its
 /// lines, joined by `", "` (RFC 9110, section 5.3); `None` without any.
 #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
