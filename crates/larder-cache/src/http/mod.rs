@@ -290,7 +290,9 @@ impl ResponseCache {
         key.push_str(req.path());
         if let Some(q) = req.query().filter(|q| !q.is_empty()) {
             let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
-            pairs.sort_unstable();
+            // By name, and stable: a repeated name (`ids=3&ids=1`) keeps its values'
+            // order, which the app may answer by.
+            pairs.sort_by_key(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name));
             key.push('?');
             key.push_str(&pairs.join("&"));
         }
@@ -506,6 +508,15 @@ mod tests {
         )));
         assert_ne!(a.key, c.key);
         assert_eq!(a.module.as_str(), "balance");
+        // Names are sorted; the values of a repeated name keep their order.
+        let key =
+            |q: &str| plan(rc.decide(&get("/balance", Some(q), vec![("x-tenant-id", "1")]))).key;
+        assert_eq!(
+            key("ids=3&b=1&ids=1&a"),
+            "GET:/balance?a&b=1&ids=3&ids=1|accept-language="
+        );
+        assert_ne!(key("ids=3&ids=1"), key("ids=1&ids=3"));
+        assert_eq!(key("to=2&&from=1&"), key("from=1&to=2"));
     }
 
     #[test]
