@@ -11,6 +11,7 @@
 //! | `mget` | one raw redis-rs `MGET` of three keys (two 27-byte markers and the value): the reply a Redis-tier hit parses, and nothing else |
 //! | `core` | the `raw` mode's `GET` through larder-core's `Handle::query` (the guard's deadline, breaker and metrics, the shared reconnecting connection): what every larder call pays before a component's own work |
 //! | `cache` | the same body through larder's response cache (Redis tier) |
+//! | `outer` | Axum only: the same, with the cache in front of the router instead of a `Router::layer` (a hit is answered before routing) |
 //! | `local` | the same, with the L1 in-process tier in front of Redis |
 //! | `off` | the cache layer installed with caching turned off |
 //! | `inproc` | the response cache on the in-process store (no Redis: `cargo run`'s default) |
@@ -139,6 +140,26 @@ fn axum_server(mode: &str, port: u16, body: String) -> Result<(), Box<dyn std::e
             "core" => {
                 let handle = core_handle(&body).await?;
                 Router::new().route("/data", get(move || core_read(handle.clone())))
+            }
+            "outer" => {
+                // The cache in front of the router (`ServiceExt::into_make_service`):
+                // a hit is answered before routing.
+                use tower_layer::Layer;
+                let (_handle, responses) = responses("cache")?;
+                let router: Router =
+                    Router::new().route("/data", get(move || std::future::ready(body.clone())));
+                let app = tower::ServiceExt::<axum::extract::Request>::map_response(
+                    larder_cache::tower::CacheLayer::new(responses).layer(router),
+                    axum::response::IntoResponse::into_response,
+                );
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+                println!("ready");
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+                )
+                .await?;
+                return Ok(());
             }
             _ => {
                 let (_handle, responses) = responses(mode)?;

@@ -905,3 +905,57 @@ async fn a_miss_asks_the_origin_unconditionally_and_answers_if_none_match_itself
     assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "HIT"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn in_front_of_the_router_hits_skip_routing_and_writes_still_invalidate() {
+    use axum::extract::Request as AxumRequest;
+    use tower::Layer;
+    let server = RedisServer::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let router: Router = Router::new()
+        .route(
+            "/balance",
+            get(move || async move { format!("v{}", c.fetch_add(1, Ordering::SeqCst)) }),
+        )
+        .route("/sales", post(|| async { StatusCode::CREATED }));
+    let responses = ResponseCache::new(Cache::new(handle(Some(&server.url()))))
+        .route(CacheRoute::new("/balance", "balance").unwrap())
+        .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"]).unwrap());
+    let app = tower::ServiceExt::<AxumRequest>::map_response(
+        CacheLayer::new(responses).layer(router),
+        IntoResponse::into_response,
+    );
+    let send = |method: &str, uri: &str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(T1.0, T1.1)
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let x_cache = res
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = res.status();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, x_cache, body)
+        }
+    };
+    let miss = send("GET", "/balance").await;
+    assert_eq!((miss.0, miss.1.as_deref()), (StatusCode::OK, Some("MISS")));
+    let hit = send("GET", "/balance").await;
+    assert_eq!((hit.1.as_deref(), &hit.2), (Some("HIT"), &miss.2));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(send("POST", "/sales").await.0, StatusCode::CREATED);
+    let after = send("GET", "/balance").await;
+    assert_eq!(after.1.as_deref(), Some("MISS"));
+    assert_ne!(after.2, miss.2);
+    // Unknown paths still reach the router (its 404), untouched by the cache.
+    let unknown = send("GET", "/nowhere").await;
+    assert_eq!((unknown.0, unknown.1), (StatusCode::NOT_FOUND, None));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
