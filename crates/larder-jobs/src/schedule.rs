@@ -10,6 +10,14 @@
 //! entry's catch-up window old (default: one minute); older missed ticks are
 //! skipped (coalesced), so a scheduler that was down for a day fires once, not a
 //! day's worth of times. Keep the window shorter than the result TTL.
+//!
+//! **Daylight saving** (cron entries), as Vixie cron does it: an entry at a fixed
+//! time of day (neither its minute nor its hour field starts with `*`) fires once
+//! on the day the clocks go back, at the first of the two moments that read its
+//! time, and on the day they go forward a time that does not exist that day fires
+//! at the moment the clocks jump. An entry whose minute or hour field starts with
+//! `*` (`*/15 * * * *`, `0 * * * *`) follows the clock: it fires in both passes
+//! of a repeated hour and not in a skipped one.
 
 use std::fmt;
 use std::future::Future;
@@ -35,7 +43,9 @@ type Enqueue = Arc<
 
 enum When {
     Every(Duration),
-    Cron(Box<cron::Schedule>, chrono_tz::Tz),
+    /// The schedule, its zone, and whether it fires at fixed times of day (see the
+    /// module docs on daylight saving).
+    Cron(Box<cron::Schedule>, chrono_tz::Tz, bool),
 }
 
 struct Entry {
@@ -54,21 +64,73 @@ impl Entry {
                 let p = ms(*p).max(1);
                 now_ms - now_ms % p
             }
-            When::Cron(schedule, tz) => {
+            When::Cron(schedule, tz, fixed_time) => {
                 let now = Utc
                     .timestamp_millis_opt(i64::try_from(now_ms).ok()?)
                     .single()?;
                 let from: DateTime<Utc> =
                     now - chrono::Duration::milliseconds(i64::try_from(ms(self.catch_up)).ok()?);
-                let last = schedule
-                    .after(&from.with_timezone(tz))
-                    .take_while(|t| t.with_timezone(&Utc) <= now)
-                    .last()?;
+                let last = cron_ticks(schedule, *tz, *fixed_time, from, now).max()?;
                 u64::try_from(last.timestamp_millis()).ok()?
             }
         };
         (now_ms.saturating_sub(tick) <= ms(self.catch_up)).then_some(tick)
     }
+}
+
+/// The moments in `[from, to]` a cron schedule fires at in zone `tz`.
+///
+/// The schedule is read on the local calendar (its times of day as written), and
+/// each local time it names becomes the moment(s) that read it: one; two in the hour
+/// the clocks go back (the first only for a `fixed_time` schedule); none in the hour
+/// they skip (the moment of the jump for a `fixed_time` schedule). Reading the
+/// calendar directly keeps the moments right where the local clock runs backwards,
+/// which the zone-aware iterator of the `cron` crate yields out of order.
+fn cron_ticks(
+    schedule: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    fixed_time: bool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    use chrono::{LocalResult, Offset};
+    let local = |t: DateTime<Utc>| {
+        let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+        (t.naive_utc() + offset, offset.local_minus_utc())
+    };
+    let ((from_local, from_offset), (to_local, to_offset)) = (local(from), local(to));
+    // Around a change of offset inside the window, local times run back or skip:
+    // widen the local range by the change so that every moment is covered.
+    let shift = chrono::Duration::seconds(i64::from((from_offset - to_offset).abs()));
+    let first = from_local.min(to_local) - shift;
+    let last = from_local.max(to_local) + shift;
+    schedule
+        .after(&(first - chrono::Duration::seconds(1)).and_utc())
+        .map(|t| t.naive_utc())
+        .take_while(move |n| *n <= last)
+        .flat_map(move |n| match tz.from_local_datetime(&n) {
+            LocalResult::Single(t) => [Some(t), None],
+            LocalResult::Ambiguous(earlier, later) => {
+                [Some(earlier), (!fixed_time).then_some(later)]
+            }
+            LocalResult::None => [fixed_time.then(|| after_the_jump(tz, n)).flatten(), None],
+        })
+        .flatten()
+        .map(|t| t.with_timezone(&Utc))
+        .filter(move |t| (from..=to).contains(t))
+}
+
+/// The first moment after the local time `skipped`, which the clocks jumped over.
+fn after_the_jump(
+    tz: chrono_tz::Tz,
+    skipped: chrono::NaiveDateTime,
+) -> Option<DateTime<chrono_tz::Tz>> {
+    use chrono::Timelike;
+    let minute = skipped.with_second(0)?.with_nanosecond(0)?;
+    (1..=24 * 60).find_map(|m| {
+        tz.from_local_datetime(&(minute + chrono::Duration::minutes(m)))
+            .earliest()
+    })
 }
 
 /// Fires periodic tasks. Build it, then [`spawn`](Self::spawn) it in any number of
@@ -167,7 +229,9 @@ impl Scheduler {
 
     /// Fires `task(args)` on a cron expression (`sec min hour day month weekday`, or
     /// the five-field form without seconds) in time zone `tz` (IANA name, e.g.
-    /// `Europe/Madrid`; daylight-saving changes follow the zone's rules).
+    /// `Europe/Madrid`; daylight-saving changes follow the zone's rules, and a job at
+    /// a fixed time of day runs once on the days the clocks change: see the module
+    /// docs).
     ///
     /// # Errors
     /// [`JobError::Invalid`] for a bad expression or zone.
@@ -189,7 +253,18 @@ impl Scheduler {
             .map_err(|e| JobError::Invalid(format!("cron expression {expr:?}: {e}")))?;
         let tz = chrono_tz::Tz::from_str(tz)
             .map_err(|e| JobError::Invalid(format!("time zone {tz:?}: {e}")))?;
-        Ok(self.push(name, When::Cron(Box::new(schedule), tz), task, args))
+        // Minute and hour are the second and third fields of the six-field form.
+        let fixed_time = expr
+            .split_whitespace()
+            .skip(1)
+            .take(2)
+            .all(|field| !field.starts_with('*'));
+        Ok(self.push(
+            name,
+            When::Cron(Box::new(schedule), tz, fixed_time),
+            task,
+            args,
+        ))
     }
 
     /// The catch-up window of the last added entry (default one minute): a missed
@@ -355,6 +430,92 @@ mod tests {
         // Before the tick, or past the catch-up window: nothing due.
         assert_eq!(e.due_tick(ms_of("2026-07-15T04:59:00Z")), None);
         assert_eq!(e.due_tick(ms_of("2026-07-15T06:30:00Z")), None);
+    }
+
+    #[test]
+    fn a_fixed_time_runs_once_on_the_days_the_clocks_change() {
+        let jobs = Jobs::new(Handle::in_process());
+        let e = entry(
+            Scheduler::new(jobs)
+                .cron("r", "0 30 2 * * *", "Europe/Madrid", T, 1)
+                .unwrap(),
+        );
+        // 2026-03-29: at 01:00 UTC Madrid goes from 02:00 CET to 03:00 CEST, so
+        // 02:30 does not happen; the job runs at the jump, once.
+        assert_eq!(e.due_tick(ms_of("2026-03-29T00:59:59Z")), None);
+        assert_eq!(
+            e.due_tick(ms_of("2026-03-29T01:00:20Z")),
+            Some(ms_of("2026-03-29T01:00:00Z"))
+        );
+        assert_eq!(e.due_tick(ms_of("2026-03-29T01:31:00Z")), None);
+        // The next day as usual: 02:30 CEST is 00:30 UTC.
+        assert_eq!(
+            e.due_tick(ms_of("2026-03-30T00:30:10Z")),
+            Some(ms_of("2026-03-30T00:30:00Z"))
+        );
+        // 2026-10-25: at 01:00 UTC Madrid goes from 03:00 CEST back to 02:00 CET,
+        // so 02:30 happens twice (00:30 and 01:30 UTC); the job runs at the first.
+        assert_eq!(
+            e.due_tick(ms_of("2026-10-25T00:30:10Z")),
+            Some(ms_of("2026-10-25T00:30:00Z"))
+        );
+        assert_eq!(e.due_tick(ms_of("2026-10-25T01:30:10Z")), None);
+        // A wide catch-up window still finds the first one only.
+        let jobs = Jobs::new(Handle::in_process());
+        let wide = entry(
+            Scheduler::new(jobs)
+                .cron("r", "30 2 * * *", "Europe/Madrid", T, 1)
+                .unwrap()
+                .catch_up(Duration::from_secs(3 * 3600)),
+        );
+        assert_eq!(
+            wide.due_tick(ms_of("2026-10-25T02:00:00Z")),
+            Some(ms_of("2026-10-25T00:30:00Z"))
+        );
+        assert_eq!(
+            wide.due_tick(ms_of("2026-03-29T02:00:00Z")),
+            Some(ms_of("2026-03-29T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_wildcard_hour_or_minute_follows_the_clock_through_daylight_saving() {
+        let jobs = Jobs::new(Handle::in_process());
+        let half_hourly = entry(
+            Scheduler::new(jobs.clone())
+                .cron("h", "*/30 * * * *", "Europe/Madrid", T, 1)
+                .unwrap(),
+        );
+        // Both passes of the repeated hour run (02:30 CEST, then 02:30 CET).
+        for t in [
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T01:00:00Z",
+            "2026-10-25T01:30:00Z",
+        ] {
+            assert_eq!(
+                half_hourly.due_tick(ms_of(t) + 5_000),
+                Some(ms_of(t)),
+                "{t}"
+            );
+        }
+        // The skipped hour has no ticks: 01:30 CET is followed by 03:00 CEST.
+        assert_eq!(
+            half_hourly.due_tick(ms_of("2026-03-29T00:30:05Z")),
+            Some(ms_of("2026-03-29T00:30:00Z"))
+        );
+        assert_eq!(
+            half_hourly.due_tick(ms_of("2026-03-29T01:00:05Z")),
+            Some(ms_of("2026-03-29T01:00:00Z"))
+        );
+        let hourly = entry(
+            Scheduler::new(jobs)
+                .cron("o", "0 * * * *", "Europe/Madrid", T, 1)
+                .unwrap(),
+        );
+        assert_eq!(
+            hourly.due_tick(ms_of("2026-10-25T01:00:05Z")),
+            Some(ms_of("2026-10-25T01:00:00Z"))
+        );
     }
 
     #[test]
