@@ -60,9 +60,12 @@ impl BearerToken {
 
 impl Authorize for BearerToken {
     fn authorize(&self, req: &dyn RequestView) -> bool {
+        // The scheme's name is case-insensitive (RFC 9110, section 11.1).
         let Some(given) = req
             .header("authorization")
-            .and_then(|h| h.strip_prefix(b"Bearer ".as_slice()))
+            .and_then(|h| h.split_at_checked(7))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|(_, token)| token)
         else {
             return false;
         };
@@ -199,6 +202,30 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_read_under_any_case_of_the_scheme_and_nothing_else() {
+        use larder_core::request::SimpleRequest;
+        let token = BearerToken::new("t0ken");
+        let with = |value: &str| SimpleRequest::new("GET", "/").with_header("authorization", value);
+        for good in ["Bearer t0ken", "bearer t0ken", "BEARER t0ken"] {
+            assert!(token.authorize(&with(good)), "{good}");
+        }
+        for bad in [
+            "Bearer t0ke",
+            "Bearer t0kenn",
+            "Bearer T0KEN",
+            "Basic t0ken",
+            "Bearert0ken",
+            "t0ken",
+            "Bearer ",
+            "",
+        ] {
+            assert!(!token.authorize(&with(bad)), "{bad}");
+        }
+        assert!(!token.authorize(&SimpleRequest::new("GET", "/")));
+        assert!(!BearerToken::new("").authorize(&with("Bearer ")));
+    }
 
     #[test]
     fn percent_decoding() {
