@@ -98,14 +98,16 @@ fn cron_ticks(
         let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
         (t.naive_utc() + offset, offset.local_minus_utc())
     };
-    let ((from_local, from_offset), (to_local, to_offset)) = (local(from), local(to));
-    // Around a change of offset inside the window, local times run back or skip:
-    // widen the local range by the change so that every moment is covered.
+    // Around a change of offset inside the window (its start included, hence the
+    // second before it), local times run back or skip: widen the local range by the
+    // change so that every moment is covered.
+    let one_second = chrono::Duration::seconds(1);
+    let ((from_local, from_offset), (to_local, to_offset)) = (local(from - one_second), local(to));
     let shift = chrono::Duration::seconds(i64::from((from_offset - to_offset).abs()));
     let first = from_local.min(to_local) - shift;
     let last = from_local.max(to_local) + shift;
     schedule
-        .after(&(first - chrono::Duration::seconds(1)).and_utc())
+        .after(&(first - one_second).and_utc())
         .map(|t| t.naive_utc())
         .take_while(move |n| *n <= last)
         .flat_map(move |n| match tz.from_local_datetime(&n) {
@@ -448,6 +450,11 @@ mod tests {
             Some(ms_of("2026-03-29T01:00:00Z"))
         );
         assert_eq!(e.due_tick(ms_of("2026-03-29T01:31:00Z")), None);
+        // Still due at the very end of the catch-up window (one minute).
+        assert_eq!(
+            e.due_tick(ms_of("2026-03-29T01:01:00Z")),
+            Some(ms_of("2026-03-29T01:00:00Z"))
+        );
         // The next day as usual: 02:30 CEST is 00:30 UTC.
         assert_eq!(
             e.due_tick(ms_of("2026-03-30T00:30:10Z")),
