@@ -904,6 +904,13 @@ async fn a_miss_asks_the_origin_unconditionally_and_answers_if_none_match_itself
     let r = send(&app, "GET", "/versioned", &[T2]).await;
     assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "HIT"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // With Redis stopped nothing is stored, so the validator goes on to the origin,
+    // whose own 304 comes back.
+    let mut server = server;
+    server.stop();
+    let r = send(&app, "GET", "/versioned", &[("x-tenant-id", "3"), v1]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -91,13 +91,14 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    /// Whether the response fetched under this ticket may be stored or handed to
-    /// requests waiting for it. Then the origin gets the request without the
-    /// client's validators ([`VALIDATORS`](super::VALIDATORS)): a 304 can be neither
-    /// stored nor handed on, and the adapter answers `If-None-Match` itself
-    /// ([`ResponseCache::not_modified`]).
+    /// Whether the response fetched under this ticket is to be stored: this request
+    /// leads its key's flight, and the store answered the look-up. Then the origin
+    /// gets the request without the client's validators
+    /// ([`VALIDATORS`](super::VALIDATORS)), since a 304 cannot be stored, and the
+    /// adapter answers `If-None-Match` itself ([`ResponseCache::not_modified`]).
+    /// Otherwise (the store unavailable) the origin may answer them.
     pub(crate) fn fills(&self) -> bool {
-        self.leader.is_some()
+        self.leader.is_some() && self.markers.is_some()
     }
 
     /// Keeps a stale copy for stale-if-error (adapters that refresh in the foreground).
