@@ -18,7 +18,10 @@
 //! ```
 //!
 //! Redis trouble never becomes a service error: `type Error = S::Error`, and every
-//! outcome is the origin's response or a cached one.
+//! outcome is the origin's response or a cached one. A body of unknown size (a
+//! stream) is read up to the size limit and stored if it ends within it; a longer
+//! one goes out as the part read so far followed by the rest, unstored. (The Actix
+//! middleware passes such bodies through unstored.)
 //!
 //! # In front of the router
 //!
