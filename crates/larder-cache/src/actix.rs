@@ -241,7 +241,7 @@ where
     let stored = StoredResponse::new(head.status().as_u16(), headers, bytes.clone());
     tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
     let etag = stored.etag().map(<[u8]>::to_vec);
-    let not_modified = ResponseCache::not_modified(plan, etag.as_deref());
+    let not_modified = plan.not_modified_by(etag.as_deref());
     cache.finish(plan, ticket, Some((stored, ttl))).await;
     let mut response = if not_modified {
         let mut head = head;

@@ -95,8 +95,8 @@ fn cron_ticks(
 ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
     use chrono::{LocalResult, Offset};
     let local = |t: DateTime<Utc>| {
-        let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
-        (t.naive_utc() + offset, offset.local_minus_utc())
+        let t = t.with_timezone(&tz);
+        (t.naive_local(), t.offset().fix().local_minus_utc())
     };
     // Around a change of offset inside the window (its start included, hence the
     // second before it), local times run back or skip: widen the local range by the

@@ -103,7 +103,7 @@ impl RequestContext {
         call: impl FnOnce() -> Fut,
     ) -> impl std::future::Future<Output = Fut::Output> {
         use futures_util::future::FutureExt as _;
-        CONTEXT.scope(ctx, futures_util::future::lazy(move |_| call()).flatten())
+        Self::scope(ctx, futures_util::future::lazy(move |_| call()).flatten())
     }
 
     /// The fault recorded while the request ran, if any.

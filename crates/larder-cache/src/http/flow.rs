@@ -95,7 +95,7 @@ impl Ticket {
     /// leads its key's flight, and the store answered the look-up. Then the origin
     /// gets the request without the client's validators
     /// ([`VALIDATORS`](super::VALIDATORS)), since a 304 cannot be stored, and the
-    /// adapter answers `If-None-Match` itself ([`ResponseCache::not_modified`]).
+    /// adapter answers `If-None-Match` itself ([`LookupPlan::not_modified_by`]).
     /// Otherwise (the store unavailable) the origin may answer them.
     pub(crate) fn fills(&self) -> bool {
         self.leader.is_some() && self.markers.is_some()
@@ -301,15 +301,6 @@ impl ResponseCache {
         leader.complete(payload);
     }
 
-    /// Whether the request's `If-None-Match` matches a response's `etag`: the
-    /// response goes out as a 304 without a body.
-    pub(crate) fn not_modified(plan: &LookupPlan, etag: Option<&[u8]>) -> bool {
-        match (&plan.if_none_match, etag) {
-            (Some(inm), Some(etag)) => super::etag_matches(inm, etag),
-            _ => false,
-        }
-    }
-
     fn cached(
         &self,
         plan: &LookupPlan,
@@ -317,7 +308,7 @@ impl ResponseCache {
         age_secs: u64,
         x_cache: &'static str,
     ) -> Cached {
-        let not_modified = Self::not_modified(plan, stored.etag());
+        let not_modified = plan.not_modified_by(stored.etag());
         Cached {
             stored,
             x_cache,

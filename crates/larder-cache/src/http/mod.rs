@@ -85,6 +85,17 @@ pub struct LookupPlan {
     pub(crate) keys: Keys,
 }
 
+impl LookupPlan {
+    /// Whether the request's `If-None-Match` matches a response's `etag`: the
+    /// response goes out as a 304 without a body.
+    pub(crate) fn not_modified_by(&self, etag: Option<&[u8]>) -> bool {
+        match (&self.if_none_match, etag) {
+            (Some(inm), Some(etag)) => etag_matches(inm, etag),
+            _ => false,
+        }
+    }
+}
+
 /// How a response may be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
