@@ -64,6 +64,7 @@ mod flight;
 pub mod http;
 mod local;
 mod service;
+mod tracked;
 #[cfg(feature = "tower")]
 pub mod tower;
 

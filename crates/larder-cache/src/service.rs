@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::entry::{self, now_ms, Meta};
 use crate::flight::{Flights, Role};
 use crate::local::{self, DecodeMemo, Entry, LocalTier};
+use crate::tracked::{track, Markers, Route, Tracked};
 
 /// Key parts longer than this, or holding characters unfit for a key, are hashed.
 const MAX_PLAIN_KEY: usize = 200;
@@ -77,6 +78,13 @@ pub struct Settings {
     /// in Redis for this long and calls the origin; the others wait for its entry
     /// (up to the lease time) instead of calling the origin too. Off by default.
     pub lease: Option<Duration>,
+    /// Know the invalidation markers through Redis's client-side tracking (on by
+    /// default): a hit then reads its entry alone (`GET`) instead of the entry and
+    /// both markers (`MGET` of three keys), on a connection of the cache's own,
+    /// with the same coherence. Needs Redis 6 or later (RESP3 and `CLIENT
+    /// TRACKING`); where the server refuses either, the cache reads the markers
+    /// with each entry, as with this off.
+    pub track_markers: bool,
 }
 
 /// The in-process tier in front of Redis: hits cost no round trip.
@@ -128,6 +136,7 @@ impl Settings {
             local_max_bytes: 64 * 1024 * 1024,
             l1: None,
             lease: None,
+            track_markers: true,
         }
     }
 
@@ -225,6 +234,14 @@ impl redis::ToRedisArgs for MarkerKey<'_> {
 /// Tenant marker, module marker and entry, as `MGET` returns them.
 type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
 
+/// The markers a look-up judges its entry by.
+enum Marks {
+    /// Known through tracking.
+    Known(Markers),
+    /// Read with the entry (`None`: the marker does not exist).
+    Read(Option<String>, Option<String>),
+}
+
 /// Where one cache key lives.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -308,6 +325,10 @@ struct Inner<C> {
     l1: Option<LocalTier>,
     channel: String,
     _subscriber: Option<AbortOnDrop>,
+    /// Markers known through client-side tracking (Redis configured and
+    /// `track_markers` on).
+    tracked: Option<Arc<Tracked>>,
+    _tracker: Option<AbortOnDrop>,
     local_markers: Mutex<HashMap<String, u64>>,
     flights: Flights<Option<Bytes>>,
     counters: Counters,
@@ -361,6 +382,15 @@ impl<C: Codec> Cache<C> {
                 tier.clone(),
             ))))
         });
+        let tracked = (handle.is_redis_configured() && settings.track_markers)
+            .then(|| tokio::runtime::Handle::try_current().ok())
+            .flatten()
+            .map(|runtime| {
+                let tracked = Arc::new(Tracked::new(SYSTEM_MODULE));
+                let task = runtime.spawn(track(handle.clone(), Arc::downgrade(&tracked)));
+                (tracked, AbortOnDrop(task))
+            });
+        let (tracked, tracker) = tracked.unzip();
         Self {
             inner: Arc::new(Inner {
                 handle,
@@ -369,6 +399,8 @@ impl<C: Codec> Cache<C> {
                 l1,
                 channel,
                 _subscriber: subscriber,
+                tracked,
+                _tracker: tracker,
                 local_markers: Mutex::default(),
                 flights: Flights::default(),
                 counters: Counters::default(),
@@ -715,6 +747,10 @@ impl<C: Codec> Cache<C> {
         let pattern = self.inner.handle.keyspace().prefix_pattern();
         // Markers go too: every entry they guard goes with them.
         let deleted = self.delete_matching(&pattern, false).await;
+        // As after a marker's change (see `bump_marker`).
+        if let Some(tracked) = &self.inner.tracked {
+            tracked.forget_all();
+        }
         tracing::info!(target: "larder::cache", pattern = %pattern, deleted, "cache cleared");
         deleted
     }
@@ -902,6 +938,99 @@ impl<C: Codec> Cache<C> {
         (entry, (t, m))
     }
 
+    /// Reads `keys`' entry and the markers to judge it by: the entry alone when
+    /// tracking vouches for both markers, otherwise all three in one round trip
+    /// (tracked, so that the next look-up knows the markers).
+    async fn fetch(&self, keys: &Keys) -> Result<(Marks, Option<Vec<u8>>), larder_core::Error> {
+        let guard = self.inner.handle.guard();
+        if let Some(tracked) = &self.inner.tracked {
+            let (base, module) = (&keys.entry[..keys.tenant_base], keys.module.as_str());
+            let (conn, seq) = match tracked.route(base, module) {
+                Route::Known(conn, markers) => {
+                    let mut get = redis::Cmd::with_capacity(2, 16 + keys.entry.len());
+                    get.arg("GET").arg(&keys.entry);
+                    let raw: Option<Vec<u8>> = guard
+                        .run("cache_get", || {
+                            let (mut conn, get) = (conn.clone(), &get);
+                            async move { get.query_async(&mut conn).await }
+                        })
+                        .await?;
+                    if tracked.still(base, module, &markers) {
+                        return Ok((Marks::Known(markers), raw));
+                    }
+                    // A marker changed while the `GET` was on its way: read again,
+                    // markers and all.
+                    let seq = tracked.seq();
+                    (conn, seq)
+                }
+                Route::Unknown(conn, seq) => (conn, seq),
+                Route::Off => return self.fetch_shared(keys).await,
+            };
+            return Box::pin(self.fetch_tracked(tracked, conn, seq, keys)).await;
+        }
+        self.fetch_shared(keys).await
+    }
+
+    /// Reads markers (tracked) and entry on the tracking connection, in one round
+    /// trip, and keeps the markers unless an invalidation came in meanwhile.
+    async fn fetch_tracked(
+        &self,
+        tracked: &Tracked,
+        conn: redis::aio::MultiplexedConnection,
+        seq: u64,
+        keys: &Keys,
+    ) -> Result<(Marks, Option<Vec<u8>>), larder_core::Error> {
+        let (tenant_marker, module_marker) =
+            (self.marker_arg(keys, false), self.marker_arg(keys, true));
+        let mut pipe = redis::pipe();
+        // `CACHING YES` makes the next command's keys tracked, and only those.
+        pipe.cmd("CLIENT")
+            .arg("CACHING")
+            .arg("YES")
+            .ignore()
+            .cmd("MGET")
+            .arg(tenant_marker)
+            .arg(module_marker)
+            .cmd("GET")
+            .arg(&keys.entry);
+        let ((t, m), raw): ((Option<String>, Option<String>), Option<Vec<u8>>) = self
+            .inner
+            .handle
+            .guard()
+            .run("cache_get", || {
+                let (mut conn, pipe) = (conn.clone(), &pipe);
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        if let (Some(t), Some(m)) = (&t, &m) {
+            tracked.learn(
+                &keys.entry[..keys.tenant_base],
+                keys.module.as_str(),
+                seq,
+                t,
+                m,
+            );
+        }
+        Ok((Marks::Read(t, m), raw))
+    }
+
+    /// Reads markers and entry with one `MGET` on the shared connection.
+    async fn fetch_shared(&self, keys: &Keys) -> Result<(Marks, Option<Vec<u8>>), larder_core::Error> {
+        let (tenant_marker, module_marker) =
+            (self.marker_arg(keys, false), self.marker_arg(keys, true));
+        // Sized up front: growing the command costs more than the rest of writing it.
+        let mut cmd = redis::Cmd::with_capacity(
+            4,
+            64 + tenant_marker.len() + module_marker.len() + keys.entry.len(),
+        );
+        cmd.arg("MGET")
+            .arg(tenant_marker)
+            .arg(module_marker)
+            .arg(&keys.entry);
+        let (t, m, raw): MgetReply = self.inner.handle.query("cache_get", &cmd).await?;
+        Ok((Marks::Read(t, m), raw))
+    }
+
     /// Looks an entry up; `count` says whether the outcome goes into the stats (the
     /// lease waiter's polls do not); `l1_checked` skips the L1 tier's fresh entry
     /// (the caller has just looked for it).
@@ -942,78 +1071,71 @@ impl<C: Codec> Cache<C> {
                 };
             }
         }
-        let reply: Result<MgetReply, _> = match self.inner.handle.guard().refuse_now("cache_get") {
+        let reply = match self.inner.handle.guard().refuse_now("cache_get") {
             // Redis is known to be out: no keys or command to build.
             Some(refused) => Err(refused),
-            None => {
-                let (tenant_marker, module_marker) =
-                    (self.marker_arg(keys, false), self.marker_arg(keys, true));
-                // Sized up front: growing the command costs more than the rest of
-                // writing it.
-                let mut cmd = redis::Cmd::with_capacity(
-                    4,
-                    64 + tenant_marker.len() + module_marker.len() + keys.entry.len(),
-                );
-                cmd.arg("MGET")
-                    .arg(tenant_marker)
-                    .arg(module_marker)
-                    .arg(&keys.entry);
-                self.inner.handle.query("cache_get", &cmd).await
-            }
+            None => self.fetch(keys).await,
         };
         match reply {
-            Ok((t, mm, raw)) => {
-                let markers = match (t, mm) {
-                    (Some(t), Some(mm)) => (t, mm),
+            Ok((marks, raw)) => {
+                let read;
+                let (tenant_marker, module_marker): (&str, &str) = match &marks {
+                    Marks::Known(m) => (&m.tenant, &m.module),
+                    Marks::Read(Some(t), Some(m)) => (t, m),
                     // First use of this tenant or module (or its marker was evicted):
                     // nothing stored can be valid, so create the markers now and let
                     // writers stamp entries with a definite value.
                     // Boxed apart, like the corrupt-entry path below: rare, and
                     // kept out of every look-up's future.
-                    _ => Box::pin(self.ensure_markers(keys))
-                        .await
-                        .unwrap_or_default(),
+                    Marks::Read(..) => {
+                        read = Box::pin(self.ensure_markers(keys))
+                            .await
+                            .unwrap_or_default();
+                        (&read.0, &read.1)
+                    }
                 };
                 // Judged at the reply's time, not the request's.
                 let now = now_ms();
                 // Visible only while the markers an entry was stamped with are the
                 // current ones (and definite), and within its stale window.
-                let visible = |tenant_marker: &str, module_marker: &str, stale_until: u64| {
-                    !markers.0.is_empty()
-                        && !markers.1.is_empty()
-                        && tenant_marker == markers.0
-                        && module_marker == markers.1
+                let visible = |tenant: &str, module: &str, stale_until: u64| {
+                    !tenant_marker.is_empty()
+                        && !module_marker.is_empty()
+                        && tenant == tenant_marker
+                        && module == module_marker
                         && now < stale_until
                 };
+                let seen = || Seen::Markers(tenant_marker.to_owned(), module_marker.to_owned());
                 let memo = raw.map(Bytes::from).map(|raw| {
                     let seen = self.inner.decoded.get(&keys.entry, &raw);
                     (raw, seen)
                 });
                 let (entry, seen) = match memo {
-                    None => (None, Seen::Markers(markers.0, markers.1)),
+                    None => (None, seen()),
                     // Decoded before from these very bytes.
                     Some((_, Some(entry))) => {
                         let m = &entry.meta;
                         if visible(&m.tenant_marker, &m.module_marker, m.stale_until_ms) {
                             (Some(entry), Seen::OfEntry)
                         } else {
-                            (None, Seen::Markers(markers.0, markers.1))
+                            (None, seen())
                         }
                     }
                     Some((raw, None)) => match entry::Header::parse(&raw) {
-                        // The reply's marker strings become the entry's, and a fill
+                        // The entry keeps the markers it was judged by, and a fill
                         // derives its markers from the entry.
                         Ok(h) if visible(h.tenant_marker, h.module_marker, h.stale_until_ms) => {
                             let payload = raw.slice(h.payload_start..);
-                            let meta = h.meta(markers.0, markers.1);
+                            let meta =
+                                h.meta(tenant_marker.to_owned(), module_marker.to_owned());
                             let entry = Entry::new(meta, payload);
                             self.inner.decoded.put(&keys.entry, raw.clone(), &entry);
                             (Some(entry), Seen::OfEntry)
                         }
-                        Ok(_) => (None, Seen::Markers(markers.0, markers.1)),
+                        Ok(_) => (None, seen()),
                         Err(e) => {
                             Box::pin(self.corrupt(keys, &e.to_string())).await;
-                            (None, Seen::Markers(markers.0, markers.1))
+                            (None, seen())
                         }
                     },
                 };
@@ -1193,11 +1315,19 @@ impl<C: Codec> Cache<C> {
             .arg(&self.inner.channel)
             .arg(&announce)
             .ignore();
-        self.inner
+        let done = self
+            .inner
             .handle
             .pipeline::<()>("cache_invalidate", &pipe)
             .await
-            .is_ok()
+            .is_ok();
+        // Not needed for coherence (the push reaches the tracking connection before
+        // the reply of any later look-up's `GET`), but it spares this process's next
+        // look-up a `GET` judged by a marker already known to be old.
+        if let Some(tracked) = &self.inner.tracked {
+            tracked.forget(marker_key);
+        }
+        done
     }
 
     /// UNLINKs one key and announces it, in one round trip.

@@ -559,3 +559,119 @@ async fn a_decoded_entry_is_reused_only_for_the_same_bytes_and_current_markers()
     assert_eq!(server.command(&["SET", key, stored, "KEEPTTL"]), "+OK\r\n");
     assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
 }
+
+/// Clients of `server` with client-side tracking on (`t` among their flags).
+fn tracking_clients(server: &RedisServer) -> usize {
+    server
+        .command(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .find_map(|f| f.strip_prefix("flags="))
+                .is_some_and(|flags| flags.contains('t'))
+        })
+        .count()
+}
+
+/// Waits until a cache's tracking connection is up.
+async fn tracking(server: &RedisServer, clients: usize) {
+    assert!(
+        eventually(100, Duration::from_millis(20), || async {
+            tracking_clients(server) == clients
+        })
+        .await,
+        "{} tracking clients, not {clients}",
+        tracking_clients(server)
+    );
+}
+
+fn calls_of(server: &RedisServer, command: &str) -> u64 {
+    server
+        .command_calls()
+        .get(command)
+        .copied()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn once_its_markers_are_tracked_a_hit_reads_the_entry_alone() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    tracking(&server, 1).await;
+    let (tenant, module) = (t("1"), m("balance"));
+    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
+    // The first look-up reads the markers, tracked, with the entry.
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    let (get, mget) = (calls_of(&server, "get"), calls_of(&server, "mget"));
+    for _ in 0..10 {
+        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    }
+    assert_eq!(calls_of(&server, "get") - get, 10);
+    assert_eq!(calls_of(&server, "mget"), mget);
+    // Switched off, every look-up reads markers and entry with one MGET.
+    let mut settings = cache.settings().clone();
+    settings.track_markers = false;
+    let untracked = cache.clone().with_settings(settings);
+    let (get, mget) = (calls_of(&server, "get"), calls_of(&server, "mget"));
+    for _ in 0..10 {
+        assert_eq!(untracked.get::<i64>(&tenant, &module, "k").await, Some(1));
+    }
+    assert_eq!(calls_of(&server, "mget") - mget, 10);
+    assert_eq!(calls_of(&server, "get"), get);
+}
+
+#[tokio::test]
+async fn an_invalidation_by_another_instance_is_seen_by_the_very_next_look_up() {
+    let server = RedisServer::start();
+    let (a, b) = (Cache::new(handle(&server)), Cache::new(handle(&server)));
+    tracking(&server, 2).await;
+    let (tenant, module) = (t("1"), m("balance"));
+    for i in 0..50_i64 {
+        assert!(a.set(&tenant, &module, "k", &i, None).await);
+        // Twice: the second is a hit on tracked markers.
+        assert_eq!(a.get::<i64>(&tenant, &module, "k").await, Some(i));
+        assert_eq!(a.get::<i64>(&tenant, &module, "k").await, Some(i));
+        // Alternately the module and the whole tenant, by the other instance, or
+        // by a client that is not larder at all.
+        match i % 3 {
+            0 => assert!(b.invalidate_module(&tenant, &module).await),
+            1 => assert!(b.invalidate_tenant(&tenant).await),
+            _ => {
+                let marker = "stock:tenant:{1}:_larder:gen:balance";
+                let fresh = format!("other-{i}");
+                assert_eq!(server.command(&["SET", marker, &fresh]), "+OK\r\n");
+            }
+        }
+        assert_eq!(a.get::<i64>(&tenant, &module, "k").await, None, "round {i}");
+    }
+}
+
+#[tokio::test]
+async fn markers_known_before_a_lost_tracking_connection_are_read_again() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    tracking(&server, 1).await;
+    let (tenant, module) = (t("1"), m("balance"));
+    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    // The tracking connection goes, and while it is gone a marker changes: no push
+    // can tell this process.
+    let killed = server.command(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert!(!killed.starts_with('-'), "{killed}");
+    let marker = "stock:tenant:{1}:_larder:gen:balance";
+    assert_eq!(server.command(&["SET", marker, "changed"]), "+OK\r\n");
+    tracking(&server, 1).await;
+    assert!(
+        eventually(50, Duration::from_millis(20), || async {
+            cache.get::<i64>(&tenant, &module, "k").await.is_none()
+                && cache.stats().await.errors == 0
+        })
+        .await
+    );
+    // Never the old entry, whatever the connection's state: checked on the way
+    // back too.
+    for _ in 0..5 {
+        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, None);
+    }
+}

@@ -407,6 +407,43 @@ impl Handle {
             .await
     }
 
+    /// Opens a multiplexed connection of its own speaking RESP3, whose out-of-band
+    /// pushes go to `push`: client-side tracking's invalidations, and redis-rs's
+    /// `Disconnection` when the connection ends (it does not reconnect; open another).
+    /// Bounded by the connect timeout. It has no response timeout of its own: run
+    /// calls on it through [`Guard::run`], whose deadline ends the wait.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run); a server without RESP3 (before Redis 6) fails the
+    /// handshake.
+    pub async fn push_connection(
+        &self,
+        push: impl redis::aio::AsyncPushSender,
+    ) -> Result<redis::aio::MultiplexedConnection, Error> {
+        let redis = self.redis()?;
+        let info = redis.client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| Error::Backend {
+                op: "push_connect",
+                source: self.inner.guard.redact(&e),
+            })?;
+        let timeout = self.inner.config.connect_timeout;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(None)
+            .set_push_sender(push);
+        self.inner
+            .guard
+            .run_with_deadline("push_connect", timeout, || {
+                client.get_multiplexed_async_connection_with_config(&config)
+            })
+            .await
+    }
+
     /// Checks Redis with one `PING` (under the guard) and reports.
     ///
     /// While the breaker is open this does no network I/O and reports degraded.
