@@ -37,7 +37,15 @@
 //! - **Invalidation in O(1)**: each tenant and each tenant+module has a marker key.
 //!   An entry is stamped with the markers its reader saw *before* calling the origin;
 //!   it is served only while they are unchanged. Invalidation is one `SET` of a fresh
-//!   marker. A look-up is one `MGET` of markers and entry.
+//!   marker.
+//! - **A hit reads one key**: the cache learns the current markers once per tenant
+//!   and module through Redis's client-side tracking (`CLIENT TRACKING ON OPTIN`, on
+//!   a RESP3 connection of its own) and Redis tells it when one changes, so a hit is
+//!   one `GET` of the entry on that connection. The change's notice reaches the
+//!   connection before the reply of any later command, so a hit is judged by current
+//!   markers, as if it had read them with the entry. Until the connection tracks (or
+//!   where the server refuses RESP3 or tracking, or with `Settings::track_markers`
+//!   off) a look-up is one `MGET` of markers and entry on the shared connection.
 //! - **No stale write-back**: the write is a Lua script that stores only if the
 //!   markers have not moved since the read, so an origin call that raced with a write
 //!   and its invalidation is not cached.
@@ -64,9 +72,9 @@ mod flight;
 pub mod http;
 mod local;
 mod service;
-mod tracked;
 #[cfg(feature = "tower")]
 pub mod tower;
+mod tracked;
 
 #[cfg(all(test, any(feature = "tower", feature = "actix")))]
 mod future_size {

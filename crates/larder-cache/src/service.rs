@@ -1015,7 +1015,10 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Reads markers and entry with one `MGET` on the shared connection.
-    async fn fetch_shared(&self, keys: &Keys) -> Result<(Marks, Option<Vec<u8>>), larder_core::Error> {
+    async fn fetch_shared(
+        &self,
+        keys: &Keys,
+    ) -> Result<(Marks, Option<Vec<u8>>), larder_core::Error> {
         let (tenant_marker, module_marker) =
             (self.marker_arg(keys, false), self.marker_arg(keys, true));
         // Sized up front: growing the command costs more than the rest of writing it.
@@ -1126,8 +1129,7 @@ impl<C: Codec> Cache<C> {
                         // derives its markers from the entry.
                         Ok(h) if visible(h.tenant_marker, h.module_marker, h.stale_until_ms) => {
                             let payload = raw.slice(h.payload_start..);
-                            let meta =
-                                h.meta(tenant_marker.to_owned(), module_marker.to_owned());
+                            let meta = h.meta(tenant_marker.to_owned(), module_marker.to_owned());
                             let entry = Entry::new(meta, payload);
                             self.inner.decoded.put(&keys.entry, raw.clone(), &entry);
                             (Some(entry), Seen::OfEntry)

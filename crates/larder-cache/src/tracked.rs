@@ -132,7 +132,9 @@ impl Tracked {
         let state = self.state();
         state.tenants.get(base).is_some_and(|k| {
             k.tenant.as_ref().is_some_and(|t| **t == *markers.tenant)
-                && k.modules.get(module).is_some_and(|m| **m == *markers.module)
+                && k.modules
+                    .get(module)
+                    .is_some_and(|m| **m == *markers.module)
         })
     }
 
@@ -273,23 +275,32 @@ pub(crate) async fn track(handle: Handle, tracked: Weak<Tracked>) {
         };
         match handle.push_connection(push).await {
             Ok(conn) => {
+                // Tracking on, and `CACHING YES` tried once (a server's ACL may allow
+                // the one and not the other): tracked reads would fail otherwise.
+                let mut on = redis::pipe();
+                on.cmd("CLIENT")
+                    .arg("TRACKING")
+                    .arg("ON")
+                    .arg("OPTIN")
+                    .ignore()
+                    .cmd("CLIENT")
+                    .arg("CACHING")
+                    .arg("YES")
+                    .ignore()
+                    .cmd("PING")
+                    .ignore();
                 let on: Result<(), _> = handle
                     .guard()
                     .run("cache_tracking", || {
-                        let mut conn = conn.clone();
-                        async move {
-                            redis::cmd("CLIENT")
-                                .arg("TRACKING")
-                                .arg("ON")
-                                .arg("OPTIN")
-                                .query_async(&mut conn)
-                                .await
-                        }
+                        let (mut conn, on) = (conn.clone(), &on);
+                        async move { on.query_async(&mut conn).await }
                     })
                     .await;
                 match on {
                     Ok(()) => {
-                        let Some(live) = tracked.upgrade() else { return };
+                        let Some(live) = tracked.upgrade() else {
+                            return;
+                        };
                         live.go_live(epoch, conn);
                         drop(live);
                         tracing::debug!(target: "larder::cache", "cache markers tracked");

@@ -426,8 +426,8 @@ impl Handle {
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| Error::Backend {
+        let client =
+            redis::Client::open(info.set_redis_settings(settings)).map_err(|e| Error::Backend {
                 op: "push_connect",
                 source: self.inner.guard.redact(&e),
             })?;
