@@ -234,6 +234,9 @@ impl redis::ToRedisArgs for MarkerKey<'_> {
 /// Tenant marker, module marker and entry, as `MGET` returns them.
 type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
 
+/// The markers (`MGET`) and the entry (`GET`) of a tracked read.
+type TrackedReply = ((Option<String>, Option<String>), Option<Vec<u8>>);
+
 /// The markers a look-up judges its entry by.
 enum Marks {
     /// Known through tracking.
@@ -993,7 +996,7 @@ impl<C: Codec> Cache<C> {
             .arg(module_marker)
             .cmd("GET")
             .arg(&keys.entry);
-        let ((t, m), raw): ((Option<String>, Option<String>), Option<Vec<u8>>) = self
+        let ((t, m), raw): TrackedReply = self
             .inner
             .handle
             .guard()
