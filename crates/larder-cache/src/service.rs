@@ -961,10 +961,12 @@ impl<C: Codec> Cache<C> {
                     if tracked.still(base, module, &markers) {
                         return Ok((Marks::Known(markers), raw));
                     }
-                    // A marker changed while the `GET` was on its way: read again,
-                    // markers and all.
-                    let seq = tracked.seq();
-                    (conn, seq)
+                    // A marker changed while the `GET` was on its way (or the
+                    // connection went): read again, markers and all.
+                    match tracked.connection() {
+                        Some(live) => live,
+                        None => return self.fetch_shared(keys).await,
+                    }
                 }
                 Route::Unknown(conn, seq) => (conn, seq),
                 Route::Off => return self.fetch_shared(keys).await,

@@ -118,9 +118,11 @@ impl Tracked {
         }
     }
 
-    /// The invalidation count, to note before sending a tracked read.
-    pub(crate) fn seq(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
+    /// The tracking connection, if one is live, and the invalidation count to note
+    /// before sending a tracked read on it.
+    pub(crate) fn connection(&self) -> Option<(MultiplexedConnection, u64)> {
+        let state = self.state();
+        Some((state.conn.clone()?, state.seq))
     }
 
     /// After a `GET` on the tracking connection: whether `markers` were still the
@@ -346,9 +348,9 @@ mod tests {
 
     const BASE: &str = "app:tenant:{1}:";
 
-    fn live() -> Tracked {
-        // A connection is only held, never used, by these tests: a lazy one to
-        // nowhere would do, but redis-rs has none; fake liveness through the state.
+    /// A table as the connection numbered 1 left it (these tests use no
+    /// connection: the table's rules are what they check).
+    fn table() -> Tracked {
         let tracked = Tracked::new("_larder");
         tracked.state().epoch = 1;
         tracked
@@ -356,7 +358,7 @@ mod tests {
 
     #[test]
     fn markers_of_a_key_are_forgotten_by_their_exact_key_only() {
-        let tracked = live();
+        let tracked = table();
         let mut state = tracked.state();
         let mut known = Known {
             tenant: Some("t1".into()),
@@ -380,13 +382,13 @@ mod tests {
         tracked.invalidate(&mut state, "app:tenant:{2}:balance:x");
         assert!(state.tenants.is_empty());
         drop(state);
-        assert_eq!(tracked.seq(), 3);
+        assert_eq!(tracked.seq.load(Ordering::Acquire), 3);
         assert!(!tracked.is_live());
     }
 
     #[test]
     fn a_disconnection_of_an_older_connection_changes_nothing() {
-        let tracked = live();
+        let tracked = table();
         assert!(tracked.apply(
             7,
             &PushInfo {
@@ -403,6 +405,6 @@ mod tests {
                 data: vec![Value::Nil]
             }
         ));
-        assert_eq!(tracked.seq(), 1);
+        assert_eq!(tracked.seq.load(Ordering::Acquire), 1);
     }
 }
