@@ -593,15 +593,21 @@ fn calls_of(server: &RedisServer, command: &str) -> u64 {
         .unwrap_or_default()
 }
 
+/// A cache whose tracking connection is up, with `k` = 1 stored for tenant 1's
+/// `balance` and read once (which reads the markers, tracked, with the entry).
+async fn tracked_cache(server: &RedisServer) -> (Cache, Tenant, Module) {
+    let cache = Cache::new(handle(server));
+    tracking(server, 1).await;
+    let (tenant, module) = (t("1"), m("balance"));
+    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
+    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    (cache, tenant, module)
+}
+
 #[tokio::test]
 async fn once_its_markers_are_tracked_a_hit_reads_the_entry_alone() {
     let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    tracking(&server, 1).await;
-    let (tenant, module) = (t("1"), m("balance"));
-    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
-    // The first look-up reads the markers, tracked, with the entry.
-    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    let (cache, tenant, module) = tracked_cache(&server).await;
     let (get, mget) = (calls_of(&server, "get"), calls_of(&server, "mget"));
     for _ in 0..10 {
         assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
@@ -649,11 +655,7 @@ async fn an_invalidation_by_another_instance_is_seen_by_the_very_next_look_up() 
 #[tokio::test]
 async fn markers_known_before_a_lost_tracking_connection_are_read_again() {
     let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    tracking(&server, 1).await;
-    let (tenant, module) = (t("1"), m("balance"));
-    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
-    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    let (cache, tenant, module) = tracked_cache(&server).await;
     assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
     // The tracking connection goes, and while it is gone a marker changes: no push
     // can tell this process.
