@@ -664,15 +664,7 @@ async fn markers_known_before_a_lost_tracking_connection_are_read_again() {
     let marker = "stock:tenant:{1}:_larder:gen:balance";
     assert_eq!(server.command(&["SET", marker, "changed"]), "+OK\r\n");
     tracking(&server, 1).await;
-    assert!(
-        eventually(50, Duration::from_millis(20), || async {
-            cache.get::<i64>(&tenant, &module, "k").await.is_none()
-                && cache.stats().await.errors == 0
-        })
-        .await
-    );
-    // Never the old entry, whatever the connection's state: checked on the way
-    // back too.
+    // Back with a new connection: never the old entry.
     for _ in 0..5 {
         assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, None);
     }
