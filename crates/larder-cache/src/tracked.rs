@@ -261,6 +261,8 @@ impl Tracked {
 pub(crate) async fn track(handle: Handle, tracked: Weak<Tracked>) {
     let mut pause = MIN_PAUSE;
     let mut epoch = 0u64;
+    // Whether the server's refusal of the handshake was logged.
+    let mut told = false;
     loop {
         epoch += 1;
         let lost = Arc::new(tokio::sync::Notify::new());
@@ -322,9 +324,14 @@ pub(crate) async fn track(handle: Handle, tracked: Weak<Tracked>) {
                     }
                 }
             }
+            // The handshake answered with an error: no RESP3 (Redis before 6), or a
+            // passing condition (`maxclients`). Tried again at the longest pause.
             Err(e) if refused(&e) => {
-                tracing::info!(target: "larder::cache", error = %e, "cache marker tracking: RESP3 refused by the server: markers are read with each entry");
-                return;
+                if !told {
+                    told = true;
+                    tracing::info!(target: "larder::cache", error = %e, "cache marker tracking: connection refused by the server: markers are read with each entry meanwhile");
+                }
+                pause = MAX_PAUSE;
             }
             Err(e) => {
                 tracing::debug!(target: "larder::cache", error = %e, "cache marker tracking: no connection");

@@ -672,53 +672,58 @@ async fn markers_known_before_a_lost_tracking_connection_are_read_again() {
 
 #[tokio::test]
 async fn where_the_server_refuses_tracking_look_ups_read_the_markers_with_the_entry() {
-    let server = RedisServer::start();
-    // A user who may turn tracking on but not opt a read in.
-    let acl = server.command(&[
-        "ACL",
-        "SETUSER",
-        "app",
-        "on",
-        ">pw",
-        "~*",
-        "&*",
-        "+@all",
-        "-client|caching",
-    ]);
-    assert_eq!(acl, "+OK\r\n");
-    let cache = Cache::new(
-        Handle::new(
-            Config::builder()
-                .redis_url(&server.url_with_auth("app", "pw"))
-                .key_prefix("stock")
-                .op_timeout(Duration::from_millis(100))
-                .build()
-                .unwrap(),
-        )
-        .unwrap(),
-    );
-    let (tenant, module) = (t("1"), m("balance"));
-    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
-    // Let the tracker try, and give up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mget = calls_of(&server, "mget");
-    for _ in 0..5 {
-        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+    // A user who may turn tracking on but not opt a read in (refused for good), and
+    // a server without `HELLO`, as before Redis 6 (tried again after a long pause).
+    for refused in ["-client|caching", "no HELLO"] {
+        let (server, url) = if refused == "no HELLO" {
+            let server = RedisServer::builder()
+                .config("rename-command", "HELLO \"\"")
+                .start();
+            let url = server.url();
+            (server, url)
+        } else {
+            let server = RedisServer::start();
+            let acl = server.command(&[
+                "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", refused,
+            ]);
+            assert_eq!(acl, "+OK\r\n");
+            let url = server.url_with_auth("app", "pw");
+            (server, url)
+        };
+        let cache = Cache::new(
+            Handle::new(
+                Config::builder()
+                    .redis_url(&url)
+                    .key_prefix("stock")
+                    .op_timeout(Duration::from_millis(100))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap(),
+        );
+        let (tenant, module) = (t("1"), m("balance"));
+        assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
+        // Let the tracker try, and be refused.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mget = calls_of(&server, "mget");
+        for _ in 0..5 {
+            assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+        }
+        assert_eq!(calls_of(&server, "mget") - mget, 5, "{refused}");
+        assert_eq!(tracking_clients(&server), 0, "{refused}");
+        let stats = cache.stats().await;
+        assert_eq!((stats.hits, stats.errors, stats.degraded), (5, 0, 0));
+        // Not asked again at once: no connection since but the one asking.
+        let connections = || {
+            server
+                .command(&["INFO", "stats"])
+                .lines()
+                .find_map(|l| l.strip_prefix("total_connections_received:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap()
+        };
+        let before = connections();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(connections() - before, 1, "{refused}");
     }
-    assert_eq!(calls_of(&server, "mget") - mget, 5);
-    assert_eq!(tracking_clients(&server), 0);
-    let stats = cache.stats().await;
-    assert_eq!((stats.hits, stats.errors, stats.degraded), (5, 0, 0));
-    // It gave up for good: no connection since but the one asking.
-    let connections = || {
-        server
-            .command(&["INFO", "stats"])
-            .lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap()
-    };
-    let before = connections();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(connections() - before, 1);
 }
