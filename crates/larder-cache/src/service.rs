@@ -193,17 +193,37 @@ struct Counters {
 
 /// A marker key as a command argument: `{base}{system}:gen[:{module}]`, written into
 /// the command without a string of its own.
-struct MarkerKey<'a> {
-    base: &'a str,
+pub(crate) struct MarkerKey<'a> {
+    /// The tenant's base, `{prefix}:tenant:{t}:`.
+    pub(crate) base: &'a str,
     system: &'a str,
-    module: Option<&'a str>,
+    /// The module, for a module's marker.
+    pub(crate) module: Option<&'a str>,
 }
 
-impl MarkerKey<'_> {
+impl<'a> MarkerKey<'a> {
     /// The key's pieces, in order: the one definition of a marker key's form.
     fn pieces(&self) -> [&str; 5] {
         let (sep, module) = self.module.map_or(("", ""), |m| (":", m));
         [self.base, self.system, ":gen", sep, module]
+    }
+
+    /// The marker key `key` is, if it is one of the reserved module `system`'s (the
+    /// inverse of [`pieces`](Self::pieces); module names hold no `:`).
+    pub(crate) fn parse(key: &'a str, system: &'a str) -> Option<Self> {
+        let before_gen = |head: &'a str| head.strip_suffix(":gen")?.strip_suffix(system);
+        let (base, module) = match before_gen(key) {
+            Some(base) => (base, None),
+            None => {
+                let (head, module) = key.rsplit_once(':')?;
+                (before_gen(head)?, Some(module))
+            }
+        };
+        Some(Self {
+            base,
+            system,
+            module,
+        })
     }
 
     fn len(&self) -> usize {
@@ -1561,6 +1581,28 @@ fn info_field(info: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marker_key_reads_back_as_the_pieces_it_was_written_from() {
+        let base = "app:tenant:{1}:";
+        for module in [None, Some("balance"), Some("gen")] {
+            let key = MarkerKey {
+                base,
+                system: SYSTEM_MODULE,
+                module,
+            }
+            .to_key();
+            let back = MarkerKey::parse(&key, SYSTEM_MODULE).unwrap();
+            assert_eq!((back.base, back.module), (base, module), "{key}");
+        }
+        for other in [
+            "app:tenant:{1}:balance:x",
+            "app:tenant:{1}:_larder:gen:a:b",
+            "",
+        ] {
+            assert!(MarkerKey::parse(other, SYSTEM_MODULE).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn hostile_and_long_keys_are_hashed() {

@@ -26,6 +26,8 @@ use larder_core::redis::aio::MultiplexedConnection;
 use larder_core::redis::{self, PushInfo, PushKind, Value};
 use larder_core::Handle;
 
+use crate::service::MarkerKey;
+
 /// Tenants whose markers are kept; past it the table starts over (active tenants
 /// come back with their next look-up).
 const MAX_TENANTS: usize = 65_536;
@@ -39,8 +41,8 @@ pub(crate) struct Tracked {
     state: Mutex<State>,
     /// A copy of `State::seq`, read without the lock after a `GET`.
     seq: AtomicU64,
-    /// How a marker key ends before its module: `{system}:gen`.
-    suffix: String,
+    /// The reserved module whose marker keys the pushes name.
+    system: String,
 }
 
 #[derive(Default)]
@@ -86,7 +88,7 @@ impl Tracked {
         Self {
             state: Mutex::default(),
             seq: AtomicU64::new(0),
-            suffix: format!("{system}:gen"),
+            system: system.to_owned(),
         }
     }
 
@@ -144,7 +146,8 @@ impl Tracked {
     /// `seq`, unless an invalidation was applied since (it may concern them).
     pub(crate) fn learn(&self, base: &str, module: &str, seq: u64, tenant: &str, marker: &str) {
         let mut state = self.state();
-        if state.seq != seq || state.conn.is_none() {
+        // A lost or new connection counts as an invalidation too.
+        if state.seq != seq {
             return;
         }
         if !state.tenants.contains_key(base) && state.tenants.len() >= MAX_TENANTS {
@@ -182,18 +185,23 @@ impl Tracked {
     }
 
     fn invalidate(&self, state: &mut State, key: &str) {
-        if let Some(base) = key.strip_suffix(self.suffix.as_str()) {
-            state.tenants.remove(base);
-        } else if let Some((base, module)) = key
-            .rsplit_once(':')
-            .and_then(|(head, module)| Some((head.strip_suffix(self.suffix.as_str())?, module)))
-        {
-            if let Some(known) = state.tenants.get_mut(base) {
-                known.modules.remove(module);
+        match MarkerKey::parse(key, &self.system) {
+            Some(MarkerKey {
+                base, module: None, ..
+            }) => {
+                state.tenants.remove(base);
             }
-        } else {
+            Some(MarkerKey {
+                base,
+                module: Some(module),
+                ..
+            }) => {
+                if let Some(known) = state.tenants.get_mut(base) {
+                    known.modules.remove(module);
+                }
+            }
             // Only markers are read tracked; anything else is not understood.
-            state.tenants.clear();
+            None => state.tenants.clear(),
         }
         self.bump(state);
     }
@@ -385,11 +393,21 @@ mod tests {
         tracked.invalidate(&mut state, "app:tenant:{1}:_larder:gen");
         assert!(!state.tenants.contains_key(BASE));
         assert!(state.tenants.contains_key("app:tenant:{2}:"));
+        // A module named `gen`: its marker key also ends as a tenant marker's does.
+        let mut known = Known {
+            tenant: Some("t2".into()),
+            ..Known::default()
+        };
+        known.modules.insert("gen".into(), "m3".into());
+        state.tenants.insert("app:tenant:{3}:".into(), known);
+        tracked.invalidate(&mut state, "app:tenant:{3}:_larder:gen:gen");
+        assert!(!state.tenants["app:tenant:{3}:"].modules.contains_key("gen"));
+        state.tenants.remove("app:tenant:{3}:");
         // Not a marker key: everything goes.
         tracked.invalidate(&mut state, "app:tenant:{2}:balance:x");
         assert!(state.tenants.is_empty());
         drop(state);
-        assert_eq!(tracked.seq.load(Ordering::Acquire), 3);
+        assert_eq!(tracked.seq.load(Ordering::Acquire), 4);
         assert!(!tracked.is_live());
     }
 

@@ -410,15 +410,16 @@ mod tests {
         s.entries.into_iter().next().unwrap()
     }
 
+    /// A scheduler holding one cron entry on Madrid's clock.
+    fn madrid(expr: &str) -> Scheduler {
+        Scheduler::new(Jobs::new(Handle::in_process()))
+            .cron("r", expr, "Europe/Madrid", T, 1)
+            .unwrap()
+    }
+
     #[test]
     fn cron_ticks_follow_the_time_zone_across_daylight_saving() {
-        let jobs = Jobs::new(Handle::in_process());
-        let e = entry(
-            Scheduler::new(jobs)
-                .cron("r", "0 0 7 * * *", "Europe/Madrid", T, 1)
-                .unwrap()
-                .catch_up(Duration::from_secs(3600)),
-        );
+        let e = entry(madrid("0 0 7 * * *").catch_up(Duration::from_secs(3600)));
         // Winter (CET, UTC+1): 07:00 Madrid is 06:00 UTC.
         assert_eq!(
             e.due_tick(ms_of("2026-01-15T06:30:00Z")),
@@ -436,12 +437,7 @@ mod tests {
 
     #[test]
     fn a_fixed_time_runs_once_on_the_days_the_clocks_change() {
-        let jobs = Jobs::new(Handle::in_process());
-        let e = entry(
-            Scheduler::new(jobs)
-                .cron("r", "0 30 2 * * *", "Europe/Madrid", T, 1)
-                .unwrap(),
-        );
+        let e = entry(madrid("0 30 2 * * *"));
         // 2026-03-29: at 01:00 UTC Madrid goes from 02:00 CET to 03:00 CEST, so
         // 02:30 does not happen; the job runs at the jump, once.
         assert_eq!(e.due_tick(ms_of("2026-03-29T00:59:59Z")), None);
@@ -468,13 +464,7 @@ mod tests {
         );
         assert_eq!(e.due_tick(ms_of("2026-10-25T01:30:10Z")), None);
         // A wide catch-up window still finds the first one only.
-        let jobs = Jobs::new(Handle::in_process());
-        let wide = entry(
-            Scheduler::new(jobs)
-                .cron("r", "30 2 * * *", "Europe/Madrid", T, 1)
-                .unwrap()
-                .catch_up(Duration::from_secs(3 * 3600)),
-        );
+        let wide = entry(madrid("30 2 * * *").catch_up(Duration::from_secs(3 * 3600)));
         assert_eq!(
             wide.due_tick(ms_of("2026-10-25T02:00:00Z")),
             Some(ms_of("2026-10-25T00:30:00Z"))
@@ -487,12 +477,7 @@ mod tests {
 
     #[test]
     fn a_wildcard_hour_or_minute_follows_the_clock_through_daylight_saving() {
-        let jobs = Jobs::new(Handle::in_process());
-        let half_hourly = entry(
-            Scheduler::new(jobs.clone())
-                .cron("h", "*/30 * * * *", "Europe/Madrid", T, 1)
-                .unwrap(),
-        );
+        let half_hourly = entry(madrid("*/30 * * * *"));
         // Both passes of the repeated hour run (02:30 CEST, then 02:30 CET).
         for t in [
             "2026-10-25T00:30:00Z",
@@ -514,11 +499,7 @@ mod tests {
             half_hourly.due_tick(ms_of("2026-03-29T01:00:05Z")),
             Some(ms_of("2026-03-29T01:00:00Z"))
         );
-        let hourly = entry(
-            Scheduler::new(jobs)
-                .cron("o", "0 * * * *", "Europe/Madrid", T, 1)
-                .unwrap(),
-        );
+        let hourly = entry(madrid("0 * * * *"));
         assert_eq!(
             hourly.due_tick(ms_of("2026-10-25T01:00:05Z")),
             Some(ms_of("2026-10-25T01:00:00Z"))
