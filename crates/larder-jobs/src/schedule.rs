@@ -417,92 +417,78 @@ mod tests {
             .unwrap()
     }
 
+    /// Asserts the tick due at each moment (`None`: nothing due).
+    fn expect_due(e: &Entry, cases: &[(&str, Option<&str>)]) {
+        for (now, due) in cases {
+            assert_eq!(e.due_tick(ms_of(now)), due.map(ms_of), "at {now}");
+        }
+    }
+
     #[test]
     fn cron_ticks_follow_the_time_zone_across_daylight_saving() {
         let e = entry(madrid("0 0 7 * * *").catch_up(Duration::from_secs(3600)));
-        // Winter (CET, UTC+1): 07:00 Madrid is 06:00 UTC.
-        assert_eq!(
-            e.due_tick(ms_of("2026-01-15T06:30:00Z")),
-            Some(ms_of("2026-01-15T06:00:00Z"))
+        expect_due(
+            &e,
+            &[
+                // Winter (CET, UTC+1): 07:00 Madrid is 06:00 UTC.
+                ("2026-01-15T06:30:00Z", Some("2026-01-15T06:00:00Z")),
+                // Summer (CEST, UTC+2): 07:00 Madrid is 05:00 UTC.
+                ("2026-07-15T05:10:00Z", Some("2026-07-15T05:00:00Z")),
+                // Before the tick, or past the catch-up window: nothing due.
+                ("2026-07-15T04:59:00Z", None),
+                ("2026-07-15T06:30:00Z", None),
+            ],
         );
-        // Summer (CEST, UTC+2): 07:00 Madrid is 05:00 UTC.
-        assert_eq!(
-            e.due_tick(ms_of("2026-07-15T05:10:00Z")),
-            Some(ms_of("2026-07-15T05:00:00Z"))
-        );
-        // Before the tick, or past the catch-up window: nothing due.
-        assert_eq!(e.due_tick(ms_of("2026-07-15T04:59:00Z")), None);
-        assert_eq!(e.due_tick(ms_of("2026-07-15T06:30:00Z")), None);
     }
 
     #[test]
     fn a_fixed_time_runs_once_on_the_days_the_clocks_change() {
-        let e = entry(madrid("0 30 2 * * *"));
-        // 2026-03-29: at 01:00 UTC Madrid goes from 02:00 CET to 03:00 CEST, so
-        // 02:30 does not happen; the job runs at the jump, once.
-        assert_eq!(e.due_tick(ms_of("2026-03-29T00:59:59Z")), None);
-        assert_eq!(
-            e.due_tick(ms_of("2026-03-29T01:00:20Z")),
-            Some(ms_of("2026-03-29T01:00:00Z"))
+        expect_due(
+            &entry(madrid("0 30 2 * * *")),
+            &[
+                // 2026-03-29: at 01:00 UTC Madrid goes from 02:00 CET to 03:00 CEST,
+                // so 02:30 does not happen; the job runs at the jump, once.
+                ("2026-03-29T00:59:59Z", None),
+                ("2026-03-29T01:00:20Z", Some("2026-03-29T01:00:00Z")),
+                ("2026-03-29T01:31:00Z", None),
+                // Still due at the very end of the catch-up window (one minute).
+                ("2026-03-29T01:01:00Z", Some("2026-03-29T01:00:00Z")),
+                // The next day as usual: 02:30 CEST is 00:30 UTC.
+                ("2026-03-30T00:30:10Z", Some("2026-03-30T00:30:00Z")),
+                // 2026-10-25: at 01:00 UTC Madrid goes from 03:00 CEST back to
+                // 02:00 CET, so 02:30 happens twice (00:30 and 01:30 UTC); the job
+                // runs at the first.
+                ("2026-10-25T00:30:10Z", Some("2026-10-25T00:30:00Z")),
+                ("2026-10-25T01:30:10Z", None),
+            ],
         );
-        assert_eq!(e.due_tick(ms_of("2026-03-29T01:31:00Z")), None);
-        // Still due at the very end of the catch-up window (one minute).
-        assert_eq!(
-            e.due_tick(ms_of("2026-03-29T01:01:00Z")),
-            Some(ms_of("2026-03-29T01:00:00Z"))
-        );
-        // The next day as usual: 02:30 CEST is 00:30 UTC.
-        assert_eq!(
-            e.due_tick(ms_of("2026-03-30T00:30:10Z")),
-            Some(ms_of("2026-03-30T00:30:00Z"))
-        );
-        // 2026-10-25: at 01:00 UTC Madrid goes from 03:00 CEST back to 02:00 CET,
-        // so 02:30 happens twice (00:30 and 01:30 UTC); the job runs at the first.
-        assert_eq!(
-            e.due_tick(ms_of("2026-10-25T00:30:10Z")),
-            Some(ms_of("2026-10-25T00:30:00Z"))
-        );
-        assert_eq!(e.due_tick(ms_of("2026-10-25T01:30:10Z")), None);
         // A wide catch-up window still finds the first one only.
-        let wide = entry(madrid("30 2 * * *").catch_up(Duration::from_secs(3 * 3600)));
-        assert_eq!(
-            wide.due_tick(ms_of("2026-10-25T02:00:00Z")),
-            Some(ms_of("2026-10-25T00:30:00Z"))
-        );
-        assert_eq!(
-            wide.due_tick(ms_of("2026-03-29T02:00:00Z")),
-            Some(ms_of("2026-03-29T01:00:00Z"))
+        expect_due(
+            &entry(madrid("30 2 * * *").catch_up(Duration::from_secs(3 * 3600))),
+            &[
+                ("2026-10-25T02:00:00Z", Some("2026-10-25T00:30:00Z")),
+                ("2026-03-29T02:00:00Z", Some("2026-03-29T01:00:00Z")),
+            ],
         );
     }
 
     #[test]
     fn a_wildcard_hour_or_minute_follows_the_clock_through_daylight_saving() {
-        let half_hourly = entry(madrid("*/30 * * * *"));
-        // Both passes of the repeated hour run (02:30 CEST, then 02:30 CET).
-        for t in [
-            "2026-10-25T00:30:00Z",
-            "2026-10-25T01:00:00Z",
-            "2026-10-25T01:30:00Z",
-        ] {
-            assert_eq!(
-                half_hourly.due_tick(ms_of(t) + 5_000),
-                Some(ms_of(t)),
-                "{t}"
-            );
-        }
-        // The skipped hour has no ticks: 01:30 CET is followed by 03:00 CEST.
-        assert_eq!(
-            half_hourly.due_tick(ms_of("2026-03-29T00:30:05Z")),
-            Some(ms_of("2026-03-29T00:30:00Z"))
+        expect_due(
+            &entry(madrid("*/30 * * * *")),
+            &[
+                // Both passes of the repeated hour run (02:30 CEST, then 02:30 CET).
+                ("2026-10-25T00:30:05Z", Some("2026-10-25T00:30:00Z")),
+                ("2026-10-25T01:00:05Z", Some("2026-10-25T01:00:00Z")),
+                ("2026-10-25T01:30:05Z", Some("2026-10-25T01:30:00Z")),
+                // The skipped hour has no ticks: 01:30 CET is followed by 03:00 CEST.
+                ("2026-03-29T00:30:05Z", Some("2026-03-29T00:30:00Z")),
+                ("2026-03-29T01:00:05Z", Some("2026-03-29T01:00:00Z")),
+            ],
         );
-        assert_eq!(
-            half_hourly.due_tick(ms_of("2026-03-29T01:00:05Z")),
-            Some(ms_of("2026-03-29T01:00:00Z"))
-        );
-        let hourly = entry(madrid("0 * * * *"));
-        assert_eq!(
-            hourly.due_tick(ms_of("2026-10-25T01:00:05Z")),
-            Some(ms_of("2026-10-25T01:00:00Z"))
+        expect_due(
+            &entry(madrid("0 * * * *")),
+            &[("2026-10-25T01:00:05Z", Some("2026-10-25T01:00:00Z"))],
         );
     }
 
