@@ -635,10 +635,16 @@ impl<C: Codec> Cache<C> {
                     stale = Some(value);
                 }
             }
+            let leases = self.leases(&found);
             let markers = found.into_markers();
             match self.inner.flights.join(&keys.entry) {
                 Role::Leader(leader) => {
-                    let token = match self.lease_or_wait(&keys).await {
+                    let gate = if leases {
+                        self.lease_or_wait(&keys).await
+                    } else {
+                        LeaseGate::Proceed(None)
+                    };
+                    let token = match gate {
                         LeaseGate::Filled(entry) => {
                             if let Some(value) = self.decode::<T>(&keys, &entry.payload) {
                                 leader.complete(Some(entry.payload.clone()));
@@ -865,15 +871,20 @@ impl<C: Codec> Cache<C> {
         (&module_marker[..*tenant_len], module_marker)
     }
 
-    /// On a miss: takes the cross-instance lease, or waits for the instance that
-    /// holds it to fill the entry.
+    /// Whether a miss after the look-up `found` takes the cross-instance lease: when
+    /// leases are on and the look-up reached Redis, where the lease lives (with Redis
+    /// out, asking for it would only wait out another deadline; the in-process store
+    /// has one instance).
+    pub(crate) fn leases(&self, found: &Found) -> bool {
+        self.inner.settings.lease.is_some() && self.inner.local.is_none() && found.reached_store()
+    }
+
+    /// On a miss that [`leases`](Self::leases): takes the cross-instance lease, or
+    /// waits for the instance that holds it to fill the entry.
     pub(crate) async fn lease_or_wait(&self, keys: &Keys) -> LeaseGate {
         let Some(ttl) = self.inner.settings.lease else {
             return LeaseGate::Proceed(None);
         };
-        if self.inner.local.is_some() {
-            return LeaseGate::Proceed(None);
-        }
         let token = self.fresh_marker();
         let ms = larder_core::time::millis(ttl).max(1);
         let taken: Result<Option<String>, _> = self
@@ -897,7 +908,7 @@ impl<C: Codec> Cache<C> {
         let deadline = tokio::time::Instant::now() + ttl;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let found = self.read(keys, false, false).await;
+            let found = self.read(keys, false).await;
             if !found.reached_store() {
                 break;
             }
@@ -923,32 +934,23 @@ impl<C: Codec> Cache<C> {
 
     /// Looks an entry up and counts the outcome (hit, stale, miss, degraded).
     pub(crate) async fn lookup_raw(&self, keys: &Keys) -> Found {
-        self.read(keys, true, false).await
+        self.read(keys, true).await
     }
 
-    /// [`lookup_raw`](Self::lookup_raw) for a request whose fresh L1 entry
-    /// [`lookup_fresh_local`](Self::lookup_fresh_local) has just looked for: the L1
-    /// tier is not asked again on the way to Redis.
+    /// [`lookup_raw`](Self::lookup_raw)'s outcome when it is known without waiting
+    /// (counted): the in-process store's answer, a fresh L1 entry, or, while the
+    /// handle's breaker refuses calls, the degraded answer (an entry the L1 tier can
+    /// still serve, or none). `None`: Redis must be asked, with
+    /// [`lookup_redis`](Self::lookup_redis).
     #[cfg(any(feature = "tower", feature = "actix"))]
-    pub(crate) async fn lookup_past_l1(&self, keys: &Keys) -> Found {
-        self.read(keys, true, true).await
+    pub(crate) fn lookup_now(&self, keys: &Keys) -> Option<Found> {
+        self.read_now(keys, true)
     }
 
-    /// A fresh entry an in-process tier holds (the L1 tier, or the in-process store
-    /// when there is no Redis), found without waiting, and counted as a hit; `None`
-    /// sends the request down the full look-up (which counts its own outcome).
+    /// The rest of a look-up [`lookup_now`](Self::lookup_now) could not settle.
     #[cfg(any(feature = "tower", feature = "actix"))]
-    pub(crate) fn lookup_fresh_local(&self, keys: &Keys) -> Option<(Arc<Entry>, u64)> {
-        let entry = match &self.inner.local {
-            Some(local) => self.local_entry(local, keys).0?,
-            None => self.l1_for(&keys.module)?.get(&keys.entry)?,
-        };
-        let now = now_ms();
-        if !entry.meta.is_fresh_at(now) {
-            return None;
-        }
-        self.count_lookup(keys, Some(&entry.meta), now);
-        Some((entry, now))
+    pub(crate) async fn lookup_redis(&self, keys: &Keys) -> Found {
+        self.read_redis(keys, true).await
     }
 
     /// The in-process store's entry for `keys` while the markers it was stamped with
@@ -1060,18 +1062,21 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Looks an entry up; `count` says whether the outcome goes into the stats (the
-    /// lease waiter's polls do not); `l1_checked` skips the L1 tier's fresh entry
-    /// (the caller has just looked for it).
-    async fn read(&self, keys: &Keys, count: bool, l1_checked: bool) -> Found {
+    /// lease waiter's polls do not).
+    async fn read(&self, keys: &Keys, count: bool) -> Found {
+        match self.read_now(keys, count) {
+            Some(found) => found,
+            None => self.read_redis(keys, count).await,
+        }
+    }
+
+    /// The part of [`read`](Self::read) that needs no waiting: the in-process store,
+    /// a fresh L1 entry, and the degraded answer while the breaker refuses calls.
+    /// `None` when Redis must be asked.
+    fn read_now(&self, keys: &Keys, count: bool) -> Option<Found> {
         let l1 = self.l1_for(&keys.module);
-        // The clock is read where an entry is judged: here only for the in-process
-        // tiers (a Redis reply is judged at its arrival).
-        let now = if self.inner.local.is_some() || l1.is_some() {
-            now_ms()
-        } else {
-            0
-        };
         if let Some(local) = &self.inner.local {
+            let now = now_ms();
             let (entry, (t, m)) = self.local_entry(local, keys);
             let entry = entry.filter(|e| e.meta.is_servable_at(now));
             if count {
@@ -1082,29 +1087,31 @@ impl<C: Codec> Cache<C> {
                 Some(_) => Seen::OfEntry,
                 None => Seen::Markers(t.to_string(), m.to_string()),
             };
-            return Found { entry, seen, now };
+            return Some(Found { entry, seen, now });
         }
-        if let Some(entry) = l1
-            .filter(|_| !l1_checked)
-            .and_then(|l1| l1.get(&keys.entry))
-        {
-            if entry.meta.is_fresh_at(now) {
+        if let Some(l1) = l1 {
+            let now = now_ms();
+            if let Some(entry) = l1.get(&keys.entry).filter(|e| e.meta.is_fresh_at(now)) {
                 if count {
                     self.count_lookup(keys, Some(&entry.meta), now);
                 }
-                return Found {
+                return Some(Found {
                     entry: Some(entry),
                     seen: Seen::OfEntry,
                     now,
-                };
+                });
             }
         }
-        let reply = match self.inner.handle.guard().refuse_now("cache_get") {
-            // Redis is known to be out: no keys or command to build.
-            Some(refused) => Err(refused),
-            None => self.fetch(keys).await,
-        };
-        match reply {
+        // Redis is known to be out: no command to build, nothing to wait for.
+        let refused = self.inner.handle.guard().refuse_now("cache_get")?;
+        Some(self.degraded(keys, l1, count, &refused))
+    }
+
+    /// The part of [`read`](Self::read) that asks Redis, after
+    /// [`read_now`](Self::read_now) said it must.
+    async fn read_redis(&self, keys: &Keys, count: bool) -> Found {
+        let l1 = self.l1_for(&keys.module);
+        match self.fetch(keys).await {
             Ok((marks, raw)) => {
                 let read;
                 let (tenant_marker, module_marker): (&str, &str) = match &marks {
@@ -1174,34 +1181,44 @@ impl<C: Codec> Cache<C> {
                 }
                 Found { entry, seen, now }
             }
-            Err(e) => {
-                // Redis is out: an entry the L1 tier still holds beats the origin.
-                if let Some(entry) = l1
-                    .and_then(|l1| l1.get(&keys.entry))
-                    .filter(|e| e.meta.is_servable_at(now))
-                {
-                    if count {
-                        self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                        self.count_lookup(keys, Some(&entry.meta), now);
-                    }
-                    return Found {
-                        entry: Some(entry),
-                        seen: Seen::Unavailable,
-                        now,
-                    };
-                }
+            Err(e) => self.degraded(keys, l1, count, &e),
+        }
+    }
+
+    /// A look-up while Redis is out: an entry the L1 tier still holds beats the
+    /// origin; otherwise a miss that writes nothing back.
+    fn degraded(
+        &self,
+        keys: &Keys,
+        l1: Option<&LocalTier>,
+        count: bool,
+        e: &larder_core::Error,
+    ) -> Found {
+        if count {
+            self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(l1) = l1 {
+            let now = now_ms();
+            if let Some(entry) = l1.get(&keys.entry).filter(|e| e.meta.is_servable_at(now)) {
                 if count {
-                    self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                    self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
-                    larder_core::metrics::DEGRADED_BY_COMPONENT.increment("cache", "");
+                    self.count_lookup(keys, Some(&entry.meta), now);
                 }
-                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "cache degraded: treating as miss");
-                Found {
-                    entry: None,
+                return Found {
+                    entry: Some(entry),
                     seen: Seen::Unavailable,
                     now,
-                }
+                };
             }
+        }
+        if count {
+            self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+            larder_core::metrics::DEGRADED_BY_COMPONENT.increment("cache", "");
+        }
+        tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, error = %e, "cache degraded: treating as miss");
+        Found {
+            entry: None,
+            seen: Seen::Unavailable,
+            now: 0,
         }
     }
 

@@ -118,6 +118,29 @@ pub(crate) enum Begin {
     Fetch(Ticket),
 }
 
+/// What the adapter's `call` settled ([`ResponseCache::start`]).
+pub(crate) enum Start {
+    /// Answer from the cache now.
+    Serve(Cached),
+    /// Call the origin, then [`ResponseCache::finish`].
+    Fetch(Ticket),
+    /// Go on with [`ResponseCache::begin`], with the look-up's outcome if it is known.
+    Later(Option<Found>),
+}
+
+/// A look-up's entry, judged for one request.
+enum Judged {
+    /// Fresh: serve it.
+    Fresh(Cached),
+    /// Stale (or the request revalidates): its age and response, for
+    /// stale-while-revalidate and stale-if-error.
+    Stale(u64, Arc<Servable>),
+    /// It does not decode: delete it.
+    Corrupt(CorruptEntry),
+    /// No entry.
+    Absent,
+}
+
 /// An entry's stored response: decoded once per entry, then shared by the entry's
 /// later hits (an in-process tier's entries live on between requests).
 fn decode(entry: &Entry) -> Result<Arc<Servable>, CorruptEntry> {
@@ -137,39 +160,67 @@ fn decode_payload(payload: &Bytes) -> Result<Arc<Servable>, CorruptEntry> {
 }
 
 impl ResponseCache {
-    /// A fresh hit on an in-process tier, answered without waiting: the adapters
-    /// serve it from their `call`, with no boxed future and no clone of the inner
-    /// service. `None` (a miss, a stale or corrupt entry, a revalidation) leaves the
-    /// request to [`begin`](Self::begin).
-    pub(crate) fn serve_locally(&self, plan: &LookupPlan) -> Option<Cached> {
-        if plan.revalidate {
-            return None;
+    /// What the adapter's `call` can settle without waiting, so that only what must
+    /// wait is boxed: a fresh hit on an in-process tier (served from `call`), or a
+    /// miss it may fetch at once as its key's leader (Redis out, or the in-process
+    /// store, and no lease to take). Otherwise [`begin`](Self::begin) goes on with
+    /// what was found.
+    pub(crate) fn start(&self, plan: &LookupPlan) -> Start {
+        let Some(found) = self.cache.lookup_now(&plan.keys) else {
+            return Start::Later(None);
+        };
+        match self.judge(plan, &found) {
+            Judged::Fresh(cached) => return Start::Serve(cached),
+            Judged::Absent if !self.cache.leases(&found) => {
+                if let Role::Leader(leader) = self.cache.flights().join(&plan.keys.entry) {
+                    return Start::Fetch(Ticket {
+                        leader: Some(leader),
+                        lease: None,
+                        markers: found.into_markers(),
+                        stale: None,
+                    });
+                }
+                // A follower waits, in `begin` (which joins again).
+            }
+            _ => {}
         }
-        let (entry, now) = self.cache.lookup_fresh_local(&plan.keys)?;
-        let stored = decode(&entry).ok()?;
-        Some(self.cached(plan, stored, entry.meta.age_secs(now), x_cache::HIT))
+        Start::Later(Some(found))
     }
 
-    /// Looks the plan's entry up and says whether to serve it or call the origin.
-    /// Called after [`serve_locally`](Self::serve_locally) said no: the L1 tier's
-    /// fresh entry is not looked for again.
-    pub(crate) async fn begin(&self, plan: &LookupPlan) -> Begin {
-        let found = self.cache.lookup_past_l1(&plan.keys).await;
-        let now = found.now;
-        let mut stale = None;
-        if let Some(entry) = &found.entry {
-            let age = entry.meta.age_secs(now);
-            match decode(entry) {
-                Ok(stored) if entry.meta.is_fresh_at(now) && !plan.revalidate => {
-                    return Begin::Serve(self.cached(plan, stored, age, x_cache::HIT), None);
-                }
-                Ok(stored) => stale = Some((age, stored)),
-                Err(e) => Box::pin(self.cache.corrupt(&plan.keys, &e.to_string())).await,
+    /// Looks the plan's entry up (unless [`start`](Self::start) found it) and says
+    /// whether to serve it or call the origin.
+    pub(crate) async fn begin(&self, plan: &LookupPlan, found: Option<Found>) -> Begin {
+        let found = match found {
+            Some(found) => found,
+            None => self.cache.lookup_redis(&plan.keys).await,
+        };
+        let stale = match self.judge(plan, &found) {
+            Judged::Fresh(cached) => return Begin::Serve(cached, None),
+            Judged::Stale(age, stored) => Some((age, stored)),
+            Judged::Corrupt(e) => {
+                Box::pin(self.cache.corrupt(&plan.keys, &e.to_string())).await;
+                None
             }
-        }
+            Judged::Absent => None,
+        };
         // Boxed apart: a hit never gets here, and this part's state (the lease, the
         // wait for a leader) would otherwise make every look-up's future larger.
         Box::pin(self.begin_miss(plan, found, stale)).await
+    }
+
+    /// What a look-up's entry is worth to this request.
+    fn judge(&self, plan: &LookupPlan, found: &Found) -> Judged {
+        let Some(entry) = &found.entry else {
+            return Judged::Absent;
+        };
+        let age = entry.meta.age_secs(found.now);
+        match decode(entry) {
+            Ok(stored) if entry.meta.is_fresh_at(found.now) && !plan.revalidate => {
+                Judged::Fresh(self.cached(plan, stored, age, x_cache::HIT))
+            }
+            Ok(stored) => Judged::Stale(age, stored),
+            Err(e) => Judged::Corrupt(e),
+        }
     }
 
     /// The rest of [`begin`](Self::begin) when no fresh entry was found: joins the
@@ -181,13 +232,13 @@ impl ResponseCache {
         found: Found,
         stale: Option<(u64, Arc<Servable>)>,
     ) -> Begin {
+        let leases = self.cache.leases(&found);
         let markers = found.into_markers();
-        let flights = self.cache.flights();
-        match flights.join(&plan.keys.entry) {
+        match self.cache.flights().join(&plan.keys.entry) {
             Role::Leader(leader) => {
                 let swr = self.config.stale_while_revalidate && !plan.revalidate;
                 let mut lease = None;
-                if stale.is_none() || !swr {
+                if leases && (stale.is_none() || !swr) {
                     match self.cache.lease_or_wait(&plan.keys).await {
                         LeaseGate::Filled(entry) => {
                             if let Ok(stored) = decode(&entry) {
