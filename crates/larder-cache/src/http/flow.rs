@@ -5,6 +5,8 @@
 //!            └──▶ Fetch(ticket) ──origin──▶ finish(ticket, response)   store and wake followers
 //! ```
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -319,7 +321,18 @@ impl ResponseCache {
     }
 
     /// Stores the origin's response (when given) and hands it to waiting followers.
-    pub(crate) async fn finish(
+    /// Boxed: the store's calls would otherwise make the adapters' miss futures
+    /// (which hold this at several points) larger by their size.
+    pub(crate) fn finish<'a>(
+        &'a self,
+        plan: &'a LookupPlan,
+        ticket: Ticket,
+        fill: Option<(StoredResponse, Duration)>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.finish_boxed(plan, ticket, fill))
+    }
+
+    async fn finish_boxed(
         &self,
         plan: &LookupPlan,
         ticket: Ticket,
