@@ -234,13 +234,14 @@ where
 /// The boxed future of a request the adapter could not answer in `call`.
 type RunningFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
 
-async fn serve<S, ReqBody, ResBody>(
+#[allow(clippy::manual_async_fn)] // a block, as `fetch` is
+fn serve<S, ReqBody, ResBody>(
     cache: ResponseCache,
     inner: Arc<Mutex<S>>,
     req: Request<ReqBody>,
     plan: Box<LookupPlan>,
     found: Option<Found>,
-) -> Result<Response<CacheBody<ResBody>>, S::Error>
+) -> impl Future<Output = Result<Response<CacheBody<ResBody>>, S::Error>>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -249,18 +250,22 @@ where
     ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
     ResBody::Error: Send,
 {
-    match cache.begin(&plan, found).await {
-        Begin::Serve(cached, refresh) => {
-            if let Some(ticket) = refresh {
-                let refresh_req = replay(&req);
-                // The refreshed response goes to the cache only; errors are dropped.
-                tokio::spawn(fetch(cache, inner, refresh_req, plan, ticket));
+    async move {
+        match cache.begin(&plan, found).await {
+            Begin::Serve(cached, refresh) => {
+                if let Some(ticket) = refresh {
+                    let refresh_req = replay(&req);
+                    // The refreshed response goes to the cache only; errors are dropped.
+                    tokio::spawn(fetch(cache, inner, refresh_req, plan, ticket));
+                }
+                Ok(from_cache(cached))
             }
-            Ok(from_cache(cached))
+            // Boxed apart: the miss path's state is large, and neither it nor the
+            // look-up's outcome is kept in the state of a hit.
+            Begin::Fetch(ticket) => {
+                tag_miss(Box::pin(fetch(cache, inner, req, plan, ticket)).await)
+            }
         }
-        // Boxed apart: the miss path's state is large, and neither it nor the
-        // look-up's outcome is kept in the state of a hit.
-        Begin::Fetch(ticket) => tag_miss(Box::pin(fetch(cache, inner, req, plan, ticket)).await),
     }
 }
 
