@@ -387,6 +387,9 @@ impl TenantExtractor for FromPathSegment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     segments: Vec<Segment>,
+    /// A pattern of literal segments only: its plain spelling (`/a/b`), which most
+    /// requests use; compared whole before the segments are walked.
+    exact: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,14 +416,25 @@ impl PathPattern {
                     Segment::Literal(s.to_owned())
                 }
             })
-            .collect();
-        Self { segments }
+            .collect::<Vec<_>>();
+        let exact = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(lit) => Some(format!("/{lit}")),
+                Segment::Param | Segment::Rest => None,
+            })
+            .collect::<Option<String>>()
+            .map(|path| if path.is_empty() { "/".to_owned() } else { path });
+        Self { segments, exact }
     }
 
     /// Whether `path` (without query) matches.
     #[must_use]
     pub fn matches(&self, path: &str) -> bool {
-        let mut parts = path.trim_matches('/').split('/').filter(|s| !s.is_empty());
+        if self.exact.as_deref() == Some(path) {
+            return true;
+        }
+        let mut parts = path.split('/').filter(|s| !s.is_empty());
         for seg in &self.segments {
             match seg {
                 Segment::Rest => return true,
@@ -502,5 +516,17 @@ mod tests {
         assert!(rest.matches("/files/a/b/c"));
         assert!(!rest.matches("/other/a"));
         assert!(PathPattern::parse("/").matches("/"));
+        assert!(!PathPattern::parse("/").matches("/a"));
+    }
+
+    #[test]
+    fn a_literal_pattern_matches_its_path_however_spelled_and_nothing_else() {
+        let p = PathPattern::parse("/stock/items");
+        for path in ["/stock/items", "/stock/items/", "//stock//items", "stock/items"] {
+            assert!(p.matches(path), "{path}");
+        }
+        for path in ["/stock", "/stock/item", "/stock/items/x", "/stock/itemsx", "/"] {
+            assert!(!p.matches(path), "{path}");
+        }
     }
 }
