@@ -234,7 +234,11 @@ async fn redis_stopped_or_frozen_never_breaks_a_route_and_recovers() {
         }
         for _ in 0..10 {
             let r = send(&app, "GET", "/balance", &[T1]).await;
-            assert_eq!(r.status, StatusCode::OK, "{fault}");
+            assert_eq!(
+                (r.status, r.x_cache.as_str()),
+                (StatusCode::OK, "MISS"),
+                "{fault}"
+            );
         }
         let health = send(&app, "GET", "/health/cache", &[]).await;
         assert_eq!(health.status, StatusCode::OK);

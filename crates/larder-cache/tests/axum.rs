@@ -397,7 +397,7 @@ async fn redis_stopped_or_frozen_never_breaks_a_route() {
         }
         for _ in 0..10 {
             let r = send(&app, "GET", "/balance", &[T1]).await;
-            assert_eq!(r.status, StatusCode::OK, "{fault}");
+            assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"), "{fault}");
             assert!(String::from_utf8_lossy(&r.body).contains("\"tenant\":\"1\""));
         }
         let health = send(&app, "GET", "/health/cache", &[]).await;
@@ -622,6 +622,47 @@ async fn with_the_lease_two_app_instances_make_one_origin_call() {
         );
     }
     assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn with_redis_frozen_a_miss_waits_for_its_look_up_and_not_for_the_lease_too() {
+    let mut server = RedisServer::start();
+    let origin = Origin::default();
+    let handle = handle(Some(&server.url()));
+    let cache = Cache::new(handle.clone());
+    let mut settings = cache.settings().clone();
+    settings.lease = Some(Duration::from_secs(2));
+    let responses = ResponseCache::new(cache.with_settings(settings))
+        .route(CacheRoute::new("/balance", "balance").unwrap());
+    let o = origin.clone();
+    let app = Router::new()
+        .route(
+            "/balance",
+            get(move || {
+                o.calls.fetch_add(1, Ordering::SeqCst);
+                async { "computed" }
+            }),
+        )
+        .layer(CacheLayer::new(responses));
+    // Connected, with the tenant's markers known.
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
+    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "HIT");
+    server.freeze();
+    let before = handle.guard().stats();
+    let r = send(&app, "GET", "/balance?new=1", &[T1]).await;
+    let after = handle.guard().stats();
+    server.thaw();
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"));
+    assert_eq!(origin.calls(), 2);
+    // One call, the look-up, ran out its deadline; the lease lives in the same
+    // Redis, so asking for it would only have waited out another.
+    assert_eq!(
+        (
+            after.attempted - before.attempted,
+            after.timed_out - before.timed_out
+        ),
+        (1, 1)
+    );
 }
 
 /// An origin service that counts its calls and its clones (a Tower middleware clones

@@ -424,7 +424,13 @@ impl PathPattern {
                 Segment::Param | Segment::Rest => None,
             })
             .collect::<Option<String>>()
-            .map(|path| if path.is_empty() { "/".to_owned() } else { path });
+            .map(|path| {
+                if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                }
+            });
         Self { segments, exact }
     }
 
@@ -522,10 +528,21 @@ mod tests {
     #[test]
     fn a_literal_pattern_matches_its_path_however_spelled_and_nothing_else() {
         let p = PathPattern::parse("/stock/items");
-        for path in ["/stock/items", "/stock/items/", "//stock//items", "stock/items"] {
+        for path in [
+            "/stock/items",
+            "/stock/items/",
+            "//stock//items",
+            "stock/items",
+        ] {
             assert!(p.matches(path), "{path}");
         }
-        for path in ["/stock", "/stock/item", "/stock/items/x", "/stock/itemsx", "/"] {
+        for path in [
+            "/stock",
+            "/stock/item",
+            "/stock/items/x",
+            "/stock/itemsx",
+            "/",
+        ] {
             assert!(!p.matches(path), "{path}");
         }
     }
