@@ -1,8 +1,14 @@
 //! The serve-or-fetch flow shared by the adapters.
 //!
 //! ```text
-//! begin(plan) ──▶ Serve(cached)                    fresh hit, coalesced miss, or stale (SWR)
-//!            └──▶ Fetch(ticket) ──origin──▶ finish(ticket, response)   store and wake followers
+//! in the adapter's call, without waiting:
+//! start(plan) ──▶ Serve(cached)        fresh hit on an in-process tier
+//!            ├──▶ Fetch(ticket)        miss led at once (Redis out, in-process store)
+//!            └──▶ Later(found?)
+//! in its boxed future:
+//! begin(plan, found?) ──▶ Serve(cached)    fresh hit, coalesced miss, or stale (SWR)
+//!                    └──▶ Fetch(ticket)
+//! Fetch(ticket) ──origin──▶ finish(ticket, response)   store and wake followers
 //! ```
 
 use std::future::Future;
