@@ -134,7 +134,7 @@ impl moka::Expiry<String, Arc<Entry>> for ExpireWithEntry {
 /// Entries held in this process. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct LocalTier {
-    entries: moka::sync::Cache<String, Arc<Entry>>,
+    entries: moka::sync::Cache<String, Arc<Entry>, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for LocalTier {
@@ -155,7 +155,11 @@ impl LocalTier {
                 u32::try_from(k.len() + v.payload.len() + 64).unwrap_or(u32::MAX)
             })
             .expire_after(ExpireWithEntry { cap })
-            .build();
+            // foldhash, seeded at random per process: a hit hashes its key once, and
+            // SipHash made that about 150 instructions of a local-tier hit. The tier
+            // is bounded in bytes and evicts, so keys chosen to collide (which would
+            // need the seed) could slow it down but not grow it.
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self { entries }
     }
 
