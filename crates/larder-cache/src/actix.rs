@@ -396,27 +396,33 @@ mod tests {
         }
     }
 
+    /// The middleware around [`Heavy`], caching `/balance` on `handle`.
+    async fn heavy(handle: Handle) -> CacheMiddlewareService<Heavy> {
+        let cache = ResponseCache::new(Cache::new(handle))
+            .route(CacheRoute::new("/balance", "balance").unwrap());
+        CacheMiddleware::new(cache)
+            .new_transform(Heavy)
+            .await
+            .unwrap()
+    }
+
+    fn balance_of_tenant_1() -> ServiceRequest {
+        TestRequest::get()
+            .uri("/balance")
+            .insert_header(("x-tenant-id", "1"))
+            .to_srv_request()
+    }
+
     #[actix_web::test]
     async fn a_look_up_does_not_carry_the_apps_future() {
         // A look-up that must wait for Redis (never reached: nothing is polled). One
         // settled without waiting (Redis out, the in-process store) is the origin's
         // part alone, and is not looked at here.
         let config = Config::builder().redis_url("redis://127.0.0.1:9/").build();
-        let handle = Handle::new(config.unwrap()).unwrap();
-        let cache = ResponseCache::new(Cache::new(handle))
-            .route(CacheRoute::new("/balance", "balance").unwrap());
-        let svc = CacheMiddleware::new(cache)
-            .new_transform(Heavy)
-            .await
-            .unwrap();
+        let svc = heavy(Handle::new(config.unwrap()).unwrap()).await;
         // Not polled: only the size of each path's state is looked at.
         let bypass = svc.call(TestRequest::get().uri("/balance").to_srv_request());
-        let lookup = svc.call(
-            TestRequest::get()
-                .uri("/balance")
-                .insert_header(("x-tenant-id", "1"))
-                .to_srv_request(),
-        );
+        let lookup = svc.call(balance_of_tenant_1());
         assert!(
             running(&bypass) >= HEAVY,
             "the bypass holds the app's future"
@@ -433,19 +439,8 @@ mod tests {
     async fn a_miss_settled_in_call_holds_the_apps_future_and_little_else() {
         // The in-process store: a miss is settled in `call` and only the app's part
         // is boxed.
-        let handle = Handle::new(Config::builder().build().unwrap()).unwrap();
-        let cache = ResponseCache::new(Cache::new(handle))
-            .route(CacheRoute::new("/balance", "balance").unwrap());
-        let svc = CacheMiddleware::new(cache)
-            .new_transform(Heavy)
-            .await
-            .unwrap();
-        let miss = svc.call(
-            TestRequest::get()
-                .uri("/balance")
-                .insert_header(("x-tenant-id", "1"))
-                .to_srv_request(),
-        );
+        let svc = heavy(Handle::new(Config::builder().build().unwrap()).unwrap()).await;
+        let miss = svc.call(balance_of_tenant_1());
         let size = running(&miss);
         eprintln!("miss state: {size} bytes (app {HEAVY})");
         assert!(size >= HEAVY, "the miss holds the app's future");

@@ -597,26 +597,31 @@ mod tests {
         }
     }
 
+    /// The cache layer around [`Heavy`], caching `/balance` on `handle`.
+    fn heavy(handle: Handle) -> CacheService<Heavy> {
+        let cache = ResponseCache::new(Cache::new(handle))
+            .route(CacheRoute::new("/balance", "balance").unwrap());
+        CacheLayer::new(cache).layer(Heavy)
+    }
+
+    fn balance_of(tenant: Option<&str>) -> Request<String> {
+        let mut req = Request::get("/balance");
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        req.body(String::new()).unwrap()
+    }
+
     #[tokio::test]
     async fn a_look_up_does_not_carry_the_origins_future() {
         // A look-up that must wait for Redis (never reached: nothing is polled). One
         // settled without waiting (Redis out, the in-process store) is the origin's
         // part alone, and is not looked at here.
         let config = Config::builder().redis_url("redis://127.0.0.1:9/").build();
-        let handle = Handle::new(config.unwrap()).unwrap();
-        let cache = ResponseCache::new(Cache::new(handle))
-            .route(CacheRoute::new("/balance", "balance").unwrap());
-        let mut svc = CacheLayer::new(cache).layer(Heavy);
-        let get = |tenant: Option<&str>| {
-            let mut req = Request::get("/balance");
-            if let Some(t) = tenant {
-                req = req.header("x-tenant-id", t);
-            }
-            req.body(String::new()).unwrap()
-        };
+        let mut svc = heavy(Handle::new(config.unwrap()).unwrap());
         // Not polled: only the size of each path's state is looked at.
-        let bypass = svc.call(get(None));
-        let lookup = svc.call(get(Some("1")));
+        let bypass = svc.call(balance_of(None));
+        let lookup = svc.call(balance_of(Some("1")));
         assert!(
             running(&bypass.state) >= HEAVY,
             "the bypass holds the origin's future"
@@ -633,15 +638,8 @@ mod tests {
     async fn a_miss_settled_in_call_holds_the_origins_future_and_little_else() {
         // The in-process store: a miss is settled in `call` and only the origin's
         // part is boxed.
-        let handle = Handle::new(Config::builder().build().unwrap()).unwrap();
-        let cache = ResponseCache::new(Cache::new(handle))
-            .route(CacheRoute::new("/balance", "balance").unwrap());
-        let mut svc = CacheLayer::new(cache).layer(Heavy);
-        let req = Request::get("/balance")
-            .header("x-tenant-id", "1")
-            .body(String::new())
-            .unwrap();
-        let miss = svc.call(req);
+        let mut svc = heavy(Handle::new(Config::builder().build().unwrap()).unwrap());
+        let miss = svc.call(balance_of(Some("1")));
         let size = running(&miss.state);
         eprintln!("miss state: {size} bytes (origin {HEAVY})");
         assert!(size >= HEAVY, "the miss holds the origin's future");
