@@ -76,6 +76,18 @@ CLK_TCK=$(getconf CLK_TCK)
 # cpu_ticks PID: user + system CPU time of the whole process (all threads), in ticks.
 cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
 
+# miss_script FILE: writes a wrk script whose every request misses the cache (a query
+# that changes per request: `/data?n=...`, tenant 1).
+miss_script() {
+    cat > "$1" <<'LUA'
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/data?n=" .. counter .. "-" .. math.random(1000000000), {["X-Tenant-Id"] = "1"})
+end
+LUA
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT=$(free_port)
 start_redis() {
