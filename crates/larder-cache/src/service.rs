@@ -279,6 +279,14 @@ pub(crate) struct Keys {
     lease: String,
 }
 
+impl Keys {
+    /// The entry key's `{prefix}:tenant:{tenant}:` part: the tenant's marker keys
+    /// start with it, and the tracking table is keyed by it.
+    fn tenant_base(&self) -> &str {
+        &self.entry[..self.tenant_base]
+    }
+}
+
 /// What the cross-instance lease says to do after a miss.
 pub(crate) enum LeaseGate {
     /// Call the origin (holding the lease when a token is given).
@@ -854,7 +862,7 @@ impl<C: Codec> Cache<C> {
     /// no key string for them.
     fn marker_arg<'k>(&'k self, keys: &'k Keys, module: bool) -> MarkerKey<'k> {
         MarkerKey {
-            base: &keys.entry[..keys.tenant_base],
+            base: keys.tenant_base(),
             system: self.inner.system.as_str(),
             module: module.then(|| keys.module.as_str()),
         }
@@ -969,7 +977,7 @@ impl<C: Codec> Cache<C> {
     async fn fetch(&self, keys: &Keys) -> Result<(Marks, Option<Vec<u8>>), larder_core::Error> {
         let guard = self.inner.handle.guard();
         if let Some(tracked) = &self.inner.tracked {
-            let (base, module) = (&keys.entry[..keys.tenant_base], keys.module.as_str());
+            let (base, module) = (keys.tenant_base(), keys.module.as_str());
             let (conn, seq) = match tracked.route(base, module) {
                 Route::Known(conn, markers) => {
                     let mut get = redis::Cmd::with_capacity(2, 16 + keys.entry.len());
@@ -1030,13 +1038,7 @@ impl<C: Codec> Cache<C> {
             })
             .await?;
         if let (Some(t), Some(m)) = (&t, &m) {
-            tracked.learn(
-                &keys.entry[..keys.tenant_base],
-                keys.module.as_str(),
-                seq,
-                t,
-                m,
-            );
+            tracked.learn(keys.tenant_base(), keys.module.as_str(), seq, t, m);
         }
         Ok((Marks::Read(t, m), raw))
     }

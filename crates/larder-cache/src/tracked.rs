@@ -54,13 +54,19 @@ struct State {
     /// connections.
     seq: u64,
     /// By tenant base (`{prefix}:tenant:{t}:`).
-    tenants: HashMap<Box<str>, Known>,
+    tenants: Map<Known>,
 }
+
+/// Looked up twice per hit (tenant, then module). Hashed with foldhash, randomly
+/// seeded, as the single-flight map and the in-process tier are: the table is
+/// bounded (`MAX_TENANTS`, then it starts over), so keys chosen to collide (which
+/// would need the seed) could slow it down but not grow it.
+type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 struct Known {
     tenant: Option<Arc<str>>,
-    modules: HashMap<Box<str>, Arc<str>>,
+    modules: Map<Arc<str>>,
 }
 
 /// A tenant's and a module's current markers, as a look-up took them.
@@ -184,7 +190,14 @@ impl Tracked {
         self.seq.store(state.seq, Ordering::Release);
     }
 
+    /// Forgets the marker under `key`, and counts it.
     fn invalidate(&self, state: &mut State, key: &str) {
+        self.drop_key(state, key);
+        self.bump(state);
+    }
+
+    /// Forgets the marker under `key` (everything, for a key that is not a marker's).
+    fn drop_key(&self, state: &mut State, key: &str) {
         match MarkerKey::parse(key, &self.system) {
             Some(MarkerKey {
                 base, module: None, ..
@@ -203,7 +216,6 @@ impl Tracked {
             // Only markers are read tracked; anything else is not understood.
             None => state.tenants.clear(),
         }
-        self.bump(state);
     }
 
     /// Applies a push of the connection numbered `epoch`; true when it says the
@@ -217,7 +229,7 @@ impl Tracked {
                         for key in keys {
                             match key {
                                 Value::BulkString(k) => match std::str::from_utf8(k) {
-                                    Ok(k) => self.invalidate(&mut state, k),
+                                    Ok(k) => self.drop_key(&mut state, k),
                                     Err(_) => state.tenants.clear(),
                                 },
                                 _ => state.tenants.clear(),
@@ -227,6 +239,7 @@ impl Tracked {
                     // `FLUSHALL`/`FLUSHDB`, or a form not understood.
                     _ => state.tenants.clear(),
                 }
+                // Once per push, however many keys it names.
                 self.bump(&mut state);
                 false
             }
@@ -411,25 +424,64 @@ mod tests {
         assert!(!tracked.is_live());
     }
 
-    #[test]
-    fn a_disconnection_of_an_older_connection_changes_nothing() {
+    fn push(kind: PushKind, data: Vec<Value>) -> PushInfo {
+        PushInfo { kind, data }
+    }
+
+    #[tokio::test]
+    async fn a_disconnection_ends_only_the_connection_it_comes_from() {
+        let server = larder_testing::RedisServer::start();
+        let config = larder_core::Config::builder()
+            .redis_url(&server.url())
+            .build();
+        let handle = Handle::new(config.unwrap()).unwrap();
+        let ignore = |_: PushInfo| Ok::<(), std::convert::Infallible>(());
+        let conn = handle.push_connection(ignore).await.unwrap();
         let tracked = table();
-        assert!(tracked.apply(
-            7,
-            &PushInfo {
-                kind: PushKind::Disconnection,
-                data: vec![]
-            }
-        ));
-        assert_eq!(tracked.state().epoch, 1);
-        // FLUSHALL's null clears and counts.
+        tracked.go_live(2, conn);
+        let seq = tracked.state().seq;
+        tracked.learn(BASE, "balance", seq, "t1", "m1");
+        let known = |t: &Tracked| matches!(t.route(BASE, "balance"), Route::Known(..));
+        assert!(known(&tracked));
+        // Connection 1's end: the live connection 2 and what it vouches for stay.
+        assert!(tracked.apply(1, &push(PushKind::Disconnection, vec![])));
+        assert!(tracked.is_live() && known(&tracked));
+        assert_eq!(tracked.state().seq, seq);
+        // Its own end: no connection, no markers, and counted.
+        assert!(tracked.apply(2, &push(PushKind::Disconnection, vec![])));
+        assert!(!tracked.is_live());
+        assert!(matches!(tracked.route(BASE, "balance"), Route::Off));
+        assert!(tracked.state().tenants.is_empty());
+        assert_eq!(tracked.state().seq, seq + 1);
+    }
+
+    #[test]
+    fn a_push_counts_once_and_flushall_forgets_every_marker() {
+        let tracked = table();
+        for base in [BASE, "app:tenant:{2}:"] {
+            let seq = tracked.state().seq;
+            tracked.learn(base, "balance", seq, "t", "m");
+        }
+        // One push naming two marker keys: both forgotten, one invalidation.
+        let keys = [
+            "app:tenant:{1}:_larder:gen",
+            "app:tenant:{2}:_larder:gen:balance",
+        ]
+        .map(|k| Value::BulkString(k.as_bytes().to_vec()));
         assert!(!tracked.apply(
             1,
-            &PushInfo {
-                kind: PushKind::Invalidate,
-                data: vec![Value::Nil]
-            }
+            &push(PushKind::Invalidate, vec![Value::Array(keys.to_vec())])
         ));
+        assert!(!tracked.state().tenants.contains_key(BASE));
+        assert!(tracked.state().tenants["app:tenant:{2}:"]
+            .modules
+            .is_empty());
         assert_eq!(tracked.seq.load(Ordering::Acquire), 1);
+        // FLUSHALL's null clears and counts.
+        let seq = tracked.state().seq;
+        tracked.learn(BASE, "balance", seq, "t", "m");
+        assert!(!tracked.apply(1, &push(PushKind::Invalidate, vec![Value::Nil])));
+        assert!(tracked.state().tenants.is_empty());
+        assert_eq!(tracked.seq.load(Ordering::Acquire), 2);
     }
 }
