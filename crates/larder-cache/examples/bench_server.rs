@@ -104,7 +104,7 @@ fn responses(mode: &str) -> Result<(Handle, ResponseCache), Box<dyn std::error::
     };
     Ok((
         handle,
-        ResponseCache::new(cache).route(CacheRoute::new("/data", "bench")?),
+        ResponseCache::new(cache).route(CacheRoute::new("/data", "bench")?.query(&["n"])),
     ))
 }
 

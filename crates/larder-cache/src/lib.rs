@@ -99,6 +99,6 @@ mod future_size {
 pub use entry::Meta;
 pub use http::{
     CacheRoute, FromHeader, FromPathSegment, FromSubdomain, InvalidateRoute, RequestView,
-    ResponseCache, TenantExtractor,
+    ResponseCache, TenantExtractor, UndeclaredQuery,
 };
 pub use service::{Cache, L1Settings, Lookup, Settings, Stats};

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use larder_core::keyspace::{Component, Keyspace};
 use larder_core::redis;
 use larder_core::{metrics as m, Codec, Handle, Json, Module, Tenant};
 use serde::de::DeserializeOwned;
@@ -126,6 +127,23 @@ impl L1Settings {
 }
 
 impl Settings {
+    /// How long an invalidation marker lives in Redis: twice the longest life an
+    /// entry of these settings has (its TTL and stale window), at least a minute.
+    /// A marker is only needed while an entry stamped with it may live, so a
+    /// tenant or module that stops being used leaves nothing behind; an entry
+    /// written for longer (a route's own TTL, say) extends its markers.
+    #[must_use]
+    pub fn marker_ttl(&self) -> Duration {
+        let longest = self
+            .module_ttls
+            .values()
+            .copied()
+            .chain([self.default_ttl, self.negative_ttl])
+            .max()
+            .unwrap_or_default();
+        ((longest + self.stale_window) * 2).max(Duration::from_secs(60))
+    }
+
     fn from_config(c: &larder_core::Config) -> Self {
         Self {
             enabled: c.cache_enabled,
@@ -194,7 +212,7 @@ struct Counters {
 /// A marker key as a command argument: `{base}{system}:gen[:{module}]`, written into
 /// the command without a string of its own.
 pub(crate) struct MarkerKey<'a> {
-    /// The tenant's base, `{prefix}:tenant:{t}:`.
+    /// The tenant's base, `{prefix}:cache:tenant:{t}:`.
     pub(crate) base: &'a str,
     system: &'a str,
     /// The module, for a module's marker.
@@ -270,7 +288,7 @@ enum Marks {
 pub(crate) struct Keys {
     pub(crate) module: Module,
     pub(crate) entry: String,
-    /// The length of the entry key's `{prefix}:tenant:{tenant}:` part.
+    /// The length of the entry key's `{prefix}:cache:tenant:{tenant}:` part.
     tenant_base: usize,
     /// The module marker's key, built on first use by the paths that need the keys
     /// as strings (a hit writes them into its command), and the length of the tenant
@@ -280,7 +298,7 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// The entry key's `{prefix}:tenant:{tenant}:` part: the tenant's marker keys
+    /// The entry key's `{prefix}:cache:tenant:{tenant}:` part: the tenant's marker keys
     /// start with it, and the tracking table is keyed by it.
     fn tenant_base(&self) -> &str {
         &self.entry[..self.tenant_base]
@@ -340,7 +358,7 @@ impl Found {
 
 /// A multi-tenant cache on the shared handle. Cheap to clone.
 ///
-/// Every key lives in a tenant's module: `{prefix}:tenant:{t}:{module}:{key}`.
+/// Every key lives in a tenant's module: `{prefix}:cache:tenant:{t}:{module}:{key}`.
 /// Redis trouble never becomes an error here: look-ups degrade to misses (the origin
 /// answers), writes are skipped, and the handle's breaker keeps calls from waiting.
 #[derive(Clone)]
@@ -350,6 +368,9 @@ pub struct Cache<C: Codec = Json> {
 
 struct Inner<C> {
     handle: Handle,
+    /// The cache's own keyspace (`{prefix}:cache:`): every key and sweep of the
+    /// cache is built here, so no sweep reaches another component's keys.
+    keyspace: Keyspace,
     codec: C,
     settings: Settings,
     local: Option<LocalTier>,
@@ -399,7 +420,8 @@ impl<C: Codec> Cache<C> {
         } else {
             Some(LocalTier::new(settings.local_max_bytes, None))
         };
-        let channel = format!("{}:{SYSTEM_MODULE}:invalidate", handle.keyspace().prefix());
+        let keyspace = handle.keyspace().component(Component::Cache);
+        let channel = format!("{}:{SYSTEM_MODULE}:invalidate", keyspace.root());
         let l1 = settings
             .l1
             .as_ref()
@@ -425,6 +447,7 @@ impl<C: Codec> Cache<C> {
         Self {
             inner: Arc::new(Inner {
                 handle,
+                keyspace,
                 codec,
                 local,
                 l1,
@@ -712,7 +735,7 @@ impl<C: Codec> Cache<C> {
     /// whatever the number of keys. Old entries become invisible and expire by TTL.
     pub async fn invalidate_module(&self, tenant: &Tenant, module: &Module) -> bool {
         let keys = self.keys(tenant, module, "_");
-        let scope = self.inner.handle.keyspace().scope(tenant, module);
+        let scope = self.inner.keyspace.scope(tenant, module);
         let ok = self
             .bump_marker(self.marker_keys(&keys).1, local::message('p', scope.base()))
             .await;
@@ -723,7 +746,7 @@ impl<C: Codec> Cache<C> {
     /// Invalidates every key of a tenant, in all modules, in one command.
     pub async fn invalidate_tenant(&self, tenant: &Tenant) -> bool {
         let keys = self.keys(tenant, &self.inner.system, "_");
-        let base = self.inner.handle.keyspace().tenant_pattern(tenant);
+        let base = self.inner.keyspace.tenant_pattern(tenant);
         let ok = self
             .bump_marker(
                 self.marker_keys(&keys).0,
@@ -745,16 +768,17 @@ impl<C: Codec> Cache<C> {
         tenant: &Tenant,
         glob: &str,
     ) -> Result<Option<u64>, larder_core::KeyError> {
-        let pattern = self.inner.handle.keyspace().tenant_glob(tenant, glob)?;
+        let pattern = self.inner.keyspace.tenant_glob(tenant, glob)?;
         let deleted = self.delete_matching(&pattern, true).await;
         tracing::info!(target: "larder::cache", tenant = %tenant, pattern = %pattern, deleted, "cache pattern invalidated");
         Ok(deleted)
     }
 
-    /// Deletes one key given in full (`stock:tenant:{1}:products:p7`), for admin
-    /// tools. Keys outside this cache's prefix are refused (`Ok(false)`).
+    /// Deletes one key given in full (`stock:cache:tenant:{1}:products:p7`), for
+    /// admin tools. Keys outside the cache's root (`{prefix}:cache:`) are refused
+    /// (`false`): sessions, jobs and rate-limit state cannot be named here.
     pub async fn delete_full_key(&self, full_key: &str) -> bool {
-        let prefix = format!("{}:", self.inner.handle.keyspace().prefix());
+        let prefix = format!("{}:", self.inner.keyspace.root());
         if !full_key.starts_with(&prefix) || full_key.chars().any(char::is_control) {
             return false;
         }
@@ -767,21 +791,24 @@ impl<C: Codec> Cache<C> {
         deleted
     }
 
-    /// Deletes keys matching a glob relative to the prefix (`tenant:{1}:products:*`),
-    /// for admin tools; invalidation markers are kept.
+    /// Deletes keys matching a glob relative to the cache's root
+    /// (`tenant:{1}:products:*` deletes `{prefix}:cache:tenant:{1}:products:*`), for
+    /// admin tools; invalidation markers are kept. No glob reaches another
+    /// component's keys.
     ///
     /// # Errors
     /// [`larder_core::KeyError`] for an empty glob or one with control characters.
     pub async fn invalidate_glob(&self, glob: &str) -> Result<Option<u64>, larder_core::KeyError> {
-        let pattern = self.inner.handle.keyspace().prefix_glob(glob)?;
+        let pattern = self.inner.keyspace.root_glob(glob)?;
         let deleted = self.delete_matching(&pattern, true).await;
         tracing::info!(target: "larder::cache", pattern = %pattern, deleted, "cache pattern invalidated");
         Ok(deleted)
     }
 
-    /// Deletes every key under the prefix (all tenants), with SCAN and batched UNLINK.
+    /// Deletes every cache key (all tenants: everything under `{prefix}:cache:`),
+    /// with SCAN and batched UNLINK. Other components' keys are never touched.
     pub async fn clear(&self) -> Option<u64> {
-        let pattern = self.inner.handle.keyspace().prefix_pattern();
+        let pattern = self.inner.keyspace.root_pattern();
         // Markers go too: every entry they guard goes with them.
         let deleted = self.delete_matching(&pattern, false).await;
         // As after a marker's change (see `bump_marker`).
@@ -833,7 +860,7 @@ impl<C: Codec> Cache<C> {
     // ---- internals shared with the response cache ----
 
     pub(crate) fn keys(&self, tenant: &Tenant, module: &Module, key: &str) -> Keys {
-        let ks = self.inner.handle.keyspace();
+        let ks = &self.inner.keyspace;
         let system = &self.inner.system;
         let safe = safe_key(key);
         let built = |m: &Module, k: &str| {
@@ -846,7 +873,7 @@ impl<C: Codec> Cache<C> {
             String::new()
         };
         let entry = built(module, &safe);
-        // `{prefix}:tenant:{tenant}:`, which the marker keys share with the entry's.
+        // `{prefix}:cache:tenant:{tenant}:`, which the marker keys share with the entry's.
         let tenant_base = entry.len() - module.as_str().len() - safe.len() - 1;
         Keys {
             module: module.clone(),
@@ -1258,7 +1285,10 @@ impl<C: Codec> Cache<C> {
             .arg(&fresh)
             .arg(meta.times())
             .arg(&payload[..])
-            .arg(larder_core::time::millis(redis_ttl));
+            .arg(larder_core::time::millis(redis_ttl))
+            .arg(larder_core::time::millis(
+                self.inner.settings.marker_ttl().max(redis_ttl * 2),
+            ));
         match self.inner.handle.script::<i64>("cache_set", &inv).await {
             Ok(1) => {
                 if markers.0.is_empty() {
@@ -1296,15 +1326,20 @@ impl<C: Codec> Cache<C> {
         let fresh = self.fresh_marker();
         let (tenant_marker, module_marker) = self.marker_keys(keys);
         let mut pipe = redis::pipe();
+        let ttl = larder_core::time::millis(self.inner.settings.marker_ttl());
         pipe.cmd("SET")
             .arg(tenant_marker)
             .arg(&fresh)
             .arg("NX")
+            .arg("PX")
+            .arg(ttl)
             .ignore()
             .cmd("SET")
             .arg(module_marker)
             .arg(&fresh)
             .arg("NX")
+            .arg("PX")
+            .arg(ttl)
             .ignore()
             .cmd("MGET")
             .arg(tenant_marker)
@@ -1353,9 +1388,14 @@ impl<C: Codec> Cache<C> {
             l1.apply(&announce);
         }
         let mut pipe = redis::pipe();
+        // Entries stamped with the old marker are invisible from now on; the new
+        // one lives as long as the longest entry, and each entry stamped with it
+        // extends it as needed (`write.lua`).
         pipe.cmd("SET")
             .arg(marker_key)
             .arg(&fresh)
+            .arg("PX")
+            .arg(larder_core::time::millis(self.inner.settings.marker_ttl()))
             .ignore()
             .cmd("PUBLISH")
             .arg(&self.inner.channel)
@@ -1661,7 +1701,7 @@ mod tests {
     #[test]
     fn marker_keys_are_the_keyspace_keys_of_gen_and_gen_module() {
         let cache = Cache::new(Handle::in_process());
-        let ks = cache.handle().keyspace();
+        let ks = cache.handle().keyspace().component(Component::Cache);
         let system = Module::new("_larder").unwrap();
         for (t, m) in [
             ("1", "balance"),

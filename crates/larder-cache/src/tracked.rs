@@ -53,7 +53,7 @@ struct State {
     /// Invalidations applied: pushes, this process's own marker changes, lost
     /// connections.
     seq: u64,
-    /// By tenant base (`{prefix}:tenant:{t}:`).
+    /// By tenant base (`{prefix}:cache:tenant:{t}:`).
     tenants: Map<Known>,
 }
 

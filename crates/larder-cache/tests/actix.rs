@@ -67,7 +67,11 @@ macro_rules! app {
             cache = cache.with_settings(s);
         }
         let responses = ResponseCache::new(cache.clone())
-            .route(CacheRoute::new("/balance", "balance").unwrap())
+            .route(
+                CacheRoute::new("/balance", "balance")
+                    .unwrap()
+                    .query(&["from", "to", "a", "b", "x", "burst", "after", "new"]),
+            )
             .route(
                 CacheRoute::new("/short", "balance")
                     .unwrap()
@@ -344,8 +348,11 @@ async fn in_process_hits_are_answered_in_call_without_the_app() {
     let l1 = with_l1(Cache::new(handle(Some(&server.url()))));
     // The L1 tier in front of Redis, and the in-process store when there is no Redis.
     for cache in [l1, Cache::new(handle(None))] {
-        let responses = ResponseCache::new(cache.clone())
-            .route(CacheRoute::new("/balance", "balance").unwrap());
+        let responses = ResponseCache::new(cache.clone()).route(
+            CacheRoute::new("/balance", "balance")
+                .unwrap()
+                .query(&["from", "to", "a", "b", "x", "burst", "after", "new"]),
+        );
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
         let app = fn_service(move |req: ServiceRequest| {

@@ -31,7 +31,11 @@ fn app(handle: Handle, origin: &Origin, stale: bool) -> Router {
         cache = cache.with_settings(s);
     }
     let responses = ResponseCache::new(cache.clone())
-        .route(CacheRoute::new("/balance", "balance").unwrap())
+        .route(
+            CacheRoute::new("/balance", "balance")
+                .unwrap()
+                .query(&["from", "to", "a", "b", "x", "burst", "after", "new"]),
+        )
         .route(
             CacheRoute::new("/short", "balance")
                 .unwrap()
@@ -223,7 +227,7 @@ async fn miss_then_hit_with_age_etag_and_304() {
         "SCAN",
         "0",
         "MATCH",
-        "stock:tenant:{1}:balance:*",
+        "stock:cache:tenant:{1}:balance:*",
         "COUNT",
         "100",
     ]);
@@ -475,7 +479,7 @@ async fn corrupt_stored_responses_are_misses() {
     let origin = Origin::default();
     let app = app(handle(Some(&server.url())), &origin, false);
     send(&app, "GET", "/products/1", &[T1]).await;
-    let key = "stock:tenant:{1}:products:GET:/products/1";
+    let key = "stock:cache:tenant:{1}:products:GET:/products/1";
     let raw = server.command(&["GET", key]);
     // Keep the entry header valid but break the stored response inside it.
     let start = raw.find("LC1").unwrap();
@@ -529,7 +533,7 @@ async fn admin_needs_the_token_and_works_with_it() {
     let r = send(
         &app,
         "POST",
-        "/admin/cache/invalidate/stock:tenant:%7B1%7D:products:GET:%2Fproducts%2F1",
+        "/admin/cache/invalidate/stock:cache:tenant:%7B1%7D:products:GET:%2Fproducts%2F1",
         &[auth],
     )
     .await;
@@ -632,8 +636,11 @@ async fn with_redis_frozen_a_miss_waits_for_its_look_up_and_not_for_the_lease_to
     let cache = Cache::new(handle.clone());
     let mut settings = cache.settings().clone();
     settings.lease = Some(Duration::from_secs(2));
-    let responses = ResponseCache::new(cache.with_settings(settings))
-        .route(CacheRoute::new("/balance", "balance").unwrap());
+    let responses = ResponseCache::new(cache.with_settings(settings)).route(
+        CacheRoute::new("/balance", "balance")
+            .unwrap()
+            .query(&["from", "to", "a", "b", "x", "burst", "after", "new"]),
+    );
     let o = origin.clone();
     let app = Router::new()
         .route(
@@ -714,8 +721,11 @@ async fn hits_neither_clone_nor_call_the_inner_service() {
         .into_iter()
         .zip([l1, redis, Cache::new(handle(None))])
     {
-        let responses = ResponseCache::new(cache.clone())
-            .route(CacheRoute::new("/balance", "balance").unwrap());
+        let responses = ResponseCache::new(cache.clone()).route(
+            CacheRoute::new("/balance", "balance")
+                .unwrap()
+                .query(&["from", "to", "a", "b", "x", "burst", "after", "new"]),
+        );
         let origin = CountingOrigin::default();
         let (calls, clones) = (Arc::clone(&origin.calls), Arc::clone(&origin.clones));
         let mut svc = CacheLayer::new(responses).layer(origin);
@@ -792,8 +802,11 @@ impl Service<Request<Body>> for SlowToStart {
 #[tokio::test]
 async fn the_inner_services_readiness_is_awaited_and_its_refusal_returned() {
     use tower::Layer;
-    let responses = ResponseCache::new(Cache::new(handle(None)))
-        .route(CacheRoute::new("/balance", "balance").unwrap());
+    let responses = ResponseCache::new(Cache::new(handle(None))).route(
+        CacheRoute::new("/balance", "balance")
+            .unwrap()
+            .query(&["from", "to", "a", "b", "x", "burst", "after", "new"]),
+    );
     let origin = SlowToStart::default();
     let (polls, refuse) = (Arc::clone(&origin.polls), Arc::clone(&origin.refuse));
     let svc = CacheLayer::new(responses).layer(origin);
@@ -968,7 +981,11 @@ async fn in_front_of_the_router_hits_skip_routing_and_writes_still_invalidate() 
         )
         .route("/sales", post(|| async { StatusCode::CREATED }));
     let responses = ResponseCache::new(Cache::new(handle(Some(&server.url()))))
-        .route(CacheRoute::new("/balance", "balance").unwrap())
+        .route(
+            CacheRoute::new("/balance", "balance")
+                .unwrap()
+                .query(&["from", "to", "a", "b", "x", "burst", "after", "new"]),
+        )
         .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"]).unwrap());
     let app = tower::ServiceExt::<AxumRequest>::map_response(
         CacheLayer::new(responses).layer(router),

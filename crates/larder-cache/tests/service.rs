@@ -58,7 +58,7 @@ async fn miss_then_hit_and_readable_entries() {
     assert_eq!(balance(&cache, &t("1"), &calls, 42).await, 42);
     assert_eq!(balance(&cache, &t("1"), &calls, 99).await, 42);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let raw = server.command(&["GET", "stock:tenant:{1}:balance:2026-01"]);
+    let raw = server.command(&["GET", "stock:cache:tenant:{1}:balance:2026-01"]);
     assert!(raw.contains("LC1 ") && raw.ends_with("\n42\r\n"), "{raw:?}");
     let stats = cache.stats().await;
     assert_eq!((stats.hits, stats.misses), (1, 1));
@@ -213,7 +213,7 @@ async fn pattern_invalidation_scans_and_unlinks_within_the_tenant() {
         Some(1)
     );
     assert!(server
-        .command(&["EXISTS", "stock:tenant:{1}:_larder:gen"])
+        .command(&["EXISTS", "stock:cache:tenant:{1}:_larder:gen"])
         .contains(":1"));
     let stats = server.command(&["INFO", "commandstats"]);
     assert!(!stats.contains("cmdstat_keys:"), "{stats}");
@@ -244,7 +244,7 @@ async fn clear_removes_everything_under_the_prefix() {
 async fn corrupt_and_mistyped_entries_are_misses_and_deleted() {
     let server = RedisServer::start();
     let cache = Cache::new(handle(&server));
-    let key = "stock:tenant:{1}:products:k";
+    let key = "stock:cache:tenant:{1}:products:k";
     assert!(cache.set(&t("1"), &m("products"), "k", &5, None).await);
     assert_eq!(server.command(&["SET", key, "\u{1}garbage"]), "+OK\r\n");
     assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "k").await, None);
@@ -299,7 +299,7 @@ async fn negative_results_are_cached_for_the_negative_ttl() {
     assert_eq!(lookup().await.unwrap(), None);
     assert_eq!(lookup().await.unwrap(), None);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let pttl = server.command(&["PTTL", "stock:tenant:{1}:products:404"]);
+    let pttl = server.command(&["PTTL", "stock:cache:tenant:{1}:products:404"]);
     let ms: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
     assert!(ms > 0 && ms <= 1000, "{pttl}");
 }
@@ -404,7 +404,7 @@ async fn l1_tier_answers_without_redis_and_stays_coherent_across_instances() {
     let (a, b) = (instance(), instance());
     let subscribed = |n: &str| {
         server
-            .command(&["PUBSUB", "NUMSUB", "stock:_larder:invalidate"])
+            .command(&["PUBSUB", "NUMSUB", "stock:cache:_larder:invalidate"])
             .ends_with(&format!(":{n}\r\n"))
     };
     for _ in 0..100 {
@@ -495,7 +495,12 @@ async fn with_the_lease_several_instances_make_one_origin_call() {
         1,
         "one origin call across three instances"
     );
-    let leases = server.command(&["SCAN", "0", "MATCH", "stock:tenant:{1}:_larder:lease:*"]);
+    let leases = server.command(&[
+        "SCAN",
+        "0",
+        "MATCH",
+        "stock:cache:tenant:{1}:_larder:lease:*",
+    ]);
     assert!(
         leases.ends_with("*0\r\n"),
         "the lease is released: {leases}"
@@ -536,7 +541,7 @@ async fn a_decoded_entry_is_reused_only_for_the_same_bytes_and_current_markers()
     // The invalidation leaves the entry's bytes in Redis as they were, so the reply
     // equals the bytes decoded above: still not served.
     assert!(cache.invalidate_module(&tenant, &module).await);
-    let key = "stock:tenant:{1}:balance:k";
+    let key = "stock:cache:tenant:{1}:balance:k";
     assert!(server.command(&["GET", key]).ends_with("\n1\r\n"));
     assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, None);
     // Another writer changes the payload and keeps the header: new bytes, read anew.
@@ -643,7 +648,7 @@ async fn an_invalidation_by_another_instance_is_seen_by_the_very_next_look_up() 
             0 => assert!(b.invalidate_module(&tenant, &module).await),
             1 => assert!(b.invalidate_tenant(&tenant).await),
             _ => {
-                let marker = "stock:tenant:{1}:_larder:gen:balance";
+                let marker = "stock:cache:tenant:{1}:_larder:gen:balance";
                 let fresh = format!("other-{i}");
                 assert_eq!(server.command(&["SET", marker, &fresh]), "+OK\r\n");
             }
@@ -661,7 +666,7 @@ async fn markers_known_before_a_lost_tracking_connection_are_read_again() {
     // can tell this process.
     let killed = server.command(&["CLIENT", "KILL", "TYPE", "normal"]);
     assert!(!killed.starts_with('-'), "{killed}");
-    let marker = "stock:tenant:{1}:_larder:gen:balance";
+    let marker = "stock:cache:tenant:{1}:_larder:gen:balance";
     assert_eq!(server.command(&["SET", marker, "changed"]), "+OK\r\n");
     tracking(&server, 1).await;
     // Back with a new connection: never the old entry.
@@ -725,5 +730,72 @@ async fn where_the_server_refuses_tracking_look_ups_read_the_markers_with_the_en
         let before = connections();
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(connections() - before, 1, "{refused}");
+    }
+}
+
+/// The milliseconds left to `key` (`-1`: no expiry, `-2`: no key).
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    let reply = server.command(&["PTTL", key]);
+    reply.trim().trim_start_matches(':').parse().unwrap()
+}
+
+/// Every key the cache writes for a request expires, markers included, and a
+/// marker outlives each entry stamped with it: made-up tenants and modules leave
+/// nothing behind for good. A marker written by an older release (no expiry) gets
+/// one at the next write.
+#[tokio::test]
+async fn every_key_the_cache_writes_expires_and_markers_outlive_their_entries() {
+    let server = RedisServer::start();
+    let cache = Cache::new(handle(&server));
+    let legacy = "stock:cache:tenant:{old}:_larder:gen";
+    assert_eq!(server.command(&["SET", legacy, "7"]), "+OK\r\n");
+    let calls = AtomicUsize::new(0);
+    for tenant in ["1", "made-up-1", "made-up-2", "old"] {
+        let _ = balance(&cache, &t(tenant), &calls, 1).await;
+        assert!(cache.invalidate_module(&t(tenant), &m("products")).await);
+    }
+    assert!(cache.invalidate_tenant(&t("made-up-3")).await);
+    // A look-up alone (nothing stored) creates the markers too.
+    assert_eq!(cache.get::<i32>(&t("made-up-4"), &m("x"), "k").await, None);
+    // An entry longer-lived than the settings' longest TTL.
+    assert!(
+        cache
+            .set(
+                &t("1"),
+                &m("long"),
+                "k",
+                &1,
+                Some(Duration::from_secs(3600))
+            )
+            .await
+    );
+
+    let keys = server.command(&["KEYS", "*"]);
+    let keys: Vec<&str> = keys.lines().filter(|l| l.starts_with("stock:")).collect();
+    assert!(keys.len() >= 12, "{keys:?}");
+    for key in &keys {
+        assert!(pttl(&server, key) > 0, "{key} never expires");
+    }
+    for (entry, markers) in [
+        (
+            "stock:cache:tenant:{1}:long:k",
+            [
+                "stock:cache:tenant:{1}:_larder:gen",
+                "stock:cache:tenant:{1}:_larder:gen:long",
+            ],
+        ),
+        (
+            "stock:cache:tenant:{old}:balance:2026-01",
+            [legacy, "stock:cache:tenant:{old}:_larder:gen:balance"],
+        ),
+    ] {
+        let lives = pttl(&server, entry);
+        assert!(lives > 0, "{entry}");
+        for marker in markers {
+            assert!(
+                pttl(&server, marker) >= lives,
+                "{marker} dies before {entry}"
+            );
+        }
     }
 }

@@ -3,14 +3,22 @@
 //! Every key larder writes has the shape
 //!
 //! ```text
-//! {prefix}:tenant:{tenant}:{module}:{key}
+//! {prefix}:{component}:tenant:{tenant}:{module}:{key}
 //! ```
 //!
+//! The component ([`Component`]: `cache`, `session`, `ratelimit`, `jobs`) comes
+//! first, so each component owns a literal root of its own: a sweep of one
+//! component (the cache's `clear`, an admin's glob) starts with that root and can
+//! never match another component's keys, whatever the glob. An application's own
+//! keys, built from [`Keyspace::new`] without a component, read
+//! `{prefix}:tenant:{tenant}:{module}:{key}` and are never matched by a component's
+//! sweep either.
+//!
 //! With the hash tag on (the default), the tenant part is wrapped in braces —
-//! `stock:tenant:{42}:balance:k` — so that all of a tenant's keys hash to one Redis
-//! Cluster slot and a multi-key script over one tenant never crosses slots.
+//! `stock:cache:tenant:{42}:balance:k` — so that all of a tenant's keys hash to one
+//! Redis Cluster slot and a multi-key script over one tenant never crosses slots.
 //! Structures shared by all tenants (a job queue, say) live in a *global* scope,
-//! `{prefix}:global:{module}:{key}`, tagged on the module.
+//! `{prefix}:{component}:global:{module}:{key}`, tagged on the module.
 //!
 //! Tenant ids, module names and the prefix are validated: they may not contain `:`,
 //! glob metacharacters (`*`, `?`, `[`, `]`), braces, `\`, whitespace or control
@@ -23,10 +31,13 @@
 //! ```
 //! use larder_core::keyspace::{Keyspace, Module, Tenant};
 //!
-//! let ks = Keyspace::new("stock")?;
+//! use larder_core::keyspace::Component;
+//!
+//! let ks = Keyspace::new("stock")?.component(Component::Cache);
 //! let scope = ks.scope(&Tenant::new("42")?, &Module::new("balance")?);
-//! assert_eq!(scope.key("2024-01")?, "stock:tenant:{42}:balance:2024-01");
-//! assert_eq!(scope.pattern_all(), "stock:tenant:{42}:balance:*");
+//! assert_eq!(scope.key("2024-01")?, "stock:cache:tenant:{42}:balance:2024-01");
+//! assert_eq!(scope.pattern_all(), "stock:cache:tenant:{42}:balance:*");
+//! assert_eq!(ks.root_pattern(), "stock:cache:*");
 //! assert!(Tenant::new("42:*").is_err());
 //! # Ok::<(), larder_core::keyspace::KeyError>(())
 //! ```
@@ -192,17 +203,63 @@ segment_type!(
     "module name"
 );
 
-/// Builds every key and SCAN pattern of one application. Cheap to clone.
+/// A larder component: each keeps its keys under a root of its own,
+/// `{prefix}:{component}:`, that no other component's sweep can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Component {
+    /// The response and value cache (`cache`): the only component whose keys an
+    /// admin may sweep.
+    Cache,
+    /// Sessions (`session`).
+    Session,
+    /// Rate-limit state (`ratelimit`).
+    RateLimit,
+    /// Job queues, records, results and schedules (`jobs`).
+    Jobs,
+}
+
+impl Component {
+    /// Every component.
+    pub const ALL: [Component; 4] = [
+        Component::Cache,
+        Component::Session,
+        Component::RateLimit,
+        Component::Jobs,
+    ];
+
+    /// The component's segment in its keys.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Cache => "cache",
+            Component::Session => "session",
+            Component::RateLimit => "ratelimit",
+            Component::Jobs => "jobs",
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds every key and SCAN pattern of one application, or of one of its
+/// components ([`Keyspace::component`]). Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Keyspace {
     prefix: Arc<str>,
+    /// Where every key starts: the prefix, and `:{component}` for a component's.
+    root: Arc<str>,
     hash_tag: bool,
 }
 
 impl fmt::Debug for Keyspace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyspace")
-            .field("prefix", &&*self.prefix)
+            .field("root", &&*self.root)
             .field("hash_tag", &self.hash_tag)
             .finish()
     }
@@ -218,8 +275,21 @@ impl Keyspace {
         validate_segment("key prefix", prefix)?;
         Ok(Self {
             prefix: Arc::from(prefix),
+            root: Arc::from(prefix),
             hash_tag: true,
         })
+    }
+
+    /// The keyspace of one component: every key and pattern it builds starts with
+    /// `{prefix}:{component}:`. Larder's components each build their keys here, so a
+    /// sweep of one can never reach another's keys.
+    #[must_use]
+    pub fn component(&self, component: Component) -> Self {
+        Self {
+            prefix: Arc::clone(&self.prefix),
+            root: Arc::from(format!("{}:{component}", self.prefix)),
+            hash_tag: self.hash_tag,
+        }
     }
 
     /// Turns the Redis Cluster hash tag around the tenant (or global module) part on or
@@ -230,10 +300,17 @@ impl Keyspace {
         self
     }
 
-    /// The prefix.
+    /// The prefix (`CACHE_KEY_PREFIX`), shared by every component.
     #[must_use]
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Where every key of this keyspace starts: the prefix, followed by
+    /// `:{component}` for a component's keyspace. No `:` at the end.
+    #[must_use]
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     /// Whether keys carry a cluster hash tag.
@@ -253,8 +330,8 @@ impl Keyspace {
     }
 
     fn tenant_base(&self, tenant: &Tenant) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + tenant.0.len() + 16);
-        s.push_str(&self.prefix);
+        let mut s = String::with_capacity(self.root.len() + tenant.0.len() + 16);
+        s.push_str(&self.root);
         s.push_str(":tenant:");
         self.tagged(&mut s, &tenant.0);
         s.push(':');
@@ -280,9 +357,9 @@ impl Keyspace {
     pub fn key(&self, tenant: &Tenant, module: &Module, key: &str) -> Result<String, KeyError> {
         validate_key_part("key", key)?;
         let mut s = String::with_capacity(
-            self.prefix.len() + tenant.0.len() + module.0.len() + key.len() + 14,
+            self.root.len() + tenant.0.len() + module.0.len() + key.len() + 14,
         );
-        s.push_str(&self.prefix);
+        s.push_str(&self.root);
         s.push_str(":tenant:");
         self.tagged(&mut s, &tenant.0);
         s.push(':');
@@ -296,8 +373,8 @@ impl Keyspace {
     /// (job queues, scheduler leases). Its hash tag is the module.
     #[must_use]
     pub fn global_scope(&self, module: &Module) -> Scope {
-        let mut base = String::with_capacity(self.prefix.len() + module.0.len() + 12);
-        base.push_str(&self.prefix);
+        let mut base = String::with_capacity(self.root.len() + module.0.len() + 12);
+        base.push_str(&self.root);
         base.push_str(":global:");
         self.tagged(&mut base, &module.0);
         base.push(':');
@@ -327,20 +404,23 @@ impl Keyspace {
         Ok(s)
     }
 
-    /// A SCAN pattern for a glob relative to the prefix (`tenant:{1}:products:*`),
-    /// for admin tools that work across tenants.
+    /// A SCAN pattern for a glob relative to the root (`tenant:{1}:products:*`),
+    /// for admin tools that work across tenants. The literal root comes first, so
+    /// on a component's keyspace the glob can only narrow matches inside the
+    /// component.
     ///
     /// # Errors
     /// [`KeyError`] when the glob is empty, too long or holds control characters.
-    pub fn prefix_glob(&self, glob: &str) -> Result<String, KeyError> {
+    pub fn root_glob(&self, glob: &str) -> Result<String, KeyError> {
         validate_key_part("pattern", glob)?;
-        Ok(format!("{}:{glob}", self.prefix))
+        Ok(format!("{}:{glob}", self.root))
     }
 
-    /// The SCAN pattern matching every key under this prefix.
+    /// The SCAN pattern matching every key under the root (on a component's
+    /// keyspace: every key of the component, and nothing else).
     #[must_use]
-    pub fn prefix_pattern(&self) -> String {
-        format!("{}:*", self.prefix)
+    pub fn root_pattern(&self) -> String {
+        format!("{}:*", self.root)
     }
 }
 
@@ -595,6 +675,35 @@ mod tests {
             ks.key(&t("1"), &m("balance"), "a").unwrap(),
             ks.scope(&t("1"), &m("balance")).key("a").unwrap()
         );
+    }
+
+    #[test]
+    fn each_component_has_a_root_of_its_own() {
+        let ks = Keyspace::new("stock").unwrap();
+        let cache = ks.component(Component::Cache);
+        assert_eq!(cache.root(), "stock:cache");
+        assert_eq!(cache.prefix(), "stock");
+        assert_eq!(
+            cache.scope(&t("1"), &m("balance")).key("a").unwrap(),
+            "stock:cache:tenant:{1}:balance:a"
+        );
+        assert_eq!(
+            ks.component(Component::Jobs)
+                .global_scope(&m("jobs"))
+                .key("q")
+                .unwrap(),
+            "stock:jobs:global:{jobs}:q"
+        );
+        assert_eq!(cache.root_pattern(), "stock:cache:*");
+        assert_eq!(cache.root_glob("*").unwrap(), "stock:cache:*");
+        assert_eq!(
+            cache.component(Component::Session).root(),
+            "stock:session",
+            "a component's keyspace is never nested in another's"
+        );
+        let names: std::collections::HashSet<_> =
+            Component::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Component::ALL.len());
     }
 
     #[test]

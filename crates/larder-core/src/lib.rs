@@ -40,7 +40,7 @@
 //! | [`handle`] | [`Handle`]: multiplexed self-reconnecting connection for the request path, a deadpool pool for dedicated connections, pub/sub |
 //! | [`future`] | [`MaybeReady`](future::MaybeReady): the response future of middleware that may answer at once |
 //! | [`guard`] | [`Guard`]: per-call deadline (default 50 ms) and circuit breaker |
-//! | [`keyspace`] | [`Keyspace`], [`Tenant`], [`Module`], [`Scope`]: `{prefix}:tenant:{tenant}:{module}:{key}` and SCAN patterns |
+//! | [`keyspace`] | [`Keyspace`], [`Tenant`], [`Module`], [`Scope`]: `{prefix}:{component}:tenant:{tenant}:{module}:{key}` and SCAN patterns |
 //! | [`codec`] | [`Codec`], [`Json`] |
 //! | [`config`] | [`Config`]: builder and `from_env()` |
 //! | [`health`] | [`HealthReport`] for `/health/cache` |

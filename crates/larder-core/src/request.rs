@@ -14,7 +14,12 @@ use crate::keyspace::Tenant;
 pub trait RequestView {
     /// The method, upper case.
     fn method(&self) -> &str;
-    /// The path, without query.
+    /// The path, without query, as the framework's router matches it: every rule
+    /// (cache routes, invalidations, rate-limit routes, exemptions) matches this
+    /// spelling, so a request reaches a handler only under the rules of its route.
+    /// Axum (matchit) routes on the path as sent; Actix-web routes on the path with
+    /// its percent-escapes decoded (all but `%2F`, `%25` and `%2B`), so its adapter
+    /// gives that (`/%73ales` is `/sales`).
     fn path(&self) -> &str;
     /// The raw query string, if any.
     fn query(&self) -> Option<&str>;
@@ -232,7 +237,8 @@ impl RequestView for actix_web::HttpRequest {
         actix_web::HttpRequest::method(self).as_str()
     }
     fn path(&self) -> &str {
-        actix_web::HttpRequest::path(self)
+        // What actix's router matches: `/%73ales` routes to `/sales`.
+        self.match_info().as_str()
     }
     fn query(&self) -> Option<&str> {
         Some(self.query_string()).filter(|q| !q.is_empty())
@@ -291,6 +297,52 @@ impl Principal {
 pub trait TenantExtractor: Send + Sync + 'static {
     /// The tenant, if the request names a valid one.
     fn extract(&self, req: &dyn RequestView) -> Option<Tenant>;
+
+    /// Admits only the tenants `known` accepts (the application's tenant table):
+    /// any other id counts as no tenant, so no component writes a key for it — a
+    /// client sending made-up ids cannot fill Redis.
+    ///
+    /// ```
+    /// use larder_core::request::{FromHeader, RequestView, SimpleRequest, TenantExtractor};
+    ///
+    /// let tenants = FromHeader::new("x-tenant-id").only(|t| ["1", "2"].contains(&t.as_str()));
+    /// let req = |id| SimpleRequest::new("GET", "/").with_header("x-tenant-id", id);
+    /// assert!(tenants.extract(&req("1")).is_some());
+    /// assert!(tenants.extract(&req("made-up")).is_none());
+    /// ```
+    fn only<F>(self, known: F) -> KnownTenants<Self>
+    where
+        Self: Sized,
+        F: Fn(&Tenant) -> bool + Send + Sync + 'static,
+    {
+        KnownTenants {
+            extractor: self,
+            known: Arc::new(known),
+        }
+    }
+}
+
+/// A [`TenantExtractor`] that admits only known tenants; made by
+/// [`TenantExtractor::only`].
+pub struct KnownTenants<E> {
+    extractor: E,
+    known: Arc<dyn Fn(&Tenant) -> bool + Send + Sync>,
+}
+
+impl<E: std::fmt::Debug> std::fmt::Debug for KnownTenants<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownTenants")
+            .field("extractor", &self.extractor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: TenantExtractor> TenantExtractor for KnownTenants<E> {
+    fn extract(&self, req: &dyn RequestView) -> Option<Tenant> {
+        self.extractor
+            .extract(req)
+            .filter(|tenant| (self.known)(tenant))
+    }
 }
 
 impl<F> TenantExtractor for F
@@ -378,7 +430,13 @@ impl TenantExtractor for FromPathSegment {
             .trim_start_matches('/')
             .split('/')
             .nth(self.index)?;
-        Tenant::new(segment).ok()
+        // Both routers hand a handler its path parameters percent-decoded: the
+        // tenant is the decoded segment, or `/t/%31/` would be tenant `%31` to
+        // larder and tenant `1` to the handler.
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .ok()?;
+        Tenant::new(decoded).ok()
     }
 }
 
@@ -508,6 +566,17 @@ mod tests {
             .insert_header(("Cache-Control", "no-store"))
             .to_http_request();
         assert_prepared_names_match(&req);
+    }
+
+    #[test]
+    fn a_path_tenant_is_the_decoded_segment_a_handler_sees() {
+        let from = FromPathSegment::new(1);
+        let tenant = |path: &str| from.extract(&SimpleRequest::new("GET", path));
+        assert_eq!(tenant("/t/1/balance"), Some(Tenant::new("1").unwrap()));
+        assert_eq!(tenant("/t/%31/balance"), Some(Tenant::new("1").unwrap()));
+        assert_eq!(tenant("/t/1%3A%2A/balance"), None, "decodes to `1:*`");
+        assert_eq!(tenant("/t/%FF/balance"), None, "not UTF-8");
+        assert_eq!(tenant("/t"), None);
     }
 
     #[test]

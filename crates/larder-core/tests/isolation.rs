@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use larder_core::keyspace::glob_matches;
+use larder_core::keyspace::{glob_matches, Component};
 use larder_core::{Keyspace, Module, Tenant};
 use larder_testing::RedisServer;
 use proptest::prelude::*;
@@ -59,6 +59,42 @@ proptest! {
         // And a's own patterns do match its key, so the check above is not vacuous.
         prop_assert!(glob_matches(ks.tenant_pattern(&a).as_bytes(), key_a.as_bytes()));
         prop_assert!(glob_matches(ks.scope(&a, &ma).pattern_all().as_bytes(), key_a.as_bytes()));
+    }
+
+    /// No key any component builds (in a tenant's scope or a global one) matches a
+    /// pattern another component builds, whatever the glob an admin sends: a
+    /// cache sweep can never reach sessions, jobs or rate-limit state.
+    #[test]
+    fn no_key_of_one_component_matches_a_pattern_of_another(
+        a in prop::sample::select(Component::ALL.to_vec()),
+        b in prop::sample::select(Component::ALL.to_vec()),
+        ta in tenant(), tb in tenant(),
+        ma in module(), mb in module(),
+        key in key_part(), glob in key_part(),
+        global in any::<bool>(),
+        tag in any::<bool>(),
+    ) {
+        prop_assume!(a != b);
+        let app = Keyspace::new("app").unwrap().with_hash_tag(tag);
+        let (ks_a, ks_b) = (app.component(a), app.component(b));
+        let key_a = if global {
+            ks_a.global_scope(&ma).key(&key).unwrap()
+        } else {
+            ks_a.scope(&ta, &ma).key(&key).unwrap()
+        };
+        let scope_b = ks_b.scope(&tb, &mb);
+        let patterns = [
+            ks_b.root_pattern(),
+            ks_b.root_glob(&glob).unwrap(),
+            ks_b.tenant_pattern(&tb),
+            ks_b.tenant_glob(&tb, &glob).unwrap(),
+            scope_b.pattern(&glob).unwrap(),
+            ks_b.global_scope(&mb).pattern(&glob).unwrap(),
+        ];
+        for p in &patterns {
+            prop_assert!(!glob_matches(p.as_bytes(), key_a.as_bytes()), "{p} matched {key_a}");
+        }
+        prop_assert!(glob_matches(ks_a.root_pattern().as_bytes(), key_a.as_bytes()));
     }
 
     #[test]

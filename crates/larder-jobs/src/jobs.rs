@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larder_core::config::{env_vars, parse_millis, parse_secs, parse_u64};
+use larder_core::keyspace::{Component, Scope};
 use larder_core::{ConfigError, Handle, Module};
 
 use crate::backend::memory::MemoryBackend;
@@ -189,16 +190,15 @@ impl Jobs {
         Ok(Self::with_config(handle, JobsConfig::from_env()?))
     }
 
-    /// A queue on `handle` with `config`. Its keys live in the global module
-    /// `jobs` (`{prefix}:global:{jobs}:...`, one hash-tag slot).
+    /// A queue on `handle` with `config`. Its keys live in the jobs component's
+    /// global module `jobs` (`{prefix}:jobs:global:{jobs}:...`, one hash-tag slot),
+    /// which no cache sweep can reach.
     #[must_use]
     pub fn with_config(handle: Handle, config: JobsConfig) -> Self {
         let backend = if handle.is_redis_configured() {
-            let module = Module::new("jobs").unwrap_or_else(|_| unreachable!("valid literal"));
-            let scope = handle.keyspace().global_scope(&module);
             Backend::Redis(RedisBackend::new(
                 handle.clone(),
-                &scope,
+                &scope(&handle),
                 larder_core::time::millis(config.result_ttl),
             ))
         } else {
@@ -441,3 +441,12 @@ impl Jobs {
 }
 
 pub(crate) use larder_core::time::millis as ms;
+
+/// The scope of every jobs key: the jobs component's global module `jobs`.
+pub(crate) fn scope(handle: &Handle) -> Scope {
+    let module = Module::new("jobs").unwrap_or_else(|_| unreachable!("valid literal"));
+    handle
+        .keyspace()
+        .component(Component::Jobs)
+        .global_scope(&module)
+}

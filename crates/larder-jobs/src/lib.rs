@@ -61,7 +61,7 @@
 //!   rate limit shared by all workers, graceful shutdown; they pause while Redis is
 //!   down and resume by themselves.
 //!
-//! Keys live in the global module `jobs` (`{prefix}:global:{jobs}:...`): one hash-tag
+//! Keys live in the jobs component's global module `jobs` (`{prefix}:jobs:global:{jobs}:...`, out of reach of every cache sweep): one hash-tag
 //! slot, so every script's keys are co-located on Redis Cluster.
 
 mod backend;

@@ -325,15 +325,7 @@ impl Scheduler {
         if jobs.is_in_process() {
             return true;
         }
-        let module =
-            larder_core::Module::new("jobs").unwrap_or_else(|_| unreachable!("valid literal"));
-        let key = jobs
-            .handle()
-            .keyspace()
-            .global_scope(&module)
-            .base()
-            .to_owned()
-            + "sched:leader";
+        let key = crate::jobs::scope(jobs.handle()).base().to_owned() + "sched:leader";
         let mut inv = self.lease.key(key);
         inv.arg(&self.id).arg(ms(LEADER_LEASE));
         matches!(

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use larder_core::keyspace::Component;
 use larder_core::metrics as m;
 use larder_core::redis;
 use larder_core::{Handle, Module, Scope};
@@ -315,8 +316,8 @@ struct Item<'a> {
 const BLOCKED_CAPACITY: u64 = 100_000;
 
 impl RateLimiter {
-    /// A limiter on `handle`, keeping its state in the global module `ratelimit`
-    /// (`{prefix}:global:{ratelimit}:{policy}:{quota}:{key}`: every key of the
+    /// A limiter on `handle`, keeping its state in the rate-limit component's global
+    /// module `ratelimit` (`{prefix}:ratelimit:global:{ratelimit}:{policy}:{quota}:{key}`: every key of the
     /// limiter shares one hash-tag slot, so a decision's keys always do).
     #[must_use]
     pub fn new(handle: Handle) -> Self {
@@ -328,7 +329,10 @@ impl RateLimiter {
     /// spreading limiters over Cluster slots).
     #[must_use]
     pub fn with_module(handle: Handle, module: &Module) -> Self {
-        let scope = handle.keyspace().global_scope(module);
+        let scope = handle
+            .keyspace()
+            .component(Component::RateLimit)
+            .global_scope(module);
         Self {
             inner: Arc::new(Inner {
                 handle,

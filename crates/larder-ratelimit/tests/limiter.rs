@@ -242,7 +242,10 @@ async fn state_lives_in_the_limiter_scope_and_expires() {
         .await
         .is_allowed());
     let key = limiter.redis_key(&policy, 0, "ip:7.7.7.7").unwrap();
-    assert_eq!(key, "app:global:{ratelimit}:ip:100r60000ms:ip:7.7.7.7");
+    assert_eq!(
+        key,
+        "app:ratelimit:global:{ratelimit}:ip:100r60000ms:ip:7.7.7.7"
+    );
     let pttl: i64 = server
         .command(&["PTTL", &key])
         .trim()
@@ -356,7 +359,7 @@ async fn hostile_keys_stay_in_their_scope() {
     );
     for line in keys.lines().filter(|l| l.contains("app:")) {
         assert!(
-            line.contains("app:global:{ratelimit}:ip:10r60000ms:"),
+            line.contains("app:ratelimit:global:{ratelimit}:ip:10r60000ms:"),
             "{line}"
         );
         assert!(line.len() < 200, "{line}");

@@ -36,7 +36,7 @@
 //!
 //! - **Hashed ids.** Redis keys hold SHA-256 of the cookie value, so a dump, a
 //!   replica or `MONITOR` yields no live cookie. Keys come from larder-core's
-//!   keyspace: the tenant's (`{prefix}:tenant:{t}:session:s:{hash}`) when the context
+//!   keyspace: the tenant's (`{prefix}:session:tenant:{t}:session:s:{hash}`) when the context
 //!   layer finds one, the configured namespace otherwise.
 //! - **Idle and absolute timeouts**, in Redis's clock. A load is one `HMGET`; rolling
 //!   expiry writes (one script call) at most once per touch interval, so most

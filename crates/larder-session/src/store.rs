@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::{Either, FutureExt};
+use larder_core::keyspace::{Component, Keyspace};
 use larder_core::{Handle, Scope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -170,8 +171,8 @@ pub enum SessionError {
 
 /// Sessions on larder's shared handle: the store the Tower and Actix adapters wrap.
 ///
-/// - Keys: `{prefix}:tenant:{t}:{namespace}:s:{sha256(id)}` when the request context
-///   carries a tenant, `{prefix}:global:{namespace}:s:{sha256(id)}` otherwise; the
+/// - Keys: `{prefix}:session:tenant:{t}:{namespace}:s:{sha256(id)}` when the request context
+///   carries a tenant, `{prefix}:session:global:{namespace}:s:{sha256(id)}` otherwise; the
 ///   per-user index is `...:{namespace}:u:{sha256(user)}` beside it (same slot).
 ///   Redis never holds a live cookie value.
 /// - Idle and absolute timeouts, both in Redis's clock; a load is one `HMGET`, and
@@ -203,6 +204,8 @@ pub struct Sessions {
 
 struct Inner {
     handle: Handle,
+    /// The sessions' own keyspace (`{prefix}:session:`), out of every cache sweep.
+    keyspace: Keyspace,
     config: SessionConfig,
     global: Scope,
     touch: redis::Script,
@@ -278,9 +281,11 @@ impl Sessions {
     /// Sessions on `handle` with `config`.
     #[must_use]
     pub fn new(handle: Handle, config: SessionConfig) -> Self {
-        let global = handle.keyspace().global_scope(&config.namespace);
+        let keyspace = handle.keyspace().component(Component::Session);
+        let global = keyspace.global_scope(&config.namespace);
         Self {
             inner: Arc::new(Inner {
+                keyspace,
                 local: LocalTier::new(config.local_capacity),
                 handle,
                 config,
@@ -315,11 +320,7 @@ impl Sessions {
 
     fn scope_of(&self, tenant: Option<&larder_core::Tenant>) -> Scope {
         match tenant {
-            Some(t) => self
-                .inner
-                .handle
-                .keyspace()
-                .scope(t, &self.inner.config.namespace),
+            Some(t) => self.inner.keyspace.scope(t, &self.inner.config.namespace),
             None => self.inner.global.clone(),
         }
     }

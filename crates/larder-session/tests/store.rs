@@ -206,7 +206,7 @@ async fn tenants_have_separate_keyspaces_and_hostile_users_are_just_strings() {
     let all = keys(&redis, "*");
     assert!(
         all.iter()
-            .all(|k| k.starts_with("larder:tenant:{1}:session:")),
+            .all(|k| k.starts_with("larder:session:tenant:{1}:session:")),
         "{all:?}"
     );
 }

@@ -9,7 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use example_stock_domain::{tenant_id, NamedTable, Reply, Stock};
+use example_stock_domain::{NamedTable, Reply, Stock};
 use larder::cache::actix::CacheMiddleware;
 use larder::ratelimit::actix::RateLimitMiddleware;
 use larder::session::actix::{self as sessions, RedisSessionStore, SessionContext, SessionTenant};
@@ -23,8 +23,8 @@ fn respond(reply: Reply) -> HttpResponse {
     .json(reply.body)
 }
 
-fn tenant(req: &HttpRequest) -> Result<i64, Reply> {
-    tenant_id(
+fn tenant(s: &Stock, req: &HttpRequest) -> Result<i64, Reply> {
+    s.tenant(
         req.headers()
             .get("x-tenant-id")
             .and_then(|v| v.to_str().ok()),
@@ -89,42 +89,42 @@ pub fn app(
 }
 
 async fn balance(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.balance(t, req.query_string()).await),
         Err(r) => respond(r),
     }
 }
 
 async fn sale(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.add_sale(t, &body).await),
         Err(r) => respond(r),
     }
 }
 
 async fn payment(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.add_payment(t, &body).await),
         Err(r) => respond(r),
     }
 }
 
 async fn products(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.products(t).await),
         Err(r) => respond(r),
     }
 }
 
 async fn product(s: Data<Stock>, req: HttpRequest, id: Path<String>) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.product(t, &id).await),
         Err(r) => respond(r),
     }
 }
 
 async fn create_product(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.save_product(t, None, &body).await),
         Err(r) => respond(r),
     }
@@ -136,42 +136,42 @@ async fn update_product(
     id: Path<String>,
     body: Bytes,
 ) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.save_product(t, Some(&id), &body).await),
         Err(r) => respond(r),
     }
 }
 
 async fn delete_product(s: Data<Stock>, req: HttpRequest, id: Path<String>) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.delete_product(t, &id).await),
         Err(r) => respond(r),
     }
 }
 
 async fn categories(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.named(t, NamedTable::Categories).await),
         Err(r) => respond(r),
     }
 }
 
 async fn add_category(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.add_named(t, NamedTable::Categories, &body).await),
         Err(r) => respond(r),
     }
 }
 
 async fn uoms(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.named(t, NamedTable::Uom).await),
         Err(r) => respond(r),
     }
 }
 
 async fn add_uom(s: Data<Stock>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.add_named(t, NamedTable::Uom, &body).await),
         Err(r) => respond(r),
     }
@@ -235,14 +235,14 @@ async fn list_sessions(s: Data<Stock>, session: Session) -> HttpResponse {
 }
 
 async fn daily_report(s: Data<Stock>, req: HttpRequest) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.enqueue_report(t).await),
         Err(r) => respond(r),
     }
 }
 
 async fn job(s: Data<Stock>, req: HttpRequest, id: Path<String>) -> HttpResponse {
-    match tenant(&req) {
+    match tenant(&s, &req) {
         Ok(t) => respond(s.job(t, &id).await),
         Err(r) => respond(r),
     }

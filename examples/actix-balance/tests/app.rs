@@ -84,3 +84,42 @@ async fn sessions_report_job_admin_and_login_limit() {
     testkit::sessions_jobs_admin(&app).await;
     worker.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+#[actix_web::test]
+async fn cache_admin_sweeps_leave_sessions_jobs_and_limits_alone() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let app =
+        App(test::init_service(example_actix_balance::app(stock.clone(), Key::generate())).await);
+    let mut worker = None;
+    testkit::cache_admin_touches_only_the_cache(&app, &redis, || {
+        worker = Some(stock.worker().spawn());
+    })
+    .await;
+    worker
+        .unwrap()
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+}
+
+#[actix_web::test]
+async fn rules_match_every_spelling_the_router_routes() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let routed = testkit::rules_follow_the_router(&app).await;
+    // Actix decodes `%73` and `%6C` before routing: at least the escaped spellings
+    // of /sales, /balance and /login reach their handlers.
+    assert!(routed >= 6, "routed {routed}");
+}
+
+#[actix_web::test]
+async fn made_up_tenants_and_queries_leave_nothing_for_good() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    testkit::requests_cannot_grow_redis_for_good(&app, &redis).await;
+}

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use example_stock_domain::{tenant_id, NamedTable, Reply, Stock};
+use example_stock_domain::{NamedTable, Reply, Stock};
 use larder::cache::tower::CacheLayer;
 use larder::ratelimit::tower::RateLimitLayer;
 use larder::session::tower::{
@@ -23,8 +23,8 @@ fn respond(reply: Reply) -> Response {
 }
 
 /// The tenant of a request: `X-Tenant-Id`, or the session's after login.
-fn tenant(headers: &HeaderMap) -> Result<i64, Reply> {
-    tenant_id(headers.get("x-tenant-id").and_then(|v| v.to_str().ok()))
+fn tenant(s: &Stock, headers: &HeaderMap) -> Result<i64, Reply> {
+    s.tenant(headers.get("x-tenant-id").and_then(|v| v.to_str().ok()))
 }
 
 /// The whole app: API routes behind the response cache, sessions and the tenant
@@ -68,7 +68,7 @@ pub fn router(stock: Stock) -> Router {
 }
 
 async fn balance(State(s): State<Stock>, headers: HeaderMap, req: Request) -> Response {
-    let t = match tenant(&headers) {
+    let t = match tenant(&s, &headers) {
         Ok(t) => t,
         Err(r) => return respond(r),
     };
@@ -76,35 +76,35 @@ async fn balance(State(s): State<Stock>, headers: HeaderMap, req: Request) -> Re
 }
 
 async fn sale(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.add_sale(t, &body).await),
         Err(r) => respond(r),
     }
 }
 
 async fn payment(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.add_payment(t, &body).await),
         Err(r) => respond(r),
     }
 }
 
 async fn products(State(s): State<Stock>, headers: HeaderMap) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.products(t).await),
         Err(r) => respond(r),
     }
 }
 
 async fn product(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.product(t, &id).await),
         Err(r) => respond(r),
     }
 }
 
 async fn create_product(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.save_product(t, None, &body).await),
         Err(r) => respond(r),
     }
@@ -116,7 +116,7 @@ async fn update_product(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.save_product(t, Some(&id), &body).await),
         Err(r) => respond(r),
     }
@@ -127,35 +127,35 @@ async fn delete_product(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.delete_product(t, &id).await),
         Err(r) => respond(r),
     }
 }
 
 async fn categories(State(s): State<Stock>, headers: HeaderMap) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.named(t, NamedTable::Categories).await),
         Err(r) => respond(r),
     }
 }
 
 async fn add_category(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.add_named(t, NamedTable::Categories, &body).await),
         Err(r) => respond(r),
     }
 }
 
 async fn uoms(State(s): State<Stock>, headers: HeaderMap) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.named(t, NamedTable::Uom).await),
         Err(r) => respond(r),
     }
 }
 
 async fn add_uom(State(s): State<Stock>, headers: HeaderMap, body: Bytes) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.add_named(t, NamedTable::Uom, &body).await),
         Err(r) => respond(r),
     }
@@ -229,14 +229,14 @@ async fn list_sessions(State(s): State<Stock>, session: Session) -> Response {
 }
 
 async fn daily_report(State(s): State<Stock>, headers: HeaderMap) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.enqueue_report(t).await),
         Err(r) => respond(r),
     }
 }
 
 async fn job(State(s): State<Stock>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    match tenant(&headers) {
+    match tenant(&s, &headers) {
         Ok(t) => respond(s.job(t, &id).await),
         Err(r) => respond(r),
     }

@@ -77,3 +77,38 @@ async fn sessions_report_job_admin_and_login_limit() {
     testkit::sessions_jobs_admin(&app).await;
     worker.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_admin_sweeps_leave_sessions_jobs_and_limits_alone() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let app = app(stock.clone());
+    let mut worker = None;
+    testkit::cache_admin_touches_only_the_cache(&app, &redis, || {
+        worker = Some(stock.worker().spawn());
+    })
+    .await;
+    worker
+        .unwrap()
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_match_every_spelling_the_router_routes() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(testkit::stock(Some(&redis), dir.path()));
+    // Axum routes the path as sent, so most spellings are 404s; the scenario
+    // checks the rules on those it does route.
+    let _routed = testkit::rules_follow_the_router(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tenants_and_queries_leave_nothing_for_good() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(testkit::stock(Some(&redis), dir.path()));
+    testkit::requests_cannot_grow_redis_for_good(&app, &redis).await;
+}

@@ -167,6 +167,20 @@ impl Db {
         })
     }
 
+    /// The ids of every tenant, read at once (at startup: the table of tenants the
+    /// app admits).
+    ///
+    /// # Errors
+    /// SQLite's error.
+    pub fn tenant_ids(&self) -> Result<std::collections::HashSet<i64>, DbError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stmt = conn.prepare("SELECT id FROM tenants")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
     /// Runs `f` on the connection in a blocking task.
     async fn with<T: Send + 'static>(
         &self,

@@ -4,12 +4,16 @@
 //! the larder wiring (cache routes and invalidations, rate limits, sessions, jobs).
 //! Each app is only its framework's glue around [`Stock`].
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
 use larder::cache::admin::{Admin, BearerToken};
-use larder::cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
+use larder::cache::{
+    Cache, CacheRoute, FromHeader, InvalidateRoute, ResponseCache, TenantExtractor,
+};
 use larder::core::{Config, Handle};
 use larder::jobs::{EnqueueOptions, JobState, Jobs, TaskError, TaskRef, Worker};
 use larder::ratelimit::{ClientIp, Key, Policy, RateLimit, RateLimiter};
@@ -163,6 +167,8 @@ pub struct Stock {
     pub jobs: Jobs,
     /// Admin endpoints, when `ADMIN_TOKEN` is set.
     pub admin: Option<Admin>,
+    /// The tenants the app admits (its `tenants` table, read at startup).
+    pub tenants: Arc<HashSet<i64>>,
 }
 
 impl std::fmt::Debug for Stock {
@@ -219,9 +225,17 @@ impl Stock {
         handle: Handle,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let db = Db::open(&settings.database_url)?;
+        let tenants = Arc::new(db.tenant_ids()?);
         let cache = Cache::new(handle.clone());
+        // Made-up tenant ids get no cache entry (nor any other key): the response
+        // cache only knows the tenants of the table.
+        let known = Arc::clone(&tenants);
         let responses = ResponseCache::new(cache.clone())
-            .route(CacheRoute::new("/balance", "balance")?)
+            .tenant(
+                FromHeader::new("x-tenant-id")
+                    .only(move |t| t.as_str().parse().is_ok_and(|id: i64| known.contains(&id))),
+            )
+            .route(CacheRoute::new("/balance", "balance")?.query(&["from", "to", "granularity"]))
             .route(CacheRoute::new("/products", "products")?)
             .route(CacheRoute::new("/products/{id}", "products")?)
             .route(CacheRoute::new("/categories", "categories")?)
@@ -270,7 +284,22 @@ impl Stock {
             sessions,
             jobs,
             admin,
+            tenants,
         })
+    }
+
+    /// The request's tenant (`X-Tenant-Id`, or the session's after login): 400 when
+    /// missing or malformed, 404 when the app has no such tenant.
+    ///
+    /// # Errors
+    /// The reply to send instead.
+    pub fn tenant(&self, raw: Option<&str>) -> Result<i64, Reply> {
+        let id = tenant_id(raw)?;
+        if self.tenants.contains(&id) {
+            Ok(id)
+        } else {
+            Err(Reply::error(404, format!("unknown tenant {id}")))
+        }
     }
 
     /// A worker running the app's tasks.

@@ -169,10 +169,10 @@ pub async fn cache_and_tenants<C: Client>(app: &C, redis: &RedisServer) {
         "negatively cached"
     );
 
-    // Keys: `stock:tenant:{1}:...` and `stock:tenant:{2}:...`, apart.
-    let keys = redis.command(&["KEYS", "stock:tenant:*"]);
-    assert!(keys.contains("stock:tenant:{1}:balance:"), "{keys}");
-    assert!(keys.contains("stock:tenant:{2}:balance:"), "{keys}");
+    // Keys: `stock:cache:tenant:{1}:...` and `stock:cache:tenant:{2}:...`, apart.
+    let keys = redis.command(&["KEYS", "stock:cache:tenant:*"]);
+    assert!(keys.contains("stock:cache:tenant:{1}:balance:"), "{keys}");
+    assert!(keys.contains("stock:cache:tenant:{2}:balance:"), "{keys}");
 
     for (path, needle) in [
         ("/balance?from=2026-13-01", "from"),
@@ -339,4 +339,304 @@ pub async fn sessions_jobs_admin<C: Client>(app: &C) {
         statuses.iter().map(|s| s.status).collect::<Vec<_>>()
     );
     assert!(limited.header("retry-after").is_some() && limited.header("ratelimit").is_some());
+}
+
+/// Every key in `redis` outside the cache's root, sorted.
+fn keys_outside_the_cache(redis: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> = redis
+        .command(&["KEYS", "*"])
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .filter(|k| !k.starts_with("stock:cache:"))
+        .map(str::to_owned)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// The cache's admin operations touch cache keys only: with a session, a queued
+/// job, its record and rate-limit state in Redis, `clear`, `invalidate-pattern` with
+/// the widest globs an admin can send, and `invalidate/{key}` naming a session or a
+/// job, leave every one of them as it was, while the cache's own entries go.
+/// `start_worker` is called once the sweeps are done: the job queued before them
+/// must still run.
+pub async fn cache_admin_touches_only_the_cache<C: Client>(
+    app: &C,
+    redis: &RedisServer,
+    start_worker: impl FnOnce(),
+) {
+    let auth = ("authorization", "Bearer admin-secret");
+    let login = app
+        .send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"alice","password":"alice"}"#,
+        )
+        .await;
+    assert_eq!(login.status, 200, "{login:?}");
+    let cookie = format!("stock_session={}", login.session_cookie().unwrap());
+    let with = [("cookie", cookie.as_str())];
+    let job = app.send("POST", "/reports/daily", &with, "").await;
+    assert_eq!(job.status, 202, "{job:?}");
+    let job_path = format!("/jobs/{}", job.json()["job_id"].as_str().unwrap());
+    let queued = app.send("GET", &job_path, &with, "").await.json();
+    assert_eq!(queued["done"], false, "no worker yet: {queued}");
+    for tenant in [T1, T2] {
+        let _ = app.send("GET", BALANCE, &tenant, "").await;
+        let _ = app.send("GET", "/products", &tenant, "").await;
+    }
+    let _ = app
+        .send(
+            "POST",
+            "/sales",
+            &T1,
+            r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
+        )
+        .await;
+    let before = keys_outside_the_cache(redis);
+    for family in [":session:", ":jobs:", ":ratelimit:"] {
+        assert!(
+            before.iter().any(|k| k.contains(family)),
+            "every component has keys before the sweeps ({family}): {before:?}"
+        );
+    }
+    let session_key = before.iter().find(|k| k.contains(":session:")).unwrap();
+    let job_key = before.iter().find(|k| k.contains(":jobs:")).unwrap();
+
+    let encoded = |k: &str| k.replace('{', "%7B").replace('}', "%7D");
+    let sweeps = [
+        "/admin/cache/invalidate-pattern/*".to_owned(),
+        "/admin/cache/invalidate-pattern/**".to_owned(),
+        "/admin/cache/invalidate-pattern/*session*".to_owned(),
+        "/admin/cache/invalidate-pattern/..%2F*".to_owned(),
+        format!("/admin/cache/invalidate/{}", encoded(session_key)),
+        format!("/admin/cache/invalidate/{}", encoded(job_key)),
+        "/admin/cache/clear".to_owned(),
+    ];
+    for sweep in &sweeps {
+        let r = app.send("POST", sweep, &[auth], "").await;
+        assert_eq!(r.status, 200, "{sweep}: {r:?}");
+        assert_eq!(
+            keys_outside_the_cache(redis),
+            before,
+            "{sweep} touched keys outside the cache"
+        );
+    }
+    let left = redis.command(&["KEYS", "stock:cache:*"]);
+    assert!(!left.contains("balance:"), "the cache was cleared: {left}");
+    assert_eq!(
+        app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
+        Some("MISS")
+    );
+
+    assert_eq!(
+        app.send("GET", "/me", &with, "").await.status,
+        200,
+        "the session survived"
+    );
+    start_worker();
+    assert!(
+        eventually(100, Duration::from_millis(100), || async {
+            app.send("GET", &job_path, &with, "").await.json()["state"] == "SUCCESS"
+        })
+        .await,
+        "the job queued before the sweeps still runs"
+    );
+}
+
+/// Rules follow the router: whatever spelling of a path the framework routes to a
+/// handler (percent-escapes, double slashes, a trailing slash, dot segments), the
+/// invalidation, cache and rate-limit rules of that route apply to it. A spelling
+/// the router does not route (404) reaches no handler, so no rule is owed.
+/// Returns how many spellings the router routed, for the caller to check against
+/// what its framework is known to do.
+pub async fn rules_follow_the_router<C: Client>(app: &C) -> usize {
+    fn spellings(path: &str) -> Vec<String> {
+        let name = path.trim_start_matches('/');
+        let first = name.as_bytes()[0];
+        vec![
+            format!("/%{first:02X}{}", &name[1..]),
+            format!("/%{first:02x}{}", &name[1..]),
+            format!(
+                "/{}%{:02X}",
+                &name[..name.len() - 1],
+                name.as_bytes()[name.len() - 1]
+            ),
+            format!("//{name}"),
+            format!("/{name}/"),
+            format!("/./{name}"),
+            format!("/x/../{name}"),
+            format!("/%2E/{name}"),
+        ]
+    }
+    let mut routed = 0;
+
+    // Invalidation: a sale however spelled invalidates the balance.
+    for sales in spellings("/sales") {
+        let _ = app.send("GET", BALANCE, &T1, "").await;
+        assert_eq!(
+            app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
+            Some("HIT")
+        );
+        let sale = app
+            .send(
+                "POST",
+                &sales,
+                &T1,
+                r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
+            )
+            .await;
+        if sale.status == 404 {
+            continue;
+        }
+        assert_eq!(sale.status, 201, "{sales}: {sale:?}");
+        routed += 1;
+        assert_eq!(
+            app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
+            Some("MISS"),
+            "POST {sales} wrote a sale: the balance must be invalidated"
+        );
+    }
+
+    // Caching: a read however spelled is never a stale HIT after a write.
+    let query = BALANCE.trim_start_matches("/balance");
+    for balance in spellings("/balance") {
+        let target = format!("{balance}{query}");
+        let first = app.send("GET", &target, &T1, "").await;
+        if first.status == 404 {
+            continue;
+        }
+        assert_eq!(first.status, 200, "{target}: {first:?}");
+        routed += 1;
+        let _ = app.send("GET", &target, &T1, "").await;
+        let sale = app
+            .send(
+                "POST",
+                "/sales",
+                &T1,
+                r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
+            )
+            .await;
+        assert_eq!(sale.status, 201);
+        let after = app.send("GET", &target, &T1, "").await;
+        assert_ne!(
+            after.header("x-cache"),
+            Some("HIT"),
+            "{target} served stale after a sale"
+        );
+        assert_eq!(
+            after.json()["series"],
+            app.send("GET", BALANCE, &T1, "").await.json()["series"]
+        );
+    }
+
+    // Limits: login is 5/minute per address, however spelled.
+    let wrong = r#"{"username":"alice","password":"wrong"}"#;
+    for _ in 0..5 {
+        let r = app.send("POST", "/login", &[], wrong).await;
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    for login in spellings("/login") {
+        let r = app.send("POST", &login, &[], wrong).await;
+        if r.status == 404 {
+            continue;
+        }
+        routed += 1;
+        assert_eq!(
+            r.status, 429,
+            "POST {login} reached login past its limit: {r:?}"
+        );
+    }
+    routed
+}
+
+/// Nothing a client sends grows Redis for good: made-up tenant ids get a 404 and
+/// no key at all, undeclared query parameters bypass the cache (no entry), and
+/// every key requests leave behind (cache entries and markers, limits, sessions)
+/// expires. Job structures are left out: a queue lives while it holds jobs.
+pub async fn requests_cannot_grow_redis_for_good<C: Client>(app: &C, redis: &RedisServer) {
+    for n in 0..20 {
+        let made_up = format!("made-up-{n}");
+        let headers = [("x-tenant-id", made_up.as_str())];
+        let numeric = format!("{}", 1000 + n);
+        let numeric_headers = [("x-tenant-id", numeric.as_str())];
+        for headers in [&headers[..], &numeric_headers[..]] {
+            let read = app.send("GET", BALANCE, headers, "").await;
+            assert!(matches!(read.status, 400 | 404), "{read:?}");
+            assert_ne!(read.header("x-cache"), Some("MISS"), "{read:?}");
+            let write = app
+                .send(
+                    "POST",
+                    "/sales",
+                    headers,
+                    r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
+                )
+                .await;
+            assert!(matches!(write.status, 400 | 404), "{write:?}");
+        }
+    }
+    let keys = redis.command(&["KEYS", "*made-up*"]);
+    assert!(!keys.contains("made-up"), "{keys}");
+    let keys = redis.command(&["KEYS", "*{10[0-9][0-9]}*"]);
+    assert!(!keys.contains("stock:"), "{keys}");
+
+    for n in 0..20 {
+        let r = app.send("GET", &format!("/products?x={n}"), &T1, "").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-cache"), Some("BYPASS"), "?x={n}");
+        let r = app
+            .send("GET", &format!("{BALANCE}&utm={n}"), &T1, "")
+            .await;
+        assert_eq!(r.header("x-cache"), Some("BYPASS"), "&utm={n}");
+    }
+    let entries = redis.command(&["KEYS", "stock:cache:tenant:{1}:products:*"]);
+    assert!(!entries.contains("x="), "{entries}");
+    // The declared parameters still form the key: the plain routes cache.
+    let _ = app.send("GET", "/products", &T1, "").await;
+    assert_eq!(
+        app.send("GET", "/products", &T1, "")
+            .await
+            .header("x-cache"),
+        Some("HIT")
+    );
+    let _ = app.send("GET", BALANCE, &T1, "").await;
+    assert_eq!(
+        app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
+        Some("HIT")
+    );
+    let _ = app
+        .send(
+            "POST",
+            "/sales",
+            &T1,
+            r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
+        )
+        .await;
+    let login = app
+        .send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"bob","password":"bob"}"#,
+        )
+        .await;
+    assert_eq!(login.status, 200);
+
+    let all = redis.command(&["KEYS", "stock:*"]);
+    let keys: Vec<&str> = all
+        .lines()
+        .filter(|k| k.starts_with("stock:") && !k.starts_with("stock:jobs:"))
+        .collect();
+    for family in ["stock:cache:", "stock:session:", "stock:ratelimit:"] {
+        assert!(
+            keys.iter().any(|k| k.starts_with(family)),
+            "{family}: {keys:?}"
+        );
+    }
+    for key in keys {
+        let ttl = redis.command(&["PTTL", key]);
+        let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+        assert!(ttl > 0, "{key} never expires ({ttl})");
+    }
 }

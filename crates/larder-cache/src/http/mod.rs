@@ -27,7 +27,7 @@ use crate::service::{Cache, Keys};
 pub use larder_core::request::{
     FromHeader, FromPathSegment, FromSubdomain, RequestView, TenantExtractor,
 };
-pub use route::{CacheRoute, InvalidateRoute};
+pub use route::{CacheRoute, InvalidateRoute, UndeclaredQuery};
 pub(crate) use stored::Servable;
 pub use stored::{etag_matches, StoredResponse};
 
@@ -276,7 +276,9 @@ impl ResponseCache {
         if cc.no_store {
             return bypass("request no-store");
         }
-        let key = self.key_for(req);
+        let Some(key) = self.key_for(route, req) else {
+            return bypass("undeclared query parameter");
+        };
         let ttl = route
             .ttl
             .unwrap_or_else(|| self.cache.ttl_for(&route.module));
@@ -293,17 +295,15 @@ impl ResponseCache {
         }))
     }
 
-    /// The key part for a request: `GET:{path}?{sorted query}` plus `|{vary}={value}`
-    /// for each configured `Vary` header. `HEAD` shares `GET`'s entries.
-    fn key_for(&self, req: &dyn RequestView) -> String {
+    /// The key part for a request: `GET:{path}?{declared query}` plus
+    /// `|{vary}={value}` for each configured `Vary` header. `HEAD` shares `GET`'s
+    /// entries. `None` when an undeclared query parameter makes the request bypass.
+    fn key_for(&self, route: &CacheRoute, req: &dyn RequestView) -> Option<String> {
+        let pairs = route.key_query(req.query())?;
         let mut key = String::with_capacity(64);
         key.push_str("GET:");
         key.push_str(req.path());
-        if let Some(q) = req.query().filter(|q| !q.is_empty()) {
-            let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
-            // By name, and stable: a repeated name (`ids=3&ids=1`) keeps its values'
-            // order, which the app may answer by.
-            pairs.sort_by_key(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name));
+        if !pairs.is_empty() {
             key.push('?');
             key.push_str(&pairs.join("&"));
         }
@@ -315,7 +315,7 @@ impl ResponseCache {
                 key.push_str(&String::from_utf8_lossy(v));
             }
         }
-        key
+        Some(key)
     }
 
     /// Whether a response to a cached `GET` may be stored, and for how long.
@@ -484,7 +484,11 @@ mod tests {
 
     fn rc() -> ResponseCache {
         ResponseCache::new(Cache::new(Handle::in_process()))
-            .route(CacheRoute::new("/balance", "balance").unwrap())
+            .route(
+                CacheRoute::new("/balance", "balance")
+                    .unwrap()
+                    .query(&["from", "to", "a", "b", "ids"]),
+            )
             .route(CacheRoute::new("/products/{id}", "products").unwrap())
             .invalidate(InvalidateRoute::new("POST", "/sales", &["balance", "products"]).unwrap())
             .vary("Accept-Language")
@@ -544,6 +548,10 @@ mod tests {
         assert_eq!(
             reason(rc.decide(&get("/balance", None, vec![("x-tenant-id", "1:*")]))),
             "no tenant"
+        );
+        assert_eq!(
+            reason(rc.decide(&get("/balance", Some("x=9"), vec![("x-tenant-id", "1")]))),
+            "undeclared query parameter"
         );
         assert_eq!(
             reason(rc.decide(&get(

@@ -614,7 +614,10 @@ pub async fn no_resurrection<A: App>(app: &A, sessions: &Sessions, redis: &Redis
         "the slow request still answers: {slow:?}"
     );
     let key = sessions.record_key(&app.session_id(&c));
-    assert!(key.starts_with("larder:global:{session}:s:"), "{key}");
+    assert!(
+        key.starts_with("larder:session:global:{session}:s:"),
+        "{key}"
+    );
     assert_eq!(
         redis.command(&["EXISTS", &key]).trim(),
         ":0",
@@ -739,7 +742,7 @@ pub async fn tenant_isolation<A: App>(app: &A, redis: &RedisServer) {
     let keys = keys(redis, &format!("*{hash}*"));
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
-        keys[0].starts_with("larder:tenant:{1}:session:s:"),
+        keys[0].starts_with("larder:session:tenant:{1}:session:s:"),
         "{keys:?}"
     );
 }
