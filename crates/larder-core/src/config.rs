@@ -95,13 +95,21 @@ impl RedisUrl {
         Ok(Self { url })
     }
 
-    /// The password, if the URL carries one (for redaction of third-party messages).
+    /// The password, if the URL carries one (for redaction of third-party messages):
+    /// `redis://user:password@host`, or for a socket `unix:///path?pass=password`
+    /// (redis-rs's form).
     pub(crate) fn password(&self) -> Option<String> {
-        self.url.password().map(|p| {
-            percent_encoding::percent_decode_str(p)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
+        if let Some(p) = self.url.password() {
+            return Some(
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
+        }
+        self.url
+            .query_pairs()
+            .find(|(name, _)| name == "pass")
+            .map(|(_, value)| value.into_owned())
     }
 
     /// The raw URL, password included: only for handing to the Redis client.
@@ -115,7 +123,8 @@ impl RedisUrl {
         self.url.scheme() == "rediss"
     }
 
-    /// The URL with the password replaced by `***`, safe to log.
+    /// The URL with the password replaced by `***` (in the authority, or a
+    /// socket URL's `pass` parameter), safe to log.
     #[must_use]
     pub fn redacted(&self) -> String {
         let mut shown = self.url.clone();
@@ -123,6 +132,20 @@ impl RedisUrl {
             // Setting a password fails only for URLs that cannot have one, which a
             // URL that has one is not.
             let _ = shown.set_password(Some("***"));
+        }
+        if shown.query_pairs().any(|(name, _)| name == "pass") {
+            let pairs: Vec<(String, String)> = shown
+                .query_pairs()
+                .map(|(name, value)| {
+                    let value = if name == "pass" {
+                        "***".into()
+                    } else {
+                        value.into_owned()
+                    };
+                    (name.into_owned(), value)
+                })
+                .collect();
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
         }
         shown.to_string()
     }
@@ -601,6 +624,19 @@ mod tests {
             assert!(shown.contains("app:***@127.0.0.1"), "{shown}");
         }
         let c = Config::builder().redis_url(url.expose()).build().unwrap();
+        assert!(!format!("{c:?}").contains("s3cr"));
+
+        // A socket URL carries its password as a parameter (redis-rs's `pass`).
+        let unix = RedisUrl::parse("unix:///run/redis.sock?db=2&pass=s3cr%40t&user=app").unwrap();
+        assert_eq!(unix.password().as_deref(), Some("s3cr@t"));
+        for shown in [format!("{unix}"), format!("{unix:?}"), unix.redacted()] {
+            assert!(!shown.contains("s3cr"), "{shown}");
+            assert!(
+                shown.contains("pass=***") && shown.contains("db=2"),
+                "{shown}"
+            );
+        }
+        let c = Config::builder().redis_url(unix.expose()).build().unwrap();
         assert!(!format!("{c:?}").contains("s3cr"));
 
         // A malformed URL carrying a password: the error must not echo it.

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use actix_web::cookie::Key;
 use actix_web::HttpServer;
-use example_stock_domain::{Role, Stock};
+use example_stock_domain::{shutdown_signal, Role, Stock};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let shutdown = shutdown_signal();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -26,16 +27,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     let worker = (role != Role::Web).then(|| stock.worker().spawn());
     if role == Role::Worker {
-        tracing::info!("worker only: running jobs until Ctrl-C");
-        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("worker only: running jobs until Ctrl-C or SIGTERM");
+        shutdown.await;
     } else {
         let port = stock.settings.port;
-        tracing::info!("listening on http://0.0.0.0:{port}");
         let app_stock = stock.clone();
-        HttpServer::new(move || example_actix_balance::app(app_stock.clone(), key.clone()))
-            .bind(("0.0.0.0", port))?
-            .run()
-            .await?;
+        // The server stops on the same signals as the worker, through the handlers
+        // installed first thing above (actix's own would only be installed by
+        // `run`, and a SIGTERM before then would be lost).
+        let server =
+            HttpServer::new(move || example_actix_balance::app(app_stock.clone(), key.clone()))
+                .disable_signals()
+                .bind(("0.0.0.0", port))?
+                .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
+            shutdown.await;
+            handle.stop(true).await;
+        });
+        tracing::info!("listening on http://0.0.0.0:{port}");
+        server.await?;
     }
     if let Some(worker) = worker {
         worker.shutdown(Duration::from_secs(30)).await;

@@ -123,3 +123,12 @@ async fn made_up_tenants_and_queries_leave_nothing_for_good() {
     let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
     testkit::requests_cannot_grow_redis_for_good(&app, &redis).await;
 }
+
+// `test` is actix's module here: the standard attribute by its full path.
+#[::core::prelude::v1::test]
+fn sigterm_drains_and_exits_zero() {
+    let redis = RedisServer::start();
+    let bin = env!("CARGO_BIN_EXE_example-actix-balance");
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &[]);
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &["--worker-only"]);
+}

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use example_stock_domain::{Role, Stock};
+use example_stock_domain::{shutdown_signal, Role, Stock};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let shutdown = shutdown_signal();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -18,11 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let role = Role::from_args(std::env::args().skip(1))?;
     let stock = Stock::from_env()?;
     let worker = (role != Role::Web).then(|| stock.worker().spawn());
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
     if role == Role::Worker {
-        tracing::info!("worker only: running jobs until Ctrl-C");
+        tracing::info!("worker only: running jobs until Ctrl-C or SIGTERM");
         shutdown.await;
     } else {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", stock.settings.port)).await?;

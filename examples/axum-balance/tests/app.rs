@@ -112,3 +112,11 @@ async fn made_up_tenants_and_queries_leave_nothing_for_good() {
     let app = app(testkit::stock(Some(&redis), dir.path()));
     testkit::requests_cannot_grow_redis_for_good(&app, &redis).await;
 }
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let redis = RedisServer::start();
+    let bin = env!("CARGO_BIN_EXE_example-axum-balance");
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &[]);
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &["--worker-only"]);
+}

@@ -112,6 +112,31 @@ impl Settings {
     }
 }
 
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or SIGTERM, which
+/// `docker stop` and orchestrators send. Both apps then drain HTTP, hand their
+/// unfinished jobs back and exit 0. The handlers are installed by this call, not
+/// when the future is first polled: call it first thing in `main` (in a runtime),
+/// so a signal that arrives while the app starts is not the default (death).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only"))
+        .ok();
+    let interrupt = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = interrupt => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+            return;
+        }
+        let _ = interrupt.await;
+        tracing::info!("SIGINT: shutting down");
+    }
+}
+
 /// How a process runs: web and worker (default), or one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -640,3 +640,78 @@ pub async fn requests_cannot_grow_redis_for_good<C: Client>(app: &C, redis: &Red
         assert!(ttl > 0, "{key} never expires ({ttl})");
     }
 }
+
+/// The app's binary `bin`, started as `docker stop` meets it (web and worker, or
+/// `--worker-only`), stops on SIGTERM: it drains, hands its jobs back and exits 0.
+pub fn sigterm_stops_the_process_cleanly(bin: &str, redis: &RedisServer, args: &[&str]) {
+    use std::process::{Command, Stdio};
+    let dir = tempfile_dir();
+    let port = larder_testing::free_port();
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("REDIS_URL", redis.url())
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", dir.join("stock.db"))
+        .env("REPORTS_DIR", dir.join("reports"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The app logs (to stdout) once it serves or runs jobs, after its signal
+    // handlers are in place.
+    let ready = if args.contains(&"--worker-only") {
+        "worker only: running jobs"
+    } else {
+        "listening on"
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(15)).is_ok(),
+        "{bin} {args:?} did not start"
+    );
+    if !args.contains(&"--worker-only") {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut status = None;
+    for _ in 0..400 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("{bin} {args:?} still running 20 s after SIGTERM");
+    };
+    assert_eq!(status.code(), Some(0), "{bin} {args:?}: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "stock-sigterm-{}-{}",
+        std::process::id(),
+        larder_testing::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
