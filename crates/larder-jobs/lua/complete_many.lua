@@ -16,7 +16,11 @@ for j = 0, n - 1 do
   local o = 3 + j * 5
   local id, token, outcome, payload, at = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
   local jkey = base .. 'j:' .. id
-  local f = redis.call('HMGET', jkey, 'run', 'waited')
+  local f = redis.call('HMGET', jkey, 'run', 'waited', 'revoked')
+  -- Revoked while it ran: it does not go round again (retry, defer, hand-back).
+  if f[3] == '1' and (outcome == 'RETRY' or outcome == 'DEFER' or outcome == 'REQUEUE') then
+    outcome, payload = 'REVOKED', 'revoked while running'
+  end
   if not holds(f[1], token) then
     out[#out + 1] = 0
   else
@@ -33,7 +37,7 @@ for j = 0, n - 1 do
         signal(base, id, 'SUCCESS', ttl)
       end
     else
-      redis.call('HDEL', jkey, 'run', 'revoked')
+      redis.call('HDEL', jkey, 'run')
     end
     if outcome == 'RETRY' then
       redis.call('HINCRBY', jkey, 'attempts', 1)

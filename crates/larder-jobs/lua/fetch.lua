@@ -40,10 +40,12 @@ while got < n and budget > 0 and tenants > 0 do
   for i = 1, #popped do
     local id = popped[i]
     local jkey = base .. 'j:' .. id
-    local f = redis.call('HMGET', jkey, 'state', 'expires', 'd', 'a', 'attempts')
+    local f = redis.call('HMGET', jkey, 'state', 'expires', 'd', 'a', 'attempts', 'revoked')
     local expires = tonumber(f[2]) or 0
     if not f[1] or f[1] == 'REVOKED' then
       -- gone or revoked while queued: nothing to run
+    elseif f[6] == '1' then
+      finish_revoked(base, jkey, id, now, ttl, 'revoked while running')
     elseif expires > 0 and expires <= now then
       redis.call('HSET', jkey, 'state', 'REVOKED', 'error', 'expired before it started',
         'finished', now)

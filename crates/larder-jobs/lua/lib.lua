@@ -10,7 +10,9 @@
 --   state    PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED
 --   run      "token<TAB>worker<TAB>fetched at ms" while a worker holds the job
 --            (absent or empty otherwise)
---   attempts (absent: 0), expires, eta, revoked, waited (someone waits for the
+--   attempts (absent: 0), expires, eta, revoked (set while it runs: it never runs
+--            again, whatever path it takes back to a queue), expired (how many of
+--            its leases ran out without an outcome), waited (someone waits for the
 --            outcome), and once finished: result or error; failed and revoked
 --            jobs also keep `finished` (ms), for whoever inspects the dead set.
 -- Ready jobs sit in `q:{queue}:t:{tenant}` sorted sets, tenants with ready jobs in
@@ -21,9 +23,9 @@
 -- strings they arrived as: Redis formats a Lua number with snprintf on every call
 -- (about 2,500 instructions, measured with scripts/jobs-redis-cost).
 
--- A job's queue, tenant and priority, from its `d` field.
+-- A job's queue, tenant, priority and retry budget, from its `d` field.
 local function placement(d)
-  return string.match(d, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t')
+  return string.match(d, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t')
 end
 
 -- Wakes the waiters of job `id`, which ended in `state`: the `done:{id}` list they
@@ -44,6 +46,17 @@ local function bury(base, jkey, id, now, ttl)
   redis.call('ZADD', base .. 'dead', now, id)
   if redis.call('HEXISTS', jkey, 'waited') == 1 then
     signal(base, id, 'FAILURE', ttl)
+  end
+end
+
+-- Ends job `id` as REVOKED with `why`: its record is kept `ttl` ms and its waiters,
+-- if any, are woken. For a job revoked while it ran, wherever it would go next.
+local function finish_revoked(base, jkey, id, now, ttl, why)
+  redis.call('HSET', jkey, 'state', 'REVOKED', 'error', why, 'finished', now)
+  redis.call('HDEL', jkey, 'run')
+  redis.call('PEXPIRE', jkey, ttl)
+  if redis.call('HEXISTS', jkey, 'waited') == 1 then
+    signal(base, id, 'REVOKED', ttl)
   end
 end
 

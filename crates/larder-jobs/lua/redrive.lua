@@ -15,7 +15,7 @@ if not queue then
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'attempts', 0)
-redis.call('HDEL', KEYS[1], 'finished')
+redis.call('HDEL', KEYS[1], 'finished', 'expired')
 redis.call('PERSIST', KEYS[1])
 redis.call('DEL', KEYS[4])
 push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[3]))

@@ -332,7 +332,9 @@ impl Worker {
                 outcome: Outcome::Requeue,
             };
             match backend
-                .complete(&[back], 0)
+                // The result TTL: a job revoked while it ran ends here, and its
+                // record is kept as any finished job's.
+                .complete(&[back], ms(me.jobs.config().result_ttl))
                 .await
                 .map(|r| r.first() == Some(&true))
             {
@@ -574,8 +576,12 @@ impl Shared {
         }
     }
 
+    /// Whether a cancelled job was revoked (rather than its lease lost). Asked with
+    /// a renewal for a whole lease, so the question leaves the job as leased as it
+    /// was until its outcome is recorded.
     async fn is_revoked(&self, job: &Fetched) -> bool {
-        matches!(self.jobs.inner.backend.renew(1, &[(job.id.clone(), job.token.clone())]).await,
+        let lease = ms(self.jobs.config().lease);
+        matches!(self.jobs.inner.backend.renew(lease, &[(job.id.clone(), job.token.clone())]).await,
             Ok(r) if !r.revoked.is_empty())
     }
 }

@@ -29,7 +29,11 @@ fn handle(url: &str) -> Handle {
 }
 
 fn config() -> JobsConfig {
-    JobsConfig::default().lease(Duration::from_millis(1000))
+    // Each kill that interrupts a job spends one of its retries (a lease that runs
+    // out counts): more retries than the drill has kills, so none is dead-lettered.
+    JobsConfig::default()
+        .lease(Duration::from_millis(1000))
+        .max_retries(10)
 }
 
 /// The worker process of the kill drill: this test binary, started again by

@@ -185,8 +185,10 @@ async fn waiting_for_a_result_does_not_poll() {
 async fn a_dead_workers_job_runs_again_and_its_late_outcome_is_fenced_off() {
     let redis = RedisServer::start();
     let jobs = jobs(&redis, quick());
-    // Worker A stalls (no lease renewal) inside a slow task.
+    // Worker A stalls (no lease renewal) inside a slow task, its one slot taken
+    // (a stalled worker fetches nothing either).
     let stalled = Worker::new(jobs.clone())
+        .concurrency(1)
         .renew_leases(false)
         .task(ECHO, |s, _| async move {
             tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -857,4 +859,135 @@ async fn without_started_tracking_a_running_job_shows_received() {
     );
     assert_eq!(jobs.wait(SLEEPY, &id, WAIT).await.unwrap(), "done");
     worker.shutdown(WAIT).await;
+}
+
+/// How many times each task ran, by the job's argument.
+type Runs = Arc<Mutex<Vec<String>>>;
+
+fn runs_of(runs: &Runs, arg: &str) -> usize {
+    runs.lock().unwrap().iter().filter(|a| *a == arg).count()
+}
+
+/// A job revoked while it runs never runs again, whichever way it would go back
+/// to a queue: its task's retryable error (before a renewal saw the flag), its
+/// worker's death (the lease runs out), or a shutdown's hand-back.
+async fn revoked_stays_revoked(jobs: Jobs) {
+    let runs: Runs = Arc::default();
+    let worker = |renew: bool| {
+        let log = Arc::clone(&runs);
+        Worker::new(jobs.clone())
+            .renew_leases(renew)
+            .shutdown_timeout(Duration::from_millis(100))
+            .task(FLAKY, move |n, _| {
+                log.lock().unwrap().push(format!("flaky-{n}"));
+                async move {
+                    tokio::time::sleep(Duration::from_millis(u64::from(n))).await;
+                    Err::<String, _>(TaskError::retry("try again"))
+                }
+            })
+    };
+    let started = |id: String| {
+        let jobs = jobs.clone();
+        async move {
+            eventually(100, Duration::from_millis(20), || async {
+                jobs.status(&id).await.unwrap().unwrap().state == JobState::Started
+            })
+            .await
+        }
+    };
+    let revoked = |id: String| {
+        let jobs = jobs.clone();
+        async move {
+            let status = jobs.wait_status(&id, WAIT).await.unwrap();
+            assert_eq!(status.state, JobState::Revoked, "{status:?}");
+        }
+    };
+
+    // 1. The task fails (retryable) soon after the revoke, before any renewal.
+    let w = worker(true).spawn();
+    let id = jobs.delay(FLAKY, &50).await.unwrap();
+    assert!(started(id.clone()).await);
+    assert_eq!(jobs.revoke(&id).await.unwrap(), "REVOKING");
+    revoked(id).await;
+    w.shutdown(WAIT).await;
+    assert_eq!(runs_of(&runs, "flaky-50"), 1);
+
+    // 2. The worker dies mid-task (no renewal again): its lease runs out.
+    let stalled = worker(false).spawn();
+    let id = jobs.delay(FLAKY, &60_000).await.unwrap();
+    assert!(started(id.clone()).await);
+    assert_eq!(jobs.revoke(&id).await.unwrap(), "REVOKING");
+    stalled.abort();
+    let rescuer = worker(true).spawn();
+    revoked(id).await;
+
+    // 3. Shutdown hands the running job back before a renewal saw the flag.
+    let id = jobs.delay(FLAKY, &30_000).await.unwrap();
+    assert!(started(id.clone()).await);
+    assert_eq!(jobs.revoke(&id).await.unwrap(), "REVOKING");
+    rescuer.shutdown(WAIT).await;
+    revoked(id).await;
+
+    let after = worker(true).spawn();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    after.shutdown(WAIT).await;
+    assert_eq!(runs_of(&runs, "flaky-60000"), 1, "{runs:?}");
+    assert_eq!(runs_of(&runs, "flaky-30000"), 1, "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_job_never_runs_again_whatever_path_it_takes() {
+    let redis = RedisServer::start();
+    revoked_stays_revoked(jobs(&redis, quick())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_a_revoked_job_never_runs_again() {
+    revoked_stays_revoked(Jobs::with_config(Handle::in_process(), quick())).await;
+}
+
+/// A job whose lease runs out again and again (it kills or freezes its worker) is
+/// delivered at most its retry budget's worth of times, then dead-lettered with a
+/// clear reason, instead of going round forever.
+async fn poison_jobs_are_dead_lettered(jobs: Jobs) {
+    let runs: Runs = Arc::default();
+    let log = Arc::clone(&runs);
+    // No renewal: every lease runs out while the task "hangs".
+    let worker = Worker::new(jobs.clone())
+        .renew_leases(false)
+        .task(SLEEPY, move |ms, _| {
+            log.lock().unwrap().push("poison".into());
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok("never".to_owned())
+            }
+        })
+        .spawn();
+    let id = jobs.delay(SLEEPY, &600_000).await.unwrap();
+    let status = jobs
+        .wait_status(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(status.state, JobState::Failure, "{status:?}");
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("lease ran out 3 times"), "{error}");
+    assert!(jobs.dead(10).await.unwrap().contains(&id));
+    // Delivered once and redelivered twice: the budget of max_retries = 2.
+    assert_eq!(runs_of(&runs, "poison"), 3);
+    worker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_killing_its_worker_is_dead_lettered() {
+    let redis = RedisServer::start();
+    poison_jobs_are_dead_lettered(jobs(&redis, quick().max_retries(2))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_a_job_that_keeps_killing_its_worker_is_dead_lettered() {
+    poison_jobs_are_dead_lettered(Jobs::with_config(
+        Handle::in_process(),
+        quick().max_retries(2),
+    ))
+    .await;
 }

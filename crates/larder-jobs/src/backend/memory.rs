@@ -26,9 +26,21 @@ struct Job {
     result: Option<String>,
     error: Option<String>,
     token: Option<String>,
+    /// Revoked while it ran: it never runs again (see `lua/lib.lua`).
     revoked: bool,
+    /// Leases that ran out without an outcome.
+    expired: u32,
     /// When a finished job's record is dropped (result TTL).
     gone_at: Option<u64>,
+}
+
+impl Job {
+    /// Ends the job as REVOKED (kept, like a failed job, for the process's life).
+    fn revoke_now(&mut self, why: &str) {
+        self.state = JobState::Revoked;
+        self.error = Some(why.to_owned());
+        self.token = None;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +130,7 @@ impl MemoryBackend {
                     error: None,
                     token: None,
                     revoked: false,
+                    expired: 0,
                     gone_at: None,
                 },
             );
@@ -164,6 +177,11 @@ impl MemoryBackend {
                 continue;
             };
             if job.state == JobState::Revoked {
+                continue;
+            }
+            if job.revoked {
+                job.revoke_now("revoked while running");
+                self.done.notify_waiters();
                 continue;
             }
             if job.expires_ms > 0 && job.expires_ms <= now {
@@ -228,9 +246,17 @@ impl MemoryBackend {
         s.inflight.remove(id);
         let mut signal = false;
         let mut ready = false;
+        let revoked_instead;
+        let outcome = match (s.jobs.get(id).is_some_and(|j| j.revoked), outcome) {
+            // Revoked while it ran: it does not go round again.
+            (true, Outcome::Retry { .. } | Outcome::Defer { .. } | Outcome::Requeue) => {
+                revoked_instead = Outcome::Revoked("revoked while running".into());
+                &revoked_instead
+            }
+            _ => outcome,
+        };
         if let Some(job) = s.jobs.get_mut(id) {
             job.token = None;
-            job.revoked = false;
             match outcome {
                 Outcome::Success(result) => {
                     job.state = JobState::Success;
@@ -305,13 +331,26 @@ impl MemoryBackend {
             .collect();
         for id in &expired {
             s.inflight.remove(id);
-            let requeue = s.jobs.get_mut(id).is_some_and(|j| {
-                j.token = None;
-                !j.state.is_terminal()
-            });
-            if requeue {
+            let Some(j) = s.jobs.get_mut(id).filter(|j| !j.state.is_terminal()) else {
+                continue;
+            };
+            j.token = None;
+            j.expired += 1;
+            if j.revoked {
+                j.revoke_now("revoked while running");
+            } else if j.attempts + j.expired > j.max_retries {
+                j.state = JobState::Failure;
+                j.error = Some(format!(
+                    "its lease ran out {} times without an outcome (the task may be crashing its worker): past its retry budget of {}",
+                    j.expired, j.max_retries
+                ));
+                s.dead.insert((now, id.clone()));
+            } else {
                 s.push_ready(id);
             }
+        }
+        if !expired.is_empty() {
+            self.done.notify_waiters();
         }
         drop(s);
         if promoted + expired.len() > 0 {
@@ -341,6 +380,7 @@ impl MemoryBackend {
                     error: Some("revoked".into()),
                     token: None,
                     revoked: false,
+                    expired: 0,
                     gone_at: Some(now + ttl_ms),
                 },
             );
@@ -429,6 +469,7 @@ impl MemoryBackend {
         }
         if let Some(j) = s.jobs.get_mut(id) {
             j.attempts = 0;
+            j.expired = 0;
         }
         s.push_ready(id);
         drop(s);

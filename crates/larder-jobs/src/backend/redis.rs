@@ -303,6 +303,7 @@ impl RedisBackend {
             loop {
                 let mut inv = self.scripts.move_.key(self.key(set));
                 inv.key(self.key("seq"))
+                    .key(self.key("dead"))
                     .arg(&*self.base)
                     .arg(batch)
                     .arg(mode)
