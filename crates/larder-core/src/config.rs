@@ -59,23 +59,32 @@ impl RedisUrl {
     /// # Errors
     /// [`ConfigError`] naming `REDIS_URL`; the message never contains the password.
     pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        Self::parse_var("REDIS_URL", raw)
+    }
+
+    /// [`parse`](Self::parse) for a URL read from variable `var` (`JOBS_REDIS_URL`,
+    /// say): errors name that variable.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `var`; the message never contains the password.
+    pub fn parse_var(var: &str, raw: &str) -> Result<Self, ConfigError> {
         let url = url::Url::parse(raw).map_err(|e| {
             // url's messages describe the syntax fault without quoting the input.
-            ConfigError::invalid("REDIS_URL", format!("not a valid URL ({e})"))
+            ConfigError::invalid(var, format!("not a valid URL ({e})"))
         })?;
         match url.scheme() {
             "redis" | "unix" | "redis+unix" => {}
             "rediss" => {
                 if !cfg!(feature = "tls") {
                     return Err(ConfigError::invalid(
-                        "REDIS_URL",
+                        var,
                         "rediss:// needs larder-core's `tls` feature",
                     ));
                 }
             }
             other => {
                 return Err(ConfigError::invalid(
-                    "REDIS_URL",
+                    var,
                     format!(
                         "unsupported scheme `{other}`; expected redis://, rediss:// or unix://"
                     ),
@@ -83,12 +92,12 @@ impl RedisUrl {
             }
         }
         if url.scheme().starts_with("redis") && url.host_str().is_none_or(str::is_empty) {
-            return Err(ConfigError::invalid("REDIS_URL", "the URL has no host"));
+            return Err(ConfigError::invalid(var, "the URL has no host"));
         }
         let path = url.path().trim_start_matches('/');
         if url.scheme().starts_with("redis") && !path.is_empty() && path.parse::<u16>().is_err() {
             return Err(ConfigError::invalid(
-                "REDIS_URL",
+                var,
                 "the path must be a database number such as /0",
             ));
         }

@@ -8,6 +8,11 @@ pub enum JobError {
     /// silently dropped) — retry or report.
     #[error("job queue unavailable: {0}")]
     Unavailable(#[source] larder_core::Error),
+    /// The jobs' Redis is unsafe for jobs and the queue refuses to use it: its
+    /// `maxmemory-policy` evicts any key (see [`crate::JobsConfig::allow_eviction`]).
+    /// Nothing was written.
+    #[error("job queue refused: {0}")]
+    UnsafeRedis(String),
     /// Redis answered with an error or an unexpected reply.
     #[error("job queue error: {0}")]
     Backend(#[source] larder_core::Error),

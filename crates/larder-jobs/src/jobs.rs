@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use larder_core::config::{env_vars, parse_millis, parse_secs, parse_u64};
+use larder_core::config::{env_vars, parse_bool, parse_millis, parse_secs, parse_u64, RedisUrl};
 use larder_core::keyspace::{Component, Scope};
 use larder_core::{ConfigError, Handle, Module};
 
@@ -34,6 +34,8 @@ pub struct JobsConfig {
     pub(crate) lease: Duration,
     pub(crate) retry_base: Duration,
     pub(crate) retry_max: Duration,
+    pub(crate) redis_url: Option<RedisUrl>,
+    pub(crate) allow_eviction: bool,
 }
 
 impl Default for JobsConfig {
@@ -45,6 +47,8 @@ impl Default for JobsConfig {
             lease: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
+            redis_url: None,
+            allow_eviction: false,
         }
     }
 }
@@ -81,6 +85,8 @@ impl JobsConfig {
                 "JOBS_LEASE_MS" => c.lease = parse_millis(k, v)?,
                 "JOBS_RETRY_BASE_MS" => c.retry_base = parse_millis(k, v)?,
                 "JOBS_RETRY_MAX_MS" => c.retry_max = parse_millis(k, v)?,
+                "JOBS_REDIS_URL" if !v.is_empty() => c.redis_url = Some(RedisUrl::parse_var(k, v)?),
+                "JOBS_ALLOW_EVICTION" => c.allow_eviction = parse_bool(k, v)?,
                 _ => {}
             }
         }
@@ -121,6 +127,25 @@ impl JobsConfig {
     pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
         self.retry_base = base;
         self.retry_max = max;
+        self
+    }
+
+    /// A Redis of the jobs' own (`JOBS_REDIS_URL`, same forms as `REDIS_URL`), for
+    /// [`Jobs::from_env`]: jobs on a `noeviction` server while the cache evicts on
+    /// another. In code, give [`Jobs::with_config`] a handle on that server instead.
+    #[must_use]
+    pub fn redis_url(mut self, url: RedisUrl) -> Self {
+        self.redis_url = Some(url);
+        self
+    }
+
+    /// Accepts a Redis whose `maxmemory-policy` evicts any key (`allkeys-*`,
+    /// `JOBS_ALLOW_EVICTION`). Off by default: queued jobs, their records and
+    /// schedules have no expiry, and such a server drops them silently under memory
+    /// pressure, so the queue refuses it (and says so loudly when allowed).
+    #[must_use]
+    pub fn allow_eviction(mut self, on: bool) -> Self {
+        self.allow_eviction = on;
         self
     }
 }
@@ -186,8 +211,21 @@ impl Jobs {
     ///
     /// # Errors
     /// A malformed variable.
+    ///
+    /// With `JOBS_REDIS_URL` set, jobs use that server (with the handle's other
+    /// settings: prefix, deadlines, breaker) instead of the handle's.
     pub fn from_env(handle: Handle) -> Result<Self, ConfigError> {
-        Ok(Self::with_config(handle, JobsConfig::from_env()?))
+        let config = JobsConfig::from_env()?;
+        let handle = match &config.redis_url {
+            Some(url) => {
+                let mut own = handle.config().clone();
+                own.redis_url = Some(url.clone());
+                Handle::new(own)
+                    .map_err(|e| ConfigError::invalid("JOBS_REDIS_URL", e.to_string()))?
+            }
+            None => handle,
+        };
+        Ok(Self::with_config(handle, config))
     }
 
     /// A queue on `handle` with `config`. Its keys live in the jobs component's
@@ -200,6 +238,7 @@ impl Jobs {
                 handle.clone(),
                 &scope(&handle),
                 larder_core::time::millis(config.result_ttl),
+                config.allow_eviction,
             ))
         } else {
             tracing::info!(target: "larder::jobs", "no REDIS_URL: jobs run in process (development only, not durable)");

@@ -991,3 +991,72 @@ async fn in_process_a_job_that_keeps_killing_its_worker_is_dead_lettered() {
     ))
     .await;
 }
+
+/// A Redis whose `maxmemory-policy` evicts any key would drop queued jobs
+/// silently: the queue refuses it with a clear error and writes nothing, workers
+/// take nothing from it, unless eviction is explicitly allowed. `volatile-*`
+/// policies (only keys with an expiry go) are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_refused_unless_allowed() {
+    let redis = RedisServer::builder()
+        .config("maxmemory-policy", "allkeys-lru")
+        .start();
+    let refusing = jobs(&redis, quick());
+    let err = refusing.delay(ADD, &(1, 2)).await.unwrap_err();
+    assert!(matches!(err, JobError::UnsafeRedis(_)), "{err:?}");
+    let text = err.to_string();
+    for needle in [
+        "allkeys-lru",
+        "noeviction",
+        "JOBS_REDIS_URL",
+        "JOBS_ALLOW_EVICTION",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    assert_eq!(redis.command(&["DBSIZE"]), ":0\r\n", "nothing written");
+
+    let allowed = jobs(&redis, quick().allow_eviction(true));
+    let id = allowed.delay(ADD, &(1, 2)).await.unwrap();
+    let worker = Worker::new(refusing.clone())
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        allowed.status(&id).await.unwrap().unwrap().state,
+        JobState::Pending,
+        "a refusing worker takes nothing"
+    );
+    worker.shutdown(WAIT).await;
+    let worker = Worker::new(allowed.clone())
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .spawn();
+    assert_eq!(allowed.wait(ADD, &id, WAIT).await.unwrap(), 3);
+    worker.shutdown(WAIT).await;
+
+    let volatile = RedisServer::builder()
+        .config("maxmemory-policy", "volatile-lru")
+        .start();
+    let jobs = jobs(&volatile, quick());
+    assert!(jobs.delay(ADD, &(1, 2)).await.is_ok());
+}
+
+/// `JOBS_REDIS_URL` takes the forms of `REDIS_URL`; a bad one is an error naming
+/// the variable, and its password never shows.
+#[test]
+fn jobs_redis_url_is_read_checked_and_redacted() {
+    let config =
+        JobsConfig::from_vars([("JOBS_REDIS_URL", "redis://:hunter2@127.0.0.1:6380/1")]).unwrap();
+    let shown = format!("{config:?}");
+    assert!(
+        shown.contains("127.0.0.1:6380") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    let err = JobsConfig::from_vars([("JOBS_REDIS_URL", "http://:hunter2@x")]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("JOBS_REDIS_URL:") && !text.contains("hunter2"),
+        "{text}"
+    );
+    let err = JobsConfig::from_vars([("JOBS_ALLOW_EVICTION", "maybe")]).unwrap_err();
+    assert!(err.to_string().starts_with("JOBS_ALLOW_EVICTION:"), "{err}");
+}

@@ -48,6 +48,10 @@ pub(crate) struct RedisBackend {
     /// maintenance).
     result_ttl_ms: u64,
     scripts: Arc<Scripts>,
+    /// The server's eviction policy, judged once (at the first enqueue or fetch
+    /// that reaches it): `Err` holds the refusal.
+    policy: Arc<tokio::sync::OnceCell<Result<(), String>>>,
+    allow_eviction: bool,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -105,8 +109,15 @@ fn tenant_of(t: &str) -> Option<String> {
 }
 
 impl RedisBackend {
-    pub(crate) fn new(handle: Handle, scope: &Scope, result_ttl_ms: u64) -> Self {
+    pub(crate) fn new(
+        handle: Handle,
+        scope: &Scope,
+        result_ttl_ms: u64,
+        allow_eviction: bool,
+    ) -> Self {
         Self {
+            policy: Arc::default(),
+            allow_eviction,
             handle,
             base: Arc::from(scope.base()),
             result_ttl_ms,
@@ -121,6 +132,48 @@ impl RedisBackend {
                 arm_wait: r::Script::new(include_str!("../../lua/arm_wait.lua")),
             }),
         }
+    }
+
+    /// Refuses a server whose `maxmemory-policy` evicts any key (`allkeys-*`): it
+    /// would drop queued jobs, records and schedules silently. Asked once; while
+    /// Redis cannot be asked, the caller gets that error and the next call asks.
+    async fn check_eviction_policy(&self) -> Result<(), JobError> {
+        let verdict = self
+            .policy
+            .get_or_try_init(|| async {
+                let info: String = self
+                    .handle
+                    .query("jobs_policy", r::cmd("INFO").arg("memory"))
+                    .await
+                    .map_err(JobError::from_core)?;
+                let policy = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+                    .unwrap_or("unknown")
+                    .trim()
+                    .to_owned();
+                Ok::<_, JobError>(self.judge_policy(&policy))
+            })
+            .await?;
+        verdict.clone().map_err(JobError::UnsafeRedis)
+    }
+
+    fn judge_policy(&self, policy: &str) -> Result<(), String> {
+        if !policy.starts_with("allkeys-") {
+            return Ok(());
+        }
+        if self.allow_eviction {
+            tracing::warn!(target: "larder::jobs", policy, "the jobs' Redis evicts any key under memory pressure (maxmemory-policy {policy}): queued jobs may be lost silently; allowed by JOBS_ALLOW_EVICTION");
+            return Ok(());
+        }
+        let refusal = format!(
+            "the jobs' Redis has maxmemory-policy {policy}: under memory pressure it would \
+             silently evict queued jobs, their records and schedules. Set maxmemory-policy \
+             noeviction (or a volatile-* policy) on it, give jobs a Redis of their own with \
+             JOBS_REDIS_URL, or accept the risk with JOBS_ALLOW_EVICTION=true"
+        );
+        tracing::error!(target: "larder::jobs", policy, "{refusal}");
+        Err(refusal)
     }
 
     fn key(&self, rest: &str) -> String {
@@ -142,6 +195,7 @@ impl RedisBackend {
         &self,
         jobs: &[NewJob<'_>],
     ) -> Result<Vec<(String, bool)>, JobError> {
+        self.check_eviction_policy().await?;
         let mut out = Vec::with_capacity(jobs.len());
         let created = crate::options::ms_since_epoch(std::time::SystemTime::now());
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
@@ -187,6 +241,7 @@ impl RedisBackend {
         worker: &str,
         started: bool,
     ) -> Result<Vec<Fetched>, JobError> {
+        self.check_eviction_policy().await?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut inv = self.scripts.fetch.key(self.key(&format!("q:{queue}:ring")));
         inv.key(self.key(&format!("q:{queue}:ringset")))
