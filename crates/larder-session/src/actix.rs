@@ -50,7 +50,7 @@ use actix_web::HttpResponse;
 use futures_util::future::FutureExt as _;
 use larder_core::TenantExtractor;
 
-use crate::context::{self, Fault, RequestContext};
+use crate::context::{self, Fault, RequestContext, TenantHeader};
 use crate::store::{Identity, SessionError, Sessions, Written, IDENTITY_KEY};
 
 /// An `actix_session::storage::SessionStore` on larder's [`Sessions`].
@@ -325,6 +325,7 @@ impl fmt::Display for FaultError {
 pub struct SessionTenant {
     field: Rc<str>,
     header: actix_web::http::header::HeaderName,
+    session_only: bool,
 }
 
 impl SessionTenant {
@@ -334,7 +335,16 @@ impl SessionTenant {
         Self {
             field: Rc::from(field),
             header: actix_web::http::header::HeaderName::from_static(header),
+            session_only: false,
         }
+    }
+
+    /// Takes the tenant only from a logged-in session: a request without one has
+    /// its tenant header removed, so a client cannot name a tenant by sending it.
+    #[must_use]
+    pub fn session_only(mut self) -> Self {
+        self.session_only = true;
+        self
     }
 }
 
@@ -389,22 +399,26 @@ where
             .get::<serde_json::Value>(&self.config.field)
             .ok()
             .flatten()
-            .and_then(|v| crate::context::tenant_text(&v))
-            .and_then(|t| actix_web::http::header::HeaderValue::from_str(&t).ok());
-        if let Some(t) = tenant {
-            match req.headers().get(&self.config.header) {
-                None => {
+            .and_then(|v| crate::context::tenant_text(&v));
+        let sent = req
+            .headers()
+            .get(&self.config.header)
+            .map(actix_web::http::header::HeaderValue::as_bytes);
+        match context::tenant_header(tenant, sent, self.config.session_only) {
+            TenantHeader::Keep => {}
+            TenantHeader::Set(t) => {
+                if let Ok(t) = actix_web::http::header::HeaderValue::from_str(&t) {
                     req.headers_mut().insert(self.config.header.clone(), t);
                 }
-                Some(h) if *h == t => {}
-                Some(_) => {
-                    let res = HttpResponse::Forbidden()
-                        .content_type("application/json")
-                        .body(crate::context::TENANT_MISMATCH);
-                    return Box::pin(
-                        async move { Ok(req.into_response(res).map_into_right_body()) },
-                    );
-                }
+            }
+            TenantHeader::Remove => {
+                req.headers_mut().remove(&self.config.header);
+            }
+            TenantHeader::Mismatch => {
+                let res = HttpResponse::Forbidden()
+                    .content_type("application/json")
+                    .body(crate::context::TENANT_MISMATCH);
+                return Box::pin(async move { Ok(req.into_response(res).map_into_right_body()) });
             }
         }
         let service = Rc::clone(&self.service);

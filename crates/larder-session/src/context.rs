@@ -195,6 +195,59 @@ pub(crate) fn tenant_text(value: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// What becomes of a request's tenant header, given the logged-in session's tenant:
+/// the one rule of `SessionTenantLayer` (Tower) and `SessionTenant` (Actix).
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TenantHeader {
+    /// Leave the request as it is.
+    Keep,
+    /// Set the header to the session's tenant (the request sent none).
+    Set(String),
+    /// Remove the header: the tenant comes only from a session, and there is none.
+    Remove,
+    /// Refuse the request (403): the header names another tenant than the session's.
+    Mismatch,
+}
+
+/// Decides [`TenantHeader`] from the session's tenant and the header as sent.
+/// `session_only`: a header sent without a session is not believed.
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+pub(crate) fn tenant_header(
+    session: Option<String>,
+    sent: Option<&[u8]>,
+    session_only: bool,
+) -> TenantHeader {
+    match (session, sent) {
+        (Some(t), None) => TenantHeader::Set(t),
+        (Some(t), Some(h)) if h == t.as_bytes() => TenantHeader::Keep,
+        (Some(_), Some(_)) => TenantHeader::Mismatch,
+        (None, Some(_)) if session_only => TenantHeader::Remove,
+        (None, _) => TenantHeader::Keep,
+    }
+}
+
 /// The 403 body for a tenant header naming another tenant than the session's.
 #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
 pub(crate) const TENANT_MISMATCH: &str = r#"{"error":"tenant_mismatch","message":"the tenant header does not match the session's tenant"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::{tenant_header, TenantHeader};
+
+    #[test]
+    fn the_session_decides_the_tenant_header() {
+        let t = || Some("1".to_owned());
+        for only in [false, true] {
+            assert_eq!(
+                tenant_header(t(), None, only),
+                TenantHeader::Set("1".into())
+            );
+            assert_eq!(tenant_header(t(), Some(b"1"), only), TenantHeader::Keep);
+            assert_eq!(tenant_header(t(), Some(b"2"), only), TenantHeader::Mismatch);
+            assert_eq!(tenant_header(None, None, only), TenantHeader::Keep);
+        }
+        assert_eq!(tenant_header(None, Some(b"2"), false), TenantHeader::Keep);
+        assert_eq!(tenant_header(None, Some(b"2"), true), TenantHeader::Remove);
+    }
+}

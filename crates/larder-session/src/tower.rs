@@ -46,7 +46,7 @@ use tower_sessions_core::session::{Error as SessionErr, Id, Record};
 use tower_sessions_core::session_store::{self, SessionStore};
 use tower_sessions_core::Session;
 
-use crate::context::{self, Fault, RequestContext};
+use crate::context::{self, Fault, RequestContext, TenantHeader};
 use crate::store::{Identity, SessionError, Sessions, Written, IDENTITY_KEY};
 
 /// A `tower_sessions::SessionStore` on larder's [`Sessions`].
@@ -380,6 +380,7 @@ where
 pub struct SessionTenantLayer {
     field: Arc<str>,
     header: http::HeaderName,
+    session_only: bool,
 }
 
 impl SessionTenantLayer {
@@ -392,7 +393,16 @@ impl SessionTenantLayer {
         Self {
             field: Arc::from(field),
             header: http::HeaderName::from_static(header),
+            session_only: false,
         }
+    }
+
+    /// Takes the tenant only from a logged-in session: a request without one has
+    /// its tenant header removed, so a client cannot name a tenant by sending it.
+    #[must_use]
+    pub fn session_only(mut self) -> Self {
+        self.session_only = true;
+        self
     }
 }
 
@@ -445,23 +455,27 @@ where
                     .and_then(|v| context::tenant_text(&v)),
                 _ => None,
             };
-            if let Some(t) = tenant.and_then(|t| HeaderValue::from_str(&t).ok()) {
-                match req.headers().get(&layer.header) {
-                    None => {
+            let sent = req.headers().get(&layer.header).map(HeaderValue::as_bytes);
+            match context::tenant_header(tenant, sent, layer.session_only) {
+                TenantHeader::Keep => {}
+                TenantHeader::Set(t) => {
+                    if let Ok(t) = HeaderValue::from_str(&t) {
                         req.headers_mut().insert(layer.header.clone(), t);
                     }
-                    Some(h) if h == t => {}
-                    Some(_) => {
-                        let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
-                            context::TENANT_MISMATCH.as_bytes(),
-                        ))));
-                        *res.status_mut() = StatusCode::FORBIDDEN;
-                        res.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        );
-                        return Ok(res);
-                    }
+                }
+                TenantHeader::Remove => {
+                    req.headers_mut().remove(&layer.header);
+                }
+                TenantHeader::Mismatch => {
+                    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+                        context::TENANT_MISMATCH.as_bytes(),
+                    ))));
+                    *res.status_mut() = StatusCode::FORBIDDEN;
+                    res.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    return Ok(res);
                 }
             }
             Ok(inner.call(req).await?.map(Either::Left))

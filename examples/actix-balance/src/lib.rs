@@ -9,7 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use example_stock_domain::{NamedTable, Reply, Stock};
+use example_stock_domain::{NamedTable, Reply, Stock, TenantSource};
 use larder::cache::actix::CacheMiddleware;
 use larder::ratelimit::actix::RateLimitMiddleware;
 use larder::session::actix::{self as sessions, RedisSessionStore, SessionContext, SessionTenant};
@@ -47,6 +47,10 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let mut session_tenant = SessionTenant::new("tenant", "x-tenant-id");
+    if stock.settings.tenant_source == TenantSource::Session {
+        session_tenant = session_tenant.session_only();
+    }
     let api = web::scope("")
         .route("/balance", web::get().to(balance))
         .route("/sales", web::post().to(sale))
@@ -70,11 +74,11 @@ pub fn app(
         // `wrap` order: the last is the outermost.
         .wrap(CacheMiddleware::new(stock.responses.clone()))
         // A logged-in session's tenant is the request's X-Tenant-Id (another is a 403).
-        .wrap(SessionTenant::new("tenant", "x-tenant-id"))
+        .wrap(session_tenant)
         .wrap(
             SessionMiddleware::builder(RedisSessionStore::new(stock.sessions.clone()), key)
                 .cookie_name("stock_session".into())
-                .cookie_secure(false)
+                .cookie_secure(stock.settings.cookie_secure)
                 .build(),
         )
         .wrap(SessionContext::new());

@@ -132,3 +132,15 @@ fn sigterm_drains_and_exits_zero() {
     testkit::sigterm_stops_the_process_cleanly(bin, &redis, &[]);
     testkit::sigterm_stops_the_process_cleanly(bin, &redis, &["--worker-only"]);
 }
+
+#[actix_web::test]
+async fn with_tenant_source_session_only_the_session_names_the_tenant() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock_with(Some(&redis), dir.path(), |s| {
+        s.tenant_source = example_stock_domain::TenantSource::Session;
+        s.cookie_secure = true;
+    });
+    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    testkit::tenant_from_the_session_only(&app).await;
+}

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use example_stock_domain::{NamedTable, Reply, Stock};
+use example_stock_domain::{NamedTable, Reply, Stock, TenantSource};
 use larder::cache::tower::CacheLayer;
 use larder::ratelimit::tower::RateLimitLayer;
 use larder::session::tower::{
@@ -31,6 +31,10 @@ fn tenant(s: &Stock, headers: &HeaderMap) -> Result<i64, Reply> {
 /// middleware; `/health/cache` and (with `ADMIN_TOKEN`) `/admin/cache/*` beside
 /// them; rate limits around everything (`/health/*` exempt).
 pub fn router(stock: Stock) -> Router {
+    let mut session_tenant = SessionTenantLayer::new("tenant", "x-tenant-id");
+    if stock.settings.tenant_source == TenantSource::Session {
+        session_tenant = session_tenant.session_only();
+    }
     let api = Router::new()
         .route("/balance", get(balance))
         .route("/sales", post(sale))
@@ -51,11 +55,11 @@ pub fn router(stock: Stock) -> Router {
         .route("/jobs/{id}", get(job))
         .layer(CacheLayer::new(stock.responses.clone()))
         // A logged-in session's tenant is the request's X-Tenant-Id (another is a 403).
-        .layer(SessionTenantLayer::new("tenant", "x-tenant-id"))
+        .layer(session_tenant)
         .layer(
             SessionManagerLayer::new(RedisSessionStore::new(stock.sessions.clone()))
                 .with_name("stock_session")
-                .with_secure(false)
+                .with_secure(stock.settings.cookie_secure)
                 .with_expiry(Expiry::OnSessionEnd),
         )
         .layer(SessionContextLayer::new())

@@ -120,3 +120,14 @@ fn sigterm_drains_and_exits_zero() {
     testkit::sigterm_stops_the_process_cleanly(bin, &redis, &[]);
     testkit::sigterm_stops_the_process_cleanly(bin, &redis, &["--worker-only"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tenant_source_session_only_the_session_names_the_tenant() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock_with(Some(&redis), dir.path(), |s| {
+        s.tenant_source = example_stock_domain::TenantSource::Session;
+        s.cookie_secure = true;
+    });
+    testkit::tenant_from_the_session_only(&app(stock)).await;
+}

@@ -88,13 +88,31 @@ pub struct Settings {
     pub rate_limit: String,
     /// `REPORTS_DIR` (default `reports`).
     pub reports_dir: PathBuf,
+    /// `TENANT_SOURCE`: where a request's tenant comes from (default `header`, for
+    /// the README's tour; `session` in production).
+    pub tenant_source: TenantSource,
+    /// `COOKIE_SECURE`: the session cookie is sent over HTTPS only (default
+    /// `false`, for plain-HTTP development; `true` in production).
+    pub cookie_secure: bool,
+}
+
+/// Where a request's tenant comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantSource {
+    /// `X-Tenant-Id`, or the session's after login (a header naming another tenant
+    /// than the session's is a 403). Any anonymous client can name any tenant:
+    /// development only.
+    Header,
+    /// The logged-in session only: anonymous requests to tenant routes get 401, a
+    /// header that disagrees with the session is a 403.
+    Session,
 }
 
 impl Settings {
     /// Reads the environment.
     ///
     /// # Errors
-    /// A malformed `PORT`.
+    /// A malformed `PORT`, `TENANT_SOURCE` or `COOKIE_SECURE`.
     pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Ok(Self {
@@ -108,6 +126,20 @@ impl Settings {
             admin_token: var("ADMIN_TOKEN"),
             rate_limit: var("RATE_LIMIT").unwrap_or_else(|| "100/minute".into()),
             reports_dir: var("REPORTS_DIR").map_or_else(|| PathBuf::from("reports"), PathBuf::from),
+            tenant_source: match var("TENANT_SOURCE").as_deref() {
+                None | Some("header") => TenantSource::Header,
+                Some("session") => TenantSource::Session,
+                Some(other) => {
+                    return Err(format!(
+                        "TENANT_SOURCE: expected `header` or `session`, got {other:?}"
+                    ))
+                }
+            },
+            cookie_secure: match var("COOKIE_SECURE").as_deref() {
+                None => false,
+                Some(v) => larder::core::config::parse_bool("COOKIE_SECURE", v)
+                    .map_err(|e| e.to_string())?,
+            },
         })
     }
 }
@@ -251,6 +283,9 @@ impl Stock {
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let db = Db::open(&settings.database_url)?;
         let tenants = Arc::new(db.tenant_ids()?);
+        if settings.tenant_source == TenantSource::Header {
+            tracing::warn!("TENANT_SOURCE=header: any client names its tenant with X-Tenant-Id (development only; set TENANT_SOURCE=session in production)");
+        }
         let cache = Cache::new(handle.clone());
         // Made-up tenant ids get no cache entry (nor any other key): the response
         // cache only knows the tenants of the table.
@@ -313,12 +348,20 @@ impl Stock {
         })
     }
 
-    /// The request's tenant (`X-Tenant-Id`, or the session's after login): 400 when
-    /// missing or malformed, 404 when the app has no such tenant.
+    /// The request's tenant (`X-Tenant-Id`, or the session's after login: with
+    /// `TENANT_SOURCE=session` the session layer leaves the header only when it is
+    /// the session's): 400 when malformed, 404 when the app has no such tenant;
+    /// when missing, 400, or 401 when only a session can give it.
     ///
     /// # Errors
     /// The reply to send instead.
     pub fn tenant(&self, raw: Option<&str>) -> Result<i64, Reply> {
+        if raw.is_none() && self.settings.tenant_source == TenantSource::Session {
+            return Err(Reply::error(
+                401,
+                "log in: the tenant comes from your session",
+            ));
+        }
         let id = tenant_id(raw)?;
         if self.tenants.contains(&id) {
             Ok(id)

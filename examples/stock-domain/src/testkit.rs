@@ -63,6 +63,16 @@ pub trait Client {
 /// A stock app on `redis` (or in process), with its database in `dir`.
 #[must_use]
 pub fn stock(redis: Option<&RedisServer>, dir: &Path) -> Stock {
+    stock_with(redis, dir, |_| {})
+}
+
+/// [`stock`] with its settings changed by `change` first.
+#[must_use]
+pub fn stock_with(
+    redis: Option<&RedisServer>,
+    dir: &Path,
+    change: impl FnOnce(&mut Settings),
+) -> Stock {
     let mut b = Config::builder()
         .key_prefix("stock")
         .op_timeout(Duration::from_millis(200))
@@ -75,13 +85,16 @@ pub fn stock(redis: Option<&RedisServer>, dir: &Path) -> Stock {
     config
         .module_ttls
         .insert("balance".into(), Duration::from_secs(60));
-    let settings = Settings {
+    let mut settings = Settings {
         port: 0,
         database_url: dir.join("stock.db").to_string_lossy().into_owned(),
         admin_token: Some("admin-secret".into()),
         rate_limit: "1000/minute".into(),
         reports_dir: dir.join("reports"),
+        tenant_source: crate::TenantSource::Header,
+        cookie_secure: false,
     };
+    change(&mut settings);
     Stock::new(settings, Handle::new(config).unwrap()).unwrap()
 }
 
@@ -714,4 +727,55 @@ fn tempfile_dir() -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// With `TENANT_SOURCE=session` (and `COOKIE_SECURE=true`, as in production), the
+/// tenant comes from the logged-in session only: an anonymous client naming a
+/// tenant gets 401 and no data, a header that disagrees with the session is a 403,
+/// and the session cookie is `Secure`.
+pub async fn tenant_from_the_session_only<C: Client>(app: &C) {
+    for path in [BALANCE, "/products", "/products/1", "/categories"] {
+        let r = app.send("GET", path, &T2, "").await;
+        assert_eq!(
+            r.status, 401,
+            "anonymous {path} with a tenant header: {r:?}"
+        );
+        assert!(!r.body.contains("\"tenant\":2"), "{r:?}");
+    }
+    let sale = app
+        .send(
+            "POST",
+            "/sales",
+            &T1,
+            r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
+        )
+        .await;
+    assert_eq!(sale.status, 401, "{sale:?}");
+
+    let login = app
+        .send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"alice","password":"alice"}"#,
+        )
+        .await;
+    assert_eq!(login.status, 200, "{login:?}");
+    let set_cookie = login
+        .headers
+        .iter()
+        .find(|(n, v)| n == "set-cookie" && v.starts_with("stock_session="))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(set_cookie.contains("Secure"), "{set_cookie}");
+    let cookie = format!("stock_session={}", login.session_cookie().unwrap());
+    let mine = app
+        .send("GET", BALANCE, &[("cookie", cookie.as_str())], "")
+        .await;
+    assert_eq!(mine.status, 200, "{mine:?}");
+    assert_eq!(mine.json()["tenant"], 1);
+    let same = [("cookie", cookie.as_str()), ("x-tenant-id", "1")];
+    assert_eq!(app.send("GET", BALANCE, &same, "").await.status, 200);
+    let other = [("cookie", cookie.as_str()), ("x-tenant-id", "2")];
+    assert_eq!(app.send("GET", BALANCE, &other, "").await.status, 403);
 }
