@@ -144,3 +144,12 @@ async fn with_tenant_source_session_only_the_session_names_the_tenant() {
     let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
     testkit::tenant_from_the_session_only(&app).await;
 }
+
+#[actix_web::test]
+async fn money_is_stored_and_summed_in_cents() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    testkit::money_is_exact(&app).await;
+}

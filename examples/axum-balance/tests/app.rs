@@ -131,3 +131,10 @@ async fn with_tenant_source_session_only_the_session_names_the_tenant() {
     });
     testkit::tenant_from_the_session_only(&app(stock)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_is_stored_and_summed_in_cents() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    testkit::money_is_exact(&app(testkit::stock(Some(&redis), dir.path()))).await;
+}

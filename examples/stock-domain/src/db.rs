@@ -9,6 +9,8 @@ use chrono::{Duration, NaiveDate, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::money::Money;
+
 /// A database error (SQLite, or a blocking task that did not finish).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -48,7 +50,7 @@ pub struct Product {
     /// Unit of measure id.
     pub uom_id: i64,
     /// Price per unit.
-    pub price: f64,
+    pub price: Money,
 }
 
 /// What a client sends to create or update a product.
@@ -61,7 +63,7 @@ pub struct ProductInput {
     /// Unit of measure id.
     pub uom_id: i64,
     /// Price per unit.
-    pub price: f64,
+    pub price: Money,
 }
 
 /// A named row of a tenant (category, unit of measure).
@@ -79,11 +81,11 @@ pub struct BalancePoint {
     /// The period (`2026-11-22`, `2026-W47`, `2026-11`).
     pub period: String,
     /// Sales in the period.
-    pub sales: f64,
+    pub sales: Money,
     /// Payments in the period.
-    pub payments: f64,
+    pub payments: Money,
     /// Running balance since the start of the range: sales minus payments.
-    pub balance: f64,
+    pub balance: Money,
 }
 
 /// Balance granularity.
@@ -123,10 +125,10 @@ CREATE TABLE IF NOT EXISTS tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS categories (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS uom (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS products (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL,
-  category_id INTEGER NOT NULL, uom_id INTEGER NOT NULL, price REAL NOT NULL);
+  category_id INTEGER NOT NULL, uom_id INTEGER NOT NULL, price_cents INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS sales (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, product_id INTEGER NOT NULL,
-  quantity REAL NOT NULL, unit_price REAL NOT NULL, sold_on TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS payments (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, amount REAL NOT NULL,
+  quantity INTEGER NOT NULL, unit_price_cents INTEGER NOT NULL, sold_on TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS payments (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL,
   method TEXT NOT NULL, paid_on TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, username TEXT NOT NULL UNIQUE,
   password_hash TEXT NOT NULL);
@@ -157,6 +159,7 @@ impl Db {
         };
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
+        migrate_money_to_cents(&conn)?;
         let empty: i64 = conn.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get(0))?;
         if empty == 0 {
             seed(&conn)?;
@@ -212,26 +215,28 @@ impl Db {
         self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT period, SUM(sales), SUM(payments) FROM (
-                   SELECT strftime(?1, sold_on) AS period, quantity * unit_price AS sales, 0.0 AS payments
+                   SELECT strftime(?1, sold_on) AS period,
+                          CAST(quantity AS INTEGER) * unit_price_cents AS sales, 0 AS payments
                      FROM sales WHERE tenant_id = ?2 AND sold_on BETWEEN ?3 AND ?4
                    UNION ALL
-                   SELECT strftime(?1, paid_on), 0.0, amount
+                   SELECT strftime(?1, paid_on), 0, amount_cents
                      FROM payments WHERE tenant_id = ?2 AND paid_on BETWEEN ?3 AND ?4)
                  GROUP BY period ORDER BY period",
             )?;
             let rows = stmt.query_map(params![fmt, tenant, from, to], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?, r.get::<_, f64>(2)?))
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
             })?;
-            let mut running = 0.0;
+            let mut running = Money::default();
             let mut out = Vec::new();
             for row in rows {
                 let (period, sales, payments) = row?;
-                running += sales - payments;
+                let (sales, payments) = (Money::from_cents(sales), Money::from_cents(payments));
+                running = running + sales - payments;
                 out.push(BalancePoint {
                     period,
-                    sales: round2(sales),
-                    payments: round2(payments),
-                    balance: round2(running),
+                    sales,
+                    payments,
+                    balance: running,
                 });
             }
             Ok(out)
@@ -246,7 +251,7 @@ impl Db {
     pub async fn products(&self, tenant: i64) -> Result<Vec<Product>, DbError> {
         self.with(move |c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, category_id, uom_id, price FROM products WHERE tenant_id = ?1 ORDER BY id",
+                "SELECT id, name, category_id, uom_id, price_cents FROM products WHERE tenant_id = ?1 ORDER BY id",
             )?;
             let rows = stmt.query_map([tenant], product_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -261,7 +266,7 @@ impl Db {
     pub async fn product(&self, tenant: i64, id: i64) -> Result<Option<Product>, DbError> {
         self.with(move |c| {
             Ok(c.query_row(
-                "SELECT id, name, category_id, uom_id, price FROM products WHERE tenant_id = ?1 AND id = ?2",
+                "SELECT id, name, category_id, uom_id, price_cents FROM products WHERE tenant_id = ?1 AND id = ?2",
                 [tenant, id],
                 product_row,
             )
@@ -284,15 +289,15 @@ impl Db {
             let id = match id {
                 None => {
                     c.execute(
-                        "INSERT INTO products (tenant_id, name, category_id, uom_id, price) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![tenant, p.name, p.category_id, p.uom_id, p.price],
+                        "INSERT INTO products (tenant_id, name, category_id, uom_id, price_cents) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![tenant, p.name, p.category_id, p.uom_id, p.price.cents()],
                     )?;
                     c.last_insert_rowid()
                 }
                 Some(id) => {
                     let n = c.execute(
-                        "UPDATE products SET name = ?3, category_id = ?4, uom_id = ?5, price = ?6 WHERE tenant_id = ?1 AND id = ?2",
-                        params![tenant, id, p.name, p.category_id, p.uom_id, p.price],
+                        "UPDATE products SET name = ?3, category_id = ?4, uom_id = ?5, price_cents = ?6 WHERE tenant_id = ?1 AND id = ?2",
+                        params![tenant, id, p.name, p.category_id, p.uom_id, p.price.cents()],
                     )?;
                     if n == 0 {
                         return Ok(None);
@@ -379,8 +384,8 @@ impl Db {
         &self,
         tenant: i64,
         product_id: i64,
-        quantity: f64,
-        unit_price: f64,
+        quantity: i64,
+        unit_price: Money,
     ) -> Result<Option<i64>, DbError> {
         self.with(move |c| {
             let known: Option<i64> = c
@@ -394,8 +399,8 @@ impl Db {
                 return Ok(None);
             }
             c.execute(
-                "INSERT INTO sales (tenant_id, product_id, quantity, unit_price, sold_on) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![tenant, product_id, quantity, unit_price, Utc::now().date_naive().to_string()],
+                "INSERT INTO sales (tenant_id, product_id, quantity, unit_price_cents, sold_on) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant, product_id, quantity, unit_price.cents(), Utc::now().date_naive().to_string()],
             )?;
             Ok(Some(c.last_insert_rowid()))
         })
@@ -409,13 +414,13 @@ impl Db {
     pub async fn add_payment(
         &self,
         tenant: i64,
-        amount: f64,
+        amount: Money,
         method: String,
     ) -> Result<i64, DbError> {
         self.with(move |c| {
             c.execute(
-                "INSERT INTO payments (tenant_id, amount, method, paid_on) VALUES (?1, ?2, ?3, ?4)",
-                params![tenant, amount, method, Utc::now().date_naive().to_string()],
+                "INSERT INTO payments (tenant_id, amount_cents, method, paid_on) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant, amount.cents(), method, Utc::now().date_naive().to_string()],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -510,12 +515,38 @@ fn product_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
         name: r.get(1)?,
         category_id: r.get(2)?,
         uom_id: r.get(3)?,
-        price: r.get(4)?,
+        price: Money::from_cents(r.get(4)?),
     })
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+/// Databases made before money was kept in cents (`REAL` prices, unit prices and
+/// amounts) get cent columns in their place, once. Quantities were whole numbers
+/// already and keep their column (of `REAL` affinity there: queries cast it).
+fn migrate_money_to_cents(c: &Connection) -> Result<(), DbError> {
+    let old: i64 = c.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('products') WHERE name = 'price'",
+        [],
+        |r| r.get(0),
+    )?;
+    if old == 0 {
+        return Ok(());
+    }
+    c.execute_batch(
+        "BEGIN;
+         ALTER TABLE products ADD COLUMN price_cents INTEGER NOT NULL DEFAULT 0;
+         UPDATE products SET price_cents = CAST(ROUND(price * 100) AS INTEGER);
+         ALTER TABLE products DROP COLUMN price;
+         ALTER TABLE sales ADD COLUMN unit_price_cents INTEGER NOT NULL DEFAULT 0;
+         UPDATE sales SET unit_price_cents = CAST(ROUND(unit_price * 100) AS INTEGER),
+                          quantity = ROUND(quantity);
+         ALTER TABLE sales DROP COLUMN unit_price;
+         ALTER TABLE payments ADD COLUMN amount_cents INTEGER NOT NULL DEFAULT 0;
+         UPDATE payments SET amount_cents = CAST(ROUND(amount * 100) AS INTEGER);
+         ALTER TABLE payments DROP COLUMN amount;
+         COMMIT;",
+    )?;
+    tracing::info!("database migrated: money is now kept in integer cents");
+    Ok(())
 }
 
 fn hash_password(password: &str) -> Result<String, DbError> {
@@ -555,19 +586,20 @@ fn seed(c: &Connection) -> Result<(), DbError> {
             units.push(c.last_insert_rowid());
         }
         let mut products = Vec::new();
-        for (i, (p, price)) in [
-            ("Hammer", 12.5),
-            ("Screwdriver set", 19.9),
-            ("White paint 4L", 24.0),
-            ("Seeds", 3.2),
-            ("Hose 20m", 31.0),
+        for (i, (p, cents)) in [
+            ("Hammer", 1250),
+            ("Screwdriver set", 1990),
+            ("White paint 4L", 2400),
+            ("Seeds", 320),
+            ("Hose 20m", 3100),
         ]
         .into_iter()
         .enumerate()
         {
-            let price = price * (1.0 + 0.1 * (tenant as f64 - 1.0));
+            // Tenant 2's prices are 10% higher, to the cent.
+            let price: i64 = cents * (10 + tenant - 1) / 10;
             c.execute(
-                "INSERT INTO products (tenant_id, name, category_id, uom_id, price) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO products (tenant_id, name, category_id, uom_id, price_cents) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![tenant, p, cats[i % cats.len()], units[i % units.len()], price],
             )?;
             products.push((c.last_insert_rowid(), price));
@@ -577,16 +609,16 @@ fn seed(c: &Connection) -> Result<(), DbError> {
             // A deterministic spread of sales per day.
             for k in 0..((day * 7 + tenant) % 4 + 1) {
                 let (pid, price) = products[usize::try_from((day + k + tenant) % 5).unwrap_or(0)];
-                let qty = ((day + k) % 5 + 1) as f64;
+                let qty = (day + k) % 5 + 1;
                 c.execute(
-                    "INSERT INTO sales (tenant_id, product_id, quantity, unit_price, sold_on) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO sales (tenant_id, product_id, quantity, unit_price_cents, sold_on) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![tenant, pid, qty, price, date],
                 )?;
             }
             if day % 7 == 0 {
                 c.execute(
-                    "INSERT INTO payments (tenant_id, amount, method, paid_on) VALUES (?1, ?2, ?3, ?4)",
-                    params![tenant, 150.0 + (day % 3) as f64 * 40.0, if day % 2 == 0 { "card" } else { "transfer" }, date],
+                    "INSERT INTO payments (tenant_id, amount_cents, method, paid_on) VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant, 15_000 + (day % 3) * 4_000, if day % 2 == 0 { "card" } else { "transfer" }, date],
                 )?;
             }
         }
@@ -596,4 +628,55 @@ fn seed(c: &Connection) -> Result<(), DbError> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    /// A database of the release before money moved to cents opens with its
+    /// amounts in cents, to the cent, and works as a new one.
+    #[test]
+    fn an_old_database_is_migrated_to_cents() {
+        let path = std::env::temp_dir().join(format!("stock-migrate-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+                 CREATE TABLE products (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL,
+                   category_id INTEGER NOT NULL, uom_id INTEGER NOT NULL, price REAL NOT NULL);
+                 CREATE TABLE sales (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, product_id INTEGER NOT NULL,
+                   quantity REAL NOT NULL, unit_price REAL NOT NULL, sold_on TEXT NOT NULL);
+                 CREATE TABLE payments (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, amount REAL NOT NULL,
+                   method TEXT NOT NULL, paid_on TEXT NOT NULL);
+                 INSERT INTO tenants VALUES (2, 'Sur');
+                 INSERT INTO products VALUES (1, 2, 'Hammer', 1, 1, 13.750000000000002);
+                 INSERT INTO sales VALUES (1, 2, 1, 3.0, 13.750000000000002, '2026-11-01');
+                 INSERT INTO payments VALUES (1, 2, 0.1, 'card', '2026-11-02');
+                 INSERT INTO payments VALUES (2, 2, 0.2, 'card', '2026-11-03');",
+            )
+            .unwrap();
+        }
+        let db = Db::open(path.to_str().unwrap()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let products = db.products(2).await.unwrap();
+            assert_eq!(products[0].price, Money::from_cents(1375));
+            assert_eq!(serde_json::to_string(&products[0].price).unwrap(), "13.75");
+            let from = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+            let to = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+            let series = db.balance(2, from, to, Granularity::Monthly).await.unwrap();
+            assert_eq!(series[0].sales, Money::from_cents(4125));
+            assert_eq!(series[0].payments, Money::from_cents(30));
+            assert_eq!(series[0].balance, Money::from_cents(4095));
+            db.add_sale(2, 1, 1, Money::from_cents(5)).await.unwrap();
+        });
+        drop(db);
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -22,10 +22,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub mod db;
+pub mod money;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use db::{Db, Granularity, NamedTable, ProductInput};
+pub use money::Money;
 
 /// `send_daily_report(tenant_id)`: writes the tenant's report (a database row and a
 /// JSON file) and returns where.
@@ -462,7 +464,7 @@ impl Stock {
             Ok(p) => p,
             Err(e) => return Reply::error(400, format!("invalid product: {e}")),
         };
-        if input.name.trim().is_empty() || !non_negative(input.price) {
+        if input.name.trim().is_empty() || input.price < Money::default() {
             return Reply::error(400, "a product needs a name and a price >= 0");
         }
         match self.db.save_product(tenant, id, input).await {
@@ -516,14 +518,15 @@ impl Stock {
         #[derive(Deserialize)]
         struct Sale {
             product_id: i64,
-            quantity: f64,
-            unit_price: f64,
+            /// Whole units of the product's unit of measure.
+            quantity: i64,
+            unit_price: Money,
         }
         let sale: Sale = match serde_json::from_slice(body) {
             Ok(s) => s,
             Err(e) => return Reply::error(400, format!("invalid sale: {e}")),
         };
-        if !positive(sale.quantity) || !non_negative(sale.unit_price) {
+        if sale.quantity <= 0 || sale.unit_price < Money::default() {
             return Reply::error(400, "quantity must be > 0 and unit_price >= 0");
         }
         match self
@@ -541,14 +544,14 @@ impl Stock {
     pub async fn add_payment(&self, tenant: i64, body: &[u8]) -> Reply {
         #[derive(Deserialize)]
         struct Payment {
-            amount: f64,
+            amount: Money,
             method: String,
         }
         let p: Payment = match serde_json::from_slice(body) {
             Ok(p) => p,
             Err(e) => return Reply::error(400, format!("invalid payment: {e}")),
         };
-        if !positive(p.amount) || p.method.trim().is_empty() {
+        if p.amount <= Money::default() || p.method.trim().is_empty() {
             return Reply::error(400, "amount must be > 0 and method not empty");
         }
         match self.db.add_payment(tenant, p.amount, p.method).await {
@@ -607,14 +610,6 @@ impl Stock {
     }
 }
 
-fn non_negative(x: f64) -> bool {
-    x.is_finite() && x >= 0.0
-}
-
-fn positive(x: f64) -> bool {
-    x.is_finite() && x > 0.0
-}
-
 /// Parses a tenant id (`X-Tenant-Id` header or the session's) into the database's
 /// tenant number.
 ///
@@ -649,8 +644,8 @@ async fn write_report(
         )
         .await
         .map_err(|e| TaskError::retry(e.to_string()))?;
-    let sales: f64 = series.iter().map(|p| p.sales).sum();
-    let payments: f64 = series.iter().map(|p| p.payments).sum();
+    let sales: Money = series.iter().map(|p| p.sales).sum();
+    let payments: Money = series.iter().map(|p| p.payments).sum();
     let totals = json!({ "tenant": tenant, "days": 30, "sales": sales, "payments": payments, "balance": sales - payments });
     tokio::fs::create_dir_all(dir)
         .await

@@ -779,3 +779,71 @@ pub async fn tenant_from_the_session_only<C: Client>(app: &C) {
     let other = [("cookie", cookie.as_str()), ("x-tenant-id", "2")];
     assert_eq!(app.send("GET", BALANCE, &other, "").await.status, 403);
 }
+
+/// Every JSON number in `body` that has a fractional part has at most two decimals.
+fn amounts_have_two_decimals_at_most(body: &str) {
+    let value: Value = serde_json::from_str(body).unwrap();
+    let mut stack = vec![&value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) => {
+                let text = n.to_string();
+                let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+                assert!(decimals <= 2, "{text} in {body}");
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => stack.extend(fields.values()),
+            _ => {}
+        }
+    }
+}
+
+/// Money is exact: prices and balances have at most two decimals (tenant 2's
+/// prices are 10% above tenant 1's, which floats showed as `13.750000000000002`),
+/// sums of cents add up, and an amount with more decimals or a fractional quantity
+/// is a 400.
+pub async fn money_is_exact<C: Client>(app: &C) {
+    for tenant in [T1, T2] {
+        let products = app.send("GET", "/products", &tenant, "").await;
+        assert_eq!(products.status, 200);
+        amounts_have_two_decimals_at_most(&products.body);
+    }
+    // The last period's running balance, read back as cents (exact: the amounts
+    // have at most two decimals, checked first).
+    let balance = |body: &str| -> i64 {
+        amounts_have_two_decimals_at_most(body);
+        let v: Value = serde_json::from_str(body).unwrap();
+        let last = v["series"].as_array().unwrap().last().unwrap()["balance"].clone();
+        serde_json::from_value::<crate::Money>(last)
+            .unwrap()
+            .cents()
+    };
+    let before = app.send("GET", BALANCE, &T2, "").await;
+    for (body, status) in [
+        (r#"{"product_id":6,"quantity":3,"unit_price":0.1}"#, 201),
+        (r#"{"product_id":6,"quantity":1,"unit_price":0.2}"#, 201),
+        (r#"{"product_id":6,"quantity":1,"unit_price":12.345}"#, 400),
+        (r#"{"product_id":6,"quantity":1.5,"unit_price":1}"#, 400),
+        (r#"{"product_id":6,"quantity":0,"unit_price":1}"#, 400),
+    ] {
+        let r = app.send("POST", "/sales", &T2, body).await;
+        assert_eq!(r.status, status, "{body}: {r:?}");
+    }
+    let pay = app
+        .send(
+            "POST",
+            "/payments",
+            &T2,
+            r#"{"amount":0.1,"method":"card"}"#,
+        )
+        .await;
+    assert_eq!(pay.status, 201, "{pay:?}");
+    let after = app.send("GET", BALANCE, &T2, "").await;
+    assert_eq!(
+        balance(&after.body) - balance(&before.body),
+        30 + 20 - 10,
+        "{} then {}",
+        before.body,
+        after.body
+    );
+}
