@@ -336,12 +336,14 @@ fn json(status: u16, body: &impl serde::Serialize) -> HttpResponse {
         .body(Bytes::from(bytes))
 }
 
-/// `GET /health/cache`: always 200, with the handle's [`larder_core::HealthReport`].
+/// `GET /health/cache`: always 200, with the handle's [`larder_core::HealthReport`],
+/// probed at most once a second ([`larder_core::HealthProbe`]).
 #[must_use]
 pub fn health_resource(handle: Handle) -> actix_web::Resource {
+    let probe = larder_core::HealthProbe::new(handle);
     web::resource("/health/cache").route(web::get().to(move || {
-        let handle = handle.clone();
-        async move { json(200, &handle.health().await) }
+        let probe = probe.clone();
+        async move { json(200, &probe.report().await) }
     }))
 }
 

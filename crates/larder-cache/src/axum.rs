@@ -24,13 +24,15 @@ use larder_core::Handle;
 
 use crate::admin::Admin;
 
-/// `GET /health/cache`: always 200, with the handle's [`larder_core::HealthReport`].
+/// `GET /health/cache`: always 200, with the handle's [`larder_core::HealthReport`],
+/// probed at most once a second ([`larder_core::HealthProbe`]).
 pub fn health_routes<S: Clone + Send + Sync + 'static>(handle: Handle) -> Router<S> {
+    let probe = larder_core::HealthProbe::new(handle);
     Router::new().route(
         "/health/cache",
         get(move || {
-            let handle = handle.clone();
-            async move { Json(handle.health().await) }
+            let probe = probe.clone();
+            async move { Json(probe.report().await) }
         }),
     )
 }

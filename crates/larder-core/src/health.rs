@@ -164,3 +164,68 @@ mod tests {
         assert!(v.get("latency_ms").is_none());
     }
 }
+
+/// A health endpoint's probe: [`Handle::health`](crate::Handle::health) at most once
+/// per `max_age` (one second by default), so an unauthenticated, unlimited
+/// `/health/cache` cannot make every call a `PING`. Concurrent callers share one
+/// probe. A report is not reused once the circuit breaker changed state since it
+/// was made: an outage (or a recovery) shows at once. Cheap to clone.
+#[derive(Clone)]
+pub struct HealthProbe {
+    handle: crate::Handle,
+    max_age: Duration,
+    last: std::sync::Arc<tokio::sync::Mutex<Option<Probed>>>,
+}
+
+struct Probed {
+    at: std::time::Instant,
+    breaker: BreakerState,
+    report: HealthReport,
+}
+
+impl std::fmt::Debug for HealthProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthProbe")
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthProbe {
+    /// A probe of `handle`'s Redis, reused for a second.
+    #[must_use]
+    pub fn new(handle: crate::Handle) -> Self {
+        Self {
+            handle,
+            max_age: Duration::from_secs(1),
+            last: std::sync::Arc::default(),
+        }
+    }
+
+    /// Reuses a report for `max_age` instead of a second.
+    #[must_use]
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The current report: the last one while it is fresh, else a new probe.
+    pub async fn report(&self) -> HealthReport {
+        let mut last = self.last.lock().await;
+        let breaker = self.handle.guard().state();
+        if let Some(p) = last
+            .as_ref()
+            .filter(|p| p.at.elapsed() < self.max_age && p.breaker == breaker)
+        {
+            return p.report.clone();
+        }
+        let report = self.handle.health().await;
+        *last = Some(Probed {
+            at: std::time::Instant::now(),
+            // The state after the probe: the probe itself may have moved it.
+            breaker: self.handle.guard().state(),
+            report: report.clone(),
+        });
+        report
+    }
+}

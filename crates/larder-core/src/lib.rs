@@ -84,7 +84,7 @@ pub use config::{Config, ConfigBuilder, ConfigError, RedisUrl};
 pub use error::{BackendError, BackendErrorKind, Error, UnavailableReason};
 pub use guard::{BreakerState, Guard, GuardStats};
 pub use handle::Handle;
-pub use health::HealthReport;
+pub use health::{HealthProbe, HealthReport};
 pub use keyspace::{KeyError, Keyspace, Module, Scope, Tenant};
 pub use request::{HeaderKey, Principal, RequestView, TenantExtractor};
 

@@ -232,6 +232,41 @@ async fn health_reports_connected_then_degraded() {
     assert_eq!(json["redis"], "unreachable");
 }
 
+/// A health endpoint's probe PINGs at most once a second, however often it is
+/// asked, and shows an outage as soon as the breaker opens, not a second later.
+#[tokio::test]
+async fn the_health_probe_pings_once_a_second_and_sees_an_outage_at_once() {
+    let mut server = RedisServer::start();
+    let handle = handle_for(&server);
+    let probe = larder_core::HealthProbe::new(handle.clone());
+    let pings = |server: &RedisServer| server.command_calls().get("ping").copied().unwrap_or(0);
+    // The first report PINGs (and connects, which may PING too).
+    assert_eq!(probe.report().await.status, larder_core::health::Status::Ok);
+    let before = pings(&server);
+    for _ in 0..50 {
+        assert_eq!(probe.report().await.status, larder_core::health::Status::Ok);
+    }
+    assert_eq!(
+        pings(&server),
+        before,
+        "no PING for 50 more reports within the second"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = probe.report().await;
+    assert_eq!(pings(&server), before + 1, "a second later, one");
+
+    server.stop();
+    // Three failed calls open the breaker.
+    for _ in 0..3 {
+        let _ = handle.query::<String>("ping", &redis::cmd("PING")).await;
+    }
+    assert_eq!(
+        probe.report().await.status,
+        larder_core::health::Status::Degraded,
+        "the open breaker is seen within the second"
+    );
+}
+
 #[tokio::test]
 async fn in_process_handle_refuses_at_once_and_is_healthy() {
     let handle = Handle::in_process();

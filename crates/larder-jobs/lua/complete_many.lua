@@ -1,8 +1,8 @@
 -- Records the outcomes of a batch of jobs. Fenced per job: an outcome whose token
 -- no longer matches is rejected.
 -- KEYS[1] in-flight set   KEYS[2] delayed set   KEYS[3] dead set   KEYS[4] sequence
--- ARGV: 1 key base, 2 result ttl ms, 3 job count, then per job 5 fields:
---       id, token, outcome, payload, retry at ms
+-- ARGV: 1 key base, 2 result ttl ms, 3 job count, 4 dead letters' ttl ms, 5 dead
+--       letters' cap, then per job 5 fields: id, token, outcome, payload, retry at ms
 -- A finished job's completion signal (the `done:{id}` list that waiters block on)
 -- is only written when someone waits (the job's `waited` field, set by arm_wait.lua):
 -- no key per job otherwise. The in-flight entries go in one variadic ZREM.
@@ -10,10 +10,11 @@
 local now = now_ms()
 local at_now = string.format('%d', now) -- converted once, not per job
 local base, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local dead = { ARGV[4], ARGV[5] }
 local out = {}
 local landed = {}
 for j = 0, n - 1 do
-  local o = 3 + j * 5
+  local o = 5 + j * 5
   local id, token, outcome, payload, at = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
   local jkey = base .. 'j:' .. id
   local f = redis.call('HMGET', jkey, 'run', 'waited', 'revoked')
@@ -49,7 +50,7 @@ for j = 0, n - 1 do
     elseif outcome == 'FAILURE' then
       redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', at_now)
-      redis.call('ZADD', KEYS[3], at_now, id)
+      to_dead(base, jkey, id, at_now, dead[1], dead[2])
       if f[2] then
         signal(base, id, 'FAILURE', ttl)
       end
@@ -65,7 +66,7 @@ for j = 0, n - 1 do
         redis.call('HSET', jkey, 'state', 'PENDING')
         push_ready(base, id, queue, tenant, prio, redis.call('INCR', KEYS[4]))
       else
-        bury(base, jkey, id, now, ttl)
+        bury(base, jkey, id, now, ttl, dead)
       end
     end
     out[#out + 1] = 1

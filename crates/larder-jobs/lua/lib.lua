@@ -36,14 +36,32 @@ local function signal(base, id, state, ttl)
   redis.call('PEXPIRE', done, ttl)
 end
 
+-- Adds job `id` to the dead letters (the `dead` set, scored by when it died). A
+-- dead letter is kept `dead` ms, its record too, and there are at most `dead_max`
+-- of them: each addition drops those past their time and, over the cap, the
+-- oldest, records and all (one or two per addition: bounded work).
+local function to_dead(base, jkey, id, now, dead, dead_max)
+  local set = base .. 'dead'
+  redis.call('ZADD', set, now, id)
+  redis.call('PEXPIRE', jkey, dead)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - tonumber(dead))
+  local over = redis.call('ZCARD', set) - tonumber(dead_max)
+  if over > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', set, 0, over - 1)) do
+      redis.call('UNLINK', base .. 'j:' .. old)
+    end
+    redis.call('ZREMRANGEBYRANK', set, 0, over - 1)
+  end
+end
+
 -- Fails a job whose record cannot be read (no usable `d`): it goes to the dead-letter
 -- set with a clear error instead of stopping the script that met it, and its
 -- waiters, if any, are woken. (The error is MALFORMED_RECORD of src/backend/redis.rs,
--- which fails the ones a worker fetches.)
-local function bury(base, jkey, id, now, ttl)
+-- which fails the ones a worker fetches.) `dead`: see `to_dead`.
+local function bury(base, jkey, id, now, ttl, dead)
   redis.call('HSET', jkey, 'state', 'FAILURE', 'finished', now,
     'error', 'malformed job record (not written by this version of larder-jobs)')
-  redis.call('ZADD', base .. 'dead', now, id)
+  to_dead(base, jkey, id, now, dead[1], dead[2])
   if redis.call('HEXISTS', jkey, 'waited') == 1 then
     signal(base, id, 'FAILURE', ttl)
   end

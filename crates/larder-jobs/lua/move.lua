@@ -5,10 +5,12 @@
 -- past its retry budget (attempts and expired leases together: a job that kills
 -- its worker) goes to the dead letters instead of round again.
 -- KEYS[1] the sorted set   KEYS[2] sequence   KEYS[3] dead set
--- ARGV: 1 key base, 2 limit, 3 mode ('promote' or 'reap'), 4 result ttl ms
+-- ARGV: 1 key base, 2 limit, 3 mode ('promote' or 'reap'), 4 result ttl ms,
+--       5 dead letters' ttl ms, 6 dead letters' cap
 -- Returns the number of entries taken off the set.
 local now = now_ms()
 local base, ttl = ARGV[1], ARGV[4]
+local dead = { ARGV[5], ARGV[6] }
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
@@ -25,12 +27,12 @@ for _, id in ipairs(due) do
     if f[3] == '1' then
       finish_revoked(base, jkey, id, now, ttl, 'revoked while running')
     elseif not queue then
-      bury(base, jkey, id, now, ttl)
+      bury(base, jkey, id, now, ttl, dead)
     elseif (tonumber(f[4]) or 0) + expired > tonumber(budget) then
       redis.call('HSET', jkey, 'state', 'FAILURE', 'finished', now, 'error',
         'its lease ran out ' .. expired .. ' times without an outcome (the task may be ' ..
         'crashing its worker): past its retry budget of ' .. budget)
-      redis.call('ZADD', KEYS[3], now, id)
+      to_dead(base, jkey, id, now, dead[1], dead[2])
       if redis.call('HEXISTS', jkey, 'waited') == 1 then
         signal(base, id, 'FAILURE', ttl)
       end

@@ -36,6 +36,8 @@ pub struct JobsConfig {
     pub(crate) retry_max: Duration,
     pub(crate) redis_url: Option<RedisUrl>,
     pub(crate) allow_eviction: bool,
+    pub(crate) dead_ttl: Duration,
+    pub(crate) dead_max: u64,
 }
 
 impl Default for JobsConfig {
@@ -49,6 +51,8 @@ impl Default for JobsConfig {
             retry_max: Duration::from_secs(600),
             redis_url: None,
             allow_eviction: false,
+            dead_ttl: Duration::from_secs(7 * 86_400),
+            dead_max: 10_000,
         }
     }
 }
@@ -87,6 +91,8 @@ impl JobsConfig {
                 "JOBS_RETRY_MAX_MS" => c.retry_max = parse_millis(k, v)?,
                 "JOBS_REDIS_URL" if !v.is_empty() => c.redis_url = Some(RedisUrl::parse_var(k, v)?),
                 "JOBS_ALLOW_EVICTION" => c.allow_eviction = parse_bool(k, v)?,
+                "JOBS_DEAD_TTL" => c.dead_ttl = parse_secs(k, v)?,
+                "JOBS_DEAD_MAX" => c.dead_max = parse_u64(k, v, "dead letters")?.max(1),
                 _ => {}
             }
         }
@@ -136,6 +142,16 @@ impl JobsConfig {
     #[must_use]
     pub fn redis_url(mut self, url: RedisUrl) -> Self {
         self.redis_url = Some(url);
+        self
+    }
+
+    /// How long a dead letter (a job that failed for good) is kept, with its record
+    /// (`JOBS_DEAD_TTL`, default 7 days), and how many are kept at most
+    /// (`JOBS_DEAD_MAX`, default 10,000; the oldest go first).
+    #[must_use]
+    pub fn dead_letters(mut self, ttl: Duration, max: u64) -> Self {
+        self.dead_ttl = ttl;
+        self.dead_max = max.max(1);
         self
     }
 
@@ -234,15 +250,10 @@ impl Jobs {
     #[must_use]
     pub fn with_config(handle: Handle, config: JobsConfig) -> Self {
         let backend = if handle.is_redis_configured() {
-            Backend::Redis(RedisBackend::new(
-                handle.clone(),
-                &scope(&handle),
-                larder_core::time::millis(config.result_ttl),
-                config.allow_eviction,
-            ))
+            Backend::Redis(RedisBackend::new(handle.clone(), &scope(&handle), &config))
         } else {
             tracing::info!(target: "larder::jobs", "no REDIS_URL: jobs run in process (development only, not durable)");
-            Backend::Memory(Arc::new(MemoryBackend::default()))
+            Backend::Memory(Arc::new(MemoryBackend::new(&config)))
         };
         Self {
             inner: Arc::new(Inner {

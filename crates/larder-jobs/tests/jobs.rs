@@ -1060,3 +1060,61 @@ fn jobs_redis_url_is_read_checked_and_redacted() {
     let err = JobsConfig::from_vars([("JOBS_ALLOW_EVICTION", "maybe")]).unwrap_err();
     assert!(err.to_string().starts_with("JOBS_ALLOW_EVICTION:"), "{err}");
 }
+
+/// Dead letters do not pile up for ever: each is kept for its time (its record
+/// expires with it) and only the newest `max` are kept.
+async fn dead_letters_are_capped(jobs: Jobs, redis: Option<&RedisServer>) {
+    let worker = Worker::new(jobs.clone())
+        .task(FLAKY, |_, _| async {
+            Err::<String, _>(TaskError::fatal("broken"))
+        })
+        .spawn();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = jobs.delay(FLAKY, &n).await.unwrap();
+        let status = jobs.wait_status(&id, WAIT).await.unwrap();
+        assert_eq!(status.state, JobState::Failure);
+        ids.push(id);
+        // Dead letters are ordered by the millisecond they died in.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    worker.shutdown(WAIT).await;
+    let mut dead = jobs.dead(10).await.unwrap();
+    dead.sort();
+    let mut newest = ids[2..].to_vec();
+    newest.sort();
+    assert_eq!(dead, newest, "the three newest are kept");
+    for gone in &ids[..2] {
+        assert!(
+            jobs.status(gone).await.unwrap().is_none(),
+            "{gone}'s record went with it"
+        );
+    }
+    if let Some(redis) = redis {
+        for id in &ids[2..] {
+            let key = format!("larder:jobs:global:{{jobs}}:j:{id}");
+            let ttl = redis.command(&["PTTL", &key]);
+            let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+            assert!(ttl > 0 && ttl <= 60_000, "{key}: {ttl}");
+        }
+    }
+    // A re-driven job is a live job again: it no longer expires.
+    assert!(jobs.redrive(&ids[4]).await.unwrap());
+    if let Some(redis) = redis {
+        let key = format!("larder:jobs:global:{{jobs}}:j:{}", ids[4]);
+        assert_eq!(redis.command(&["PTTL", &key]), ":-1\r\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_expire_and_are_capped() {
+    let redis = RedisServer::start();
+    let config = quick().dead_letters(Duration::from_secs(60), 3);
+    dead_letters_are_capped(jobs(&redis, config), Some(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_dead_letters_expire_and_are_capped() {
+    let config = quick().dead_letters(Duration::from_secs(60), 3);
+    dead_letters_are_capped(Jobs::with_config(Handle::in_process(), config), None).await;
+}

@@ -199,7 +199,7 @@ async fn login(s: Data<Stock>, session: Session, req: HttpRequest, body: Bytes) 
     }
     match sessions::login(&session, &who).and_then(|()| session.insert("tenant", tenant)) {
         Ok(()) => HttpResponse::Ok().json(json!({ "user": user, "tenant": tenant })),
-        Err(e) => respond(Reply::error(500, format!("session not stored: {e}"))),
+        Err(e) => respond(Reply::unavailable("session not stored", &e)),
     }
 }
 
@@ -224,7 +224,7 @@ async fn logout_all(s: Data<Stock>, session: Session) -> HttpResponse {
             sessions::logout(&session);
             HttpResponse::Ok().json(json!({ "revoked": n }))
         }
-        Err(e) => respond(Reply::error(503, format!("revoke failed: {e}"))),
+        Err(e) => respond(Reply::unavailable("revoke failed", &e)),
     }
 }
 
@@ -234,7 +234,7 @@ async fn list_sessions(s: Data<Stock>, session: Session) -> HttpResponse {
     };
     match s.sessions.list(None, &i.user).await {
         Ok(list) => HttpResponse::Ok().json(list),
-        Err(e) => respond(Reply::error(503, format!("sessions unavailable: {e}"))),
+        Err(e) => respond(Reply::unavailable("sessions unavailable", &e)),
     }
 }
 

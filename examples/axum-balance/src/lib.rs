@@ -188,7 +188,7 @@ async fn login(
             status: 200,
             body: json!({ "user": user, "tenant": tenant }),
         }),
-        Err(e) => respond(Reply::error(503, format!("session not stored: {e}"))),
+        Err(e) => respond(Reply::unavailable("session not stored", &e)),
     }
 }
 
@@ -205,7 +205,7 @@ async fn me(session: Session) -> Response {
 async fn logout(session: Session) -> Response {
     match sessions::logout(&session).await {
         Ok(()) => Json(json!({ "logged_out": true })).into_response(),
-        Err(e) => respond(Reply::error(503, format!("logout failed: {e}"))),
+        Err(e) => respond(Reply::unavailable("logout failed", &e)),
     }
 }
 
@@ -218,7 +218,7 @@ async fn logout_all(State(s): State<Stock>, session: Session) -> Response {
             let _ = sessions::logout(&session).await;
             Json(json!({ "revoked": n })).into_response()
         }
-        Err(e) => respond(Reply::error(503, format!("revoke failed: {e}"))),
+        Err(e) => respond(Reply::unavailable("revoke failed", &e)),
     }
 }
 
@@ -228,7 +228,7 @@ async fn list_sessions(State(s): State<Stock>, session: Session) -> Response {
     };
     match s.sessions.list(None, &i.user).await {
         Ok(list) => Json(list).into_response(),
-        Err(e) => respond(Reply::error(503, format!("sessions unavailable: {e}"))),
+        Err(e) => respond(Reply::unavailable("sessions unavailable", &e)),
     }
 }
 

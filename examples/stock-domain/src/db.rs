@@ -224,7 +224,11 @@ impl Db {
                  GROUP BY period ORDER BY period",
             )?;
             let rows = stmt.query_map(params![fmt, tenant, from, to], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?;
             let mut running = Money::default();
             let mut out = Vec::new();

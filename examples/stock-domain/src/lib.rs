@@ -75,10 +75,20 @@ impl Reply {
         tracing::error!(error = %e, "request failed");
         Self::error(500, "internal error")
     }
+
+    /// A 503 for a backend that failed (`what`: "report not enqueued"). The
+    /// backend's own text goes to the log, never to the client: it names servers,
+    /// keys and configuration.
+    #[must_use]
+    pub fn unavailable(what: &str, e: &impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "{what}");
+        Self::error(503, format!("{what}: temporarily unavailable"))
+    }
 }
 
-/// The app's settings (beside larder's own variables).
-#[derive(Debug, Clone)]
+/// The app's settings (beside larder's own variables). `Debug` never shows the
+/// admin token.
+#[derive(Clone)]
 pub struct Settings {
     /// `PORT` (default 5000).
     pub port: u16,
@@ -96,6 +106,20 @@ pub struct Settings {
     /// `COOKIE_SECURE`: the session cookie is sent over HTTPS only (default
     /// `false`, for plain-HTTP development; `true` in production).
     pub cookie_secure: bool,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("port", &self.port)
+            .field("database_url", &self.database_url)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("rate_limit", &self.rate_limit)
+            .field("reports_dir", &self.reports_dir)
+            .field("tenant_source", &self.tenant_source)
+            .field("cookie_secure", &self.cookie_secure)
+            .finish()
+    }
 }
 
 /// Where a request's tenant comes from.
@@ -584,10 +608,7 @@ impl Stock {
                 status: 202,
                 body: json!({ "job_id": id }),
             },
-            Err(e) => {
-                tracing::warn!(error = %e, "report not enqueued");
-                Reply::error(503, format!("report not enqueued: {e}"))
-            }
+            Err(e) => Reply::unavailable("report not enqueued", &e),
         }
     }
 
@@ -605,7 +626,7 @@ impl Stock {
                 }))
             }
             Ok(_) => Reply::error(404, format!("no job {id}")),
-            Err(e) => Reply::error(503, format!("job status unavailable: {e}")),
+            Err(e) => Reply::unavailable("job status", &e),
         }
     }
 }
@@ -675,4 +696,27 @@ async fn write_report(
 #[must_use]
 pub fn is_done(state: JobState) -> bool {
     state.is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    #[test]
+    fn settings_never_show_the_admin_token() {
+        let settings = crate::Settings {
+            port: 5000,
+            database_url: "stock.db".into(),
+            admin_token: Some("s3cret-admin".into()),
+            rate_limit: "100/minute".into(),
+            reports_dir: "reports".into(),
+            tenant_source: crate::TenantSource::Header,
+            cookie_secure: false,
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("admin_token: Some(\"***\")"),
+            "{shown}"
+        );
+    }
 }

@@ -232,6 +232,14 @@ pub async fn redis_outage_and_recovery<C: Client>(app: &C, redis: &mut RedisServ
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(app.send("GET", BALANCE, &T2, "").await.status, 200);
     }
+    // A backend failure is a 503 whose body names what failed, never the
+    // backend's own text (servers, ports, errno).
+    let job = app.send("POST", "/reports/daily", &T1, "").await;
+    assert_eq!(job.status, 503, "{job:?}");
+    assert_eq!(
+        job.json(),
+        serde_json::json!({ "error": "report not enqueued: temporarily unavailable" })
+    );
     let health = app.send("GET", "/health/cache", &[], "").await;
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "degraded");

@@ -56,6 +56,9 @@ struct State {
     delayed: BTreeSet<(u64, String)>,
     inflight: HashMap<String, u64>,
     dead: BTreeSet<(u64, String)>,
+    /// How long a dead letter is kept, and how many at most (see `lua/lib.lua`).
+    dead_ttl_ms: u64,
+    dead_max: usize,
     seq: i64,
 }
 
@@ -87,9 +90,26 @@ impl State {
     fn expire(&mut self, now: u64) {
         self.jobs.retain(|_, j| j.gone_at.is_none_or(|t| t > now));
     }
+
+    /// Adds `id` to the dead letters; drops those past their time and, over the
+    /// cap, the oldest, with their records (as `to_dead` in `lua/lib.lua`).
+    fn bury_dead(&mut self, id: &str, now: u64) {
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.gone_at = Some(now + self.dead_ttl_ms);
+        }
+        self.dead.insert((now, id.to_owned()));
+        let oldest_kept = now.saturating_sub(self.dead_ttl_ms);
+        while let Some((at, old)) = self.dead.first().cloned() {
+            if at > oldest_kept && self.dead.len() <= self.dead_max {
+                break;
+            }
+            self.dead.pop_first();
+            self.jobs.remove(&old);
+        }
+    }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct MemoryBackend {
     state: Mutex<State>,
     work: Notify,
@@ -97,6 +117,18 @@ pub(crate) struct MemoryBackend {
 }
 
 impl MemoryBackend {
+    pub(crate) fn new(config: &crate::jobs::JobsConfig) -> Self {
+        Self {
+            state: Mutex::new(State {
+                dead_ttl_ms: larder_core::time::millis(config.dead_ttl),
+                dead_max: usize::try_from(config.dead_max).unwrap_or(usize::MAX),
+                ..State::default()
+            }),
+            work: Notify::new(),
+            done: Notify::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -289,9 +321,7 @@ impl MemoryBackend {
             Outcome::Retry { at_ms, .. } | Outcome::Defer { at_ms } => {
                 s.delayed.insert((*at_ms, id.to_owned()));
             }
-            Outcome::Failure(_) => {
-                s.dead.insert((now, id.to_owned()));
-            }
+            Outcome::Failure(_) => s.bury_dead(id, now),
             _ => {}
         }
         if ready {
@@ -344,7 +374,7 @@ impl MemoryBackend {
                     "its lease ran out {} times without an outcome (the task may be crashing its worker): past its retry budget of {}",
                     j.expired, j.max_retries
                 ));
-                s.dead.insert((now, id.clone()));
+                s.bury_dead(id, now);
             } else {
                 s.push_ready(id);
             }
@@ -470,6 +500,7 @@ impl MemoryBackend {
         if let Some(j) = s.jobs.get_mut(id) {
             j.attempts = 0;
             j.expired = 0;
+            j.gone_at = None;
         }
         s.push_ready(id);
         drop(s);

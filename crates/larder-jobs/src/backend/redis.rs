@@ -8,8 +8,10 @@ use larder_core::{Handle, Scope};
 
 use super::{Completion, Fetched, NewJob, Renewal};
 use crate::error::JobError;
+use crate::jobs::JobsConfig;
 use crate::options::NO_TENANT;
 use crate::state::{JobState, JobStatus};
+use larder_core::time::millis;
 
 /// The error of a job whose record cannot be read; `bury` in `lua/lib.lua` writes the
 /// same text for the ones the scripts meet.
@@ -47,6 +49,9 @@ pub(crate) struct RedisBackend {
     /// finish a job on their own: an expired job at fetch, an unreadable one at
     /// maintenance).
     result_ttl_ms: u64,
+    /// How long dead letters (and their records) are kept, and how many at most.
+    dead_ttl_ms: u64,
+    dead_max: u64,
     scripts: Arc<Scripts>,
     /// The server's eviction policy, judged once (at the first enqueue or fetch
     /// that reaches it): `Err` holds the refusal.
@@ -109,18 +114,15 @@ fn tenant_of(t: &str) -> Option<String> {
 }
 
 impl RedisBackend {
-    pub(crate) fn new(
-        handle: Handle,
-        scope: &Scope,
-        result_ttl_ms: u64,
-        allow_eviction: bool,
-    ) -> Self {
+    pub(crate) fn new(handle: Handle, scope: &Scope, config: &JobsConfig) -> Self {
         Self {
             policy: Arc::default(),
-            allow_eviction,
+            allow_eviction: config.allow_eviction,
             handle,
             base: Arc::from(scope.base()),
-            result_ttl_ms,
+            result_ttl_ms: millis(config.result_ttl),
+            dead_ttl_ms: millis(config.dead_ttl),
+            dead_max: config.dead_max,
             scripts: Arc::new(Scripts {
                 enqueue: job_script!("enqueue_many.lua"),
                 fetch: job_script!("fetch.lua"),
@@ -333,7 +335,9 @@ impl RedisBackend {
             .key(self.key("seq"))
             .arg(&*self.base)
             .arg(ttl_ms)
-            .arg(jobs.len());
+            .arg(jobs.len())
+            .arg(self.dead_ttl_ms)
+            .arg(self.dead_max);
         for c in jobs {
             inv.arg(&c.id)
                 .arg(&c.token)
@@ -362,7 +366,9 @@ impl RedisBackend {
                     .arg(&*self.base)
                     .arg(batch)
                     .arg(mode)
-                    .arg(self.result_ttl_ms);
+                    .arg(self.result_ttl_ms)
+                    .arg(self.dead_ttl_ms)
+                    .arg(self.dead_max);
                 let moved: usize = self
                     .handle
                     .script("job_maintain", &inv)
