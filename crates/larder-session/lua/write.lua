@@ -10,6 +10,9 @@
 -- ARGV[5]  user hash, or '' for an anonymous session
 -- ARGV[6]  identity JSON (user, user agent, IP), or ''
 -- ARGV[7]  the session's hash (its member in the index)
+-- ARGV[8]  sessions a user holds at most: past it, the oldest (first to reach their
+--          absolute deadline) are deleted, so the index, and a revoke-all over
+--          it, stay bounded
 -- Returns 1 stored, 0 gone (nothing written), -1 id collision on create.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -42,6 +45,17 @@ redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[3]), a - now))
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[2], a, ARGV[7])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
+  if over > 0 then
+    -- The records sit beside the index: `{base}s:{hash}` (KEYS[1] is this one's).
+    local base = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[7])
+    for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+      if redis.call('HGET', base .. old, 'u') == ARGV[5] then
+        redis.call('DEL', base .. old)
+      end
+    end
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+  end
   if redis.call('PTTL', KEYS[2]) < a - now then
     redis.call('PEXPIRE', KEYS[2], a - now)
   end

@@ -53,6 +53,7 @@ pub struct SessionConfig {
     pub(crate) touch_interval: Duration,
     pub(crate) rotation_grace: Duration,
     pub(crate) max_bytes: usize,
+    pub(crate) max_per_user: u64,
     pub(crate) degraded: Degraded,
     pub(crate) local_capacity: u64,
 }
@@ -66,6 +67,7 @@ impl Default for SessionConfig {
             touch_interval: Duration::from_secs(60),
             rotation_grace: Duration::from_secs(5),
             max_bytes: 16 * 1024,
+            max_per_user: 50,
             degraded: Degraded::FailClosed,
             local_capacity: 10_000,
         }
@@ -122,6 +124,9 @@ impl SessionConfig {
                     c.max_bytes = usize::try_from(parse_u64(name, value, "bytes")?)
                         .map_err(|_| ConfigError::invalid(name, "too large"))?;
                 }
+                "SESSION_MAX_PER_USER" => {
+                    c.max_per_user = parse_u64(name, value, "sessions")?.max(1);
+                }
                 "SESSION_DEGRADED" => c.degraded = Degraded::parse(name, value)?,
                 "SESSION_LOCAL_CAPACITY" => c.local_capacity = parse_u64(name, value, "sessions")?,
                 _ => {}
@@ -152,6 +157,13 @@ impl SessionConfig {
     #[must_use]
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
+    }
+
+    /// Sessions one user holds at most (per scope); a login past it ends the
+    /// user's oldest session.
+    #[must_use]
+    pub fn max_per_user(&self) -> u64 {
+        self.max_per_user
     }
 }
 
@@ -211,6 +223,13 @@ impl SessionConfigBuilder {
     /// The cap on a session's stored state in bytes (default 16 KiB).
     pub fn max_bytes(mut self, n: usize) -> Self {
         self.config.max_bytes = n;
+        self
+    }
+
+    /// Sessions one user holds at most (default 50): a login past the cap ends the
+    /// user's oldest session, so "log out everywhere" stays a bounded operation.
+    pub fn max_per_user(mut self, n: u64) -> Self {
+        self.config.max_per_user = n.max(1);
         self
     }
 

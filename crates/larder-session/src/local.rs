@@ -102,7 +102,9 @@ impl LocalTier {
         })
     }
 
-    pub(crate) fn write(&self, key: &str, w: &Write<'_>) -> Written {
+    /// Writes a record; past `max_per_user` live records of its user in its scope,
+    /// the oldest go (as `write.lua` does).
+    pub(crate) fn write(&self, key: &str, w: &Write<'_>, max_per_user: u64) -> Written {
         let now = now_ms();
         let mut outcome = Written::Gone;
         self.records
@@ -135,6 +137,18 @@ impl LocalTier {
                     read_only: false,
                 }))
             });
+        if let (Written::Stored, Some(user)) = (outcome, w.user) {
+            // `{base}s:{hash}`: the hash holds no `:`.
+            let prefix = &key[..key.rfind(':').map_or(0, |i| i + 1)];
+            let mut mine = self.of_user(prefix, user);
+            let cap = usize::try_from(max_per_user).unwrap_or(usize::MAX);
+            if mine.len() > cap {
+                mine.sort_by_key(|(_, r)| r.absolute);
+                for (old, _) in &mine[..mine.len() - cap] {
+                    self.records.invalidate(old.as_str());
+                }
+            }
+        }
         outcome
     }
 

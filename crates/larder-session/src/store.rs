@@ -552,13 +552,15 @@ impl Sessions {
             .arg(absolute)
             .arg(user_hash.as_deref().unwrap_or(""))
             .arg(identity_json.as_deref().unwrap_or(""))
-            .arg(r.as_str());
+            .arg(r.as_str())
+            .arg(self.inner.config.max_per_user);
         let res: Option<i64> = self
             .redis(
                 "session_write",
                 self.inner.handle.script("session_write", &inv),
             )
             .await?;
+        let max_per_user = self.inner.config.max_per_user;
         let local = Write {
             create,
             data,
@@ -570,9 +572,11 @@ impl Sessions {
         let written = match res {
             Some(1) => Written::Stored,
             Some(-1) => Written::Collision,
-            Some(_) if self.in_memory() && !create => self.inner.local.write(&key, &local),
+            Some(_) if self.in_memory() && !create => {
+                self.inner.local.write(&key, &local, max_per_user)
+            }
             Some(_) => Written::Gone,
-            None => self.inner.local.write(&key, &local),
+            None => self.inner.local.write(&key, &local, max_per_user),
         };
         let outcome = match written {
             Written::Stored => "stored",

@@ -329,3 +329,40 @@ async fn a_record_with_corrupt_times_is_no_session_and_is_not_written_over() {
     assert_eq!(redis.command(&["HSET", &key, "h", &good]), ":0\r\n");
     assert!(s.load("t1").await.unwrap().is_some());
 }
+
+/// A user holds at most `max_per_user` sessions: a login past it ends the oldest,
+/// so the user's index, and a revoke-all over it, stay bounded. Other users'
+/// sessions are untouched. Same rule on Redis and in process.
+async fn sessions_per_user_are_capped(s: Sessions) {
+    let alice = Identity::new("alice");
+    let bob = Identity::new("bob");
+    s.create("bob-1", b"{}", Some(&bob)).await.unwrap();
+    for n in 0..5 {
+        let id = format!("alice-{n}");
+        assert_eq!(
+            s.create(&id, b"{}", Some(&alice)).await.unwrap(),
+            Written::Stored
+        );
+        // Sessions are ordered by their deadline, to the millisecond.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert_eq!(s.list(None, "alice").await.unwrap().len(), 3);
+    for gone in ["alice-0", "alice-1"] {
+        assert!(s.load(gone).await.unwrap().is_none(), "{gone}");
+    }
+    for kept in ["alice-2", "alice-3", "alice-4", "bob-1"] {
+        assert!(s.load(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert_eq!(s.revoke_all(None, "alice", None).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn sessions_per_user_are_capped_on_redis() {
+    let redis = RedisServer::start();
+    sessions_per_user_are_capped(sessions(Some(&redis.url()), config().max_per_user(3))).await;
+}
+
+#[tokio::test]
+async fn sessions_per_user_are_capped_in_process() {
+    sessions_per_user_are_capped(sessions(None, config().max_per_user(3))).await;
+}
