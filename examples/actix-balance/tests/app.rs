@@ -56,12 +56,25 @@ where
     }
 }
 
+/// The app on `stock`, in actix's test harness.
+async fn serve(
+    stock: example_stock_domain::Stock,
+) -> App<
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+> {
+    App(test::init_service(example_actix_balance::app(stock, Key::generate())).await)
+}
+
 #[actix_web::test]
 async fn cache_invalidation_and_tenant_isolation() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let stock = testkit::stock(Some(&redis), dir.path());
-    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let app = serve(stock).await;
     testkit::cache_and_tenants(&app, &redis).await;
 }
 
@@ -70,7 +83,7 @@ async fn redis_outage_keeps_routes_up_and_recovery_needs_no_restart() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let stock = testkit::stock(Some(&redis), dir.path());
-    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let app = serve(stock).await;
     testkit::redis_outage_and_recovery(&app, &mut redis).await;
 }
 
@@ -80,7 +93,7 @@ async fn sessions_report_job_admin_and_login_limit() {
     let dir = tempfile::tempdir().unwrap();
     let stock = testkit::stock(Some(&redis), dir.path());
     let worker = stock.worker().spawn();
-    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let app = serve(stock).await;
     testkit::sessions_jobs_admin(&app).await;
     worker.shutdown(std::time::Duration::from_secs(5)).await;
 }
@@ -90,8 +103,7 @@ async fn cache_admin_sweeps_leave_sessions_jobs_and_limits_alone() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let stock = testkit::stock(Some(&redis), dir.path());
-    let app =
-        App(test::init_service(example_actix_balance::app(stock.clone(), Key::generate())).await);
+    let app = serve(stock.clone()).await;
     let mut worker = None;
     testkit::cache_admin_touches_only_the_cache(&app, &redis, || {
         worker = Some(stock.worker().spawn());
@@ -108,7 +120,7 @@ async fn rules_match_every_spelling_the_router_routes() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let stock = testkit::stock(Some(&redis), dir.path());
-    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let app = serve(stock).await;
     let routed = testkit::rules_follow_the_router(&app).await;
     // Actix decodes `%73` and `%6C` before routing: at least the escaped spellings
     // of /sales, /balance and /login reach their handlers.
@@ -120,7 +132,7 @@ async fn made_up_tenants_and_queries_leave_nothing_for_good() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let stock = testkit::stock(Some(&redis), dir.path());
-    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let app = serve(stock).await;
     testkit::requests_cannot_grow_redis_for_good(&app, &redis).await;
 }
 
@@ -141,7 +153,7 @@ async fn with_tenant_source_session_only_the_session_names_the_tenant() {
         s.tenant_source = example_stock_domain::TenantSource::Session;
         s.cookie_secure = true;
     });
-    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let app = serve(stock).await;
     testkit::tenant_from_the_session_only(&app).await;
 }
 
@@ -150,6 +162,6 @@ async fn money_is_stored_and_summed_in_cents() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let stock = testkit::stock(Some(&redis), dir.path());
-    let app = App(test::init_service(example_actix_balance::app(stock, Key::generate())).await);
+    let app = serve(stock).await;
     testkit::money_is_exact(&app).await;
 }

@@ -99,6 +99,9 @@ pub fn stock_with(
 }
 
 const T1: [(&str, &str); 1] = [("x-tenant-id", "1")];
+/// One unit of tenant 1's first product at 1.00: a write that invalidates the
+/// balance.
+const ONE_SALE: &str = r#"{"product_id":1,"quantity":1,"unit_price":1}"#;
 const T2: [(&str, &str); 1] = [("x-tenant-id", "2")];
 const BALANCE: &str = "/balance?from=2020-01-01&to=2100-01-01&granularity=monthly";
 
@@ -407,14 +410,7 @@ pub async fn cache_admin_touches_only_the_cache<C: Client>(
         let _ = app.send("GET", BALANCE, &tenant, "").await;
         let _ = app.send("GET", "/products", &tenant, "").await;
     }
-    let _ = app
-        .send(
-            "POST",
-            "/sales",
-            &T1,
-            r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
-        )
-        .await;
+    let _ = app.send("POST", "/sales", &T1, ONE_SALE).await;
     let before = keys_outside_the_cache(redis);
     for family in [":session:", ":jobs:", ":ratelimit:"] {
         assert!(
@@ -500,14 +496,7 @@ pub async fn rules_follow_the_router<C: Client>(app: &C) -> usize {
             app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
             Some("HIT")
         );
-        let sale = app
-            .send(
-                "POST",
-                &sales,
-                &T1,
-                r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
-            )
-            .await;
+        let sale = app.send("POST", &sales, &T1, ONE_SALE).await;
         if sale.status == 404 {
             continue;
         }
@@ -531,14 +520,7 @@ pub async fn rules_follow_the_router<C: Client>(app: &C) -> usize {
         assert_eq!(first.status, 200, "{target}: {first:?}");
         routed += 1;
         let _ = app.send("GET", &target, &T1, "").await;
-        let sale = app
-            .send(
-                "POST",
-                "/sales",
-                &T1,
-                r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
-            )
-            .await;
+        let sale = app.send("POST", "/sales", &T1, ONE_SALE).await;
         assert_eq!(sale.status, 201);
         let after = app.send("GET", &target, &T1, "").await;
         assert_ne!(
@@ -586,14 +568,7 @@ pub async fn requests_cannot_grow_redis_for_good<C: Client>(app: &C, redis: &Red
             let read = app.send("GET", BALANCE, headers, "").await;
             assert!(matches!(read.status, 400 | 404), "{read:?}");
             assert_ne!(read.header("x-cache"), Some("MISS"), "{read:?}");
-            let write = app
-                .send(
-                    "POST",
-                    "/sales",
-                    headers,
-                    r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
-                )
-                .await;
+            let write = app.send("POST", "/sales", headers, ONE_SALE).await;
             assert!(matches!(write.status, 400 | 404), "{write:?}");
         }
     }
@@ -626,14 +601,7 @@ pub async fn requests_cannot_grow_redis_for_good<C: Client>(app: &C, redis: &Red
         app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
         Some("HIT")
     );
-    let _ = app
-        .send(
-            "POST",
-            "/sales",
-            &T1,
-            r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
-        )
-        .await;
+    let _ = app.send("POST", "/sales", &T1, ONE_SALE).await;
     let login = app
         .send(
             "POST",
@@ -750,14 +718,7 @@ pub async fn tenant_from_the_session_only<C: Client>(app: &C) {
         );
         assert!(!r.body.contains("\"tenant\":2"), "{r:?}");
     }
-    let sale = app
-        .send(
-            "POST",
-            "/sales",
-            &T1,
-            r#"{"product_id":1,"quantity":1,"unit_price":1}"#,
-        )
-        .await;
+    let sale = app.send("POST", "/sales", &T1, ONE_SALE).await;
     assert_eq!(sale.status, 401, "{sale:?}");
 
     let login = app
