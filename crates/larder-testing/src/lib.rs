@@ -550,6 +550,17 @@ fn quote(arg: &str) -> String {
     out
 }
 
+/// Sends SIGTERM to process `pid` (what `docker stop` sends), for tests of how a
+/// program stops.
+///
+/// # Panics
+/// When the signal cannot be sent (no such process).
+pub fn terminate(pid: u32) {
+    let pid =
+        Pid::from_raw(i32::try_from(pid).unwrap_or_else(|_| panic!("pid {pid} out of range")));
+    kill(pid, Signal::SIGTERM).unwrap_or_else(|e| panic!("SIGTERM to {pid} failed: {e}"));
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 #[must_use]
 pub fn free_port() -> u16 {

@@ -141,8 +141,9 @@ async fn made_up_tenants_and_queries_leave_nothing_for_good() {
 fn sigterm_drains_and_exits_zero() {
     let redis = RedisServer::start();
     let bin = env!("CARGO_BIN_EXE_example-actix-balance");
-    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &[]);
-    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &["--worker-only"]);
+    let dir = tempfile::tempdir().unwrap();
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, dir.path(), &[]);
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, dir.path(), &["--worker-only"]);
 }
 
 #[actix_web::test]

@@ -117,8 +117,9 @@ async fn made_up_tenants_and_queries_leave_nothing_for_good() {
 fn sigterm_drains_and_exits_zero() {
     let redis = RedisServer::start();
     let bin = env!("CARGO_BIN_EXE_example-axum-balance");
-    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &[]);
-    testkit::sigterm_stops_the_process_cleanly(bin, &redis, &["--worker-only"]);
+    let dir = tempfile::tempdir().unwrap();
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, dir.path(), &[]);
+    testkit::sigterm_stops_the_process_cleanly(bin, &redis, dir.path(), &["--worker-only"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

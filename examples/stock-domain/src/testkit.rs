@@ -632,9 +632,14 @@ pub async fn requests_cannot_grow_redis_for_good<C: Client>(app: &C, redis: &Red
 
 /// The app's binary `bin`, started as `docker stop` meets it (web and worker, or
 /// `--worker-only`), stops on SIGTERM: it drains, hands its jobs back and exits 0.
-pub fn sigterm_stops_the_process_cleanly(bin: &str, redis: &RedisServer, args: &[&str]) {
+/// Its database and reports go in `dir`.
+pub fn sigterm_stops_the_process_cleanly(
+    bin: &str,
+    redis: &RedisServer,
+    dir: &Path,
+    args: &[&str],
+) {
     use std::process::{Command, Stdio};
-    let dir = tempfile_dir();
     let port = larder_testing::free_port();
     let mut child = Command::new(bin)
         .args(args)
@@ -674,11 +679,7 @@ pub fn sigterm_stops_the_process_cleanly(bin: &str, redis: &RedisServer, args: &
     if !args.contains(&"--worker-only") {
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     }
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    larder_testing::terminate(child.id());
     let mut status = None;
     for _ in 0..400 {
         if let Some(s) = child.try_wait().unwrap() {
@@ -692,17 +693,6 @@ pub fn sigterm_stops_the_process_cleanly(bin: &str, redis: &RedisServer, args: &
         panic!("{bin} {args:?} still running 20 s after SIGTERM");
     };
     assert_eq!(status.code(), Some(0), "{bin} {args:?}: {status}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "stock-sigterm-{}-{}",
-        std::process::id(),
-        larder_testing::free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// With `TENANT_SOURCE=session` (and `COOKIE_SECURE=true`, as in production), the
