@@ -345,7 +345,10 @@ thread_local! {
     static LAST_REJECTION: RefCell<Option<(RejectionKey, Rejection)>> = const { RefCell::new(None) };
 }
 
-/// The decision as response fields.
+/// The decision as response fields. A flood from one client meets the same 429,
+/// to the second, many times over: the last rejection of each thread is kept and
+/// given again while its decision is the same (BENCHMARKS.md, "The 429 memo": the
+/// reject path's throughput with and without it).
 #[must_use]
 pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
     let Some(key) = RejectionKey::of(decision, with_headers) else {
@@ -368,34 +371,35 @@ pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
     verdict
 }
 
+/// The decision as response fields, rendered anew.
 fn render_fresh(decision: &Decision, with_headers: bool) -> Verdict {
     let mut headers = Vec::with_capacity(4);
     if with_headers {
-        let mut policy = String::with_capacity(48);
-        let mut state = String::with_capacity(48);
-        let shown = decision.quotas().iter().filter(|q| {
-            !q.shadow && matches!(q.source, Source::Redis | Source::LocalBlock | Source::Local)
-        });
-        let mut digits = itoa::Buffer::new();
-        for q in shown {
-            // `"name";q=100;w=60` and `"name";r=42;t=34`, without `write!`.
-            let sep = if policy.is_empty() { "" } else { ", " };
-            policy.push_str(sep);
-            policy.push('"');
-            policy.push_str(&q.name);
-            policy.push_str("\";q=");
-            policy.push_str(digits.format(q.quota.count()));
-            policy.push_str(";w=");
-            policy.push_str(digits.format(q.quota.window_secs()));
-            state.push_str(sep);
-            state.push('"');
-            state.push_str(&q.name);
-            state.push_str("\";r=");
-            state.push_str(digits.format(q.remaining));
-            state.push_str(";t=");
-            state.push_str(digits.format(ceil_secs(q.reset)));
-        }
-        if !policy.is_empty() {
+        let shown: Vec<_> = decision
+            .quotas()
+            .iter()
+            .filter(|q| {
+                !q.shadow && matches!(q.source, Source::Redis | Source::LocalBlock | Source::Local)
+            })
+            .collect();
+        if !shown.is_empty() {
+            let policy = shown
+                .iter()
+                .map(|q| {
+                    format!(
+                        "\"{}\";q={};w={}",
+                        q.name,
+                        q.quota.count(),
+                        q.quota.window_secs()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let state = shown
+                .iter()
+                .map(|q| format!("\"{}\";r={};t={}", q.name, q.remaining, ceil_secs(q.reset)))
+                .collect::<Vec<_>>()
+                .join(", ");
             headers.push((RATELIMIT_POLICY, Bytes::from(policy)));
             headers.push((RATELIMIT, Bytes::from(state)));
         }
@@ -409,94 +413,53 @@ fn render_fresh(decision: &Decision, with_headers: bool) -> Verdict {
         return Verdict::Pass { headers };
     };
     let retry = ceil_secs(*retry_after).max(1);
-    let mut digits = itoa::Buffer::new();
-    let retry_text = digits.format(retry);
-    headers.push((RETRY_AFTER, Bytes::copy_from_slice(retry_text.as_bytes())));
+    headers.push((RETRY_AFTER, Bytes::from(retry.to_string())));
     headers.push(("content-type", Bytes::from_static(b"application/json")));
-    // Written by hand rather than through `format!` and serde: a rejection is the
-    // hot path of a request flood, and this is a third of the work.
-    let (status, error, limit) = match reason {
-        DenyReason::Limited { quota, .. } | DenyReason::CostExceedsBurst { quota, .. } => {
-            (429, "rate_limited", Some(quota.to_string()))
-        }
-        DenyReason::Unavailable { status, .. } => (*status, "rate_limit_unavailable", None),
-    };
-    // The message is written straight into the JSON: only the policy's name can
-    // hold characters to escape (a limit reads like `100/minute (burst 20)`).
     let policy = reason.policy();
-    let limit_text = limit.as_deref().unwrap_or_default();
-    let mut body = Vec::with_capacity(192 + 2 * policy.len());
-    body.extend_from_slice(b"{\"error\":\"");
-    body.extend_from_slice(error.as_bytes());
-    body.extend_from_slice(b"\",\"message\":\"");
-    match reason {
-        DenyReason::Limited { .. } => {
-            body.extend_from_slice(b"Too many requests: limit \\\"");
-            json_escaped(&mut body, policy);
-            body.extend_from_slice(b"\\\" (");
-            body.extend_from_slice(limit_text.as_bytes());
-            body.extend_from_slice(b") exceeded. Retry in ");
-            body.extend_from_slice(retry_text.as_bytes());
-            body.extend_from_slice(b" s.");
-        }
-        DenyReason::CostExceedsBurst { cost, .. } => {
-            body.extend_from_slice(b"This request costs ");
-            body.extend_from_slice(itoa::Buffer::new().format(*cost).as_bytes());
-            body.extend_from_slice(b", more than limit \\\"");
-            json_escaped(&mut body, policy);
-            body.extend_from_slice(b"\\\" (");
-            body.extend_from_slice(limit_text.as_bytes());
-            body.extend_from_slice(b") admits at once.");
-        }
-        DenyReason::Unavailable { .. } => {
-            body.extend_from_slice(b"Rate limiting is unavailable and limit \\\"");
-            json_escaped(&mut body, policy);
-            body.extend_from_slice(b"\\\" rejects requests until it returns.");
-        }
-    }
-    body.extend_from_slice(b"\",\"policy\":\"");
-    json_escaped(&mut body, policy);
-    body.push(b'"');
-    if let Some(limit) = &limit {
-        body.extend_from_slice(b",\"limit\":\"");
-        body.extend_from_slice(limit.as_bytes());
-        body.push(b'"');
-    }
-    body.extend_from_slice(b",\"retry_after\":");
-    body.extend_from_slice(retry_text.as_bytes());
-    body.push(b'}');
+    let (status, error, limit, message) = match reason {
+        DenyReason::Limited { quota, .. } => (
+            429,
+            "rate_limited",
+            Some(quota.to_string()),
+            format!("Too many requests: limit \"{policy}\" ({quota}) exceeded. Retry in {retry} s."),
+        ),
+        DenyReason::CostExceedsBurst { quota, cost, .. } => (
+            429,
+            "rate_limited",
+            Some(quota.to_string()),
+            format!("This request costs {cost}, more than limit \"{policy}\" ({quota}) admits at once."),
+        ),
+        DenyReason::Unavailable { status, .. } => (
+            *status,
+            "rate_limit_unavailable",
+            None,
+            format!("Rate limiting is unavailable and limit \"{policy}\" rejects requests until it returns."),
+        ),
+    };
+    let body = RejectionBody {
+        error,
+        message,
+        policy,
+        limit,
+        retry_after: retry,
+    };
     Verdict::Reject(Rejection {
         status,
         headers,
-        body: Bytes::from(body),
+        // A struct of strings and a number always serialises.
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
     })
 }
 
-/// Appends `s` escaped for the inside of a JSON string (`"`, `\\` and control
-/// characters).
-fn json_escaped(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            out.extend_from_slice(&bytes[start..i]);
-            match b {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(b >> 4)]);
-                    out.push(HEX[usize::from(b & 0xf)]);
-                }
-            }
-            start = i + 1;
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
+/// A rejection's JSON body.
+#[derive(serde::Serialize)]
+struct RejectionBody<'a> {
+    error: &'static str,
+    message: String,
+    policy: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<String>,
+    retry_after: u64,
 }
 
 #[cfg(test)]
@@ -613,6 +576,57 @@ mod tests {
             let message = body["message"].as_str().unwrap();
             assert!(message.contains(&format!("\"{name}\"")), "{message}");
         }
+    }
+
+    #[test]
+    fn a_rejection_names_its_limit_and_rounds_its_wait_up() {
+        let deny = |policy: &str, retry_ms: u64, source: Source| Decision::Deny {
+            reason: DenyReason::Limited {
+                policy: Arc::from(policy),
+                quota: Quota::per_minute(100).unwrap(),
+            },
+            retry_after: Duration::from_millis(retry_ms),
+            quotas: vec![QuotaState {
+                source,
+                ..state(policy, false, 0, retry_ms)
+            }],
+        };
+        let reject = |d: &Decision, with_headers: bool| match render(d, with_headers) {
+            Verdict::Reject(r) => r,
+            Verdict::Pass { .. } => panic!("expected reject"),
+        };
+        let quota = Quota::per_minute(100).unwrap().to_string();
+        let r = reject(&deny("ip", 1_200, Source::LocalBlock), true);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "rate_limited",
+                "message": format!("Too many requests: limit \"ip\" ({quota}) exceeded. Retry in 2 s."),
+                "policy": "ip",
+                "limit": quota,
+                "retry_after": 2,
+            })
+        );
+        let header = |r: &Rejection, name: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header(&r, RETRY_AFTER).as_deref(), Some("2"));
+        assert_eq!(
+            header(&r, RATELIMIT_POLICY).as_deref(),
+            Some("\"ip\";q=100;w=60")
+        );
+        assert_eq!(header(&r, RATELIMIT).as_deref(), Some("\"ip\";r=0;t=2"));
+        let bare = reject(&deny("ip", 1_200, Source::LocalBlock), false);
+        assert_eq!(header(&bare, RATELIMIT), None);
+        assert_eq!(bare.body, r.body);
+        // Fail-open states are not shown; the wait rounds up to whole seconds.
+        let open = reject(&deny("user", 2_500, Source::FailOpen), true);
+        assert_eq!(header(&open, RATELIMIT), None);
+        assert_eq!(header(&open, RETRY_AFTER).as_deref(), Some("3"));
     }
 
     #[test]

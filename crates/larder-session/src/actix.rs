@@ -51,7 +51,7 @@ use futures_util::future::FutureExt as _;
 use larder_core::TenantExtractor;
 
 use crate::context::{self, Fault, RequestContext, TenantHeader};
-use crate::store::{Identity, SessionError, Sessions, Written, IDENTITY_KEY};
+use crate::store::{encode_map, Identity, Sessions, IDENTITY_KEY};
 
 /// An `actix_session::storage::SessionStore` on larder's [`Sessions`].
 #[derive(Clone)]
@@ -83,51 +83,33 @@ impl RedisSessionStore {
 
 type State = HashMap<String, String>;
 
-fn encode(state: &State) -> Result<(Vec<u8>, Option<Identity>), SessionError> {
-    let bytes = serde_json::to_vec(state).map_err(|e| SessionError::Encode(e.to_string()))?;
-    let identity = state
-        .get(IDENTITY_KEY)
-        .and_then(|v| serde_json::from_str(v).ok());
-    Ok((bytes, identity))
-}
-
 impl SessionStore for RedisSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
-        let Some(loaded) = self
+        let loaded = self
             .sessions
-            .load(session_key.as_ref())
+            .load_decoded(session_key.as_ref(), |bytes: &[u8]| {
+                serde_json::from_slice::<State>(bytes)
+            })
             .await
-            .map_err(|e| LoadError::Other(e.into()))?
-        else {
-            return Ok(None);
-        };
-        match serde_json::from_slice::<State>(&loaded.data) {
-            Ok(state) => Ok(Some(state)),
-            Err(e) => {
-                tracing::warn!(target: "larder::session", error = %e, "corrupt session entry: starting a fresh session");
-                context::set_current(None);
-                Ok(None)
-            }
-        }
+            .map_err(|e| LoadError::Other(e.into()))?;
+        Ok(loaded.map(|(state, _)| state))
     }
 
     async fn save(&self, state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
-        let (bytes, identity) = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
-        for _ in 0..8 {
-            let key = generate_session_key();
-            match self
-                .sessions
-                .create(key.as_ref(), &bytes, identity.as_ref())
-                .await
-                .map_err(|e| SaveError::Other(e.into()))?
-            {
-                Written::Collision => {}
-                Written::Stored | Written::Gone => return Ok(key),
-            }
-        }
-        Err(SaveError::Other(anyhow::anyhow!(
-            "could not find a free session key"
-        )))
+        let (bytes, identity) =
+            encode_map(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+        let first = generate_session_key();
+        let id = self
+            .sessions
+            .create_fresh(
+                first.as_ref().to_owned(),
+                || generate_session_key().as_ref().to_owned(),
+                &bytes,
+                identity.as_ref(),
+            )
+            .await
+            .map_err(|e| SaveError::Other(e.into()))?;
+        SessionKey::try_from(id).map_err(|e| SaveError::Other(e.into()))
     }
 
     async fn update(
@@ -136,7 +118,8 @@ impl SessionStore for RedisSessionStore {
         state: State,
         _ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
-        let (bytes, identity) = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let (bytes, identity) =
+            encode_map(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         // A session that ended meanwhile stays ended (`Written::Gone`): the cookie is
         // re-sent, and the next request finds nothing and starts afresh.
         self.sessions
@@ -304,15 +287,7 @@ struct FaultError(Fault);
 
 impl fmt::Display for FaultError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Fault::Unavailable => f.write_str("the session store is unavailable"),
-            Fault::TooLarge { size, cap } => {
-                write!(
-                    f,
-                    "session state of {size} bytes exceeds the cap of {cap} bytes"
-                )
-            }
-        }
+        fmt::Display::fmt(&self.0, f)
     }
 }
 

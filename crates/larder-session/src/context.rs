@@ -53,15 +53,25 @@ impl Fault {
         }
     }
 
-    /// The JSON body of the response.
+    /// The JSON body of the response: `error` (a stable code) and `message` (the
+    /// fault's text).
     #[must_use]
     pub fn body(&self) -> String {
+        let error = match self {
+            Self::Unavailable => "session_store_unavailable",
+            Self::TooLarge { .. } => "session_too_large",
+        };
+        serde_json::json!({ "error": error, "message": self.to_string() }).to_string()
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Unavailable => {
-                r#"{"error":"session_store_unavailable","message":"the session store is unavailable; retry shortly"}"#.to_owned()
-            }
-            Self::TooLarge { size, cap } => format!(
-                r#"{{"error":"session_too_large","message":"session state of {size} bytes exceeds the cap of {cap} bytes; nothing was stored"}}"#
+            Self::Unavailable => f.write_str("the session store is unavailable; retry shortly"),
+            Self::TooLarge { size, cap } => write!(
+                f,
+                "session state of {size} bytes exceeds the cap of {cap} bytes; nothing was stored"
             ),
         }
     }

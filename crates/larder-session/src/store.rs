@@ -167,6 +167,41 @@ pub enum SessionError {
     /// Redis answered with something the store did not expect.
     #[error("session store error: {0}")]
     Store(#[source] larder_core::Error),
+    /// Every id tried for a new session was taken ([`Sessions::create_fresh`]).
+    #[error("could not find a free session id")]
+    NoFreeId,
+}
+
+/// How many ids [`Sessions::create_fresh`] tries.
+pub const CREATE_ATTEMPTS: usize = 8;
+
+/// A value of an adapter's session map: JSON values (tower-sessions) or JSON text
+/// (actix-session). The identity is the map's [`IDENTITY_KEY`] entry.
+pub(crate) trait StoredValue: Serialize {
+    /// The identity this value holds, if it is one.
+    fn identity(&self) -> Option<Identity>;
+}
+
+impl StoredValue for serde_json::Value {
+    fn identity(&self) -> Option<Identity> {
+        Identity::deserialize(self).ok()
+    }
+}
+
+impl StoredValue for String {
+    fn identity(&self) -> Option<Identity> {
+        serde_json::from_str(self).ok()
+    }
+}
+
+/// An adapter's session map as stored bytes, and the identity it holds (for the
+/// per-user index): the one rule both adapters follow.
+pub(crate) fn encode_map<V: StoredValue, S: std::hash::BuildHasher>(
+    map: &std::collections::HashMap<String, V, S>,
+) -> Result<(Vec<u8>, Option<Identity>), SessionError> {
+    let bytes = serde_json::to_vec(map).map_err(|e| SessionError::Encode(e.to_string()))?;
+    let identity = map.get(IDENTITY_KEY).and_then(StoredValue::identity);
+    Ok((bytes, identity))
 }
 
 /// Sessions on larder's shared handle: the store the Tower and Actix adapters wrap.
@@ -496,6 +531,54 @@ impl Sessions {
         identity: Option<&Identity>,
     ) -> Result<Written, SessionError> {
         self.write(true, id, data, identity).await
+    }
+
+    /// Creates a session under the first free id: `first`, then whatever `next_id`
+    /// gives, up to [`CREATE_ATTEMPTS`] ids in all (an id taken already is a
+    /// collision: the adapters' rule, kept here once). Returns the id stored.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create), and [`SessionError::NoFreeId`] when every id
+    /// was taken.
+    pub async fn create_fresh(
+        &self,
+        first: String,
+        mut next_id: impl FnMut() -> String,
+        data: &[u8],
+        identity: Option<&Identity>,
+    ) -> Result<String, SessionError> {
+        let mut id = first;
+        for _ in 0..CREATE_ATTEMPTS {
+            match self.create(&id, data, identity).await? {
+                Written::Collision => id = next_id(),
+                Written::Stored | Written::Gone => return Ok(id),
+            }
+        }
+        Err(SessionError::NoFreeId)
+    }
+
+    /// Loads `id` and decodes its state with the adapter's `decode`. State that does
+    /// not decode (a corrupt or foreign entry) is no session: logged, and the
+    /// request goes on with a fresh one (the adapters' rule, kept here once).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn load_decoded<T, E: fmt::Display>(
+        &self,
+        id: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<Option<(T, Loaded)>, SessionError> {
+        let Some(loaded) = self.load(id).await? else {
+            return Ok(None);
+        };
+        match decode(&loaded.data) {
+            Ok(state) => Ok(Some((state, loaded))),
+            Err(e) => {
+                tracing::warn!(target: "larder::session", error = %e, "corrupt session entry: starting a fresh session");
+                context::set_current(None);
+                Ok(None)
+            }
+        }
     }
 
     /// Replaces the state of the live session `id`. Returns [`Written::Gone`], storing

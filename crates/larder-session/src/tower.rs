@@ -39,7 +39,6 @@ use futures_util::future::FutureExt as _;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use larder_core::TenantExtractor;
-use serde::Deserialize as _;
 use tower_layer::Layer;
 use tower_service::Service;
 use tower_sessions_core::session::{Error as SessionErr, Id, Record};
@@ -47,7 +46,7 @@ use tower_sessions_core::session_store::{self, SessionStore};
 use tower_sessions_core::Session;
 
 use crate::context::{self, Fault, RequestContext, TenantHeader};
-use crate::store::{Identity, SessionError, Sessions, Written, IDENTITY_KEY};
+use crate::store::{Identity, SessionError, Sessions, IDENTITY_KEY};
 
 /// A `tower_sessions::SessionStore` on larder's [`Sessions`].
 #[derive(Clone)]
@@ -113,12 +112,7 @@ fn decode(bytes: &[u8]) -> serde_json::Result<Data> {
 }
 
 fn encode(data: &Data) -> Result<(Vec<u8>, Option<Identity>), session_store::Error> {
-    let bytes =
-        serde_json::to_vec(data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-    let identity = data
-        .get(IDENTITY_KEY)
-        .and_then(|v| Identity::deserialize(v).ok());
-    Ok((bytes, identity))
+    crate::store::encode_map(data).map_err(|e| session_store::Error::Encode(e.to_string()))
 }
 
 fn expiry(ms: u64) -> time::OffsetDateTime {
@@ -131,21 +125,21 @@ fn expiry(ms: u64) -> time::OffsetDateTime {
 impl SessionStore for RedisSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let (bytes, identity) = encode(&record.data)?;
-        for _ in 0..8 {
-            let id = record.id.to_string();
-            match self
-                .sessions
-                .create(&id, &bytes, identity.as_ref())
-                .await
-                .map_err(store_err)?
-            {
-                Written::Collision => record.id = Id::default(),
-                Written::Stored | Written::Gone => return Ok(()),
-            }
-        }
-        Err(session_store::Error::Backend(
-            "could not find a free session id".into(),
-        ))
+        let mut chosen = record.id;
+        self.sessions
+            .create_fresh(
+                record.id.to_string(),
+                || {
+                    chosen = Id::default();
+                    chosen.to_string()
+                },
+                &bytes,
+                identity.as_ref(),
+            )
+            .await
+            .map_err(store_err)?;
+        record.id = chosen;
+        Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
@@ -158,26 +152,16 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let Some(loaded) = self
+        let loaded = self
             .sessions
-            .load(&id.to_string())
+            .load_decoded(&id.to_string(), decode)
             .await
-            .map_err(store_err)?
-        else {
-            return Ok(None);
-        };
-        match decode(&loaded.data) {
-            Ok(data) => Ok(Some(Record {
-                id: *id,
-                data,
-                expiry_date: expiry(loaded.expires_ms),
-            })),
-            Err(e) => {
-                tracing::warn!(target: "larder::session", error = %e, "corrupt session entry: starting a fresh session");
-                context::set_current(None);
-                Ok(None)
-            }
-        }
+            .map_err(store_err)?;
+        Ok(loaded.map(|(data, loaded)| Record {
+            id: *id,
+            data,
+            expiry_date: expiry(loaded.expires_ms),
+        }))
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
