@@ -21,10 +21,7 @@ pub(crate) struct Flights<V: Clone> {
 }
 
 /// Keys are shared with their leader: one allocation per flight. Hashed with
-/// foldhash, randomly seeded: a look-up and a removal per miss hash a long key
-/// twice, which std's SipHash made about 480 instructions of a miss with Redis out
-/// (`scripts/http-cost cache axum:cache:stopped`). The map holds only the flights in
-/// progress, so a tenant choosing colliding keys gains little.
+/// foldhash, randomly seeded ("Hashing the cache's maps" in BENCHMARKS.md).
 type FlightMap<V> = HashMap<Arc<str>, Option<broadcast::Sender<V>>, foldhash::fast::RandomState>;
 
 impl<V: Clone> Clone for Flights<V> {

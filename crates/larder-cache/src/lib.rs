@@ -76,26 +76,6 @@ mod service;
 pub mod tower;
 mod tracked;
 
-#[cfg(all(test, any(feature = "tower", feature = "actix")))]
-mod future_size {
-    use std::pin::Pin;
-
-    use larder_core::future::MaybeReady;
-
-    /// The size of the boxed state behind an adapter's response future (0 when it
-    /// was answered at once).
-    pub(crate) fn running<F: ?Sized, T>(future: &MaybeReady<Pin<Box<F>>, T>) -> usize {
-        match future {
-            MaybeReady::Running(state) => std::mem::size_of_val(&**state),
-            MaybeReady::Ready(_) => 0,
-        }
-    }
-
-    /// The size of an origin's response future in these tests: far larger than any
-    /// state of the cache's own.
-    pub(crate) const HEAVY: usize = 64 * 1024;
-}
-
 pub use entry::Meta;
 pub use http::{
     CacheRoute, FromHeader, FromPathSegment, FromSubdomain, InvalidateRoute, RequestView,

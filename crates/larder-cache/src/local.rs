@@ -155,10 +155,8 @@ impl LocalTier {
                 u32::try_from(k.len() + v.payload.len() + 64).unwrap_or(u32::MAX)
             })
             .expire_after(ExpireWithEntry { cap })
-            // foldhash, seeded at random per process: a hit hashes its key once, and
-            // SipHash made that about 150 instructions of a local-tier hit. The tier
-            // is bounded in bytes and evicts, so keys chosen to collide (which would
-            // need the seed) could slow it down but not grow it.
+            // foldhash, seeded at random per process (why, and why it is safe:
+            // "Hashing the cache's maps" in BENCHMARKS.md).
             .build_with_hasher(foldhash::fast::RandomState::default());
         Self { entries }
     }

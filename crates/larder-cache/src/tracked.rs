@@ -57,10 +57,9 @@ struct State {
     tenants: Map<Known>,
 }
 
-/// Looked up twice per hit (tenant, then module). Hashed with foldhash, randomly
-/// seeded, as the single-flight map and the in-process tier are: the table is
-/// bounded (`MAX_TENANTS`, then it starts over), so keys chosen to collide (which
-/// would need the seed) could slow it down but not grow it.
+/// Looked up twice per hit (tenant, then module). Bounded (`MAX_TENANTS`, then it
+/// starts over) and hashed with foldhash, randomly seeded ("Hashing the cache's
+/// maps" in BENCHMARKS.md).
 type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]

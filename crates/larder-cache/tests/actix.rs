@@ -552,3 +552,73 @@ async fn a_miss_asks_the_origin_unconditionally_and_answers_if_none_match_itself
     assert_eq!((r.status, r.x_cache.as_str()), (StatusCode::OK, "HIT"));
     assert_eq!(origin.calls(), 2);
 }
+
+/// When the app fails with an error (not a response: an inner middleware's `Err`)
+/// and a stale copy is within its window, the middleware answers with the copy, as
+/// the Tower layer does.
+#[actix_web::test]
+async fn an_app_error_is_answered_with_the_stale_copy() {
+    use actix_web::dev::Service as _;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let server = RedisServer::start();
+    let handle = handle(Some(&server.url()));
+    let mut cache = Cache::new(handle);
+    let mut settings = cache.settings().clone();
+    settings.stale_window = Duration::from_secs(60);
+    cache = cache.with_settings(settings);
+    let responses = ResponseCache::new(cache)
+        .route(
+            CacheRoute::new("/short", "balance")
+                .unwrap()
+                .ttl(Duration::from_millis(300)),
+        )
+        .stale_while_revalidate(true);
+    let failing = Arc::new(AtomicBool::new(false));
+    let fail = Arc::clone(&failing);
+    let app = test::init_service(
+        App::new().service(
+            web::scope("")
+                // Inside the cache (the last `wrap` is the outermost).
+                .wrap_fn(move |req, srv| {
+                    use futures_util::future::{ready, Either};
+                    if fail.load(Ordering::SeqCst) {
+                        Either::Left(ready(Err(actix_web::error::ErrorServiceUnavailable(
+                            "down",
+                        ))))
+                    } else {
+                        Either::Right(srv.call(req))
+                    }
+                })
+                .wrap(CacheMiddleware::new(responses))
+                .route("/short", web::get().to(|| async { "v1" })),
+        ),
+    )
+    .await;
+    let first = send(&app, "GET", "/short", &[T1]).await;
+    assert_eq!(
+        (first.x_cache.as_str(), first.body.as_slice()),
+        ("MISS", &b"v1"[..])
+    );
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The app's error reaches actix with the stale copy as its response, which is
+    // what actix sends.
+    let req = test::TestRequest::get()
+        .uri("/short")
+        .insert_header(T1)
+        .insert_header(("cache-control", "no-cache"))
+        .to_request();
+    let res = match app.call(req).await {
+        Ok(res) => res.into_parts().1.map_into_boxed_body(),
+        Err(e) => e.error_response(),
+    };
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get("x-cache").and_then(|v| v.to_str().ok()),
+        Some("STALE")
+    );
+    let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+    assert_eq!(&body[..], b"v1");
+}

@@ -116,8 +116,8 @@ type Member = (Arc<str>, Box<[Key]>);
 /// A metric whose keys are built and hashed once per label value and then reused.
 ///
 /// The `metrics` macros build and hash a [`Key`] on every call when a label value is
-/// not a literal (an allocation and a few hundred instructions, paid even with no
-/// recorder installed). A family holds one metric with a first label whose values
+/// not a literal (an allocation and a hash, paid even with no recorder installed;
+/// BENCHMARKS.md, "metric keys built once"). A family holds one metric with a first label whose values
 /// are long-lived (an operation, a policy, a module, a task) and an optional second
 /// label from a fixed list (an outcome); it builds each value's keys on first use.
 ///
@@ -137,8 +137,8 @@ pub struct Family {
     outcome_label: &'static str,
     outcomes: &'static [&'static str],
     /// Searched front to back: for the few dozen values a family sees, comparing
-    /// strings (lengths first) costs less than hashing one (`HashMap` with std's
-    /// hasher measured about 250 instructions more per look-up).
+    /// strings (lengths first) costs less than hashing one (BENCHMARKS.md, "metric
+    /// keys built once").
     members: RwLock<Vec<Member>>,
 }
 

@@ -472,58 +472,7 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-    use super::{decode, Data, SessionContextLayer};
-
-    /// The size of the inner services' response future in the context-layer test.
-    const HEAVY: usize = 64 * 1024;
-
-    /// An inner service whose response future is `HEAVY` bytes.
-    #[derive(Clone)]
-    struct Heavy;
-
-    #[allow(dead_code)] // never read: only its size matters
-    struct HeavyFuture([u8; HEAVY]);
-
-    impl std::future::Future for HeavyFuture {
-        type Output = Result<http::Response<()>, std::convert::Infallible>;
-        fn poll(
-            self: std::pin::Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Self::Output> {
-            std::task::Poll::Ready(Ok(http::Response::new(())))
-        }
-    }
-
-    impl tower_service::Service<http::Request<()>> for Heavy {
-        type Response = http::Response<()>;
-        type Error = std::convert::Infallible;
-        type Future = HeavyFuture;
-        fn poll_ready(
-            &mut self,
-            _cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), Self::Error>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, _req: http::Request<()>) -> HeavyFuture {
-            HeavyFuture([0; HEAVY])
-        }
-    }
-
-    #[test]
-    fn the_context_layer_holds_the_inner_future_once() {
-        use tower_layer::Layer as _;
-        use tower_service::Service as _;
-        let mut svc = SessionContextLayer::new().layer(Heavy);
-        // Not polled: only the size of the box is looked at.
-        let fut = svc.call(http::Request::new(()));
-        let size = std::mem::size_of_val(&*fut.inner);
-        eprintln!("context layer box: {size} bytes over a {HEAVY}-byte inner future");
-        assert!(size >= HEAVY, "the box holds the inner future");
-        assert!(
-            size < 2 * HEAVY,
-            "the box holds the inner future twice: {size}"
-        );
-    }
+    use super::{decode, Data};
 
     #[test]
     fn decodes_as_serde_does_and_rejects_what_it_rejects() {
