@@ -70,6 +70,7 @@ pub mod axum;
 pub mod entry;
 mod flight;
 pub mod http;
+mod keys;
 mod local;
 mod service;
 #[cfg(feature = "tower")]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use larder_core::keyspace::glob_matches;
 
 use crate::entry::{now_ms, Meta};
-use crate::http::Servable;
+use crate::http::stored::Servable;
 
 /// An entry as a look-up found it. Shared: the in-process tiers hold it behind an
 /// `Arc`, so a hit on them copies neither the markers nor the payload.

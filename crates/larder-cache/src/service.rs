@@ -16,11 +16,10 @@ use serde::Serialize;
 
 use crate::entry::{self, now_ms, Meta};
 use crate::flight::{Flights, Role};
+use crate::keys::{safe_key, Keys, MarkerKey};
 use crate::local::{self, DecodeMemo, Entry, LocalTier};
 use crate::tracked::{track, Markers, Route, Tracked};
 
-/// Key parts longer than this, or holding characters unfit for a key, are hashed.
-const MAX_PLAIN_KEY: usize = 200;
 /// Keys per SCAN page and per UNLINK batch.
 const SCAN_COUNT: usize = 1000;
 /// The reserved module holding invalidation markers.
@@ -209,66 +208,6 @@ struct Counters {
     degraded: AtomicU64,
 }
 
-/// A marker key as a command argument: `{base}{system}:gen[:{module}]`, written into
-/// the command without a string of its own.
-pub(crate) struct MarkerKey<'a> {
-    /// The tenant's base, `{prefix}:cache:tenant:{t}:`.
-    pub(crate) base: &'a str,
-    system: &'a str,
-    /// The module, for a module's marker.
-    pub(crate) module: Option<&'a str>,
-}
-
-impl<'a> MarkerKey<'a> {
-    /// The key's pieces, in order: the one definition of a marker key's form.
-    fn pieces(&self) -> [&str; 5] {
-        let (sep, module) = self.module.map_or(("", ""), |m| (":", m));
-        [self.base, self.system, ":gen", sep, module]
-    }
-
-    /// The marker key `key` is, if it is one of the reserved module `system`'s (the
-    /// inverse of [`pieces`](Self::pieces); module names hold no `:`).
-    pub(crate) fn parse(key: &'a str, system: &'a str) -> Option<Self> {
-        let before_gen = |head: &'a str| head.strip_suffix(":gen")?.strip_suffix(system);
-        let (base, module) = match before_gen(key) {
-            Some(base) => (base, None),
-            None => {
-                let (head, module) = key.rsplit_once(':')?;
-                (before_gen(head)?, Some(module))
-            }
-        };
-        Some(Self {
-            base,
-            system,
-            module,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.pieces().iter().map(|p| p.len()).sum()
-    }
-
-    /// The key as a string of its own.
-    fn to_key(&self) -> String {
-        let mut key = String::with_capacity(self.len());
-        for piece in self.pieces() {
-            key.push_str(piece);
-        }
-        key
-    }
-}
-
-impl redis::ToRedisArgs for MarkerKey<'_> {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        use std::io::Write as _;
-        let mut w = out.writer_for_next_arg();
-        for piece in self.pieces() {
-            // Into the command's buffer: cannot fail.
-            let _ = w.write_all(piece.as_bytes());
-        }
-    }
-}
-
 /// Tenant marker, module marker and entry, as `MGET` returns them.
 type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
 
@@ -281,28 +220,6 @@ enum Marks {
     Known(Markers),
     /// Read with the entry (`None`: the marker does not exist).
     Read(Option<String>, Option<String>),
-}
-
-/// Where one cache key lives.
-#[derive(Debug, Clone)]
-pub(crate) struct Keys {
-    pub(crate) module: Module,
-    pub(crate) entry: String,
-    /// The length of the entry key's `{prefix}:cache:tenant:{tenant}:` part.
-    tenant_base: usize,
-    /// The module marker's key, built on first use by the paths that need the keys
-    /// as strings (a hit writes them into its command), and the length of the tenant
-    /// marker's key, which is its prefix: `…:gen` and `…:gen:{module}`.
-    markers: OnceLock<(String, usize)>,
-    lease: String,
-}
-
-impl Keys {
-    /// The entry key's `{prefix}:cache:tenant:{tenant}:` part: the tenant's marker keys
-    /// start with it, and the tracking table is keyed by it.
-    fn tenant_base(&self) -> &str {
-        &self.entry[..self.tenant_base]
-    }
 }
 
 /// What the cross-instance lease says to do after a miss.
@@ -1615,21 +1532,6 @@ async fn subscribe(handle: Handle, channel: String, tier: LocalTier) {
 /// A key part fit for the keyspace: short printable keys stay readable; long ones,
 /// ones with control characters, and ones that could pass for a hashed key are
 /// replaced by a 128-bit hash.
-fn safe_key(key: &str) -> std::borrow::Cow<'_, str> {
-    let plain = !key.is_empty()
-        && key.len() <= MAX_PLAIN_KEY
-        && !key.starts_with('#')
-        && !key.chars().any(char::is_control);
-    if plain {
-        std::borrow::Cow::Borrowed(key)
-    } else {
-        std::borrow::Cow::Owned(format!(
-            "#h:{:032x}",
-            xxhash_rust::xxh3::xxh3_128(key.as_bytes())
-        ))
-    }
-}
-
 fn info_field(info: &str, name: &str) -> Option<u64> {
     info.lines().find_map(|line| {
         let (k, v) = line.split_once(':')?;
@@ -1640,38 +1542,6 @@ fn info_field(info: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_marker_key_reads_back_as_the_pieces_it_was_written_from() {
-        let base = "app:tenant:{1}:";
-        for module in [None, Some("balance"), Some("gen")] {
-            let key = MarkerKey {
-                base,
-                system: SYSTEM_MODULE,
-                module,
-            }
-            .to_key();
-            let back = MarkerKey::parse(&key, SYSTEM_MODULE).unwrap();
-            assert_eq!((back.base, back.module), (base, module), "{key}");
-        }
-        for other in [
-            "app:tenant:{1}:balance:x",
-            "app:tenant:{1}:_larder:gen:a:b",
-            "",
-        ] {
-            assert!(MarkerKey::parse(other, SYSTEM_MODULE).is_none(), "{other}");
-        }
-    }
-
-    #[test]
-    fn hostile_and_long_keys_are_hashed() {
-        assert_eq!(safe_key("GET:/a?b=1"), "GET:/a?b=1");
-        for k in ["", "a\nb", "#h:00", &"x".repeat(MAX_PLAIN_KEY + 1)] {
-            let s = safe_key(k);
-            assert!(s.starts_with("#h:") && s.len() == 35, "{k:?} -> {s}");
-        }
-        assert_ne!(safe_key("a\nb"), safe_key("a\nc"));
-    }
 
     #[test]
     fn in_process_markers_compare_as_their_decimal_text() {

@@ -26,7 +26,7 @@ use larder_core::redis::aio::MultiplexedConnection;
 use larder_core::redis::{self, PushInfo, PushKind, Value};
 use larder_core::Handle;
 
-use crate::service::MarkerKey;
+use crate::keys::MarkerKey;
 
 /// Tenants whose markers are kept; past it the table starts over (active tenants
 /// come back with their next look-up).

@@ -331,7 +331,7 @@ impl Guard {
                     .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    m::set_breaker_state(BreakerState::HalfOpen);
+                    m::set_breaker_state(HALF_OPEN);
                     tracing::debug!(target: "larder::core", op, "circuit breaker half-open: probing redis");
                     return Ok(Admission::Probe);
                 }
@@ -352,7 +352,7 @@ impl Guard {
             probe.armed = false;
             inner.state.store(CLOSED, Ordering::Release);
             inner.probe_in_flight.store(false, Ordering::Release);
-            m::set_breaker_state(BreakerState::Closed);
+            m::set_breaker_state(CLOSED);
             metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "closed").increment(1);
             tracing::info!(target: "larder::core", "redis recovered: circuit breaker closed");
         }
@@ -380,7 +380,7 @@ impl Guard {
         {
             inner.opened_at_ms.store(self.now_ms(), Ordering::Release);
             inner.counters.opened.fetch_add(1, Ordering::Relaxed);
-            m::set_breaker_state(BreakerState::Open);
+            m::set_breaker_state(OPEN);
             metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "open").increment(1);
             tracing::warn!(
                 target: "larder::core",
@@ -397,7 +397,7 @@ impl Guard {
         inner.opened_at_ms.store(self.now_ms(), Ordering::Release);
         inner.state.store(OPEN, Ordering::Release);
         inner.probe_in_flight.store(false, Ordering::Release);
-        m::set_breaker_state(BreakerState::Open);
+        m::set_breaker_state(OPEN);
     }
 }
 

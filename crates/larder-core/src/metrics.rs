@@ -20,8 +20,6 @@ use std::sync::{Arc, Once, PoisonError, RwLock};
 
 use metrics::{Key, Label, Level, Metadata, SharedString};
 
-use crate::guard::BreakerState;
-
 /// Guarded Redis calls, by `op` and `outcome`.
 pub const REDIS_OPS: &str = "larder_redis_ops_total";
 /// Duration of guarded Redis calls, by `op`.
@@ -92,13 +90,10 @@ pub fn describe_now() {
     describe_counter!(JOBS, "Job outcomes by task and outcome");
 }
 
-pub(crate) fn set_breaker_state(state: BreakerState) {
-    let v = match state {
-        BreakerState::Closed => 0.0,
-        BreakerState::HalfOpen => 1.0,
-        BreakerState::Open => 2.0,
-    };
-    metrics::gauge!(BREAKER_STATE).set(v);
+/// Sets the breaker gauge: 0 closed, 1 half open, 2 open (the guard passes its
+/// state's number, so this module needs nothing of the guard's).
+pub(crate) fn set_breaker_state(state: u8) {
+    metrics::gauge!(BREAKER_STATE).set(f64::from(state));
 }
 
 /// What larder's metrics report as their origin to the recorder.

@@ -10,7 +10,7 @@ use larder_core::{ConfigError, Handle, Module};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
-use crate::backend::{Backend, NewJob};
+use crate::backend::{Backend, Keeping, NewJob};
 use crate::error::JobError;
 use crate::options::EnqueueOptions;
 use crate::state::{JobState, JobStatus};
@@ -136,6 +136,16 @@ impl JobsConfig {
         self
     }
 
+    /// What the backend keeps and refuses.
+    fn keeping(&self) -> Keeping {
+        Keeping {
+            result_ttl_ms: larder_core::time::millis(self.result_ttl),
+            dead_ttl_ms: larder_core::time::millis(self.dead_ttl),
+            dead_max: self.dead_max,
+            allow_eviction: self.allow_eviction,
+        }
+    }
+
     /// A Redis of the jobs' own (`JOBS_REDIS_URL`, same forms as `REDIS_URL`), for
     /// [`Jobs::from_env`]: jobs on a `noeviction` server while the cache evicts on
     /// another. In code, give [`Jobs::with_config`] a handle on that server instead.
@@ -250,10 +260,14 @@ impl Jobs {
     #[must_use]
     pub fn with_config(handle: Handle, config: JobsConfig) -> Self {
         let backend = if handle.is_redis_configured() {
-            Backend::Redis(RedisBackend::new(handle.clone(), &scope(&handle), &config))
+            Backend::Redis(RedisBackend::new(
+                handle.clone(),
+                &scope(&handle),
+                config.keeping(),
+            ))
         } else {
             tracing::info!(target: "larder::jobs", "no REDIS_URL: jobs run in process (development only, not durable)");
-            Backend::Memory(Arc::new(MemoryBackend::new(&config)))
+            Backend::Memory(Arc::new(MemoryBackend::new(config.keeping())))
         };
         Self {
             inner: Arc::new(Inner {

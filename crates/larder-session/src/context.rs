@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use larder_core::Tenant;
 
-use crate::store::SessionRef;
+use crate::record::SessionRef;
 
 tokio::task_local! {
     static CONTEXT: Arc<RequestContext>;

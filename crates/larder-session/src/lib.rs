@@ -69,6 +69,7 @@
 pub mod config;
 pub mod context;
 mod local;
+mod record;
 pub mod store;
 
 #[cfg(feature = "actix")]

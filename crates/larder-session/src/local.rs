@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use moka::ops::compute::Op;
 
-use crate::store::{Loaded, Written};
+use crate::record::{Loaded, Written};
 
 #[derive(Debug, Clone)]
 pub(crate) struct LocalRecord {

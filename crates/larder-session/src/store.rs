@@ -8,11 +8,12 @@ use futures_util::future::{Either, FutureExt};
 use larder_core::keyspace::{Component, Keyspace};
 use larder_core::{Handle, Scope};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Degraded, SessionConfig};
 use crate::context::{self, Fault};
 use crate::local::{now_ms, LocalTier, Write};
+use crate::record::hex_sha256;
+pub use crate::record::{Loaded, SessionRef, Written};
 
 /// The reserved key of the session data under which the adapters' `login` helpers
 /// keep the [`Identity`]; the store reads it to maintain the per-user index.
@@ -57,50 +58,6 @@ impl Identity {
     }
 }
 
-/// A public reference to a session: the hash of its id. Safe to show and to pass
-/// back to [`Sessions::revoke`]; it cannot be turned into a cookie.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SessionRef(String);
-
-impl SessionRef {
-    /// The reference of the session whose cookie value is `id`.
-    #[must_use]
-    pub fn of_id(id: &str) -> Self {
-        Self(hex_sha256(id.as_bytes()))
-    }
-
-    /// Parses a reference shown to a user (64 lowercase hex digits).
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| Self(s.to_owned()))
-    }
-
-    /// The reference as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SessionRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    s
-}
-
 /// One of a user's sessions, as listed by [`Sessions::list`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionInfo {
@@ -117,33 +74,6 @@ pub struct SessionInfo {
     pub ip: Option<String>,
     /// Whether this is the session of the current request.
     pub current: bool,
-}
-
-/// A loaded session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded {
-    /// The stored state, as the adapter encoded it.
-    pub data: Vec<u8>,
-    /// When the session began (ms since the Unix epoch).
-    pub created_ms: u64,
-    /// When it was last touched (ms since the Unix epoch).
-    pub touched_ms: u64,
-    /// When it ends unless touched again (ms since the Unix epoch).
-    pub expires_ms: u64,
-    /// True for a rotated-away id inside its grace window: readable, never written.
-    pub read_only: bool,
-}
-
-/// The outcome of a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// The state is stored.
-    Stored,
-    /// The session no longer exists (logged out, revoked, rotated away or expired):
-    /// nothing was written, so it is not brought back.
-    Gone,
-    /// A create found the id taken; nothing was written.
-    Collision,
 }
 
 /// Why a session operation failed.

@@ -14,7 +14,7 @@
 #[cfg(any(feature = "tower", feature = "actix"))]
 pub(crate) mod flow;
 mod route;
-mod stored;
+pub(crate) mod stored;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -22,7 +22,8 @@ use std::time::Duration;
 use larder_core::request::HeaderKey;
 use larder_core::{Module, Tenant};
 
-use crate::service::{Cache, Keys};
+use crate::keys::Keys;
+use crate::service::Cache;
 
 pub use larder_core::request::{
     FromHeader, FromPathSegment, FromSubdomain, RequestView, TenantExtractor,

@@ -117,11 +117,11 @@ pub(crate) struct MemoryBackend {
 }
 
 impl MemoryBackend {
-    pub(crate) fn new(config: &crate::jobs::JobsConfig) -> Self {
+    pub(crate) fn new(keeping: super::Keeping) -> Self {
         Self {
             state: Mutex::new(State {
-                dead_ttl_ms: larder_core::time::millis(config.dead_ttl),
-                dead_max: usize::try_from(config.dead_max).unwrap_or(usize::MAX),
+                dead_ttl_ms: keeping.dead_ttl_ms,
+                dead_max: usize::try_from(keeping.dead_max).unwrap_or(usize::MAX),
                 ..State::default()
             }),
             work: Notify::new(),

@@ -90,6 +90,19 @@ pub(crate) struct NewJob<'a> {
     pub(crate) opts: Resolved,
 }
 
+/// What a backend keeps and refuses, from the queue's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keeping {
+    /// How long finished jobs' records and signals are kept, ms.
+    pub(crate) result_ttl_ms: u64,
+    /// How long dead letters (and their records) are kept, ms.
+    pub(crate) dead_ttl_ms: u64,
+    /// How many dead letters are kept at most.
+    pub(crate) dead_max: u64,
+    /// Whether a Redis that evicts any key is accepted.
+    pub(crate) allow_eviction: bool,
+}
+
 #[derive(Clone)]
 pub(crate) enum Backend {
     Redis(redis::RedisBackend),

@@ -6,12 +6,10 @@ use std::time::Duration;
 use larder_core::redis::{self as r, Value};
 use larder_core::{Handle, Scope};
 
-use super::{Completion, Fetched, NewJob, Renewal};
+use super::{Completion, Fetched, Keeping, NewJob, Renewal};
 use crate::error::JobError;
-use crate::jobs::JobsConfig;
 use crate::options::NO_TENANT;
 use crate::state::{JobState, JobStatus};
-use larder_core::time::millis;
 
 /// The error of a job whose record cannot be read; `bury` in `lua/lib.lua` writes the
 /// same text for the ones the scripts meet.
@@ -114,15 +112,15 @@ fn tenant_of(t: &str) -> Option<String> {
 }
 
 impl RedisBackend {
-    pub(crate) fn new(handle: Handle, scope: &Scope, config: &JobsConfig) -> Self {
+    pub(crate) fn new(handle: Handle, scope: &Scope, keeping: Keeping) -> Self {
         Self {
             policy: Arc::default(),
-            allow_eviction: config.allow_eviction,
+            allow_eviction: keeping.allow_eviction,
             handle,
             base: Arc::from(scope.base()),
-            result_ttl_ms: millis(config.result_ttl),
-            dead_ttl_ms: millis(config.dead_ttl),
-            dead_max: config.dead_max,
+            result_ttl_ms: keeping.result_ttl_ms,
+            dead_ttl_ms: keeping.dead_ttl_ms,
+            dead_max: keeping.dead_max,
             scripts: Arc::new(Scripts {
                 enqueue: job_script!("enqueue_many.lua"),
                 fetch: job_script!("fetch.lua"),
