@@ -23,13 +23,16 @@
 //! ```
 //!
 //! Redis trouble never becomes an error response: every outcome is the origin's
-//! response or a cached one. Bodies of unknown size (streams) pass through unstored.
+//! response or a cached one. A streamed body is read up to the size cap
+//! (`ResponseCache::max_body`) and stored when it fits; a larger one is sent on
+//! whole, unstored, as with the Tower layer.
 //!
 //! Stale-while-revalidate differs from the Tower layer in one way: Actix cannot
 //! replay a request, so the first request after expiry refreshes the entry in the
 //! foreground while concurrent requests for the key get the stale copy at once.
 
 use std::future::{ready, Future, Ready};
+use std::pin::Pin;
 use std::rc::Rc;
 
 use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
@@ -254,18 +257,17 @@ where
             |name: &str| field_value(res.headers().get_all(name).map(HeaderValue::as_bytes));
         cache.storable(plan, res.status().as_u16(), &header)
     };
-    let fits = match res.response().body().size() {
-        BodySize::None => true,
-        BodySize::Sized(n) => usize::try_from(n).is_ok_and(|n| n <= cache.body_limit()),
-        BodySize::Stream => false,
+    let too_large = match res.response().body().size() {
+        BodySize::Sized(n) => usize::try_from(n).map_or(true, |n| n > cache.body_limit()),
+        BodySize::None | BodySize::Stream => false,
     };
     let ttl = match storable {
-        Storable::Yes(ttl) if fits => ttl,
-        Storable::Yes(_) => {
-            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit or streamed: passed through");
+        Storable::Yes(_) if too_large => {
+            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit: passed through");
             cache.finish(plan, ticket, None).await;
             return Ok(res.map_into_left_body());
         }
+        Storable::Yes(ttl) => ttl,
         Storable::No(reason) => {
             tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, reason, "cache MISS, not stored");
             cache.finish(plan, ticket, None).await;
@@ -274,11 +276,24 @@ where
     };
     let (http_req, response) = res.into_parts();
     let (head, body) = response.into_parts();
-    let bytes = match actix_web::body::to_bytes(body).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
+    // A streamed body is read up to the limit, as the Tower layer does: within it,
+    // stored; over it, sent on as it comes (what was read, then the rest).
+    let bytes = match buffer(body, cache.body_limit()).await {
+        Buffered::Complete(bytes) => bytes,
+        Buffered::TooLarge(prefix, mut rest) => {
+            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit: passed through");
             cache.finish(plan, ticket, None).await;
-            return Err(actix_web::error::ErrorInternalServerError(e.into()));
+            let rest = futures_util::stream::poll_fn(move |cx| rest.as_mut().poll_next(cx));
+            let body = futures_util::StreamExt::chain(
+                futures_util::stream::once(std::future::ready(Ok(prefix))),
+                rest,
+            );
+            let response = head.set_body(BoxBody::new(actix_web::body::BodyStream::new(body)));
+            return Ok(ServiceResponse::new(http_req, response).map_into_right_body());
+        }
+        Buffered::Failed(e) => {
+            cache.finish(plan, ticket, None).await;
+            return Err(actix_web::error::ErrorInternalServerError(e));
         }
     };
     let headers = head
@@ -314,6 +329,31 @@ const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 fn set_x_cache(headers: &mut actix_web::http::header::HeaderMap, value: &'static str) {
     headers.insert(X_CACHE, HeaderValue::from_static(value));
+}
+
+/// A response body read up to a limit.
+enum Buffered<B> {
+    /// All of it, within the limit.
+    Complete(Bytes),
+    /// Over the limit: what was read, and the rest still to come.
+    TooLarge(Bytes, Pin<Box<B>>),
+    /// The body failed.
+    Failed(Box<dyn std::error::Error>),
+}
+
+async fn buffer<B: MessageBody>(body: B, limit: usize) -> Buffered<B> {
+    let mut body = Box::pin(body);
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        if buf.len() > limit {
+            return Buffered::TooLarge(buf.freeze(), body);
+        }
+        match std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+            None => return Buffered::Complete(buf.freeze()),
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => return Buffered::Failed(e.into()),
+        }
+    }
 }
 
 fn from_cache(cached: Cached) -> HttpResponse {

@@ -622,3 +622,41 @@ async fn an_app_error_is_answered_with_the_stale_copy() {
     let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
     assert_eq!(&body[..], b"v1");
 }
+
+/// A streamed body (no length known up front) is read up to the size cap, as the
+/// Tower layer does: within it, stored and served as a HIT; over it, sent on whole
+/// and not stored.
+#[actix_web::test]
+async fn streamed_bodies_within_the_cap_are_stored_and_larger_ones_pass_whole() {
+    fn streamed(chunks: usize, size: usize) -> HttpResponse {
+        let chunk = bytes::Bytes::from(vec![b'x'; size]);
+        let body = futures_util::stream::iter(
+            (0..chunks).map(move |_| Ok::<_, actix_web::Error>(chunk.clone())),
+        );
+        HttpResponse::Ok().streaming(body)
+    }
+    let server = RedisServer::start();
+    let responses = ResponseCache::new(Cache::new(handle(Some(&server.url()))))
+        .route(CacheRoute::new("/small", "misc").unwrap())
+        .route(CacheRoute::new("/big", "misc").unwrap())
+        .max_body(1024);
+    let app = test::init_service(
+        App::new().service(
+            web::scope("")
+                .wrap(CacheMiddleware::new(responses))
+                .route("/small", web::get().to(|| async { streamed(3, 100) }))
+                .route("/big", web::get().to(|| async { streamed(10, 500) })),
+        ),
+    )
+    .await;
+    let first = send(&app, "GET", "/small", &[T1]).await;
+    assert_eq!((first.x_cache.as_str(), first.body.len()), ("MISS", 300));
+    let second = send(&app, "GET", "/small", &[T1]).await;
+    assert_eq!((second.x_cache.as_str(), second.body), ("HIT", first.body));
+    for _ in 0..2 {
+        let big = send(&app, "GET", "/big", &[T1]).await;
+        assert_eq!(big.status, StatusCode::OK);
+        assert_eq!(big.body, vec![b'x'; 5000], "passed on whole");
+        assert_ne!(big.x_cache, "HIT");
+    }
+}
