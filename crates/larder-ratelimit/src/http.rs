@@ -578,9 +578,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_rejection_names_its_limit_and_rounds_its_wait_up() {
-        let deny = |policy: &str, retry_ms: u64, source: Source| Decision::Deny {
+    /// A rejection by `policy` (100/minute, exhausted), `retry_ms` from now.
+    fn deny(policy: &str, retry_ms: u64, source: Source) -> Decision {
+        Decision::Deny {
             reason: DenyReason::Limited {
                 policy: Arc::from(policy),
                 quota: Quota::per_minute(100).unwrap(),
@@ -590,11 +590,19 @@ mod tests {
                 source,
                 ..state(policy, false, 0, retry_ms)
             }],
-        };
-        let reject = |d: &Decision, with_headers: bool| match render(d, with_headers) {
+        }
+    }
+
+    /// `d` rendered: a rejection.
+    fn reject(d: &Decision, with_headers: bool) -> Rejection {
+        match render(d, with_headers) {
             Verdict::Reject(r) => r,
             Verdict::Pass { .. } => panic!("expected reject"),
-        };
+        }
+    }
+
+    #[test]
+    fn a_rejection_names_its_limit_and_rounds_its_wait_up() {
         let quota = Quota::per_minute(100).unwrap().to_string();
         let r = reject(&deny("ip", 1_200, Source::LocalBlock), true);
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -631,21 +639,6 @@ mod tests {
 
     #[test]
     fn a_repeated_rejection_is_answered_from_the_memo_and_any_change_renders_anew() {
-        let deny = |policy: &str, retry_ms: u64, source: Source| Decision::Deny {
-            reason: DenyReason::Limited {
-                policy: Arc::from(policy),
-                quota: Quota::per_minute(100).unwrap(),
-            },
-            retry_after: Duration::from_millis(retry_ms),
-            quotas: vec![QuotaState {
-                source,
-                ..state(policy, false, 0, retry_ms)
-            }],
-        };
-        let reject = |d: &Decision, with_headers: bool| match render(d, with_headers) {
-            Verdict::Reject(r) => r,
-            Verdict::Pass { .. } => panic!("expected reject"),
-        };
         let cases = [
             deny("ip", 1_200, Source::LocalBlock),
             deny("ip", 1_900, Source::LocalBlock),
