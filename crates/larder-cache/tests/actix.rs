@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpRequest, HttpResponse};
-use common::{handle, with_l1, Origin, T1, T2};
+use common::{conformance, handle, with_l1, Origin, T1, T2};
 use larder_cache::actix::{admin_scope, health_resource, CacheMiddleware};
 use larder_cache::admin::{Admin, BearerToken};
 use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
@@ -623,40 +623,99 @@ async fn an_app_error_is_answered_with_the_stale_copy() {
     assert_eq!(&body[..], b"v1");
 }
 
-/// A streamed body (no length known up front) is read up to the size cap, as the
-/// Tower layer does: within it, stored and served as a HIT; over it, sent on whole
-/// and not stored.
-#[actix_web::test]
-async fn streamed_bodies_within_the_cap_are_stored_and_larger_ones_pass_whole() {
+// ---- The conformance scenarios (tests/common/conformance.rs) on the middleware ----
+
+struct Conformance<S>(S);
+
+impl<S, B> conformance::Client for Conformance<S>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody,
+{
+    async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> conformance::Got {
+        let r = send(&self.0, method, uri, headers).await;
+        conformance::Got {
+            status: r.status.as_u16(),
+            x_cache: r.x_cache,
+            etag: r.etag,
+            body: r.body,
+        }
+    }
+}
+
+/// The conformance app (see `tests/common/conformance.rs`) on `redis`.
+async fn conformance_app(
+    redis: &RedisServer,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+) -> Conformance<
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+> {
     fn streamed(chunks: usize, size: usize) -> HttpResponse {
         let chunk = bytes::Bytes::from(vec![b'x'; size]);
-        let body = futures_util::stream::iter(
+        HttpResponse::Ok().streaming(futures_util::stream::iter(
             (0..chunks).map(move |_| Ok::<_, actix_web::Error>(chunk.clone())),
-        );
-        HttpResponse::Ok().streaming(body)
+        ))
     }
-    let server = RedisServer::start();
-    let responses = ResponseCache::new(Cache::new(handle(Some(&server.url()))))
+    let mut cache = Cache::new(handle(Some(&redis.url())));
+    let mut settings = cache.settings().clone();
+    settings.stale_window = Duration::from_secs(60);
+    cache = cache.with_settings(settings);
+    let responses = ResponseCache::new(cache)
         .route(CacheRoute::new("/small", "misc").unwrap())
         .route(CacheRoute::new("/big", "misc").unwrap())
-        .max_body(1024);
-    let app = test::init_service(
-        App::new().service(
-            web::scope("")
-                .wrap(CacheMiddleware::new(responses))
-                .route("/small", web::get().to(|| async { streamed(3, 100) }))
-                .route("/big", web::get().to(|| async { streamed(10, 500) })),
-        ),
+        .route(
+            CacheRoute::new("/short", "balance")
+                .unwrap()
+                .ttl(Duration::from_millis(300)),
+        )
+        .max_body(conformance::MAX_BODY)
+        .stale_while_revalidate(true);
+    let short = move || {
+        let failing = failing.load(Ordering::SeqCst);
+        async move {
+            if failing {
+                HttpResponse::InternalServerError().body("down")
+            } else {
+                HttpResponse::Ok().body("v1")
+            }
+        }
+    };
+    Conformance(
+        test::init_service(
+            App::new().service(
+                web::scope("")
+                    .wrap(CacheMiddleware::new(responses))
+                    .route("/small", web::get().to(|| async { streamed(3, 100) }))
+                    .route("/big", web::get().to(|| async { streamed(10, 500) }))
+                    .route("/short", web::get().to(short)),
+            ),
+        )
+        .await,
     )
-    .await;
-    let first = send(&app, "GET", "/small", &[T1]).await;
-    assert_eq!((first.x_cache.as_str(), first.body.len()), ("MISS", 300));
-    let second = send(&app, "GET", "/small", &[T1]).await;
-    assert_eq!((second.x_cache.as_str(), second.body), ("HIT", first.body));
-    for _ in 0..2 {
-        let big = send(&app, "GET", "/big", &[T1]).await;
-        assert_eq!(big.status, StatusCode::OK);
-        assert_eq!(big.body, vec![b'x'; 5000], "passed on whole");
-        assert_ne!(big.x_cache, "HIT");
-    }
+}
+
+#[actix_web::test]
+async fn conformance_streamed_bodies_within_the_cap_are_stored() {
+    let redis = RedisServer::start();
+    let app = conformance_app(&redis, Arc::default()).await;
+    conformance::streamed_bodies_within_the_cap_are_stored(&app).await;
+}
+
+#[actix_web::test]
+async fn conformance_streamed_bodies_over_the_cap_pass_whole() {
+    let redis = RedisServer::start();
+    let app = conformance_app(&redis, Arc::default()).await;
+    conformance::streamed_bodies_over_the_cap_pass_whole(&app).await;
+}
+
+#[actix_web::test]
+async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
+    let redis = RedisServer::start();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = conformance_app(&redis, Arc::clone(&failing)).await;
+    conformance::stale_copies_stand_in_for_a_failing_origin(&app, &failing).await;
 }

@@ -14,7 +14,7 @@ use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use common::{handle, with_l1, Origin, T1, T2};
+use common::{conformance, handle, with_l1, Origin, T1, T2};
 use http_body_util::BodyExt;
 use larder_cache::admin::{Admin, BearerToken};
 use larder_cache::tower::CacheLayer;
@@ -1029,4 +1029,83 @@ async fn in_front_of_the_router_hits_skip_routing_and_writes_still_invalidate() 
     let unknown = send("GET", "/nowhere").await;
     assert_eq!((unknown.0, unknown.1), (StatusCode::NOT_FOUND, None));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+// ---- The conformance scenarios (tests/common/conformance.rs) on the Tower layer ----
+
+struct Conformance(Router);
+
+impl conformance::Client for Conformance {
+    async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> conformance::Got {
+        let r = send(&self.0, method, uri, headers).await;
+        conformance::Got {
+            status: r.status.as_u16(),
+            x_cache: r.x_cache().to_owned(),
+            etag: r.header("etag").map(str::to_owned),
+            body: r.body,
+        }
+    }
+}
+
+/// The conformance app (see `tests/common/conformance.rs`) on `redis`.
+fn conformance_app(redis: &RedisServer, failing: Arc<AtomicBool>) -> Conformance {
+    fn streamed(chunks: usize, size: usize) -> Body {
+        let chunk = bytes::Bytes::from(vec![b'x'; size]);
+        Body::from_stream(futures_util::stream::iter(
+            (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        ))
+    }
+    let mut cache = Cache::new(handle(Some(&redis.url())));
+    let mut settings = cache.settings().clone();
+    settings.stale_window = Duration::from_secs(60);
+    cache = cache.with_settings(settings);
+    let responses = ResponseCache::new(cache)
+        .route(CacheRoute::new("/small", "misc").unwrap())
+        .route(CacheRoute::new("/big", "misc").unwrap())
+        .route(
+            CacheRoute::new("/short", "balance")
+                .unwrap()
+                .ttl(Duration::from_millis(300)),
+        )
+        .max_body(conformance::MAX_BODY)
+        .stale_while_revalidate(true);
+    let short = move || {
+        let failing = failing.load(Ordering::SeqCst);
+        async move {
+            if failing {
+                (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response()
+            } else {
+                "v1".into_response()
+            }
+        }
+    };
+    Conformance(
+        Router::new()
+            .route("/small", get(|| async { streamed(3, 100) }))
+            .route("/big", get(|| async { streamed(10, 500) }))
+            .route("/short", get(short))
+            .layer(CacheLayer::new(responses)),
+    )
+}
+
+#[tokio::test]
+async fn conformance_streamed_bodies_within_the_cap_are_stored() {
+    let redis = RedisServer::start();
+    let app = conformance_app(&redis, Arc::default());
+    conformance::streamed_bodies_within_the_cap_are_stored(&app).await;
+}
+
+#[tokio::test]
+async fn conformance_streamed_bodies_over_the_cap_pass_whole() {
+    let redis = RedisServer::start();
+    let app = conformance_app(&redis, Arc::default());
+    conformance::streamed_bodies_over_the_cap_pass_whole(&app).await;
+}
+
+#[tokio::test]
+async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
+    let redis = RedisServer::start();
+    let failing = Arc::new(AtomicBool::new(false));
+    let app = conformance_app(&redis, Arc::clone(&failing));
+    conformance::stale_copies_stand_in_for_a_failing_origin(&app, &failing).await;
 }

@@ -1,8 +1,10 @@
 //! What the cache's test binaries share: the counting origin, the handle, tenant
-//! headers and the L1 tier's settings.
+//! headers, the L1 tier's settings, and the adapters' conformance scenarios.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
+
+pub(crate) mod conformance;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

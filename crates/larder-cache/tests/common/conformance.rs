@@ -1,0 +1,102 @@
+//! One test body for both adapters: what the docs promise of the response cache,
+//! checked against the Tower layer (`tests/axum.rs`) and the Actix middleware
+//! (`tests/actix.rs`), each through its framework's test harness.
+//!
+//! Each adapter's test file builds its conformance app with the same routes and
+//! settings:
+//!
+//! | route | answers |
+//! | --- | --- |
+//! | `GET /small` | 300 bytes, streamed in three chunks (no length up front) |
+//! | `GET /big` | 5,000 bytes, streamed in ten chunks: over the 1,024-byte cap |
+//! | `GET /short` | `v1`, kept 300 ms; a 500 once the app's `failing` flag is set |
+//!
+//! with a 60 s stale window and stale-while-revalidate on.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::T1;
+
+/// The size cap of the conformance apps' cache.
+pub(crate) const MAX_BODY: usize = 1024;
+
+/// A reply, as either harness gives it.
+#[derive(Debug)]
+pub(crate) struct Got {
+    pub(crate) status: u16,
+    pub(crate) x_cache: String,
+    pub(crate) etag: Option<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// What a scenario needs of an app. (`async fn`: the Actix harness is not `Send`.)
+#[allow(async_fn_in_trait)]
+pub(crate) trait Client {
+    /// Sends a request with headers.
+    async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Got;
+}
+
+/// A streamed body within the cap is stored: MISS, then HIT with the same bytes,
+/// an `ETag`, a 304 for `If-None-Match`, and a body-less `HEAD`.
+pub(crate) async fn streamed_bodies_within_the_cap_are_stored(app: &impl Client) {
+    let first = app.send("GET", "/small", &[T1]).await;
+    assert_eq!(
+        (first.status, first.x_cache.as_str()),
+        (200, "MISS"),
+        "{first:?}"
+    );
+    assert_eq!(first.body, vec![b'x'; 300]);
+    let second = app.send("GET", "/small", &[T1]).await;
+    assert_eq!(
+        (second.x_cache.as_str(), &second.body),
+        ("HIT", &first.body)
+    );
+    let etag = second.etag.clone().expect("a stored response has an ETag");
+    let not_modified = app
+        .send("GET", "/small", &[T1, ("if-none-match", etag.as_str())])
+        .await;
+    assert_eq!((not_modified.status, not_modified.body.len()), (304, 0));
+    let head = app.send("HEAD", "/small", &[T1]).await;
+    assert_eq!(
+        (head.status, head.x_cache.as_str(), head.body.len()),
+        (200, "HIT", 0)
+    );
+}
+
+/// A streamed body over the cap is sent on whole (what was read, then the rest)
+/// and never stored.
+pub(crate) async fn streamed_bodies_over_the_cap_pass_whole(app: &impl Client) {
+    for _ in 0..2 {
+        let big = app.send("GET", "/big", &[T1]).await;
+        assert_eq!(big.status, 200);
+        assert!(big.body.len() > MAX_BODY);
+        assert_eq!(big.body, vec![b'x'; 5000], "passed on whole");
+        assert_ne!(big.x_cache, "HIT");
+    }
+}
+
+/// When the origin fails (a 5xx) and a stale copy is inside its window, the
+/// client gets the copy, marked `STALE`.
+pub(crate) async fn stale_copies_stand_in_for_a_failing_origin(
+    app: &impl Client,
+    failing: &AtomicBool,
+) {
+    let first = app.send("GET", "/short", &[T1]).await;
+    assert_eq!(
+        (first.x_cache.as_str(), first.body.as_slice()),
+        ("MISS", &b"v1"[..])
+    );
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = app
+        .send("GET", "/short", &[T1, ("cache-control", "no-cache")])
+        .await;
+    assert_eq!(
+        (r.status, r.x_cache.as_str(), r.body.as_slice()),
+        (200, "STALE", &b"v1"[..])
+    );
+    failing.store(false, Ordering::SeqCst);
+}
