@@ -672,6 +672,8 @@ async fn conformance_app(
                 .unwrap()
                 .ttl(Duration::from_millis(300)),
         )
+        .route(CacheRoute::new("/whoami", "balance").unwrap())
+        .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"]).unwrap())
         .max_body(conformance::MAX_BODY)
         .stale_while_revalidate(true);
     let short = move || {
@@ -691,7 +693,21 @@ async fn conformance_app(
                     .wrap(CacheMiddleware::new(responses))
                     .route("/small", web::get().to(|| async { streamed(3, 100) }))
                     .route("/big", web::get().to(|| async { streamed(10, 500) }))
-                    .route("/short", web::get().to(short)),
+                    .route("/short", web::get().to(short))
+                    .route(
+                        "/whoami",
+                        web::get().to(|req: HttpRequest| async move {
+                            req.headers()
+                                .get("x-tenant-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        }),
+                    )
+                    .route(
+                        "/sales",
+                        web::post().to(|| async { HttpResponse::Created().finish() }),
+                    ),
             ),
         )
         .await,
@@ -718,4 +734,11 @@ async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = conformance_app(&redis, Arc::clone(&failing)).await;
     conformance::stale_copies_stand_in_for_a_failing_origin(&app, &failing).await;
+}
+
+#[actix_web::test]
+async fn conformance_tenants_are_apart_and_writes_invalidate_their_own() {
+    let redis = RedisServer::start();
+    let app = conformance_app(&redis, Arc::default()).await;
+    conformance::tenants_are_apart_and_writes_invalidate_their_own(&app).await;
 }

@@ -1067,8 +1067,17 @@ fn conformance_app(redis: &RedisServer, failing: Arc<AtomicBool>) -> Conformance
                 .unwrap()
                 .ttl(Duration::from_millis(300)),
         )
+        .route(CacheRoute::new("/whoami", "balance").unwrap())
+        .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"]).unwrap())
         .max_body(conformance::MAX_BODY)
         .stale_while_revalidate(true);
+    let whoami = |headers: axum::http::HeaderMap| async move {
+        headers
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let short = move || {
         let failing = failing.load(Ordering::SeqCst);
         async move {
@@ -1084,6 +1093,8 @@ fn conformance_app(redis: &RedisServer, failing: Arc<AtomicBool>) -> Conformance
             .route("/small", get(|| async { streamed(3, 100) }))
             .route("/big", get(|| async { streamed(10, 500) }))
             .route("/short", get(short))
+            .route("/whoami", get(whoami))
+            .route("/sales", post(|| async { StatusCode::CREATED }))
             .layer(CacheLayer::new(responses)),
     )
 }
@@ -1108,4 +1119,11 @@ async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
     let failing = Arc::new(AtomicBool::new(false));
     let app = conformance_app(&redis, Arc::clone(&failing));
     conformance::stale_copies_stand_in_for_a_failing_origin(&app, &failing).await;
+}
+
+#[tokio::test]
+async fn conformance_tenants_are_apart_and_writes_invalidate_their_own() {
+    let redis = RedisServer::start();
+    let app = conformance_app(&redis, Arc::default());
+    conformance::tenants_are_apart_and_writes_invalidate_their_own(&app).await;
 }

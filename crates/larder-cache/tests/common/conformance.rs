@@ -10,6 +10,8 @@
 //! | `GET /small` | 300 bytes, streamed in three chunks (no length up front) |
 //! | `GET /big` | 5,000 bytes, streamed in ten chunks: over the 1,024-byte cap |
 //! | `GET /short` | `v1`, kept 300 ms; a 500 once the app's `failing` flag is set |
+//! | `GET /whoami` | the request's `X-Tenant-Id` (module `balance`) |
+//! | `POST /sales` | 201; invalidates the tenant's `balance` |
 //!
 //! with a 60 s stale window and stale-while-revalidate on.
 
@@ -18,7 +20,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::T1;
+use super::{T1, T2};
 
 /// The size cap of the conformance apps' cache.
 pub(crate) const MAX_BODY: usize = 1024;
@@ -99,4 +101,28 @@ pub(crate) async fn stale_copies_stand_in_for_a_failing_origin(
         (200, "STALE", &b"v1"[..])
     );
     failing.store(false, Ordering::SeqCst);
+}
+
+/// Entries are the tenant's own, and a successful write invalidates the modules
+/// its rule names for its tenant only.
+pub(crate) async fn tenants_are_apart_and_writes_invalidate_their_own(app: &impl Client) {
+    for (tenant, id) in [(T1, "1"), (T2, "2")] {
+        let r = app.send("GET", "/whoami", &[tenant]).await;
+        assert_eq!(
+            (r.x_cache.as_str(), r.body.as_slice()),
+            ("MISS", id.as_bytes())
+        );
+    }
+    let again = app.send("GET", "/whoami", &[T1]).await;
+    assert_eq!(
+        (again.x_cache.as_str(), again.body.as_slice()),
+        ("HIT", &b"1"[..])
+    );
+    assert_eq!(app.send("POST", "/sales", &[T1]).await.status, 201);
+    assert_eq!(app.send("GET", "/whoami", &[T1]).await.x_cache, "MISS");
+    let other = app.send("GET", "/whoami", &[T2]).await;
+    assert_eq!(
+        (other.x_cache.as_str(), other.body.as_slice()),
+        ("HIT", &b"2"[..])
+    );
 }
