@@ -9,18 +9,18 @@
 //! | --- | --- |
 //! | `GET /small` | 300 bytes, streamed in three chunks (no length up front) |
 //! | `GET /big` | 5,000 bytes, streamed in ten chunks: over the 1,024-byte cap |
-//! | `GET /short` | `v1`, kept 300 ms; a 500 once the app's `failing` flag is set |
-//! | `GET /whoami` | the request's `X-Tenant-Id` (module `balance`) |
+//! | `GET /short` | `v1`, kept 300 ms; a 500 while the [`Origin`] is `failing` |
+//! | `GET /whoami` | the request's `X-Tenant-Id` (module `balance`); counts the [`Origin`]'s calls |
 //! | `POST /sales` | 201; invalidates the tenant's `balance` |
 //!
 //! with a 60 s stale window and stale-while-revalidate on.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{T1, T2};
+use super::{Origin, T1, T2};
 
 /// The size cap of the conformance apps' cache.
 pub(crate) const MAX_BODY: usize = 1024;
@@ -82,10 +82,8 @@ pub(crate) async fn streamed_bodies_over_the_cap_pass_whole(app: &impl Client) {
 
 /// When the origin fails (a 5xx) and a stale copy is inside its window, the
 /// client gets the copy, marked `STALE`.
-pub(crate) async fn stale_copies_stand_in_for_a_failing_origin(
-    app: &impl Client,
-    failing: &AtomicBool,
-) {
+pub(crate) async fn stale_copies_stand_in_for_a_failing_origin(app: &impl Client, origin: &Origin) {
+    let failing = &origin.failing;
     let first = app.send("GET", "/short", &[T1]).await;
     assert_eq!(
         (first.x_cache.as_str(), first.body.as_slice()),
@@ -125,4 +123,15 @@ pub(crate) async fn tenants_are_apart_and_writes_invalidate_their_own(app: &impl
         (other.x_cache.as_str(), other.body.as_slice()),
         ("HIT", &b"2"[..])
     );
+}
+
+/// Concurrent misses of one key make one origin call, and all get its answer.
+pub(crate) async fn concurrent_misses_reach_the_origin_once(app: &impl Client, origin: &Origin) {
+    let replies =
+        futures_util::future::join_all((0..20).map(|_| app.send("GET", "/whoami", &[T1]))).await;
+    assert!(
+        replies.iter().all(|r| r.status == 200 && r.body == b"1"),
+        "{replies:?}"
+    );
+    assert_eq!(origin.calls(), 1);
 }
