@@ -315,17 +315,6 @@ async fn admin_needs_the_token() {
 }
 
 #[actix_web::test]
-async fn works_without_redis_in_process() {
-    let origin = Origin::default();
-    let app = app!(handle(None), origin, false);
-    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache, "MISS");
-    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache, "HIT");
-    let health = send(&app, "GET", "/health/cache", &[]).await;
-    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
-    assert_eq!(json["cache"], "in_process");
-}
-
-#[actix_web::test]
 async fn in_process_hits_are_answered_in_call_without_the_app() {
     use actix_web::dev::{fn_service, ServiceRequest, Transform};
     use larder_core::future::MaybeReady;
@@ -630,7 +619,7 @@ where
 
 /// The conformance app (see `tests/common/conformance.rs`) on `redis`.
 async fn conformance_app(
-    redis: &RedisServer,
+    redis: Option<&RedisServer>,
     origin: &Origin,
 ) -> Conformance<
     impl Service<
@@ -645,7 +634,8 @@ async fn conformance_app(
             (0..chunks).map(move |_| Ok::<_, actix_web::Error>(chunk.clone())),
         ))
     }
-    let mut cache = Cache::new(handle(Some(&redis.url())));
+    let handle = handle(redis.map(RedisServer::url).as_deref());
+    let mut cache = Cache::new(handle.clone());
     let mut settings = cache.settings().clone();
     settings.stale_window = Duration::from_secs(60);
     cache = cache.with_settings(settings);
@@ -675,7 +665,7 @@ async fn conformance_app(
     let calls = Arc::clone(&origin.calls);
     Conformance(
         test::init_service(
-            App::new().service(
+            App::new().service(health_resource(handle)).service(
                 web::scope("")
                     .wrap(CacheMiddleware::new(responses))
                     .route("/small", web::get().to(|| async { streamed(3, 100) }))
@@ -708,7 +698,7 @@ async fn conformance_app(
 async fn conformance_streamed_bodies_within_the_cap_are_stored() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin).await;
+    let app = conformance_app(Some(&redis), &origin).await;
     conformance::streamed_bodies_within_the_cap_are_stored(&app).await;
 }
 
@@ -716,7 +706,7 @@ async fn conformance_streamed_bodies_within_the_cap_are_stored() {
 async fn conformance_streamed_bodies_over_the_cap_pass_whole() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin).await;
+    let app = conformance_app(Some(&redis), &origin).await;
     conformance::streamed_bodies_over_the_cap_pass_whole(&app).await;
 }
 
@@ -724,7 +714,7 @@ async fn conformance_streamed_bodies_over_the_cap_pass_whole() {
 async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin).await;
+    let app = conformance_app(Some(&redis), &origin).await;
     conformance::stale_copies_stand_in_for_a_failing_origin(&app, &origin).await;
 }
 
@@ -732,7 +722,7 @@ async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
 async fn conformance_tenants_are_apart_and_writes_invalidate_their_own() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin).await;
+    let app = conformance_app(Some(&redis), &origin).await;
     conformance::tenants_are_apart_and_writes_invalidate_their_own(&app).await;
 }
 
@@ -740,6 +730,12 @@ async fn conformance_tenants_are_apart_and_writes_invalidate_their_own() {
 async fn conformance_concurrent_misses_reach_the_origin_once() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin).await;
+    let app = conformance_app(Some(&redis), &origin).await;
     conformance::concurrent_misses_reach_the_origin_once(&app, &origin).await;
+}
+
+#[actix_web::test]
+async fn conformance_without_redis_the_cache_runs_in_process() {
+    let app = conformance_app(None, &Origin::default()).await;
+    conformance::without_redis_the_cache_runs_in_process(&app).await;
 }

@@ -555,20 +555,6 @@ async fn admin_needs_the_token_and_works_with_it() {
 }
 
 #[tokio::test]
-async fn works_without_redis_in_process() {
-    let origin = Origin::default();
-    let app = app(handle(None), &origin, false);
-    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
-    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "HIT");
-    send(&app, "POST", "/sales", &[T1]).await;
-    assert_eq!(send(&app, "GET", "/balance", &[T1]).await.x_cache(), "MISS");
-    let health = send(&app, "GET", "/health/cache", &[]).await;
-    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
-    assert_eq!(json["status"], "ok");
-    assert_eq!(json["cache"], "in_process");
-}
-
-#[tokio::test]
 async fn with_the_lease_two_app_instances_make_one_origin_call() {
     let server = RedisServer::start();
     let origin = Origin::default();
@@ -1026,14 +1012,15 @@ impl conformance::Client for Conformance {
 }
 
 /// The conformance app (see `tests/common/conformance.rs`) on `redis`.
-fn conformance_app(redis: &RedisServer, origin: &Origin) -> Conformance {
+fn conformance_app(redis: Option<&RedisServer>, origin: &Origin) -> Conformance {
     fn streamed(chunks: usize, size: usize) -> Body {
         let chunk = bytes::Bytes::from(vec![b'x'; size]);
         Body::from_stream(futures_util::stream::iter(
             (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
         ))
     }
-    let mut cache = Cache::new(handle(Some(&redis.url())));
+    let handle = handle(redis.map(RedisServer::url).as_deref());
+    let mut cache = Cache::new(handle.clone());
     let mut settings = cache.settings().clone();
     settings.stale_window = Duration::from_secs(60);
     cache = cache.with_settings(settings);
@@ -1076,7 +1063,8 @@ fn conformance_app(redis: &RedisServer, origin: &Origin) -> Conformance {
             .route("/short", get(short))
             .route("/whoami", get(whoami))
             .route("/sales", post(|| async { StatusCode::CREATED }))
-            .layer(CacheLayer::new(responses)),
+            .layer(CacheLayer::new(responses))
+            .merge(larder_cache::axum::health_routes(handle)),
     )
 }
 
@@ -1084,7 +1072,7 @@ fn conformance_app(redis: &RedisServer, origin: &Origin) -> Conformance {
 async fn conformance_streamed_bodies_within_the_cap_are_stored() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin);
+    let app = conformance_app(Some(&redis), &origin);
     conformance::streamed_bodies_within_the_cap_are_stored(&app).await;
 }
 
@@ -1092,7 +1080,7 @@ async fn conformance_streamed_bodies_within_the_cap_are_stored() {
 async fn conformance_streamed_bodies_over_the_cap_pass_whole() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin);
+    let app = conformance_app(Some(&redis), &origin);
     conformance::streamed_bodies_over_the_cap_pass_whole(&app).await;
 }
 
@@ -1100,7 +1088,7 @@ async fn conformance_streamed_bodies_over_the_cap_pass_whole() {
 async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin);
+    let app = conformance_app(Some(&redis), &origin);
     conformance::stale_copies_stand_in_for_a_failing_origin(&app, &origin).await;
 }
 
@@ -1108,7 +1096,7 @@ async fn conformance_stale_copies_stand_in_for_a_failing_origin() {
 async fn conformance_tenants_are_apart_and_writes_invalidate_their_own() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin);
+    let app = conformance_app(Some(&redis), &origin);
     conformance::tenants_are_apart_and_writes_invalidate_their_own(&app).await;
 }
 
@@ -1116,6 +1104,12 @@ async fn conformance_tenants_are_apart_and_writes_invalidate_their_own() {
 async fn conformance_concurrent_misses_reach_the_origin_once() {
     let redis = RedisServer::start();
     let origin = Origin::default();
-    let app = conformance_app(&redis, &origin);
+    let app = conformance_app(Some(&redis), &origin);
     conformance::concurrent_misses_reach_the_origin_once(&app, &origin).await;
+}
+
+#[tokio::test]
+async fn conformance_without_redis_the_cache_runs_in_process() {
+    let app = conformance_app(None, &Origin::default());
+    conformance::without_redis_the_cache_runs_in_process(&app).await;
 }

@@ -12,6 +12,7 @@
 //! | `GET /short` | `v1`, kept 300 ms; a 500 while the [`Origin`] is `failing` |
 //! | `GET /whoami` | the request's `X-Tenant-Id` (module `balance`); counts the [`Origin`]'s calls |
 //! | `POST /sales` | 201; invalidates the tenant's `balance` |
+//! | `GET /health/cache` | the health report |
 //!
 //! with a 60 s stale window and stale-while-revalidate on.
 
@@ -134,4 +135,19 @@ pub(crate) async fn concurrent_misses_reach_the_origin_once(app: &impl Client, o
         "{replies:?}"
     );
     assert_eq!(origin.calls(), 1);
+}
+
+/// Without Redis the cache runs in process: misses, hits and invalidation work,
+/// and health says so.
+pub(crate) async fn without_redis_the_cache_runs_in_process(app: &impl Client) {
+    assert_eq!(app.send("GET", "/whoami", &[T1]).await.x_cache, "MISS");
+    assert_eq!(app.send("GET", "/whoami", &[T1]).await.x_cache, "HIT");
+    assert_eq!(app.send("POST", "/sales", &[T1]).await.status, 201);
+    assert_eq!(app.send("GET", "/whoami", &[T1]).await.x_cache, "MISS");
+    let health = app.send("GET", "/health/cache", &[]).await;
+    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(
+        (json["status"].as_str(), json["cache"].as_str()),
+        (Some("ok"), Some("in_process"))
+    );
 }
