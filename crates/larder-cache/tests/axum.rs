@@ -1020,22 +1020,7 @@ fn conformance_app(redis: Option<&RedisServer>, origin: &Origin) -> Conformance 
         ))
     }
     let handle = handle(redis.map(RedisServer::url).as_deref());
-    let mut cache = Cache::new(handle.clone());
-    let mut settings = cache.settings().clone();
-    settings.stale_window = Duration::from_secs(60);
-    cache = cache.with_settings(settings);
-    let responses = ResponseCache::new(cache)
-        .route(CacheRoute::new("/small", "misc").unwrap())
-        .route(CacheRoute::new("/big", "misc").unwrap())
-        .route(
-            CacheRoute::new("/short", "balance")
-                .unwrap()
-                .ttl(Duration::from_millis(300)),
-        )
-        .route(CacheRoute::new("/whoami", "balance").unwrap())
-        .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"]).unwrap())
-        .max_body(conformance::MAX_BODY)
-        .stale_while_revalidate(true);
+    let responses = conformance::responses(&handle);
     let calls = Arc::clone(&origin.calls);
     let whoami = move |headers: axum::http::HeaderMap| async move {
         calls.fetch_add(1, Ordering::SeqCst);

@@ -21,10 +21,34 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use larder_cache::{Cache, CacheRoute, InvalidateRoute, ResponseCache};
+use larder_core::Handle;
+
 use super::{Origin, T1, T2};
 
 /// The size cap of the conformance apps' cache.
 pub(crate) const MAX_BODY: usize = 1024;
+
+/// The conformance apps' response cache on `handle`: the routes of the table
+/// above, a 60 s stale window, stale-while-revalidate on.
+pub(crate) fn responses(handle: &Handle) -> ResponseCache {
+    let mut cache = Cache::new(handle.clone());
+    let mut settings = cache.settings().clone();
+    settings.stale_window = Duration::from_secs(60);
+    cache = cache.with_settings(settings);
+    ResponseCache::new(cache)
+        .route(CacheRoute::new("/small", "misc").unwrap())
+        .route(CacheRoute::new("/big", "misc").unwrap())
+        .route(
+            CacheRoute::new("/short", "balance")
+                .unwrap()
+                .ttl(Duration::from_millis(300)),
+        )
+        .route(CacheRoute::new("/whoami", "balance").unwrap())
+        .invalidate(InvalidateRoute::new("POST", "/sales", &["balance"]).unwrap())
+        .max_body(MAX_BODY)
+        .stale_while_revalidate(true)
+}
 
 /// A reply, as either harness gives it.
 #[derive(Debug)]
