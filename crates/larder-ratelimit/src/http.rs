@@ -375,31 +375,32 @@ pub fn render(decision: &Decision, with_headers: bool) -> Verdict {
 fn render_fresh(decision: &Decision, with_headers: bool) -> Verdict {
     let mut headers = Vec::with_capacity(4);
     if with_headers {
-        let shown: Vec<_> = decision
-            .quotas()
-            .iter()
-            .filter(|q| {
-                !q.shadow && matches!(q.source, Source::Redis | Source::LocalBlock | Source::Local)
-            })
-            .collect();
-        if !shown.is_empty() {
-            let policy = shown
-                .iter()
-                .map(|q| {
-                    format!(
-                        "\"{}\";q={};w={}",
-                        q.name,
-                        q.quota.count(),
-                        q.quota.window_secs()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let state = shown
-                .iter()
-                .map(|q| format!("\"{}\";r={};t={}", q.name, q.remaining, ceil_secs(q.reset)))
-                .collect::<Vec<_>>()
-                .join(", ");
+        // Every admitted request on a limited route carries these: written
+        // straight into two strings, no list per request.
+        use std::fmt::Write as _;
+        let (mut policy, mut state) = (String::new(), String::new());
+        let shown = decision.quotas().iter().filter(|q| {
+            !q.shadow && matches!(q.source, Source::Redis | Source::LocalBlock | Source::Local)
+        });
+        for q in shown {
+            let sep = if policy.is_empty() { "" } else { ", " };
+            // Writing into a `String` cannot fail.
+            let _ = write!(
+                policy,
+                "{sep}\"{}\";q={};w={}",
+                q.name,
+                q.quota.count(),
+                q.quota.window_secs()
+            );
+            let _ = write!(
+                state,
+                "{sep}\"{}\";r={};t={}",
+                q.name,
+                q.remaining,
+                ceil_secs(q.reset)
+            );
+        }
+        if !policy.is_empty() {
             headers.push((RATELIMIT_POLICY, Bytes::from(policy)));
             headers.push((RATELIMIT, Bytes::from(state)));
         }
