@@ -34,6 +34,7 @@
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -47,10 +48,10 @@ use larder_core::future::LocalBoxedOrReady;
 use larder_core::Handle;
 
 use crate::admin::Admin;
-use crate::http::flow::{age_value, x_cache, Begin, Cached, CachedBody, Start, Ticket};
-use crate::http::{
-    field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse, VALIDATORS,
+use crate::http::flow::{
+    age_value, x_cache, After, Begin, Cached, CachedBody, OriginHead, Start, Ticket,
 };
+use crate::http::{field_value, Decision, LookupPlan, ResponseCache, StoredResponse, VALIDATORS};
 
 /// Adds the response cache to an Actix-web app or scope.
 #[derive(Debug, Clone)]
@@ -134,7 +135,7 @@ where
                                 // while routing, so this request refreshes the entry in
                                 // the foreground; concurrent ones get the stale copy
                                 // meanwhile.
-                                let ticket = ticket.keep_stale(cached);
+                                let ticket = ticket.with_stale((cached.age_secs, cached.stored));
                                 Box::pin(fetch(cache, service, req, plan, ticket)).await
                             }
                             Begin::Fetch(ticket) => {
@@ -211,78 +212,70 @@ where
                 req.headers_mut().remove(name);
             }
         }
-        let res = match service.call(req).await {
-            Ok(res) => res,
-            Err(e) => {
-                // As the Tower layer does: a stale copy, when the route allows one,
-                // rather than the error. The request went to the app (the router
-                // needs it alone), so the copy rides on the error as its response.
-                if let Some(stale) = cache.stale_for_error(plan, &mut ticket) {
-                    cache.finish(plan, ticket, None).await;
-                    return Err(InternalError::from_response(e, from_cache(stale)).into());
-                }
+        let res = service.call(req).await;
+        let after = {
+            let header = |name: &str| {
+                let res = res.as_ref().ok()?;
+                field_value(res.headers().get_all(name).map(HeaderValue::as_bytes))
+            };
+            let head = res.as_ref().ok().map(|res| OriginHead {
+                status: res.status().as_u16(),
+                len: match res.response().body().size() {
+                    BodySize::Sized(n) => Some(n),
+                    BodySize::None => Some(0),
+                    BodySize::Stream => None,
+                },
+                header: &header,
+            });
+            cache.after_origin(plan, &mut ticket, head)
+        };
+        let ttl = match after {
+            After::Store(ttl) => ttl,
+            After::Stale(stale) => {
                 cache.finish(plan, ticket, None).await;
-                return Err(e);
+                return match res {
+                    Ok(res) => {
+                        let http_req = res.request().clone();
+                        Ok(ServiceResponse::new(http_req, from_cache(stale)).map_into_right_body())
+                    }
+                    // The request went to the app (the router needs it alone), so the
+                    // stale copy rides on the error as its response.
+                    Err(e) => Err(InternalError::from_response(e, from_cache(stale)).into()),
+                };
+            }
+            After::Send => {
+                cache.finish(plan, ticket, None).await;
+                return res.map(ServiceResponse::map_into_left_body);
             }
         };
-        if res.status().is_server_error() {
-            if let Some(stale) = cache.stale_for_error(plan, &mut ticket) {
-                cache.finish(plan, ticket, None).await;
-                let http_req = res.request().clone();
-                return Ok(ServiceResponse::new(http_req, from_cache(stale)).map_into_right_body());
-            }
-        }
-        if cache.pass_through(&mut ticket) {
-            return Ok(res.map_into_left_body());
-        }
+        // `after_origin` says `Send` for an error.
+        let res = res?;
         // Boxed apart: a response passed through (Redis out, nobody waiting) does not
         // carry the state of reading and storing the body.
-        Box::pin(keep(cache, plan, ticket, res)).await
+        Box::pin(keep(cache, plan, ticket, ttl, res)).await
     }
 }
 
-/// Stores what may be stored of the app's response (and hands it to the key's
+/// Reads the app's body up to the limit, stores it (and hands it to the key's
 /// followers), and returns the response to send.
 async fn keep<B>(
     cache: &ResponseCache,
     plan: &LookupPlan,
     ticket: Ticket,
+    ttl: Duration,
     res: ServiceResponse<B>,
 ) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, actix_web::Error>
 where
     B: MessageBody + 'static,
 {
-    let storable = {
-        let header =
-            |name: &str| field_value(res.headers().get_all(name).map(HeaderValue::as_bytes));
-        cache.storable(plan, res.status().as_u16(), &header)
-    };
-    let too_large = match res.response().body().size() {
-        BodySize::Sized(n) => usize::try_from(n).map_or(true, |n| n > cache.body_limit()),
-        BodySize::None | BodySize::Stream => false,
-    };
-    let ttl = match storable {
-        Storable::Yes(_) if too_large => {
-            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit: passed through");
-            cache.finish(plan, ticket, None).await;
-            return Ok(res.map_into_left_body());
-        }
-        Storable::Yes(ttl) => ttl,
-        Storable::No(reason) => {
-            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, reason, "cache MISS, not stored");
-            cache.finish(plan, ticket, None).await;
-            return Ok(res.map_into_left_body());
-        }
-    };
     let (http_req, response) = res.into_parts();
-    let (head, body) = response.into_parts();
+    let (mut head, body) = response.into_parts();
     // A streamed body is read up to the limit, as the Tower layer does: within it,
     // stored; over it, sent on as it comes (what was read, then the rest).
     let bytes = match buffer(body, cache.body_limit()).await {
         Buffered::Complete(bytes) => bytes,
         Buffered::TooLarge(prefix, mut rest) => {
-            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit: passed through");
-            cache.finish(plan, ticket, None).await;
+            cache.not_stored(plan, ticket, "body over the limit").await;
             let rest = futures_util::stream::poll_fn(move |cx| rest.as_mut().poll_next(cx));
             let body = futures_util::StreamExt::chain(
                 futures_util::stream::once(std::future::ready(Ok(prefix))),
@@ -292,7 +285,7 @@ where
             return Ok(ServiceResponse::new(http_req, response).map_into_right_body());
         }
         Buffered::Failed(e) => {
-            cache.finish(plan, ticket, None).await;
+            cache.not_stored(plan, ticket, "body failed").await;
             return Err(actix_web::error::ErrorInternalServerError(e));
         }
     };
@@ -301,24 +294,20 @@ where
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()));
     let stored = StoredResponse::new(head.status().as_u16(), headers, bytes.clone());
-    tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
-    let etag = stored.etag().map(<[u8]>::to_vec);
-    let not_modified = plan.not_modified_by(etag.as_deref());
-    cache.finish(plan, ticket, Some((stored, ttl))).await;
-    let mut response = if not_modified {
-        let mut head = head;
+    let kept = cache.store(plan, ticket, ttl, stored).await;
+    let body = if kept.not_modified {
         *head.status_mut() = StatusCode::NOT_MODIFIED;
         head.headers_mut()
             .remove(actix_web::http::header::CONTENT_LENGTH);
-        head.set_body(BoxBody::new(()))
+        BoxBody::new(())
     } else {
-        head.set_body(BoxBody::new(bytes))
+        BoxBody::new(bytes)
     };
-    if let Some(etag) = etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
-        response
-            .headers_mut()
+    if let Some(etag) = kept.etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
+        head.headers_mut()
             .insert(actix_web::http::header::ETAG, etag);
     }
+    let mut response = head.set_body(body);
     set_x_cache(response.headers_mut(), x_cache::MISS);
     Ok(ServiceResponse::new(http_req, response).map_into_right_body())
 }

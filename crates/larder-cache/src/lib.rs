@@ -68,6 +68,7 @@ pub mod admin;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod entry;
+mod fill;
 mod flight;
 pub mod http;
 mod keys;

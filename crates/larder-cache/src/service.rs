@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::entry::{self, now_ms, Meta};
-use crate::flight::{Flights, Role};
+use crate::fill::Step;
+use crate::flight::Flights;
 use crate::keys::{safe_key, Keys, MarkerKey};
 use crate::local::{self, DecodeMemo, Entry, LocalTier};
 use crate::tracked::{track, Markers, Route, Tracked};
@@ -571,78 +572,40 @@ impl<C: Codec> Cache<C> {
             return origin().await;
         }
         let keys = self.keys(tenant, module, key);
-        let mut origin = Some(origin);
-        loop {
-            let found = self.lookup_raw(&keys).await;
-            let mut stale = None;
-            if let Some(entry) = &found.entry {
-                if let Some(value) = self.decode::<T>(&keys, &entry.payload) {
-                    if entry.meta.is_fresh_at(now_ms()) {
-                        return Ok(value);
-                    }
-                    stale = Some(value);
+        let found = self.lookup_raw(&keys).await;
+        let mut stale = None;
+        if let Some(entry) = &found.entry {
+            if let Some(value) = self.decode::<T>(&keys, &entry.payload) {
+                if entry.meta.is_fresh_at(now_ms()) {
+                    return Ok(value);
                 }
+                stale = Some(value);
             }
-            let leases = self.leases(&found);
-            let markers = found.into_markers();
-            match self.inner.flights.join(&keys.entry) {
-                Role::Leader(leader) => {
-                    let gate = if leases {
-                        self.lease_or_wait(&keys).await
-                    } else {
-                        LeaseGate::Proceed(None)
-                    };
-                    let token = match gate {
-                        LeaseGate::Filled(entry) => {
-                            if let Some(value) = self.decode::<T>(&keys, &entry.payload) {
-                                leader.complete(Some(entry.payload.clone()));
-                                return Ok(value);
-                            }
-                            None
-                        }
-                        LeaseGate::Proceed(token) => token,
-                    };
-                    let Some(call) = origin.take() else {
-                        unreachable!("the origin is taken once: a leader always returns")
-                    };
-                    let result = call().await;
-                    // Stored (or failed) first, released after: releasing earlier
-                    // would let another instance take the lease and call the origin.
-                    let release = || async {
-                        if let Some(token) = &token {
-                            self.release_lease(&keys, token).await;
-                        }
-                    };
-                    match result {
-                        Ok(value) => {
-                            let payload = self.encode(&keys, &value);
-                            if let (Some(payload), Some(markers)) = (payload.clone(), markers) {
-                                self.store_raw(&keys, markers, ttl_of(&value), payload)
-                                    .await;
-                            }
-                            release().await;
-                            leader.complete(payload);
-                            return Ok(value);
-                        }
-                        Err(e) => {
-                            release().await;
-                            leader.complete(None);
-                            if let Some(value) = stale {
-                                self.count_stale(&keys.module);
-                                tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, "origin failed: serving stale");
-                                return Ok(value);
-                            }
-                            return Err(e);
-                        }
+        }
+        // No stale-while-revalidate here: the origin is borrowed, so it cannot run
+        // after this call returns.
+        let decode = |payload: &Bytes| self.decode::<T>(&keys, payload);
+        let mut ticket = match self.fill(&keys, found, stale, false, decode).await {
+            Step::Filled(value) | Step::Stale(value, _) => return Ok(value),
+            Step::Fetch(ticket) => ticket,
+        };
+        match origin().await {
+            Ok(value) => {
+                let payload = self.encode(&keys, &value);
+                let fill = payload.map(|payload| (payload, ttl_of(&value)));
+                self.finish(&keys, ticket, fill).await;
+                Ok(value)
+            }
+            Err(e) => {
+                let stale = ticket.take_stale();
+                self.finish(&keys, ticket, None).await;
+                match stale {
+                    Some(value) => {
+                        self.count_stale(&keys.module);
+                        tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, "origin failed: serving stale");
+                        Ok(value)
                     }
-                }
-                Role::Follower(mut rx) => {
-                    if let Ok(Some(payload)) = rx.recv().await {
-                        if let Some(value) = self.decode::<T>(&keys, &payload) {
-                            return Ok(value);
-                        }
-                    }
-                    // The leader failed or gave up: look again, maybe lead.
+                    None => Err(e),
                 }
             }
         }
@@ -879,7 +842,6 @@ impl<C: Codec> Cache<C> {
         let _: Result<i64, _> = self.inner.handle.script("cache_lease_release", &inv).await;
     }
 
-    #[cfg(any(feature = "tower", feature = "actix"))]
     pub(crate) fn flights(&self) -> &Flights<Option<Bytes>> {
         &self.inner.flights
     }

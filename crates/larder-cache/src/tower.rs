@@ -20,8 +20,8 @@
 //! Redis trouble never becomes a service error: `type Error = S::Error`, and every
 //! outcome is the origin's response or a cached one. A body of unknown size (a
 //! stream) is read up to the size limit and stored if it ends within it; a longer
-//! one goes out as the part read so far followed by the rest, unstored. (The Actix
-//! middleware passes such bodies through unstored.)
+//! one goes out as the part read so far followed by the rest, unstored (as with the
+//! Actix middleware: both follow the flow in `http::flow`).
 //!
 //! # In front of the router
 //!
@@ -52,6 +52,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -63,10 +64,10 @@ use larder_core::future::{BoxedOrReady, MaybeReady};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::http::flow::{age_value, x_cache, Begin, Cached, CachedBody, Start, Ticket};
-use crate::http::{
-    field_value, Decision, LookupPlan, ResponseCache, Storable, StoredResponse, VALIDATORS,
+use crate::http::flow::{
+    age_value, x_cache, After, Begin, Cached, CachedBody, OriginHead, Start, Ticket,
 };
+use crate::http::{field_value, Decision, LookupPlan, ResponseCache, StoredResponse, VALIDATORS};
 use crate::service::Found;
 
 /// Adds the response cache to a service.
@@ -305,98 +306,88 @@ where
             Ok(mut service) => service.call(req).await,
             Err(e) => Err(e),
         };
-        let res = match res {
-            Ok(res) => res,
-            Err(e) => {
-                if let Some(stale) = cache.stale_for_error(plan, &mut ticket) {
-                    cache.finish(plan, ticket, None).await;
-                    return Ok(from_cache(stale));
-                }
-                cache.finish(plan, ticket, None).await;
-                return Err(e);
-            }
+        let after = {
+            let header = |name: &str| {
+                let res = res.as_ref().ok()?;
+                field_value(
+                    res.headers()
+                        .get_all(name)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                )
+            };
+            let head = res.as_ref().ok().map(|res| OriginHead {
+                status: res.status().as_u16(),
+                len: res.body().size_hint().exact(),
+                header: &header,
+            });
+            cache.after_origin(plan, &mut ticket, head)
         };
-        if res.status().is_server_error() {
-            if let Some(stale) = cache.stale_for_error(plan, &mut ticket) {
+        let ttl = match after {
+            After::Store(ttl) => ttl,
+            After::Stale(stale) => {
                 cache.finish(plan, ticket, None).await;
                 return Ok(from_cache(stale));
             }
-        }
-        if cache.pass_through(&mut ticket) {
-            return Ok(res.map(CacheBody::inner));
-        }
+            After::Send => {
+                cache.finish(plan, ticket, None).await;
+                return res.map(|res| res.map(CacheBody::inner));
+            }
+        };
+        let res = match res {
+            Ok(res) => res,
+            // `after_origin` says `Send` for an error.
+            Err(e) => return Err(e),
+        };
         // Boxed apart: a response passed through (Redis out, nobody waiting) does not
         // carry the state of buffering and storing.
-        Ok(Box::pin(keep(cache, plan, ticket, res)).await)
+        Ok(Box::pin(keep(cache, plan, ticket, ttl, res)).await)
     }
 }
 
-/// Stores what may be stored of the origin's response (and hands it to the key's
+/// Reads the origin's body up to the limit, stores it (and hands it to the key's
 /// followers), and returns the response to send.
 async fn keep<ResBody>(
     cache: &ResponseCache,
     plan: &LookupPlan,
     ticket: Ticket,
+    ttl: Duration,
     res: Response<ResBody>,
 ) -> Response<CacheBody<ResBody>>
 where
     ResBody: Body<Data = Bytes> + Unpin + Send,
 {
-    let storable = {
-        let header = |name: &str| {
-            field_value(
-                res.headers()
-                    .get_all(name)
-                    .iter()
-                    .map(HeaderValue::as_bytes),
-            )
-        };
-        cache.storable(plan, res.status().as_u16(), &header)
-    };
-    let ttl = match storable {
-        Storable::Yes(ttl) => ttl,
-        Storable::No(reason) => {
-            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, reason, "cache MISS, not stored");
-            cache.finish(plan, ticket, None).await;
-            return res.map(CacheBody::inner);
-        }
-    };
-    let (parts, body) = res.into_parts();
-    match buffer(body, cache.body_limit()).await {
-        Buffered::Complete(bytes) => {
-            let headers = parts
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes()));
-            let stored = StoredResponse::new(parts.status.as_u16(), headers, bytes.clone());
-            tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
-            let etag = stored.etag().map(<[u8]>::to_vec);
-            let not_modified = plan.not_modified_by(etag.as_deref());
-            cache.finish(plan, ticket, Some((stored, ttl))).await;
-            let mut res = if not_modified {
-                let mut parts = parts;
-                parts.status = StatusCode::NOT_MODIFIED;
-                parts.headers.remove(http::header::CONTENT_LENGTH);
-                Response::from_parts(parts, CacheBody::full(Bytes::new()))
-            } else {
-                Response::from_parts(parts, CacheBody::full(bytes))
-            };
-            if let Some(etag) = etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
-                res.headers_mut().insert(http::header::ETAG, etag);
-            }
-            set_x_cache(&mut res, x_cache::MISS);
-            res
-        }
+    let (mut parts, body) = res.into_parts();
+    let bytes = match buffer(body, cache.body_limit()).await {
+        Buffered::Complete(bytes) => bytes,
         Buffered::TooLarge(prefix, rest) => {
-            tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, "cache MISS, body over the limit: passed through");
-            cache.finish(plan, ticket, None).await;
-            Response::from_parts(parts, CacheBody::prefixed(prefix, rest))
+            cache.not_stored(plan, ticket, "body over the limit").await;
+            return Response::from_parts(parts, CacheBody::prefixed(prefix, rest));
         }
         Buffered::Failed(prefix, error) => {
-            cache.finish(plan, ticket, None).await;
-            Response::from_parts(parts, CacheBody::failed(prefix, error))
+            cache.not_stored(plan, ticket, "body failed").await;
+            return Response::from_parts(parts, CacheBody::failed(prefix, error));
         }
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let stored = StoredResponse::new(parts.status.as_u16(), headers, bytes.clone());
+    let kept = cache.store(plan, ticket, ttl, stored).await;
+    let body = if kept.not_modified {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        Bytes::new()
+    } else {
+        bytes
+    };
+    if let Some(etag) = kept.etag.and_then(|e| HeaderValue::from_bytes(&e).ok()) {
+        parts.headers.insert(http::header::ETAG, etag);
     }
+    let mut res = Response::from_parts(parts, CacheBody::full(body));
+    set_x_cache(&mut res, x_cache::MISS);
+    res
 }
 
 /// A body-less copy of a `GET`, for a background refresh.

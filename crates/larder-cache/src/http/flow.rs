@@ -17,12 +17,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use larder_core::future::MaybeReady;
 
-use super::{LookupPlan, ResponseCache, Servable, StoredResponse};
-use crate::entry::{now_ms, CorruptEntry};
-use crate::flight::{Leader, Role};
+use super::{LookupPlan, ResponseCache, Servable, Storable, StoredResponse};
+use crate::entry::CorruptEntry;
+use crate::fill::Step;
+use crate::flight::Role;
 use crate::local::Entry;
-use crate::service::{Found, LeaseGate};
+use crate::service::Found;
 
 /// `X-Cache` values.
 pub(crate) mod x_cache {
@@ -88,34 +90,9 @@ pub(crate) fn age_value<V: From<u64>>(secs: u64, from_static: fn(&'static str) -
         .map_or_else(|| V::from(secs), |text| from_static(text))
 }
 
-/// The right to fill one entry (or a plain pass-through when `leader` is `None`).
-pub(crate) struct Ticket {
-    leader: Option<Leader<Option<Bytes>>>,
-    /// The cross-instance lease token, when this instance holds it.
-    lease: Option<String>,
-    markers: Option<(String, String)>,
-    /// The stale entry, for stale-if-error.
-    stale: Option<(u64, Arc<Servable>)>,
-}
-
-impl Ticket {
-    /// Whether the response fetched under this ticket is to be stored: this request
-    /// leads its key's flight, and the store answered the look-up. Then the origin
-    /// gets the request without the client's validators
-    /// ([`VALIDATORS`](super::VALIDATORS)), since a 304 cannot be stored, and the
-    /// adapter answers `If-None-Match` itself ([`LookupPlan::not_modified_by`]).
-    /// Otherwise (the store unavailable) the origin may answer them.
-    pub(crate) fn fills(&self) -> bool {
-        self.leader.is_some() && self.markers.is_some()
-    }
-
-    /// Keeps a stale copy for stale-if-error (adapters that refresh in the foreground).
-    #[cfg(feature = "actix")]
-    pub(crate) fn keep_stale(mut self, cached: Cached) -> Self {
-        self.stale = Some((cached.age_secs, cached.stored));
-        self
-    }
-}
+/// The fill ticket of a response: the stale entry it keeps for stale-if-error is
+/// the entry's age and response.
+pub(crate) type Ticket = crate::fill::Ticket<(u64, Arc<Servable>)>;
 
 /// What to do next.
 pub(crate) enum Begin {
@@ -124,6 +101,36 @@ pub(crate) enum Begin {
     Serve(Cached, Option<Ticket>),
     /// Call the origin, then [`ResponseCache::finish`].
     Fetch(Ticket),
+}
+
+/// The origin's response as the flow judges it.
+pub(crate) struct OriginHead<'a> {
+    /// Its status code.
+    pub(crate) status: u16,
+    /// The body's length, when known before reading it.
+    pub(crate) len: Option<u64>,
+    /// A header's field value ([`field_value`](super::field_value)).
+    pub(crate) header: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+}
+
+/// What the adapter does with the origin's response ([`ResponseCache::after_origin`]).
+pub(crate) enum After {
+    /// Send this stale copy instead (stale-if-error).
+    Stale(Cached),
+    /// Send the origin's response (or error) as it is: nothing is stored.
+    Send,
+    /// Read the body up to [`ResponseCache::body_limit`], then
+    /// [`store`](ResponseCache::store) it for this long (or, over the limit,
+    /// [`not_stored`](ResponseCache::not_stored)).
+    Store(Duration),
+}
+
+/// How to answer the request whose response was stored.
+pub(crate) struct Kept {
+    /// The stored response's `ETag` (computed when the origin gave none).
+    pub(crate) etag: Option<Vec<u8>>,
+    /// The request's `If-None-Match` matched it: answer 304 without a body.
+    pub(crate) not_modified: bool,
 }
 
 /// What the adapter's `call` settled ([`ResponseCache::start`]).
@@ -181,12 +188,7 @@ impl ResponseCache {
             Judged::Fresh(cached) => return Start::Serve(cached),
             Judged::Absent if !self.cache.leases(&found) => {
                 if let Role::Leader(leader) = self.cache.flights().join(&plan.keys.entry) {
-                    return Start::Fetch(Ticket {
-                        leader: Some(leader),
-                        lease: None,
-                        markers: found.into_markers(),
-                        stale: None,
-                    });
+                    return Start::Fetch(Ticket::leading(leader, found.into_markers()));
                 }
                 // A follower waits, in `begin` (which joins again).
             }
@@ -231,144 +233,104 @@ impl ResponseCache {
         }
     }
 
-    /// The rest of [`begin`](Self::begin) when no fresh entry was found: joins the
-    /// key's flight, and as its leader takes the lease (or waits for the instance
-    /// holding it); as a follower waits for the leader's response.
+    /// The rest of [`begin`](Self::begin) when no fresh entry was found: the fill
+    /// protocol ([`crate::fill`]), shared with `Cache::get_or_set`.
     async fn begin_miss(
         &self,
         plan: &LookupPlan,
         found: Found,
         stale: Option<(u64, Arc<Servable>)>,
     ) -> Begin {
-        let leases = self.cache.leases(&found);
-        let markers = found.into_markers();
-        match self.cache.flights().join(&plan.keys.entry) {
-            Role::Leader(leader) => {
-                let swr = self.config.stale_while_revalidate && !plan.revalidate;
-                let mut lease = None;
-                if leases && (stale.is_none() || !swr) {
-                    match self.cache.lease_or_wait(&plan.keys).await {
-                        LeaseGate::Filled(entry) => {
-                            if let Ok(stored) = decode(&entry) {
-                                leader.complete(Some(entry.payload.clone()));
-                                let age = entry.meta.age_secs(now_ms());
-                                return Begin::Serve(
-                                    self.cached(plan, stored, age, x_cache::HIT),
-                                    None,
-                                );
-                            }
-                        }
-                        LeaseGate::Proceed(token) => lease = token,
-                    }
-                }
-                let ticket = Ticket {
-                    leader: Some(leader),
-                    lease,
-                    markers,
-                    stale: None,
-                };
-                match stale {
-                    Some((age, stored)) if swr => {
-                        Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), Some(ticket))
-                    }
-                    stale => Begin::Fetch(Ticket { stale, ..ticket }),
-                }
+        let swr = self.config.stale_while_revalidate && !plan.revalidate;
+        // A response another request stored is as old as its fill: served with age 0.
+        let decode = |payload: &Bytes| decode_payload(payload).ok().map(|stored| (0, stored));
+        match self.cache.fill(&plan.keys, found, stale, swr, decode).await {
+            Step::Filled((age, stored)) => {
+                Begin::Serve(self.cached(plan, stored, age, x_cache::HIT), None)
             }
-            Role::Follower(mut rx) => {
-                if let Some((age, stored)) = stale
-                    .clone()
-                    .filter(|_| self.config.stale_while_revalidate && !plan.revalidate)
-                {
-                    // A refresh is already running: serve stale without waiting.
-                    return Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), None);
-                }
-                if let Ok(Some(payload)) = rx.recv().await {
-                    if let Ok(stored) = decode_payload(&payload) {
-                        return Begin::Serve(self.cached(plan, stored, 0, x_cache::HIT), None);
-                    }
-                }
-                // The leader's response was not cacheable or it failed: go to the
-                // origin ourselves, without storing.
-                Begin::Fetch(Ticket {
-                    leader: None,
-                    lease: None,
-                    markers: None,
-                    stale,
-                })
+            Step::Stale((age, stored), refresh) => {
+                Begin::Serve(self.cached(plan, stored, age, x_cache::STALE), refresh)
             }
+            Step::Fetch(ticket) => Begin::Fetch(ticket),
         }
     }
 
-    /// Stale-if-error: when the origin answered 5xx (or failed), the stale entry to
-    /// serve instead, if any.
-    pub(crate) fn stale_for_error(&self, plan: &LookupPlan, ticket: &mut Ticket) -> Option<Cached> {
-        let (age, stored) = ticket.stale.take()?;
-        tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.keys.entry, "origin failed: serving stale");
-        Some(self.cached(plan, stored, age, x_cache::STALE))
+    /// The miss sequence once the origin answered (`head`; `None`: it failed):
+    /// stale-if-error, pass-through, then whether the response may be stored.
+    /// Unless it says [`After::Store`], the adapter ends the ticket with
+    /// [`finish`](Self::finish) and no fill.
+    pub(crate) fn after_origin(
+        &self,
+        plan: &LookupPlan,
+        ticket: &mut Ticket,
+        head: Option<OriginHead<'_>>,
+    ) -> After {
+        if head.as_ref().is_none_or(|head| head.status >= 500) {
+            if let Some((age, stored)) = ticket.take_stale() {
+                tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.keys.entry, "origin failed: serving stale");
+                return After::Stale(self.cached(plan, stored, age, x_cache::STALE));
+            }
+        }
+        let Some(head) = head else {
+            return After::Send;
+        };
+        if ticket.pass_through() {
+            return After::Send;
+        }
+        let reason = match self.storable(plan, head.status, head.header) {
+            Storable::Yes(_) if head.len.is_some_and(|len| len > self.body_limit() as u64) => {
+                "body over the limit"
+            }
+            Storable::Yes(ttl) => return After::Store(ttl),
+            Storable::No(reason) => reason,
+        };
+        tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, reason, "cache MISS, not stored");
+        After::Send
     }
 
-    /// Whether the origin's response can go out untouched: nothing will be stored
-    /// (Redis is unavailable) and no concurrent request waits for it. Then the
-    /// flight ends here and the adapter skips buffering, hashing and encoding.
-    pub(crate) fn pass_through(&self, ticket: &mut Ticket) -> bool {
-        if ticket.markers.is_some() || ticket.lease.is_some() {
-            return false;
-        }
-        match ticket.leader.take() {
-            None => true,
-            Some(leader) => match leader.release_if_alone() {
-                Ok(()) => true,
-                Err(leader) => {
-                    ticket.leader = Some(leader);
-                    false
-                }
-            },
-        }
+    /// Stores a response whose body the adapter read whole (within
+    /// [`body_limit`](Self::body_limit)) after [`After::Store`], and hands it to the
+    /// key's followers. Says how to answer this request.
+    pub(crate) async fn store(
+        &self,
+        plan: &LookupPlan,
+        ticket: Ticket,
+        ttl: Duration,
+        response: StoredResponse,
+    ) -> Kept {
+        tracing::debug!(target: "larder::cache", tenant = %plan.tenant, module = %plan.module, key = %plan.key, "cache MISS");
+        let etag = response.etag().map(<[u8]>::to_vec);
+        let not_modified = plan.not_modified_by(etag.as_deref());
+        self.finish(plan, ticket, Some((response, ttl))).await;
+        Kept { etag, not_modified }
+    }
+
+    /// Ends a ticket after [`After::Store`] when the body was not stored after all
+    /// (over the limit, or it failed).
+    pub(crate) async fn not_stored(&self, plan: &LookupPlan, ticket: Ticket, reason: &'static str) {
+        tracing::debug!(target: "larder::cache", module = %plan.module, key = %plan.key, reason, "cache MISS, not stored");
+        self.finish(plan, ticket, None).await;
     }
 
     /// Stores the origin's response (when given) and hands it to waiting followers.
-    /// Boxed: the store's calls would otherwise make the adapters' miss futures
-    /// (which hold this at several points) larger by their size.
+    /// Without a fill or a lease to release this is done at once; otherwise boxed:
+    /// the store's calls would make the adapters' miss futures (which hold this at
+    /// several points) larger by their size.
     pub(crate) fn finish<'a>(
         &'a self,
         plan: &'a LookupPlan,
         ticket: Ticket,
         fill: Option<(StoredResponse, Duration)>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(self.finish_boxed(plan, ticket, fill))
-    }
-
-    async fn finish_boxed(
-        &self,
-        plan: &LookupPlan,
-        ticket: Ticket,
-        fill: Option<(StoredResponse, Duration)>,
-    ) {
-        let Ticket {
-            leader,
-            markers,
-            lease,
-            ..
-        } = ticket;
-        let Some(leader) = leader else { return };
-        let payload = match fill {
-            Some((stored, ttl)) => {
-                let payload = stored.encode();
-                if let Some(markers) = markers {
-                    self.cache
-                        .store_raw(&plan.keys, markers, ttl, payload.clone())
-                        .await;
-                }
-                Some(payload)
-            }
-            None => None,
+    ) -> MaybeReady<Pin<Box<dyn Future<Output = ()> + Send + 'a>>, ()> {
+        let ticket = match fill {
+            Some(_) => ticket,
+            None => match ticket.end_unfilled() {
+                Some(ticket) => ticket,
+                None => return MaybeReady::ready(()),
+            },
         };
-        // Released after the store: earlier, another instance could take the lease
-        // and call the origin again.
-        if let Some(token) = lease {
-            self.cache.release_lease(&plan.keys, &token).await;
-        }
-        leader.complete(payload);
+        let fill = fill.map(|(stored, ttl)| (stored.encode(), ttl));
+        MaybeReady::Running(Box::pin(self.cache.finish(&plan.keys, ticket, fill)))
     }
 
     fn cached(
