@@ -93,7 +93,7 @@ fn responses(mode: &str) -> Result<(Handle, ResponseCache), Box<dyn std::error::
     config.cache_enabled = mode != "off";
     config.key_prefix = "bench".into();
     if mode == "inproc" {
-        config.redis_url = None;
+        config.redis = None;
     }
     let handle = Handle::new(config)?;
     let cache = Cache::new(handle.clone());

@@ -3,6 +3,9 @@
 //! | variable | meaning | default |
 //! | --- | --- | --- |
 //! | `REDIS_URL` | `redis://[user:password@]host:port/db`, or `rediss://` for TLS (feature `tls`) | unset: in-process tier only |
+//! | `REDIS_CLUSTER_NODES` | Redis Cluster seed URLs, comma-separated (instead of `REDIS_URL`) | unset |
+//! | `REDIS_SENTINEL_NODES`, `REDIS_SENTINEL_MASTER` | sentinel URLs, comma-separated, and the primary's name (instead of `REDIS_URL`) | unset |
+//! | `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_DB` | the data nodes' credentials and database, for Cluster and Sentinel | none, db 0 |
 //! | `CACHE_ENABLED` | `true`/`false`: whether response and data caching is on | `true` |
 //! | `CACHE_KEY_PREFIX` | first segment of every key | `larder` |
 //! | `CACHE_DEFAULT_TTL` | seconds a cached value lives | `300` |
@@ -17,11 +20,14 @@
 //! | `LARDER_HASH_TAG` | wrap the tenant in a cluster hash tag | `true` |
 //!
 //! A malformed value is an error that names the variable and what is wrong with the
-//! value; a password is never part of it.
+//! value; a password is never part of it. [`crate::topology`] explains the Redis
+//! topologies.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
+
+use crate::topology::{split_list, NodeAuth, Topology};
 
 /// A configuration value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +132,15 @@ impl RedisUrl {
         self.url.as_str()
     }
 
+    /// The database number in the URL's path (0 when none).
+    pub(crate) fn db(&self) -> i64 {
+        self.url
+            .path()
+            .trim_start_matches('/')
+            .parse::<u16>()
+            .map_or(0, i64::from)
+    }
+
     /// Whether the URL asks for TLS.
     #[must_use]
     pub fn is_tls(&self) -> bool {
@@ -176,8 +191,9 @@ impl fmt::Display for RedisUrl {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Where Redis is; `None` runs every component on its in-process tier.
-    pub redis_url: Option<RedisUrl>,
+    /// Where Redis is (one node, a cluster, or Sentinel); `None` runs every
+    /// component on its in-process tier.
+    pub redis: Option<Topology>,
     /// Whether caching is on (`CACHE_ENABLED`).
     pub cache_enabled: bool,
     /// First segment of every key (`CACHE_KEY_PREFIX`).
@@ -207,7 +223,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            redis_url: None,
+            redis: None,
             cache_enabled: true,
             key_prefix: "larder".to_owned(),
             hash_tag: true,
@@ -253,17 +269,18 @@ impl Config {
         V: AsRef<str>,
     {
         let mut c = Self::default();
+        let mut place = Placement::default();
         for (name, value) in vars {
             let (name, raw) = (name.as_ref(), value.as_ref());
             let value = raw.trim();
             match name {
-                "REDIS_URL" => {
-                    c.redis_url = if value.is_empty() {
-                        None
-                    } else {
-                        Some(RedisUrl::parse(value)?)
-                    };
-                }
+                "REDIS_URL" => place.url = Some(value.to_owned()),
+                "REDIS_CLUSTER_NODES" => place.cluster = Some(value.to_owned()),
+                "REDIS_SENTINEL_NODES" => place.sentinels = Some(value.to_owned()),
+                "REDIS_SENTINEL_MASTER" => place.master = Some(value.to_owned()),
+                "REDIS_USERNAME" => place.username = Some(value.to_owned()),
+                "REDIS_PASSWORD" => place.password = Some(raw.to_owned()),
+                "REDIS_DB" => place.db = Some(value.to_owned()),
                 "CACHE_ENABLED" => c.cache_enabled = parse_bool(name, value)?,
                 "CACHE_KEY_PREFIX" => {
                     crate::keyspace::Keyspace::new(value)
@@ -292,6 +309,7 @@ impl Config {
                 }
             }
         }
+        c.redis = place.topology()?;
         Ok(c)
     }
 
@@ -327,7 +345,65 @@ pub fn env_vars(keep: impl Fn(&str) -> bool) -> Result<Vec<(String, String)>, Co
 }
 
 fn is_ours(name: &str) -> bool {
-    name == "REDIS_URL" || name.starts_with("CACHE_") || name.starts_with("LARDER_")
+    name.starts_with("REDIS_") || name.starts_with("CACHE_") || name.starts_with("LARDER_")
+}
+
+/// The topology variables, read before they are judged together.
+#[derive(Default)]
+struct Placement {
+    url: Option<String>,
+    cluster: Option<String>,
+    sentinels: Option<String>,
+    master: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    db: Option<String>,
+}
+
+impl Placement {
+    fn topology(self) -> Result<Option<Topology>, ConfigError> {
+        // An empty `REDIS_URL` is unset (as compose files often leave it); the
+        // lists, when set, must hold a URL.
+        let url = self.url.filter(|u| !u.is_empty());
+        let set: Vec<&str> = [
+            ("REDIS_URL", url.is_some()),
+            ("REDIS_CLUSTER_NODES", self.cluster.is_some()),
+            ("REDIS_SENTINEL_NODES", self.sentinels.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if let [first, second, ..] = set[..] {
+            return Err(ConfigError::invalid(
+                second,
+                format!("set together with {first}: choose one Redis topology"),
+            ));
+        }
+        if self.master.is_some() && self.sentinels.is_none() {
+            return Err(ConfigError::invalid(
+                "REDIS_SENTINEL_MASTER",
+                "set without REDIS_SENTINEL_NODES",
+            ));
+        }
+        let auth = || {
+            NodeAuth::from_values(
+                self.username.as_deref(),
+                self.password.as_deref(),
+                self.db.as_deref(),
+            )
+        };
+        if let Some(url) = url {
+            return Topology::single(&url).map(Some);
+        }
+        if let Some(list) = &self.cluster {
+            return Topology::cluster(&split_list(list), auth()?).map(Some);
+        }
+        if let Some(list) = &self.sentinels {
+            let master = self.master.as_deref().unwrap_or("");
+            return Topology::sentinel(&split_list(list), master, auth()?).map(Some);
+        }
+        Ok(None)
+    }
 }
 
 fn module_ttl_name(name: &str) -> Option<String> {
@@ -411,10 +487,30 @@ impl ConfigBuilder {
         }
     }
 
-    /// Sets the Redis URL.
-    pub fn redis_url(mut self, url: &str) -> Self {
-        match RedisUrl::parse(url) {
-            Ok(u) => self.config.redis_url = Some(u),
+    /// Sets the Redis URL: one node.
+    pub fn redis_url(self, url: &str) -> Self {
+        self.topology(Topology::single(url))
+    }
+
+    /// Runs on a Redis Cluster found from `seeds` (the nodes' credentials in the
+    /// seed URLs, or `auth`).
+    pub fn redis_cluster<S: AsRef<str>>(self, seeds: &[S], auth: NodeAuth) -> Self {
+        self.topology(Topology::cluster(seeds, auth))
+    }
+
+    /// Runs on the primary named `master` by `sentinels`.
+    pub fn redis_sentinel<S: AsRef<str>>(
+        self,
+        sentinels: &[S],
+        master: &str,
+        auth: NodeAuth,
+    ) -> Self {
+        self.topology(Topology::sentinel(sentinels, master, auth))
+    }
+
+    fn topology(mut self, topology: Result<Topology, ConfigError>) -> Self {
+        match topology {
+            Ok(t) => self.config.redis = Some(t),
             Err(e) => {
                 self.error.get_or_insert(e);
             }
@@ -424,7 +520,7 @@ impl ConfigBuilder {
 
     /// Runs without Redis: every component uses its in-process tier.
     pub fn no_redis(mut self) -> Self {
-        self.config.redis_url = None;
+        self.config.redis = None;
         self
     }
 
@@ -561,7 +657,7 @@ mod tests {
             ("PATH", "/usr/bin"),
         ])
         .unwrap();
-        assert!(c.redis_url.is_some());
+        assert!(matches!(c.redis, Some(Topology::Single(_))));
         assert!(!c.cache_enabled);
         assert_eq!(c.key_prefix, "stock");
         assert_eq!(c.default_ttl, Duration::from_secs(120));

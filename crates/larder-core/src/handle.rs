@@ -9,10 +9,12 @@ use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, RedisResult};
 
 use crate::config::{Config, ConfigError, RedisUrl};
+use crate::connection::{Connection, Manager, Own, Primary, Target};
 use crate::error::{BackendErrorKind, Error, UnavailableReason};
 use crate::guard::Guard;
 use crate::health::HealthReport;
 use crate::keyspace::Keyspace;
+use crate::topology::{NodeAuth, Topology};
 
 /// Response timeout of dedicated connections, which carry blocking commands whose
 /// own server-side timeout is longer than the request-path deadline.
@@ -56,17 +58,34 @@ struct Inner {
 }
 
 struct Redis {
-    url: RedisUrl,
-    client: redis::Client,
-    manager_config: redis::aio::ConnectionManagerConfig,
-    manager: RwLock<ConnectionManager>,
-    pool: deadpool_redis::Pool,
+    topology: Topology,
+    shared: Shared,
+    pool: deadpool::managed::Pool<Manager>,
+}
+
+/// The request path's connection, per topology.
+enum Shared {
+    /// One node: a self-reconnecting manager, rebuilt after an authentication
+    /// failure (redis-rs does not retry those by itself).
+    Node {
+        client: redis::Client,
+        manager_config: redis::aio::ConnectionManagerConfig,
+        manager: RwLock<ConnectionManager>,
+    },
+    /// redis-rs's cluster connection: slots, redirections and reconnection are its
+    /// own. `seeds` are for pub/sub, which any node serves for the whole cluster.
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        seeds: Vec<redis::Client>,
+    },
+    /// The primary the sentinels name.
+    Sentinel(Arc<Primary>),
 }
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
-            .field("redis_url", &self.inner.redis.as_ref().map(|r| &r.url))
+            .field("redis", &self.inner.redis.as_ref().map(|r| &r.topology))
             .field("keyspace", &self.inner.keyspace)
             .field("breaker", &self.inner.guard.state())
             .finish_non_exhaustive()
@@ -88,24 +107,23 @@ impl Handle {
                 problem: e.to_string(),
             })?
             .with_hash_tag(config.hash_tag);
-        let secrets: Vec<String> = config
-            .redis_url
+        let secrets = config
+            .redis
             .as_ref()
-            .and_then(RedisUrl::password)
-            .into_iter()
-            .collect();
+            .map(Topology::passwords)
+            .unwrap_or_default();
         let guard = Guard::with_secrets(
             config.op_timeout,
             config.breaker_threshold,
             config.breaker_cooldown,
             secrets,
         );
-        let redis = match &config.redis_url {
+        let redis = match &config.redis {
             None => None,
-            Some(url) => Some(Redis::new(url, &config, &guard)?),
+            Some(topology) => Some(Redis::new(topology, &config, &guard)?),
         };
         if let Some(r) = &redis {
-            tracing::info!(target: "larder::core", redis = %r.url, prefix = %keyspace.prefix(), "larder handle ready (redis)");
+            tracing::info!(target: "larder::core", redis = %r.topology, topology = r.topology.kind(), prefix = %keyspace.prefix(), "larder handle ready (redis)");
         } else {
             tracing::info!(target: "larder::core", prefix = %keyspace.prefix(), "larder handle ready (in-process: no REDIS_URL)");
         }
@@ -140,10 +158,12 @@ impl Handle {
             })
             .await;
         match result {
-            Ok(_) => tracing::info!(target: "larder::core", redis = %redis.url, "redis connected"),
+            Ok(_) => {
+                tracing::info!(target: "larder::core", redis = %redis.topology, "redis connected")
+            }
             Err(e) => tracing::warn!(
                 target: "larder::core",
-                redis = %redis.url,
+                redis = %redis.topology,
                 error = %e,
                 "redis not reachable at startup: running degraded until it is"
             ),
@@ -204,10 +224,27 @@ impl Handle {
         self.inner.redis.is_some()
     }
 
-    /// The configured Redis URL (its `Display` hides the password).
+    /// The configured Redis URL, for a single node (its `Display` hides the
+    /// password); `None` without Redis or on another topology.
     #[must_use]
     pub fn redis_url(&self) -> Option<&RedisUrl> {
-        self.inner.redis.as_ref().map(|r| &r.url)
+        match self.topology()? {
+            Topology::Single(url) => Some(url),
+            _ => None,
+        }
+    }
+
+    /// The configured Redis topology (its `Display` and `Debug` hide passwords).
+    #[must_use]
+    pub fn topology(&self) -> Option<&Topology> {
+        self.inner.redis.as_ref().map(|r| &r.topology)
+    }
+
+    /// Whether the handle runs on a Redis Cluster: a component whose commands
+    /// would touch two slots (or that needs one node's state) asks this.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology(), Some(Topology::Cluster(_)))
     }
 
     fn redis(&self) -> Result<&Redis, Error> {
@@ -218,21 +255,22 @@ impl Handle {
 
     /// Runs `call` on the shared multiplexed connection, under the guard.
     ///
-    /// `call` receives a clone of the connection (an `Arc` clone). It may be invoked
-    /// twice when the first attempt was refused at connect time.
+    /// `call` receives a clone of the connection ([`Connection`]: the node, the
+    /// cluster or the current primary; an `Arc` clone). It may be invoked twice
+    /// when the first attempt was refused at connect time.
     ///
     /// # Errors
     /// See [`Guard::run`]; [`Error::Unavailable`] when no Redis is configured.
     pub async fn run<T, F, Fut>(&self, op: &'static str, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let redis = self.redis()?;
         let result = self.inner.guard.run(op, || call(redis.connection())).await;
         if let Err(Error::Backend { source, .. }) = &result {
             if source.kind() == BackendErrorKind::Auth {
-                redis.rebuild_manager();
+                redis.rebuild_after_auth_failure();
             }
         }
         result
@@ -337,11 +375,11 @@ impl Handle {
     /// should go through [`Guard::run_with_deadline`]. The connection returns to the
     /// pool when dropped, with whatever state it holds: a caller that may abandon a
     /// call on it (a dropped future, a deadline) should take it out of the pool with
-    /// `deadpool_redis::Connection::take`, as `blocking` does.
+    /// [`Dedicated::discard`], as `blocking` does.
     ///
     /// # Errors
     /// As [`run`](Self::run).
-    pub async fn dedicated(&self) -> Result<deadpool_redis::Connection, Error> {
+    pub async fn dedicated(&self) -> Result<Dedicated, Error> {
         let redis = self.redis()?;
         let deadline = self
             .inner
@@ -352,7 +390,7 @@ impl Handle {
         self.inner
             .guard
             .run_with_deadline("pool_get", deadline, || async {
-                redis.pool.get().await.map_err(pool_error)
+                redis.pool.get().await.map(Dedicated).map_err(pool_error)
             })
             .await
     }
@@ -377,7 +415,7 @@ impl Handle {
         deadline: Duration,
     ) -> Result<T, Error> {
         let pooled = self.dedicated().await?;
-        let multiplexed = (*pooled).clone();
+        let multiplexed = pooled.connection();
         let mut held = Blocking(Some(pooled));
         let result = self
             .inner
@@ -393,7 +431,9 @@ impl Handle {
         result
     }
 
-    /// Opens a pub/sub connection, bounded by the connect timeout.
+    /// Opens a pub/sub connection, bounded by the connect timeout. On a cluster it
+    /// reaches one node (a `PUBLISH` reaches every node's subscribers); behind
+    /// Sentinel, the current primary.
     ///
     /// # Errors
     /// As [`run`](Self::run).
@@ -402,7 +442,7 @@ impl Handle {
         self.inner
             .guard
             .run_with_deadline("pubsub_connect", self.inner.config.connect_timeout, || {
-                redis.client.get_async_pubsub()
+                redis.pubsub()
             })
             .await
     }
@@ -415,13 +455,30 @@ impl Handle {
     ///
     /// # Errors
     /// As [`run`](Self::run); a server without RESP3 (before Redis 6) fails the
-    /// handshake.
+    /// handshake. On a cluster, [`Error::Unavailable`] with
+    /// [`UnavailableReason::NotConfigured`]: one node's connection would see one
+    /// node's keys (callers read without tracking there).
     pub async fn push_connection(
         &self,
         push: impl redis::aio::AsyncPushSender,
     ) -> Result<redis::aio::MultiplexedConnection, Error> {
         let redis = self.redis()?;
-        let info = redis.client.get_connection_info().clone();
+        let client = match &redis.shared {
+            Shared::Node { client, .. } => client.clone(),
+            Shared::Sentinel(primary) => {
+                let connect = self.inner.config.connect_timeout;
+                self.inner
+                    .guard
+                    .run_with_deadline("push_connect", connect, || primary.client())
+                    .await?
+            }
+            Shared::Cluster { .. } => {
+                return Err(Error::Unavailable {
+                    reason: UnavailableReason::NotConfigured,
+                })
+            }
+        };
+        let info = client.get_connection_info().clone();
         let settings = info
             .redis_settings()
             .clone()
@@ -469,7 +526,7 @@ impl Handle {
 }
 
 impl Redis {
-    fn new(url: &RedisUrl, config: &Config, guard: &Guard) -> Result<Self, Error> {
+    fn new(topology: &Topology, config: &Config, guard: &Guard) -> Result<Self, Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::Invalid {
                 var: "Handle::new".into(),
@@ -477,14 +534,18 @@ impl Redis {
             }
             .into());
         }
+        let var = match topology {
+            Topology::Single(_) => "REDIS_URL",
+            Topology::Cluster(_) => "REDIS_CLUSTER_NODES",
+            Topology::Sentinel(_) => "REDIS_SENTINEL_NODES",
+        };
         let redact = |e: redis::RedisError| -> Error {
             ConfigError::Invalid {
-                var: "REDIS_URL".into(),
+                var: var.into(),
                 problem: guard.redact(&e).message().to_owned(),
             }
             .into()
         };
-        let client = redis::Client::open(url.expose()).map_err(redact)?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             // No response timeout of redis-rs's own: every command on this connection
@@ -497,60 +558,218 @@ impl Redis {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(5))
             .set_max_delay(Duration::from_millis(100));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+        let (shared, target) = match topology {
+            Topology::Single(url) => {
+                let client = redis::Client::open(url.expose()).map_err(redact)?;
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                        .map_err(redact)?;
+                let shared = Shared::Node {
+                    client: client.clone(),
+                    manager_config,
+                    manager: RwLock::new(manager),
+                };
+                (shared, Target::Node(client))
+            }
+            Topology::Cluster(c) => {
+                let seeds: Vec<&str> = c.seeds.iter().map(RedisUrl::expose).collect();
+                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(config.connect_timeout)
+                    // Slot refreshes and redirections are retried inside the
+                    // guard's deadline, not for seconds.
+                    .retries(2)
+                    .min_retry_wait(5)
+                    .max_retry_wait(50);
+                builder = with_auth(builder, &c.auth);
+                let client = builder.build().map_err(redact)?;
+                let conn = client.get_pending_async_connection_with_config(
+                    redis::cluster::ClusterConfig::new()
+                        .set_connection_timeout(config.connect_timeout)
+                        // The guard's deadline ends every wait on this connection.
+                        .set_response_timeout(DEDICATED_RESPONSE_TIMEOUT),
+                );
+                let seeds = seeds
+                    .iter()
+                    .map(|s| redis::Client::open(*s))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(redact)?;
+                (Shared::Cluster { conn, seeds }, Target::Cluster(client))
+            }
+            Topology::Sentinel(s) => {
+                let sentinels: Vec<&str> = s.sentinels.iter().map(RedisUrl::expose).collect();
+                let mut node = redis::RedisConnectionInfo::default().set_db(s.auth.db);
+                if let Some(user) = &s.auth.username {
+                    node = node.set_username(user);
+                }
+                if let Some(password) = &s.auth.password {
+                    node = node.set_password(password);
+                }
+                let mut info = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(node);
+                if s.sentinels[0].is_tls() {
+                    info = info.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let sentinel = redis::sentinel::SentinelClient::build(
+                    sentinels,
+                    s.master.clone(),
+                    Some(info),
+                    redis::sentinel::SentinelServerType::Master,
+                )
                 .map_err(redact)?;
-        let dedicated_config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(DEDICATED_RESPONSE_TIMEOUT));
-        let pool_manager = deadpool_redis::Manager::new_with_config(url.expose(), dedicated_config)
-            .map_err(redact)?;
-        let pool = deadpool_redis::Pool::builder(pool_manager)
+                let primary = Arc::new(Primary::new(sentinel, manager_config, s.auth.db));
+                (
+                    Shared::Sentinel(Arc::clone(&primary)),
+                    Target::Sentinel(primary),
+                )
+            }
+        };
+        let manager = Manager {
+            target,
+            connect_timeout: config.connect_timeout,
+            response_timeout: DEDICATED_RESPONSE_TIMEOUT,
+        };
+        let pool = deadpool::managed::Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.pool_wait_timeout))
             .create_timeout(Some(config.connect_timeout))
             .recycle_timeout(Some(config.op_timeout.max(Duration::from_millis(100))))
-            .runtime(deadpool_redis::Runtime::Tokio1)
+            .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| ConfigError::Invalid {
                 var: "LARDER_POOL_SIZE".into(),
                 problem: e.to_string(),
             })?;
         Ok(Self {
-            url: url.clone(),
-            client,
-            manager_config,
-            manager: RwLock::new(manager),
+            topology: topology.clone(),
+            shared,
             pool,
         })
     }
 
-    fn connection(&self) -> ConnectionManager {
-        self.manager
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    fn connection(&self) -> Connection {
+        match &self.shared {
+            Shared::Node { manager, .. } => Connection::node(
+                manager
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            ),
+            Shared::Cluster { conn, .. } => Connection::cluster(conn.clone()),
+            Shared::Sentinel(primary) => Connection::sentinel(Arc::clone(primary)),
+        }
     }
 
     /// redis-rs reconnects by itself after I/O errors, but not after an
-    /// authentication failure; a fresh manager picks up fixed credentials.
-    fn rebuild_manager(&self) {
-        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            self.manager_config.clone(),
-        ) {
-            *self
-                .manager
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    /// authentication failure: a fresh manager (behind Sentinel, a fresh look-up
+    /// of the primary) picks up fixed credentials.
+    fn rebuild_after_auth_failure(&self) {
+        match &self.shared {
+            Shared::Node {
+                client,
+                manager_config,
+                manager,
+            } => {
+                if let Ok(fresh) =
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                {
+                    *manager
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                }
+            }
+            Shared::Sentinel(primary) => primary.forget(),
+            Shared::Cluster { .. } => {}
         }
+    }
+
+    /// A pub/sub connection: the node, the first cluster seed that answers, or the
+    /// current primary.
+    async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        match &self.shared {
+            Shared::Node { client, .. } => client.get_async_pubsub().await,
+            Shared::Sentinel(primary) => primary.client().await?.get_async_pubsub().await,
+            Shared::Cluster { seeds, .. } => {
+                let mut last = None;
+                for seed in seeds {
+                    match seed.get_async_pubsub().await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    std::io::Error::other("no cluster seed to subscribe on").into()
+                }))
+            }
+        }
+    }
+}
+
+/// The data nodes' credentials on a cluster client (the seed URLs' own win).
+fn with_auth(
+    mut builder: redis::cluster::ClusterClientBuilder,
+    auth: &NodeAuth,
+) -> redis::cluster::ClusterClientBuilder {
+    if let Some(user) = &auth.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &auth.password {
+        builder = builder.password(password);
+    }
+    builder
+}
+
+/// A connection of its own, borrowed from the handle's pool
+/// ([`Handle::dedicated`]); it goes back to the pool when dropped. Use it like any
+/// redis-rs async connection.
+pub struct Dedicated(deadpool::managed::Object<Manager>);
+
+impl fmt::Debug for Dedicated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Dedicated")
+    }
+}
+
+impl Dedicated {
+    /// A clone of the connection (multiplexed: cheap), for a call that must be
+    /// retried or run under a deadline ([`Guard::run_with_deadline`]).
+    #[must_use]
+    pub fn connection(&self) -> crate::connection::OwnConnection {
+        crate::connection::OwnConnection((*self.0).clone())
+    }
+
+    /// Takes the connection out of the pool and closes it (for a caller that
+    /// abandoned a call on it, which may still be running in Redis).
+    pub fn discard(self) {
+        drop(deadpool::managed::Object::take(self.0));
+    }
+}
+
+impl redis::aio::ConnectionLike for Dedicated {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Own::req_packed_command(&mut self.0, cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Own::req_packed_commands(&mut self.0, pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        Own::get_db(&self.0)
     }
 }
 
 /// A pooled connection carrying a blocking command: dropped without
 /// [`release`](Self::release), it leaves the pool and closes (see
 /// [`Handle::blocking`]).
-struct Blocking(Option<deadpool_redis::Connection>);
+struct Blocking(Option<Dedicated>);
 
 impl Blocking {
     /// The command completed: the connection may serve the next borrower.
@@ -562,15 +781,15 @@ impl Blocking {
 impl Drop for Blocking {
     fn drop(&mut self) {
         if let Some(conn) = self.0.take() {
-            drop(deadpool_redis::Connection::take(conn));
+            conn.discard();
         }
     }
 }
 
-fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
+fn pool_error(e: deadpool::managed::PoolError<redis::RedisError>) -> redis::RedisError {
     match e {
-        deadpool_redis::PoolError::Backend(e) => e,
-        deadpool_redis::PoolError::Timeout(_) => std::io::Error::new(
+        deadpool::managed::PoolError::Backend(e) => e,
+        deadpool::managed::PoolError::Timeout(_) => std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "timed out waiting for a pooled connection",
         )

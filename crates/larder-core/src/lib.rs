@@ -69,6 +69,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod future;
 pub mod guard;
@@ -78,15 +79,18 @@ pub mod keyspace;
 pub mod metrics;
 pub mod request;
 pub mod time;
+pub mod topology;
 
 pub use codec::{Codec, CodecError, Json};
 pub use config::{Config, ConfigBuilder, ConfigError, RedisUrl};
+pub use connection::Connection;
 pub use error::{BackendError, BackendErrorKind, Error, UnavailableReason};
 pub use guard::{BreakerState, Guard, GuardStats};
-pub use handle::Handle;
+pub use handle::{Dedicated, Handle};
 pub use health::{HealthProbe, HealthReport};
 pub use keyspace::{KeyError, Keyspace, Module, Scope, Tenant};
 pub use request::{HeaderKey, Principal, RequestView, TenantExtractor};
+pub use topology::{NodeAuth, Topology};
 
 /// The redis-rs crate larder is built on, for commands and scripts.
 pub use redis;

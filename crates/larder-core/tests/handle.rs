@@ -175,13 +175,13 @@ async fn dedicated_connections_and_pubsub() {
     let _: () = redis::cmd("RPUSH")
         .arg("q")
         .arg("job")
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await
         .unwrap();
     let popped: Option<(String, String)> = handle
         .guard()
         .run_with_deadline("blpop", Duration::from_secs(3), || {
-            let mut c = conn.clone();
+            let mut c = conn.connection();
             async move {
                 redis::cmd("BLPOP")
                     .arg("q")

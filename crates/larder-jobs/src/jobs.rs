@@ -245,7 +245,7 @@ impl Jobs {
         let handle = match &config.redis_url {
             Some(url) => {
                 let mut own = handle.config().clone();
-                own.redis_url = Some(url.clone());
+                own.redis = Some(larder_core::Topology::Single(url.clone()));
                 Handle::new(own)
                     .map_err(|e| ConfigError::invalid("JOBS_REDIS_URL", e.to_string()))?
             }
