@@ -1332,16 +1332,11 @@ impl<C: Codec> Cache<C> {
                     .arg(&announce),
             )
             .await;
-        let mut cursor: u64 = 0;
         let mut deleted = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<String>) = handle.query("cache_scan", &scan).await.ok()?;
+        // Every primary (each one of a cluster); UNLINK of keys from several slots
+        // is split by slot by the cluster client.
+        let mut scan = handle.scan(pattern, SCAN_COUNT);
+        while let Some(keys) = scan.next_page().await.ok()? {
             let doomed: Vec<&String> = keys
                 .iter()
                 .filter(|k| !keep_markers || !k.contains(&system_infix))
@@ -1353,11 +1348,8 @@ impl<C: Codec> Cache<C> {
                     .ok()?;
                 deleted += n;
             }
-            if next == 0 {
-                return Some(deleted);
-            }
-            cursor = next;
         }
+        Some(deleted)
     }
 
     fn l1_for(&self, module: &Module) -> Option<&LocalTier> {

@@ -58,6 +58,14 @@ impl Connection {
     pub(crate) fn sentinel(primary: Arc<Primary>) -> Self {
         Self(Conn::Sentinel(primary))
     }
+
+    /// The cluster connection, on a cluster (for commands routed to one node).
+    pub(crate) fn as_cluster(&mut self) -> Option<&mut ClusterConnection> {
+        match &mut self.0 {
+            Conn::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 impl ConnectionLike for Connection {
@@ -184,7 +192,8 @@ pub(crate) fn may_be_failover(e: &RedisError) -> bool {
         || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }
 
-/// A dedicated connection's target: how the pool makes one.
+/// A dedicated connection's target: how the pool makes one. (One per handle.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Target {
     Node(redis::Client),
     Cluster(redis::cluster::ClusterClient),

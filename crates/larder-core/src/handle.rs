@@ -63,7 +63,8 @@ struct Redis {
     pool: deadpool::managed::Pool<Manager>,
 }
 
-/// The request path's connection, per topology.
+/// The request path's connection, per topology. (One per handle.)
+#[allow(clippy::large_enum_variant)]
 enum Shared {
     /// One node: a self-reconnecting manager, rebuilt after an authentication
     /// failure (redis-rs does not retry those by itself).
@@ -159,7 +160,7 @@ impl Handle {
             .await;
         match result {
             Ok(_) => {
-                tracing::info!(target: "larder::core", redis = %redis.topology, "redis connected")
+                tracing::info!(target: "larder::core", redis = %redis.topology, "redis connected");
             }
             Err(e) => tracing::warn!(
                 target: "larder::core",
@@ -499,6 +500,23 @@ impl Handle {
                 client.get_multiplexed_async_connection_with_config(&config)
             })
             .await
+    }
+
+    /// A `SCAN … MATCH pattern COUNT count` over every primary (each primary of a
+    /// cluster in turn), a page at a time: sweeps and admin tools use this, never
+    /// `KEYS`.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: larder_core::Handle) -> Result<(), larder_core::Error> {
+    /// let mut scan = handle.scan("larder:cache:*", 500);
+    /// while let Some(keys) = scan.next_page().await? {
+    ///     println!("{}", keys.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn scan(&self, pattern: &str, count: usize) -> crate::scan::Scan<'_> {
+        crate::scan::Scan::new(self, pattern, count)
     }
 
     /// Checks Redis with one `PING` (under the guard) and reports.

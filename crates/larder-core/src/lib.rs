@@ -78,6 +78,7 @@ pub mod health;
 pub mod keyspace;
 pub mod metrics;
 pub mod request;
+pub mod scan;
 pub mod time;
 pub mod topology;
 

@@ -29,6 +29,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod cluster;
+mod sentinel;
+mod topology;
+
+pub use cluster::RedisCluster;
+pub use sentinel::SentinelSet;
+pub use topology::{Redis, TopologyKind};
+
 /// How long a server may take to accept connections after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -42,6 +50,10 @@ pub struct RedisServerBuilder {
     appendonly: Option<&'static str>,
     tls: Option<TlsFiles>,
     extra: Vec<(String, String)>,
+    /// A Redis Cluster node: its port leaves room for the bus port (+10000).
+    cluster_node: bool,
+    /// A sentinel: `(master name, primary port, quorum)`.
+    sentinel: Option<(String, u16, u32)>,
 }
 
 /// Certificate files for a TLS-only server.
@@ -167,6 +179,20 @@ impl RedisServerBuilder {
         self
     }
 
+    /// A Redis Cluster node (`cluster-enabled`): its port is at most 55535, so its
+    /// bus port (+10000) is valid and free too. [`RedisCluster`] joins such nodes.
+    pub fn cluster_node(mut self) -> Self {
+        self.cluster_node = true;
+        self
+    }
+
+    /// A sentinel (`redis-server --sentinel`) monitoring the primary named
+    /// `master` on `primary_port`, with `quorum`. [`SentinelSet`] starts these.
+    pub fn sentinel(mut self, master: &str, primary_port: u16, quorum: u32) -> Self {
+        self.sentinel = Some((master.to_owned(), primary_port, quorum));
+        self
+    }
+
     /// Adds a raw configuration directive.
     pub fn config(mut self, name: &str, value: &str) -> Self {
         self.extra.push((name.to_owned(), value.to_owned()));
@@ -183,8 +209,13 @@ impl RedisServerBuilder {
             .prefix("larder-redis-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
+        let pick = if self.cluster_node {
+            free_cluster_port
+        } else {
+            free_port
+        };
         let mut server = RedisServer {
-            port: free_port(),
+            port: pick(),
             dir,
             child: None,
             options: self,
@@ -197,7 +228,7 @@ impl RedisServerBuilder {
                 Err(log) => {
                     // Another process took the port between probe and bind: try another.
                     last_log = log;
-                    server.port = free_port();
+                    server.port = pick();
                 }
             }
         }
@@ -402,6 +433,25 @@ impl RedisServer {
     fn write_config(&self) -> PathBuf {
         let dir = self.dir.path();
         let o = &self.options;
+        if let Some((master, primary, quorum)) = &o.sentinel {
+            // A sentinel rewrites its own file: written once, kept across restarts.
+            let path = dir.join("sentinel.conf");
+            if !path.exists() {
+                let conf = format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\ndaemonize no\n\
+                     sentinel monitor {master} 127.0.0.1 {primary} {quorum}\n\
+                     sentinel down-after-milliseconds {master} 1000\n\
+                     sentinel failover-timeout {master} 5000\n\
+                     sentinel parallel-syncs {master} 1\n",
+                    port = self.port,
+                    dir = dir.display(),
+                    log = self.log_path().display(),
+                );
+                std::fs::write(&path, conf)
+                    .unwrap_or_else(|e| panic!("cannot write sentinel.conf: {e}"));
+            }
+            return path;
+        }
         let mut conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\ndaemonize no\n\
              save \"\"\nprotected-mode yes\nloglevel notice\n",
@@ -438,6 +488,11 @@ impl RedisServer {
         if o.default_user_off {
             conf.push_str("user default off\n");
         }
+        if o.cluster_node {
+            conf.push_str(
+                "cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n",
+            );
+        }
         for (k, v) in &o.extra {
             let _ = writeln!(conf, "{k} {v}");
         }
@@ -455,8 +510,12 @@ impl RedisServer {
         let early_too = early
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone stderr.log: {e}"));
-        let child = Command::new(&bin)
-            .arg(&conf)
+        let mut command = Command::new(&bin);
+        command.arg(&conf);
+        if self.options.sentinel.is_some() {
+            command.arg("--sentinel");
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(early)
             .stderr(early_too)
@@ -570,6 +629,22 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap_or_else(|e| panic!("cannot read the bound address: {e}"))
         .port()
+}
+
+/// A free loopback port whose cluster bus port (+10000) is free too, at most 55535.
+#[must_use]
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        // Ephemeral ports are mostly above 32768: fold them into 20000..=45535.
+        let port = 20_000 + port % 25_536;
+        let bus = port + 10_000;
+        let free = |p: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
+        if free(port) && free(bus) {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster node after 1000 tries");
 }
 
 /// True when something on `addr` answers `PING` like Redis (`+PONG`, or `-NOAUTH`

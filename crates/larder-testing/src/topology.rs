@@ -1,0 +1,185 @@
+//! One test body on every Redis topology larder supports.
+
+use std::collections::BTreeMap;
+
+use crate::{RedisCluster, RedisServer, SentinelSet};
+
+/// A Redis topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopologyKind {
+    /// One `redis-server`.
+    Single,
+    /// A [`RedisCluster`]: three primaries, one replica each.
+    Cluster,
+    /// A [`SentinelSet`]: a primary, a replica, three sentinels.
+    Sentinel,
+}
+
+/// A running Redis of any topology, killed when dropped. Tests configure larder
+/// from [`vars`](Self::vars), the same variables an operator sets.
+#[derive(Debug)]
+// One per test, never moved around: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Redis {
+    /// One node.
+    Single(RedisServer),
+    /// A cluster.
+    Cluster(RedisCluster),
+    /// A primary behind Sentinel.
+    Sentinel(SentinelSet),
+}
+
+impl Redis {
+    /// Starts a Redis of `kind` and waits until it is ready.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`], [`RedisCluster::start`], [`SentinelSet::start`].
+    #[must_use]
+    pub fn start(kind: TopologyKind) -> Self {
+        match kind {
+            TopologyKind::Single => Self::Single(RedisServer::start()),
+            TopologyKind::Cluster => Self::Cluster(RedisCluster::start()),
+            TopologyKind::Sentinel => Self::Sentinel(SentinelSet::start()),
+        }
+    }
+
+    /// Which topology this is.
+    #[must_use]
+    pub fn kind(&self) -> TopologyKind {
+        match self {
+            Self::Single(_) => TopologyKind::Single,
+            Self::Cluster(_) => TopologyKind::Cluster,
+            Self::Sentinel(_) => TopologyKind::Sentinel,
+        }
+    }
+
+    /// The variables that point larder at this Redis: `REDIS_URL`,
+    /// `REDIS_CLUSTER_NODES`, or `REDIS_SENTINEL_NODES` and `REDIS_SENTINEL_MASTER`.
+    #[must_use]
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Single(server) => vec![("REDIS_URL", server.url())],
+            Self::Cluster(cluster) => {
+                // Two seeds: the rest is discovered.
+                vec![("REDIS_CLUSTER_NODES", cluster.seed_urls()[..2].join(","))]
+            }
+            Self::Sentinel(set) => vec![
+                ("REDIS_SENTINEL_NODES", set.sentinel_urls().join(",")),
+                ("REDIS_SENTINEL_MASTER", set.master_name().to_owned()),
+            ],
+        }
+    }
+
+    /// The data nodes that are primaries now.
+    #[must_use]
+    pub fn primaries(&self) -> Vec<&RedisServer> {
+        match self {
+            Self::Single(server) => vec![server],
+            Self::Cluster(cluster) => cluster
+                .primaries()
+                .into_iter()
+                .map(|i| cluster.node(i))
+                .collect(),
+            Self::Sentinel(set) => vec![set.primary()],
+        }
+    }
+
+    /// Runs one command on the primary that holds `key` (raw RESP reply).
+    #[must_use]
+    pub fn command_on_key(&self, key: &str, args: &[&str]) -> String {
+        match self {
+            Self::Cluster(cluster) => cluster.node(cluster.primary_of_key(key)).command(args),
+            Self::Single(server) => server.command(args),
+            Self::Sentinel(set) => set.primary().command(args),
+        }
+    }
+
+    /// Each primary's command counts (`INFO commandstats`), by node port.
+    #[must_use]
+    pub fn command_calls(&self) -> BTreeMap<u16, BTreeMap<String, u64>> {
+        self.primaries()
+            .into_iter()
+            .map(|n| (n.port(), n.command_calls()))
+            .collect()
+    }
+
+    /// Stops every data node (sentinels keep running): Redis is gone.
+    pub fn stop(&mut self) {
+        self.each_data_node(RedisServer::stop);
+    }
+
+    /// Restarts every stopped data node.
+    pub fn restart(&mut self) {
+        self.each_data_node(|n| {
+            if !n.is_running() {
+                n.restart();
+            }
+        });
+        if let Self::Cluster(cluster) = self {
+            cluster.wait_ready();
+        }
+    }
+
+    /// Freezes every data node (SIGSTOP).
+    pub fn freeze(&mut self) {
+        self.each_data_node(RedisServer::freeze);
+    }
+
+    /// Thaws every data node.
+    pub fn thaw(&mut self) {
+        self.each_data_node(RedisServer::thaw);
+    }
+
+    fn each_data_node(&mut self, mut f: impl FnMut(&mut RedisServer)) {
+        match self {
+            Self::Single(server) => f(server),
+            Self::Cluster(cluster) => {
+                for i in 0..cluster.nodes().len() {
+                    f(cluster.node_mut(i));
+                }
+            }
+            Self::Sentinel(set) => {
+                for node in set.data_nodes_mut() {
+                    f(node);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one async test body on every topology: expands to a module named after
+/// the test with three `#[tokio::test]`s, `single`, `cluster` and `sentinel`,
+/// each handing the body a fresh [`Redis`] of its kind.
+///
+/// ```ignore
+/// larder_testing::on_every_topology!(async fn counts(redis: &Redis) {
+///     let handle = handle_on(redis);
+///     // ...
+/// });
+/// ```
+#[macro_export]
+macro_rules! on_every_topology {
+    (async fn $name:ident($redis:ident: &Redis) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body($redis: &$crate::Redis) $body
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn single() {
+                body(&$crate::Redis::start($crate::TopologyKind::Single)).await;
+            }
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                body(&$crate::Redis::start($crate::TopologyKind::Cluster)).await;
+            }
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sentinel() {
+                body(&$crate::Redis::start($crate::TopologyKind::Sentinel)).await;
+            }
+        }
+    };
+}
