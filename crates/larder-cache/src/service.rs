@@ -353,14 +353,18 @@ impl<C: Codec> Cache<C> {
                 tier.clone(),
             ))))
         });
-        let tracked = (handle.is_redis_configured() && settings.track_markers)
-            .then(|| tokio::runtime::Handle::try_current().ok())
-            .flatten()
-            .map(|runtime| {
-                let tracked = Arc::new(Tracked::new(SYSTEM_MODULE));
-                let task = runtime.spawn(track(handle.clone(), Arc::downgrade(&tracked)));
-                (tracked, AbortOnDrop(task))
-            });
+        // Not on a cluster: a tracking connection is one node's, and a cache's
+        // tenants live on every node. There a look-up reads the markers with the
+        // entry (one `MGET`: a tenant's keys share a slot).
+        let tracked =
+            (handle.is_redis_configured() && settings.track_markers && !handle.is_cluster())
+                .then(|| tokio::runtime::Handle::try_current().ok())
+                .flatten()
+                .map(|runtime| {
+                    let tracked = Arc::new(Tracked::new(SYSTEM_MODULE));
+                    let task = runtime.spawn(track(handle.clone(), Arc::downgrade(&tracked)));
+                    (tracked, AbortOnDrop(task))
+                });
         let (tracked, tracker) = tracked.unzip();
         Self {
             inner: Arc::new(Inner {
@@ -719,19 +723,22 @@ impl<C: Codec> Cache<C> {
             }
         }
         if self.inner.handle.is_redis_configured() {
-            let mut pipe = redis::pipe();
-            pipe.cmd("INFO")
-                .arg("stats")
-                .cmd("INFO")
-                .arg("memory")
-                .cmd("DBSIZE");
-            let info: Result<(String, String, u64), _> =
-                self.inner.handle.pipeline("cache_stats", &pipe).await;
-            if let Ok((stats, memory, keys)) = info {
-                s.redis_keyspace_hits = info_field(&stats, "keyspace_hits");
-                s.redis_keyspace_misses = info_field(&stats, "keyspace_misses");
-                s.redis_used_memory = info_field(&memory, "used_memory");
-                s.redis_keys = Some(keys);
+            // Each primary's figures, summed (one node, or every primary of a cluster).
+            let mut info = redis::cmd("INFO");
+            info.arg("stats").arg("memory").arg("keyspace");
+            let replies: Result<Vec<String>, _> = self
+                .inner
+                .handle
+                .query_each_primary("cache_stats", &info)
+                .await;
+            if let Ok(replies) = replies {
+                let sum = |name: &str| -> Option<u64> {
+                    replies.iter().map(|r| info_field(r, name)).sum()
+                };
+                s.redis_keyspace_hits = sum("keyspace_hits");
+                s.redis_keyspace_misses = sum("keyspace_misses");
+                s.redis_used_memory = sum("used_memory");
+                s.redis_keys = Some(replies.iter().map(|r| db_keys(r)).sum());
             }
         }
         s
@@ -1275,15 +1282,9 @@ impl<C: Codec> Cache<C> {
             .arg(&fresh)
             .arg("PX")
             .arg(larder_core::time::millis(self.inner.settings.marker_ttl()))
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(&self.inner.channel)
-            .arg(&announce)
             .ignore();
         let done = self
-            .inner
-            .handle
-            .pipeline::<()>("cache_invalidate", &pipe)
+            .announced::<()>("cache_invalidate", pipe, &announce)
             .await
             .is_ok();
         // Not needed for coherence (the push reaches the tracking connection before
@@ -1302,14 +1303,31 @@ impl<C: Codec> Cache<C> {
             l1.apply(&announce);
         }
         let mut pipe = redis::pipe();
-        pipe.cmd("UNLINK")
-            .arg(key)
-            .cmd("PUBLISH")
-            .arg(&self.inner.channel)
-            .arg(&announce)
-            .ignore();
-        let reply: Result<(i64,), _> = self.inner.handle.pipeline("cache_delete", &pipe).await;
+        pipe.cmd("UNLINK").arg(key);
+        let reply: Result<(i64,), _> = self.announced("cache_delete", pipe, &announce).await;
         reply.is_ok_and(|(n,)| n > 0)
+    }
+
+    /// Runs `pipe` (one tenant's keys) and publishes `announce` to the other
+    /// instances' in-process tiers: in the same round trip on one node; after it on
+    /// a cluster, where the pipeline goes to its keys' node and `PUBLISH` is
+    /// routed as a command of its own (any node delivers it cluster-wide).
+    async fn announced<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        mut pipe: redis::Pipeline,
+        announce: &str,
+    ) -> Result<T, larder_core::Error> {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&self.inner.channel).arg(announce);
+        let handle = &self.inner.handle;
+        if !handle.is_cluster() {
+            pipe.add_command(publish).ignore();
+            return handle.pipeline(op, &pipe).await;
+        }
+        let reply = handle.pipeline(op, &pipe).await?;
+        let _: Result<i64, _> = handle.query("cache_announce", &publish).await;
+        Ok(reply)
     }
 
     /// SCAN + batched UNLINK. With `keep_markers`, invalidation markers survive: a
@@ -1486,6 +1504,21 @@ async fn subscribe(handle: Handle, channel: String, tier: LocalTier) {
 /// A key part fit for the keyspace: short printable keys stay readable; long ones,
 /// ones with control characters, and ones that could pass for a hashed key are
 /// replaced by a 128-bit hash.
+/// The keys of every database in an `INFO keyspace` reply (`db0:keys=12,…`).
+fn db_keys(info: &str) -> u64 {
+    info.lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| {
+            l.split_once(":keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn info_field(info: &str, name: &str) -> Option<u64> {
     info.lines().find_map(|line| {
         let (k, v) = line.split_once(':')?;

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use common::with_l1;
 use larder_cache::{Cache, Lookup};
-use larder_core::{Config, Handle, Module, Tenant};
-use larder_testing::{eventually, RedisServer};
+use larder_core::{Config, ConfigBuilder, Handle, Module, Tenant};
+use larder_testing::{eventually, on_every_topology, Redis, RedisServer};
 
-fn handle(server: &RedisServer) -> Handle {
+/// A handle on `redis`, configured from its topology's variables.
+fn handle(redis: &Redis) -> Handle {
     Handle::new(
-        Config::builder()
-            .redis_url(&server.url())
+        ConfigBuilder::from_config(Config::from_vars(redis.vars()).unwrap())
             .key_prefix("stock")
             .op_timeout(Duration::from_millis(100))
             .breaker_threshold(3)
@@ -35,9 +35,34 @@ fn m(s: &str) -> Module {
     Module::new(s).unwrap()
 }
 
-/// Total commands the server has processed, from INFO commandstats.
-fn commands(server: &RedisServer) -> u64 {
-    server.command_calls().values().sum()
+/// A handle on one node (for the client-side tracking tests: tracking is one
+/// node's feature, off on a cluster).
+fn handle_single(server: &RedisServer) -> Handle {
+    Handle::new(
+        ConfigBuilder::from_config(Config::from_vars([("REDIS_URL", server.url())]).unwrap())
+            .key_prefix("stock")
+            .op_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Data commands every primary has processed, from `INFO commandstats`: without
+/// the housekeeping that replicas, sentinels and cluster peers send on their own
+/// (and the `INFO` that measures it).
+fn commands(redis: &Redis) -> u64 {
+    const HOUSEKEEPING: [&str; 10] = [
+        "info", "ping", "replconf", "cluster", "role", "client", "hello", "select", "command",
+        "publish",
+    ];
+    redis
+        .command_calls()
+        .values()
+        .flat_map(|calls| calls.iter())
+        .filter(|(name, _)| !HOUSEKEEPING.iter().any(|h| name.starts_with(h)))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 async fn balance(cache: &Cache, tenant: &Tenant, calls: &AtomicUsize, value: i64) -> i64 {
@@ -50,328 +75,337 @@ async fn balance(cache: &Cache, tenant: &Tenant, calls: &AtomicUsize, value: i64
         .unwrap()
 }
 
-#[tokio::test]
-async fn miss_then_hit_and_readable_entries() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let calls = AtomicUsize::new(0);
-    assert_eq!(balance(&cache, &t("1"), &calls, 42).await, 42);
-    assert_eq!(balance(&cache, &t("1"), &calls, 99).await, 42);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let raw = server.command(&["GET", "stock:cache:tenant:{1}:balance:2026-01"]);
-    assert!(raw.contains("LC1 ") && raw.ends_with("\n42\r\n"), "{raw:?}");
-    let stats = cache.stats().await;
-    assert_eq!((stats.hits, stats.misses), (1, 1));
-    assert!(stats.redis_keys.unwrap() >= 3);
-    assert!(stats.redis_used_memory.unwrap() > 0);
-}
-
-#[tokio::test]
-async fn tenants_never_see_each_others_entries() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let calls = AtomicUsize::new(0);
-    assert_eq!(balance(&cache, &t("1"), &calls, 1).await, 1);
-    assert_eq!(balance(&cache, &t("2"), &calls, 2).await, 2);
-    assert_eq!(balance(&cache, &t("1"), &calls, 0).await, 1);
-    assert_eq!(balance(&cache, &t("2"), &calls, 0).await, 2);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-}
-
-#[tokio::test]
-async fn concurrent_misses_make_one_origin_call() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let (cache, calls) = (cache.clone(), calls.clone());
-        tasks.push(tokio::spawn(async move {
-            cache
-                .get_or_set(&t("1"), &m("products"), "all", || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok::<_, std::io::Error>(vec![1, 2, 3])
-                })
-                .await
-                .unwrap()
-        }));
+on_every_topology!(
+    async fn miss_then_hit_and_readable_entries(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let calls = AtomicUsize::new(0);
+        assert_eq!(balance(&cache, &t("1"), &calls, 42).await, 42);
+        assert_eq!(balance(&cache, &t("1"), &calls, 99).await, 42);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let key = "stock:cache:tenant:{1}:balance:2026-01";
+        let raw = redis.command_on_key(key, &["GET", key]);
+        assert!(raw.contains("LC1 ") && raw.ends_with("\n42\r\n"), "{raw:?}");
+        let stats = cache.stats().await;
+        assert_eq!((stats.hits, stats.misses), (1, 1));
+        assert!(stats.redis_keys.unwrap() >= 3);
+        assert!(stats.redis_used_memory.unwrap() > 0);
     }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), vec![1, 2, 3]);
+);
+
+on_every_topology!(
+    async fn tenants_never_see_each_others_entries(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let calls = AtomicUsize::new(0);
+        assert_eq!(balance(&cache, &t("1"), &calls, 1).await, 1);
+        assert_eq!(balance(&cache, &t("2"), &calls, 2).await, 2);
+        assert_eq!(balance(&cache, &t("1"), &calls, 0).await, 1);
+        assert_eq!(balance(&cache, &t("2"), &calls, 0).await, 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-}
+);
 
-#[tokio::test]
-async fn module_invalidation_costs_the_same_for_10_and_10000_keys() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let mut cost = Vec::new();
-    for (tenant, n) in [(t("small"), 10usize), (t("large"), 10_000)] {
-        let module = m("products");
-        // Populate in bounded concurrency.
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let (cache, tenant, module) = (cache.clone(), tenant.clone(), module.clone());
-            set.spawn(async move {
-                cache
-                    .set(&tenant, &module, &format!("p{i}"), &i, None)
-                    .await
-            });
-            if set.len() >= 200 {
-                assert!(set.join_next().await.unwrap().unwrap());
-            }
-        }
-        while let Some(r) = set.join_next().await {
-            assert!(r.unwrap());
-        }
-        assert_eq!(cache.get::<usize>(&tenant, &module, "p7").await, Some(7));
-
-        let before = commands(&server);
-        assert!(cache.invalidate_module(&tenant, &module).await);
-        let after = commands(&server);
-        // Minus the INFO that measured `before`.
-        cost.push(after - before - 1);
-        assert_eq!(cache.get::<usize>(&tenant, &module, "p7").await, None);
-        assert_eq!(
-            cache
-                .get::<usize>(&tenant, &module, &format!("p{}", n - 1))
-                .await,
-            None
-        );
-    }
-    assert_eq!(
-        cost[0], cost[1],
-        "invalidation commands for 10 vs 10,000 keys"
-    );
-    // SET of a fresh marker and PUBLISH to other instances, in one round trip.
-    assert_eq!(cost[0], 2);
-}
-
-#[tokio::test]
-async fn tenant_invalidation_spares_other_tenants() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    for tenant in ["1", "2"] {
-        for module in ["products", "balance"] {
-            assert!(cache.set(&t(tenant), &m(module), "k", &tenant, None).await);
-        }
-    }
-    assert!(cache.invalidate_tenant(&t("1")).await);
-    for module in ["products", "balance"] {
-        assert_eq!(cache.get::<String>(&t("1"), &m(module), "k").await, None);
-        assert_eq!(
-            cache
-                .get::<String>(&t("2"), &m(module), "k")
-                .await
-                .as_deref(),
-            Some("2")
-        );
-    }
-    // New writes for tenant 1 are visible again.
-    assert!(cache.set(&t("1"), &m("products"), "k", &"new", None).await);
-    assert_eq!(
-        cache
-            .get::<String>(&t("1"), &m("products"), "k")
-            .await
-            .as_deref(),
-        Some("new")
-    );
-}
-
-#[tokio::test]
-async fn pattern_invalidation_scans_and_unlinks_within_the_tenant() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    for i in 0..2500 {
-        assert!(
-            cache
-                .set(&t("1"), &m("products"), &format!("p{i}"), &i, None)
-                .await
-        );
-    }
-    assert!(cache.set(&t("1"), &m("categories"), "c1", &1, None).await);
-    assert!(cache.set(&t("2"), &m("products"), "p1", &1, None).await);
-    let deleted = cache
-        .invalidate_pattern(&t("1"), "products:*")
-        .await
-        .unwrap();
-    assert_eq!(deleted, Some(2500));
-    assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "p1").await, None);
-    assert_eq!(
-        cache.get::<i32>(&t("1"), &m("categories"), "c1").await,
-        Some(1)
-    );
-    assert_eq!(
-        cache.get::<i32>(&t("2"), &m("products"), "p1").await,
-        Some(1)
-    );
-    // A tenant-wide glob keeps the invalidation markers.
-    assert_eq!(
-        cache.invalidate_pattern(&t("1"), "*").await.unwrap(),
-        Some(1)
-    );
-    assert!(server
-        .command(&["EXISTS", "stock:cache:tenant:{1}:_larder:gen"])
-        .contains(":1"));
-    let stats = server.command(&["INFO", "commandstats"]);
-    assert!(!stats.contains("cmdstat_keys:"), "{stats}");
-    assert!(cache.invalidate_pattern(&t("1"), "").await.is_err());
-    assert!(cache
-        .invalidate_pattern(&t("1"), "a\r\nFLUSHALL")
-        .await
-        .is_err());
-}
-
-#[tokio::test]
-async fn clear_removes_everything_under_the_prefix() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    assert_eq!(server.command(&["SET", "other:key", "1"]), "+OK\r\n");
-    for tenant in ["1", "2"] {
-        assert!(cache.set(&t(tenant), &m("products"), "k", &1, None).await);
-    }
-    assert_eq!(
-        cache.clear().await,
-        Some(6),
-        "2 entries, 2 tenant and 2 module markers"
-    );
-    assert_eq!(server.command(&["DBSIZE"]), ":1\r\n");
-}
-
-#[tokio::test]
-async fn corrupt_and_mistyped_entries_are_misses_and_deleted() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let key = "stock:cache:tenant:{1}:products:k";
-    assert!(cache.set(&t("1"), &m("products"), "k", &5, None).await);
-    assert_eq!(server.command(&["SET", key, "\u{1}garbage"]), "+OK\r\n");
-    assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "k").await, None);
-    assert_eq!(server.command(&["EXISTS", key]), ":0\r\n");
-
-    // Well-formed entry, wrong shape for the caller's type.
-    assert!(cache.set(&t("1"), &m("products"), "k", &"text", None).await);
-    let calls = AtomicUsize::new(0);
-    let v: i32 = cache
-        .get_or_set(&t("1"), &m("products"), "k", || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, std::io::Error>(9)
-        })
-        .await
-        .unwrap();
-    assert_eq!((v, calls.load(Ordering::SeqCst)), (9, 1));
-    assert!(cache.stats().await.errors >= 2);
-}
-
-#[tokio::test]
-async fn a_value_read_before_an_invalidation_is_not_written_back() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    assert!(cache.set(&t("1"), &m("balance"), "warm", &0, None).await);
-    let v: i32 = cache
-        .get_or_set(&t("1"), &m("balance"), "2026-01", || async {
-            // A write lands while the origin computes: its invalidation wins.
-            assert!(cache.invalidate_module(&t("1"), &m("balance")).await);
-            Ok::<_, std::io::Error>(100)
-        })
-        .await
-        .unwrap();
-    assert_eq!(v, 100);
-    assert_eq!(
-        cache.get::<i32>(&t("1"), &m("balance"), "2026-01").await,
-        None
-    );
-}
-
-#[tokio::test]
-async fn negative_results_are_cached_for_the_negative_ttl() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let calls = AtomicUsize::new(0);
-    let (tenant, module) = (t("1"), m("products"));
-    let lookup = || {
-        cache.get_or_set_opt(&tenant, &module, "404", || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Ok::<Option<i32>, std::io::Error>(None)
-        })
-    };
-    assert_eq!(lookup().await.unwrap(), None);
-    assert_eq!(lookup().await.unwrap(), None);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let pttl = server.command(&["PTTL", "stock:cache:tenant:{1}:products:404"]);
-    let ms: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
-    assert!(ms > 0 && ms <= 1000, "{pttl}");
-}
-
-#[tokio::test]
-async fn stale_values_are_served_when_the_origin_fails() {
-    let server = RedisServer::start();
-    let base = Cache::new(handle(&server));
-    let mut settings = base.settings().clone();
-    settings.stale_window = Duration::from_secs(60);
-    let cache = base.with_settings(settings);
-    assert!(
-        cache
-            .set(
-                &t("1"),
-                &m("balance"),
-                "k",
-                &7,
-                Some(Duration::from_millis(1))
-            )
-            .await
-    );
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(matches!(
-        cache.lookup::<i32>(&t("1"), &m("balance"), "k").await,
-        Lookup::Stale { value: 7, .. }
-    ));
-    let v: i32 = cache
-        .get_or_set(&t("1"), &m("balance"), "k", || async {
-            Err::<i32, _>("origin down")
-        })
-        .await
-        .unwrap();
-    assert_eq!(v, 7);
-}
-
-#[tokio::test]
-async fn redis_down_or_frozen_serves_the_origin_with_one_call_per_key() {
-    let mut server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    for fault in ["stop", "freeze"] {
-        match fault {
-            "stop" => server.stop(),
-            _ => {
-                server.restart();
-                server.freeze();
-            }
-        }
+on_every_topology!(
+    async fn concurrent_misses_make_one_origin_call(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..50 {
             let (cache, calls) = (cache.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
                 cache
                     .get_or_set(&t("1"), &m("products"), "all", || async {
                         calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        Ok::<_, std::io::Error>(3)
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, std::io::Error>(vec![1, 2, 3])
                     })
                     .await
                     .unwrap()
             }));
         }
         for task in tasks {
-            assert_eq!(task.await.unwrap(), 3, "{fault}");
+            assert_eq!(task.await.unwrap(), vec![1, 2, 3]);
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "{fault}");
-        assert!(!cache.set(&t("1"), &m("products"), "x", &1, None).await);
-        assert!(cache.stats().await.degraded > 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
-    server.thaw();
-}
+);
+
+on_every_topology!(
+    async fn module_invalidation_costs_the_same_for_10_and_10000_keys(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let mut cost = Vec::new();
+        for (tenant, n) in [(t("small"), 10usize), (t("large"), 10_000)] {
+            let module = m("products");
+            // Populate in bounded concurrency.
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..n {
+                let (cache, tenant, module) = (cache.clone(), tenant.clone(), module.clone());
+                set.spawn(async move {
+                    cache
+                        .set(&tenant, &module, &format!("p{i}"), &i, None)
+                        .await
+                });
+                if set.len() >= 200 {
+                    assert!(set.join_next().await.unwrap().unwrap());
+                }
+            }
+            while let Some(r) = set.join_next().await {
+                assert!(r.unwrap());
+            }
+            assert_eq!(cache.get::<usize>(&tenant, &module, "p7").await, Some(7));
+
+            let before = commands(redis);
+            assert!(cache.invalidate_module(&tenant, &module).await);
+            cost.push(commands(redis) - before);
+            assert_eq!(cache.get::<usize>(&tenant, &module, "p7").await, None);
+            assert_eq!(
+                cache
+                    .get::<usize>(&tenant, &module, &format!("p{}", n - 1))
+                    .await,
+                None
+            );
+        }
+        assert_eq!(
+            cost[0], cost[1],
+            "invalidation commands for 10 vs 10,000 keys"
+        );
+        // One SET of a fresh marker (and a PUBLISH to other instances, not counted:
+        // sentinels publish their own hellos on the primary).
+        assert_eq!(cost[0], 1);
+    }
+);
+
+on_every_topology!(
+    async fn tenant_invalidation_spares_other_tenants(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        for tenant in ["1", "2"] {
+            for module in ["products", "balance"] {
+                assert!(cache.set(&t(tenant), &m(module), "k", &tenant, None).await);
+            }
+        }
+        assert!(cache.invalidate_tenant(&t("1")).await);
+        for module in ["products", "balance"] {
+            assert_eq!(cache.get::<String>(&t("1"), &m(module), "k").await, None);
+            assert_eq!(
+                cache
+                    .get::<String>(&t("2"), &m(module), "k")
+                    .await
+                    .as_deref(),
+                Some("2")
+            );
+        }
+        // New writes for tenant 1 are visible again.
+        assert!(cache.set(&t("1"), &m("products"), "k", &"new", None).await);
+        assert_eq!(
+            cache
+                .get::<String>(&t("1"), &m("products"), "k")
+                .await
+                .as_deref(),
+            Some("new")
+        );
+    }
+);
+
+on_every_topology!(
+    async fn pattern_invalidation_scans_and_unlinks_within_the_tenant(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        for i in 0..2500 {
+            assert!(
+                cache
+                    .set(&t("1"), &m("products"), &format!("p{i}"), &i, None)
+                    .await
+            );
+        }
+        assert!(cache.set(&t("1"), &m("categories"), "c1", &1, None).await);
+        assert!(cache.set(&t("2"), &m("products"), "p1", &1, None).await);
+        let deleted = cache
+            .invalidate_pattern(&t("1"), "products:*")
+            .await
+            .unwrap();
+        assert_eq!(deleted, Some(2500));
+        assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "p1").await, None);
+        assert_eq!(
+            cache.get::<i32>(&t("1"), &m("categories"), "c1").await,
+            Some(1)
+        );
+        assert_eq!(
+            cache.get::<i32>(&t("2"), &m("products"), "p1").await,
+            Some(1)
+        );
+        // A tenant-wide glob keeps the invalidation markers.
+        assert_eq!(
+            cache.invalidate_pattern(&t("1"), "*").await.unwrap(),
+            Some(1)
+        );
+        let marker = "stock:cache:tenant:{1}:_larder:gen";
+        assert!(redis
+            .command_on_key(marker, &["EXISTS", marker])
+            .contains(":1"));
+        for calls in redis.command_calls().values() {
+            assert!(!calls.contains_key("keys"), "{calls:?}");
+        }
+        assert!(cache.invalidate_pattern(&t("1"), "").await.is_err());
+        assert!(cache
+            .invalidate_pattern(&t("1"), "a\r\nFLUSHALL")
+            .await
+            .is_err());
+    }
+);
+
+on_every_topology!(
+    async fn clear_removes_everything_under_the_prefix(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        assert_eq!(
+            redis.command_on_key("other:key", &["SET", "other:key", "1"]),
+            "+OK\r\n"
+        );
+        for tenant in ["1", "2"] {
+            assert!(cache.set(&t(tenant), &m("products"), "k", &1, None).await);
+        }
+        assert_eq!(
+            cache.clear().await,
+            Some(6),
+            "2 entries, 2 tenant and 2 module markers"
+        );
+        assert_eq!(redis.dbsize(), 1);
+    }
+);
+
+on_every_topology!(
+    async fn corrupt_and_mistyped_entries_are_misses_and_deleted(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let key = "stock:cache:tenant:{1}:products:k";
+        assert!(cache.set(&t("1"), &m("products"), "k", &5, None).await);
+        assert_eq!(
+            redis.command_on_key(key, &["SET", key, "\u{1}garbage"]),
+            "+OK\r\n"
+        );
+        assert_eq!(cache.get::<i32>(&t("1"), &m("products"), "k").await, None);
+        assert_eq!(redis.command_on_key(key, &["EXISTS", key]), ":0\r\n");
+
+        // Well-formed entry, wrong shape for the caller's type.
+        assert!(cache.set(&t("1"), &m("products"), "k", &"text", None).await);
+        let calls = AtomicUsize::new(0);
+        let v: i32 = cache
+            .get_or_set(&t("1"), &m("products"), "k", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(9)
+            })
+            .await
+            .unwrap();
+        assert_eq!((v, calls.load(Ordering::SeqCst)), (9, 1));
+        assert!(cache.stats().await.errors >= 2);
+    }
+);
+
+on_every_topology!(
+    async fn a_value_read_before_an_invalidation_is_not_written_back(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        assert!(cache.set(&t("1"), &m("balance"), "warm", &0, None).await);
+        let v: i32 = cache
+            .get_or_set(&t("1"), &m("balance"), "2026-01", || async {
+                // A write lands while the origin computes: its invalidation wins.
+                assert!(cache.invalidate_module(&t("1"), &m("balance")).await);
+                Ok::<_, std::io::Error>(100)
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 100);
+        assert_eq!(
+            cache.get::<i32>(&t("1"), &m("balance"), "2026-01").await,
+            None
+        );
+    }
+);
+
+on_every_topology!(
+    async fn negative_results_are_cached_for_the_negative_ttl(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let calls = AtomicUsize::new(0);
+        let (tenant, module) = (t("1"), m("products"));
+        let lookup = || {
+            cache.get_or_set_opt(&tenant, &module, "404", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<Option<i32>, std::io::Error>(None)
+            })
+        };
+        assert_eq!(lookup().await.unwrap(), None);
+        assert_eq!(lookup().await.unwrap(), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let key = "stock:cache:tenant:{1}:products:404";
+        let pttl = redis.command_on_key(key, &["PTTL", key]);
+        let ms: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
+        assert!(ms > 0 && ms <= 1000, "{pttl}");
+    }
+);
+
+on_every_topology!(
+    async fn stale_values_are_served_when_the_origin_fails(redis: &Redis) {
+        let base = Cache::new(handle(redis));
+        let mut settings = base.settings().clone();
+        settings.stale_window = Duration::from_secs(60);
+        let cache = base.with_settings(settings);
+        assert!(
+            cache
+                .set(
+                    &t("1"),
+                    &m("balance"),
+                    "k",
+                    &7,
+                    Some(Duration::from_millis(1))
+                )
+                .await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(matches!(
+            cache.lookup::<i32>(&t("1"), &m("balance"), "k").await,
+            Lookup::Stale { value: 7, .. }
+        ));
+        let v: i32 = cache
+            .get_or_set(&t("1"), &m("balance"), "k", || async {
+                Err::<i32, _>("origin down")
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 7);
+    }
+);
+
+on_every_topology!(
+    async fn redis_down_or_frozen_serves_the_origin_with_one_call_per_key(redis: &mut Redis) {
+        let cache = Cache::new(handle(redis));
+        for fault in ["stop", "freeze"] {
+            match fault {
+                "stop" => redis.stop(),
+                _ => {
+                    redis.restart();
+                    redis.freeze();
+                }
+            }
+            let calls = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..20 {
+                let (cache, calls) = (cache.clone(), calls.clone());
+                tasks.push(tokio::spawn(async move {
+                    cache
+                        .get_or_set(&t("1"), &m("products"), "all", || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            Ok::<_, std::io::Error>(3)
+                        })
+                        .await
+                        .unwrap()
+                }));
+            }
+            for task in tasks {
+                assert_eq!(task.await.unwrap(), 3, "{fault}");
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{fault}");
+            assert!(!cache.set(&t("1"), &m("products"), "x", &1, None).await);
+            assert!(cache.stats().await.degraded > 0);
+        }
+        redis.thaw();
+    }
+);
 
 #[tokio::test]
 async fn in_process_mode_has_the_same_semantics() {
@@ -397,173 +431,190 @@ async fn in_process_mode_has_the_same_semantics() {
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
 
-#[tokio::test]
-async fn l1_tier_answers_without_redis_and_stays_coherent_across_instances() {
-    let mut server = RedisServer::start();
-    let instance = || with_l1(Cache::new(handle(&server)));
-    let (a, b) = (instance(), instance());
-    let subscribed = |n: &str| {
-        server
-            .command(&["PUBSUB", "NUMSUB", "stock:cache:_larder:invalidate"])
-            .ends_with(&format!(":{n}\r\n"))
-    };
-    for _ in 0..100 {
-        if subscribed("2") {
-            break;
+on_every_topology!(
+    async fn l1_tier_stays_coherent_across_instances_and_flushes_without_redis(redis: &mut Redis) {
+        let instance = || with_l1(Cache::new(handle(redis)));
+        let (a, b) = (instance(), instance());
+        // Subscribers of every primary (on a cluster, a subscriber is on one node).
+        let subscribed = |n: usize| {
+            let total: usize = redis
+                .primaries()
+                .iter()
+                .map(|node| {
+                    let reply =
+                        node.command(&["PUBSUB", "NUMSUB", "stock:cache:_larder:invalidate"]);
+                    reply
+                        .rsplit(':')
+                        .next()
+                        .unwrap()
+                        .trim()
+                        .parse::<usize>()
+                        .unwrap()
+                })
+                .sum();
+            total == n
+        };
+        for _ in 0..100 {
+            if subscribed(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(subscribed("2"), "both instances subscribe");
+        assert!(subscribed(2), "both instances subscribe");
 
-    assert!(a.set(&t("1"), &m("products"), "p1", &1, None).await);
-    assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p1").await, Some(1));
-    // B now answers from its own memory: no command reaches Redis.
-    let before = commands(&server);
-    for _ in 0..50 {
+        assert!(a.set(&t("1"), &m("products"), "p1", &1, None).await);
         assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p1").await, Some(1));
-    }
-    assert_eq!(
-        commands(&server) - before,
-        1,
-        "only the INFO that measured it"
-    );
-
-    // A write on A (its invalidation) reaches B's tier.
-    assert!(a.invalidate_module(&t("1"), &m("products")).await);
-    let started = std::time::Instant::now();
-    let mut gone = false;
-    while started.elapsed() < Duration::from_secs(2) {
-        if b.get::<i32>(&t("1"), &m("products"), "p1").await.is_none() {
-            gone = true;
-            break;
+        // B now answers from its own memory: no command reaches Redis.
+        let before = commands(redis);
+        for _ in 0..50 {
+            assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p1").await, Some(1));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert!(
-        gone,
-        "B stops serving the old value within 2 s (pub/sub delivery)"
-    );
-    eprintln!(
-        "L1 invalidation reached instance B after {:?}",
-        started.elapsed()
-    );
+        assert_eq!(commands(redis) - before, 0, "no data command");
 
-    // While Redis is down the tier keeps answering; when Redis returns (empty), the
-    // tier is flushed because invalidations may have been missed.
-    assert!(a.set(&t("1"), &m("products"), "p2", &2, None).await);
-    assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p2").await, Some(2));
-    server.stop();
-    assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p2").await, Some(2));
-    server.restart();
-    let flushed = eventually(200, Duration::from_millis(25), || async {
-        b.get::<i32>(&t("1"), &m("products"), "p2").await.is_none()
-    })
-    .await;
-    assert!(flushed, "the tier is flushed once the subscription is back");
-}
+        // A write on A (its invalidation) reaches B's tier.
+        assert!(a.invalidate_module(&t("1"), &m("products")).await);
+        let started = std::time::Instant::now();
+        let mut gone = false;
+        while started.elapsed() < Duration::from_secs(2) {
+            if b.get::<i32>(&t("1"), &m("products"), "p1").await.is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            gone,
+            "B stops serving the old value within 2 s (pub/sub delivery)"
+        );
+        eprintln!(
+            "L1 invalidation reached instance B after {:?}",
+            started.elapsed()
+        );
 
-#[tokio::test]
-async fn with_the_lease_several_instances_make_one_origin_call() {
-    let server = RedisServer::start();
-    let instance = || {
-        let cache = Cache::new(handle(&server));
-        let mut settings = cache.settings().clone();
-        settings.lease = Some(Duration::from_secs(2));
-        cache.with_settings(settings)
-    };
-    let instances = [instance(), instance(), instance()];
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..30 {
-        let (cache, calls) = (instances[i % 3].clone(), calls.clone());
-        tasks.push(tokio::spawn(async move {
-            cache
-                .get_or_set(&t("1"), &m("balance"), "report", || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Ok::<_, std::io::Error>(77)
-                })
-                .await
-                .unwrap()
-        }));
+        // When Redis goes, invalidations from other instances could be missed: the
+        // tier is flushed as soon as its subscription is lost, and B reads through.
+        assert!(a.set(&t("1"), &m("products"), "p2", &2, None).await);
+        assert_eq!(b.get::<i32>(&t("1"), &m("products"), "p2").await, Some(2));
+        redis.stop();
+        let flushed = eventually(200, Duration::from_millis(25), || async {
+            b.get::<i32>(&t("1"), &m("products"), "p2").await.is_none()
+        })
+        .await;
+        assert!(flushed, "the tier is flushed once the subscription is lost");
+        // Back (empty): the tier fills and serves again.
+        redis.restart();
+        let back = eventually(200, Duration::from_millis(25), || async {
+            a.set(&t("1"), &m("products"), "p3", &3, None).await
+                && b.get::<i32>(&t("1"), &m("products"), "p3").await == Some(3)
+        })
+        .await;
+        assert!(back, "the tiers work again once Redis is back");
     }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), 77);
-    }
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "one origin call across three instances"
-    );
-    let leases = server.command(&[
-        "SCAN",
-        "0",
-        "MATCH",
-        "stock:cache:tenant:{1}:_larder:lease:*",
-    ]);
-    assert!(
-        leases.ends_with("*0\r\n"),
-        "the lease is released: {leases}"
-    );
+);
 
-    // Without the lease, each instance makes its own call.
-    let plain = [Cache::new(handle(&server)), Cache::new(handle(&server))];
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for cache in &plain {
-        let (cache, calls) = (cache.clone(), calls.clone());
-        tasks.push(tokio::spawn(async move {
-            cache
-                .get_or_set(&t("1"), &m("balance"), "other", || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Ok::<_, std::io::Error>(1)
-                })
-                .await
-                .unwrap()
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-}
+on_every_topology!(
+    async fn with_the_lease_several_instances_make_one_origin_call(redis: &Redis) {
+        let instance = || {
+            let cache = Cache::new(handle(redis));
+            let mut settings = cache.settings().clone();
+            settings.lease = Some(Duration::from_secs(2));
+            cache.with_settings(settings)
+        };
+        let instances = [instance(), instance(), instance()];
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let (cache, calls) = (instances[i % 3].clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_set(&t("1"), &m("balance"), "report", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok::<_, std::io::Error>(77)
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 77);
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one origin call across three instances"
+        );
+        let lease = "stock:cache:tenant:{1}:_larder:lease:*";
+        let leases = redis.command_on_key(lease, &["SCAN", "0", "MATCH", lease, "COUNT", "1000"]);
+        assert!(
+            leases.ends_with("*0\r\n"),
+            "the lease is released: {leases}"
+        );
 
-#[tokio::test]
-async fn a_decoded_entry_is_reused_only_for_the_same_bytes_and_current_markers() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let (tenant, module) = (t("1"), m("balance"));
-    assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
-    for _ in 0..3 {
-        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+        // Without the lease, each instance makes its own call.
+        let plain = [Cache::new(handle(redis)), Cache::new(handle(redis))];
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for cache in &plain {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_set(&t("1"), &m("balance"), "other", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok::<_, std::io::Error>(1)
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
-    // The invalidation leaves the entry's bytes in Redis as they were, so the reply
-    // equals the bytes decoded above: still not served.
-    assert!(cache.invalidate_module(&tenant, &module).await);
-    let key = "stock:cache:tenant:{1}:balance:k";
-    assert!(server.command(&["GET", key]).ends_with("\n1\r\n"));
-    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, None);
-    // Another writer changes the payload and keeps the header: new bytes, read anew.
-    assert!(cache.set(&tenant, &module, "k", &2_i64, None).await);
-    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
-    let raw = server.command(&["GET", key]);
-    let stored = raw
-        .split_once("\r\n")
-        .unwrap()
-        .1
-        .strip_suffix("\r\n")
-        .unwrap();
-    let changed = format!("{}\n3", stored.strip_suffix("\n2").unwrap());
-    assert_eq!(
-        server.command(&["SET", key, &changed, "KEEPTTL"]),
-        "+OK\r\n"
-    );
-    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(3));
-    // And the first of them again: equal bytes decode equally.
-    assert_eq!(server.command(&["SET", key, stored, "KEEPTTL"]), "+OK\r\n");
-    assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
-}
+);
+
+on_every_topology!(
+    async fn a_decoded_entry_is_reused_only_for_the_same_bytes_and_current_markers(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let (tenant, module) = (t("1"), m("balance"));
+        assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
+        for _ in 0..3 {
+            assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(1));
+        }
+        // The invalidation leaves the entry's bytes in Redis as they were, so the reply
+        // equals the bytes decoded above: still not served.
+        assert!(cache.invalidate_module(&tenant, &module).await);
+        let key = "stock:cache:tenant:{1}:balance:k";
+        assert!(redis
+            .command_on_key(key, &["GET", key])
+            .ends_with("\n1\r\n"));
+        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, None);
+        // Another writer changes the payload and keeps the header: new bytes, read anew.
+        assert!(cache.set(&tenant, &module, "k", &2_i64, None).await);
+        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
+        let raw = redis.command_on_key(key, &["GET", key]);
+        let stored = raw
+            .split_once("\r\n")
+            .unwrap()
+            .1
+            .strip_suffix("\r\n")
+            .unwrap();
+        let changed = format!("{}\n3", stored.strip_suffix("\n2").unwrap());
+        assert_eq!(
+            redis.command_on_key(key, &["SET", key, &changed, "KEEPTTL"]),
+            "+OK\r\n"
+        );
+        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(3));
+        // And the first of them again: equal bytes decode equally.
+        assert_eq!(
+            redis.command_on_key(key, &["SET", key, stored, "KEEPTTL"]),
+            "+OK\r\n"
+        );
+        assert_eq!(cache.get::<i64>(&tenant, &module, "k").await, Some(2));
+    }
+);
 
 /// Clients of `server` with client-side tracking on (`t` among their flags).
 fn tracking_clients(server: &RedisServer) -> usize {
@@ -601,7 +652,7 @@ fn calls_of(server: &RedisServer, command: &str) -> u64 {
 /// A cache whose tracking connection is up, with `k` = 1 stored for tenant 1's
 /// `balance` and read once (which reads the markers, tracked, with the entry).
 async fn tracked_cache(server: &RedisServer) -> (Cache, Tenant, Module) {
-    let cache = Cache::new(handle(server));
+    let cache = Cache::new(handle_single(server));
     tracking(server, 1).await;
     let (tenant, module) = (t("1"), m("balance"));
     assert!(cache.set(&tenant, &module, "k", &1_i64, None).await);
@@ -634,7 +685,10 @@ async fn once_its_markers_are_tracked_a_hit_reads_the_entry_alone() {
 #[tokio::test]
 async fn an_invalidation_by_another_instance_is_seen_by_the_very_next_look_up() {
     let server = RedisServer::start();
-    let (a, b) = (Cache::new(handle(&server)), Cache::new(handle(&server)));
+    let (a, b) = (
+        Cache::new(handle_single(&server)),
+        Cache::new(handle_single(&server)),
+    );
     tracking(&server, 2).await;
     let (tenant, module) = (t("1"), m("balance"));
     for i in 0..50_i64 {
@@ -734,68 +788,78 @@ async fn where_the_server_refuses_tracking_look_ups_read_the_markers_with_the_en
 }
 
 /// The milliseconds left to `key` (`-1`: no expiry, `-2`: no key).
-fn pttl(server: &RedisServer, key: &str) -> i64 {
-    let reply = server.command(&["PTTL", key]);
+fn pttl(redis: &Redis, key: &str) -> i64 {
+    let reply = redis.command_on_key(key, &["PTTL", key]);
     reply.trim().trim_start_matches(':').parse().unwrap()
 }
 
-/// Every key the cache writes for a request expires, markers included, and a
-/// marker outlives each entry stamped with it: made-up tenants and modules leave
-/// nothing behind for good. A marker written by an older release (no expiry) gets
-/// one at the next write.
-#[tokio::test]
-async fn every_key_the_cache_writes_expires_and_markers_outlive_their_entries() {
-    let server = RedisServer::start();
-    let cache = Cache::new(handle(&server));
-    let legacy = "stock:cache:tenant:{old}:_larder:gen";
-    assert_eq!(server.command(&["SET", legacy, "7"]), "+OK\r\n");
-    let calls = AtomicUsize::new(0);
-    for tenant in ["1", "made-up-1", "made-up-2", "old"] {
-        let _ = balance(&cache, &t(tenant), &calls, 1).await;
-        assert!(cache.invalidate_module(&t(tenant), &m("products")).await);
-    }
-    assert!(cache.invalidate_tenant(&t("made-up-3")).await);
-    // A look-up alone (nothing stored) creates the markers too.
-    assert_eq!(cache.get::<i32>(&t("made-up-4"), &m("x"), "k").await, None);
-    // An entry longer-lived than the settings' longest TTL.
-    assert!(
-        cache
-            .set(
-                &t("1"),
-                &m("long"),
-                "k",
-                &1,
-                Some(Duration::from_secs(3600))
-            )
-            .await
-    );
+// Every key the cache writes for a request expires, markers included, and a
+// marker outlives each entry stamped with it: made-up tenants and modules leave
+// nothing behind for good. A marker written by an older release (no expiry) gets
+// one at the next write.
+on_every_topology!(
+    async fn every_key_the_cache_writes_expires_and_markers_outlive_their_entries(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let legacy = "stock:cache:tenant:{old}:_larder:gen";
+        assert_eq!(
+            redis.command_on_key(legacy, &["SET", legacy, "7"]),
+            "+OK\r\n"
+        );
+        let calls = AtomicUsize::new(0);
+        for tenant in ["1", "made-up-1", "made-up-2", "old"] {
+            let _ = balance(&cache, &t(tenant), &calls, 1).await;
+            assert!(cache.invalidate_module(&t(tenant), &m("products")).await);
+        }
+        assert!(cache.invalidate_tenant(&t("made-up-3")).await);
+        // A look-up alone (nothing stored) creates the markers too.
+        assert_eq!(cache.get::<i32>(&t("made-up-4"), &m("x"), "k").await, None);
+        // An entry longer-lived than the settings' longest TTL.
+        assert!(
+            cache
+                .set(
+                    &t("1"),
+                    &m("long"),
+                    "k",
+                    &1,
+                    Some(Duration::from_secs(3600))
+                )
+                .await
+        );
 
-    let keys = server.command(&["KEYS", "*"]);
-    let keys: Vec<&str> = keys.lines().filter(|l| l.starts_with("stock:")).collect();
-    assert!(keys.len() >= 12, "{keys:?}");
-    for key in &keys {
-        assert!(pttl(&server, key) > 0, "{key} never expires");
-    }
-    for (entry, markers) in [
-        (
-            "stock:cache:tenant:{1}:long:k",
-            [
-                "stock:cache:tenant:{1}:_larder:gen",
-                "stock:cache:tenant:{1}:_larder:gen:long",
-            ],
-        ),
-        (
-            "stock:cache:tenant:{old}:balance:2026-01",
-            [legacy, "stock:cache:tenant:{old}:_larder:gen:balance"],
-        ),
-    ] {
-        let lives = pttl(&server, entry);
-        assert!(lives > 0, "{entry}");
-        for marker in markers {
-            assert!(
-                pttl(&server, marker) >= lives,
-                "{marker} dies before {entry}"
-            );
+        // Test code may list keys (the cache never does): every primary's.
+        let keys: Vec<String> = redis
+            .primaries()
+            .iter()
+            .flat_map(|n| {
+                n.command(&["KEYS", "*"])
+                    .lines()
+                    .filter(|l| l.starts_with("stock:"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(keys.len() >= 12, "{keys:?}");
+        for key in &keys {
+            assert!(pttl(redis, key) > 0, "{key} never expires");
+        }
+        for (entry, markers) in [
+            (
+                "stock:cache:tenant:{1}:long:k",
+                [
+                    "stock:cache:tenant:{1}:_larder:gen",
+                    "stock:cache:tenant:{1}:_larder:gen:long",
+                ],
+            ),
+            (
+                "stock:cache:tenant:{old}:balance:2026-01",
+                [legacy, "stock:cache:tenant:{old}:_larder:gen:balance"],
+            ),
+        ] {
+            let lives = pttl(redis, entry);
+            assert!(lives > 0, "{entry}");
+            for marker in markers {
+                assert!(pttl(redis, marker) >= lives, "{marker} dies before {entry}");
+            }
         }
     }
-}
+);

@@ -1,4 +1,5 @@
-//! `SCAN` over every primary: one node, or each primary of a cluster in turn.
+//! Work over every primary: `SCAN` (one node's, or each primary's of a cluster in
+//! turn), and a command run on each primary.
 
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
@@ -74,6 +75,37 @@ impl<'a> Scan<'a> {
         }
         self.cursor = next;
         Ok(Some(keys))
+    }
+}
+
+impl Handle {
+    /// Runs `cmd` on every primary (the one node, or each primary of a cluster)
+    /// and returns each one's reply: for figures a cluster keeps per node
+    /// (`INFO`, `DBSIZE`, `MEMORY STATS`).
+    ///
+    /// # Errors
+    /// As [`Handle::run`], for the first primary that fails.
+    pub async fn query_each_primary<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<Vec<T>, Error> {
+        let nodes: Vec<Option<(String, u16)>> = if self.is_cluster() {
+            primaries(self).await?.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut replies = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let reply = self
+                .run(op, |conn| {
+                    let node = node.clone();
+                    async move { on_node(conn, node, cmd).await }
+                })
+                .await?;
+            replies.push(reply);
+        }
+        Ok(replies)
     }
 }
 

@@ -311,6 +311,12 @@ impl RedisServer {
         self.dir.path()
     }
 
+    /// Whether the process is frozen ([`freeze`](Self::freeze)).
+    #[must_use]
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
     /// Whether the process is running (possibly frozen).
     #[must_use]
     pub fn is_running(&self) -> bool {

@@ -125,9 +125,38 @@ impl Redis {
         self.each_data_node(RedisServer::freeze);
     }
 
-    /// Thaws every data node.
+    /// Thaws every frozen data node (and, for a cluster, waits until it is ready:
+    /// its nodes may have judged each other failed meanwhile).
     pub fn thaw(&mut self) {
-        self.each_data_node(RedisServer::thaw);
+        self.each_data_node(|n| {
+            if n.is_frozen() {
+                n.thaw();
+            }
+        });
+        if let Self::Cluster(cluster) = self {
+            cluster.wait_ready();
+        }
+    }
+
+    /// The number of keys on every primary together.
+    #[must_use]
+    pub fn dbsize(&self) -> u64 {
+        self.primaries()
+            .iter()
+            .map(|n| {
+                n.command(&["DBSIZE"])
+                    .trim()
+                    .trim_start_matches(':')
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| panic!("DBSIZE of {}", n.port()))
+            })
+            .sum()
+    }
+
+    /// Commands processed by every primary together (`INFO commandstats`).
+    #[must_use]
+    pub fn total_calls(&self) -> u64 {
+        self.command_calls().values().flat_map(|c| c.values()).sum()
     }
 
     fn each_data_node(&mut self, mut f: impl FnMut(&mut RedisServer)) {
@@ -149,7 +178,8 @@ impl Redis {
 
 /// Runs one async test body on every topology: expands to a module named after
 /// the test with three `#[tokio::test]`s, `single`, `cluster` and `sentinel`,
-/// each handing the body a fresh [`Redis`] of its kind.
+/// each handing the body a fresh [`Redis`] of its kind (`&Redis`, or `&mut Redis`
+/// for a body that stops, freezes or restarts it).
 ///
 /// ```ignore
 /// larder_testing::on_every_topology!(async fn counts(redis: &Redis) {
@@ -160,25 +190,31 @@ impl Redis {
 #[macro_export]
 macro_rules! on_every_topology {
     (async fn $name:ident($redis:ident: &Redis) $body:block) => {
+        $crate::on_every_topology!(@tests $name, $redis, &$crate::Redis, [&], $body);
+    };
+    (async fn $name:ident($redis:ident: &mut Redis) $body:block) => {
+        $crate::on_every_topology!(@tests $name, $redis, &mut $crate::Redis, [&mut], $body);
+    };
+    (@tests $name:ident, $redis:ident, $ty:ty, [$($borrow:tt)+], $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            async fn body($redis: &$crate::Redis) $body
+            async fn body($redis: $ty) $body
 
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn single() {
-                body(&$crate::Redis::start($crate::TopologyKind::Single)).await;
+                body($($borrow)+ $crate::Redis::start($crate::TopologyKind::Single)).await;
             }
 
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cluster() {
-                body(&$crate::Redis::start($crate::TopologyKind::Cluster)).await;
+                body($($borrow)+ $crate::Redis::start($crate::TopologyKind::Cluster)).await;
             }
 
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sentinel() {
-                body(&$crate::Redis::start($crate::TopologyKind::Sentinel)).await;
+                body($($borrow)+ $crate::Redis::start($crate::TopologyKind::Sentinel)).await;
             }
         }
     };
