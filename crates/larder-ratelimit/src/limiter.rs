@@ -1,5 +1,6 @@
 //! The limiter: one Redis round trip decides every quota of every policy that applies
-//! to a request, all or nothing.
+//! to a request, all or nothing (on Redis Cluster, one per slot those quotas'
+//! keys fall in, still all or nothing).
 
 use std::fmt;
 use std::sync::Arc;
@@ -185,7 +186,11 @@ pub struct RateLimiter {
 struct Inner {
     handle: Handle,
     scope: Scope,
+    /// Whether a quota's key carries its counted key as a cluster hash tag
+    /// (`LARDER_HASH_TAG`).
+    tagged: bool,
     script: redis::Script,
+    release: redis::Script,
     blocked: Option<Blocked>,
 }
 
@@ -317,27 +322,37 @@ const BLOCKED_CAPACITY: u64 = 100_000;
 
 impl RateLimiter {
     /// A limiter on `handle`, keeping its state in the rate-limit component's global
-    /// module `ratelimit` (`{prefix}:ratelimit:global:{ratelimit}:{policy}:{quota}:{key}`: every key of the
-    /// limiter shares one hash-tag slot, so a decision's keys always do).
+    /// module `ratelimit`: `{prefix}:ratelimit:global:ratelimit:{policy}:{quota}:{{key}}`.
+    /// The counted key is the hash tag, so on Redis Cluster the state spreads over
+    /// the slots by key (no slot that every limited request hits), and the
+    /// policies of a request that count the same thing (every per-IP policy)
+    /// share a slot: one script, one round trip. Policies counting different
+    /// things are decided per slot, all or nothing ([`check`](Self::check)).
     #[must_use]
     pub fn new(handle: Handle) -> Self {
         let module = Module::new("ratelimit").unwrap_or_else(|_| unreachable!("valid literal"));
         Self::with_module(handle, &module)
     }
 
-    /// A limiter keeping its state in another global module (separate limiters, or
-    /// spreading limiters over Cluster slots).
+    /// A limiter keeping its state in another global module (separate limiters).
     #[must_use]
     pub fn with_module(handle: Handle, module: &Module) -> Self {
-        let scope = handle
-            .keyspace()
+        // No hash tag on the module: each quota's key is tagged with what it counts
+        // (`…:{192.0.2.7}`), so state spreads over a cluster's slots by key, and a
+        // request's policies that count the same thing share a slot.
+        let keyspace = handle.keyspace();
+        let tagged = keyspace.hash_tag();
+        let scope = keyspace
             .component(Component::RateLimit)
+            .with_hash_tag(false)
             .global_scope(module);
         Self {
             inner: Arc::new(Inner {
                 handle,
                 scope,
+                tagged,
                 script: redis::Script::new(include_str!("../lua/gcra.lua")),
+                release: redis::Script::new(include_str!("../lua/release.lua")),
                 blocked: Some(Blocked::new()),
             }),
         }
@@ -352,7 +367,9 @@ impl RateLimiter {
             inner: Arc::new(Inner {
                 handle: inner.handle.clone(),
                 scope: inner.scope.clone(),
+                tagged: inner.tagged,
                 script: inner.script.clone(),
+                release: inner.release.clone(),
                 blocked: on.then(Blocked::new),
             }),
         }
@@ -371,21 +388,35 @@ impl RateLimiter {
         Some(self.full_key(&slot.prefix, &Check::new(policy, key).key))
     }
 
-    /// `{scope}{policy}:{quota}:{key}`. Both parts are safe by construction: the
-    /// prefix from a validated policy name, the key from [`Check::new`] or
-    /// [`Policy::key_of`], which hash anything that could not be a key part.
+    /// `{scope}{policy}:{quota}:{{key}}` (the key in braces: its cluster hash
+    /// tag). Both parts are safe by construction: the prefix from a validated policy
+    /// name, the key from [`Check::new`] or [`Policy::key_of`], which hash anything
+    /// that could not be a key part.
     fn full_key(&self, prefix: &str, key: &str) -> String {
         let base = self.inner.scope.base();
-        let mut s = String::with_capacity(base.len() + prefix.len() + key.len() + 1);
+        let mut s = String::with_capacity(base.len() + prefix.len() + key.len() + 3);
         s.push_str(base);
         s.push_str(prefix);
         s.push(':');
-        s.push_str(key);
+        if self.inner.tagged {
+            s.push('{');
+            s.push_str(key);
+            s.push('}');
+        } else {
+            s.push_str(key);
+        }
         s
     }
 
     /// Decides `checks` together: admitted only if every enforced quota admits the
     /// request, and then every quota is charged; otherwise none is.
+    ///
+    /// On Redis Cluster, quotas in different slots are each decided by one script
+    /// on their slot, at the same time; a slot that admits reserves its charge,
+    /// and when another slot rejects, the reservations are refunded. The cost: a
+    /// round trip per slot (in parallel), one more per reserving slot on a
+    /// rejection, and a concurrent request may see a reserved share as used until
+    /// it is refunded.
     ///
     /// Never fails: while Redis is unavailable each policy applies its [`FailMode`]
     /// (the local tier is per instance and checks policies one after another, so
@@ -471,31 +502,11 @@ impl RateLimiter {
     }
 
     async fn evaluate(&self, items: &[Item<'_>]) -> Result<Decision, EvalError> {
-        // The command is written directly (keys, then four arguments per key): this
-        // is every request's round trip.
-        let mut cmd = Handle::evalsha_cmd(&self.inner.script, items.len());
-        for item in items {
-            cmd.arg(item.key);
-        }
-        for item in items {
-            let slot = &item.check.policy.slots[item.slot];
-            cmd.arg(slot.quota.interval_micros())
-                .arg(slot.quota.burst())
-                .arg(item.check.cost)
-                .arg(u8::from(item.check.policy.shadow));
-        }
-        let reply: Vec<i64> = self
-            .inner
-            .handle
-            .evalsha("ratelimit_check", &self.inner.script, &cmd)
-            .await
-            .map_err(EvalError::Backend)?;
-        if reply.len() != 1 + 5 * items.len() {
-            return Err(EvalError::Shape {
-                got: reply.len(),
-                quotas: items.len(),
-            });
-        }
+        let reply = if self.inner.handle.is_cluster() {
+            self.reserve_by_slot(items).await?
+        } else {
+            self.run_script(items.iter()).await?
+        };
         // reply[0] (admitted) is what `worst` says: admitted iff no enforced quota
         // rejected.
         let now = Instant::now();
@@ -531,6 +542,119 @@ impl RateLimiter {
             quotas.push(item.state(allowed, remaining, reset, Source::Redis));
         }
         Ok(conclude(worst, quotas))
+    }
+
+    /// One `gcra.lua` over `items` (one slot's, or on one node every one): the
+    /// script's reply, checked for shape.
+    async fn run_script<'i, 'a: 'i>(
+        &self,
+        items: impl ExactSizeIterator<Item = &'i Item<'a>> + Clone,
+    ) -> Result<Vec<i64>, EvalError> {
+        let n = items.len();
+        // The command is written directly (keys, then four arguments per key): this
+        // is every request's round trip.
+        let mut cmd = Handle::evalsha_cmd(&self.inner.script, n);
+        for item in items.clone() {
+            cmd.arg(item.key);
+        }
+        for item in items {
+            let slot = &item.check.policy.slots[item.slot];
+            cmd.arg(slot.quota.interval_micros())
+                .arg(slot.quota.burst())
+                .arg(item.check.cost)
+                .arg(u8::from(item.check.policy.shadow));
+        }
+        let reply: Vec<i64> = self
+            .inner
+            .handle
+            .evalsha("ratelimit_check", &self.inner.script, &cmd)
+            .await
+            .map_err(EvalError::Backend)?;
+        if reply.len() != 1 + 5 * n {
+            return Err(EvalError::Shape {
+                got: reply.len(),
+                quotas: n,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// On a cluster: `gcra.lua` once per slot among `items` (at the same time), so
+    /// no script touches two slots. A slot whose quotas all admit charges them at
+    /// once (a reservation); when another slot rejected the request, the
+    /// reservations are refunded (`release.lua`), keeping all or nothing. Returns
+    /// the reply `gcra.lua` would give for all of `items` together.
+    ///
+    /// The cost, for a request whose policies count different things (an IP and a
+    /// tenant): one round trip per slot, in parallel, plus one more per admitting
+    /// slot when the request is rejected; and between reservation and refund a
+    /// concurrent request may see the reserved share as used.
+    async fn reserve_by_slot(&self, items: &[Item<'_>]) -> Result<Vec<i64>, EvalError> {
+        let mut slots: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let slot = larder_core::keyspace::cluster_slot(item.key.as_bytes());
+            match slots.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(i),
+                None => slots.push((slot, vec![i])),
+            }
+        }
+        if let [(_, _)] = slots[..] {
+            return self.run_script(items.iter()).await;
+        }
+        let replies = futures_util::future::join_all(
+            slots
+                .iter()
+                .map(|(_, members)| self.run_script(members.iter().map(|&i| &items[i]))),
+        )
+        .await;
+        let mut reply = vec![1; 1 + 5 * items.len()];
+        let mut refunds = Vec::new();
+        let mut failed = None;
+        for ((_, members), got) in slots.iter().zip(replies) {
+            let got = match got {
+                Ok(got) => got,
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            if got[0] == 1 {
+                refunds.push((members, got.clone()));
+            } else {
+                reply[0] = 0;
+            }
+            for (k, &i) in members.iter().enumerate() {
+                reply[1 + 5 * i..1 + 5 * (i + 1)].copy_from_slice(&got[1 + 5 * k..1 + 5 * (k + 1)]);
+            }
+        }
+        if failed.is_some() || reply[0] == 0 {
+            // Not admitted (or undecided): give back what the admitting slots took.
+            for (members, got) in refunds {
+                self.refund(items, members, &got).await;
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(reply),
+        }
+    }
+
+    /// Takes back one slot's reservation (`got`: that slot's `gcra.lua` reply).
+    async fn refund(&self, items: &[Item<'_>], members: &[usize], got: &[i64]) {
+        let mut inv = self.inner.release.prepare_invoke();
+        for (k, &i) in members.iter().enumerate() {
+            if got[1 + 5 * k] != 1 {
+                continue; // not charged
+            }
+            let item = &items[i];
+            let quota = item.slot().quota;
+            inv.key(item.key)
+                .arg(quota.interval_micros() * u64::from(item.check.cost));
+        }
+        let undone: Result<i64, _> = self.inner.handle.script("ratelimit_release", &inv).await;
+        if let Err(error) = undone {
+            tracing::warn!(target: "larder::ratelimit", %error, "rate limit: a reservation was not refunded; it expires with its quota's period");
+        }
     }
 
     /// Applies each policy's fail mode.

@@ -385,7 +385,7 @@ async fn a_real_server_counts_the_tcp_peer() {
         reply.to_ascii_lowercase().contains("retry-after: "),
         "{reply}"
     );
-    let key = "larder:ratelimit:global:{ratelimit}:ip:2r60000ms:ip:127.0.0.1";
+    let key = "larder:ratelimit:global:ratelimit:ip:2r60000ms:{ip:127.0.0.1}";
     assert_eq!(
         server
             .command(&["EXISTS", key])

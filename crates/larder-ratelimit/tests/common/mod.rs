@@ -15,22 +15,41 @@ pub(crate) fn config(url: &str) -> ConfigBuilder {
         .breaker_cooldown(Duration::from_millis(200))
 }
 
+/// [`config`] for a Redis of any topology, from its variables.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) fn config_on(redis: &larder_testing::Redis) -> ConfigBuilder {
+    ConfigBuilder::from_config(Config::from_vars(redis.vars()).expect("valid variables"))
+        .op_timeout(Duration::from_millis(200))
+        .breaker_threshold(2)
+        .breaker_cooldown(Duration::from_millis(200))
+}
+
 /// A handle on `url` with the default key prefix.
 #[allow(dead_code)] // not every test file uses both
 pub(crate) fn handle(url: &str) -> Handle {
     Handle::new(config(url).build().expect("valid config")).expect("handle")
 }
 
-/// Calls of one command since the server started.
+/// Calls of one command since the server started, on every primary.
 #[allow(dead_code)] // not every test file uses it
-pub(crate) fn calls(server: &RedisServer, command: &str) -> u64 {
+pub(crate) fn calls(redis: &larder_testing::Redis, command: &str) -> u64 {
+    redis
+        .command_calls()
+        .values()
+        .map(|calls| calls.get(command).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Calls of one command since the server started (one node).
+#[allow(dead_code)] // not every test file uses it
+pub(crate) fn node_calls(server: &RedisServer, command: &str) -> u64 {
     server.command_calls().get(command).copied().unwrap_or(0)
 }
 
 /// Scripts the server has run (`EVALSHA` and `EVAL`): the rate limiter's round trips.
 #[allow(dead_code)] // not every test file uses it
 pub(crate) fn script_calls(server: &RedisServer) -> u64 {
-    calls(server, "evalsha") + calls(server, "eval")
+    node_calls(server, "evalsha") + node_calls(server, "eval")
 }
 
 /// What the adapter tests read of a response: its status (the framework's
