@@ -6,227 +6,240 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, handle, keys, sessions};
+use common::{config, handle, sessions};
 use larder_core::Tenant;
 use larder_session::{
     Degraded, Identity, RequestContext, SessionConfig, SessionError, SessionRef, Sessions, Written,
 };
-use larder_testing::RedisServer;
+use larder_testing::{on_every_topology, Redis, RedisServer};
 
 /// A hash field's value (the reply's text without its `$len` line).
-fn field(redis: &RedisServer, key: &str, field: &str) -> String {
-    let reply = redis.command(&["HGET", key, field]);
+fn field(redis: &Redis, key: &str, field: &str) -> String {
+    let reply = redis.command_on_key(key, &["HGET", key, field]);
     match reply.split_once("\r\n") {
         Some((len, value)) if len.starts_with('$') => value.trim_end_matches("\r\n").to_owned(),
         _ => panic!("HGET {key} {field}: {reply:?}"),
     }
 }
 
-fn calls(redis: &RedisServer, cmd: &str) -> u64 {
-    redis.command_calls().get(cmd).copied().unwrap_or(0)
+/// Calls of `cmd` on every primary.
+fn calls(redis: &Redis, cmd: &str) -> u64 {
+    redis
+        .command_calls()
+        .values()
+        .map(|calls| calls.get(cmd).copied().unwrap_or(0))
+        .sum()
 }
 
-#[tokio::test]
-async fn rolling_expiry_writes_at_most_once_per_touch_interval() {
-    let redis = RedisServer::start();
-    let lazy = sessions(
-        Some(&redis.url()),
-        config().touch_interval(Duration::from_secs(3600)),
-    );
-    assert_eq!(
-        lazy.create("s1", b"{}", None).await.unwrap(),
-        Written::Stored
-    );
-    let key = lazy.record_key("s1");
-    let touched = field(&redis, &key, "h");
-    let (hset, pexpire) = (calls(&redis, "hset"), calls(&redis, "pexpire"));
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    for _ in 0..10 {
-        assert!(lazy.load("s1").await.unwrap().is_some());
-    }
-    assert_eq!(
-        field(&redis, &key, "h"),
-        touched,
-        "no touch inside the interval"
-    );
-    assert_eq!(calls(&redis, "hset"), hset);
-    assert_eq!(calls(&redis, "pexpire"), pexpire);
-
-    // The same record read by a store whose interval has passed: one touch per load.
-    let eager = sessions(Some(&redis.url()), config().touch_interval(Duration::ZERO));
-    let loaded = eager.load("s1").await.unwrap().unwrap();
-    assert_ne!(field(&redis, &key, "h"), touched, "touched");
-    assert_eq!(calls(&redis, "hset"), hset + 1);
-    assert_eq!(calls(&redis, "pexpire"), pexpire + 1);
-    assert!(loaded.touched_ms >= loaded.created_ms);
-    assert!(loaded.expires_ms > loaded.touched_ms);
+/// The keys matching `pattern` on every primary (KEYS is fine on a test server).
+fn keys_on(redis: &Redis, pattern: &str) -> Vec<String> {
+    redis
+        .primaries()
+        .into_iter()
+        .flat_map(|n| common::keys(n, pattern))
+        .collect()
 }
 
-#[tokio::test]
-async fn idle_and_absolute_timeouts_both_end_a_session() {
-    let redis = RedisServer::start();
-    // Idle: unused for longer than the idle timeout.
-    let idle = sessions(
-        Some(&redis.url()),
-        config().idle_timeout(Duration::from_millis(300)),
-    );
-    idle.create("idle", b"{}", None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    assert!(idle.load("idle").await.unwrap().is_none());
+/// [`sessions`] on a Redis of any topology, configured from its variables.
+fn sessions_on(redis: &Redis, b: larder_session::SessionConfigBuilder) -> Sessions {
+    Sessions::new(
+        common::handle_on(redis),
+        b.build().expect("valid session config"),
+    )
+}
 
-    // Absolute: used all the time (touched on every load), still ends.
-    let abs = sessions(
-        Some(&redis.url()),
-        config()
-            .idle_timeout(Duration::from_secs(60))
-            .absolute_timeout(Duration::from_millis(700))
-            .touch_interval(Duration::ZERO),
-    );
-    abs.create("busy", b"{}", None).await.unwrap();
-    let mut alive_until = 0;
-    for i in 0..8 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        if abs.load("busy").await.unwrap().is_some() {
-            alive_until = i;
+on_every_topology!(
+    async fn rolling_expiry_writes_at_most_once_per_touch_interval(redis: &Redis) {
+        let lazy = sessions_on(redis, config().touch_interval(Duration::from_secs(3600)));
+        assert_eq!(
+            lazy.create("s1", b"{}", None).await.unwrap(),
+            Written::Stored
+        );
+        let key = lazy.record_key("s1");
+        let touched = field(&redis, &key, "h");
+        let (hset, pexpire) = (calls(&redis, "hset"), calls(&redis, "pexpire"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..10 {
+            assert!(lazy.load("s1").await.unwrap().is_some());
         }
+        assert_eq!(
+            field(&redis, &key, "h"),
+            touched,
+            "no touch inside the interval"
+        );
+        assert_eq!(calls(&redis, "hset"), hset);
+        assert_eq!(calls(&redis, "pexpire"), pexpire);
+
+        // The same record read by a store whose interval has passed: one touch per load.
+        let eager = sessions_on(redis, config().touch_interval(Duration::ZERO));
+        let loaded = eager.load("s1").await.unwrap().unwrap();
+        assert_ne!(field(&redis, &key, "h"), touched, "touched");
+        assert_eq!(calls(&redis, "hset"), hset + 1);
+        assert_eq!(calls(&redis, "pexpire"), pexpire + 1);
+        assert!(loaded.touched_ms >= loaded.created_ms);
+        assert!(loaded.expires_ms > loaded.touched_ms);
     }
-    assert!(alive_until >= 2, "alive while in use: {alive_until}");
-    assert!(
-        abs.load("busy").await.unwrap().is_none(),
-        "ended at the absolute timeout"
-    );
-    assert_eq!(
-        abs.update("busy", b"{}", None).await.unwrap(),
-        Written::Gone,
-        "an update does not bring it back"
-    );
-    assert!(keys(&redis, "*busy*").is_empty());
-}
+);
 
-#[tokio::test]
-async fn the_user_index_lists_live_sessions_and_forgets_ended_ones() {
-    let redis = RedisServer::start();
-    let s = sessions(
-        Some(&redis.url()),
-        config().idle_timeout(Duration::from_millis(400)),
-    );
-    let alice = Identity::new("alice@example.com")
-        .with_user_agent("firefox")
-        .with_ip("192.0.2.1");
-    s.create("a1", b"{}", Some(&alice)).await.unwrap();
-    s.create("a2", b"{}", Some(&alice)).await.unwrap();
-    s.create("m1", b"{}", Some(&Identity::new("mallory")))
-        .await
-        .unwrap();
-    let list = s.list(None, "alice@example.com").await.unwrap();
-    assert_eq!(list.len(), 2);
-    assert!(list
-        .iter()
-        .all(|i| i.user_agent.as_deref() == Some("firefox")
-            && i.ip.as_deref() == Some("192.0.2.1")
-            && i.created_ms > 0
-            && i.last_seen_ms >= i.created_ms));
-    let ids: Vec<_> = list.iter().map(|i| i.id.clone()).collect();
-    assert!(ids.contains(&SessionRef::of_id("a1")) && ids.contains(&SessionRef::of_id("a2")));
+on_every_topology!(
+    async fn idle_and_absolute_timeouts_both_end_a_session(redis: &Redis) {
+        // Idle: unused for longer than the idle timeout.
+        let idle = sessions_on(redis, config().idle_timeout(Duration::from_millis(300)));
+        idle.create("idle", b"{}", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(idle.load("idle").await.unwrap().is_none());
 
-    // Revoking someone else's session through one's own user is refused.
-    assert!(!s
-        .revoke(None, "mallory", &SessionRef::of_id("a1"))
-        .await
-        .unwrap());
-    assert!(s.load("a1").await.unwrap().is_some());
-    assert!(s
-        .revoke(None, "alice@example.com", &SessionRef::of_id("a1"))
-        .await
-        .unwrap());
-    assert!(s.load("a1").await.unwrap().is_none());
-
-    // Expired sessions leave the listing, and the listing drops their entries.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(s.list(None, "alice@example.com").await.unwrap().is_empty());
-    let index: Vec<String> = keys(&redis, "*:u:*");
-    let alice_index = SessionRef::of_id("alice@example.com");
-    // The listed user's index was emptied (and so removed); every other index key
-    // expires by itself.
-    assert!(
-        !index.iter().any(|k| k.ends_with(alice_index.as_str())),
-        "{index:?}"
-    );
-    assert_eq!(
-        index.len(),
-        1,
-        "mallory's index remains until it expires: {index:?}"
-    );
-    for k in &index {
-        let ttl: i64 = redis
-            .command(&["PTTL", k])
-            .trim()
-            .trim_start_matches(':')
-            .parse()
-            .unwrap();
-        assert!(ttl > 0, "the index key expires: {k} {ttl}");
-    }
-    // The index key names the user by hash only.
-    assert!(index.iter().all(|k| !k.contains("alice")), "{index:?}");
-}
-
-#[tokio::test]
-async fn tenants_have_separate_keyspaces_and_hostile_users_are_just_strings() {
-    let redis = RedisServer::start();
-    let s = sessions(Some(&redis.url()), config());
-    let t1 = Tenant::new("1").unwrap();
-    let t2 = Tenant::new("2").unwrap();
-    let hostile = "*:{evil}\r\nDEL *";
-    RequestContext::scope(RequestContext::new(Some(t1.clone())), async {
-        s.create("x", b"{}", Some(&Identity::new(hostile)))
-            .await
-            .unwrap();
-        assert!(s.load("x").await.unwrap().is_some());
-    })
-    .await;
-    RequestContext::scope(RequestContext::new(Some(t2.clone())), async {
+        // Absolute: used all the time (touched on every load), still ends.
+        let abs = sessions_on(
+            redis,
+            config()
+                .idle_timeout(Duration::from_secs(60))
+                .absolute_timeout(Duration::from_millis(700))
+                .touch_interval(Duration::ZERO),
+        );
+        abs.create("busy", b"{}", None).await.unwrap();
+        let mut alive_until = 0;
+        for i in 0..8 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            if abs.load("busy").await.unwrap().is_some() {
+                alive_until = i;
+            }
+        }
+        assert!(alive_until >= 2, "alive while in use: {alive_until}");
         assert!(
-            s.load("x").await.unwrap().is_none(),
-            "tenant 2 sees nothing"
+            abs.load("busy").await.unwrap().is_none(),
+            "ended at the absolute timeout"
         );
         assert_eq!(
-            s.update("x", b"{\"stolen\":1}", None).await.unwrap(),
-            Written::Gone
+            abs.update("busy", b"{}", None).await.unwrap(),
+            Written::Gone,
+            "an update does not bring it back"
         );
-    })
-    .await;
-    assert!(
-        s.load("x").await.unwrap().is_none(),
-        "nor does the namespace"
-    );
-    assert_eq!(s.list(Some(&t1), hostile).await.unwrap().len(), 1);
-    assert!(s.list(Some(&t2), hostile).await.unwrap().is_empty());
-    assert_eq!(s.revoke_all(Some(&t2), hostile, None).await.unwrap(), 0);
-    assert_eq!(s.revoke_all(Some(&t1), hostile, None).await.unwrap(), 1);
-    let all = keys(&redis, "*");
-    assert!(
-        all.iter()
-            .all(|k| k.starts_with("larder:session:tenant:{1}:session:")),
-        "{all:?}"
-    );
-}
+        assert!(keys_on(redis, "*busy*").is_empty());
+    }
+);
 
-#[tokio::test]
-async fn over_the_cap_nothing_is_stored_and_the_error_says_why() {
-    let redis = RedisServer::start();
-    let s = sessions(Some(&redis.url()), config().max_bytes(64));
-    let err = s.create("big", &[b'x'; 65], None).await.unwrap_err();
-    assert!(matches!(err, SessionError::TooLarge { size: 65, cap: 64 }));
-    assert!(
-        err.to_string().contains("exceeds the cap of 64 bytes"),
-        "{err}"
-    );
-    assert!(keys(&redis, "*").is_empty());
-    s.create("ok", &[b'x'; 64], None).await.unwrap();
-    let err = s.update("ok", &[b'y'; 100], None).await.unwrap_err();
-    assert!(matches!(err, SessionError::TooLarge { .. }));
-    assert_eq!(s.load("ok").await.unwrap().unwrap().data, vec![b'x'; 64]);
-}
+on_every_topology!(
+    async fn the_user_index_lists_live_sessions_and_forgets_ended_ones(redis: &Redis) {
+        let s = sessions_on(redis, config().idle_timeout(Duration::from_millis(400)));
+        let alice = Identity::new("alice@example.com")
+            .with_user_agent("firefox")
+            .with_ip("192.0.2.1");
+        s.create("a1", b"{}", Some(&alice)).await.unwrap();
+        s.create("a2", b"{}", Some(&alice)).await.unwrap();
+        s.create("m1", b"{}", Some(&Identity::new("mallory")))
+            .await
+            .unwrap();
+        let list = s.list(None, "alice@example.com").await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list
+            .iter()
+            .all(|i| i.user_agent.as_deref() == Some("firefox")
+                && i.ip.as_deref() == Some("192.0.2.1")
+                && i.created_ms > 0
+                && i.last_seen_ms >= i.created_ms));
+        let ids: Vec<_> = list.iter().map(|i| i.id.clone()).collect();
+        assert!(ids.contains(&SessionRef::of_id("a1")) && ids.contains(&SessionRef::of_id("a2")));
+
+        // Revoking someone else's session through one's own user is refused.
+        assert!(!s
+            .revoke(None, "mallory", &SessionRef::of_id("a1"))
+            .await
+            .unwrap());
+        assert!(s.load("a1").await.unwrap().is_some());
+        assert!(s
+            .revoke(None, "alice@example.com", &SessionRef::of_id("a1"))
+            .await
+            .unwrap());
+        assert!(s.load("a1").await.unwrap().is_none());
+
+        // Expired sessions leave the listing, and the listing drops their entries.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(s.list(None, "alice@example.com").await.unwrap().is_empty());
+        let index: Vec<String> = keys_on(redis, "*:u:*");
+        let alice_index = SessionRef::of_id("alice@example.com");
+        // The listed user's index was emptied (and so removed); every other index key
+        // expires by itself.
+        assert!(
+            !index.iter().any(|k| k.ends_with(alice_index.as_str())),
+            "{index:?}"
+        );
+        assert_eq!(
+            index.len(),
+            1,
+            "mallory's index remains until it expires: {index:?}"
+        );
+        for k in &index {
+            let ttl: i64 = redis
+                .command_on_key(k, &["PTTL", k])
+                .trim()
+                .trim_start_matches(':')
+                .parse()
+                .unwrap();
+            assert!(ttl > 0, "the index key expires: {k} {ttl}");
+        }
+        // The index key names the user by hash only.
+        assert!(index.iter().all(|k| !k.contains("alice")), "{index:?}");
+    }
+);
+
+on_every_topology!(
+    async fn tenants_have_separate_keyspaces_and_hostile_users_are_just_strings(redis: &Redis) {
+        let s = sessions_on(redis, config());
+        let t1 = Tenant::new("1").unwrap();
+        let t2 = Tenant::new("2").unwrap();
+        let hostile = "*:{evil}\r\nDEL *";
+        RequestContext::scope(RequestContext::new(Some(t1.clone())), async {
+            s.create("x", b"{}", Some(&Identity::new(hostile)))
+                .await
+                .unwrap();
+            assert!(s.load("x").await.unwrap().is_some());
+        })
+        .await;
+        RequestContext::scope(RequestContext::new(Some(t2.clone())), async {
+            assert!(
+                s.load("x").await.unwrap().is_none(),
+                "tenant 2 sees nothing"
+            );
+            assert_eq!(
+                s.update("x", b"{\"stolen\":1}", None).await.unwrap(),
+                Written::Gone
+            );
+        })
+        .await;
+        assert!(
+            s.load("x").await.unwrap().is_none(),
+            "nor does the namespace"
+        );
+        assert_eq!(s.list(Some(&t1), hostile).await.unwrap().len(), 1);
+        assert!(s.list(Some(&t2), hostile).await.unwrap().is_empty());
+        assert_eq!(s.revoke_all(Some(&t2), hostile, None).await.unwrap(), 0);
+        assert_eq!(s.revoke_all(Some(&t1), hostile, None).await.unwrap(), 1);
+        let all = keys_on(redis, "*");
+        assert!(
+            all.iter()
+                .all(|k| k.starts_with("larder:session:tenant:{1}:session:")),
+            "{all:?}"
+        );
+    }
+);
+
+on_every_topology!(
+    async fn over_the_cap_nothing_is_stored_and_the_error_says_why(redis: &Redis) {
+        let s = sessions_on(redis, config().max_bytes(64));
+        let err = s.create("big", &[b'x'; 65], None).await.unwrap_err();
+        assert!(matches!(err, SessionError::TooLarge { size: 65, cap: 64 }));
+        assert!(
+            err.to_string().contains("exceeds the cap of 64 bytes"),
+            "{err}"
+        );
+        assert!(keys_on(redis, "*").is_empty());
+        s.create("ok", &[b'x'; 64], None).await.unwrap();
+        let err = s.update("ok", &[b'y'; 100], None).await.unwrap_err();
+        assert!(matches!(err, SessionError::TooLarge { .. }));
+        assert_eq!(s.load("ok").await.unwrap().unwrap().data, vec![b'x'; 64]);
+    }
+);
 
 #[tokio::test]
 async fn fail_closed_is_a_typed_error_within_the_deadline_and_hides_the_password() {
@@ -295,40 +308,46 @@ async fn in_process_mode_has_the_same_semantics() {
     assert!(s.load("d").await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn a_record_with_corrupt_times_is_no_session_and_is_not_written_over() {
-    let redis = RedisServer::start();
-    let s = sessions(Some(&redis.url()), config());
-    s.create("t1", b"{}", None).await.unwrap();
-    let key = s.record_key("t1");
-    let good = field(&redis, &key, "h");
-    assert_eq!(
-        good.split(' ').count(),
-        4,
-        "created touched absolute rotated: {good}"
-    );
-    for corrupt in [
-        "",
-        "garbage",
-        "1 2 3",
-        "1 2 3 4",
-        "1 2 3 0 5",
-        "-1 2 3 0",
-        "1 2 x 0",
-    ] {
-        assert_eq!(redis.command(&["HSET", &key, "h", corrupt]), ":0\r\n");
-        assert!(s.load("t1").await.unwrap().is_none(), "{corrupt:?}");
+on_every_topology!(
+    async fn a_record_with_corrupt_times_is_no_session_and_is_not_written_over(redis: &Redis) {
+        let s = sessions_on(redis, config());
+        s.create("t1", b"{}", None).await.unwrap();
+        let key = s.record_key("t1");
+        let good = field(&redis, &key, "h");
         assert_eq!(
-            s.update("t1", b"{\"x\":1}", None).await.unwrap(),
-            Written::Gone,
-            "{corrupt:?}: an update needs a valid record"
+            good.split(' ').count(),
+            4,
+            "created touched absolute rotated: {good}"
         );
-        assert_eq!(field(&redis, &key, "d"), "{}", "{corrupt:?}: data kept");
+        for corrupt in [
+            "",
+            "garbage",
+            "1 2 3",
+            "1 2 3 4",
+            "1 2 3 0 5",
+            "-1 2 3 0",
+            "1 2 x 0",
+        ] {
+            assert_eq!(
+                redis.command_on_key(&key, &["HSET", &key, "h", corrupt]),
+                ":0\r\n"
+            );
+            assert!(s.load("t1").await.unwrap().is_none(), "{corrupt:?}");
+            assert_eq!(
+                s.update("t1", b"{\"x\":1}", None).await.unwrap(),
+                Written::Gone,
+                "{corrupt:?}: an update needs a valid record"
+            );
+            assert_eq!(field(&redis, &key, "d"), "{}", "{corrupt:?}: data kept");
+        }
+        // Restored, the record is a session again (the corruption was the only fault).
+        assert_eq!(
+            redis.command_on_key(&key, &["HSET", &key, "h", &good]),
+            ":0\r\n"
+        );
+        assert!(s.load("t1").await.unwrap().is_some());
     }
-    // Restored, the record is a session again (the corruption was the only fault).
-    assert_eq!(redis.command(&["HSET", &key, "h", &good]), ":0\r\n");
-    assert!(s.load("t1").await.unwrap().is_some());
-}
+);
 
 /// A user holds at most `max_per_user` sessions: a login past it ends the oldest,
 /// so the user's index, and a revoke-all over it, stay bounded. Other users'
@@ -356,11 +375,11 @@ async fn sessions_per_user_are_capped(s: Sessions) {
     assert_eq!(s.revoke_all(None, "alice", None).await.unwrap(), 3);
 }
 
-#[tokio::test]
-async fn sessions_per_user_are_capped_on_redis() {
-    let redis = RedisServer::start();
-    sessions_per_user_are_capped(sessions(Some(&redis.url()), config().max_per_user(3))).await;
-}
+on_every_topology!(
+    async fn sessions_per_user_are_capped_on_redis(redis: &Redis) {
+        sessions_per_user_are_capped(sessions_on(redis, config().max_per_user(3))).await;
+    }
+);
 
 #[tokio::test]
 async fn sessions_per_user_are_capped_in_process() {

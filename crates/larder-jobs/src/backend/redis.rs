@@ -141,18 +141,25 @@ impl RedisBackend {
         let verdict = self
             .policy
             .get_or_try_init(|| async {
-                let info: String = self
+                // Every primary's (on a cluster, any of them may come to hold jobs).
+                let infos: Vec<String> = self
                     .handle
-                    .query("jobs_policy", r::cmd("INFO").arg("memory"))
+                    .query_each_primary("jobs_policy", r::cmd("INFO").arg("memory"))
                     .await
                     .map_err(JobError::from_core)?;
-                let policy = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("maxmemory_policy:"))
-                    .unwrap_or("unknown")
-                    .trim()
-                    .to_owned();
-                Ok::<_, JobError>(self.judge_policy(&policy))
+                let verdict = infos
+                    .iter()
+                    .map(|info| {
+                        let policy = info
+                            .lines()
+                            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+                            .unwrap_or("unknown")
+                            .trim();
+                        self.judge_policy(policy)
+                    })
+                    .find(Result::is_err)
+                    .unwrap_or(Ok(()));
+                Ok::<_, JobError>(verdict)
             })
             .await?;
         verdict.clone().map_err(JobError::UnsafeRedis)

@@ -22,6 +22,19 @@ pub fn handle(url: Option<&str>) -> Handle {
     Handle::new(b.build().expect("valid config")).expect("handle")
 }
 
+/// [`handle`] for a Redis of any topology, configured from its variables.
+pub fn handle_on(redis: &larder_testing::Redis) -> Handle {
+    let config = larder_core::ConfigBuilder::from_config(
+        Config::from_vars(redis.vars()).expect("valid variables"),
+    )
+    .op_timeout(Duration::from_millis(200))
+    .breaker_threshold(2)
+    .breaker_cooldown(Duration::from_millis(200))
+    .build()
+    .expect("valid config");
+    Handle::new(config).expect("handle")
+}
+
 /// The test apps' settings: a 600 ms rotation grace, a 1,000-byte cap.
 pub fn config() -> larder_session::SessionConfigBuilder {
     SessionConfig::builder()
