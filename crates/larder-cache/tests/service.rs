@@ -863,3 +863,98 @@ on_every_topology!(
         }
     }
 );
+
+// A hit is one command on one node, on every topology: the tenant's entry and its
+// markers share a slot (one `MGET` on a cluster; one `GET` where the markers are
+// tracked), measured per node with `INFO commandstats`.
+on_every_topology!(
+    async fn a_hit_is_one_command_on_one_node(redis: &Redis) {
+        let cache = Cache::new(handle(redis));
+        let calls = AtomicUsize::new(0);
+        assert_eq!(balance(&cache, &t("acme"), &calls, 5).await, 5);
+        // Let tracking (where there is any) settle, then warm the markers.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(balance(&cache, &t("acme"), &calls, 6).await, 5);
+        let per_node = |redis: &Redis| -> Vec<u64> {
+            redis
+                .command_calls()
+                .values()
+                .map(|calls| {
+                    calls
+                        .iter()
+                        .filter(|(name, _)| ["get", "mget", "evalsha"].contains(&name.as_str()))
+                        .map(|(_, n)| n)
+                        .sum()
+                })
+                .collect()
+        };
+        let before = per_node(redis);
+        assert_eq!(balance(&cache, &t("acme"), &calls, 7).await, 5);
+        let after = per_node(redis);
+        let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(moved.iter().sum::<u64>(), 1, "one read in all: {moved:?}");
+        assert_eq!(
+            moved.iter().filter(|&&n| n > 0).count(),
+            1,
+            "on one node: {moved:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+);
+
+/// Moving the slot that holds a tenant's entries and markers, while requests run:
+/// every request gets the right value (redirections are followed; a look-up that
+/// meets a half-moved slot reads as a miss, never as an error), and the moved
+/// entries are hits on their new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_tenants_slot_under_load_shows_users_no_error() {
+    let redis = Redis::start(larder_testing::TopologyKind::Cluster);
+    let Redis::Cluster(cluster) = &redis else {
+        unreachable!()
+    };
+    let cache = Cache::new(handle(&redis));
+    let (tenant, module) = (t("moving"), m("products"));
+    for i in 0..300 {
+        assert!(
+            cache
+                .set(&tenant, &module, &format!("p{i}"), &i, None)
+                .await
+        );
+    }
+    let slot = cluster.slot_of("{moving}");
+    let from = cluster.primary_of_slot(slot);
+    let to = (from + 1) % 3;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (cache, tenant, module, stop) =
+            (cache.clone(), tenant.clone(), module.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut served = 0u64;
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                i = (i + 7) % 400;
+                let got = cache
+                    .get_or_set(&tenant, &module, &format!("p{i}"), || async move {
+                        Ok::<_, std::io::Error>(i)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(got, i, "p{i}");
+                served += 1;
+            }
+            served
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Blocking (the test's other thread keeps the load going).
+    tokio::task::block_in_place(|| cluster.move_slot(slot, to));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let served = load.await.unwrap();
+    assert!(served > 100, "{served}");
+    assert_eq!(cluster.primary_of_slot(slot), to);
+    // The entries moved with the slot and are hits on the new node.
+    let hits = cache.stats().await.hits;
+    assert_eq!(cache.get::<usize>(&tenant, &module, "p3").await, Some(3));
+    assert_eq!(cache.stats().await.hits, hits + 1);
+}

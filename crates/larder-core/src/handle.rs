@@ -277,6 +277,29 @@ impl Handle {
         result
     }
 
+    /// [`run`](Self::run) with a deadline of its own instead of the guard's, for a
+    /// command that waits on the server by design and must use the shared
+    /// connection (`WAIT` covers the writes of the connection it is sent on).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_with_deadline<T, F, Fut>(
+        &self,
+        op: &'static str,
+        deadline: Duration,
+        mut call: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let redis = self.redis()?;
+        self.inner
+            .guard
+            .run_with_deadline(op, deadline, || call(redis.connection()))
+            .await
+    }
+
     /// Runs one command on the shared connection.
     ///
     /// # Errors

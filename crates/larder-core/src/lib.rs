@@ -38,6 +38,9 @@
 //! | module | what it gives |
 //! | --- | --- |
 //! | [`handle`] | [`Handle`]: multiplexed self-reconnecting connection for the request path, a deadpool pool for dedicated connections, pub/sub |
+//! | [`topology`] | [`Topology`]: one node (`REDIS_URL`), Redis Cluster (`REDIS_CLUSTER_NODES`) or Sentinel (`REDIS_SENTINEL_NODES`, `REDIS_SENTINEL_MASTER`) |
+//! | [`connection`] | [`Connection`]: what [`Handle::run`] hands its closure, on any topology |
+//! | [`scan`] | [`Handle::scan`] over every primary, [`Handle::query_each_primary`] |
 //! | [`future`] | [`MaybeReady`](future::MaybeReady): the response future of middleware that may answer at once |
 //! | [`guard`] | [`Guard`]: per-call deadline (default 50 ms) and circuit breaker |
 //! | [`keyspace`] | [`Keyspace`], [`Tenant`], [`Module`], [`Scope`]: `{prefix}:{component}:tenant:{tenant}:{module}:{key}` and SCAN patterns |
@@ -56,6 +59,39 @@
 //! | `http` | [`RequestView`] for `http::request::Parts` (Tower, hyper) | no |
 //! | `axum` | `http`, plus Axum's `ConnectInfo` as the peer address | no |
 //! | `actix` | [`RequestView`] for `actix_web::HttpRequest` | no |
+//!
+//! # Redis Cluster and Sentinel
+//!
+//! The topology is configuration ([`topology`]); components never ask which one
+//! they run on, except where a cluster forbids what one node allows. The key design
+//! that makes a cluster work, component by component:
+//!
+//! - **No script or multi-key command touches two slots.** The hash tag is the
+//!   tenant (`…:tenant:{42}:…`) for a tenant's keys, the module for global scopes
+//!   (`…:global:{jobs}:…`), and the counted key for rate limits
+//!   (`…:ratelimit:…:{ip:192.0.2.7}`); [`keyspace::cluster_slot`] computes a key's
+//!   slot as the server does.
+//! - **Cache**: a tenant's entries and its invalidation markers share the tenant's
+//!   slot, so a look-up is one `MGET` on one node and the write script sees them
+//!   all. Client-side tracking is off on a cluster (a tracking connection is one
+//!   node's). Pipelines keep to one slot: the invalidation's `PUBLISH` goes as a
+//!   command of its own there (any node delivers it cluster-wide).
+//! - **Sessions**: a session and its user's index share the tenant's slot (or the
+//!   session namespace's, without a tenant), so every write stays one atomic
+//!   script, and listing and revoke-all keep their guarantees unchanged.
+//! - **Rate limits**: state spreads over the slots by counted key; a request's
+//!   policies that count the same thing (every per-IP policy) are one script on one
+//!   node; policies counting different things are decided per slot at once,
+//!   reserving and refunding so a request is admitted by all or charged to none.
+//! - **Jobs**: a queue's keys share the `{jobs}` slot, so every job script is
+//!   single-slot; the queue does not yet spread over several primaries.
+//! - **Sweeps** ([`Handle::scan`]) `SCAN` every primary in turn; `UNLINK` of keys
+//!   from several slots is split by the cluster client.
+//!
+//! Behind Sentinel the handle asks the sentinels for the primary on first use and
+//! again after a fault that a failover explains (the primary unreachable, or
+//! `READONLY` from a demoted one), so it follows a promoted replica without a
+//! restart; dedicated connections are checked with `ROLE` before reuse.
 //!
 //! # The fail-open policy
 //!

@@ -13,6 +13,18 @@ pub enum JobError {
     /// Nothing was written.
     #[error("job queue refused: {0}")]
     UnsafeRedis(String),
+    /// The job was enqueued on the primary, but fewer replicas than required
+    /// confirmed it in time ([`crate::JobsConfig::wait_for_replicas`]): it is
+    /// queued, and may be lost if the primary fails before a replica has it.
+    #[error("job queue: enqueued, but only {acked} of {wanted} replicas confirmed it within {waited:?}; it may be lost if the primary fails now")]
+    NotReplicated {
+        /// Replicas that confirmed the write.
+        acked: u32,
+        /// Replicas required.
+        wanted: u32,
+        /// How long the queue waited.
+        waited: std::time::Duration,
+    },
     /// Redis answered with an error or an unexpected reply.
     #[error("job queue error: {0}")]
     Backend(#[source] larder_core::Error),

@@ -38,7 +38,12 @@ pub struct JobsConfig {
     pub(crate) allow_eviction: bool,
     pub(crate) dead_ttl: Duration,
     pub(crate) dead_max: u64,
+    /// Replicas that must confirm an enqueue, and how long to wait for them.
+    pub(crate) replicas: Option<(u32, Duration)>,
 }
+
+/// How long an enqueue waits for its replicas by default (`JOBS_WAIT_TIMEOUT_MS`).
+const DEFAULT_REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 impl Default for JobsConfig {
     fn default() -> Self {
@@ -53,6 +58,7 @@ impl Default for JobsConfig {
             allow_eviction: false,
             dead_ttl: Duration::from_secs(7 * 86_400),
             dead_max: 10_000,
+            replicas: None,
         }
     }
 }
@@ -93,6 +99,16 @@ impl JobsConfig {
                 "JOBS_ALLOW_EVICTION" => c.allow_eviction = parse_bool(k, v)?,
                 "JOBS_DEAD_TTL" => c.dead_ttl = parse_secs(k, v)?,
                 "JOBS_DEAD_MAX" => c.dead_max = parse_u64(k, v, "dead letters")?.max(1),
+                "JOBS_WAIT_REPLICAS" => {
+                    let n = u32::try_from(parse_u64(k, v, "replicas")?)
+                        .map_err(|_| ConfigError::invalid(k, "too large"))?;
+                    let timeout = c.replicas.map_or(DEFAULT_REPLICA_WAIT, |(_, t)| t);
+                    c.replicas = (n > 0).then_some((n, timeout));
+                }
+                "JOBS_WAIT_TIMEOUT_MS" => {
+                    let timeout = parse_millis(k, v)?;
+                    c.replicas = Some((c.replicas.map_or(0, |(n, _)| n), timeout));
+                }
                 _ => {}
             }
         }
@@ -136,6 +152,23 @@ impl JobsConfig {
         self
     }
 
+    /// Acknowledges an enqueue only once `replicas` replicas hold it (Redis's
+    /// `WAIT`, on the connection that wrote it), waiting at most `timeout`;
+    /// otherwise the enqueue returns [`JobError::NotReplicated`](crate::JobError::NotReplicated)
+    /// (the job is queued all the same). `JOBS_WAIT_REPLICAS` (0: off, the
+    /// default) and `JOBS_WAIT_TIMEOUT_MS` (default 1000).
+    ///
+    /// Off, an enqueue is acknowledged once the primary has it, and Redis
+    /// replicates asynchronously: a job enqueued in the moment before the primary
+    /// dies (and its replica is promoted) can be lost. On, an acknowledged job is on
+    /// `replicas` replicas, and a failover promotes one of them; each enqueue waits
+    /// a replication round trip more (BENCHMARKS.md has the figure).
+    #[must_use]
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
+
     /// What the backend keeps and refuses.
     fn keeping(&self) -> Keeping {
         Keeping {
@@ -143,6 +176,7 @@ impl JobsConfig {
             dead_ttl_ms: larder_core::time::millis(self.dead_ttl),
             dead_max: self.dead_max,
             allow_eviction: self.allow_eviction,
+            replicas: self.replicas.filter(|(n, _)| *n > 0),
         }
     }
 

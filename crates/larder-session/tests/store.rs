@@ -56,26 +56,26 @@ on_every_topology!(
             Written::Stored
         );
         let key = lazy.record_key("s1");
-        let touched = field(&redis, &key, "h");
-        let (hset, pexpire) = (calls(&redis, "hset"), calls(&redis, "pexpire"));
+        let touched = field(redis, &key, "h");
+        let (hset, pexpire) = (calls(redis, "hset"), calls(redis, "pexpire"));
         tokio::time::sleep(Duration::from_millis(20)).await;
         for _ in 0..10 {
             assert!(lazy.load("s1").await.unwrap().is_some());
         }
         assert_eq!(
-            field(&redis, &key, "h"),
+            field(redis, &key, "h"),
             touched,
             "no touch inside the interval"
         );
-        assert_eq!(calls(&redis, "hset"), hset);
-        assert_eq!(calls(&redis, "pexpire"), pexpire);
+        assert_eq!(calls(redis, "hset"), hset);
+        assert_eq!(calls(redis, "pexpire"), pexpire);
 
         // The same record read by a store whose interval has passed: one touch per load.
         let eager = sessions_on(redis, config().touch_interval(Duration::ZERO));
         let loaded = eager.load("s1").await.unwrap().unwrap();
-        assert_ne!(field(&redis, &key, "h"), touched, "touched");
-        assert_eq!(calls(&redis, "hset"), hset + 1);
-        assert_eq!(calls(&redis, "pexpire"), pexpire + 1);
+        assert_ne!(field(redis, &key, "h"), touched, "touched");
+        assert_eq!(calls(redis, "hset"), hset + 1);
+        assert_eq!(calls(redis, "pexpire"), pexpire + 1);
         assert!(loaded.touched_ms >= loaded.created_ms);
         assert!(loaded.expires_ms > loaded.touched_ms);
     }
@@ -313,7 +313,7 @@ on_every_topology!(
         let s = sessions_on(redis, config());
         s.create("t1", b"{}", None).await.unwrap();
         let key = s.record_key("t1");
-        let good = field(&redis, &key, "h");
+        let good = field(redis, &key, "h");
         assert_eq!(
             good.split(' ').count(),
             4,
@@ -338,7 +338,7 @@ on_every_topology!(
                 Written::Gone,
                 "{corrupt:?}: an update needs a valid record"
             );
-            assert_eq!(field(&redis, &key, "d"), "{}", "{corrupt:?}: data kept");
+            assert_eq!(field(redis, &key, "d"), "{}", "{corrupt:?}: data kept");
         }
         // Restored, the record is a session again (the corruption was the only fault).
         assert_eq!(

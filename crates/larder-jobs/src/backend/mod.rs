@@ -101,6 +101,8 @@ pub(crate) struct Keeping {
     pub(crate) dead_max: u64,
     /// Whether a Redis that evicts any key is accepted.
     pub(crate) allow_eviction: bool,
+    /// Replicas that must confirm an enqueue, and the wait for them.
+    pub(crate) replicas: Option<(u32, std::time::Duration)>,
 }
 
 #[derive(Clone)]

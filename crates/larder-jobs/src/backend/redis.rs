@@ -55,6 +55,8 @@ pub(crate) struct RedisBackend {
     /// that reaches it): `Err` holds the refusal.
     policy: Arc<tokio::sync::OnceCell<Result<(), String>>>,
     allow_eviction: bool,
+    /// Replicas that must confirm an enqueue, and the wait for them.
+    replicas: Option<(u32, std::time::Duration)>,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -121,6 +123,7 @@ impl RedisBackend {
             result_ttl_ms: keeping.result_ttl_ms,
             dead_ttl_ms: keeping.dead_ttl_ms,
             dead_max: keeping.dead_max,
+            replicas: keeping.replicas,
             scripts: Arc::new(Scripts {
                 enqueue: job_script!("enqueue_many.lua"),
                 fetch: job_script!("fetch.lua"),
@@ -237,7 +240,38 @@ impl RedisBackend {
                 out.push((job.opts.id.clone(), c == 1));
             }
         }
+        self.wait_for_replicas().await?;
         Ok(out)
+    }
+
+    /// With [`JobsConfig::wait_for_replicas`](crate::JobsConfig::wait_for_replicas):
+    /// `WAIT` on the shared connection, which wrote the jobs, until the replicas
+    /// confirm them (on a cluster it goes to every primary; the reply is the
+    /// fewest replicas any of them confirmed).
+    async fn wait_for_replicas(&self) -> Result<(), JobError> {
+        let Some((wanted, timeout)) = self.replicas else {
+            return Ok(());
+        };
+        let mut cmd = r::cmd("WAIT");
+        cmd.arg(wanted)
+            .arg(larder_core::time::millis(timeout).max(1));
+        let acked: i64 = self
+            .handle
+            .run_with_deadline("job_wait_replicas", timeout * 2, |mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await
+            .map_err(JobError::from_core)?;
+        let acked = u32::try_from(acked).unwrap_or(0);
+        if acked < wanted {
+            return Err(JobError::NotReplicated {
+                acked,
+                wanted,
+                waited: timeout,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) async fn fetch(
