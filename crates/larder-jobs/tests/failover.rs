@@ -143,3 +143,54 @@ fn the_replica_wait_is_read_from_the_environment_names() {
         "{err}"
     );
 }
+
+/// Moving the queue's slot to another primary while producers enqueue and a worker
+/// runs jobs: every enqueue succeeds (redirections are followed) and every job
+/// runs to its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_queues_slot_under_load_loses_nothing() {
+    let redis = Redis::start(TopologyKind::Cluster);
+    let Redis::Cluster(cluster) = &redis else {
+        unreachable!()
+    };
+    let jobs = jobs_on(&redis, JobsConfig::default().lease(Duration::from_secs(5)));
+    let worker = larder_jobs::Worker::new(jobs.clone())
+        .concurrency(4)
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .spawn();
+    let stop = Arc::new(Mutex::new(false));
+    let producer = {
+        let (jobs, stop) = (jobs.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut i = 0i64;
+            while !*stop.lock().unwrap() {
+                i += 1;
+                let id = jobs
+                    .delay(ADD, &(i, 1))
+                    .await
+                    .unwrap_or_else(|e| panic!("enqueue {i}: {e}"));
+                ids.push((id, i + 1));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slot = cluster.slot_of("{jobs}");
+    let to = (cluster.primary_of_slot(slot) + 1) % 3;
+    tokio::task::block_in_place(|| cluster.move_slot(slot, to));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    *stop.lock().unwrap() = true;
+    let ids = producer.await.unwrap();
+    assert!(ids.len() > 50, "{}", ids.len());
+    assert_eq!(cluster.primary_of_slot(slot), to);
+    for (id, sum) in &ids {
+        assert_eq!(
+            jobs.wait(ADD, id, Duration::from_secs(20)).await.unwrap(),
+            *sum,
+            "{id}"
+        );
+    }
+    worker.shutdown(Duration::from_secs(10)).await;
+}
