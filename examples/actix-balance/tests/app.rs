@@ -166,3 +166,21 @@ async fn money_is_stored_and_summed_in_cents() {
     let app = serve(stock).await;
     testkit::money_is_exact(&app).await;
 }
+
+#[actix_web::test]
+async fn a_cluster_primary_dies_and_routes_stay_up() {
+    let mut redis = larder_testing::Redis::start(larder_testing::TopologyKind::Cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(testkit::stock_on(&redis, dir.path())).await;
+    let worst = testkit::primary_failover(&app, &mut redis).await;
+    eprintln!("Actix cluster failover: slowest request {worst:?}");
+}
+
+#[actix_web::test]
+async fn sentinel_fails_over_and_routes_stay_up() {
+    let mut redis = larder_testing::Redis::start(larder_testing::TopologyKind::Sentinel);
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(testkit::stock_on(&redis, dir.path())).await;
+    let worst = testkit::primary_failover(&app, &mut redis).await;
+    eprintln!("Actix sentinel failover: slowest request {worst:?}");
+}

@@ -139,3 +139,21 @@ async fn money_is_stored_and_summed_in_cents() {
     let dir = tempfile::tempdir().unwrap();
     testkit::money_is_exact(&app(testkit::stock(Some(&redis), dir.path()))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_primary_dies_and_routes_stay_up() {
+    let mut redis = larder_testing::Redis::start(larder_testing::TopologyKind::Cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(testkit::stock_on(&redis, dir.path()));
+    let worst = testkit::primary_failover(&app, &mut redis).await;
+    eprintln!("Axum cluster failover: slowest request {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_fails_over_and_routes_stay_up() {
+    let mut redis = larder_testing::Redis::start(larder_testing::TopologyKind::Sentinel);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(testkit::stock_on(&redis, dir.path()));
+    let worst = testkit::primary_failover(&app, &mut redis).await;
+    eprintln!("Axum sentinel failover: slowest request {worst:?}");
+}

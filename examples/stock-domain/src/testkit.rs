@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use larder::core::{Config, Handle};
-use larder_testing::{eventually, RedisServer};
+use larder::core::{Config, ConfigBuilder, Handle};
+use larder_testing::{eventually, Redis, RedisServer};
 use serde_json::Value;
 
 use crate::{Settings, Stock};
@@ -73,15 +73,27 @@ pub fn stock_with(
     dir: &Path,
     change: impl FnOnce(&mut Settings),
 ) -> Stock {
-    let mut b = Config::builder()
+    let vars = redis
+        .map(|r| vec![("REDIS_URL", r.url())])
+        .unwrap_or_default();
+    build(vars, dir, change)
+}
+
+/// A stock app on a Redis of any topology (one node, a cluster, Sentinel),
+/// configured from the variables an operator would set.
+#[must_use]
+pub fn stock_on(redis: &Redis, dir: &Path) -> Stock {
+    build(redis.vars(), dir, |_| {})
+}
+
+fn build(vars: Vec<(&str, String)>, dir: &Path, change: impl FnOnce(&mut Settings)) -> Stock {
+    let mut config = ConfigBuilder::from_config(Config::from_vars(vars).unwrap())
         .key_prefix("stock")
         .op_timeout(Duration::from_millis(200))
         .breaker_threshold(2)
-        .breaker_cooldown(Duration::from_millis(300));
-    if let Some(r) = redis {
-        b = b.redis_url(&r.url());
-    }
-    let mut config = b.build().unwrap();
+        .breaker_cooldown(Duration::from_millis(300))
+        .build()
+        .unwrap();
     config
         .module_ttls
         .insert("balance".into(), Duration::from_secs(60));
@@ -96,6 +108,73 @@ pub fn stock_with(
     };
     change(&mut settings);
     Stock::new(settings, Handle::new(config).unwrap()).unwrap()
+}
+
+/// The primary holding tenant 1's keys is killed with SIGKILL while requests go
+/// on; a replica is promoted. Every cached and limited route answers 200 the whole
+/// time, within the deadlines (fail-open); HITs come back without a restart, and
+/// logins work again (sessions fail closed meanwhile). Returns the slowest
+/// request seen during the failover.
+pub async fn primary_failover<C: Client>(app: &C, redis: &mut Redis) -> Duration {
+    let _ = app.send("GET", BALANCE, &T1, "").await;
+    assert_eq!(
+        app.send("GET", BALANCE, &T1, "").await.header("x-cache"),
+        Some("HIT")
+    );
+    let before = match redis {
+        Redis::Cluster(cluster) => {
+            let victim = cluster.primary_of_key("{1}");
+            cluster.node_mut(victim).kill();
+            0
+        }
+        Redis::Sentinel(set) => {
+            let old = set.primary_port();
+            set.kill_primary();
+            old
+        }
+        Redis::Single(_) => panic!("a failover needs a cluster or Sentinel"),
+    };
+    let promoted = |redis: &Redis| match redis {
+        Redis::Cluster(cluster) => cluster.primaries().len() == 3,
+        Redis::Sentinel(set) => set.primary_port() != before,
+        Redis::Single(_) => false,
+    };
+    let started = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut back = false;
+    while started.elapsed() < Duration::from_secs(40) {
+        for path in [BALANCE, "/products", "/categories"] {
+            let sent = std::time::Instant::now();
+            let r = app.send("GET", path, &T1, "").await;
+            worst = worst.max(sent.elapsed());
+            assert_eq!(r.status, 200, "{path} during the failover: {r:?}");
+        }
+        if promoted(redis)
+            && app.send("GET", BALANCE, &T1, "").await.header("x-cache") == Some("HIT")
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "HITs came back after the failover without a restart");
+    // A request makes at most three Redis calls (limit, look-up, write), each
+    // bounded by the 200 ms deadline; the origin is a local SQLite query.
+    assert!(worst < Duration::from_secs(1), "slowest request {worst:?}");
+    let logged_in = eventually(100, Duration::from_millis(100), || async {
+        app.send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"alice","password":"alice"}"#,
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+    assert!(logged_in, "logins work again after the failover");
+    worst
 }
 
 const T1: [(&str, &str); 1] = [("x-tenant-id", "1")];
