@@ -89,15 +89,54 @@ LUA
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-REDIS_PORT=$(free_port)
+# TOPOLOGY=cluster: a Redis Cluster of three primaries (no replicas) on
+# REDIS_PORT..REDIS_PORT+2 instead of one node; the servers get REDIS_CLUSTER_NODES.
+TOPOLOGY=${TOPOLOGY:-single}
+if [ "$TOPOLOGY" = cluster ]; then
+    # Cluster ports leave room for the bus port (+10000).
+    REDIS_PORT=$((20000 + $(free_port) % 25000))
+    REDIS_PORTS=("$REDIS_PORT" $((REDIS_PORT + 1)) $((REDIS_PORT + 2)))
+else
+    REDIS_PORT=$(free_port)
+    REDIS_PORTS=("$REDIS_PORT")
+fi
 start_redis() {
-    "${PIN_LOAD[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$WORK" --logfile "$WORK/redis.log" --daemonize yes
-    for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return; sleep 0.05; done
-    echo "redis did not start" >&2; exit 1
+    local p
+    for p in "${REDIS_PORTS[@]}"; do
+        local cluster=()
+        if [ "$TOPOLOGY" = cluster ]; then
+            rm -f "$WORK/nodes-$p.conf"
+            cluster=(--cluster-enabled yes --cluster-config-file "$WORK/nodes-$p.conf")
+        fi
+        "${PIN_LOAD[@]}" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no \
+            --dir "$WORK" --logfile "$WORK/redis-$p.log" --daemonize yes "${cluster[@]}"
+        local up=""
+        for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && up=1 && break; sleep 0.05; done
+        [ -n "$up" ] || { echo "redis did not start" >&2; exit 1; }
+    done
+    if [ "$TOPOLOGY" = cluster ]; then
+        redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}") \
+            --cluster-replicas 0 --cluster-yes >/dev/null
+        for _ in $(seq 200); do
+            redis-cli -p "$REDIS_PORT" cluster info | grep -q cluster_state:ok && return
+            sleep 0.05
+        done
+        echo "the cluster did not form" >&2; exit 1
+    fi
 }
-stop_redis() { redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true; sleep 0.2; }
-export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+stop_redis() {
+    local p
+    for p in "${REDIS_PORTS[@]}"; do
+        redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
+    done
+    sleep 0.2
+}
+if [ "$TOPOLOGY" = cluster ]; then
+    unset REDIS_URL
+    export REDIS_CLUSTER_NODES="redis://127.0.0.1:$REDIS_PORT"
+else
+    export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+fi
 
 measure() {
     local fw=$1 mode=$2 label=$3 extra=${4:-}
