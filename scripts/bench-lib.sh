@@ -93,8 +93,21 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # REDIS_PORT..REDIS_PORT+2 instead of one node; the servers get REDIS_CLUSTER_NODES.
 TOPOLOGY=${TOPOLOGY:-single}
 if [ "$TOPOLOGY" = cluster ]; then
-    # Cluster ports leave room for the bus port (+10000).
-    REDIS_PORT=$((20000 + $(free_port) % 25000))
+    # Three ports in a row, each with its bus port (+10000) free too.
+    REDIS_PORT=$(python3 -c '
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 45000)
+    if all(free(q) and free(q + 10000) for q in (p, p + 1, p + 2)):
+        print(p); break')
     REDIS_PORTS=("$REDIS_PORT" $((REDIS_PORT + 1)) $((REDIS_PORT + 2)))
 else
     REDIS_PORT=$(free_port)
