@@ -22,15 +22,6 @@ fn field(redis: &Redis, key: &str, field: &str) -> String {
     }
 }
 
-/// Calls of `cmd` on every primary.
-fn calls(redis: &Redis, cmd: &str) -> u64 {
-    redis
-        .command_calls()
-        .values()
-        .map(|calls| calls.get(cmd).copied().unwrap_or(0))
-        .sum()
-}
-
 /// The keys matching `pattern` on every primary (KEYS is fine on a test server).
 fn keys_on(redis: &Redis, pattern: &str) -> Vec<String> {
     redis
@@ -57,7 +48,7 @@ on_every_topology!(
         );
         let key = lazy.record_key("s1");
         let touched = field(redis, &key, "h");
-        let (hset, pexpire) = (calls(redis, "hset"), calls(redis, "pexpire"));
+        let (hset, pexpire) = (redis.calls("hset"), redis.calls("pexpire"));
         tokio::time::sleep(Duration::from_millis(20)).await;
         for _ in 0..10 {
             assert!(lazy.load("s1").await.unwrap().is_some());
@@ -67,15 +58,15 @@ on_every_topology!(
             touched,
             "no touch inside the interval"
         );
-        assert_eq!(calls(redis, "hset"), hset);
-        assert_eq!(calls(redis, "pexpire"), pexpire);
+        assert_eq!(redis.calls("hset"), hset);
+        assert_eq!(redis.calls("pexpire"), pexpire);
 
         // The same record read by a store whose interval has passed: one touch per load.
         let eager = sessions_on(redis, config().touch_interval(Duration::ZERO));
         let loaded = eager.load("s1").await.unwrap().unwrap();
         assert_ne!(field(redis, &key, "h"), touched, "touched");
-        assert_eq!(calls(redis, "hset"), hset + 1);
-        assert_eq!(calls(redis, "pexpire"), pexpire + 1);
+        assert_eq!(redis.calls("hset"), hset + 1);
+        assert_eq!(redis.calls("pexpire"), pexpire + 1);
         assert!(loaded.touched_ms >= loaded.created_ms);
         assert!(loaded.expires_ms > loaded.touched_ms);
     }

@@ -153,10 +153,39 @@ impl Redis {
             .sum()
     }
 
-    /// Commands processed by every primary together (`INFO commandstats`).
+    /// Calls of `command` on every primary together (`INFO commandstats`).
     #[must_use]
-    pub fn total_calls(&self) -> u64 {
-        self.command_calls().values().flat_map(|c| c.values()).sum()
+    pub fn calls(&self, command: &str) -> u64 {
+        self.command_calls()
+            .values()
+            .map(|calls| calls.get(command).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// Each primary's count of the commands clients sent (`INFO commandstats`),
+    /// without the housekeeping that replicas, sentinels and cluster peers send on
+    /// their own, the `INFO` that measures it, `PUBLISH` (sentinels publish their
+    /// hellos on the primary) and the commands of `skip` (say, those a script runs
+    /// inside its one `EVALSHA`).
+    #[must_use]
+    pub fn client_calls(&self, skip: &[&str]) -> Vec<u64> {
+        const HOUSEKEEPING: [&str; 10] = [
+            "info", "ping", "replconf", "cluster", "role", "client", "hello", "select", "command",
+            "publish",
+        ];
+        self.command_calls()
+            .values()
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter(|(name, _)| {
+                        !HOUSEKEEPING.iter().any(|h| name.starts_with(h))
+                            && !skip.contains(&name.as_str())
+                    })
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+            .collect()
     }
 
     fn each_data_node(&mut self, mut f: impl FnMut(&mut RedisServer)) {

@@ -30,16 +30,6 @@ pub(crate) fn handle(url: &str) -> Handle {
     Handle::new(config(url).build().expect("valid config")).expect("handle")
 }
 
-/// Calls of one command since the server started, on every primary.
-#[allow(dead_code)] // not every test file uses it
-pub(crate) fn calls(redis: &larder_testing::Redis, command: &str) -> u64 {
-    redis
-        .command_calls()
-        .values()
-        .map(|calls| calls.get(command).copied().unwrap_or(0))
-        .sum()
-}
-
 /// Calls of one command since the server started (one node).
 #[allow(dead_code)] // not every test file uses it
 pub(crate) fn node_calls(server: &RedisServer, command: &str) -> u64 {
