@@ -17,25 +17,23 @@
 //! A follower whose leader failed or gave up calls the origin itself, without
 //! storing: followers retrying one at a time as leaders would queue every waiting
 //! request behind a failing origin.
-
-use std::time::Duration;
+//!
+//! This module holds the protocol's types; its steps, which need the cache's
+//! store, are `Cache::fill` and `Cache::finish` (`service/fill.rs`).
 
 use bytes::Bytes;
-use larder_core::Codec;
 
-use crate::flight::{Leader, Role};
-use crate::keys::Keys;
-use crate::service::{Cache, Found, LeaseGate};
+use crate::flight::Leader;
 
 /// The right to fill one entry (or, without a leader, to call the origin for this
 /// request only). `S` is the stale value kept for stale-if-error.
 pub(crate) struct Ticket<S> {
-    leader: Option<Leader<Option<Bytes>>>,
+    pub(crate) leader: Option<Leader<Option<Bytes>>>,
     /// The cross-instance lease token, when this instance holds it.
-    lease: Option<String>,
+    pub(crate) lease: Option<String>,
     /// The markers a fill is stamped with; `None` when the store was unavailable.
-    markers: Option<(String, String)>,
-    stale: Option<S>,
+    pub(crate) markers: Option<(String, String)>,
+    pub(crate) stale: Option<S>,
 }
 
 /// What to do after a look-up found no fresh entry.
@@ -44,9 +42,9 @@ pub(crate) enum Step<S> {
     /// the lease. Serve it.
     Filled(S),
     /// Serve the stale value now; with a ticket, refresh the entry in the background
-    /// (call the origin, then [`Cache::finish`]).
+    /// (call the origin, then `Cache::finish`).
     Stale(S, Option<Ticket<S>>),
-    /// Call the origin, then [`Cache::finish`].
+    /// Call the origin, then `Cache::finish`.
     Fetch(Ticket<S>),
 }
 
@@ -84,7 +82,7 @@ impl<S> Ticket<S> {
 
     /// Ends the ticket without a fill when that needs no Redis call (no lease to
     /// release): followers are told to call the origin themselves. Gives the ticket
-    /// back otherwise, for [`Cache::finish`].
+    /// back otherwise, for `Cache::finish`.
     #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn end_unfilled(self) -> Option<Self> {
         if self.lease.is_some() {
@@ -114,90 +112,5 @@ impl<S> Ticket<S> {
                 }
             },
         }
-    }
-}
-
-impl<C: Codec> Cache<C> {
-    /// Runs the fill protocol for a look-up (`found`) that gave no fresh entry;
-    /// `stale` is its stale value, if any. `swr`: serve stale while one request
-    /// refreshes. `decode` reads a payload another request stored (`None`: unusable).
-    pub(crate) async fn fill<S>(
-        &self,
-        keys: &Keys,
-        found: Found,
-        stale: Option<S>,
-        swr: bool,
-        decode: impl Fn(&Bytes) -> Option<S>,
-    ) -> Step<S> {
-        let leases = self.leases(&found);
-        let markers = found.into_markers();
-        match self.flights().join(&keys.entry) {
-            Role::Leader(leader) => {
-                let mut ticket = Ticket::leading(leader, markers);
-                if let Some(stale) = stale {
-                    if swr {
-                        return Step::Stale(stale, Some(ticket));
-                    }
-                    ticket.stale = Some(stale);
-                }
-                if leases {
-                    match self.lease_or_wait(keys).await {
-                        LeaseGate::Filled(entry) => {
-                            if let Some(value) = decode(&entry.payload) {
-                                if let Some(leader) = ticket.leader.take() {
-                                    leader.complete(Some(entry.payload.clone()));
-                                }
-                                return Step::Filled(value);
-                            }
-                        }
-                        LeaseGate::Proceed(token) => ticket.lease = token,
-                    }
-                }
-                Step::Fetch(ticket)
-            }
-            Role::Follower(mut rx) => match stale {
-                // A refresh is already running: serve stale without waiting.
-                Some(stale) if swr => Step::Stale(stale, None),
-                stale => {
-                    if let Ok(Some(payload)) = rx.recv().await {
-                        if let Some(value) = decode(&payload) {
-                            return Step::Filled(value);
-                        }
-                    }
-                    Step::Fetch(Ticket {
-                        leader: None,
-                        lease: None,
-                        markers: None,
-                        stale,
-                    })
-                }
-            },
-        }
-    }
-
-    /// Ends a ticket: stores `fill` (the encoded value and its TTL) when the ticket
-    /// fills, releases the lease, and hands the payload to waiting followers.
-    pub(crate) async fn finish<S>(
-        &self,
-        keys: &Keys,
-        ticket: Ticket<S>,
-        fill: Option<(Bytes, Duration)>,
-    ) {
-        let Ticket {
-            leader,
-            lease,
-            markers,
-            ..
-        } = ticket;
-        let Some(leader) = leader else { return };
-        if let (Some((payload, ttl)), Some(markers)) = (&fill, markers) {
-            self.store_raw(keys, markers, *ttl, payload.clone()).await;
-        }
-        // Released after the store: earlier, another instance could take the lease
-        // and call the origin again.
-        if let Some(token) = lease {
-            self.release_lease(keys, &token).await;
-        }
-        leader.complete(fill.map(|(payload, _)| payload));
     }
 }

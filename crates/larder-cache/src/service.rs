@@ -21,6 +21,7 @@ use crate::keys::{safe_key, Keys, MarkerKey};
 use crate::local::{self, DecodeMemo, Entry, LocalTier};
 use crate::tracked::{track, Markers, Route, Tracked};
 
+mod fill;
 mod read;
 mod write;
 

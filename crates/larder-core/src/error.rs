@@ -8,7 +8,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::codec::CodecError;
-use crate::config::ConfigError;
 use crate::keyspace::KeyError;
 
 /// The error type of every guarded Redis operation and of the handle's constructors.
@@ -227,5 +226,29 @@ fn classify(err: &redis::RedisError) -> BackendErrorKind {
         ) => BackendErrorKind::Server,
         ErrorKind::Server(_) | ErrorKind::Extension => BackendErrorKind::Command,
         _ => BackendErrorKind::Server,
+    }
+}
+
+/// A configuration value was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable (or builder value) holds a bad value.
+    #[error("{var}: {problem}")]
+    Invalid {
+        /// The variable's name (`CACHE_DEFAULT_TTL`) or the builder method.
+        var: String,
+        /// What is wrong, without echoing secrets.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// The error for variable `var` whose value has `problem`.
+    pub fn invalid(var: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            var: var.into(),
+            problem: problem.into(),
+        }
     }
 }

@@ -525,23 +525,6 @@ impl Handle {
             .await
     }
 
-    /// A `SCAN … MATCH pattern COUNT count` over every primary (each primary of a
-    /// cluster in turn), a page at a time: sweeps and admin tools use this, never
-    /// `KEYS`.
-    ///
-    /// ```no_run
-    /// # async fn demo(handle: larder_core::Handle) -> Result<(), larder_core::Error> {
-    /// let mut scan = handle.scan("larder:cache:*", 500);
-    /// while let Some(keys) = scan.next_page().await? {
-    ///     println!("{}", keys.len());
-    /// }
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn scan(&self, pattern: &str, count: usize) -> crate::scan::Scan<'_> {
-        crate::scan::Scan::new(self, pattern, count)
-    }
-
     /// Checks Redis with one `PING` (under the guard) and reports.
     ///
     /// While the breaker is open this does no network I/O and reports degraded.

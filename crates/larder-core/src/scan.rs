@@ -23,7 +23,7 @@ pub struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    pub(crate) fn new(handle: &'a Handle, pattern: &str, count: usize) -> Self {
+    fn new(handle: &'a Handle, pattern: &str, count: usize) -> Self {
         Self {
             handle,
             pattern: pattern.to_owned(),
@@ -79,6 +79,23 @@ impl<'a> Scan<'a> {
 }
 
 impl Handle {
+    /// A `SCAN … MATCH pattern COUNT count` over every primary (each primary of a
+    /// cluster in turn), a page at a time: sweeps and admin tools use this, never
+    /// `KEYS`.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: larder_core::Handle) -> Result<(), larder_core::Error> {
+    /// let mut scan = handle.scan("larder:cache:*", 500);
+    /// while let Some(keys) = scan.next_page().await? {
+    ///     println!("{}", keys.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn scan(&self, pattern: &str, count: usize) -> Scan<'_> {
+        Scan::new(self, pattern, count)
+    }
+
     /// Runs `cmd` on every primary (the one node, or each primary of a cluster)
     /// and returns each one's reply: for figures a cluster keeps per node
     /// (`INFO`, `DBSIZE`, `MEMORY STATS`).

@@ -15,7 +15,141 @@
 
 use std::fmt;
 
-use crate::config::{ConfigError, RedisUrl};
+use crate::error::ConfigError;
+
+/// A Redis URL whose password never reaches `Debug`, `Display` or an error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    url: url::Url,
+}
+
+impl RedisUrl {
+    /// Parses and checks a `redis://`, `rediss://` or `unix://` URL.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `REDIS_URL`; the message never contains the password.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        Self::parse_var("REDIS_URL", raw)
+    }
+
+    /// [`parse`](Self::parse) for a URL read from variable `var` (`JOBS_REDIS_URL`,
+    /// say): errors name that variable.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `var`; the message never contains the password.
+    pub fn parse_var(var: &str, raw: &str) -> Result<Self, ConfigError> {
+        let url = url::Url::parse(raw).map_err(|e| {
+            // url's messages describe the syntax fault without quoting the input.
+            ConfigError::invalid(var, format!("not a valid URL ({e})"))
+        })?;
+        match url.scheme() {
+            "redis" | "unix" | "redis+unix" => {}
+            "rediss" => {
+                if !cfg!(feature = "tls") {
+                    return Err(ConfigError::invalid(
+                        var,
+                        "rediss:// needs larder-core's `tls` feature",
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    var,
+                    format!(
+                        "unsupported scheme `{other}`; expected redis://, rediss:// or unix://"
+                    ),
+                ))
+            }
+        }
+        if url.scheme().starts_with("redis") && url.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::invalid(var, "the URL has no host"));
+        }
+        let path = url.path().trim_start_matches('/');
+        if url.scheme().starts_with("redis") && !path.is_empty() && path.parse::<u16>().is_err() {
+            return Err(ConfigError::invalid(
+                var,
+                "the path must be a database number such as /0",
+            ));
+        }
+        Ok(Self { url })
+    }
+
+    /// The password, if the URL carries one (for redaction of third-party messages):
+    /// `redis://user:password@host`, or for a socket `unix:///path?pass=password`
+    /// (redis-rs's form).
+    pub(crate) fn password(&self) -> Option<String> {
+        if let Some(p) = self.url.password() {
+            return Some(
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
+        }
+        self.url
+            .query_pairs()
+            .find(|(name, _)| name == "pass")
+            .map(|(_, value)| value.into_owned())
+    }
+
+    /// The raw URL, password included: only for handing to the Redis client.
+    pub(crate) fn expose(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// The database number in the URL's path (0 when none).
+    pub(crate) fn db(&self) -> i64 {
+        self.url
+            .path()
+            .trim_start_matches('/')
+            .parse::<u16>()
+            .map_or(0, i64::from)
+    }
+
+    /// Whether the URL asks for TLS.
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "rediss"
+    }
+
+    /// The URL with the password replaced by `***` (in the authority, or a
+    /// socket URL's `pass` parameter), safe to log.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let mut shown = self.url.clone();
+        if shown.password().is_some() {
+            // Setting a password fails only for URLs that cannot have one, which a
+            // URL that has one is not.
+            let _ = shown.set_password(Some("***"));
+        }
+        if shown.query_pairs().any(|(name, _)| name == "pass") {
+            let pairs: Vec<(String, String)> = shown
+                .query_pairs()
+                .map(|(name, value)| {
+                    let value = if name == "pass" {
+                        "***".into()
+                    } else {
+                        value.into_owned()
+                    };
+                    (name.into_owned(), value)
+                })
+                .collect();
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        shown.to_string()
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RedisUrl").field(&self.redacted()).finish()
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
 
 /// How larder reaches Redis. `Debug` and `Display` hide every password.
 #[derive(Debug, Clone, PartialEq, Eq)]
