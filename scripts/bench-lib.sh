@@ -91,6 +91,7 @@ LUA
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # TOPOLOGY=cluster: a Redis Cluster of three primaries (no replicas) on
 # REDIS_PORT..REDIS_PORT+2 instead of one node; the servers get REDIS_CLUSTER_NODES.
+# TOPOLOGY=replicated: one primary (REDIS_URL) with a replica on REDIS_PORT+1.
 TOPOLOGY=${TOPOLOGY:-single}
 if [ "$TOPOLOGY" = cluster ]; then
     # Three ports in a row, each with its bus port (+10000) free too.
@@ -109,6 +110,9 @@ while True:
     if all(free(q) and free(q + 10000) for q in (p, p + 1, p + 2)):
         print(p); break')
     REDIS_PORTS=("$REDIS_PORT" $((REDIS_PORT + 1)) $((REDIS_PORT + 2)))
+elif [ "$TOPOLOGY" = replicated ]; then
+    REDIS_PORT=$(free_port)
+    REDIS_PORTS=("$REDIS_PORT" "$(free_port)")
 else
     REDIS_PORT=$(free_port)
     REDIS_PORTS=("$REDIS_PORT")
@@ -116,13 +120,15 @@ fi
 start_redis() {
     local p
     for p in "${REDIS_PORTS[@]}"; do
-        local cluster=()
+        local extra=()
         if [ "$TOPOLOGY" = cluster ]; then
             rm -f "$WORK/nodes-$p.conf"
-            cluster=(--cluster-enabled yes --cluster-config-file "$WORK/nodes-$p.conf")
+            extra=(--cluster-enabled yes --cluster-config-file "$WORK/nodes-$p.conf")
+        elif [ "$p" != "$REDIS_PORT" ]; then
+            extra=(--replicaof 127.0.0.1 "$REDIS_PORT")
         fi
         "${PIN_LOAD[@]}" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no \
-            --dir "$WORK" --logfile "$WORK/redis-$p.log" --daemonize yes "${cluster[@]}"
+            --dir "$WORK" --logfile "$WORK/redis-$p.log" --daemonize yes "${extra[@]}"
         local up=""
         for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && up=1 && break; sleep 0.05; done
         [ -n "$up" ] || { echo "redis did not start" >&2; exit 1; }
@@ -135,6 +141,13 @@ start_redis() {
             sleep 0.05
         done
         echo "the cluster did not form" >&2; exit 1
+    fi
+    if [ "$TOPOLOGY" = replicated ]; then
+        for _ in $(seq 200); do
+            redis-cli -p "${REDIS_PORTS[1]}" info replication | grep -q master_link_status:up && return
+            sleep 0.05
+        done
+        echo "the replica did not sync" >&2; exit 1
     fi
 }
 stop_redis() {

@@ -48,7 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::from_env()?;
     config.key_prefix = "bench".into();
     config.op_timeout = Duration::from_secs(2);
-    let jobs = Jobs::with_config(Handle::new(config)?, JobsConfig::default());
+    // JOBS_* from the environment (JOBS_WAIT_REPLICAS for the replicated runs).
+    let jobs = Jobs::with_config(Handle::new(config)?, JobsConfig::from_env()?);
     let payload: Vec<u32> = (0..n).collect();
 
     // Single enqueue, 64 concurrent producers.
