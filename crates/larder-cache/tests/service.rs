@@ -379,7 +379,9 @@ on_every_topology!(
                     cache
                         .get_or_set(&t("1"), &m("products"), "all", || async {
                             calls.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            // Longer than a look-up bounded by the deadline: every
+                            // request joins the flight while the origin runs.
+                            tokio::time::sleep(Duration::from_millis(1000)).await;
                             Ok::<_, std::io::Error>(3)
                         })
                         .await
