@@ -628,21 +628,21 @@ impl<C: Codec> Cache<C> {
         }
         if self.inner.handle.is_redis_configured() {
             // Each primary's figures, summed (one node, or every primary of a cluster).
+            let handle = &self.inner.handle;
             let mut info = redis::cmd("INFO");
-            info.arg("stats").arg("memory").arg("keyspace");
-            let replies: Result<Vec<String>, _> = self
-                .inner
-                .handle
-                .query_each_primary("cache_stats", &info)
+            info.arg("stats").arg("memory");
+            let infos: Result<Vec<String>, _> =
+                handle.query_each_primary("cache_stats", &info).await;
+            let keys: Result<Vec<u64>, _> = handle
+                .query_each_primary("cache_stats", &redis::cmd("DBSIZE"))
                 .await;
-            if let Ok(replies) = replies {
-                let sum = |name: &str| -> Option<u64> {
-                    replies.iter().map(|r| info_field(r, name)).sum()
-                };
+            if let (Ok(infos), Ok(keys)) = (infos, keys) {
+                let sum =
+                    |name: &str| -> Option<u64> { infos.iter().map(|r| info_field(r, name)).sum() };
                 s.redis_keyspace_hits = sum("keyspace_hits");
                 s.redis_keyspace_misses = sum("keyspace_misses");
                 s.redis_used_memory = sum("used_memory");
-                s.redis_keys = Some(replies.iter().map(|r| db_keys(r)).sum());
+                s.redis_keys = Some(keys.iter().sum());
             }
         }
         s
@@ -891,21 +891,6 @@ async fn subscribe(handle: Handle, channel: String, tier: LocalTier) {
 /// A key part fit for the keyspace: short printable keys stay readable; long ones,
 /// ones with control characters, and ones that could pass for a hashed key are
 /// replaced by a 128-bit hash.
-/// The keys of every database in an `INFO keyspace` reply (`db0:keys=12,…`).
-fn db_keys(info: &str) -> u64 {
-    info.lines()
-        .filter(|l| l.starts_with("db"))
-        .filter_map(|l| {
-            l.split_once(":keys=")?
-                .1
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 fn info_field(info: &str, name: &str) -> Option<u64> {
     info.lines().find_map(|line| {
         let (k, v) = line.split_once(':')?;

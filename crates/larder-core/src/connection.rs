@@ -110,8 +110,16 @@ impl ConnectionLike for Connection {
 pub(crate) struct Primary {
     sentinel: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
     manager_config: ConnectionManagerConfig,
-    current: RwLock<Option<(redis::Client, ConnectionManager)>>,
+    current: RwLock<Option<Arc<Resolved>>>,
     db: i64,
+}
+
+/// The primary the sentinels last named: its client (for dedicated and pub/sub
+/// connections) and the request path's manager to it. Shared, so a call clones an
+/// `Arc` and the manager, not the client's connection info.
+struct Resolved {
+    client: redis::Client,
+    manager: ConnectionManager,
 }
 
 impl Primary {
@@ -130,14 +138,14 @@ impl Primary {
 
     /// The current primary's client (asking the sentinels when none is known).
     pub(crate) async fn client(&self) -> RedisResult<redis::Client> {
-        Ok(self.resolve().await?.0)
+        Ok(self.resolve().await?.client.clone())
     }
 
     async fn connection(&self) -> RedisResult<ConnectionManager> {
-        Ok(self.resolve().await?.1)
+        Ok(self.resolve().await?.manager.clone())
     }
 
-    async fn resolve(&self) -> RedisResult<(redis::Client, ConnectionManager)> {
+    async fn resolve(&self) -> RedisResult<Arc<Resolved>> {
         if let Some(known) = self.known() {
             return Ok(known);
         }
@@ -150,15 +158,15 @@ impl Primary {
         let manager =
             ConnectionManager::new_lazy_with_config(client.clone(), self.manager_config.clone())?;
         tracing::info!(target: "larder::core", primary = %client.get_connection_info().addr(), "sentinel named the primary");
-        let found = (client, manager);
+        let found = Arc::new(Resolved { client, manager });
         *self
             .current
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(found.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&found));
         Ok(found)
     }
 
-    fn known(&self) -> Option<(redis::Client, ConnectionManager)> {
+    fn known(&self) -> Option<Arc<Resolved>> {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -200,52 +208,17 @@ pub(crate) enum Target {
     Sentinel(Arc<Primary>),
 }
 
-/// A connection of its own (blocking pops, `WATCH`/`MULTI`), from the handle's pool.
-pub(crate) enum Own {
+/// A dedicated connection (blocking pops, `WATCH`/`MULTI`), as the handle's pool
+/// holds it; a clone of one is what [`Dedicated::connection`](crate::Dedicated::connection)
+/// gives (multiplexed: cheap).
+#[derive(Clone)]
+pub struct OwnConnection(Own);
+
+#[derive(Clone)]
+enum Own {
     Node(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
-
-impl Clone for Own {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Node(c) => Self::Node(c.clone()),
-            Self::Cluster(c) => Self::Cluster(c.clone()),
-        }
-    }
-}
-
-impl ConnectionLike for Own {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Node(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Node(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// A clone of a dedicated connection ([`Dedicated::connection`](crate::Dedicated::connection)).
-#[derive(Clone)]
-pub struct OwnConnection(pub(crate) Own);
 
 impl std::fmt::Debug for OwnConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -255,7 +228,10 @@ impl std::fmt::Debug for OwnConnection {
 
 impl ConnectionLike for OwnConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
+        match &mut self.0 {
+            Own::Node(c) => c.req_packed_command(cmd),
+            Own::Cluster(c) => c.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -264,11 +240,17 @@ impl ConnectionLike for OwnConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(pipeline, offset, count)
+        match &mut self.0 {
+            Own::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Own::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match &self.0 {
+            Own::Node(c) => c.get_db(),
+            Own::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -280,10 +262,10 @@ pub(crate) struct Manager {
 }
 
 impl deadpool::managed::Manager for Manager {
-    type Type = Own;
+    type Type = OwnConnection;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<Own, RedisError> {
+    async fn create(&self) -> Result<OwnConnection, RedisError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout));
@@ -291,7 +273,7 @@ impl deadpool::managed::Manager for Manager {
             Target::Node(client) => client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
-                .map(Own::Node),
+                .map(|c| OwnConnection(Own::Node(c))),
             Target::Cluster(client) => {
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(self.connect_timeout)
@@ -299,7 +281,7 @@ impl deadpool::managed::Manager for Manager {
                 client
                     .get_async_connection_with_config(config)
                     .await
-                    .map(Own::Cluster)
+                    .map(|c| OwnConnection(Own::Cluster(c)))
             }
             Target::Sentinel(primary) => {
                 let client = primary.client().await?;
@@ -311,14 +293,14 @@ impl deadpool::managed::Manager for Manager {
                         primary.forget();
                     }
                 }
-                made.map(Own::Node)
+                made.map(|c| OwnConnection(Own::Node(c)))
             }
         }
     }
 
     async fn recycle(
         &self,
-        conn: &mut Own,
+        conn: &mut OwnConnection,
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<RedisError> {
         // Behind Sentinel, `ROLE` rather than `PING`: a pooled connection to a

@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, RedisResult};
 
 use crate::config::{Config, ConfigError, RedisUrl};
-use crate::connection::{Connection, Manager, Own, Primary, Target};
+use crate::connection::{Connection, Manager, OwnConnection, Primary, Target};
 use crate::error::{BackendErrorKind, Error, UnavailableReason};
 use crate::guard::Guard;
 use crate::health::HealthReport;
@@ -262,19 +262,13 @@ impl Handle {
     ///
     /// # Errors
     /// See [`Guard::run`]; [`Error::Unavailable`] when no Redis is configured.
-    pub async fn run<T, F, Fut>(&self, op: &'static str, mut call: F) -> Result<T, Error>
+    pub async fn run<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, Error>
     where
         F: FnMut(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let redis = self.redis()?;
-        let result = self.inner.guard.run(op, || call(redis.connection())).await;
-        if let Err(Error::Backend { source, .. }) = &result {
-            if source.kind() == BackendErrorKind::Auth {
-                redis.rebuild_after_auth_failure();
-            }
-        }
-        result
+        self.run_with_deadline(op, self.inner.guard.deadline(), call)
+            .await
     }
 
     /// [`run`](Self::run) with a deadline of its own instead of the guard's, for a
@@ -294,10 +288,17 @@ impl Handle {
         Fut: Future<Output = RedisResult<T>>,
     {
         let redis = self.redis()?;
-        self.inner
+        let result = self
+            .inner
             .guard
             .run_with_deadline(op, deadline, || call(redis.connection()))
-            .await
+            .await;
+        if let Err(Error::Backend { source, .. }) = &result {
+            if source.kind() == BackendErrorKind::Auth {
+                redis.rebuild_after_auth_failure();
+            }
+        }
+        result
     }
 
     /// Runs one command on the shared connection.
@@ -757,8 +758,8 @@ impl Dedicated {
     /// A clone of the connection (multiplexed: cheap), for a call that must be
     /// retried or run under a deadline ([`Guard::run_with_deadline`]).
     #[must_use]
-    pub fn connection(&self) -> crate::connection::OwnConnection {
-        crate::connection::OwnConnection((*self.0).clone())
+    pub fn connection(&self) -> OwnConnection {
+        (*self.0).clone()
     }
 
     /// Takes the connection out of the pool and closes it (for a caller that
@@ -773,7 +774,7 @@ impl redis::aio::ConnectionLike for Dedicated {
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        Own::req_packed_command(&mut self.0, cmd)
+        self.0.req_packed_command(cmd)
     }
 
     fn req_packed_commands<'a>(
@@ -782,11 +783,11 @@ impl redis::aio::ConnectionLike for Dedicated {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        Own::req_packed_commands(&mut self.0, pipeline, offset, count)
+        self.0.req_packed_commands(pipeline, offset, count)
     }
 
     fn get_db(&self) -> i64 {
-        Own::get_db(&self.0)
+        self.0.get_db()
     }
 }
 

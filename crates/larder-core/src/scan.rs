@@ -42,15 +42,7 @@ impl<'a> Scan<'a> {
         let nodes = match &self.nodes {
             Some(nodes) => nodes,
             None => {
-                let nodes = if self.handle.is_cluster() {
-                    primaries(self.handle)
-                        .await?
-                        .into_iter()
-                        .map(Some)
-                        .collect()
-                } else {
-                    vec![None]
-                };
+                let nodes = primaries(self.handle).await?;
                 self.nodes.insert(nodes)
             }
         };
@@ -107,11 +99,7 @@ impl Handle {
         op: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<Vec<T>, Error> {
-        let nodes: Vec<Option<(String, u16)>> = if self.is_cluster() {
-            primaries(self).await?.into_iter().map(Some).collect()
-        } else {
-            vec![None]
-        };
+        let nodes = primaries(self).await?;
         let mut replies = Vec::with_capacity(nodes.len());
         for node in nodes {
             let reply = self
@@ -142,8 +130,21 @@ async fn on_node<T: redis::FromRedisValue>(
     }
 }
 
+/// The primaries to run a command on: each primary of a cluster by address
+/// (from `CLUSTER SLOTS`), or `None`, the connection's one node.
+async fn primaries(handle: &Handle) -> Result<Vec<Option<(String, u16)>>, Error> {
+    if !handle.is_cluster() {
+        return Ok(vec![None]);
+    }
+    Ok(cluster_primaries(handle)
+        .await?
+        .into_iter()
+        .map(Some)
+        .collect())
+}
+
 /// The addresses of the cluster's primaries, from `CLUSTER SLOTS`.
-async fn primaries(handle: &Handle) -> Result<Vec<(String, u16)>, Error> {
+async fn cluster_primaries(handle: &Handle) -> Result<Vec<(String, u16)>, Error> {
     let slots: Vec<Value> = handle
         .query("cluster_slots", redis::cmd("CLUSTER").arg("SLOTS"))
         .await?;

@@ -618,13 +618,13 @@ impl RateLimiter {
                     continue;
                 }
             };
-            if got[0] == 1 {
-                refunds.push((members, got.clone()));
-            } else {
-                reply[0] = 0;
-            }
             for (k, &i) in members.iter().enumerate() {
                 reply[1 + 5 * i..1 + 5 * (i + 1)].copy_from_slice(&got[1 + 5 * k..1 + 5 * (k + 1)]);
+            }
+            if got[0] == 1 {
+                refunds.push((members, got));
+            } else {
+                reply[0] = 0;
             }
         }
         if failed.is_some() || reply[0] == 0 {
