@@ -83,8 +83,13 @@
 //!   policies that count the same thing (every per-IP policy) are one script on one
 //!   node; policies counting different things are decided per slot at once,
 //!   reserving and refunding so a request is admitted by all or charged to none.
-//! - **Jobs**: a queue's keys share the `{jobs}` slot, so every job script is
-//!   single-slot; the queue does not yet spread over several primaries.
+//! - **Jobs**: a queue is split into partitions (3 on a cluster by default), each
+//!   a full copy of the queue's keys under one hash tag (`{jobs.1.4}`), so every
+//!   job script is single-slot. A job's id names its partition; workers fetch
+//!   from every partition in turn. The tags are chosen so that `n` partitions
+//!   fall in `n` equal ranges of the slots: on a cluster whose primaries hold
+//!   equal contiguous ranges (as `redis-cli --cluster create` makes them), they
+//!   sit on different primaries.
 //! - **Sweeps** ([`Handle::scan`]) `SCAN` every primary in turn; `UNLINK` of keys
 //!   from several slots is split by the cluster client.
 //!

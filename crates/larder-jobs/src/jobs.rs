@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larder_core::config::{env_vars, parse_bool, parse_millis, parse_secs, parse_u64, RedisUrl};
-use larder_core::keyspace::{Component, Scope};
-use larder_core::{ConfigError, Handle, Module};
+use larder_core::{ConfigError, Handle};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, Keeping, NewJob};
 use crate::error::JobError;
 use crate::options::EnqueueOptions;
+use crate::partition;
 use crate::state::{JobState, JobStatus};
 use crate::task::{Payload, TaskRef};
 
@@ -26,6 +26,7 @@ use crate::task::{Payload, TaskRef};
 /// | `JOBS_LEASE_MS` | `30000` | lease of a fetched job; renewed by its worker every third of it |
 /// | `JOBS_RETRY_BASE_MS` | `1000` | first retry delay (then doubled, with jitter) |
 /// | `JOBS_RETRY_MAX_MS` | `600000` | longest retry delay |
+/// | `JOBS_PARTITIONS` | `3` on a cluster, `1` otherwise | slots a queue spreads over ([`partitions`](Self::partitions)) |
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
     pub(crate) max_retries: u32,
@@ -40,6 +41,8 @@ pub struct JobsConfig {
     pub(crate) dead_max: u64,
     /// Replicas that must confirm an enqueue, and how long to wait for them.
     pub(crate) replicas: Option<(u32, Duration)>,
+    /// Partitions; `None`: the topology's default.
+    pub(crate) partitions: Option<u16>,
 }
 
 /// How long an enqueue waits for its replicas by default (`JOBS_WAIT_TIMEOUT_MS`).
@@ -59,6 +62,7 @@ impl Default for JobsConfig {
             dead_ttl: Duration::from_secs(7 * 86_400),
             dead_max: 10_000,
             replicas: None,
+            partitions: None,
         }
     }
 }
@@ -104,6 +108,16 @@ impl JobsConfig {
                         .map_err(|_| ConfigError::invalid(k, "too large"))?;
                     let timeout = c.replicas.map_or(DEFAULT_REPLICA_WAIT, |(_, t)| t);
                     c.replicas = (n > 0).then_some((n, timeout));
+                }
+                "JOBS_PARTITIONS" => {
+                    let n = parse_u64(k, v, "partitions")?;
+                    if !(1..=u64::from(partition::MAX)).contains(&n) {
+                        return Err(ConfigError::invalid(
+                            k,
+                            format!("{n} partitions: from 1 to {}", partition::MAX),
+                        ));
+                    }
+                    c.partitions = u16::try_from(n).ok();
                 }
                 "JOBS_WAIT_TIMEOUT_MS" => {
                     let timeout = parse_millis(k, v)?;
@@ -169,6 +183,29 @@ impl JobsConfig {
         self
     }
 
+    /// Spreads every queue over `n` partitions (`JOBS_PARTITIONS`, 1 to 64), each
+    /// in a hash-tag slot of its own, so that on a Redis Cluster the queue's work
+    /// spreads over `n` slots and, placed apart, over up to `n` primaries: producers
+    /// send each job to the partition its id names, workers fetch from every
+    /// partition in turn (tenants round-robin within each), and maintenance
+    /// visits each. Fairness, delays, retries, dead letters, revocation, results,
+    /// `wait` and uniqueness hold as on one partition; the dead-letter cap
+    /// ([`dead_letters`](Self::dead_letters)) applies per partition.
+    ///
+    /// The default is 3 on a cluster (the fewest primaries a Redis Cluster has: a
+    /// freshly made one holds one partition on each) and 1 elsewhere, where more
+    /// would only add calls. On a bigger cluster, set it to the number of
+    /// primaries. Every producer and worker of a queue must use the same count: a
+    /// job's partition follows from its id and the count, so changing it strands
+    /// the jobs already queued; drain the queue first (stop producers, let the
+    /// workers finish, then restart everything with the new count).
+    /// Clamped to 1–64.
+    #[must_use]
+    pub fn partitions(mut self, n: u16) -> Self {
+        self.partitions = Some(n.clamp(1, partition::MAX));
+        self
+    }
+
     /// What the backend keeps and refuses.
     fn keeping(&self) -> Keeping {
         Keeping {
@@ -191,7 +228,8 @@ impl JobsConfig {
 
     /// How long a dead letter (a job that failed for good) is kept, with its record
     /// (`JOBS_DEAD_TTL`, default 7 days), and how many are kept at most
-    /// (`JOBS_DEAD_MAX`, default 10,000; the oldest go first).
+    /// (`JOBS_DEAD_MAX`, default 10,000; the oldest go first), per
+    /// [partition](Self::partitions).
     #[must_use]
     pub fn dead_letters(mut self, ttl: Duration, max: u64) -> Self {
         self.dead_ttl = ttl;
@@ -289,14 +327,20 @@ impl Jobs {
     }
 
     /// A queue on `handle` with `config`. Its keys live in the jobs component's
-    /// global module `jobs` (`{prefix}:jobs:global:{jobs}:...`, one hash-tag slot),
-    /// which no cache sweep can reach.
+    /// global module `jobs` (`{prefix}:jobs:global:{jobs}:...`, one hash-tag slot;
+    /// with [partitions](JobsConfig::partitions), one module and slot per
+    /// partition), which no cache sweep can reach.
     #[must_use]
     pub fn with_config(handle: Handle, config: JobsConfig) -> Self {
         let backend = if handle.is_redis_configured() {
+            let partitions = config.partitions.unwrap_or(if handle.is_cluster() {
+                partition::CLUSTER_DEFAULT
+            } else {
+                1
+            });
             Backend::Redis(RedisBackend::new(
                 handle.clone(),
-                &scope(&handle),
+                &partition::scopes(&handle, partitions),
                 config.keeping(),
             ))
         } else {
@@ -316,6 +360,22 @@ impl Jobs {
     #[must_use]
     pub fn is_in_process(&self) -> bool {
         matches!(self.inner.backend, Backend::Memory(_))
+    }
+
+    /// How many partitions the queue has (in process: one).
+    #[must_use]
+    pub fn partitions(&self) -> usize {
+        self.inner.backend.partitions()
+    }
+
+    /// The Redis key of job `id`'s record (a hash), for an operator looking at
+    /// Redis; `None` in process. `lua/lib.lua` describes its fields.
+    #[must_use]
+    pub fn record_key(&self, id: &str) -> Option<String> {
+        match &self.inner.backend {
+            Backend::Redis(r) => Some(r.job_key(id)),
+            Backend::Memory(_) => None,
+        }
     }
 
     /// The settings.
@@ -539,12 +599,3 @@ impl Jobs {
 }
 
 pub(crate) use larder_core::time::millis as ms;
-
-/// The scope of every jobs key: the jobs component's global module `jobs`.
-pub(crate) fn scope(handle: &Handle) -> Scope {
-    let module = Module::new("jobs").unwrap_or_else(|_| unreachable!("valid literal"));
-    handle
-        .keyspace()
-        .component(Component::Jobs)
-        .global_scope(&module)
-}

@@ -61,13 +61,19 @@
 //!   rate limit shared by all workers, graceful shutdown; they pause while Redis is
 //!   down and resume by themselves.
 //!
-//! Keys live in the jobs component's global module `jobs` (`{prefix}:jobs:global:{jobs}:...`, out of reach of every cache sweep): one hash-tag
-//! slot, so every script's keys are co-located on Redis Cluster.
+//! Keys live in the jobs component's global module `jobs` (`{prefix}:jobs:global:{jobs}:...`,
+//! out of reach of every cache sweep): one hash-tag slot, so every script's keys
+//! are co-located on Redis Cluster. On a cluster a queue is split into
+//! [partitions](JobsConfig::partitions) (3 by default), one module and slot each
+//! (`{jobs.0.2}`, `{jobs.1.4}`, …), placed so that they fall on different
+//! primaries: a job lives in the partition its id names, workers visit every
+//! partition in turn, and each script still touches one slot.
 
 mod backend;
 mod error;
 mod jobs;
 mod options;
+mod partition;
 mod schedule;
 mod state;
 mod task;

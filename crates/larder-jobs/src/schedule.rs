@@ -325,7 +325,7 @@ impl Scheduler {
         if jobs.is_in_process() {
             return true;
         }
-        let key = crate::jobs::scope(jobs.handle()).base().to_owned() + "sched:leader";
+        let key = crate::partition::scope(jobs.handle()).base().to_owned() + "sched:leader";
         let mut inv = self.lease.key(key);
         inv.arg(&self.id).arg(ms(LEADER_LEASE));
         matches!(

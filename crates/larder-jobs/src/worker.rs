@@ -237,6 +237,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut running = JoinSet::new();
         let all_queues: Vec<String> = self.queues.iter().map(|(q, _)| q.clone()).collect();
+        let mut wakeups = Wakeups::new(backend.clone(), all_queues);
         let mut pause = Pause::default();
         let mut round = 0usize;
         while !stop.is_cancelled() {
@@ -294,7 +295,7 @@ impl Worker {
                 }
             } else if fetched == 0 {
                 tokio::select! {
-                    r = backend.wait_work(&all_queues, Duration::from_secs(1)) => {
+                    r = wakeups.next() => {
                         if let Err(e) = r {
                             pause.paused(&self.id, &e);
                             tokio::time::sleep(pause.backoff()).await;
@@ -351,6 +352,59 @@ impl Worker {
         maintenance.join().await;
         renewal.join().await;
         tracing::info!(target: "larder::jobs", worker = %self.id, "worker stopped");
+    }
+}
+
+/// An idle worker's wait for work, on every partition of the queue at once.
+///
+/// A blocking pop reaches one slot, and a partitioned queue has one wake-up list per
+/// partition (per queue), each in its partition's slot. So each partition has a
+/// wait of its own, in a task that outlives a wake-up elsewhere: cancelling a
+/// blocked call would close its connection, and the next wait would open another.
+/// A wait ends when its partition has work (or after a second); then the worker
+/// fetches, and only that partition's wait is started again.
+struct Wakeups {
+    backend: Backend,
+    queues: Arc<[String]>,
+    /// Partitions with no wait running.
+    idle: Vec<usize>,
+    /// The running waits, each answering with its partition (aborted on drop).
+    waits: JoinSet<(usize, Result<(), JobError>)>,
+}
+
+impl Wakeups {
+    /// How long one blocking wait lasts before it is started again.
+    const WAIT: Duration = Duration::from_secs(1);
+
+    fn new(backend: Backend, queues: Vec<String>) -> Self {
+        Self {
+            idle: (0..backend.partitions()).collect(),
+            backend,
+            queues: queues.into(),
+            waits: JoinSet::new(),
+        }
+    }
+
+    /// Returns when one partition may have work (or its wait timed out or failed).
+    async fn next(&mut self) -> Result<(), JobError> {
+        for p in self.idle.drain(..) {
+            let (backend, queues) = (self.backend.clone(), Arc::clone(&self.queues));
+            self.waits
+                .spawn(async move { (p, backend.wait_work(&queues, p, Self::WAIT).await) });
+        }
+        match self.waits.join_next().await {
+            Some(Ok((p, result))) => {
+                self.idle.push(p);
+                result
+            }
+            // A wait that panicked (its partition is unknown): every partition
+            // starts a wait again.
+            Some(Err(_)) | None => {
+                self.waits.shutdown().await;
+                self.idle = (0..self.backend.partitions()).collect();
+                Ok(())
+            }
+        }
     }
 }
 

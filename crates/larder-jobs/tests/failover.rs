@@ -53,7 +53,7 @@ fn produce(jobs: Jobs, stop: Arc<Mutex<bool>>) -> tokio::task::JoinHandle<(Vec<S
 
 /// Starts producers, lets `kill` take the primary down, waits for the promotion,
 /// stops the producers, and checks every acknowledged job is on the new primary.
-async fn drill(mut redis: Redis, kill: impl FnOnce(&mut Redis)) {
+async fn drill(mut redis: Redis, kill: impl FnOnce(&mut Redis, &Jobs)) {
     let config = JobsConfig::default().wait_for_replicas(1, Duration::from_secs(2));
     let jobs = jobs_on(&redis, config);
     let stop = Arc::new(Mutex::new(false));
@@ -61,7 +61,7 @@ async fn drill(mut redis: Redis, kill: impl FnOnce(&mut Redis)) {
         .map(|_| produce(jobs.clone(), Arc::clone(&stop)))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    kill(&mut redis);
+    kill(&mut redis, &jobs);
     // Enqueues go on against the promoted replica.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     *stop.lock().unwrap() = true;
@@ -100,7 +100,7 @@ async fn drill(mut redis: Redis, kill: impl FnOnce(&mut Redis)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_job_is_lost_when_sentinel_fails_over() {
-    drill(Redis::start(TopologyKind::Sentinel), |redis| {
+    drill(Redis::start(TopologyKind::Sentinel), |redis, _| {
         let Redis::Sentinel(set) = redis else {
             unreachable!()
         };
@@ -113,12 +113,13 @@ async fn no_acknowledged_job_is_lost_when_sentinel_fails_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_job_is_lost_when_a_cluster_primary_dies() {
-    drill(Redis::start(TopologyKind::Cluster), |redis| {
+    drill(Redis::start(TopologyKind::Cluster), |redis, jobs| {
         let Redis::Cluster(cluster) = redis else {
             unreachable!()
         };
-        // The queue's keys share the `{jobs}` slot.
-        let victim = cluster.primary_of_key("{jobs}");
+        // The primary of one of the queue's partitions.
+        assert!(jobs.partitions() > 1);
+        let victim = cluster.primary_of_key(&jobs.record_key("probe").unwrap());
         cluster.node_mut(victim).kill();
         cluster.wait_primary_count(3);
     })
@@ -144,9 +145,9 @@ fn the_replica_wait_is_read_from_the_environment_names() {
     );
 }
 
-/// Moving the queue's slot to another primary while producers enqueue and a worker
-/// runs jobs: every enqueue succeeds (redirections are followed) and every job
-/// runs to its result.
+/// Moving the slot of one of the queue's partitions to another primary while
+/// producers enqueue and a worker runs jobs: every enqueue succeeds (redirections
+/// are followed) and every job runs to its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_the_queues_slot_under_load_loses_nothing() {
     let redis = Redis::start(TopologyKind::Cluster);
@@ -177,7 +178,8 @@ async fn moving_the_queues_slot_under_load_loses_nothing() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let slot = cluster.slot_of("{jobs}");
+    assert!(jobs.partitions() > 1);
+    let slot = cluster.slot_of(&jobs.record_key("probe").unwrap());
     let to = (cluster.primary_of_slot(slot) + 1) % 3;
     tokio::task::block_in_place(|| cluster.move_slot(slot, to));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -134,7 +134,11 @@ on_every_topology!(
             })
             .await
         );
-        let signals = redis.command_on_key("{jobs}", &["KEYS", "*done:*"]);
+        let signals: String = redis
+            .primaries()
+            .iter()
+            .map(|node| node.command(&["KEYS", "*done:*"]))
+            .collect();
         assert!(
             quiet.iter().all(|id| !signals.contains(id.as_str())),
             "signals only for waited jobs: {signals}"
@@ -380,9 +384,11 @@ on_every_topology!(
         let last_b = order.iter().rposition(|s| s.starts_with('b')).unwrap();
         // Fetches serve tenants in turn, each taking its share of the free slots, so
         // B's ten jobs start within the first few fetches; served in arrival order they
-        // would wait behind all 2,000 of A's.
+        // would wait behind all 2,000 of A's. A partitioned queue serves tenants in
+        // turn within each partition, and the worker visits the partitions in turn:
+        // B's jobs, spread over them, start within a few fetches per partition.
         assert!(
-            last_b < 50,
+            last_b < 50 * jobs.partitions(),
             "B's last job started {last_b}th: {:?}",
             &order[..order.len().min(60)]
         );
@@ -409,17 +415,12 @@ on_every_topology!(
             )
             .await
             .unwrap();
-        let key_of = |id: &str| {
-            let reply = redis.command_on_key("{jobs}", &["KEYS", &format!("*j:{id}")]);
-            reply
-                .lines()
-                .find(|l| l.ends_with(&format!("j:{id}")))
-                .unwrap_or_else(|| panic!("no record for {id}: {reply}"))
-                .to_owned()
-        };
+        let key_of = |id: &str| jobs.record_key(id).unwrap();
         for id in [&ready, &delayed] {
+            let key = key_of(id);
+            assert_eq!(redis.command_on_key(&key, &["EXISTS", &key]), ":1\r\n");
             assert!(redis
-                .command_on_key("{jobs}", &["HSET", &key_of(id), "d", "garbage"])
+                .command_on_key(&key, &["HSET", &key, "d", "garbage"])
                 .starts_with(':'));
         }
         // Someone waits for the delayed one before any worker runs: the maintenance
@@ -432,7 +433,7 @@ on_every_topology!(
         let delayed_key = key_of(&delayed);
         assert!(
             eventually(50, Duration::from_millis(20), || async {
-                redis.command_on_key("{jobs}", &["HEXISTS", &delayed_key, "waited"]) == ":1\r\n"
+                redis.command_on_key(&delayed_key, &["HEXISTS", &delayed_key, "waited"]) == ":1\r\n"
             })
             .await,
             "the waiter registered"
@@ -454,7 +455,7 @@ on_every_topology!(
         }
         let woken = waiter.await.unwrap().unwrap();
         assert_eq!(woken.state, JobState::Failure);
-        let signal = redis.command_on_key("{jobs}", &["KEYS", &format!("*done:{delayed}")]);
+        let signal = redis.command_on_key(&delayed_key, &["KEYS", &format!("*done:{delayed}")]);
         assert!(
             signal.contains(&format!("done:{delayed}")),
             "the waiter was signalled: {signal}"
@@ -645,8 +646,12 @@ on_every_topology!(
         let (worker, order) = recording_echo_worker(&jobs, 1);
         jobs.wait(ECHO, &b, WAIT).await.unwrap();
         let position = order.lock().unwrap().iter().position(|s| s == "b").unwrap();
+        // One slot: each fetch takes one job, from the partitions in turn, and within
+        // B's partition A and B take turns. So before B's job run at most one of A's
+        // from each other partition per visit, twice, and one in B's partition.
+        let partitions = jobs.partitions();
         assert!(
-            position <= 1,
+            position < 2 * partitions,
             "tenant B's job ran after {position} of tenant A's"
         );
         worker.shutdown(Duration::from_secs(2)).await;
@@ -1082,6 +1087,88 @@ fn jobs_redis_url_is_read_checked_and_redacted() {
     assert!(err.to_string().starts_with("JOBS_ALLOW_EVICTION:"), "{err}");
 }
 
+/// On a cluster the queue spreads over its partitions' primaries: producers send
+/// jobs to every partition (so every primary holds some), and a worker drains them
+/// all, fetching from every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_queue_spreads_over_the_cluster_primaries() {
+    let redis = Redis::start(larder_testing::TopologyKind::Cluster);
+    let jobs = jobs(&redis, quick());
+    assert_eq!(jobs.partitions(), 3, "the cluster default");
+    let args: Vec<(i64, i64)> = (0..300).map(|i| (i, 1)).collect();
+    let ids = jobs
+        .enqueue_many(ADD, args.iter().map(|a| (a, EnqueueOptions::new())))
+        .await
+        .unwrap();
+    assert_eq!(jobs.queued("default").await.unwrap(), 300);
+    let held: Vec<u64> = redis
+        .primaries()
+        .iter()
+        .map(|n| {
+            let reply = n.command(&["DBSIZE"]);
+            reply.trim().trim_start_matches(':').parse().unwrap()
+        })
+        .collect();
+    assert!(
+        held.iter().all(|&keys| keys >= 50),
+        "every primary holds a partition's share: {held:?}"
+    );
+    let scripts = || -> Vec<u64> {
+        let calls = redis.command_calls();
+        calls
+            .values()
+            .map(|c| c.get("evalsha").copied().unwrap_or(0))
+            .collect()
+    };
+    let before = scripts();
+    let worker = Worker::new(jobs.clone())
+        .concurrency(8)
+        .task(ADD, |(a, b), _| async move { Ok(a + b) })
+        .spawn();
+    for (id, (a, b)) in ids.iter().zip(&args) {
+        assert_eq!(jobs.wait(ADD, id, WAIT).await.unwrap(), a + b);
+    }
+    assert_eq!(jobs.queued("default").await.unwrap(), 0);
+    worker.shutdown(WAIT).await;
+    let after = scripts();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a > b),
+        "the worker ran scripts (fetches, completions) on every primary: {before:?} -> {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_partition_count_is_read_and_checked() {
+    let c = JobsConfig::from_vars([("JOBS_PARTITIONS", "6")]).unwrap();
+    assert!(format!("{c:?}").contains("partitions: Some(6)"), "{c:?}");
+    for bad in ["0", "65", "many"] {
+        let err = JobsConfig::from_vars([("JOBS_PARTITIONS", bad)]).unwrap_err();
+        assert!(err.to_string().starts_with("JOBS_PARTITIONS:"), "{err}");
+    }
+    let one_node = Jobs::with_config(
+        handle_on(&[("REDIS_URL", "redis://127.0.0.1:1".to_owned())]),
+        JobsConfig::default(),
+    );
+    assert_eq!(one_node.partitions(), 1, "one node: one partition");
+    let four = Jobs::with_config(
+        handle_on(&[("REDIS_URL", "redis://127.0.0.1:1".to_owned())]),
+        JobsConfig::default().partitions(4),
+    );
+    assert_eq!(four.partitions(), 4);
+    let keys: std::collections::BTreeSet<String> = (0..100)
+        .map(|i| {
+            let id = format!("j{i}");
+            let key = four.record_key(&id).unwrap();
+            key.trim_end_matches(&format!("j:{id}")).to_owned()
+        })
+        .collect();
+    assert_eq!(
+        keys.len(),
+        4,
+        "ids spread over the four partitions: {keys:?}"
+    );
+}
+
 /// Dead letters do not pile up for ever: each is kept for its time (its record
 /// expires with it) and only the newest `max` are kept.
 async fn dead_letters_are_capped(jobs: Jobs, redis: Option<&Redis>) {
@@ -1090,9 +1177,24 @@ async fn dead_letters_are_capped(jobs: Jobs, redis: Option<&Redis>) {
             Err::<String, _>(TaskError::fatal("broken"))
         })
         .spawn();
+    // Ids of one partition (the cap applies per partition).
+    let partition = |id: &str| {
+        jobs.record_key(id)
+            .map(|key| key.trim_end_matches(&format!("j:{id}")).to_owned())
+    };
+    let first = partition("dead-0");
+    let chosen: Vec<String> = (0..)
+        .map(|k| format!("dead-{k}"))
+        .filter(|id| partition(id) == first)
+        .take(5)
+        .collect();
     let mut ids = Vec::new();
-    for n in 0..5 {
-        let id = jobs.delay(FLAKY, &n).await.unwrap();
+    for (n, id) in chosen.iter().enumerate() {
+        let opts = EnqueueOptions::new().id(id.clone());
+        let id = jobs
+            .enqueue(FLAKY, &u32::try_from(n).unwrap(), opts)
+            .await
+            .unwrap();
         let status = jobs.wait_status(&id, WAIT).await.unwrap();
         assert_eq!(status.state, JobState::Failure);
         ids.push(id);
@@ -1113,8 +1215,8 @@ async fn dead_letters_are_capped(jobs: Jobs, redis: Option<&Redis>) {
     }
     if let Some(redis) = redis {
         for id in &ids[2..] {
-            let key = format!("larder:jobs:global:{{jobs}}:j:{id}");
-            let ttl = redis.command_on_key("{jobs}", &["PTTL", &key]);
+            let key = jobs.record_key(id).unwrap();
+            let ttl = redis.command_on_key(&key, &["PTTL", &key]);
             let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
             assert!(ttl > 0 && ttl <= 60_000, "{key}: {ttl}");
         }
@@ -1122,8 +1224,8 @@ async fn dead_letters_are_capped(jobs: Jobs, redis: Option<&Redis>) {
     // A re-driven job is a live job again: it no longer expires.
     assert!(jobs.redrive(&ids[4]).await.unwrap());
     if let Some(redis) = redis {
-        let key = format!("larder:jobs:global:{{jobs}}:j:{}", ids[4]);
-        assert_eq!(redis.command_on_key("{jobs}", &["PTTL", &key]), ":-1\r\n");
+        let key = jobs.record_key(&ids[4]).unwrap();
+        assert_eq!(redis.command_on_key(&key, &["PTTL", &key]), ":-1\r\n");
     }
 }
 

@@ -207,14 +207,24 @@ impl Backend {
         }
     }
 
-    /// Waits until work may be ready in one of `queues`, or `timeout`.
+    /// How many partitions the queue has (in process: one).
+    pub(crate) fn partitions(&self) -> usize {
+        match self {
+            Self::Redis(r) => r.partition_count(),
+            Self::Memory(_) => 1,
+        }
+    }
+
+    /// Waits until work may be ready in one of `queues` in partition `partition`,
+    /// or `timeout`.
     pub(crate) async fn wait_work(
         &self,
         queues: &[String],
+        partition: usize,
         timeout: Duration,
     ) -> Result<(), JobError> {
         match self {
-            Self::Redis(r) => r.wait_work(queues, timeout).await,
+            Self::Redis(r) => r.wait_work(queues, partition, timeout).await,
             Self::Memory(m) => {
                 m.wait_work(timeout).await;
                 Ok(())

@@ -1,5 +1,7 @@
-//! The Redis backend: every state change is one Lua script, run by SHA.
+//! The Redis backend: every state change is one Lua script, run by SHA, in one
+//! partition (one hash-tag slot) of the queue.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use larder_core::{Handle, Scope};
 use super::{Completion, Fetched, Keeping, NewJob, Renewal};
 use crate::error::JobError;
 use crate::options::NO_TENANT;
+use crate::partition;
 use crate::state::{JobState, JobStatus};
 
 /// The error of a job whose record cannot be read; `bury` in `lua/lib.lua` writes the
@@ -42,7 +45,11 @@ struct Scripts {
 #[derive(Clone)]
 pub(crate) struct RedisBackend {
     handle: Handle,
-    base: Arc<str>,
+    /// Each partition's key base (see `partition.rs`); a job lives in the one its
+    /// id names, and every script touches one partition.
+    partitions: Arc<[Arc<str>]>,
+    /// Where the next fetch starts, so that workers visit the partitions in turn.
+    next: Arc<AtomicUsize>,
     /// How long finished jobs' records and signals are kept (for the scripts that
     /// finish a job on their own: an expired job at fetch, an unreadable one at
     /// maintenance).
@@ -109,17 +116,24 @@ impl<'a> Descriptor<'a> {
     }
 }
 
+/// A partition's positions in chunks of at most [`ENQUEUE_CHUNK`], each with the
+/// partition.
+fn chunks((p, group): (usize, &Vec<usize>)) -> impl Iterator<Item = (usize, &[usize])> {
+    group.chunks(ENQUEUE_CHUNK).map(move |c| (p, c))
+}
+
 fn tenant_of(t: &str) -> Option<String> {
     (t != NO_TENANT).then(|| t.to_owned())
 }
 
 impl RedisBackend {
-    pub(crate) fn new(handle: Handle, scope: &Scope, keeping: Keeping) -> Self {
+    pub(crate) fn new(handle: Handle, partitions: &[Scope], keeping: Keeping) -> Self {
         Self {
             policy: Arc::default(),
             allow_eviction: keeping.allow_eviction,
             handle,
-            base: Arc::from(scope.base()),
+            partitions: partitions.iter().map(|s| Arc::from(s.base())).collect(),
+            next: Arc::default(),
             result_ttl_ms: keeping.result_ttl_ms,
             dead_ttl_ms: keeping.dead_ttl_ms,
             dead_max: keeping.dead_max,
@@ -186,19 +200,46 @@ impl RedisBackend {
         Err(refusal)
     }
 
-    fn key(&self, rest: &str) -> String {
-        let mut s = String::with_capacity(self.base.len() + rest.len());
-        s.push_str(&self.base);
+    /// How many partitions the queue has.
+    pub(crate) fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Partition `p`'s key base.
+    fn base(&self, p: usize) -> &str {
+        &self.partitions[p]
+    }
+
+    /// The partition that holds job `id`.
+    fn partition_of(&self, id: &str) -> usize {
+        partition::of(id, self.partitions.len())
+    }
+
+    /// Partition `p`'s key `rest`.
+    fn key(&self, p: usize, rest: &str) -> String {
+        let base = self.base(p);
+        let mut s = String::with_capacity(base.len() + rest.len());
+        s.push_str(base);
         s.push_str(rest);
         s
     }
 
-    fn job_key(&self, id: &str) -> String {
-        self.key(&format!("j:{id}"))
+    /// The key of job `id`'s record.
+    pub(crate) fn job_key(&self, id: &str) -> String {
+        self.key(self.partition_of(id), &format!("j:{id}"))
     }
 
     fn done_key(&self, id: &str) -> String {
-        self.key(&format!("done:{id}"))
+        self.key(self.partition_of(id), &format!("done:{id}"))
+    }
+
+    /// The positions of `items` grouped by the partition `id_of` names for each.
+    fn by_partition<T>(&self, items: &[T], id_of: impl Fn(&T) -> &str) -> Vec<Vec<usize>> {
+        let mut groups = vec![Vec::new(); self.partitions.len()];
+        for (i, item) in items.iter().enumerate() {
+            groups[self.partition_of(id_of(item))].push(i);
+        }
+        groups
     }
 
     pub(crate) async fn enqueue(
@@ -206,21 +247,23 @@ impl RedisBackend {
         jobs: &[NewJob<'_>],
     ) -> Result<Vec<(String, bool)>, JobError> {
         self.check_eviction_policy().await?;
-        let mut out = Vec::with_capacity(jobs.len());
+        let mut out = vec![(String::new(), false); jobs.len()];
         let created = crate::options::ms_since_epoch(std::time::SystemTime::now());
-        for chunk in jobs.chunks(ENQUEUE_CHUNK) {
-            let mut inv = self.scripts.enqueue.key(self.key("delayed"));
+        let groups = self.by_partition(jobs, |job| &job.opts.id);
+        for (p, chunk) in groups.iter().enumerate().flat_map(chunks) {
+            let mut inv = self.scripts.enqueue.key(self.key(p, "delayed"));
             // Which ids to check for an earlier job (the caller's; a fresh UUID
             // cannot be taken).
             let checked: String = chunk
                 .iter()
-                .map(|job| if job.opts.fresh_id { '0' } else { '1' })
+                .map(|&i| if jobs[i].opts.fresh_id { '0' } else { '1' })
                 .collect();
-            inv.key(self.key("seq"))
-                .arg(&*self.base)
+            inv.key(self.key(p, "seq"))
+                .arg(self.base(p))
                 .arg(chunk.len())
                 .arg(checked);
-            for job in chunk {
+            for &i in chunk {
+                let job = &jobs[i];
                 let o = &job.opts;
                 inv.arg(&o.id)
                     .arg(descriptor(job, created))
@@ -236,8 +279,8 @@ impl RedisBackend {
                 .script("job_enqueue", &inv)
                 .await
                 .map_err(JobError::from_core)?;
-            for (job, c) in chunk.iter().zip(created) {
-                out.push((job.opts.id.clone(), c == 1));
+            for (&i, c) in chunk.iter().zip(created) {
+                out[i] = (jobs[i].opts.id.clone(), c == 1);
             }
         }
         self.wait_for_replicas().await?;
@@ -274,6 +317,10 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// Fetches up to `n` jobs of `queue`, visiting the partitions in turn from where
+    /// the last fetch started (the next one), until `n` are fetched. A partition that
+    /// cannot be reached (its primary is failing over) does not hold up the others:
+    /// its error is returned only when no job was fetched elsewhere.
     pub(crate) async fn fetch(
         &self,
         queue: &str,
@@ -283,11 +330,46 @@ impl RedisBackend {
         started: bool,
     ) -> Result<Vec<Fetched>, JobError> {
         self.check_eviction_policy().await?;
+        let count = self.partitions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        let mut failure = None;
+        for p in (0..count).map(|i| (start + i) % count) {
+            if out.len() >= n {
+                break;
+            }
+            match self
+                .fetch_from(p, queue, n - out.len(), lease_ms, worker, started)
+                .await
+            {
+                Ok(jobs) => out.extend(jobs),
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// [`fetch`](Self::fetch) in partition `p`: one script call.
+    async fn fetch_from(
+        &self,
+        p: usize,
+        queue: &str,
+        n: usize,
+        lease_ms: u64,
+        worker: &str,
+        started: bool,
+    ) -> Result<Vec<Fetched>, JobError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut inv = self.scripts.fetch.key(self.key(&format!("q:{queue}:ring")));
-        inv.key(self.key(&format!("q:{queue}:ringset")))
-            .key(self.key("inflight"))
-            .arg(&*self.base)
+        let mut inv = self
+            .scripts
+            .fetch
+            .key(self.key(p, &format!("q:{queue}:ring")));
+        inv.key(self.key(p, &format!("q:{queue}:ringset")))
+            .key(self.key(p, "inflight"))
+            .arg(self.base(p))
             .arg(queue)
             .arg(n)
             .arg(lease_ms)
@@ -339,25 +421,31 @@ impl RedisBackend {
         lease_ms: u64,
         jobs: &[(String, String)],
     ) -> Result<Renewal, JobError> {
-        let mut inv = self.scripts.renew.key(self.key("inflight"));
-        inv.arg(&*self.base).arg(lease_ms);
-        for (id, token) in jobs {
-            inv.arg(id).arg(token);
-        }
-        let ids: Vec<String> = self
-            .handle
-            .script("job_renew", &inv)
-            .await
-            .map_err(JobError::from_core)?;
         let mut renewal = Renewal::default();
-        let mut lost = false;
-        for id in ids {
-            if id == "|" {
-                lost = true;
-            } else if lost {
-                renewal.lost.push(id);
-            } else {
-                renewal.revoked.push(id);
+        for (p, group) in self.by_partition(jobs, |(id, _)| id).iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let mut inv = self.scripts.renew.key(self.key(p, "inflight"));
+            inv.arg(self.base(p)).arg(lease_ms);
+            for &i in group {
+                let (id, token) = &jobs[i];
+                inv.arg(id).arg(token);
+            }
+            let ids: Vec<String> = self
+                .handle
+                .script("job_renew", &inv)
+                .await
+                .map_err(JobError::from_core)?;
+            let mut lost = false;
+            for id in ids {
+                if id == "|" {
+                    lost = true;
+                } else if lost {
+                    renewal.lost.push(id);
+                } else {
+                    renewal.revoked.push(id);
+                }
             }
         }
         Ok(renewal)
@@ -368,41 +456,64 @@ impl RedisBackend {
         jobs: &[Completion],
         ttl_ms: u64,
     ) -> Result<Vec<bool>, JobError> {
-        let mut inv = self.scripts.complete.key(self.key("inflight"));
-        inv.key(self.key("delayed"))
-            .key(self.key("dead"))
-            .key(self.key("seq"))
-            .arg(&*self.base)
-            .arg(ttl_ms)
-            .arg(jobs.len())
-            .arg(self.dead_ttl_ms)
-            .arg(self.dead_max);
-        for c in jobs {
-            inv.arg(&c.id)
-                .arg(&c.token)
-                .arg(c.outcome.name())
-                .arg(c.outcome.payload())
-                .arg(c.outcome.at_ms());
+        let mut out = vec![false; jobs.len()];
+        for (p, group) in self.by_partition(jobs, |c| &c.id).iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let mut inv = self.scripts.complete.key(self.key(p, "inflight"));
+            inv.key(self.key(p, "delayed"))
+                .key(self.key(p, "dead"))
+                .key(self.key(p, "seq"))
+                .arg(self.base(p))
+                .arg(ttl_ms)
+                .arg(group.len())
+                .arg(self.dead_ttl_ms)
+                .arg(self.dead_max);
+            for &i in group {
+                let c = &jobs[i];
+                inv.arg(&c.id)
+                    .arg(&c.token)
+                    .arg(c.outcome.name())
+                    .arg(c.outcome.payload())
+                    .arg(c.outcome.at_ms());
+            }
+            let done: Vec<i64> = self
+                .handle
+                .script("job_complete", &inv)
+                .await
+                .map_err(JobError::from_core)?;
+            for (&i, d) in group.iter().zip(done) {
+                out[i] = d == 1;
+            }
         }
-        let done: Vec<i64> = self
-            .handle
-            .script("job_complete", &inv)
-            .await
-            .map_err(JobError::from_core)?;
-        Ok(done.into_iter().map(|d| d == 1).collect())
+        Ok(out)
     }
 
     pub(crate) async fn maintain(&self, batch: usize) -> Result<(usize, usize), JobError> {
         let mut totals = [0usize; 2];
+        for p in 0..self.partitions.len() {
+            self.maintain_partition(p, batch, &mut totals).await?;
+        }
+        Ok((totals[0], totals[1]))
+    }
+
+    /// [`maintain`](Self::maintain) in partition `p`, adding to `totals`.
+    async fn maintain_partition(
+        &self,
+        p: usize,
+        batch: usize,
+        totals: &mut [usize; 2],
+    ) -> Result<(), JobError> {
         for (i, (set, mode)) in [("delayed", "promote"), ("inflight", "reap")]
             .into_iter()
             .enumerate()
         {
             loop {
-                let mut inv = self.scripts.move_.key(self.key(set));
-                inv.key(self.key("seq"))
-                    .key(self.key("dead"))
-                    .arg(&*self.base)
+                let mut inv = self.scripts.move_.key(self.key(p, set));
+                inv.key(self.key(p, "seq"))
+                    .key(self.key(p, "dead"))
+                    .arg(self.base(p))
                     .arg(batch)
                     .arg(mode)
                     .arg(self.result_ttl_ms)
@@ -419,14 +530,15 @@ impl RedisBackend {
                 }
             }
         }
-        Ok((totals[0], totals[1]))
+        Ok(())
     }
 
     pub(crate) async fn revoke(&self, id: &str, ttl_ms: u64) -> Result<String, JobError> {
+        let p = self.partition_of(id);
         let mut inv = self.scripts.revoke.key(self.job_key(id));
-        inv.key(self.key("delayed"))
+        inv.key(self.key(p, "delayed"))
             .key(self.done_key(id))
-            .arg(&*self.base)
+            .arg(self.base(p))
             .arg(id)
             .arg(ttl_ms);
         self.handle
@@ -495,14 +607,16 @@ impl RedisBackend {
         self.block("job_wait", cmd, timeout).await
     }
 
+    /// Waits until work may be ready in one of `queues` in partition `p`.
     pub(crate) async fn wait_work(
         &self,
         queues: &[String],
+        p: usize,
         timeout: Duration,
     ) -> Result<(), JobError> {
         let mut cmd = r::cmd("BLPOP");
         for q in queues {
-            cmd.arg(self.key(&format!("q:{q}:wake")));
+            cmd.arg(self.key(p, &format!("q:{q}:wake")));
         }
         self.block("job_wait_work", cmd, timeout).await
     }
@@ -527,23 +641,33 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// The oldest `limit` dead letters, across partitions.
     pub(crate) async fn dead(&self, limit: usize) -> Result<Vec<String>, JobError> {
-        let mut cmd = r::cmd("ZRANGE");
-        cmd.arg(self.key("dead"))
-            .arg(0)
-            .arg(limit.saturating_sub(1));
-        self.handle
-            .query("job_dead", &cmd)
-            .await
-            .map_err(JobError::from_core)
+        let mut all: Vec<(String, f64)> = Vec::new();
+        for p in 0..self.partitions.len() {
+            let mut cmd = r::cmd("ZRANGE");
+            cmd.arg(self.key(p, "dead"))
+                .arg(0)
+                .arg(limit.saturating_sub(1))
+                .arg("WITHSCORES");
+            let oldest: Vec<(String, f64)> = self
+                .handle
+                .query("job_dead", &cmd)
+                .await
+                .map_err(JobError::from_core)?;
+            all.extend(oldest);
+        }
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(all.into_iter().take(limit).map(|(id, _)| id).collect())
     }
 
     pub(crate) async fn redrive(&self, id: &str) -> Result<bool, JobError> {
+        let p = self.partition_of(id);
         let mut inv = self.scripts.redrive.key(self.job_key(id));
-        inv.key(self.key("dead"))
-            .key(self.key("seq"))
+        inv.key(self.key(p, "dead"))
+            .key(self.key(p, "seq"))
             .key(self.done_key(id))
-            .arg(&*self.base)
+            .arg(self.base(p))
             .arg(id);
         let n: i64 = self
             .handle
@@ -553,26 +677,32 @@ impl RedisBackend {
         Ok(n == 1)
     }
 
+    /// Ready jobs of `queue`, all tenants, across partitions.
     pub(crate) async fn queued(&self, queue: &str) -> Result<usize, JobError> {
-        let mut cmd = r::cmd("SMEMBERS");
-        cmd.arg(self.key(&format!("q:{queue}:ringset")));
-        let tenants: Vec<String> = self
-            .handle
-            .query("job_queued", &cmd)
-            .await
-            .map_err(JobError::from_core)?;
-        if tenants.is_empty() {
-            return Ok(0);
+        let mut total = 0;
+        for p in 0..self.partitions.len() {
+            let mut cmd = r::cmd("SMEMBERS");
+            cmd.arg(self.key(p, &format!("q:{queue}:ringset")));
+            let tenants: Vec<String> = self
+                .handle
+                .query("job_queued", &cmd)
+                .await
+                .map_err(JobError::from_core)?;
+            if tenants.is_empty() {
+                continue;
+            }
+            let mut pipe = r::pipe();
+            for t in &tenants {
+                pipe.cmd("ZCARD")
+                    .arg(self.key(p, &format!("q:{queue}:t:{t}")));
+            }
+            let counts: Vec<usize> = self
+                .handle
+                .pipeline("job_queued", &pipe)
+                .await
+                .map_err(JobError::from_core)?;
+            total += counts.into_iter().sum::<usize>();
         }
-        let mut pipe = r::pipe();
-        for t in &tenants {
-            pipe.cmd("ZCARD").arg(self.key(&format!("q:{queue}:t:{t}")));
-        }
-        let counts: Vec<usize> = self
-            .handle
-            .pipeline("job_queued", &pipe)
-            .await
-            .map_err(JobError::from_core)?;
-        Ok(counts.into_iter().sum())
+        Ok(total)
     }
 }
