@@ -1,5 +1,6 @@
 //! The conformance suite: every case runs against both adapters — Axum with
-//! tower-sessions and Actix-web with actix-session — on a real redis-server.
+//! tower-sessions and Actix-web with actix-session — on a real redis-server, a
+//! real Redis Cluster and a real Sentinel set.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -11,32 +12,58 @@ use common::actix_app::{self, ActixApp};
 use common::axum_app::{self, AxumApp};
 use common::*;
 use larder_session::Degraded;
-use larder_testing::RedisServer;
+use larder_testing::{Redis, TopologyKind};
 
-/// Runs one case against both adapters, each on its own redis-server.
+/// Runs one case against both adapters, on each topology (a fresh Redis each).
 macro_rules! conformance {
     ($name:ident, $config:expr, |$app:ident, $redis:ident, $sessions:ident| $case:expr) => {
         mod $name {
             use super::*;
 
-            #[actix_web::test]
             #[allow(unused_mut, unused_variables)]
-            async fn axum() {
-                let mut $redis = RedisServer::start();
-                let $sessions = sessions(Some(&$redis.url()), $config);
+            async fn axum(mut $redis: Redis) {
+                let $sessions = sessions_on(&$redis, $config);
                 let app = AxumApp(axum_app::router($sessions.clone()));
                 let $app = &app;
                 $case.await;
             }
 
-            #[actix_web::test]
             #[allow(unused_mut, unused_variables)]
-            async fn actix() {
-                let mut $redis = RedisServer::start();
-                let $sessions = sessions(Some(&$redis.url()), $config);
+            async fn actix(mut $redis: Redis) {
+                let $sessions = sessions_on(&$redis, $config);
                 let app = ActixApp(actix_app::service($sessions.clone()).await);
                 let $app = &app;
                 $case.await;
+            }
+
+            #[actix_web::test]
+            async fn axum_single() {
+                axum(Redis::start(TopologyKind::Single)).await;
+            }
+
+            #[actix_web::test]
+            async fn axum_cluster() {
+                axum(Redis::start(TopologyKind::Cluster)).await;
+            }
+
+            #[actix_web::test]
+            async fn axum_sentinel() {
+                axum(Redis::start(TopologyKind::Sentinel)).await;
+            }
+
+            #[actix_web::test]
+            async fn actix_single() {
+                actix(Redis::start(TopologyKind::Single)).await;
+            }
+
+            #[actix_web::test]
+            async fn actix_cluster() {
+                actix(Redis::start(TopologyKind::Cluster)).await;
+            }
+
+            #[actix_web::test]
+            async fn actix_sentinel() {
+                actix(Redis::start(TopologyKind::Sentinel)).await;
             }
         }
     };

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, handle, sessions};
+use common::{config, handle, sessions, sessions_on};
 use larder_core::Tenant;
 use larder_session::{
     Degraded, Identity, RequestContext, SessionConfig, SessionError, SessionRef, Sessions, Written,
@@ -20,23 +20,6 @@ fn field(redis: &Redis, key: &str, field: &str) -> String {
         Some((len, value)) if len.starts_with('$') => value.trim_end_matches("\r\n").to_owned(),
         _ => panic!("HGET {key} {field}: {reply:?}"),
     }
-}
-
-/// The keys matching `pattern` on every primary (KEYS is fine on a test server).
-fn keys_on(redis: &Redis, pattern: &str) -> Vec<String> {
-    redis
-        .primaries()
-        .into_iter()
-        .flat_map(|n| common::keys(n, pattern))
-        .collect()
-}
-
-/// [`sessions`] on a Redis of any topology, configured from its variables.
-fn sessions_on(redis: &Redis, b: larder_session::SessionConfigBuilder) -> Sessions {
-    Sessions::new(
-        common::handle_on(redis),
-        b.build().expect("valid session config"),
-    )
 }
 
 on_every_topology!(
@@ -106,7 +89,7 @@ on_every_topology!(
             Written::Gone,
             "an update does not bring it back"
         );
-        assert!(keys_on(redis, "*busy*").is_empty());
+        assert!(common::keys(redis, "*busy*").is_empty());
     }
 );
 
@@ -147,7 +130,7 @@ on_every_topology!(
         // Expired sessions leave the listing, and the listing drops their entries.
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(s.list(None, "alice@example.com").await.unwrap().is_empty());
-        let index: Vec<String> = keys_on(redis, "*:u:*");
+        let index: Vec<String> = common::keys(redis, "*:u:*");
         let alice_index = SessionRef::of_id("alice@example.com");
         // The listed user's index was emptied (and so removed); every other index key
         // expires by itself.
@@ -206,7 +189,7 @@ on_every_topology!(
         assert!(s.list(Some(&t2), hostile).await.unwrap().is_empty());
         assert_eq!(s.revoke_all(Some(&t2), hostile, None).await.unwrap(), 0);
         assert_eq!(s.revoke_all(Some(&t1), hostile, None).await.unwrap(), 1);
-        let all = keys_on(redis, "*");
+        let all = common::keys(redis, "*");
         assert!(
             all.iter()
                 .all(|k| k.starts_with("larder:session:tenant:{1}:session:")),
@@ -224,7 +207,7 @@ on_every_topology!(
             err.to_string().contains("exceeds the cap of 64 bytes"),
             "{err}"
         );
-        assert!(keys_on(redis, "*").is_empty());
+        assert!(common::keys(redis, "*").is_empty());
         s.create("ok", &[b'x'; 64], None).await.unwrap();
         let err = s.update("ok", &[b'y'; 100], None).await.unwrap_err();
         assert!(matches!(err, SessionError::TooLarge { .. }));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use larder_core::request::FromHeader;
 use larder_core::{Config, Handle};
 use larder_session::{Degraded, Identity, SessionConfig, SessionRef, Sessions};
-use larder_testing::RedisServer;
+use larder_testing::Redis;
 
 /// Short deadlines and a quick breaker, so fault tests run fast.
 pub fn handle(url: Option<&str>) -> Handle {
@@ -44,6 +44,11 @@ pub fn config() -> larder_session::SessionConfigBuilder {
 
 pub fn sessions(url: Option<&str>, b: larder_session::SessionConfigBuilder) -> Sessions {
     Sessions::new(handle(url), b.build().expect("valid session config"))
+}
+
+/// Sessions on a Redis of any topology.
+pub fn sessions_on(redis: &Redis, b: larder_session::SessionConfigBuilder) -> Sessions {
+    Sessions::new(handle_on(redis), b.build().expect("valid session config"))
 }
 
 /// The session cookie's name in both apps.
@@ -542,25 +547,30 @@ async fn login<A: App>(app: &A, user: &str, tenant: Option<&str>) -> String {
         .expect("login sets the session cookie")
 }
 
-/// The keys matching `pattern` (KEYS is fine on a test server).
-pub fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
+/// The keys matching `pattern` on every primary (KEYS is fine on a test server).
+pub fn keys(redis: &Redis, pattern: &str) -> Vec<String> {
     redis
-        .command(&["KEYS", pattern])
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with('$'))
-        .map(str::to_owned)
+        .primaries()
+        .iter()
+        .flat_map(|node| {
+            node.command(&["KEYS", pattern])
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with('$'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
-fn all_redis_text(redis: &RedisServer) -> String {
+fn all_redis_text(redis: &Redis) -> String {
     let keys = keys(redis, "*");
     let mut text = keys.join("\n");
     for k in &keys {
-        let t = redis.command(&["TYPE", k]);
+        let t = redis.command_on_key(k, &["TYPE", k]);
         let dump = match t.trim() {
-            "+hash" => redis.command(&["HGETALL", k]),
-            "+zset" => redis.command(&["ZRANGE", k, "0", "-1", "WITHSCORES"]),
-            _ => redis.command(&["GET", k]),
+            "+hash" => redis.command_on_key(k, &["HGETALL", k]),
+            "+zset" => redis.command_on_key(k, &["ZRANGE", k, "0", "-1", "WITHSCORES"]),
+            _ => redis.command_on_key(k, &["GET", k]),
         };
         text.push_str(&dump);
     }
@@ -569,7 +579,7 @@ fn all_redis_text(redis: &RedisServer) -> String {
 
 /// login -> cookie -> authenticated request -> logout -> old cookie rejected; Redis
 /// holds only hashes of the cookie.
-pub async fn login_me_logout<A: App>(app: &A, redis: &RedisServer) {
+pub async fn login_me_logout<A: App>(app: &A, redis: &Redis) {
     assert_eq!(app.send(get("/me")).await.status, 401);
     let c = login(app, "alice", None).await;
     let me = app.send(get("/me").cookie(&c)).await;
@@ -615,7 +625,7 @@ pub async fn revoke_all_from_another_session<A: App>(app: &A) {
 }
 
 /// A logout racing a slower request that saves the session: it stays logged out.
-pub async fn no_resurrection<A: App>(app: &A, sessions: &Sessions, redis: &RedisServer) {
+pub async fn no_resurrection<A: App>(app: &A, sessions: &Sessions, redis: &Redis) {
     let c = login(app, "carol", None).await;
     let (slow, out) = tokio::join!(app.send(post("/slow-save").cookie(&c)), async {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -632,7 +642,7 @@ pub async fn no_resurrection<A: App>(app: &A, sessions: &Sessions, redis: &Redis
         "{key}"
     );
     assert_eq!(
-        redis.command(&["EXISTS", &key]).trim(),
+        redis.command_on_key(&key, &["EXISTS", &key]).trim(),
         ":0",
         "{key} came back"
     );
@@ -668,7 +678,7 @@ pub async fn rotation_grace<A: App>(app: &A) {
 pub async fn bad_cookies_get_a_fresh_session<A: App>(
     app: &A,
     sessions: &Sessions,
-    redis: &RedisServer,
+    redis: &Redis,
 ) {
     let good = login(app, "erin", None).await;
     let mut tampered = good.clone().into_bytes();
@@ -698,7 +708,9 @@ pub async fn bad_cookies_get_a_fresh_session<A: App>(
     // A corrupt entry in Redis: the same.
     let key = sessions.record_key(&app.session_id(&good));
     assert_eq!(
-        redis.command(&["HSET", &key, "d", "\u{1}not json"]).trim(),
+        redis
+            .command_on_key(&key, &["HSET", &key, "d", "\u{1}not json"])
+            .trim(),
         ":0"
     );
     assert_eq!(app.send(get("/me").cookie(&good)).await.status, 401);
@@ -717,8 +729,8 @@ pub async fn expired_cookie_gets_a_fresh_session<A: App>(app: &A) {
 }
 
 /// Over the size cap: a clear error, nothing stored, the old state intact.
-pub async fn size_cap<A: App>(app: &A, redis: &RedisServer) {
-    let before = redis.command(&["DBSIZE"]);
+pub async fn size_cap<A: App>(app: &A, redis: &Redis) {
+    let before = redis.dbsize();
     let big = app.send(post("/put?bytes=5000")).await;
     assert_eq!(big.status, 500, "{big:?}");
     assert!(
@@ -726,7 +738,7 @@ pub async fn size_cap<A: App>(app: &A, redis: &RedisServer) {
         "{big:?}"
     );
     assert_eq!(big.content_type.as_deref(), Some("application/json"));
-    assert_eq!(redis.command(&["DBSIZE"]), before, "nothing stored");
+    assert_eq!(redis.dbsize(), before, "nothing stored");
 
     let c = login(app, "gina", None).await;
     let big = app.send(post("/put?bytes=5000").cookie(&c)).await;
@@ -742,7 +754,7 @@ pub async fn size_cap<A: App>(app: &A, redis: &RedisServer) {
 
 /// Sessions live in the tenant's keyspace: a cookie presented under another tenant
 /// finds nothing.
-pub async fn tenant_isolation<A: App>(app: &A, redis: &RedisServer) {
+pub async fn tenant_isolation<A: App>(app: &A, redis: &Redis) {
     let c = login(app, "hank", Some("1")).await;
     let me = app.send(get("/me").cookie(&c).tenant("1")).await;
     assert_eq!(me.status, 200);
@@ -762,28 +774,23 @@ pub async fn tenant_isolation<A: App>(app: &A, redis: &RedisServer) {
 
 /// A request that never touches the session costs no Redis command, even with a
 /// session cookie.
-pub async fn untouched_session_costs_no_round_trip<A: App>(app: &A, redis: &RedisServer) {
+pub async fn untouched_session_costs_no_round_trip<A: App>(app: &A, redis: &Redis) {
     let c = login(app, "ivy", None).await;
-    let total = |m: std::collections::BTreeMap<String, u64>| -> u64 {
-        m.into_iter()
-            .filter(|(k, _)| k != "info")
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let before = total(redis.command_calls());
+    let total = |calls: Vec<u64>| -> u64 { calls.into_iter().sum() };
+    let before = total(redis.client_calls(&[]));
     for _ in 0..5 {
         assert_eq!(app.send(get("/noop").cookie(&c)).await.status, 200);
     }
-    let after = total(redis.command_calls());
+    let after = total(redis.client_calls(&[]));
     assert_eq!(after, before, "untouched requests reached Redis");
     // And one that reads it does (the check above can fail).
     assert_eq!(app.send(get("/me").cookie(&c)).await.status, 200);
-    assert!(total(redis.command_calls()) > after);
+    assert!(total(redis.client_calls(&[])) > after);
 }
 
 /// Fail-closed: Redis stopped or frozen -> 503 with a clear JSON body, never a hang
 /// or an opaque 500; back to normal when Redis returns.
-pub async fn fail_closed<A: App>(app: &A, redis: &mut RedisServer) {
+pub async fn fail_closed<A: App>(app: &A, redis: &mut Redis) {
     let c = login(app, "jack", None).await;
     redis.freeze();
     let me = tokio::time::timeout(Duration::from_secs(10), app.send(get("/me").cookie(&c)))
@@ -813,7 +820,7 @@ pub async fn fail_closed<A: App>(app: &A, redis: &mut RedisServer) {
 }
 
 /// In-memory policy: with Redis stopped, login and authenticated requests work.
-pub async fn in_memory_fallback<A: App>(app: &A, redis: &mut RedisServer) {
+pub async fn in_memory_fallback<A: App>(app: &A, redis: &mut Redis) {
     redis.stop();
     let c = login(app, "lena", None).await;
     assert_eq!(app.send(get("/me").cookie(&c)).await.status, 200);
