@@ -1,11 +1,11 @@
 //! Rate limits through real Actix-web apps (the test harness), on a real
-//! redis-server.
+//! redis-server, a real Redis Cluster and a real Sentinel set.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
-use common::{assert_rejected_locally, handle};
+use common::{assert_rejected_locally, handle_on};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpResponse};
 use larder_ratelimit::actix::RateLimitMiddleware;
 use larder_ratelimit::{ClientIp, FailMode, Key, Policy, RateLimit, RateLimiter};
-use larder_testing::{eventually, RedisServer};
+use larder_testing::{eventually, on_every_topology};
 
 async fn app(
     limits: RateLimit,
@@ -83,139 +83,142 @@ where
     }
 }
 
-#[actix_web::test]
-async fn limits_per_ip_with_ietf_fields_and_a_json_429() {
-    let server = RedisServer::start();
-    let limits = RateLimit::new(RateLimiter::new(handle(&server.url())))
-        .policy(Policy::new("ip", "3/minute").unwrap())
-        .route("POST", "/login", Policy::new("login", "1/minute").unwrap())
-        .exempt_prefix("/health/");
-    let app = app(limits).await;
+on_every_topology!(
+    #[actix_web::test]
+    async fn limits_per_ip_with_ietf_fields_and_a_json_429(redis: &Redis) {
+        let limits = RateLimit::new(RateLimiter::new(handle_on(redis)))
+            .policy(Policy::new("ip", "3/minute").unwrap())
+            .route("POST", "/login", Policy::new("login", "1/minute").unwrap())
+            .exempt_prefix("/health/");
+        let app = app(limits).await;
 
-    for remaining in [2, 1, 0] {
+        for remaining in [2, 1, 0] {
+            let r = send(&app, "GET", "/", "203.0.113.1", &[]).await;
+            assert_eq!(r.status, StatusCode::OK);
+            assert_eq!(r.header("ratelimit-policy"), Some("\"ip\";q=3;w=60"));
+            let state = r.header("ratelimit").unwrap();
+            assert!(
+                state.starts_with(&format!("\"ip\";r={remaining};t=")),
+                "{state}"
+            );
+        }
         let r = send(&app, "GET", "/", "203.0.113.1", &[]).await;
-        assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(r.header("ratelimit-policy"), Some("\"ip\";q=3;w=60"));
-        let state = r.header("ratelimit").unwrap();
-        assert!(
-            state.starts_with(&format!("\"ip\";r={remaining};t=")),
-            "{state}"
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body["error"], "rate_limited");
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=20).contains(&retry), "{retry}");
+
+        // Rejected again, now by the local pre-check (answered in `call`, no round
+        // trip): the same fields and body, Retry-After never later than the first.
+        assert_rejected_locally(
+            &redis,
+            "\"ip\";q=3;w=60",
+            retry,
+            send(&app, "GET", "/", "203.0.113.1", &[]),
+        )
+        .await;
+
+        // The login route has its own, tighter limit on top.
+        assert_eq!(
+            send(&app, "POST", "/login", "203.0.113.2", &[])
+                .await
+                .status,
+            StatusCode::OK
         );
+        let r = send(&app, "POST", "/login", "203.0.113.2", &[]).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.body["policy"], "login");
+
+        for _ in 0..5 {
+            let r = send(&app, "GET", "/health/cache", "203.0.113.1", &[]).await;
+            assert_eq!(r.status, StatusCode::OK);
+        }
     }
-    let r = send(&app, "GET", "/", "203.0.113.1", &[]).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.body["error"], "rate_limited");
-    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=20).contains(&retry), "{retry}");
+);
 
-    // Rejected again, now by the local pre-check (answered in `call`, no round
-    // trip): the same fields and body, Retry-After never later than the first.
-    assert_rejected_locally(
-        &server,
-        "\"ip\";q=3;w=60",
-        retry,
-        send(&app, "GET", "/", "203.0.113.1", &[]),
-    )
-    .await;
-
-    // The login route has its own, tighter limit on top.
-    assert_eq!(
-        send(&app, "POST", "/login", "203.0.113.2", &[])
-            .await
-            .status,
-        StatusCode::OK
-    );
-    let r = send(&app, "POST", "/login", "203.0.113.2", &[]).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["policy"], "login");
-
-    for _ in 0..5 {
-        let r = send(&app, "GET", "/health/cache", "203.0.113.1", &[]).await;
-        assert_eq!(r.status, StatusCode::OK);
-    }
-}
-
-#[actix_web::test]
-async fn forwarded_for_counts_only_behind_trusted_proxies() {
-    let server = RedisServer::start();
-    let client = ClientIp::new().trust_proxies(["10.0.0.0/8"]).unwrap();
-    let limits = RateLimit::new(RateLimiter::new(handle(&server.url()))).policy(
-        Policy::new("ip", "1/minute")
-            .unwrap()
-            .key(Key::ClientIp(client)),
-    );
-    let app = app(limits).await;
-    let xff = |v| [("x-forwarded-for", v)];
-
-    assert_eq!(
-        send(&app, "GET", "/", "203.0.113.7", &xff("1.1.1.1"))
-            .await
-            .status,
-        StatusCode::OK
-    );
-    let r = send(&app, "GET", "/", "203.0.113.7", &xff("2.2.2.2")).await;
-    assert_eq!(
-        r.status,
-        StatusCode::TOO_MANY_REQUESTS,
-        "an untrusted peer picked its bucket"
-    );
-
-    assert_eq!(
-        send(&app, "GET", "/", "10.0.0.5", &xff("198.51.100.1"))
-            .await
-            .status,
-        StatusCode::OK
-    );
-    let r = send(&app, "GET", "/", "10.0.0.5", &xff("6.6.6.6, 198.51.100.1")).await;
-    assert_eq!(
-        r.status,
-        StatusCode::TOO_MANY_REQUESTS,
-        "a prepended hop escaped the limit"
-    );
-    assert_eq!(
-        send(&app, "GET", "/", "10.0.0.5", &xff("198.51.100.2"))
-            .await
-            .status,
-        StatusCode::OK
-    );
-}
-
-#[actix_web::test]
-async fn with_redis_stopped_each_policy_applies_its_fail_mode() {
-    let mut server = RedisServer::start();
-    let limits = RateLimit::new(RateLimiter::new(handle(&server.url())))
-        .route("GET", "/", Policy::new("ip", "2/minute").unwrap())
-        .route(
-            "GET",
-            "/strict",
-            Policy::new("strict", "100/minute")
+on_every_topology!(
+    #[actix_web::test]
+    async fn forwarded_for_counts_only_behind_trusted_proxies(redis: &Redis) {
+        let client = ClientIp::new().trust_proxies(["10.0.0.0/8"]).unwrap();
+        let limits = RateLimit::new(RateLimiter::new(handle_on(redis))).policy(
+            Policy::new("ip", "1/minute")
                 .unwrap()
-                .fail_mode(FailMode::Deny { status: 429 }),
+                .key(Key::ClientIp(client)),
         );
-    let app = app(limits).await;
-    server.stop();
+        let app = app(limits).await;
+        let xff = |v| [("x-forwarded-for", v)];
 
-    assert_eq!(
-        send(&app, "GET", "/", "192.0.2.1", &[]).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        send(&app, "GET", "/", "192.0.2.1", &[]).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        send(&app, "GET", "/", "192.0.2.1", &[]).await.status,
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    let r = send(&app, "GET", "/strict", "192.0.2.1", &[]).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "rate_limit_unavailable");
+        assert_eq!(
+            send(&app, "GET", "/", "203.0.113.7", &xff("1.1.1.1"))
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let r = send(&app, "GET", "/", "203.0.113.7", &xff("2.2.2.2")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "an untrusted peer picked its bucket"
+        );
 
-    server.restart();
-    let back = eventually(100, Duration::from_millis(50), || async {
-        send(&app, "GET", "/strict", "192.0.2.1", &[]).await.status == StatusCode::OK
-    })
-    .await;
-    assert!(back, "the middleware did not recover by itself");
-}
+        assert_eq!(
+            send(&app, "GET", "/", "10.0.0.5", &xff("198.51.100.1"))
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let r = send(&app, "GET", "/", "10.0.0.5", &xff("6.6.6.6, 198.51.100.1")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "a prepended hop escaped the limit"
+        );
+        assert_eq!(
+            send(&app, "GET", "/", "10.0.0.5", &xff("198.51.100.2"))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+);
+
+on_every_topology!(
+    #[actix_web::test]
+    async fn with_redis_stopped_each_policy_applies_its_fail_mode(redis: &mut Redis) {
+        let limits = RateLimit::new(RateLimiter::new(handle_on(redis)))
+            .route("GET", "/", Policy::new("ip", "2/minute").unwrap())
+            .route(
+                "GET",
+                "/strict",
+                Policy::new("strict", "100/minute")
+                    .unwrap()
+                    .fail_mode(FailMode::Deny { status: 429 }),
+            );
+        let app = app(limits).await;
+        redis.stop();
+
+        assert_eq!(
+            send(&app, "GET", "/", "192.0.2.1", &[]).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&app, "GET", "/", "192.0.2.1", &[]).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&app, "GET", "/", "192.0.2.1", &[]).await.status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let r = send(&app, "GET", "/strict", "192.0.2.1", &[]).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.body["error"], "rate_limit_unavailable");
+
+        redis.restart();
+        let back = eventually(100, Duration::from_millis(50), || async {
+            send(&app, "GET", "/strict", "192.0.2.1", &[]).await.status == StatusCode::OK
+        })
+        .await;
+        assert!(back, "the middleware did not recover by itself");
+    }
+);

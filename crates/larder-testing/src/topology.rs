@@ -206,42 +206,59 @@ impl Redis {
 }
 
 /// Runs one async test body on every topology: expands to a module named after
-/// the test with three `#[tokio::test]`s, `single`, `cluster` and `sentinel`,
-/// each handing the body a fresh [`Redis`] of its kind (`&Redis`, or `&mut Redis`
-/// for a body that stops, freezes or restarts it).
+/// the test with three tests, `single`, `cluster` and `sentinel`, each handing the
+/// body a fresh [`Redis`] of its kind (`&Redis`, or `&mut Redis` for a body that
+/// stops, freezes or restarts it). The tests run on a two-thread Tokio runtime,
+/// or under the test attribute given first (`#[actix_web::test]` for Actix's test
+/// harness).
 ///
 /// ```ignore
 /// larder_testing::on_every_topology!(async fn counts(redis: &Redis) {
 ///     let handle = handle_on(redis);
 ///     // ...
 /// });
+/// larder_testing::on_every_topology!(#[actix_web::test] async fn serves(redis: &Redis) {
+///     // ...
+/// });
 /// ```
 #[macro_export]
 macro_rules! on_every_topology {
     (async fn $name:ident($redis:ident: &Redis) $body:block) => {
-        $crate::on_every_topology!(@tests $name, $redis, &$crate::Redis, [&], $body);
+        $crate::on_every_topology!(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name($redis: &Redis) $body
+        );
     };
     (async fn $name:ident($redis:ident: &mut Redis) $body:block) => {
-        $crate::on_every_topology!(@tests $name, $redis, &mut $crate::Redis, [&mut], $body);
+        $crate::on_every_topology!(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name($redis: &mut Redis) $body
+        );
     };
-    (@tests $name:ident, $redis:ident, $ty:ty, [$($borrow:tt)+], $body:block) => {
+    (#[$test:meta] async fn $name:ident($redis:ident: &Redis) $body:block) => {
+        $crate::on_every_topology!(@tests $test, $name, $redis, &$crate::Redis, [&], $body);
+    };
+    (#[$test:meta] async fn $name:ident($redis:ident: &mut Redis) $body:block) => {
+        $crate::on_every_topology!(@tests $test, $name, $redis, &mut $crate::Redis, [&mut], $body);
+    };
+    (@tests $test:meta, $name:ident, $redis:ident, $ty:ty, [$($borrow:tt)+], $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             async fn body($redis: $ty) $body
 
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$test]
             async fn single() {
                 body($($borrow)+ $crate::Redis::start($crate::TopologyKind::Single)).await;
             }
 
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$test]
             async fn cluster() {
                 body($($borrow)+ $crate::Redis::start($crate::TopologyKind::Cluster)).await;
             }
 
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$test]
             async fn sentinel() {
                 body($($borrow)+ $crate::Redis::start($crate::TopologyKind::Sentinel)).await;
             }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use larder_core::{Config, ConfigBuilder, Handle};
-use larder_testing::RedisServer;
+use larder_testing::Redis;
 
 /// Short deadlines and a quick breaker, so fault tests run fast.
 pub(crate) fn config(url: &str) -> ConfigBuilder {
@@ -17,7 +17,7 @@ pub(crate) fn config(url: &str) -> ConfigBuilder {
 
 /// [`config`] for a Redis of any topology, from its variables.
 #[allow(dead_code)] // not every test file uses it
-pub(crate) fn config_on(redis: &larder_testing::Redis) -> ConfigBuilder {
+pub(crate) fn config_on(redis: &Redis) -> ConfigBuilder {
     ConfigBuilder::from_config(Config::from_vars(redis.vars()).expect("valid variables"))
         .op_timeout(Duration::from_millis(200))
         .breaker_threshold(2)
@@ -30,16 +30,17 @@ pub(crate) fn handle(url: &str) -> Handle {
     Handle::new(config(url).build().expect("valid config")).expect("handle")
 }
 
-/// Calls of one command since the server started (one node).
+/// A handle on a Redis of any topology, with the default key prefix.
 #[allow(dead_code)] // not every test file uses it
-pub(crate) fn node_calls(server: &RedisServer, command: &str) -> u64 {
-    server.command_calls().get(command).copied().unwrap_or(0)
+pub(crate) fn handle_on(redis: &Redis) -> Handle {
+    Handle::new(config_on(redis).build().expect("valid config")).expect("handle")
 }
 
-/// Scripts the server has run (`EVALSHA` and `EVAL`): the rate limiter's round trips.
+/// Scripts every primary has run (`EVALSHA` and `EVAL`): the rate limiter's round
+/// trips.
 #[allow(dead_code)] // not every test file uses it
-pub(crate) fn script_calls(server: &RedisServer) -> u64 {
-    node_calls(server, "evalsha") + node_calls(server, "eval")
+pub(crate) fn script_calls(redis: &Redis) -> u64 {
+    redis.calls("evalsha") + redis.calls("eval")
 }
 
 /// What the adapter tests read of a response: its status (the framework's
@@ -69,14 +70,14 @@ impl<S> Reply<S> {
 /// a Retry-After never later than the first. Returns the answer for more checks.
 #[allow(dead_code)] // not every test file uses it
 pub(crate) async fn assert_rejected_locally<S: Copy + Into<u16>>(
-    server: &RedisServer,
+    redis: &Redis,
     policy: &str,
     first_retry: u64,
     again: impl Future<Output = Reply<S>>,
 ) -> Reply<S> {
-    let before = script_calls(server);
+    let before = script_calls(redis);
     let again = again.await;
-    assert_eq!(script_calls(server), before, "a local reject sent a script");
+    assert_eq!(script_calls(redis), before, "a local reject sent a script");
     assert_eq!(again.status.into(), 429u16);
     assert_eq!(again.header("content-type"), Some("application/json"));
     assert_eq!(again.header("ratelimit-policy"), Some(policy));

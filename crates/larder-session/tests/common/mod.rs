@@ -675,11 +675,7 @@ pub async fn rotation_grace<A: App>(app: &A) {
 
 /// Tampered, unknown and malformed cookies (and a corrupt stored entry): a fresh
 /// anonymous session, never an error page.
-pub async fn bad_cookies_get_a_fresh_session<A: App>(
-    app: &A,
-    sessions: &Sessions,
-    redis: &Redis,
-) {
+pub async fn bad_cookies_get_a_fresh_session<A: App>(app: &A, sessions: &Sessions, redis: &Redis) {
     let good = login(app, "erin", None).await;
     let mut tampered = good.clone().into_bytes();
     let i = tampered.len() / 2;
