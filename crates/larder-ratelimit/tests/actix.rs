@@ -112,7 +112,7 @@ on_every_topology!(
         // Rejected again, now by the local pre-check (answered in `call`, no round
         // trip): the same fields and body, Retry-After never later than the first.
         assert_rejected_locally(
-            &redis,
+            redis,
             "\"ip\";q=3;w=60",
             retry,
             send(&app, "GET", "/", "203.0.113.1", &[]),

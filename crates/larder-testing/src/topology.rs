@@ -223,22 +223,22 @@ impl Redis {
 /// ```
 #[macro_export]
 macro_rules! on_every_topology {
-    (async fn $name:ident($redis:ident: &Redis) $body:block) => {
+    (async fn $name:ident($redis:ident: &Redis $(,)?) $body:block) => {
         $crate::on_every_topology!(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name($redis: &Redis) $body
         );
     };
-    (async fn $name:ident($redis:ident: &mut Redis) $body:block) => {
+    (async fn $name:ident($redis:ident: &mut Redis $(,)?) $body:block) => {
         $crate::on_every_topology!(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name($redis: &mut Redis) $body
         );
     };
-    (#[$test:meta] async fn $name:ident($redis:ident: &Redis) $body:block) => {
+    (#[$test:meta] async fn $name:ident($redis:ident: &Redis $(,)?) $body:block) => {
         $crate::on_every_topology!(@tests $test, $name, $redis, &$crate::Redis, [&], $body);
     };
-    (#[$test:meta] async fn $name:ident($redis:ident: &mut Redis) $body:block) => {
+    (#[$test:meta] async fn $name:ident($redis:ident: &mut Redis $(,)?) $body:block) => {
         $crate::on_every_topology!(@tests $test, $name, $redis, &mut $crate::Redis, [&mut], $body);
     };
     (@tests $test:meta, $name:ident, $redis:ident, $ty:ty, [$($borrow:tt)+], $body:block) => {

@@ -42,6 +42,22 @@ pub(crate) fn handle(url: Option<&str>) -> Handle {
     Handle::new(b.build().unwrap()).unwrap()
 }
 
+/// [`handle`]'s settings on a Redis of any topology, from its variables.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) fn handle_on(redis: &larder_testing::Redis) -> Handle {
+    #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    let config = larder_core::ConfigBuilder::from_config(Config::from_vars(redis.vars()).unwrap())
+        .key_prefix("stock")
+        .op_timeout(Duration::from_millis(100))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(200))
+        .module_ttl("balance", Duration::from_secs(60))
+        .build()
+        .unwrap();
+    #[allow(clippy::unwrap_used)]
+    Handle::new(config).unwrap()
+}
+
 /// `cache` with a 1 MiB, 30 s in-process (L1) tier in front of it.
 pub(crate) fn with_l1(cache: Cache) -> Cache {
     cache.with_l1(L1Settings::new(1 << 20, Duration::from_secs(30)))
