@@ -1,5 +1,8 @@
-//! The handle against a real redis-server: commands, pipelines, scripts by SHA,
-//! dedicated and pub/sub connections, health, credentials.
+//! The handle against real Redis: commands, pipelines, scripts by SHA, dedicated
+//! and pub/sub connections, health, credentials. Behaviour that does not depend on
+//! the topology runs on one node, a cluster and Sentinel from one body
+//! (`on_every_topology!`); the rest counts one server's connections or starts
+//! servers with credentials of their own.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -7,9 +10,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{handle_for, handle_for_url, LogCapture};
+use common::{handle_for, handle_for_url, handle_on, LogCapture};
 use larder_core::{BackendErrorKind, Error, Handle};
-use larder_testing::RedisServer;
+use larder_testing::{on_every_topology, Redis, RedisServer};
+
+/// Empties the script cache of every primary.
+fn script_flush(redis: &Redis) {
+    for node in redis.primaries() {
+        assert!(node.command(&["SCRIPT", "FLUSH"]).starts_with("+OK"));
+    }
+}
 
 #[tokio::test]
 async fn commands_and_pipelines_ride_the_shared_connection() {
@@ -38,68 +48,73 @@ async fn commands_and_pipelines_ride_the_shared_connection() {
     );
 }
 
-#[tokio::test]
-async fn scripts_run_by_sha_and_reload_after_script_flush() {
-    let server = RedisServer::start();
-    let handle = handle_for(&server);
-    let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
-    let mut inv = script.key("s");
-    inv.arg(5);
-    let n: i64 = handle.script("incrby", &inv).await.unwrap();
-    assert_eq!(n, 5);
-    assert!(server.command(&["SCRIPT", "FLUSH"]).starts_with("+OK"));
-    let n: i64 = handle.script("incrby", &inv).await.unwrap();
-    assert_eq!(n, 10);
-    // Run by SHA: EVALSHA, a NOSCRIPT reply, SCRIPT LOAD, EVALSHA again; never EVAL.
-    let stats = server.command(&["INFO", "commandstats"]);
-    assert!(!stats.contains("cmdstat_eval:"), "{stats}");
-    assert!(stats.contains("cmdstat_script|load:calls=2"), "{stats}");
-}
-
-#[tokio::test]
-async fn prepared_evalsha_commands_reload_after_script_flush() {
-    let server = RedisServer::start();
-    let handle = handle_for(&server);
-    let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
-    let mut cmd = Handle::evalsha_cmd(&script, 1);
-    cmd.arg("e").arg(7);
-    let n: i64 = handle.evalsha("incrby", &script, &cmd).await.unwrap();
-    assert_eq!(n, 7, "loaded on the first NOSCRIPT");
-    assert!(server.command(&["SCRIPT", "FLUSH"]).starts_with("+OK"));
-    let n: i64 = handle.evalsha("incrby", &script, &cmd).await.unwrap();
-    assert_eq!(n, 14);
-    let stats = server.command(&["INFO", "commandstats"]);
-    assert!(!stats.contains("cmdstat_eval:"), "{stats}");
-    assert!(stats.contains("cmdstat_script|load:calls=2"), "{stats}");
-    assert!(stats.contains("cmdstat_evalsha:calls=4"), "{stats}");
-}
-
-#[tokio::test]
-async fn command_errors_are_typed_and_do_not_open_the_breaker() {
-    let server = RedisServer::start();
-    let handle = handle_for(&server);
-    let _: () = handle
-        .query("set", redis::cmd("SET").arg("s").arg("x"))
-        .await
-        .unwrap();
-    for _ in 0..5 {
-        let err = handle
-            .query::<i64>("lpush", redis::cmd("LPUSH").arg("s").arg("y"))
-            .await
-            .unwrap_err();
-        match &err {
-            Error::Backend {
-                op: "lpush",
-                source,
-            } => {
-                assert_eq!(source.kind(), BackendErrorKind::Command);
-                assert_eq!(source.code(), Some("WRONGTYPE"));
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+on_every_topology!(
+    async fn scripts_run_by_sha_and_reload_after_script_flush(redis: &Redis) {
+        let handle = handle_on(redis);
+        let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+        let mut inv = script.key("s");
+        inv.arg(5);
+        let n: i64 = handle.script("incrby", &inv).await.unwrap();
+        assert_eq!(n, 5);
+        script_flush(redis);
+        let n: i64 = handle.script("incrby", &inv).await.unwrap();
+        assert_eq!(n, 10);
+        // Run by SHA: EVALSHA, a NOSCRIPT reply, SCRIPT LOAD, EVALSHA again; never
+        // EVAL. redis-rs sends a cluster's SCRIPT LOAD to every primary.
+        assert_eq!(redis.calls("eval"), 0);
+        assert_eq!(
+            redis.calls("script|load"),
+            2 * redis.primaries().len() as u64
+        );
     }
-    assert_eq!(handle.guard().state(), larder_core::BreakerState::Closed);
-}
+);
+
+on_every_topology!(
+    async fn prepared_evalsha_commands_reload_after_script_flush(redis: &Redis) {
+        let handle = handle_on(redis);
+        let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+        let mut cmd = Handle::evalsha_cmd(&script, 1);
+        cmd.arg("e").arg(7);
+        let n: i64 = handle.evalsha("incrby", &script, &cmd).await.unwrap();
+        assert_eq!(n, 7, "loaded on the first NOSCRIPT");
+        script_flush(redis);
+        let n: i64 = handle.evalsha("incrby", &script, &cmd).await.unwrap();
+        assert_eq!(n, 14);
+        assert_eq!(redis.calls("eval"), 0);
+        assert_eq!(
+            redis.calls("script|load"),
+            2 * redis.primaries().len() as u64
+        );
+        assert_eq!(redis.calls("evalsha"), 4);
+    }
+);
+
+on_every_topology!(
+    async fn command_errors_are_typed_and_do_not_open_the_breaker(redis: &Redis) {
+        let handle = handle_on(redis);
+        let _: () = handle
+            .query("set", redis::cmd("SET").arg("s").arg("x"))
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            let err = handle
+                .query::<i64>("lpush", redis::cmd("LPUSH").arg("s").arg("y"))
+                .await
+                .unwrap_err();
+            match &err {
+                Error::Backend {
+                    op: "lpush",
+                    source,
+                } => {
+                    assert_eq!(source.kind(), BackendErrorKind::Command);
+                    assert_eq!(source.code(), Some("WRONGTYPE"));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(handle.guard().state(), larder_core::BreakerState::Closed);
+    }
+);
 
 #[tokio::test]
 async fn an_abandoned_blocking_command_does_not_hold_up_the_next_borrower() {
@@ -213,59 +228,60 @@ async fn futures_next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::I
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
 }
 
-#[tokio::test]
-async fn health_reports_connected_then_degraded() {
-    let mut server = RedisServer::start();
-    let handle = handle_for(&server);
-    let report = handle.health().await;
-    let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
-    assert_eq!(json["status"], "ok");
-    assert_eq!(json["cache"], "connected");
-    assert_eq!(json["redis"], "healthy");
-    assert!(json["latency_ms"].as_f64().unwrap() >= 0.0);
+on_every_topology!(
+    async fn health_reports_connected_then_degraded(redis: &mut Redis) {
+        let handle = handle_on(redis);
+        let report = handle.health().await;
+        let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+        assert_eq!(json["status"], "ok");
+        assert_eq!(json["cache"], "connected");
+        assert_eq!(json["redis"], "healthy");
+        assert!(json["latency_ms"].as_f64().unwrap() >= 0.0);
 
-    server.stop();
-    let report = handle.health().await;
-    let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
-    assert_eq!(json["status"], "degraded");
-    assert_eq!(json["cache"], "unavailable");
-    assert_eq!(json["redis"], "unreachable");
-}
+        redis.stop();
+        let report = handle.health().await;
+        let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+        assert_eq!(json["status"], "degraded");
+        assert_eq!(json["cache"], "unavailable");
+        assert_eq!(json["redis"], "unreachable");
+    }
+);
 
-/// A health endpoint's probe PINGs at most once a second, however often it is
-/// asked, and shows an outage as soon as the breaker opens, not a second later.
-#[tokio::test]
-async fn the_health_probe_pings_once_a_second_and_sees_an_outage_at_once() {
-    let mut server = RedisServer::start();
-    let handle = handle_for(&server);
-    let probe = larder_core::HealthProbe::new(handle.clone());
-    let pings = |server: &RedisServer| server.command_calls().get("ping").copied().unwrap_or(0);
-    // The first report PINGs (and connects, which may PING too).
-    assert_eq!(probe.report().await.status, larder_core::health::Status::Ok);
-    let before = pings(&server);
-    for _ in 0..50 {
+// A health endpoint's probe PINGs at most once a second, however often it is
+// asked, and shows an outage as soon as the breaker opens, not a second later.
+// The handle's own call count is the measure: sentinels and replicas PING a
+// primary on their own.
+on_every_topology!(
+    async fn the_health_probe_pings_once_a_second_and_sees_an_outage_at_once(redis: &mut Redis) {
+        let handle = handle_on(redis);
+        let probe = larder_core::HealthProbe::new(handle.clone());
+        let calls = || handle.guard().stats().attempted;
         assert_eq!(probe.report().await.status, larder_core::health::Status::Ok);
-    }
-    assert_eq!(
-        pings(&server),
-        before,
-        "no PING for 50 more reports within the second"
-    );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let _ = probe.report().await;
-    assert_eq!(pings(&server), before + 1, "a second later, one");
+        let before = calls();
+        for _ in 0..50 {
+            assert_eq!(probe.report().await.status, larder_core::health::Status::Ok);
+        }
+        assert_eq!(
+            calls(),
+            before,
+            "no PING for 50 more reports within the second"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let _ = probe.report().await;
+        assert_eq!(calls(), before + 1, "a second later, one");
 
-    server.stop();
-    // Three failed calls open the breaker.
-    for _ in 0..3 {
-        let _ = handle.query::<String>("ping", &redis::cmd("PING")).await;
+        redis.stop();
+        // Three failed calls open the breaker.
+        for _ in 0..3 {
+            let _ = handle.query::<String>("ping", &redis::cmd("PING")).await;
+        }
+        assert_eq!(
+            probe.report().await.status,
+            larder_core::health::Status::Degraded,
+            "the open breaker is seen within the second"
+        );
     }
-    assert_eq!(
-        probe.report().await.status,
-        larder_core::health::Status::Degraded,
-        "the open breaker is seen within the second"
-    );
-}
+);
 
 #[tokio::test]
 async fn in_process_handle_refuses_at_once_and_is_healthy() {

@@ -6,8 +6,8 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use larder_core::{Config, Handle};
-use larder_testing::RedisServer;
+use larder_core::{Config, ConfigBuilder, Handle};
+use larder_testing::{Redis, RedisServer};
 
 /// A handle on `server` with a short deadline and cool-down, so fault tests are quick.
 pub fn handle_for(server: &RedisServer) -> Handle {
@@ -15,8 +15,19 @@ pub fn handle_for(server: &RedisServer) -> Handle {
 }
 
 pub fn handle_for_url(url: &str) -> Handle {
-    let config = Config::builder()
-        .redis_url(url)
+    quick(Config::builder().redis_url(url))
+}
+
+/// The same quick handle on any topology, configured from its variables as an
+/// operator would.
+pub fn handle_on(redis: &Redis) -> Handle {
+    quick(ConfigBuilder::from_config(
+        Config::from_vars(redis.vars()).expect("the topology's variables"),
+    ))
+}
+
+fn quick(builder: ConfigBuilder) -> Handle {
+    let config = builder
         .key_prefix("t")
         .op_timeout(Duration::from_millis(100))
         .connect_timeout(Duration::from_millis(500))
