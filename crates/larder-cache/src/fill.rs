@@ -64,6 +64,7 @@ impl<S> Ticket<S> {
 
     /// Whether what the origin answers under this ticket is stored: this request
     /// leads its key's flight, and the store answered the look-up.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn fills(&self) -> bool {
         self.leader.is_some() && self.markers.is_some()
     }

@@ -108,6 +108,7 @@ impl RequestContext {
     /// Calls `call` (a service's `call`) with `ctx` as the current context, and runs
     /// the future it returns there too. The future is polled where `call` left it:
     /// wrapping the call in an `async` block would keep the request next to it.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn call_in<Fut: std::future::Future>(
         ctx: Arc<Self>,
         call: impl FnOnce() -> Fut,

@@ -107,6 +107,7 @@ pub const CREATE_ATTEMPTS: usize = 8;
 
 /// A value of an adapter's session map: JSON values (tower-sessions) or JSON text
 /// (actix-session). The identity is the map's [`IDENTITY_KEY`] entry.
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
 pub(crate) trait StoredValue: Serialize {
     /// The identity this value holds, if it is one.
     fn identity(&self) -> Option<Identity>;
@@ -126,6 +127,7 @@ impl StoredValue for String {
 
 /// An adapter's session map as stored bytes, and the identity it holds (for the
 /// per-user index): the one rule both adapters follow.
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
 pub(crate) fn encode_map<V: StoredValue, S: std::hash::BuildHasher>(
     map: &std::collections::HashMap<String, V, S>,
 ) -> Result<(Vec<u8>, Option<Identity>), SessionError> {

@@ -184,6 +184,40 @@ impl Db {
         Ok(ids)
     }
 
+    /// Adds a tenant with one category, one unit and a user who logs in with
+    /// `password` (for demos and the end-to-end suite's many tenants). The app
+    /// admits the tenants it finds at startup.
+    ///
+    /// # Errors
+    /// SQLite's error (a taken id or username among them).
+    pub fn add_tenant(
+        &self,
+        id: i64,
+        name: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), DbError> {
+        let hash = hash_password(password)?;
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (?1, ?2)",
+            params![id, name],
+        )?;
+        conn.execute(
+            "INSERT INTO categories (tenant_id, name) VALUES (?1, 'General')",
+            params![id],
+        )?;
+        conn.execute(
+            "INSERT INTO uom (tenant_id, name) VALUES (?1, 'unit')",
+            params![id],
+        )?;
+        conn.execute(
+            "INSERT INTO users (tenant_id, username, password_hash) VALUES (?1, ?2, ?3)",
+            params![id, username, hash],
+        )?;
+        Ok(())
+    }
+
     /// Runs `f` on the connection in a blocking task.
     async fn with<T: Send + 'static>(
         &self,

@@ -401,13 +401,13 @@ impl Stock {
     pub fn worker(&self) -> Worker {
         let db = self.db.clone();
         let dir = self.settings.reports_dir.clone();
-        Worker::new(self.jobs.clone()).concurrency(4).task(
-            SEND_DAILY_REPORT,
-            move |tenant, _ctx| {
+        Worker::new(self.jobs.clone())
+            .concurrency(4)
+            .task(SEND_DAILY_REPORT, move |tenant, ctx| {
                 let (db, dir) = (db.clone(), dir.clone());
-                async move { write_report(&db, &dir, tenant).await }
-            },
-        )
+                let job = ctx.id().to_owned();
+                async move { write_report(&db, &dir, tenant, &job).await }
+            })
     }
 
     /// `GET /balance?from=&to=&granularity=`.
@@ -654,6 +654,7 @@ async fn write_report(
     db: &Db,
     dir: &std::path::Path,
     tenant: i64,
+    job: &str,
 ) -> Result<ReportOutcome, TaskError> {
     let today = chrono::Utc::now().date_naive();
     let series = db
@@ -671,8 +672,10 @@ async fn write_report(
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| TaskError::retry(format!("reports folder: {e}")))?;
+    // The job id keeps two reports of one tenant in the same millisecond apart,
+    // and shows which job wrote which file.
     let path = dir.join(format!(
-        "tenant-{tenant}-{}.json",
+        "tenant-{tenant}-{}-{job}.json",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
     ));
     let text = serde_json::to_vec_pretty(&totals).map_err(|e| TaskError::fatal(e.to_string()))?;

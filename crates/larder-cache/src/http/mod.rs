@@ -29,6 +29,7 @@ pub use larder_core::request::{
     FromHeader, FromPathSegment, FromSubdomain, RequestView, TenantExtractor,
 };
 pub use route::{CacheRoute, InvalidateRoute, UndeclaredQuery};
+#[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(unused_imports))]
 pub(crate) use stored::Servable;
 pub use stored::{etag_matches, StoredResponse};
 
@@ -89,6 +90,7 @@ pub struct LookupPlan {
 impl LookupPlan {
     /// Whether the request's `If-None-Match` matches a response's `etag`: the
     /// response goes out as a 304 without a body.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn not_modified_by(&self, etag: Option<&[u8]>) -> bool {
         match (&self.if_none_match, etag) {
             (Some(inm), Some(etag)) => etag_matches(inm, etag),
