@@ -70,6 +70,8 @@
 //! partition in turn, and each script still touches one slot.
 
 mod backend;
+#[cfg(feature = "celery")]
+pub mod celery;
 mod error;
 mod jobs;
 mod options;

@@ -19,6 +19,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let role = Role::from_args(std::env::args().skip(1))?;
     let stock = Stock::from_env()?;
     let worker = (role != Role::Web).then(|| stock.worker().spawn());
+    // With CELERY_BROKER_URL, the worker also runs the Python app's Celery messages.
+    let celery = match stock.celery_worker()? {
+        Some(w) if role != Role::Web => Some(w.spawn()),
+        _ => None,
+    };
     if role == Role::Worker {
         tracing::info!("worker only: running jobs until Ctrl-C or SIGTERM");
         shutdown.await;
@@ -36,6 +41,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     if let Some(worker) = worker {
         worker.shutdown(Duration::from_secs(30)).await;
+    }
+    if let Some(celery) = celery {
+        celery.shutdown(Duration::from_secs(30)).await;
     }
     Ok(())
 }

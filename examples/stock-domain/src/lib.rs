@@ -15,6 +15,7 @@ use larder::cache::{
     Cache, CacheRoute, FromHeader, InvalidateRoute, ResponseCache, TenantExtractor,
 };
 use larder::core::{Config, Handle};
+use larder::jobs::celery::{Celery, CeleryError, CeleryWorker, TaskFailure};
 use larder::jobs::{EnqueueOptions, JobState, Jobs, TaskError, TaskRef, Worker};
 use larder::ratelimit::{ClientIp, Key, Policy, RateLimit, RateLimiter};
 use larder::session::Sessions;
@@ -408,6 +409,53 @@ impl Stock {
                 let job = ctx.id().to_owned();
                 async move { write_report(&db, &dir, tenant, &job).await }
             })
+    }
+
+    /// With `CELERY_BROKER_URL` set, a worker that also runs the Python app's
+    /// Celery messages: `send_daily_report(tenant_id)` from the `celery` queue
+    /// (`CELERY_QUEUE`), its result stored in `CELERY_RESULT_BACKEND` (default:
+    /// the broker), where the Python client's `.get()` reads it. `None` without
+    /// the variable.
+    ///
+    /// # Errors
+    /// A malformed `CELERY_*` variable.
+    pub fn celery_worker(&self) -> Result<Option<CeleryWorker>, CeleryError> {
+        if std::env::var("CELERY_BROKER_URL").map_or(true, |v| v.trim().is_empty()) {
+            return Ok(None);
+        }
+        let celery = Celery::from_env()?;
+        let (db, dir, tenants) = (
+            self.db.clone(),
+            self.settings.reports_dir.clone(),
+            Arc::clone(&self.tenants),
+        );
+        Ok(Some(CeleryWorker::new(celery).task(
+            "send_daily_report",
+            move |call| {
+                let (db, dir, tenants) = (db.clone(), dir.clone(), Arc::clone(&tenants));
+                async move {
+                    let tenant: i64 = call.arg(0)?;
+                    if !tenants.contains(&tenant) {
+                        return Err(TaskFailure::new(
+                            "ValueError",
+                            format!("unknown tenant {tenant}"),
+                        ));
+                    }
+                    let outcome = write_report(&db, &dir, tenant, &call.id)
+                        .await
+                        .map_err(|e| {
+                            let failure = TaskFailure::new("RuntimeError", e.message());
+                            if e.is_retryable() {
+                                failure.retry_in(Duration::from_secs(5))
+                            } else {
+                                failure
+                            }
+                        })?;
+                    serde_json::to_value(outcome)
+                        .map_err(|e| TaskFailure::new("TypeError", e.to_string()))
+                }
+            },
+        )))
     }
 
     /// `GET /balance?from=&to=&granularity=`.
