@@ -257,6 +257,14 @@ impl App {
     /// report task's line.
     #[must_use]
     pub fn start(framework: Framework, site: &Site, role: Role, env: &AppEnv) -> Self {
+        let app = Self::spawn(framework, site, role, env);
+        if role != Role::Worker {
+            app.wait_ready();
+        }
+        app
+    }
+
+    fn spawn(framework: Framework, site: &Site, role: Role, env: &AppEnv) -> Self {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let port = larder_testing::free_port();
@@ -290,16 +298,33 @@ impl App {
             }
         }
         let child = cmd.spawn().expect("the app starts");
-        let app = Self {
+        Self {
             child,
             framework,
             base: format!("http://127.0.0.1:{port}"),
             log,
-        };
-        if role != Role::Worker {
-            app.wait_ready();
         }
-        app
+    }
+
+    /// Starts `framework`'s app as [`start`](Self::start) would, expecting it to
+    /// refuse to start: waits (at most 60 s) until it exits and returns whether it
+    /// exited successfully, and its log.
+    #[must_use]
+    pub fn start_refused(framework: Framework, site: &Site, env: &AppEnv) -> (bool, String) {
+        let mut app = Self::spawn(framework, site, Role::Both, env);
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = app.child.try_wait() {
+                return (status.success(), app.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} kept running:\n{}",
+                framework.package(),
+                app.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_ready(&self) {

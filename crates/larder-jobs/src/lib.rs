@@ -68,6 +68,13 @@
 //! (`{jobs.0.2}`, `{jobs.1.4}`, …), placed so that they fall on different
 //! primaries: a job lives in the partition its id names, workers visit every
 //! partition in turn, and each script still touches one slot.
+//!
+//! # Celery
+//!
+//! With the `celery` feature, [`celery`] speaks Celery 5's protocol on kombu's
+//! Redis transport: a [`celery::CeleryWorker`] runs tasks a Python Celery app
+//! sends, and [`celery::Celery::send_task`] sends tasks Python workers run, on
+//! the same broker and result backend (Celery's keys, not larder's keyspace).
 
 mod backend;
 #[cfg(feature = "celery")]

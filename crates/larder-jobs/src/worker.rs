@@ -538,19 +538,19 @@ impl Shared {
                     break;
                 }
                 Ok(false) => {
-                    tracing::warn!(target: "larder::jobs", id = %job.id, task, "lease lost: outcome discarded (the job runs again elsewhere)");
+                    tracing::warn!(target: "larder::jobs", job_id = %job.id, task, "lease lost: outcome discarded (the job runs again elsewhere)");
                     crate::JOB_OUTCOMES.increment(&task, "fenced");
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(target: "larder::jobs", id = %job.id, error = %e, attempt, "could not record job outcome; retrying");
+                    tracing::warn!(target: "larder::jobs", job_id = %job.id, error = %e, attempt, "could not record job outcome; retrying");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
             }
         }
         if reported {
             crate::JOB_OUTCOMES.increment(&task, outcome_name);
-            tracing::debug!(target: "larder::jobs", id = %job.id, task, outcome = outcome_name, "job finished");
+            tracing::debug!(target: "larder::jobs", job_id = %job.id, task, outcome = outcome_name, "job finished");
         }
     }
 

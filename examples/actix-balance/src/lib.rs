@@ -4,17 +4,127 @@
 
 use actix_session::{Session, SessionMiddleware};
 use actix_web::body::MessageBody;
-use actix_web::cookie::Key;
+use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use example_stock_domain::{NamedTable, Reply, Stock, TenantSource};
+use example_stock_domain::{NamedTable, Reply, SessionKeys, Stock, TenantSource};
 use larder::cache::actix::CacheMiddleware;
 use larder::ratelimit::actix::RateLimitMiddleware;
 use larder::session::actix::{self as sessions, RedisSessionStore, SessionContext, SessionTenant};
 use larder::session::Identity;
 use serde_json::json;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "stock_session";
+
+/// The keys of the session cookie, which is encrypted and signed (actix-session's
+/// private cookie, holding the session id): `current` makes every cookie set; a
+/// cookie made with `previous` is still read, and given back made with `current`,
+/// so a key rotation logs nobody out.
+#[derive(Clone)]
+pub struct CookieKeys {
+    /// Makes every cookie set.
+    pub current: Key,
+    /// Read too, during a rotation.
+    pub previous: Option<Key>,
+}
+
+impl std::fmt::Debug for CookieKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieKeys").finish_non_exhaustive()
+    }
+}
+
+impl CookieKeys {
+    /// The keys derived from `SESSION_KEY` and `SESSION_KEY_PREVIOUS`, or a
+    /// random one (see [`example_stock_domain::session_keys`] for when that is
+    /// allowed).
+    #[must_use]
+    pub fn new(keys: Option<&SessionKeys>) -> Self {
+        match keys {
+            Some(k) => Self {
+                current: Key::derive_from(&k.current),
+                previous: k.previous.as_deref().map(Key::derive_from),
+            },
+            None => Self {
+                current: Key::generate(),
+                previous: None,
+            },
+        }
+    }
+
+    /// The cookie value `value` made again with the current key, when it was
+    /// made with the previous one; `None` otherwise.
+    fn upgrade(&self, value: &str) -> Option<String> {
+        let previous = self.previous.as_ref()?;
+        let mut jar = CookieJar::new();
+        jar.add_original(Cookie::new(COOKIE, value.to_owned()));
+        if jar.private(&self.current).get(COOKIE).is_some() {
+            return None;
+        }
+        let plain = jar.private(previous).get(COOKIE)?;
+        let mut out = CookieJar::new();
+        out.private_mut(&self.current).add(plain);
+        out.get(COOKIE).map(|c| c.value().to_owned())
+    }
+}
+
+/// Reads a session cookie made with the previous key as if it were made with
+/// the current one, and sets the re-made cookie on the response.
+async fn rotate_session_cookie(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let keys = req.app_data::<Data<CookieKeys>>().cloned();
+    let header = req
+        .headers()
+        .get(actix_web::http::header::COOKIE)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let mut upgraded = None;
+    if let (Some(keys), Some(header)) = (keys, header) {
+        let mut parts = Vec::new();
+        for part in header.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            // Values go over the wire percent-encoded (as actix-web sets them).
+            let upgrade = Cookie::parse_encoded(part.to_owned())
+                .ok()
+                .filter(|c| c.name() == COOKIE)
+                .and_then(|c| keys.upgrade(c.value()));
+            match upgrade {
+                Some(value) => {
+                    parts.push(Cookie::new(COOKIE, value.clone()).encoded().to_string());
+                    upgraded = Some(value);
+                }
+                None => parts.push(part.to_owned()),
+            }
+        }
+        if upgraded.is_some() {
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&parts.join("; ")) {
+                req.headers_mut().insert(actix_web::http::header::COOKIE, v);
+            }
+        }
+    }
+    let secure = req
+        .app_data::<Data<Stock>>()
+        .is_some_and(|s| s.settings.cookie_secure);
+    let mut res = next.call(req).await?;
+    if let Some(value) = upgraded {
+        let already_set = res.response().cookies().any(|c| c.name() == COOKIE);
+        if !already_set {
+            let cookie = Cookie::build(COOKIE, value)
+                .path("/")
+                .http_only(true)
+                .secure(secure)
+                .same_site(SameSite::Lax)
+                .finish();
+            let _ = res.response_mut().add_cookie(&cookie);
+        }
+    }
+    Ok(res)
+}
 
 fn respond(reply: Reply) -> HttpResponse {
     HttpResponse::build(
@@ -33,11 +143,11 @@ fn tenant(s: &Stock, req: &HttpRequest) -> Result<i64, Reply> {
 
 /// Configures the app: API routes behind the response cache, sessions and the
 /// tenant middleware; `/health/cache` and (with `ADMIN_TOKEN`) `/admin/cache/*`
-/// beside them; rate limits around everything (`/health/*` exempt). `key` signs and
-/// encrypts the session cookie.
+/// beside them, with `/health/live` and `/health/ready`; rate limits around
+/// everything (`/health/*` exempt). `keys` sign and encrypt the session cookie.
 pub fn app(
     stock: Stock,
-    key: Key,
+    keys: CookieKeys,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         ServiceRequest,
@@ -76,20 +186,35 @@ pub fn app(
         // A logged-in session's tenant is the request's X-Tenant-Id (another is a 403).
         .wrap(session_tenant)
         .wrap(
-            SessionMiddleware::builder(RedisSessionStore::new(stock.sessions.clone()), key)
-                .cookie_name("stock_session".into())
-                .cookie_secure(stock.settings.cookie_secure)
-                .build(),
+            SessionMiddleware::builder(
+                RedisSessionStore::new(stock.sessions.clone()),
+                keys.current.clone(),
+            )
+            .cookie_name(COOKIE.into())
+            .cookie_secure(stock.settings.cookie_secure)
+            .build(),
         )
-        .wrap(SessionContext::new());
+        .wrap(SessionContext::new())
+        .wrap(from_fn(rotate_session_cookie));
     let mut app = actix_web::App::new()
         .app_data(Data::new(stock.clone()))
-        .service(larder::cache::actix::health_resource(stock.handle.clone()));
+        .app_data(Data::new(keys))
+        .service(larder::cache::actix::health_resource(stock.handle.clone()))
+        .route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready));
     if let Some(admin) = stock.admin.clone() {
         app = app.service(larder::cache::actix::admin_scope(admin));
     }
     app.service(api)
         .wrap(RateLimitMiddleware::new(stock.limits.clone()))
+}
+
+async fn live(s: Data<Stock>) -> HttpResponse {
+    respond(s.liveness())
+}
+
+async fn ready(s: Data<Stock>) -> HttpResponse {
+    respond(s.readiness().await)
 }
 
 async fn balance(s: Data<Stock>, req: HttpRequest) -> HttpResponse {

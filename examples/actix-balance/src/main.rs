@@ -1,30 +1,25 @@
 //! Run with: `cargo run -p example-actix-balance` (no Redis, no database server
 //! needed; `REDIS_URL` switches to Redis). Flags: `--web-only`, `--worker-only`.
-//! `SESSION_KEY` (64 bytes or more) signs the session cookie; without it a random
-//! key is made at start (sessions then end with the process).
+//! `SESSION_KEY` (64 bytes or more) signs and encrypts the session cookie; with
+//! Redis it is required (sessions belong to the deployment: every instance and
+//! every restart must read the same cookies), `SESSION_KEY_PREVIOUS` is still read
+//! during a rotation, and `ALLOW_RANDOM_SESSION_KEY=true` is the development way
+//! out.
 
 use std::time::Duration;
 
-use actix_web::cookie::Key;
 use actix_web::HttpServer;
+use example_actix_balance::CookieKeys;
 use example_stock_domain::{shutdown_signal, Role, Stock};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let shutdown = shutdown_signal();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,larder=debug,larder::core=info".into()),
-        )
-        .init();
+    example_stock_domain::init_logging()?;
     let role = Role::from_args(std::env::args().skip(1))?;
     let stock = Stock::from_env()?;
-    let key = match std::env::var("SESSION_KEY") {
-        Ok(k) if k.len() >= 64 => Key::derive_from(k.as_bytes()),
-        Ok(_) => return Err("SESSION_KEY: expected at least 64 bytes".into()),
-        Err(_) => Key::generate(),
-    };
+    let keys = example_stock_domain::session_keys(stock.handle.topology().is_some())?;
+    let keys = CookieKeys::new(keys.as_ref());
     let worker = (role != Role::Web).then(|| stock.worker().spawn());
     // With CELERY_BROKER_URL, the worker also runs the Python app's Celery messages.
     let celery = match stock.celery_worker()? {
@@ -41,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         // installed first thing above (actix's own would only be installed by
         // `run`, and a SIGTERM before then would be lost).
         let server =
-            HttpServer::new(move || example_actix_balance::app(app_stock.clone(), key.clone()))
+            HttpServer::new(move || example_actix_balance::app(app_stock.clone(), keys.clone()))
                 .disable_signals()
                 .bind(("0.0.0.0", port))?
                 .run();

@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use actix_web::body::MessageBody;
-use actix_web::cookie::Key;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test;
+use example_actix_balance::CookieKeys;
 use example_stock_domain::testkit::{self, Client, Got};
 use larder_testing::RedisServer;
 
@@ -66,7 +66,7 @@ async fn serve(
         Error = actix_web::Error,
     >,
 > {
-    App(test::init_service(example_actix_balance::app(stock, Key::generate())).await)
+    App(test::init_service(example_actix_balance::app(stock, CookieKeys::new(None))).await)
 }
 
 #[actix_web::test]

@@ -28,8 +28,15 @@ fn tenant(s: &Stock, headers: &HeaderMap) -> Result<i64, Reply> {
 }
 
 /// The whole app: API routes behind the response cache, sessions and the tenant
-/// middleware; `/health/cache` and (with `ADMIN_TOKEN`) `/admin/cache/*` beside
-/// them; rate limits around everything (`/health/*` exempt).
+/// middleware; `/health/cache`, `/health/live`, `/health/ready` and (with
+/// `ADMIN_TOKEN`) `/admin/cache/*` beside them; rate limits around everything
+/// (`/health/*` exempt).
+///
+/// The session cookie (`stock_session`) carries the session id only, neither
+/// signed nor encrypted: tower-sessions' id is 128 random bits, which a client
+/// cannot guess, and larder's store keeps only a hash of it, so neither a forged
+/// cookie nor a read of Redis yields a session. Nothing in it needs a key, so no
+/// `SESSION_KEY` is read, and every instance and restart reads the same cookies.
 pub fn router(stock: Stock) -> Router {
     let mut session_tenant = SessionTenantLayer::new("tenant", "x-tenant-id");
     if stock.settings.tenant_source == TenantSource::Session {
@@ -64,11 +71,25 @@ pub fn router(stock: Stock) -> Router {
         )
         .layer(SessionContextLayer::new())
         .with_state(stock.clone());
-    let mut app = api.merge(larder::cache::axum::health_routes(stock.handle.clone()));
+    let probes = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(stock.clone());
+    let mut app = api
+        .merge(larder::cache::axum::health_routes(stock.handle.clone()))
+        .merge(probes);
     if let Some(admin) = stock.admin.clone() {
         app = app.merge(larder::cache::axum::admin_routes(admin));
     }
     app.layer(RateLimitLayer::new(stock.limits.clone()))
+}
+
+async fn live(State(s): State<Stock>) -> Response {
+    respond(s.liveness())
+}
+
+async fn ready(State(s): State<Stock>) -> Response {
+    respond(s.readiness().await)
 }
 
 async fn balance(State(s): State<Stock>, headers: HeaderMap, req: Request) -> Response {

@@ -10,12 +10,7 @@ use example_stock_domain::{shutdown_signal, Role, Stock};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let shutdown = shutdown_signal();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,larder=debug,larder::core=info".into()),
-        )
-        .init();
+    example_stock_domain::init_logging()?;
     let role = Role::from_args(std::env::args().skip(1))?;
     let stock = Stock::from_env()?;
     let worker = (role != Role::Web).then(|| stock.worker().spawn());

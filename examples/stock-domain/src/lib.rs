@@ -14,7 +14,7 @@ use larder::cache::admin::{Admin, BearerToken};
 use larder::cache::{
     Cache, CacheRoute, FromHeader, InvalidateRoute, ResponseCache, TenantExtractor,
 };
-use larder::core::{Config, Handle};
+use larder::core::{Config, Handle, HealthProbe};
 use larder::jobs::celery::{Celery, CeleryError, CeleryWorker, TaskFailure};
 use larder::jobs::{EnqueueOptions, JobState, Jobs, TaskError, TaskRef, Worker};
 use larder::ratelimit::{ClientIp, Key, Policy, RateLimit, RateLimiter};
@@ -23,11 +23,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub mod db;
+pub mod deploy;
 pub mod money;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use db::{Db, Granularity, NamedTable, ProductInput};
+pub use deploy::{init_logging, session_keys, SessionKeys};
 pub use money::Money;
 
 /// `send_daily_report(tenant_id)`: writes the tenant's report (a database row and a
@@ -253,6 +255,8 @@ pub struct Stock {
     pub admin: Option<Admin>,
     /// The tenants the app admits (its `tenants` table, read at startup).
     pub tenants: Arc<HashSet<i64>>,
+    /// Redis's health, probed at most once a second for `/health/ready`.
+    pub probe: HealthProbe,
 }
 
 impl std::fmt::Debug for Stock {
@@ -361,6 +365,7 @@ impl Stock {
             .admin_token
             .as_deref()
             .map(|t| Admin::new(cache.clone(), BearerToken::new(t)));
+        let probe = HealthProbe::new(handle.clone());
         Ok(Self {
             settings,
             db,
@@ -372,6 +377,7 @@ impl Stock {
             jobs,
             admin,
             tenants,
+            probe,
         })
     }
 
@@ -735,7 +741,13 @@ async fn write_report(
         .record_report(tenant, path.clone(), totals.clone())
         .await
         .map_err(|e| TaskError::retry(e.to_string()))?;
-    tracing::info!(tenant, report_id, path, "daily report written");
+    tracing::info!(
+        tenant,
+        report_id,
+        path,
+        job_id = job,
+        "daily report written"
+    );
     Ok(ReportOutcome {
         report_id,
         path,

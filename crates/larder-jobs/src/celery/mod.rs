@@ -44,6 +44,10 @@
 //! `unacked`), so it runs once, not once per worker. `revoke` sent from Python
 //! (the `celery.pidbox` broadcast) is heard by every running [`CeleryWorker`].
 //!
+//! The broker is one Redis node (`redis://` or `rediss://`), as for kombu: Celery's
+//! keys (`celery`, `unacked`, `unacked_index`) share no hash tag, so a Redis
+//! Cluster cannot hold them, and Celery's `sentinel://` URLs are not read.
+//!
 //! Only JSON messages are accepted: another content type, a body that is not
 //! Celery's `[args, kwargs, embed]`, or an envelope that is not JSON is logged
 //! (`error`, with the delivery tag) and dropped, never retried in a loop and
