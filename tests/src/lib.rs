@@ -238,6 +238,12 @@ impl AppEnv {
         }
     }
 
+    /// The app on one `redis-server` (`REDIS_URL`).
+    #[must_use]
+    pub fn single(redis: &larder_testing::RedisServer) -> Self {
+        Self::redis([("REDIS_URL", redis.url())])
+    }
+
     /// Sets one more variable.
     #[must_use]
     pub fn var(mut self, name: &str, value: &str) -> Self {
@@ -420,7 +426,14 @@ pub async fn login(client: &reqwest::Client, app: &App, username: &str) -> Strin
         .await
         .expect("login answered");
     assert_eq!(reply.status().as_u16(), 200, "login of {username}");
-    let cookie = reply
+    session_cookie(&reply).expect("a session cookie")
+}
+
+/// The session cookie a response sets, as the `Cookie` header value to send
+/// back (`stock_session=...`).
+#[must_use]
+pub fn session_cookie(reply: &reqwest::Response) -> Option<String> {
+    reply
         .headers()
         .get_all("set-cookie")
         .iter()
@@ -431,8 +444,6 @@ pub async fn login(client: &reqwest::Client, app: &App, username: &str) -> Strin
                 .starts_with("stock_session=")
                 .then(|| first.to_owned())
         })
-        .expect("a session cookie");
-    cookie
 }
 
 /// A client address no other request of this test binary used (`10.9.x.y`), for

@@ -5,22 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use larder_e2e::{serial, App, AppEnv, Framework, Role, Site};
 use larder_testing::RedisServer;
-
-/// The virtual environment with Celery (`scripts/celery-env`).
-fn venv() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/celery-env");
-    let out = Command::new(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "the Celery environment is made");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// What a Flask app's code does: send the task by name, wait for its result.
 const CLIENT: &str = r#"
@@ -52,12 +41,11 @@ fn send_daily_report(venv: &Path, redis: &RedisServer, tenant: i64) -> serde_jso
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_gets_the_report_from_either_app() {
     let _one_at_a_time = serial().await;
-    let venv = venv();
+    let venv = larder_testing::celery_venv();
     for framework in Framework::BOTH {
         let redis = RedisServer::start();
         let site = Site::new();
-        let env =
-            AppEnv::redis([("REDIS_URL", redis.url())]).var("CELERY_BROKER_URL", &redis.url());
+        let env = AppEnv::single(&redis).var("CELERY_BROKER_URL", &redis.url());
         let worker = App::start(framework, &site, Role::Worker, &env);
         let got = send_daily_report(&venv, &redis, 1);
         assert_eq!(got["state"], "SUCCESS", "{got}\n{}", worker.log());

@@ -164,12 +164,7 @@ async fn scenario(framework: Framework, fault: Fault) -> String {
     let _one_at_a_time = serial().await;
     let mut redis = RedisServer::start();
     let site = Site::new();
-    let app = App::start(
-        framework,
-        &site,
-        Role::Both,
-        &AppEnv::redis([("REDIS_URL", redis.url())]),
-    );
+    let app = App::start(framework, &site, Role::Both, &AppEnv::single(&redis));
     let http = client();
     let cookies = vec![
         (1, login(&http, &app, "alice").await),

@@ -6,7 +6,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use larder_e2e::{client, login, serial, App, AppEnv, Framework, Role, Site, SESSION_KEY};
+use larder_e2e::{
+    client, login, serial, session_cookie, App, AppEnv, Framework, Role, Site, SESSION_KEY,
+};
 use larder_testing::RedisServer;
 
 async fn me(http: &reqwest::Client, app: &App, cookie: &str) -> (u16, Option<String>) {
@@ -16,18 +18,7 @@ async fn me(http: &reqwest::Client, app: &App, cookie: &str) -> (u16, Option<Str
         .send()
         .await
         .unwrap();
-    let set = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let first = v.split(';').next()?;
-            first
-                .starts_with("stock_session=")
-                .then(|| first.to_owned())
-        });
-    (r.status().as_u16(), set)
+    (r.status().as_u16(), session_cookie(&r))
 }
 
 async fn get_json(http: &reqwest::Client, app: &App, path: &str) -> (u16, serde_json::Value) {
@@ -43,7 +34,7 @@ async fn sessions_span_instances_and_restarts_and_end_everywhere() {
     for framework in Framework::BOTH {
         let redis = RedisServer::start();
         let site = Site::new();
-        let env = AppEnv::redis([("REDIS_URL", redis.url())]);
+        let env = AppEnv::single(&redis);
         let http = client();
         let a = App::start(framework, &site, Role::Both, &env);
         let b = App::start(framework, &site, Role::Both, &env);
@@ -98,7 +89,7 @@ async fn the_actix_app_needs_a_session_key_with_redis_and_rotates_it() {
     let _one_at_a_time = serial().await;
     let redis = RedisServer::start();
     let site = Site::new();
-    let with_redis = || AppEnv::redis([("REDIS_URL", redis.url())]);
+    let with_redis = || AppEnv::single(&redis);
 
     // No key with Redis: refused, naming the variable.
     let (ok, log) = App::start_refused(
@@ -182,12 +173,7 @@ async fn probes_stay_ready_through_a_redis_outage() {
     for framework in Framework::BOTH {
         let mut redis = RedisServer::start();
         let site = Site::new();
-        let app = App::start(
-            framework,
-            &site,
-            Role::Both,
-            &AppEnv::redis([("REDIS_URL", redis.url())]),
-        );
+        let app = App::start(framework, &site, Role::Both, &AppEnv::single(&redis));
         let http = client();
         assert_eq!(
             get_json(&http, &app, "/health/live").await,
@@ -235,8 +221,7 @@ async fn logs_are_plain_without_a_terminal_or_one_json_object_per_line() {
     for framework in Framework::BOTH {
         let redis = RedisServer::start();
         let site = Site::new();
-        let env =
-            || AppEnv::redis([("REDIS_URL", redis.url())]).var("RUST_LOG", "info,larder=debug");
+        let env = || AppEnv::single(&redis).var("RUST_LOG", "info,larder=debug");
         let http = client();
         for (format, json) in [("text", false), ("json", true)] {
             let app = App::start(

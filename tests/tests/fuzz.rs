@@ -142,12 +142,7 @@ impl Running {
     fn start(framework: Framework) -> Self {
         let redis = RedisServer::start();
         let site = Site::new();
-        let app = App::start(
-            framework,
-            &site,
-            Role::Both,
-            &AppEnv::redis([("REDIS_URL", redis.url())]),
-        );
+        let app = App::start(framework, &site, Role::Both, &AppEnv::single(&redis));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -58,8 +58,7 @@ async fn two_instances(framework: Framework) {
     let _one_at_a_time = serial().await;
     let redis = RedisServer::start();
     let site = Site::new();
-    let env =
-        AppEnv::redis([("REDIS_URL", redis.url())]).var("RATE_LIMIT", &format!("{LIMIT}/minute"));
+    let env = AppEnv::single(&redis).var("RATE_LIMIT", &format!("{LIMIT}/minute"));
     // A serves HTTP only; B serves HTTP and runs jobs.
     let a = App::start(framework, &site, Role::Web, &env);
     let b = App::start(framework, &site, Role::Both, &env);

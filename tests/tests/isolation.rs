@@ -81,12 +81,7 @@ async fn isolation(framework: Framework) {
     let _one_at_a_time = serial().await;
     let redis = RedisServer::start();
     let site = Site::with_tenants(i64::try_from(TENANTS).unwrap());
-    let app = App::start(
-        framework,
-        &site,
-        Role::Both,
-        &AppEnv::redis([("REDIS_URL", redis.url())]),
-    );
+    let app = App::start(framework, &site, Role::Both, &AppEnv::single(&redis));
     let http = client();
     let mut cookies = Vec::new();
     for t in 1..=TENANTS {

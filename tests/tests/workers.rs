@@ -17,7 +17,7 @@ async fn burst_with_dying_workers(framework: Framework) {
     let redis = RedisServer::start();
     let site = Site::new();
     // A short lease, so that a dead worker's jobs come back within a second.
-    let env = AppEnv::redis([("REDIS_URL", redis.url())])
+    let env = AppEnv::single(&redis)
         .var("JOBS_LEASE_MS", "1000")
         .var("JOBS_MAX_RETRIES", "20");
     let web = App::start(framework, &site, Role::Web, &env);

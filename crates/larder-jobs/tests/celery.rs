@@ -9,25 +9,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use larder_jobs::celery::{Celery, CeleryState, CeleryWorker, SendOptions, TaskFailure};
+use larder_jobs::celery::{Celery, CeleryWorker, SendOptions, TaskFailure};
+use larder_jobs::JobState;
 use larder_testing::RedisServer;
 use serde_json::{json, Map, Value};
 
-/// The virtual environment with Celery, made once per test binary.
 fn venv() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/celery-env");
-        let out = Command::new(script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("scripts/celery-env runs");
-        assert!(out.status.success(), "the Celery environment is made");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    larder_testing::celery_venv()
 }
 
 fn python_dir() -> PathBuf {
@@ -254,13 +245,13 @@ async fn failures_retries_and_states_read_as_celery_shows_them() {
         if states.last() != Some(&s) {
             states.push(s);
         }
-        if s.is_ready() || started.elapsed() > Duration::from_secs(20) {
+        if s.is_terminal() || started.elapsed() > Duration::from_secs(20) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(states.contains(&CeleryState::Retry), "{states:?}");
-    assert_eq!(states.last(), Some(&CeleryState::Success), "{states:?}");
+    assert!(states.contains(&JobState::Retry), "{states:?}");
+    assert_eq!(states.last(), Some(&JobState::Success), "{states:?}");
     assert_eq!(py_get(&redis, &flaky)["result"], "third time");
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 
@@ -329,7 +320,7 @@ async fn other_serializers_and_malformed_messages_are_refused_and_block_nothing(
     assert_eq!(py_get(&redis, &good)["result"], 42);
     for id in ["pickled-1", "bad-body-1"] {
         let meta = celery.result(id).await.unwrap().unwrap();
-        assert_eq!(meta.status, CeleryState::Failure, "{meta:?}");
+        assert_eq!(meta.status, JobState::Failure, "{meta:?}");
         assert_eq!(meta.result["exc_type"], "ContentDisallowed");
     }
     assert!(
@@ -360,7 +351,7 @@ async fn larder_sends_tasks_a_python_worker_runs() {
     let meta = celery.wait(&id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(
         (meta.status, meta.result.clone()),
-        (CeleryState::Success, json!(5)),
+        (JobState::Success, json!(5)),
         "{meta:?}"
     );
     let id = celery
@@ -373,7 +364,7 @@ async fn larder_sends_tasks_a_python_worker_runs() {
         .await
         .unwrap();
     let meta = celery.wait(&id, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(meta.status, CeleryState::Failure);
+    assert_eq!(meta.status, JobState::Failure);
     assert_eq!(meta.result["exc_type"], "ValueError");
     assert!(meta.traceback.unwrap_or_default().contains("bad input"));
     // A countdown from Rust is honoured by Python.
@@ -398,7 +389,7 @@ async fn larder_sends_tasks_a_python_worker_runs() {
     assert!(sent.elapsed() >= Duration::from_secs(1));
     assert_eq!(
         celery.state("no-such-task").await.unwrap(),
-        CeleryState::Pending
+        JobState::Pending
     );
 }
 
@@ -476,7 +467,7 @@ async fn python_and_larder_workers_share_a_queue_and_route_by_name() {
     let mut by = std::collections::BTreeMap::new();
     for id in &ids {
         let meta = celery.wait(id, Duration::from_secs(30)).await.unwrap();
-        assert_eq!(meta.status, CeleryState::Success);
+        assert_eq!(meta.status, JobState::Success);
         *by.entry(meta.result["by"].as_str().unwrap_or("?").to_owned())
             .or_insert(0) += 1;
     }
@@ -530,7 +521,7 @@ async fn a_worker_killed_mid_task_loses_no_message_either_way() {
     let celery = celery_on(&redis, 2, "celery");
     assert!(
         larder_testing::eventually(200, Duration::from_millis(50), || async {
-            celery.state(&id).await.ok() == Some(CeleryState::Started)
+            celery.state(&id).await.ok() == Some(JobState::Started)
         })
         .await,
         "the child started it"
@@ -539,7 +530,7 @@ async fn a_worker_killed_mid_task_loses_no_message_either_way() {
     child.wait().unwrap();
     let worker = rust_worker(&celery).spawn();
     let meta = celery.wait(&id, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(meta.status, CeleryState::Success, "{meta:?}");
+    assert_eq!(meta.status, JobState::Success, "{meta:?}");
     worker.shutdown(Duration::from_secs(5)).await;
 
     // larder → Python: the Celery worker dies running it; a new one (visibility
@@ -556,7 +547,7 @@ async fn a_worker_killed_mid_task_loses_no_message_either_way() {
         .unwrap();
     assert!(
         larder_testing::eventually(200, Duration::from_millis(50), || async {
-            celery.state(&id).await.ok() == Some(CeleryState::Started)
+            celery.state(&id).await.ok() == Some(JobState::Started)
         })
         .await,
         "the Python worker started it"
@@ -579,6 +570,6 @@ async fn a_worker_killed_mid_task_loses_no_message_either_way() {
                 second.log()
             )
         });
-    assert_eq!(meta.status, CeleryState::Success, "{meta:?}");
+    assert_eq!(meta.status, JobState::Success, "{meta:?}");
     assert_eq!(meta.result, json!({"tag": "drill", "by": "py"}));
 }

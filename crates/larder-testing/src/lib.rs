@@ -726,6 +726,27 @@ fn resp_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// The Python virtual environment with Celery 5 (`celery` and `redis` from the
+/// Python package index) that the workspace's `scripts/celery-env` makes, once,
+/// under `target/`: the Celery interop tests run real Python clients and workers
+/// from it (`bin/python`, `bin/celery`).
+///
+/// # Panics
+/// When the script fails (no Python, no network to the package index).
+#[must_use]
+pub fn celery_venv() -> &'static Path {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/celery-env");
+        let out = Command::new(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/celery-env did not run: {e}"));
+        assert!(out.status.success(), "scripts/celery-env failed");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
 /// Polls `check` up to `tries` times, `every` apart, until it returns true; returns
 /// whether it did. For conditions that become true by themselves (a breaker closing
 /// after Redis restarts, a subscription coming back).

@@ -61,7 +61,7 @@ use std::time::Duration;
 use larder_core::{Config, ConfigError, Handle};
 use serde_json::{Map, Value};
 
-pub use protocol::{CeleryState, SendOptions, TaskMeta};
+pub use protocol::{SendOptions, TaskMeta};
 pub use worker::{CeleryCall, CeleryWorker, RunningCeleryWorker, TaskFailure};
 
 /// An error of the Celery bridge.
@@ -299,11 +299,11 @@ impl Celery {
     ///
     /// # Errors
     /// As [`result`](Self::result).
-    pub async fn state(&self, id: &str) -> Result<CeleryState, CeleryError> {
+    pub async fn state(&self, id: &str) -> Result<crate::JobState, CeleryError> {
         Ok(self
             .result(id)
             .await?
-            .map_or(CeleryState::Pending, |m| m.status))
+            .map_or(crate::JobState::Pending, |m| m.status))
     }
 
     /// Waits until task `id` is ready (SUCCESS, FAILURE or REVOKED) and returns
@@ -317,7 +317,7 @@ impl Celery {
         loop {
             // A Redis fault while waiting is a try that failed, not the end.
             if let Ok(Some(meta)) = self.result(id).await {
-                if meta.status.is_ready() {
+                if meta.status.is_terminal() {
                     return Ok(meta);
                 }
             }

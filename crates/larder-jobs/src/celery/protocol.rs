@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::JobState;
+
 /// kombu's separator between a queue's name and its priority.
 const PRIORITY_SEP: &str = "\x06\x16";
 
@@ -33,39 +35,12 @@ pub(crate) fn meta_key(id: &str) -> String {
     format!("celery-task-meta-{id}")
 }
 
-/// A Celery task state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum CeleryState {
-    /// Nothing stored yet.
-    Pending,
-    /// Received by a worker (Celery stores it only with events).
-    Received,
-    /// Started (stored only with `task_track_started`).
-    Started,
-    /// Failed, and sent again for a retry.
-    Retry,
-    /// Done.
-    Success,
-    /// Failed for good.
-    Failure,
-    /// Revoked, or expired before it ran.
-    Revoked,
-}
-
-impl CeleryState {
-    /// Whether the state is final (Celery's `READY_STATES`).
-    #[must_use]
-    pub fn is_ready(self) -> bool {
-        matches!(self, Self::Success | Self::Failure | Self::Revoked)
-    }
-}
-
 /// A stored outcome (`celery-task-meta-<id>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskMeta {
-    /// The state.
-    pub status: CeleryState,
+    /// The state (Celery's names are larder's: PENDING, STARTED, RETRY,
+    /// SUCCESS, FAILURE, REVOKED).
+    pub status: JobState,
     /// The return value; for FAILURE and RETRY,
     /// `{"exc_type", "exc_message", "exc_module"}`.
     pub result: Value,
@@ -86,7 +61,7 @@ impl TaskMeta {
     /// A meta of `status` with `result` for task `id`, done now.
     pub(crate) fn new(
         id: &str,
-        status: CeleryState,
+        status: JobState,
         result: Value,
         traceback: Option<String>,
     ) -> Self {

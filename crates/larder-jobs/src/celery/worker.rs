@@ -13,8 +13,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::protocol::{self, CeleryState, Incoming, SendOptions, TaskMeta};
+use super::protocol::{self, Incoming, SendOptions, TaskMeta};
 use super::{Celery, CeleryError};
+use crate::JobState;
 
 /// Takes the first message of the first non-empty list and records its delivery
 /// in `unacked`/`unacked_index`, atomically. KEYS: the lists in the order they
@@ -513,7 +514,7 @@ async fn run(
             return refused.id.map(|id| {
                 TaskMeta::new(
                     &id,
-                    CeleryState::Failure,
+                    JobState::Failure,
                     TaskMeta::exception("ContentDisallowed", &refused.problem),
                     None,
                 )
@@ -530,7 +531,7 @@ async fn run(
         );
         Some(TaskMeta::new(
             &msg.id,
-            CeleryState::Revoked,
+            JobState::Revoked,
             TaskMeta::exception("TaskRevokedError", why),
             None,
         ))
@@ -546,7 +547,7 @@ async fn run(
         );
         return Some(TaskMeta::new(
             &msg.id,
-            CeleryState::Failure,
+            JobState::Failure,
             TaskMeta::exception("NotRegistered", &format!("'{}'", msg.task)),
             None,
         ));
@@ -570,7 +571,7 @@ async fn run(
     if celery.config.track_started {
         let started = TaskMeta::new(
             &msg.id,
-            CeleryState::Started,
+            JobState::Started,
             json!({ "pid": std::process::id(), "hostname": shared.hostname }),
             None,
         );
@@ -614,7 +615,7 @@ async fn run(
                 outcome = "success",
                 "celery: task done"
             );
-            Some(TaskMeta::new(&msg.id, CeleryState::Success, value, None))
+            Some(TaskMeta::new(&msg.id, JobState::Success, value, None))
         }
         Err(failure) => {
             let exc = TaskMeta::exception(&failure.exc_type, &failure.message);
@@ -647,12 +648,7 @@ async fn run(
                     .await
                 {
                     tracing::warn!(task_id = msg.id, error = %e, "celery: retry not sent; the task fails");
-                    return Some(TaskMeta::new(
-                        &msg.id,
-                        CeleryState::Failure,
-                        exc,
-                        Some(trace),
-                    ));
+                    return Some(TaskMeta::new(&msg.id, JobState::Failure, exc, Some(trace)));
                 }
                 tracing::info!(
                     task_id = msg.id,
@@ -661,7 +657,7 @@ async fn run(
                     retries = msg.retries + 1,
                     "celery: task retried"
                 );
-                return Some(TaskMeta::new(&msg.id, CeleryState::Retry, exc, Some(trace)));
+                return Some(TaskMeta::new(&msg.id, JobState::Retry, exc, Some(trace)));
             }
             tracing::info!(
                 task_id = msg.id,
@@ -670,12 +666,7 @@ async fn run(
                 error = failure.message,
                 "celery: task failed"
             );
-            Some(TaskMeta::new(
-                &msg.id,
-                CeleryState::Failure,
-                exc,
-                Some(trace),
-            ))
+            Some(TaskMeta::new(&msg.id, JobState::Failure, exc, Some(trace)))
         }
     }
 }
