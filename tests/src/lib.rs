@@ -254,7 +254,8 @@ impl AppEnv {
 
 impl App {
     /// Starts `framework`'s app on `site` as `role` and, unless it is worker-only,
-    /// waits until it answers `/health/cache`.
+    /// waits until it accepts connections (both apps listen once their routes are
+    /// built).
     ///
     /// Defaults, each overridable through `env`: a per-IP limit high enough not to
     /// limit the load (`RATE_LIMIT`), `TRUSTED_PROXIES=127.0.0.1/32` (so that a
@@ -334,14 +335,12 @@ impl App {
     }
 
     fn wait_ready(&self) {
+        // Both apps listen only once their routes are built: a connection that is
+        // accepted is a request that is served.
         let started = Instant::now();
-        let url = format!("{}/health/cache", self.base);
         while started.elapsed() < Duration::from_secs(60) {
             if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
-                // The port answers; /health/cache answers once the routes are up.
-                if probe::get_answers(&url) {
-                    return;
-                }
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -385,28 +384,6 @@ impl App {
 impl Drop for App {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A tiny blocking GET for readiness checks, on a plain socket: no runtime is
-/// needed before the app is up, and an answer's status line is all that counts.
-mod probe {
-    pub(crate) fn get_answers(url: &str) -> bool {
-        use std::io::{Read, Write};
-        let Some(rest) = url.strip_prefix("http://") else {
-            return false;
-        };
-        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let Ok(mut s) = std::net::TcpStream::connect(host) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-        let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ")
     }
 }
 

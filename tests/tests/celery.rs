@@ -47,13 +47,13 @@ async fn a_python_client_gets_the_report_from_either_app() {
         let site = Site::new();
         let env = AppEnv::single(&redis).var("CELERY_BROKER_URL", &redis.url());
         let worker = App::start(framework, &site, Role::Worker, &env);
-        let got = send_daily_report(&venv, &redis, 1);
+        let got = send_daily_report(venv, &redis, 1);
         assert_eq!(got["state"], "SUCCESS", "{got}\n{}", worker.log());
         assert_eq!(got["result"]["totals"]["tenant"], 1, "{got}");
         let path = got["result"]["path"].as_str().unwrap();
         assert!(Path::new(path).exists(), "{path}");
         // A tenant the app does not have: Python sees the task's ValueError.
-        let got = send_daily_report(&venv, &redis, 99);
+        let got = send_daily_report(venv, &redis, 99);
         assert_eq!(got["state"], "FAILURE", "{got}");
         assert_eq!(got["error_type"], "ValueError", "{got}");
         assert_eq!(site.report_files(), 1, "{}", framework.name());

@@ -24,7 +24,7 @@ async fn me(http: &reqwest::Client, app: &App, cookie: &str) -> (u16, Option<Str
 async fn get_json(http: &reqwest::Client, app: &App, path: &str) -> (u16, serde_json::Value) {
     let r = http.get(app.url(path)).send().await.unwrap();
     let status = r.status().as_u16();
-    let body = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or_default();
+    let body = r.json().await.unwrap_or_default();
     (status, body)
 }
 

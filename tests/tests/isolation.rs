@@ -101,7 +101,7 @@ async fn isolation(framework: Framework) {
             .send()
             .await
             .unwrap();
-        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let body: Value = r.json().await.unwrap();
         jobs.insert(t, body["job_id"].as_str().unwrap().to_owned());
     }
     for (t, id) in &jobs {

@@ -42,7 +42,7 @@ async fn burst_with_dying_workers(framework: Framework) {
                         .await
                         .unwrap();
                     assert_eq!(r.status().as_u16(), 202);
-                    let body: serde_json::Value = r.json_body().await;
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
                     ids.push((tenant, body["job_id"].as_str().unwrap().to_owned()));
                 }
                 ids
@@ -73,7 +73,7 @@ async fn burst_with_dying_workers(framework: Framework) {
                 .send()
                 .await
                 .unwrap();
-            let body: serde_json::Value = r.json_body().await;
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
             match body["state"].as_str() {
                 Some("SUCCESS") => {
                     results.insert(
@@ -139,18 +139,6 @@ async fn burst_with_dying_workers(framework: Framework) {
         rows >= jobs,
         "each job's successful run recorded its row: {rows}"
     );
-}
-
-/// reqwest without its `json` feature: the body parsed with serde_json.
-trait JsonBody {
-    async fn json_body(self) -> serde_json::Value;
-}
-
-impl JsonBody for reqwest::Response {
-    async fn json_body(self) -> serde_json::Value {
-        let bytes = self.bytes().await.unwrap();
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use actix_session::{Session, SessionMiddleware};
 use actix_web::body::MessageBody;
 use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
@@ -56,6 +56,34 @@ impl CookieKeys {
         }
     }
 
+    /// A `Cookie` header whose session cookie was made with the previous key,
+    /// with that cookie made again with the current one: the new header and the
+    /// new cookie's value. `None` when there is nothing to re-make.
+    fn upgrade_header(&self, header: &str) -> Option<(String, String)> {
+        let mut upgraded = None;
+        let parts: Vec<String> = header
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|part| {
+                // Values go over the wire percent-encoded (as actix-web sets them).
+                let value = Cookie::parse_encoded(part.to_owned())
+                    .ok()
+                    .filter(|c| c.name() == COOKIE)
+                    .and_then(|c| self.upgrade(c.value()));
+                match value {
+                    Some(value) => {
+                        let part = Cookie::new(COOKIE, value.clone()).encoded().to_string();
+                        upgraded = Some(value);
+                        part
+                    }
+                    None => part.to_owned(),
+                }
+            })
+            .collect();
+        upgraded.map(|value| (parts.join("; "), value))
+    }
+
     /// The cookie value `value` made again with the current key, when it was
     /// made with the previous one; `None` otherwise.
     fn upgrade(&self, value: &str) -> Option<String> {
@@ -78,50 +106,32 @@ async fn rotate_session_cookie(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let keys = req.app_data::<Data<CookieKeys>>().cloned();
-    let header = req
-        .headers()
-        .get(actix_web::http::header::COOKIE)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    let mut upgraded = None;
-    if let (Some(keys), Some(header)) = (keys, header) {
-        let mut parts = Vec::new();
-        for part in header.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            // Values go over the wire percent-encoded (as actix-web sets them).
-            let upgrade = Cookie::parse_encoded(part.to_owned())
-                .ok()
-                .filter(|c| c.name() == COOKIE)
-                .and_then(|c| keys.upgrade(c.value()));
-            match upgrade {
-                Some(value) => {
-                    parts.push(Cookie::new(COOKIE, value.clone()).encoded().to_string());
-                    upgraded = Some(value);
-                }
-                None => parts.push(part.to_owned()),
-            }
-        }
-        if upgraded.is_some() {
-            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&parts.join("; ")) {
-                req.headers_mut().insert(actix_web::http::header::COOKIE, v);
-            }
-        }
+    // Outside a rotation (no previous key) the request goes through untouched.
+    let upgraded = req
+        .app_data::<Data<CookieKeys>>()
+        .filter(|keys| keys.previous.is_some())
+        .and_then(|keys| {
+            let header = req.headers().get(header::COOKIE)?.to_str().ok()?;
+            keys.upgrade_header(header)
+        });
+    let Some((header, value)) = upgraded else {
+        return next.call(req).await;
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&header) {
+        req.headers_mut().insert(header::COOKIE, v);
     }
     let secure = req
         .app_data::<Data<Stock>>()
         .is_some_and(|s| s.settings.cookie_secure);
     let mut res = next.call(req).await?;
-    if let Some(value) = upgraded {
-        let already_set = res.response().cookies().any(|c| c.name() == COOKIE);
-        if !already_set {
-            let cookie = Cookie::build(COOKIE, value)
-                .path("/")
-                .http_only(true)
-                .secure(secure)
-                .same_site(SameSite::Lax)
-                .finish();
-            let _ = res.response_mut().add_cookie(&cookie);
-        }
+    if !res.response().cookies().any(|c| c.name() == COOKIE) {
+        let cookie = Cookie::build(COOKIE, value)
+            .path("/")
+            .http_only(true)
+            .secure(secure)
+            .same_site(SameSite::Lax)
+            .finish();
+        let _ = res.response_mut().add_cookie(&cookie);
     }
     Ok(res)
 }

@@ -218,6 +218,14 @@ impl Db {
         Ok(())
     }
 
+    /// Whether the database answers a trivial query (for readiness probes), in a
+    /// blocking task like every query.
+    pub async fn ping(&self) -> bool {
+        self.with(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .is_ok()
+    }
+
     /// Runs `f` on the connection in a blocking task.
     async fn with<T: Send + 'static>(
         &self,

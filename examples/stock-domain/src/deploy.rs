@@ -129,7 +129,7 @@ impl Stock {
     /// (sessions fail closed, job enqueues are refused). 503 when the database
     /// does not answer.
     pub async fn readiness(&self) -> Reply {
-        let database = self.db.tenant_ids().is_ok();
+        let database = self.db.ping().await;
         let redis = self.probe.report().await;
         let redis_state = match (self.handle.topology().is_some(), redis.is_ok()) {
             (false, _) => "in_process",

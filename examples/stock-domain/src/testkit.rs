@@ -727,6 +727,11 @@ pub fn sigterm_stops_the_process_cleanly(
         .env("DATABASE_URL", dir.join("stock.db"))
         .env("REPORTS_DIR", dir.join("reports"))
         .env("RUST_LOG", "info")
+        // The Actix app signs its cookie and, with Redis, requires a key.
+        .env(
+            "SESSION_KEY",
+            "sigterm-test-session-key-sigterm-test-session-key-sigterm-test-key",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -130,6 +130,7 @@ pub struct Celery {
     pub(crate) broker: Handle,
     pub(crate) backend: Handle,
     pub(crate) config: std::sync::Arc<CeleryConfig>,
+    pub(crate) scripts: std::sync::Arc<worker::Scripts>,
 }
 
 /// The database number of a `redis://host:port/N` URL (0 without one).
@@ -151,6 +152,7 @@ impl Celery {
             broker,
             backend,
             config: std::sync::Arc::new(config),
+            scripts: std::sync::Arc::new(worker::Scripts::new()),
         }
     }
 
@@ -315,11 +317,12 @@ impl Celery {
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<TaskMeta, CeleryError> {
         let started = tokio::time::Instant::now();
         loop {
-            // A Redis fault while waiting is a try that failed, not the end.
-            if let Ok(Some(meta)) = self.result(id).await {
-                if meta.status.is_terminal() {
-                    return Ok(meta);
-                }
+            // A Redis fault while waiting is a try that failed, not the end; a
+            // result that is not Celery's JSON will not become one.
+            match self.result(id).await {
+                Ok(Some(meta)) if meta.status.is_terminal() => return Ok(meta),
+                Err(e @ CeleryError::Malformed { .. }) => return Err(e),
+                _ => {}
             }
             if started.elapsed() >= timeout {
                 return Err(CeleryError::Timeout {

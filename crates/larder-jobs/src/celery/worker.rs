@@ -17,54 +17,24 @@ use super::protocol::{self, Incoming, SendOptions, TaskMeta};
 use super::{Celery, CeleryError};
 use crate::JobState;
 
-/// Takes the first message of the first non-empty list and records its delivery
-/// in `unacked`/`unacked_index`, atomically. KEYS: the lists in the order they
-/// are served, then `unacked_index`, `unacked`. ARGV: now (seconds), a tag for
-/// a message without one, then each list's queue name.
-const FETCH: &str = r#"
-local n = #KEYS - 2
-for i = 1, n do
-  local msg = redis.call('RPOP', KEYS[i])
-  if msg then
-    local tag = ARGV[2]
-    local ok, env = pcall(cjson.decode, msg)
-    if ok and type(env) == 'table' and type(env.properties) == 'table'
-        and type(env.properties.delivery_tag) == 'string' then
-      tag = env.properties.delivery_tag
-    end
-    local queue = ARGV[2 + i]
-    redis.call('ZADD', KEYS[n + 1], ARGV[1], tag)
-    redis.call('HSET', KEYS[n + 2], tag, '[' .. msg .. ', "", ' .. cjson.encode(queue) .. ']')
-    return {msg, tag, queue}
-  end
-end
-return false
-"#;
+/// The bridge's scripts, made (and hashed) once per [`Celery`]; `lua/celery/`
+/// describes each.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    fetch: redis::Script,
+    store: redis::Script,
+    restore: redis::Script,
+}
 
-/// Stores a result unless a SUCCESS is stored already, and publishes it on the
-/// key's channel (Celery's Redis backend). KEYS: the meta key. ARGV: the JSON,
-/// its time to live in seconds.
-const STORE: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, meta = pcall(cjson.decode, cur)
-  if ok and type(meta) == 'table' and meta.status == 'SUCCESS' then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-";
-
-/// Puts one delivery back on its list, once. KEYS: `unacked_index`, `unacked`,
-/// the list. ARGV: the tag, the envelope (marked redelivered).
-const RESTORE: &str = r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('RPUSH', KEYS[3], ARGV[2])
-  return 1
-end
-return 0
-";
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            fetch: redis::Script::new(include_str!("../../lua/celery/fetch.lua")),
+            store: redis::Script::new(include_str!("../../lua/celery/store.lua")),
+            restore: redis::Script::new(include_str!("../../lua/celery/restore.lua")),
+        }
+    }
+}
 
 const UNACKED: &str = "unacked";
 const UNACKED_INDEX: &str = "unacked_index";
@@ -213,7 +183,7 @@ impl CeleryWorker {
             max_retries: self.max_retries,
             hostname: self.hostname,
             revoked: Mutex::new(Revoked::default()),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
         });
         let mut background = JoinSet::new();
         background.spawn(listen_for_revokes(Arc::clone(&shared), stopped.clone()));
@@ -249,15 +219,15 @@ impl RunningCeleryWorker {
         })
         .await;
         running.abort_all();
-        let left: Vec<(String, String)> = self
+        let left: Vec<String> = self
             .shared
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
             .collect();
-        for (tag, entry) in left {
-            if let Err(e) = restore(&self.shared.celery, &tag, entry.as_bytes()).await {
+        for tag in left {
+            if let Err(e) = restore_tag(&self.shared.celery, &tag).await {
                 tracing::warn!(tag, error = %e, "celery: a running task's delivery was not put back; the visibility timeout will");
             }
         }
@@ -297,8 +267,9 @@ struct Shared {
     max_retries: u32,
     hostname: String,
     revoked: Mutex<Revoked>,
-    /// Deliveries being worked on: tag → the `unacked` entry.
-    in_flight: Mutex<HashMap<String, String>>,
+    /// The tags of the deliveries being worked on (their entries are in
+    /// `unacked`).
+    in_flight: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -331,8 +302,7 @@ struct Delivery {
 }
 
 async fn fetch(celery: &Celery) -> Result<Option<Delivery>, CeleryError> {
-    let script = redis::Script::new(FETCH);
-    let mut inv = script.prepare_invoke();
+    let mut inv = celery.scripts.fetch.prepare_invoke();
     let mut names = Vec::new();
     for q in &celery.config.queues {
         for list in protocol::lists_of(q) {
@@ -365,13 +335,28 @@ async fn ack(celery: &Celery, tag: &str) -> Result<(), CeleryError> {
 
 async fn store(celery: &Celery, meta: &TaskMeta) -> Result<(), CeleryError> {
     let json = serde_json::to_string(meta).unwrap_or_default();
-    let script = redis::Script::new(STORE);
-    let mut inv = script.prepare_invoke();
+    let mut inv = celery.scripts.store.prepare_invoke();
     inv.key(protocol::meta_key(&meta.task_id))
         .arg(json)
         .arg(celery.config.result_expires.as_secs().max(1));
     let _: i64 = celery.backend.script("celery_store", &inv).await?;
     Ok(())
+}
+
+/// Puts delivery `tag` back on its queue from its `unacked` entry; an index
+/// entry without one is only removed.
+async fn restore_tag(celery: &Celery, tag: &str) -> Result<(), CeleryError> {
+    let entry: Option<Vec<u8>> = celery
+        .broker
+        .query(
+            "celery_restore_get",
+            redis::cmd("HGET").arg(UNACKED).arg(tag),
+        )
+        .await?;
+    match entry {
+        Some(entry) => restore(celery, tag, &entry).await,
+        None => ack(celery, tag).await,
+    }
 }
 
 /// Puts a delivery (`[envelope, exchange, queue]`) back on its queue, marked
@@ -389,8 +374,7 @@ async fn restore(celery: &Celery, tag: &str, entry: &[u8]) -> Result<(), CeleryE
         .and_then(|e| e.pointer("/properties/priority").and_then(Value::as_u64))
         .and_then(|p| u8::try_from(p).ok())
         .unwrap_or(0);
-    let script = redis::Script::new(RESTORE);
-    let mut inv = script.prepare_invoke();
+    let mut inv = celery.scripts.restore.prepare_invoke();
     inv.key(UNACKED_INDEX)
         .key(UNACKED)
         .key(protocol::priority_list(&queue, priority))
@@ -416,16 +400,11 @@ async fn consume(
         };
         match fetch(&shared.celery).await {
             Ok(Some(delivery)) => {
-                let entry = format!(
-                    "[{}, \"\", {}]",
-                    String::from_utf8_lossy(&delivery.raw),
-                    Value::String(delivery.queue.clone())
-                );
                 shared
                     .in_flight
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(delivery.tag.clone(), entry);
+                    .insert(delivery.tag.clone());
                 running.spawn(process(
                     Arc::clone(&shared),
                     delivery,
@@ -711,27 +690,16 @@ async fn restore_once(shared: &Shared, vt: Duration) -> Result<(), CeleryError> 
         .arg(200);
     let result = async {
         let tags: Vec<String> = celery.broker.query("celery_restore_scan", &range).await?;
-        let mine: HashSet<String> = shared
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
         for tag in tags {
-            let entry: Option<Vec<u8>> = celery
-                .broker
-                .query("celery_restore_get", redis::cmd("HGET").arg(UNACKED).arg(&tag))
-                .await?;
-            match entry {
-                Some(entry) => {
-                    if mine.contains(&tag) {
-                        tracing::warn!(tag, "celery: a task of this worker outlived the visibility timeout; it is delivered again");
-                    }
-                    restore(celery, &tag, &entry).await?;
-                }
-                None => ack(celery, &tag).await?,
+            let mine = shared
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&tag);
+            if mine {
+                tracing::warn!(tag, "celery: a task of this worker outlived the visibility timeout; it is delivered again");
             }
+            restore_tag(celery, &tag).await?;
         }
         Ok::<(), CeleryError>(())
     }
