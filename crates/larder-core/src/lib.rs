@@ -108,6 +108,7 @@
 //!
 //! [larder]: https://docs.rs/larder
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod connection;

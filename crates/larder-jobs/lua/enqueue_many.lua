@@ -15,6 +15,7 @@ local out = {}
 local ready = {}   -- ready set key -> {score, id, ...}
 local rings = {}   -- ready set key -> {queue, tenant}
 local delayed = {}
+local named = {}   -- queue names of the batch, for the `queues` set
 for j = 0, n - 1 do
   local o = 3 + j * 8
   local id, queue, tenant, prio = ARGV[o + 1], ARGV[o + 4], ARGV[o + 5], tonumber(ARGV[o + 6])
@@ -46,11 +47,15 @@ for j = 0, n - 1 do
       z[#z + 1] = id
     end
     redis.call('HSET', jkey, unpack(f))
+    named[queue] = true
     out[#out + 1] = 1
   end
 end
 if #delayed > 0 then
   redis.call('ZADD', KEYS[1], unpack(delayed))
+end
+for queue, _ in pairs(named) do
+  redis.call('SADD', base .. 'queues', queue)
 end
 local woken = {}
 for qkey, z in pairs(ready) do

@@ -17,7 +17,8 @@
 --            jobs also keep `finished` (ms), for whoever inspects the dead set.
 -- Ready jobs sit in `q:{queue}:t:{tenant}` sorted sets, tenants with ready jobs in
 -- the ring `q:{queue}:ring` (and `:ringset`), leased jobs in `inflight` (score: lease
--- end), delayed ones in `delayed` (score: due time).
+-- end), delayed ones in `delayed` (score: due time). `queues` names every queue a
+-- job was ever enqueued to (for inspection: counts need the names).
 --
 -- Numbers that reach `redis.call` unchanged (times to live, times) are passed as the
 -- strings they arrived as: Redis formats a Lua number with snprintf on every call

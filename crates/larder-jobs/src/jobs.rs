@@ -11,6 +11,7 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, Keeping, NewJob};
 use crate::error::JobError;
+use crate::inspect::{JobCounts, JobDetail, ListPage, Listing};
 use crate::options::EnqueueOptions;
 use crate::partition;
 use crate::state::{JobState, JobStatus};
@@ -588,6 +589,38 @@ impl Jobs {
         self.inner.backend.queued(queue).await
     }
 
+    /// How many jobs are in each state (see [`crate::inspect`]: set sizes, no scan).
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn counts(&self) -> Result<JobCounts, JobError> {
+        self.inner.backend.counts().await
+    }
+
+    /// A page of the delayed, running or dead jobs: at most `limit` (capped at
+    /// [`MAX_PAGE`]) from rank `offset` on.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn list(
+        &self,
+        listing: Listing,
+        offset: u64,
+        limit: u64,
+    ) -> Result<ListPage, JobError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.inner.backend.list(listing, offset, limit).await
+    }
+
+    /// Everything job `id`'s record holds, or `None` when there is no record.
+    ///
+    /// # Errors
+    /// [`JobError::Invalid`] for an id that could not be one; the backend's error.
+    pub async fn detail(&self, id: &str) -> Result<Option<JobDetail>, JobError> {
+        crate::options::validate_id(id)?;
+        self.inner.backend.detail(id).await
+    }
+
     /// Promotes due delayed jobs and returns jobs of dead workers (expired leases)
     /// to their queues. Workers do this by themselves every few hundred ms.
     ///
@@ -599,3 +632,6 @@ impl Jobs {
 }
 
 pub(crate) use larder_core::time::millis as ms;
+
+/// The longest page [`Jobs::list`] returns.
+pub const MAX_PAGE: u64 = 500;

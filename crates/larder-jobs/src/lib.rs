@@ -80,6 +80,7 @@ mod backend;
 #[cfg(feature = "celery")]
 pub mod celery;
 mod error;
+pub mod inspect;
 mod jobs;
 mod options;
 mod partition;
@@ -105,7 +106,7 @@ static JOB_OUTCOMES: larder_core::metrics::Family = larder_core::metrics::Family
 );
 
 pub use error::JobError;
-pub use jobs::{Jobs, JobsConfig};
+pub use jobs::{Jobs, JobsConfig, MAX_PAGE};
 pub use options::EnqueueOptions;
 pub use schedule::{RunningScheduler, Scheduler};
 pub use state::{JobState, JobStatus};

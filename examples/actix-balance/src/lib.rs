@@ -215,6 +215,10 @@ pub fn app(
     if let Some(admin) = stock.admin.clone() {
         app = app.service(larder::cache::actix::admin_scope(admin));
     }
+    // After the cache's admin scope, which keeps `/admin/cache/*`.
+    if let Some(dashboard) = stock.dashboard.clone() {
+        app = app.service(larder::dashboard::actix::scope(dashboard));
+    }
     app.service(api)
         .wrap(RateLimitMiddleware::new(stock.limits.clone()))
 }

@@ -26,9 +26,13 @@ where
             req = req.insert_header((*n, *v));
         }
         if !body.is_empty() {
-            req = req
-                .insert_header(("content-type", "application/json"))
-                .set_payload(body.to_owned());
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            {
+                req = req.insert_header(("content-type", "application/json"));
+            }
+            req = req.set_payload(body.to_owned());
         }
         let res = match self.0.call(req.to_request()).await {
             Ok(res) => res,
@@ -85,6 +89,14 @@ async fn redis_outage_keeps_routes_up_and_recovery_needs_no_restart() {
     let stock = testkit::stock(Some(&redis), dir.path());
     let app = serve(stock).await;
     testkit::redis_outage_and_recovery(&app, &mut redis).await;
+}
+
+#[actix_web::test]
+async fn dashboard_beside_the_cache_admin() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(testkit::stock(Some(&redis), dir.path())).await;
+    testkit::dashboard(&app).await;
 }
 
 #[actix_web::test]

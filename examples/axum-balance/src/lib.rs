@@ -81,6 +81,9 @@ pub fn router(stock: Stock) -> Router {
     if let Some(admin) = stock.admin.clone() {
         app = app.merge(larder::cache::axum::admin_routes(admin));
     }
+    if let Some(dashboard) = stock.dashboard.clone() {
+        app = app.merge(larder::dashboard::axum::router(dashboard));
+    }
     app.layer(RateLimitLayer::new(stock.limits.clone()))
 }
 

@@ -22,7 +22,10 @@ impl Client for App {
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        if !body.is_empty() {
+        let typed = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        if !body.is_empty() && !typed {
             req = req.header("content-type", "application/json");
         }
         let res = self
@@ -65,6 +68,14 @@ async fn redis_outage_keeps_routes_up_and_recovery_needs_no_restart() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(testkit::stock(Some(&redis), dir.path()));
     testkit::redis_outage_and_recovery(&app, &mut redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_beside_the_cache_admin() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(testkit::stock(Some(&redis), dir.path()));
+    testkit::dashboard(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use larder::cache::{
     Cache, CacheRoute, FromHeader, InvalidateRoute, ResponseCache, TenantExtractor,
 };
 use larder::core::{Config, Handle, HealthProbe};
+use larder::dashboard::Dashboard;
 use larder::jobs::celery::{Celery, CeleryError, CeleryWorker, TaskFailure};
 use larder::jobs::{EnqueueOptions, JobState, Jobs, TaskError, TaskRef, Worker};
 use larder::ratelimit::{ClientIp, Key, Policy, RateLimit, RateLimiter};
@@ -253,6 +254,8 @@ pub struct Stock {
     pub jobs: Jobs,
     /// Admin endpoints, when `ADMIN_TOKEN` is set.
     pub admin: Option<Admin>,
+    /// The admin dashboard at `/admin`, when `ADMIN_TOKEN` is set.
+    pub dashboard: Option<Dashboard>,
     /// The tenants the app admits (its `tenants` table, read at startup).
     pub tenants: Arc<HashSet<i64>>,
     /// Redis's health, probed at most once a second for `/health/ready`.
@@ -357,7 +360,16 @@ impl Stock {
         let ip = Key::ClientIp(ClientIp::from_env()?);
         let limits = RateLimit::new(RateLimiter::new(handle.clone()))
             .policy(Policy::new("ip", &settings.rate_limit)?.key(ip.clone()))
-            .route("POST", "/login", Policy::new("login", "5/minute")?.key(ip))
+            .route(
+                "POST",
+                "/login",
+                Policy::new("login", "5/minute")?.key(ip.clone()),
+            )
+            .route(
+                "POST",
+                "/admin/login",
+                Policy::new("admin-login", "5/minute")?.key(ip),
+            )
             .exempt_prefix("/health/");
         let sessions = Sessions::from_env(handle.clone())?;
         let jobs = Jobs::from_env(handle.clone())?;
@@ -365,6 +377,13 @@ impl Stock {
             .admin_token
             .as_deref()
             .map(|t| Admin::new(cache.clone(), BearerToken::new(t)));
+        let dashboard = settings.admin_token.as_deref().map(|t| {
+            Dashboard::with_token("/admin", t)
+                .secure_cookie(settings.cookie_secure)
+                .jobs(jobs.clone())
+                .cache(cache.clone())
+                .redis(handle.clone())
+        });
         let probe = HealthProbe::new(handle.clone());
         Ok(Self {
             settings,
@@ -376,6 +395,7 @@ impl Stock {
             sessions,
             jobs,
             admin,
+            dashboard,
             tenants,
             probe,
         })

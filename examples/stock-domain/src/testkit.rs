@@ -444,6 +444,101 @@ pub async fn sessions_jobs_admin<C: Client>(app: &C) {
     assert!(limited.header("retry-after").is_some() && limited.header("ratelimit").is_some());
 }
 
+/// The dashboard at `/admin` beside the cache's admin API at `/admin/cache/*`: both
+/// answer, neither without the token; a browser signs in through the form and
+/// revokes a job from its page; `/admin/login` is rate limited like `/login`.
+pub async fn dashboard<C: Client>(app: &C) {
+    let auth = [("authorization", "Bearer admin-secret")];
+    for path in ["/admin", "/admin/", "/admin/jobs", "/admin/api/overview"] {
+        assert_eq!(app.send("GET", path, &[], "").await.status, 401, "{path}");
+        assert_eq!(app.send("GET", path, &auth, "").await.status, 200, "{path}");
+    }
+    // The cache's own admin API keeps its paths.
+    let stats = app.send("GET", "/admin/cache/stats", &auth, "").await;
+    assert_eq!(stats.status, 200);
+    assert!(stats.json().get("hit_ratio").is_some(), "{}", stats.body);
+    let page = app.send("GET", "/admin/cache-stats", &auth, "").await;
+    assert!(page.body.contains("hit ratio"), "{}", page.body);
+    let overview = app
+        .send("GET", "/admin/api/overview", &auth, "")
+        .await
+        .json();
+    assert_eq!(overview["health"]["redis"], "healthy", "{overview}");
+
+    // A browser: sign in, open a queued job's page, revoke it with the page's token.
+    let report = app
+        .send("POST", "/reports/daily", &[("x-tenant-id", "1")], "")
+        .await;
+    let id = report.json()["job_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let form = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let signed = app
+        .send("POST", "/admin/login", &form, "token=admin-secret")
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let cookie = signed
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let with_cookie = [("cookie", cookie.as_str())];
+    let job_page = app
+        .send("GET", &format!("/admin/jobs/{id}"), &with_cookie, "")
+        .await;
+    assert_eq!(job_page.status, 200, "{}", job_page.body);
+    assert!(
+        job_page.body.contains("send_daily_report"),
+        "{}",
+        job_page.body
+    );
+    let csrf = job_page
+        .body
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let post = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let path = format!("/admin/jobs/{id}/revoke");
+    assert_eq!(
+        app.send("POST", &path, &post, "").await.status,
+        403,
+        "no token"
+    );
+    let revoked = app
+        .send("POST", &path, &post, &format!("_csrf={csrf}"))
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    let detail = app
+        .send("GET", &format!("/admin/api/jobs/{id}"), &auth, "")
+        .await
+        .json();
+    assert!(
+        matches!(detail["state"].as_str(), Some("REVOKED" | "SUCCESS")),
+        "{detail}"
+    );
+
+    // Guessing the token is limited to 5 tries a minute per client.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            app.send("POST", "/admin/login", &form, "token=guess")
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
 /// Every key in `redis` outside the cache's root, sorted.
 fn keys_outside_the_cache(redis: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = redis

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{Fetched, NewJob, Outcome, Renewal};
+use crate::inspect::{self, JobCounts, JobDetail, ListPage, Listed, Listing};
 use crate::options::{now_ms, NO_TENANT};
 use crate::state::{JobState, JobStatus};
 
@@ -32,6 +33,8 @@ struct Job {
     expired: u32,
     /// When a finished job's record is dropped (result TTL).
     gone_at: Option<u64>,
+    /// When it was enqueued, ms.
+    created_ms: u64,
 }
 
 impl Job {
@@ -164,6 +167,7 @@ impl MemoryBackend {
                     revoked: false,
                     expired: 0,
                     gone_at: None,
+                    created_ms: now,
                 },
             );
             if o.eta_ms > now {
@@ -412,6 +416,7 @@ impl MemoryBackend {
                     revoked: false,
                     expired: 0,
                     gone_at: Some(now + ttl_ms),
+                    created_ms: 0,
                 },
             );
             return "REVOKED".into();
@@ -513,5 +518,79 @@ impl MemoryBackend {
             .queues
             .get(queue)
             .map_or(0, |q| q.ready.values().map(BTreeSet::len).sum())
+    }
+
+    pub(crate) fn counts(&self) -> JobCounts {
+        let mut s = self.lock();
+        s.expire(now_ms());
+        JobCounts {
+            queued: s
+                .queues
+                .iter()
+                .map(|(name, q)| (name.clone(), q.ready.values().map(|r| r.len() as u64).sum()))
+                .collect(),
+            delayed: s.delayed.len() as u64,
+            running: s.inflight.len() as u64,
+            dead: s.dead.len() as u64,
+        }
+    }
+
+    pub(crate) fn list(&self, listing: Listing, offset: u64, limit: u64) -> ListPage {
+        let s = self.lock();
+        let all: Vec<Listed> = match listing {
+            Listing::Delayed => s
+                .delayed
+                .iter()
+                .map(|(at, id)| (*at, id))
+                .collect::<Vec<_>>(),
+            Listing::Running => {
+                let mut v: Vec<_> = s.inflight.iter().map(|(id, at)| (*at, id)).collect();
+                v.sort();
+                v
+            }
+            Listing::Dead => s.dead.iter().map(|(at, id)| (*at, id)).collect(),
+        }
+        .into_iter()
+        .map(|(at_ms, id)| Listed {
+            id: id.clone(),
+            at_ms,
+        })
+        .collect();
+        let end = offset + limit.max(1);
+        let total = all.len() as u64;
+        let page = all
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(end - offset).unwrap_or(usize::MAX))
+            .collect();
+        inspect::merge(vec![page], &[total], end)
+    }
+
+    pub(crate) fn detail(&self, id: &str) -> Option<JobDetail> {
+        let status = self.status(id)?;
+        let s = self.lock();
+        let j = s.jobs.get(id)?;
+        let find = |set: &std::collections::BTreeSet<(u64, String)>| {
+            set.iter().find(|(_, i)| i == id).map(|(at, _)| *at)
+        };
+        Some(JobDetail {
+            status,
+            queue: j.queue.clone(),
+            args: (!j.args.is_empty()).then(|| j.args.clone()),
+            priority: j.priority,
+            max_retries: j.max_retries,
+            timeout_ms: j.timeout_ms,
+            created_ms: j.created_ms,
+            eta_ms: find(&s.delayed),
+            expires_ms: (j.expires_ms > 0).then_some(j.expires_ms),
+            finished_ms: find(&s.dead),
+            // A token is `worker:nonce:id` (see `fetch`); the worker's name may hold
+            // colons, the nonce and the id come last.
+            worker: j.token.as_deref().and_then(|t| {
+                let rest = t.strip_suffix(id)?.strip_suffix(':')?;
+                rest.rsplit_once(':').map(|(worker, _)| worker.to_owned())
+            }),
+            lost_leases: j.expired,
+        })
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::JobError;
+use crate::inspect::{JobCounts, JobDetail, ListPage, Listing};
 use crate::options::Resolved;
 use crate::state::JobStatus;
 
@@ -251,6 +252,32 @@ impl Backend {
         match self {
             Self::Redis(r) => r.queued(queue).await,
             Self::Memory(m) => Ok(m.queued(queue)),
+        }
+    }
+
+    pub(crate) async fn counts(&self) -> Result<JobCounts, JobError> {
+        match self {
+            Self::Redis(r) => r.counts().await,
+            Self::Memory(m) => Ok(m.counts()),
+        }
+    }
+
+    pub(crate) async fn list(
+        &self,
+        listing: Listing,
+        offset: u64,
+        limit: u64,
+    ) -> Result<ListPage, JobError> {
+        match self {
+            Self::Redis(r) => r.list(listing, offset, limit).await,
+            Self::Memory(m) => Ok(m.list(listing, offset, limit)),
+        }
+    }
+
+    pub(crate) async fn detail(&self, id: &str) -> Result<Option<JobDetail>, JobError> {
+        match self {
+            Self::Redis(r) => r.detail(id).await,
+            Self::Memory(m) => Ok(m.detail(id)),
         }
     }
 }

@@ -10,6 +10,7 @@ use larder_core::{Handle, Scope};
 
 use super::{Completion, Fetched, Keeping, NewJob, Renewal};
 use crate::error::JobError;
+use crate::inspect::{self, JobCounts, JobDetail, ListPage, Listed, Listing};
 use crate::options::NO_TENANT;
 use crate::partition;
 use crate::state::{JobState, JobStatus};
@@ -89,29 +90,28 @@ fn descriptor(job: &NewJob<'_>, created_ms: u64) -> String {
     )
 }
 
-/// The parts of a `d` field a worker or a status query needs.
+/// A job's `d` field, read.
 struct Descriptor<'a> {
+    queue: &'a str,
     tenant: &'a str,
+    priority: u8,
     max_retries: u32,
     timeout_ms: u64,
+    created_ms: u64,
     task: &'a str,
 }
 
 impl<'a> Descriptor<'a> {
     fn parse(d: &'a str) -> Option<Self> {
         let mut f = d.splitn(7, '\t');
-        let _queue = f.next()?;
-        let tenant = f.next()?;
-        let _priority = f.next()?;
-        let max_retries = f.next()?.parse().ok()?;
-        let timeout_ms = f.next()?.parse().ok()?;
-        let _created = f.next()?;
-        let task = f.next()?;
         Some(Self {
-            tenant,
-            max_retries,
-            timeout_ms,
-            task,
+            queue: f.next()?,
+            tenant: f.next()?,
+            priority: f.next()?.parse().ok()?,
+            max_retries: f.next()?.parse().ok()?,
+            timeout_ms: f.next()?.parse().ok()?,
+            created_ms: f.next()?.parse().ok()?,
+            task: f.next()?,
         })
     }
 }
@@ -704,5 +704,121 @@ impl RedisBackend {
             total += counts.into_iter().sum::<usize>();
         }
         Ok(total)
+    }
+
+    /// Counts by state: set sizes per partition, and the ready jobs of each named
+    /// queue (see [`queued`](Self::queued)).
+    pub(crate) async fn counts(&self) -> Result<JobCounts, JobError> {
+        let mut counts = JobCounts::default();
+        let mut names = std::collections::BTreeSet::new();
+        for p in 0..self.partitions.len() {
+            let mut pipe = r::pipe();
+            for listing in Listing::ALL {
+                pipe.cmd("ZCARD").arg(self.key(p, listing.set()));
+            }
+            pipe.cmd("SMEMBERS").arg(self.key(p, "queues"));
+            let (delayed, running, dead, queues): (u64, u64, u64, Vec<String>) = self
+                .handle
+                .pipeline("job_counts", &pipe)
+                .await
+                .map_err(JobError::from_core)?;
+            counts.delayed += delayed;
+            counts.running += running;
+            counts.dead += dead;
+            names.extend(queues);
+        }
+        for name in names {
+            let n = self.queued(&name).await?;
+            counts.queued.insert(name, n as u64);
+        }
+        Ok(counts)
+    }
+
+    /// Ranks `offset..offset + limit` of a listing in every partition, merged.
+    pub(crate) async fn list(
+        &self,
+        listing: Listing,
+        offset: u64,
+        limit: u64,
+    ) -> Result<ListPage, JobError> {
+        let end = offset + limit.max(1);
+        let mut parts = Vec::with_capacity(self.partitions.len());
+        let mut totals = Vec::with_capacity(self.partitions.len());
+        for p in 0..self.partitions.len() {
+            let key = self.key(p, listing.set());
+            let mut pipe = r::pipe();
+            pipe.cmd("ZCARD")
+                .arg(&key)
+                .cmd("ZRANGE")
+                .arg(&key)
+                .arg(offset)
+                .arg(end - 1)
+                .arg("WITHSCORES");
+            let (total, page): (u64, Vec<(String, f64)>) = self
+                .handle
+                .pipeline("job_list", &pipe)
+                .await
+                .map_err(JobError::from_core)?;
+            totals.push(total);
+            parts.push(
+                page.into_iter()
+                    .map(|(id, at)| Listed {
+                        id,
+                        at_ms: at.max(0.0) as u64,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(inspect::merge(parts, &totals, end))
+    }
+
+    /// Job `id`'s whole record, or `None` when there is none (never enqueued, or
+    /// its result's time ran out).
+    pub(crate) async fn detail(&self, id: &str) -> Result<Option<JobDetail>, JobError> {
+        let mut cmd = r::cmd("HGETALL");
+        cmd.arg(self.job_key(id));
+        let fields: std::collections::HashMap<String, Vec<u8>> = self
+            .handle
+            .query("job_detail", &cmd)
+            .await
+            .map_err(JobError::from_core)?;
+        let get = |name: &str| {
+            fields
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let time = |name: &str| {
+            get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&t| t > 0)
+        };
+        let Some(state) = get("state").and_then(|s| s.parse::<JobState>().ok()) else {
+            return Ok(None);
+        };
+        let d = get("d").unwrap_or_default();
+        let d = Descriptor::parse(&d);
+        let worker = get("run").and_then(|run| run.split('\t').nth(1).map(str::to_owned));
+        Ok(Some(JobDetail {
+            status: JobStatus {
+                id: id.to_owned(),
+                task: d.as_ref().map(|d| d.task.to_owned()).unwrap_or_default(),
+                state,
+                tenant: d.as_ref().and_then(|d| tenant_of(d.tenant)),
+                attempts: get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+                result: get("result").and_then(|r| serde_json::from_str(&r).ok()),
+                error: get("error"),
+            },
+            queue: d.as_ref().map(|d| d.queue.to_owned()).unwrap_or_default(),
+            args: get("a").filter(|a| !a.is_empty()),
+            priority: d.as_ref().map_or(0, |d| d.priority),
+            max_retries: d.as_ref().map_or(0, |d| d.max_retries),
+            timeout_ms: d.as_ref().map_or(0, |d| d.timeout_ms),
+            created_ms: d.as_ref().map_or(0, |d| d.created_ms),
+            eta_ms: time("eta"),
+            expires_ms: time("expires"),
+            finished_ms: time("finished"),
+            worker: worker.filter(|w| !w.is_empty()),
+            lost_leases: get("expired").and_then(|e| e.parse().ok()).unwrap_or(0),
+        }))
     }
 }

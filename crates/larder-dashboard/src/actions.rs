@@ -1,0 +1,143 @@
+//! What the dashboard changes: revoke or redrive a job, redrive the dead letters,
+//! invalidate a tenant's module in the cache. A browser gets a redirect back to the
+//! page it came from with what happened; a script gets JSON. Every action is
+//! logged with what it touched.
+
+use larder_core::{Module, Tenant};
+use larder_jobs::inspect::Listing;
+use serde_json::json;
+
+use crate::data::unavailable;
+use crate::pages::{path_segment, query_value};
+use crate::{Call, Dashboard, Reply};
+
+/// The most dead letters one `redrive-dead` request sends back: each is one
+/// script call, and a request must end in bounded time. The answer says how many
+/// are left; the page offers the button again.
+pub(crate) const REDRIVE_BATCH: u64 = 1000;
+
+/// `POST /jobs/{id}/revoke` and `/jobs/{id}/redrive`.
+pub(crate) async fn job(d: &Dashboard, call: &Call, id: &str, action: &str) -> Reply {
+    let jobs = match d.queue() {
+        Ok(jobs) => jobs,
+        Err(reply) => return reply,
+    };
+    let done = match action {
+        "revoke" => match jobs.revoke(id).await {
+            Ok(state) => format!("revoke: {state}"),
+            Err(larder_jobs::JobError::Invalid(e)) => return Reply::json_error(400, &e),
+            Err(e) => return unavailable(e),
+        },
+        _ => match jobs.redrive(id).await {
+            Ok(true) => "redriven: back in its queue".to_owned(),
+            Ok(false) => "not redriven: the job is not dead".to_owned(),
+            Err(e) => return unavailable(e),
+        },
+    };
+    tracing::info!(target: "larder::dashboard", job_id = id, action, outcome = %done, "job action");
+    answer(
+        d,
+        call,
+        &format!("/jobs/{}", path_segment(id)),
+        json!({ "id": id, "action": action, "outcome": done }),
+        &done,
+    )
+}
+
+/// `POST /jobs/redrive-dead`: the oldest dead letters back to their queues, at most
+/// [`REDRIVE_BATCH`].
+pub(crate) async fn redrive_dead(d: &Dashboard, call: &Call) -> Reply {
+    let jobs = match d.queue() {
+        Ok(jobs) => jobs,
+        Err(reply) => return reply,
+    };
+    let mut redriven = 0u64;
+    while redriven < REDRIVE_BATCH {
+        // Always the first page: each redrive takes its job off the dead set.
+        let page = match jobs
+            .list(
+                Listing::Dead,
+                0,
+                (REDRIVE_BATCH - redriven).min(larder_jobs::MAX_PAGE),
+            )
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => return unavailable(e),
+        };
+        if page.jobs.is_empty() {
+            break;
+        }
+        let mut moved = 0;
+        for listed in &page.jobs {
+            match jobs.redrive(&listed.id).await {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                Err(e) => return unavailable(e),
+            }
+        }
+        redriven += moved;
+        if moved == 0 {
+            break;
+        }
+    }
+    let left = match jobs.counts().await {
+        Ok(counts) => counts.dead,
+        Err(e) => return unavailable(e),
+    };
+    let done = format!("{redriven} dead jobs redriven, {left} left");
+    tracing::info!(target: "larder::dashboard", redriven, left, "dead jobs redriven");
+    answer(
+        d,
+        call,
+        "/jobs?list=dead",
+        json!({ "redriven": redriven, "left": left }),
+        &done,
+    )
+}
+
+/// `POST /cache-invalidate` with `tenant` and `module`.
+pub(crate) async fn invalidate(d: &Dashboard, call: &Call) -> Reply {
+    let Some(cache) = &d.inner.cache else {
+        return Reply::json_error(404, "no cache is shown here");
+    };
+    let tenant = Tenant::new(call.form_or_query("tenant").unwrap_or_default());
+    let module = Module::new(call.form_or_query("module").unwrap_or_default());
+    let (tenant, module) = match (tenant, module) {
+        (Ok(t), Ok(m)) => (t, m),
+        (Err(e), _) | (_, Err(e)) => return Reply::json_error(400, &e.to_string()),
+    };
+    if !cache.invalidate_module(&tenant, &module).await {
+        return Reply::json_error(503, "redis unavailable: nothing was invalidated");
+    }
+    let done = format!("invalidated module {module} of tenant {tenant}");
+    tracing::info!(target: "larder::dashboard", tenant = %tenant, module = %module, "cache module invalidated");
+    answer(
+        d,
+        call,
+        "/cache-stats",
+        json!({ "tenant": tenant, "module": module, "invalidated": true }),
+        &done,
+    )
+}
+
+/// A browser goes back to `page` with `done` shown; a script gets `body`.
+fn answer(d: &Dashboard, call: &Call, page: &str, body: serde_json::Value, done: &str) -> Reply {
+    if call.is_browser() {
+        let sep = if page.contains('?') { '&' } else { '?' };
+        Reply::redirect(&format!(
+            "{}{page}{sep}done={}",
+            d.base(),
+            query_value(done)
+        ))
+    } else {
+        Reply::json(200, &body)
+    }
+}
+
+impl Call {
+    /// A form field, or else a query parameter (scripts may use either).
+    fn form_or_query(&self, name: &str) -> Option<String> {
+        self.form(name).or_else(|| self.query(name))
+    }
+}

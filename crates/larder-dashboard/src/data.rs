@@ -1,0 +1,254 @@
+//! What the pages show, gathered from the components: each figure is one bounded
+//! read (a set size, a range, `INFO`), and a component that is down or not
+//! configured shows as such instead of failing the page.
+
+use larder_core::{redis, HealthReport};
+use larder_jobs::inspect::{JobCounts, JobDetail, ListPage, Listing};
+use serde::Serialize;
+
+use crate::{Call, Dashboard, Reply};
+
+/// Jobs per page of a listing.
+pub(crate) const PAGE: u64 = 50;
+
+/// The overview: what the live parts of every page poll.
+#[derive(Debug, Serialize)]
+pub(crate) struct Overview {
+    /// Job counts, when a queue is shown and answers.
+    pub(crate) jobs: Option<JobCounts>,
+    /// Why the counts are missing, when the queue did not answer.
+    pub(crate) jobs_error: Option<String>,
+    pub(crate) cache: Option<larder_cache::Stats>,
+    pub(crate) health: Option<HealthReport>,
+}
+
+pub(crate) async fn overview(d: &Dashboard) -> Overview {
+    let jobs = async {
+        match &d.inner.jobs {
+            Some(jobs) => Some(jobs.counts().await.map_err(|e| e.to_string())),
+            None => None,
+        }
+    };
+    let cache = async {
+        match &d.inner.cache {
+            Some(cache) => Some(cache.stats().await),
+            None => None,
+        }
+    };
+    let health = async {
+        match &d.inner.redis {
+            Some(handle) => Some(handle.health().await),
+            None => None,
+        }
+    };
+    let (jobs, cache, health) = futures_util::join!(jobs, cache, health);
+    let (jobs, jobs_error) = match jobs {
+        Some(Ok(counts)) => (Some(counts), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    Overview {
+        jobs,
+        jobs_error,
+        cache,
+        health,
+    }
+}
+
+/// The Redis page.
+#[derive(Debug, Serialize)]
+pub(crate) struct RedisView {
+    pub(crate) configured: bool,
+    pub(crate) health: Option<HealthReport>,
+    /// `single`, `cluster` or `sentinel`, and the addresses (never credentials).
+    pub(crate) topology: Option<(String, Vec<String>)>,
+    /// Per primary: selected `INFO` fields.
+    pub(crate) nodes: Vec<Vec<(String, String)>>,
+    /// What in Redis's configuration puts larder's data at risk.
+    pub(crate) warnings: Vec<String>,
+    pub(crate) error: Option<String>,
+}
+
+/// The `INFO` fields the Redis page shows.
+const INFO_FIELDS: [&str; 11] = [
+    "redis_version",
+    "role",
+    "uptime_in_seconds",
+    "connected_clients",
+    "used_memory_human",
+    "maxmemory_human",
+    "maxmemory_policy",
+    "evicted_keys",
+    "instantaneous_ops_per_sec",
+    "keyspace_hits",
+    "keyspace_misses",
+];
+
+pub(crate) async fn redis(d: &Dashboard) -> RedisView {
+    let mut view = RedisView {
+        configured: false,
+        health: None,
+        topology: None,
+        nodes: Vec::new(),
+        warnings: Vec::new(),
+        error: None,
+    };
+    let Some(handle) = &d.inner.redis else {
+        return view;
+    };
+    view.health = Some(handle.health().await);
+    let Some(topology) = handle.topology() else {
+        view.warnings
+            .push("No Redis configured: every component runs in process.".into());
+        return view;
+    };
+    view.configured = true;
+    view.topology = Some(match topology {
+        larder_core::Topology::Single(url) => ("single".into(), vec![url.to_string()]),
+        larder_core::Topology::Cluster(c) => (
+            "cluster".into(),
+            c.seeds.iter().map(ToString::to_string).collect(),
+        ),
+        larder_core::Topology::Sentinel(s) => (
+            format!("sentinel (primary {:?})", s.master),
+            s.sentinels.iter().map(ToString::to_string).collect(),
+        ),
+        _ => ("other".into(), Vec::new()),
+    });
+    let mut info = redis::cmd("INFO");
+    info.arg("server")
+        .arg("clients")
+        .arg("memory")
+        .arg("stats")
+        .arg("replication");
+    match handle
+        .query_each_primary::<String>("dashboard_info", &info)
+        .await
+    {
+        Ok(infos) => {
+            for text in &infos {
+                let fields: Vec<(String, String)> = INFO_FIELDS
+                    .iter()
+                    .filter_map(|&name| {
+                        info_field(text, name).map(|v| (name.to_owned(), v.to_owned()))
+                    })
+                    .collect();
+                if let Some(policy) = info_field(text, "maxmemory_policy") {
+                    if policy != "noeviction" && d.inner.jobs.is_some() {
+                        view.warnings.push(format!(
+                            "maxmemory-policy is {policy}: Redis may evict jobs. Jobs need noeviction (or a separate Redis for them)."
+                        ));
+                    }
+                }
+                if info_field(text, "evicted_keys").is_some_and(|n| n != "0") {
+                    view.warnings
+                        .push("Redis has evicted keys: it is running out of memory.".into());
+                }
+                view.nodes.push(fields);
+            }
+        }
+        Err(e) => view.error = Some(e.to_string()),
+    }
+    view
+}
+
+/// Field `name` of an `INFO` reply.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// The cache page.
+#[derive(Debug, Serialize)]
+pub(crate) struct CacheView {
+    pub(crate) stats: Option<larder_cache::Stats>,
+    pub(crate) health: Option<HealthReport>,
+}
+
+pub(crate) async fn cache(d: &Dashboard) -> CacheView {
+    CacheView {
+        stats: match &d.inner.cache {
+            Some(cache) => Some(cache.stats().await),
+            None => None,
+        },
+        health: match &d.inner.cache {
+            Some(cache) => Some(cache.handle().health().await),
+            None => None,
+        },
+    }
+}
+
+/// The jobs page: counts, and one page of one listing.
+#[derive(Debug, Serialize)]
+pub(crate) struct JobsView {
+    pub(crate) counts: JobCounts,
+    pub(crate) listing: Listing,
+    pub(crate) page: u64,
+    pub(crate) per_page: u64,
+    pub(crate) list: ListPage,
+}
+
+pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> {
+    let jobs = d.queue()?;
+    let listing = match call.query("list") {
+        None => Listing::Dead,
+        Some(name) => Listing::parse(&name)
+            .ok_or_else(|| Reply::json_error(400, "list must be delayed, running or dead"))?,
+    };
+    let page = match call.query("page") {
+        None => 0,
+        Some(p) => p
+            .parse::<u64>()
+            .ok()
+            .filter(|&p| p < 1_000_000)
+            .ok_or_else(|| Reply::json_error(400, "page must be a number"))?,
+    };
+    let (counts, list) = futures_util::join!(jobs.counts(), jobs.list(listing, page * PAGE, PAGE));
+    Ok(JobsView {
+        counts: counts.map_err(unavailable)?,
+        listing,
+        page,
+        per_page: PAGE,
+        list: list.map_err(unavailable)?,
+    })
+}
+
+pub(crate) async fn job(d: &Dashboard, id: &str) -> Result<Option<JobDetail>, Reply> {
+    let jobs = d.queue()?;
+    match jobs.detail(id).await {
+        Ok(detail) => Ok(detail),
+        Err(larder_jobs::JobError::Invalid(e)) => Err(Reply::json_error(400, &e)),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+pub(crate) fn unavailable(e: larder_jobs::JobError) -> Reply {
+    tracing::warn!(target: "larder::dashboard", error = %e, "jobs unavailable");
+    Reply::json_error(503, &format!("jobs unavailable: {e}"))
+}
+
+impl Dashboard {
+    pub(crate) fn queue(&self) -> Result<&larder_jobs::Jobs, Reply> {
+        self.inner
+            .jobs
+            .as_ref()
+            .ok_or_else(|| Reply::json_error(404, "no job queue is shown here"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_read_by_whole_name() {
+        let info = "# Memory\r\nused_memory:100\r\nused_memory_human:100B\r\nmaxmemory_policy:allkeys-lru\r\n";
+        assert_eq!(info_field(info, "used_memory"), Some("100"));
+        assert_eq!(info_field(info, "used_memory_human"), Some("100B"));
+        assert_eq!(info_field(info, "maxmemory_policy"), Some("allkeys-lru"));
+        assert_eq!(info_field(info, "maxmemory"), None);
+    }
+}

@@ -1,0 +1,492 @@
+//! The pages, rendered on the server with `maud` (which escapes every value it
+//! writes: a job's arguments or error, a tenant id, can never become markup).
+//! One style sheet and one small script (`assets/`) come with them; the script
+//! only refreshes the figures marked `data-live` from `api/overview`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use larder_jobs::inspect::{JobDetail, Listing};
+use maud::{html, Markup, DOCTYPE};
+
+use crate::data::{CacheView, JobsView, Overview, RedisView};
+use crate::{Reply, View};
+
+const STYLE: &str = include_str!("../assets/dashboard.css");
+const SCRIPT: &str = include_str!("../assets/live.js");
+
+/// `GET /assets/{name}`.
+pub(crate) fn asset(name: &str) -> Reply {
+    let (content_type, body) = match name {
+        "dashboard.css" => ("text/css; charset=utf-8", STYLE),
+        "live.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        _ => return Reply::json_error(404, "not found"),
+    };
+    let mut reply = Reply::new(200, content_type, body);
+    reply.cache_control = "public, max-age=3600";
+    reply
+}
+
+/// A percent-encoded path segment.
+pub(crate) fn path_segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// A percent-encoded query value.
+pub(crate) fn query_value(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Every page: head, navigation, the flash of the last action, the body.
+fn page(view: &View<'_>, title: &str, done: Option<String>, body: Markup) -> Reply {
+    let base = view.base;
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · larder" }
+                link rel="stylesheet" href={ (base) "/assets/dashboard.css" };
+                script src={ (base) "/assets/live.js" } defer {}
+            }
+            body data-base=(base) {
+                header {
+                    strong { "larder" }
+                    nav {
+                        a href={ (base) "/" } { "Overview" }
+                        a href={ (base) "/jobs" } { "Jobs" }
+                        a href={ (base) "/cache-stats" } { "Cache" }
+                        a href={ (base) "/redis" } { "Redis" }
+                    }
+                    @if let Some(csrf) = &view.csrf {
+                        form method="post" action={ (base) "/logout" } class="inline" {
+                            input type="hidden" name="_csrf" value=(csrf);
+                            button type="submit" class="link" { "Sign out" }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    @if let Some(done) = done {
+                        p class="flash" role="status" { (done) }
+                    }
+                    (body)
+                }
+            }
+        }
+    };
+    Reply::html(200, markup)
+}
+
+/// A form that posts to `action` after the browser's confirmation dialog (`confirm`
+/// is shown by `live.js`; without script, the post goes ahead).
+fn action_form(
+    view: &View<'_>,
+    action: &str,
+    label: &str,
+    confirm: &str,
+    fields: Markup,
+) -> Markup {
+    html! {
+        form method="post" action={ (view.base) (action) } data-confirm=(confirm) class="inline" {
+            @if let Some(csrf) = &view.csrf {
+                input type="hidden" name="_csrf" value=(csrf);
+            }
+            (fields)
+            button type="submit" { (label) }
+        }
+    }
+}
+
+/// `GET /login`, with `problem` after a refused token.
+pub(crate) fn login(base: &str, problem: Option<&str>) -> Reply {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · larder" }
+                link rel="stylesheet" href={ (base) "/assets/dashboard.css" };
+            }
+            body {
+                main class="narrow" {
+                    h1 { "larder admin" }
+                    @if let Some(problem) = problem {
+                        p class="error" role="alert" { (problem) }
+                    }
+                    form method="post" action={ (base) "/login" } {
+                        label for="token" { "Admin token" }
+                        input id="token" name="token" type="password" autocomplete="current-password" required autofocus;
+                        button type="submit" { "Sign in" }
+                    }
+                }
+            }
+        }
+    };
+    Reply::html(200, markup)
+}
+
+fn count(path: &str, value: u64) -> Markup {
+    html! { span class="figure" data-live=(path) { (value) } }
+}
+
+/// `GET /`.
+pub(crate) fn overview(view: &View<'_>, o: &Overview) -> Reply {
+    let body = html! {
+        section class="cards" {
+            @if let Some(jobs) = &o.jobs {
+                div class="card" {
+                    h2 { a href={ (view.base) "/jobs" } { "Jobs" } }
+                    dl {
+                        dt { "queued" } dd { (count("jobs.queued_total", jobs.queued_total())) }
+                        dt { "delayed" } dd { (count("jobs.delayed", jobs.delayed)) }
+                        dt { "running" } dd { (count("jobs.running", jobs.running)) }
+                        dt { "dead" } dd { (count("jobs.dead", jobs.dead)) }
+                    }
+                }
+            }
+            @if let Some(e) = &o.jobs_error {
+                div class="card" { h2 { "Jobs" } p class="error" { (e) } }
+            }
+            @if let Some(stats) = &o.cache {
+                div class="card" {
+                    h2 { a href={ (view.base) "/cache-stats" } { "Cache" } }
+                    dl {
+                        dt { "hit ratio" } dd { span class="figure" data-live="cache.hit_ratio" data-format="percent" { (percent(stats.hit_ratio)) } }
+                        dt { "hits" } dd { (count("cache.hits", stats.hits)) }
+                        dt { "misses" } dd { (count("cache.misses", stats.misses)) }
+                        dt { "degraded" } dd { (count("cache.degraded", stats.degraded)) }
+                    }
+                }
+            }
+            @if let Some(health) = &o.health {
+                div class="card" {
+                    h2 { a href={ (view.base) "/redis" } { "Redis" } }
+                    (health_list(health))
+                }
+            }
+        }
+    };
+    page(view, "Overview", None, body)
+}
+
+fn health_list(h: &larder_core::HealthReport) -> Markup {
+    let json = serde_json::to_value(h).unwrap_or_default();
+    let text = |name: &str| {
+        json.get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    html! {
+        dl {
+            dt { "status" } dd { span data-live="health.status" class={ "state " (text("status")) } { (text("status")) } }
+            dt { "redis" } dd { span data-live="health.redis" { (text("redis")) } }
+            dt { "breaker" } dd { span data-live="health.breaker" { (text("breaker")) } }
+            dt { "latency" } dd {
+                span data-live="health.latency_ms" { (h.latency_ms.map(|l| l.to_string()).unwrap_or_else(|| "–".into())) }
+                " ms"
+            }
+        }
+    }
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{:.1} %", ratio * 100.0)
+}
+
+/// `GET /jobs`.
+pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply {
+    let base = view.base;
+    let first = j.page * j.per_page;
+    let body = html! {
+        section {
+            h2 { "Queues" }
+            table {
+                thead { tr { th { "queue" } th class="num" { "queued" } } }
+                tbody {
+                    @for (name, n) in &j.counts.queued {
+                        tr { td { (name) } td class="num" { (n) } }
+                    }
+                    @if j.counts.queued.is_empty() {
+                        tr { td colspan="2" { "No job has been enqueued yet." } }
+                    }
+                }
+            }
+        }
+        section {
+            form method="get" action={ (base) "/jobs/find" } class="search" {
+                label for="job-id" { "Find a job by id" }
+                input id="job-id" name="id" required;
+                button type="submit" { "Open" }
+            }
+        }
+        section {
+            nav class="tabs" {
+                @for listing in Listing::ALL {
+                    a href={ (base) "/jobs?list=" (listing.as_str()) }
+                      aria-current=[(listing == j.listing).then_some("page")] {
+                        (listing.as_str()) " "
+                        (count(&format!("jobs.{}", listing.as_str()), j.counts.of(listing)))
+                    }
+                }
+            }
+            @if j.listing == Listing::Dead && j.counts.dead > 0 {
+                (action_form(view, "/jobs/redrive-dead", "Redrive dead jobs",
+                    &format!("Send up to {} dead jobs back to their queues?", crate::actions::REDRIVE_BATCH),
+                    html! {}))
+            }
+            table {
+                thead { tr { th { "job" } th { (time_heading(j.listing)) } } }
+                tbody {
+                    @for listed in &j.list.jobs {
+                        tr {
+                            td { a href={ (base) "/jobs/" (path_segment(&listed.id)) } { code { (listed.id) } } }
+                            td { (when(listed.at_ms)) }
+                        }
+                    }
+                    @if j.list.jobs.is_empty() {
+                        tr { td colspan="2" { "None." } }
+                    }
+                }
+            }
+            p class="pager" {
+                @if j.page > 0 {
+                    a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page - 1) } { "← newer" }
+                }
+                " " (first + 1) "–" (first + j.list.jobs.len() as u64) " of " (j.list.total) " "
+                @if j.list.more {
+                    a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page + 1) } { "older →" }
+                }
+            }
+        }
+    };
+    page(view, "Jobs", done, body)
+}
+
+fn time_heading(listing: Listing) -> &'static str {
+    match listing {
+        Listing::Delayed => "due",
+        Listing::Running => "lease ends",
+        Listing::Dead => "died",
+    }
+}
+
+/// A time as UTC, to the second (`2026-12-05 13:04:05 UTC`).
+pub(crate) fn when(ms: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    let ago = SystemTime::now()
+        .duration_since(t)
+        .map(|d| format!(" ({} s ago)", d.as_secs()))
+        .unwrap_or_default();
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC{ago}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 as a proleptic Gregorian date (Howard Hinnant's
+/// `civil_from_days`), so the pages need no date crate for one format.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// `GET /jobs/{id}`.
+pub(crate) fn job(
+    view: &View<'_>,
+    id: &str,
+    job: Option<&JobDetail>,
+    done: Option<String>,
+) -> Reply {
+    let Some(j) = job else {
+        let body = html! {
+            p { "No job " code { (id) } " is known: it was never enqueued, or its record's time ran out." }
+            p { a href={ (view.base) "/jobs" } { "All jobs" } }
+        };
+        let mut reply = page(view, "Job not found", done, body);
+        reply.status = 404;
+        return reply;
+    };
+    let s = &j.status;
+    let target = format!("/jobs/{}", path_segment(id));
+    let body = html! {
+        dl class="detail" {
+            dt { "id" } dd { code { (id) } }
+            dt { "task" } dd { code { (s.task) } }
+            dt { "state" } dd { span class={ "state " (s.state.as_str().to_lowercase()) } { (s.state.as_str()) } }
+            dt { "queue" } dd { (j.queue) }
+            dt { "tenant" } dd { (s.tenant.as_deref().unwrap_or("–")) }
+            dt { "attempts" } dd { (s.attempts) " of " (j.max_retries + 1) }
+            dt { "priority" } dd { (j.priority) }
+            dt { "time limit" } dd { (j.timeout_ms) " ms" }
+            dt { "enqueued" } dd { (when(j.created_ms)) }
+            @if let Some(t) = j.eta_ms { dt { "due" } dd { (when(t)) } }
+            @if let Some(t) = j.expires_ms { dt { "expires" } dd { (when(t)) } }
+            @if let Some(t) = j.finished_ms { dt { "finished" } dd { (when(t)) } }
+            @if let Some(w) = &j.worker { dt { "worker" } dd { code { (w) } } }
+            @if j.lost_leases > 0 { dt { "lost leases" } dd { (j.lost_leases) } }
+        }
+        @if let Some(args) = &j.args {
+            h2 { "Arguments" }
+            pre { (pretty(args)) }
+        }
+        @if let Some(e) = &s.error {
+            h2 { "Last error" }
+            pre class="error" { (e) }
+        }
+        @if let Some(r) = &s.result {
+            h2 { "Result" }
+            pre { (serde_json::to_string_pretty(r).unwrap_or_default()) }
+        }
+        div class="actions" {
+            @if !s.state.is_terminal() {
+                (action_form(view, &format!("{target}/revoke"), "Revoke",
+                    "Revoke this job? A queued job never runs; a running one is cancelled.", html! {}))
+            }
+            @if s.state == larder_jobs::JobState::Failure {
+                (action_form(view, &format!("{target}/redrive"), "Redrive",
+                    "Send this job back to its queue with its attempts reset?", html! {}))
+            }
+        }
+    };
+    page(view, "Job", done, body)
+}
+
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| json.to_owned())
+}
+
+/// `GET /cache-stats`.
+pub(crate) fn cache(view: &View<'_>, c: &CacheView, done: Option<String>) -> Reply {
+    let body = html! {
+        @match &c.stats {
+            None => p { "No cache is shown here." },
+            Some(s) => {
+                section class="cards" {
+                    div class="card" {
+                        h2 { "Look-ups (this instance)" }
+                        dl {
+                            dt { "hit ratio" } dd { span data-live="cache.hit_ratio" data-format="percent" { (percent(s.hit_ratio)) } }
+                            dt { "hits" } dd { (count("cache.hits", s.hits)) }
+                            dt { "misses" } dd { (count("cache.misses", s.misses)) }
+                            dt { "stale serves" } dd { (count("cache.stale", s.stale)) }
+                            dt { "errors" } dd { (count("cache.errors", s.errors)) }
+                            dt { "degraded" } dd { (count("cache.degraded", s.degraded)) }
+                            dt { "in-process entries" } dd { (count("cache.local_entries", s.local_entries)) }
+                        }
+                    }
+                    div class="card" {
+                        h2 { "Redis" }
+                        dl {
+                            dt { "keys" } dd { (s.redis_keys.map_or("–".into(), |n| n.to_string())) }
+                            dt { "memory" } dd { (s.redis_used_memory.map_or("–".into(), bytes)) }
+                            dt { "keyspace hits" } dd { (s.redis_keyspace_hits.map_or("–".into(), |n| n.to_string())) }
+                            dt { "keyspace misses" } dd { (s.redis_keyspace_misses.map_or("–".into(), |n| n.to_string())) }
+                        }
+                        @if let Some(h) = &c.health { (health_list(h)) }
+                    }
+                }
+                section {
+                    h2 { "Invalidate a module" }
+                    (action_form(view, "/cache-invalidate", "Invalidate",
+                        "Drop every cached entry of this module for this tenant?",
+                        html! {
+                            label for="tenant" { "tenant" }
+                            input id="tenant" name="tenant" required;
+                            label for="module" { "module" }
+                            input id="module" name="module" required;
+                        }))
+                }
+            }
+        }
+    };
+    page(view, "Cache", done, body)
+}
+
+fn bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let n = n as f64;
+    match n {
+        n if n >= 1024.0 * 1024.0 * 1024.0 => format!("{:.1} GiB", n / 1024.0 / 1024.0 / 1024.0),
+        n if n >= 1024.0 * 1024.0 => format!("{:.1} MiB", n / 1024.0 / 1024.0),
+        n if n >= 1024.0 => format!("{:.1} KiB", n / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// `GET /redis`.
+pub(crate) fn redis(view: &View<'_>, r: &RedisView) -> Reply {
+    let body = html! {
+        @for w in &r.warnings {
+            p class="warning" role="alert" { (w) }
+        }
+        @if let Some(e) = &r.error {
+            p class="error" { "Redis did not answer: " (e) }
+        }
+        @if let Some(h) = &r.health { (health_list(h)) }
+        @if let Some((kind, addresses)) = &r.topology {
+            h2 { "Topology: " (kind) }
+            ul { @for a in addresses { li { code { (a) } } } }
+        }
+        @for (i, node) in r.nodes.iter().enumerate() {
+            h2 { "Primary " (i + 1) }
+            dl class="detail" {
+                @for (name, value) in node {
+                    dt { (name) } dd { (value) }
+                }
+            }
+        }
+    };
+    page(view, "Redis", None, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_gregorian() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_792), (2026, 12, 5));
+        assert!(when(1_764_939_845_000).starts_with("2025-12-05 13:04:05 UTC"));
+    }
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(path_segment("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(query_value("a b&c"), "a+b%26c");
+    }
+
+    #[test]
+    fn markup_in_data_is_escaped() {
+        let view = View {
+            base: "/admin",
+            csrf: Some("t".into()),
+        };
+        let reply = job(&view, "<script>", None, None);
+        let body = String::from_utf8_lossy(&reply.body);
+        assert!(!body.contains("<script>"), "{body}");
+        assert!(body.contains("&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,557 @@
+//! The dashboard through real HTTP servers, Axum and Actix-web, over one real
+//! redis-server: every scenario runs against both, from the same code.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use larder_cache::Cache;
+use larder_core::{Config, ConfigBuilder, Handle, Module, Tenant};
+use larder_dashboard::Dashboard;
+use larder_jobs::{EnqueueOptions, JobState, Jobs, JobsConfig, TaskError, TaskRef, Worker};
+use larder_testing::{eventually, RedisServer};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+const TOKEN: &str = "dash-t0ken";
+const FAIL: TaskRef<String, ()> = TaskRef::new("fail");
+const LATER: TaskRef<u32, ()> = TaskRef::new("later");
+
+#[derive(Debug, Clone, Copy)]
+enum Framework {
+    Axum,
+    Actix,
+}
+
+/// One framework's server with the dashboard at `/admin`, and what it shows.
+struct Site {
+    addr: SocketAddr,
+    jobs: Jobs,
+    cache: Cache,
+    http: reqwest::Client,
+}
+
+fn handle_on(server: &RedisServer) -> Handle {
+    Handle::new(
+        ConfigBuilder::from_config(Config::from_vars([("REDIS_URL", server.url())]).unwrap())
+            .op_timeout(Duration::from_millis(300))
+            .breaker_threshold(2)
+            .breaker_cooldown(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+impl Site {
+    async fn start(framework: Framework, server: &RedisServer) -> Self {
+        let handle = handle_on(server);
+        let jobs = Jobs::with_config(handle.clone(), JobsConfig::default().max_retries(0));
+        let cache = Cache::new(handle.clone());
+        let dashboard = Dashboard::with_token("/admin", TOKEN)
+            .secure_cookie(false)
+            .jobs(jobs.clone())
+            .cache(cache.clone())
+            .redis(handle);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        match framework {
+            Framework::Axum => {
+                let app: axum::Router =
+                    axum::Router::new().merge(larder_dashboard::axum::router(dashboard));
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
+            Framework::Actix => {
+                let srv = actix_web::HttpServer::new(move || {
+                    actix_web::App::new().service(larder_dashboard::actix::scope(dashboard.clone()))
+                })
+                .workers(1)
+                .listen(listener)
+                .unwrap()
+                .run();
+                tokio::spawn(srv);
+            }
+        }
+        let http = reqwest::Client::builder()
+            .redirect(Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Self {
+            addr,
+            jobs,
+            cache,
+            http,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/admin{path}", self.addr)
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .headers(header_map(headers))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .headers(header_map(headers))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        let res = self.get(path, &[("authorization", &bearer())]).await;
+        assert_eq!(res.status(), 200, "{path}");
+        res.json().await.unwrap()
+    }
+
+    /// Signs in through the form; returns the cookie and the CSRF token its pages
+    /// carry.
+    async fn sign_in(&self) -> (String, String) {
+        let res = self
+            .post(
+                "/login",
+                &[("sec-fetch-site", "same-origin")],
+                &[("token", TOKEN)],
+            )
+            .await;
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], "/admin/");
+        let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        for attribute in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/admin",
+            "Max-Age=43200",
+        ] {
+            assert!(set.contains(attribute), "{set}");
+        }
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let page = self.get("/", &[("cookie", &cookie)]).await;
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        let csrf = html
+            .split("name=\"_csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        (cookie, csrf)
+    }
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+fn header_map(headers: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+/// Runs `scenario` against an Axum and an Actix server, each on its own Redis.
+macro_rules! on_both_frameworks {
+    (async fn $name:ident($site:ident: &Site, $server:ident: &mut RedisServer) $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn scenario($site: &Site, $server: &mut RedisServer) $body
+
+            #[actix_web::test]
+            async fn axum() {
+                let mut server = RedisServer::start();
+                let site = Site::start(Framework::Axum, &server).await;
+                scenario(&site, &mut server).await;
+            }
+
+            #[actix_web::test]
+            async fn actix() {
+                let mut server = RedisServer::start();
+                let site = Site::start(Framework::Actix, &server).await;
+                scenario(&site, &mut server).await;
+            }
+        }
+    };
+}
+
+on_both_frameworks!(
+    async fn nothing_is_open_without_the_token(site: &Site, _server: &mut RedisServer) {
+        // A browser is sent to sign in; anything else is refused.
+        let page = site.get("/jobs", &[("accept", "text/html")]).await;
+        assert_eq!(page.status(), 303);
+        assert_eq!(page.headers()["location"], "/admin/login");
+        for path in ["/api/overview", "/api/jobs", "/api/redis", "/jobs/x", "/"] {
+            assert_eq!(site.get(path, &[]).await.status(), 401, "{path}");
+            let wrong = site
+                .get(path, &[("authorization", "Bearer dash-t0ke")])
+                .await;
+            assert_eq!(wrong.status(), 401, "{path}");
+        }
+        let id = site.jobs.delay(LATER, &1).await.unwrap();
+        for path in [
+            format!("/jobs/{id}/revoke"),
+            "/jobs/redrive-dead".into(),
+            "/cache-invalidate".into(),
+        ] {
+            assert_eq!(site.post(&path, &[], &[]).await.status(), 401, "{path}");
+        }
+        assert_eq!(
+            site.jobs.status(&id).await.unwrap().unwrap().state,
+            JobState::Pending
+        );
+        // The sign-in page and the assets are open, and carry the security headers.
+        let login = site.get("/login", &[]).await;
+        assert_eq!(login.status(), 200);
+        let csp = login.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(login.headers()["x-frame-options"], "DENY");
+        assert!(login.text().await.unwrap().contains("type=\"password\""));
+        let css = site.get("/assets/dashboard.css", &[]).await;
+        assert_eq!(css.status(), 200);
+        assert!(css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css"));
+        assert_eq!(site.get("/assets/../lib.rs", &[]).await.status(), 401);
+    }
+);
+
+on_both_frameworks!(
+    async fn a_browser_signs_in_once_with_the_token(site: &Site, _server: &mut RedisServer) {
+        let wrong = site
+            .post(
+                "/login",
+                &[("sec-fetch-site", "same-origin")],
+                &[("token", "guess")],
+            )
+            .await;
+        assert_eq!(wrong.status(), 401);
+        assert!(wrong.headers().get("set-cookie").is_none());
+        assert!(wrong.text().await.unwrap().contains("not accepted"));
+        // Another site's page cannot sign a browser in (login CSRF).
+        let cross = site
+            .post(
+                "/login",
+                &[("sec-fetch-site", "cross-site")],
+                &[("token", TOKEN)],
+            )
+            .await;
+        assert_eq!(cross.status(), 403);
+
+        let (cookie, _) = site.sign_in().await;
+        for path in ["/", "/jobs", "/jobs?list=delayed", "/cache-stats", "/redis"] {
+            let page = site.get(path, &[("cookie", &cookie)]).await;
+            assert_eq!(page.status(), 200, "{path}");
+            assert_eq!(page.headers()["cache-control"], "no-store");
+            assert!(page.text().await.unwrap().contains("Sign out"), "{path}");
+        }
+        // A cookie edited by hand is no sign-in.
+        let (name, value) = cookie.split_once('=').unwrap();
+        let forged = format!("{name}={}0", &value[..value.len() - 1]);
+        let page = site
+            .get("/", &[("cookie", &forged), ("accept", "text/html")])
+            .await;
+        assert_eq!(page.status(), 303);
+        // Signing out clears the cookie.
+        let (cookie, csrf) = site.sign_in().await;
+        let out = site
+            .post(
+                "/logout",
+                &[("cookie", &cookie), ("sec-fetch-site", "same-origin")],
+                &[("_csrf", &csrf)],
+            )
+            .await;
+        assert_eq!(out.status(), 303);
+        assert!(out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+    }
+);
+
+on_both_frameworks!(
+    async fn actions_from_a_browser_need_its_csrf_token_and_its_origin(
+        site: &Site,
+        _server: &mut RedisServer,
+    ) {
+        let (cookie, csrf) = site.sign_in().await;
+        let id = site.jobs.delay(LATER, &1).await.unwrap();
+        let path = format!("/jobs/{id}/revoke");
+        let same = ("sec-fetch-site", "same-origin");
+        for (headers, form) in [
+            (vec![("cookie", cookie.as_str()), same], vec![]),
+            (
+                vec![("cookie", cookie.as_str()), same],
+                vec![("_csrf", "0".repeat(64))],
+            ),
+            (
+                vec![
+                    ("cookie", cookie.as_str()),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                vec![("_csrf", csrf.clone())],
+            ),
+            (
+                vec![
+                    ("cookie", cookie.as_str()),
+                    ("host", "dash.example"),
+                    ("origin", "https://evil.example"),
+                ],
+                vec![("_csrf", csrf.clone())],
+            ),
+        ] {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let res = site.post(&path, &headers, &form).await;
+            assert_eq!(res.status(), 403, "{headers:?}");
+        }
+        assert_eq!(
+            site.jobs.status(&id).await.unwrap().unwrap().state,
+            JobState::Pending
+        );
+
+        let res = site
+            .post(&path, &[("cookie", &cookie), same], &[("_csrf", &csrf)])
+            .await;
+        assert_eq!(res.status(), 303);
+        let back = res.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            back.starts_with(&format!("/admin/jobs/{id}?done=")),
+            "{back}"
+        );
+        assert_eq!(
+            site.jobs.status(&id).await.unwrap().unwrap().state,
+            JobState::Revoked
+        );
+        // The page it returns to says what happened.
+        let page = site
+            .get(back.trim_start_matches("/admin"), &[("cookie", &cookie)])
+            .await;
+        assert!(page.text().await.unwrap().contains("revoke: REVOKED"));
+    }
+);
+
+on_both_frameworks!(
+    async fn dead_jobs_are_listed_by_page_shown_escaped_and_redriven(
+        site: &Site,
+        _server: &mut RedisServer,
+    ) {
+        let jobs = &site.jobs;
+        for i in 0..120 {
+            let args = format!("<script>alert({i})</script>");
+            jobs.enqueue(FAIL, &args, EnqueueOptions::new().tenant("acme"))
+                .await
+                .unwrap();
+        }
+        let worker = Worker::new(jobs.clone())
+            .concurrency(8)
+            .task(FAIL, |s, _| async move {
+                Err::<(), _>(TaskError::fatal(format!("refused {s}")))
+            })
+            .spawn();
+        assert!(
+            eventually(400, Duration::from_millis(50), || async {
+                jobs.counts().await.unwrap().dead == 120
+            })
+            .await
+        );
+        worker.shutdown(Duration::from_secs(5)).await;
+
+        let overview = site.api("/api/overview").await;
+        assert_eq!(overview["jobs"]["dead"], 120);
+        assert_eq!(overview["health"]["redis"], "healthy");
+        let first = site.api("/api/jobs?list=dead").await;
+        assert_eq!(first["list"]["total"], 120);
+        assert_eq!(first["list"]["more"], true);
+        assert_eq!(first["list"]["jobs"].as_array().unwrap().len(), 50);
+        let last = site.api("/api/jobs?list=dead&page=2").await;
+        assert_eq!(last["list"]["jobs"].as_array().unwrap().len(), 20);
+        assert_eq!(last["list"]["more"], false);
+        let bad = site
+            .get("/api/jobs?list=nope", &[("authorization", &bearer())])
+            .await;
+        assert_eq!(bad.status(), 400);
+
+        // A job's page shows its arguments and error as text, never as markup.
+        let id = first["list"]["jobs"][0]["id"].as_str().unwrap().to_owned();
+        let page = site
+            .get(&format!("/jobs/{id}"), &[("authorization", &bearer())])
+            .await;
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert("));
+        assert!(html.contains("refused"));
+        assert!(html.contains("Redrive"));
+        let detail = site.api(&format!("/api/jobs/{id}")).await;
+        assert_eq!(detail["state"], "FAILURE");
+        assert_eq!(detail["tenant"], "acme");
+        let missing = site
+            .get("/api/jobs/no-such-job", &[("authorization", &bearer())])
+            .await;
+        assert_eq!(missing.status(), 404);
+
+        // One job from its page, then the rest in one go.
+        let one = site
+            .post(
+                &format!("/jobs/{id}/redrive"),
+                &[("authorization", &bearer())],
+                &[],
+            )
+            .await;
+        assert_eq!(one.status(), 200);
+        assert_eq!(
+            one.json::<Value>().await.unwrap()["outcome"],
+            "redriven: back in its queue"
+        );
+        let all = site
+            .post("/jobs/redrive-dead", &[("authorization", &bearer())], &[])
+            .await;
+        let all: Value = all.json().await.unwrap();
+        assert_eq!(all["redriven"], 119);
+        assert_eq!(all["left"], 0);
+        let counts = jobs.counts().await.unwrap();
+        assert_eq!(
+            (counts.dead, counts.queued.get("default").copied()),
+            (0, Some(120))
+        );
+    }
+);
+
+on_both_frameworks!(
+    async fn a_tenants_module_is_invalidated_from_the_page(site: &Site, _server: &mut RedisServer) {
+        let tenant = Tenant::new("acme").unwrap();
+        let module = Module::new("stock").unwrap();
+        site.cache
+            .set(&tenant, &module, "item-1", &"cached", None)
+            .await;
+        assert_eq!(
+            site.cache
+                .get::<String>(&tenant, &module, "item-1")
+                .await
+                .as_deref(),
+            Some("cached")
+        );
+        let (cookie, csrf) = site.sign_in().await;
+        let res = site
+            .post(
+                "/cache-invalidate",
+                &[("cookie", &cookie), ("sec-fetch-site", "same-origin")],
+                &[("_csrf", &csrf), ("tenant", "acme"), ("module", "stock")],
+            )
+            .await;
+        assert_eq!(res.status(), 303);
+        assert_eq!(
+            site.cache.get::<String>(&tenant, &module, "item-1").await,
+            None
+        );
+        // A hostile tenant id is a clear error, and nothing is touched.
+        let bad = site
+            .post(
+                "/cache-invalidate",
+                &[("authorization", &bearer())],
+                &[("tenant", "a:*"), ("module", "stock")],
+            )
+            .await;
+        assert_eq!(bad.status(), 400);
+        assert!(bad.text().await.unwrap().contains("tenant"));
+        let stats = site
+            .get("/cache-stats", &[("authorization", &bearer())])
+            .await;
+        assert!(stats.text().await.unwrap().contains("hit ratio"));
+    }
+);
+
+on_both_frameworks!(
+    async fn redis_settings_that_lose_jobs_are_warned_about(site: &Site, server: &mut RedisServer) {
+        let fine = site.api("/api/redis").await;
+        assert_eq!(fine["configured"], true);
+        assert_eq!(fine["warnings"].as_array().unwrap().len(), 0, "{fine}");
+        assert_eq!(fine["topology"][0], "single");
+        let _ = server.command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+        let warned = site.api("/api/redis").await;
+        assert!(
+            warned["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("allkeys-lru"),
+            "{warned}"
+        );
+        let page = site.get("/redis", &[("authorization", &bearer())]).await;
+        assert!(page.text().await.unwrap().contains("Redis may evict jobs"));
+    }
+);
+
+on_both_frameworks!(
+    async fn with_redis_stopped_or_frozen_pages_still_answer_quickly(
+        site: &Site,
+        server: &mut RedisServer,
+    ) {
+        for fault in ["stop", "freeze"] {
+            match fault {
+                "stop" => server.stop(),
+                _ => {
+                    server.restart();
+                    server.freeze();
+                }
+            }
+            for path in ["/", "/redis", "/cache-stats", "/api/overview"] {
+                let started = Instant::now();
+                let res = site.get(path, &[("authorization", &bearer())]).await;
+                assert_eq!(res.status(), 200, "{fault} {path}");
+                // Bounded by the op deadline (300 ms) per read, not by a TCP timeout.
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{fault} {path}: {:?}",
+                    started.elapsed()
+                );
+            }
+            let overview = site.api("/api/overview").await;
+            assert_eq!(
+                overview["health"]["status"], "degraded",
+                "{fault}: {overview}"
+            );
+            assert!(overview["jobs_error"].is_string(), "{fault}: {overview}");
+            let jobs = site.get("/jobs", &[("authorization", &bearer())]).await;
+            assert_eq!(jobs.status(), 503, "{fault}");
+        }
+        server.thaw();
+    }
+);
+
+on_both_frameworks!(
+    async fn oversized_bodies_are_refused(site: &Site, _server: &mut RedisServer) {
+        let big = "x".repeat(larder_dashboard::MAX_BODY + 1);
+        let res = site
+            .post(
+                "/cache-invalidate",
+                &[("authorization", &bearer())],
+                &[("tenant", big.as_str())],
+            )
+            .await;
+        assert_eq!(res.status(), 413);
+    }
+);

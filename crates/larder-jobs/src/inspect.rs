@@ -1,0 +1,157 @@
+//! What a dashboard or an operator reads about a queue without touching its work:
+//! counts by state, paged lists of the delayed, running and dead jobs, and one
+//! job's whole record.
+//!
+//! Every read is bounded: counts come from the sizes of the sets the queue keeps
+//! anyway (`ZCARD`, `SCARD`), lists are ranges of those sorted sets (`ZRANGE` by
+//! rank, `O(log n + page)`), and nothing scans the keyspace. With 1,000,000 jobs
+//! a count is a handful of commands per partition and a page is one range per
+//! partition.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::state::JobStatus;
+
+/// A state whose jobs sit in one sorted set per partition, and so can be listed
+/// page by page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Listing {
+    /// Waiting for their due time (countdown, ETA, or a retry's back-off); ordered
+    /// by due time.
+    Delayed,
+    /// Held by a worker; ordered by the end of the worker's lease.
+    Running,
+    /// Failed for good (the dead letters); oldest first.
+    Dead,
+}
+
+impl Listing {
+    /// Every listing, in the order a dashboard shows them.
+    pub const ALL: [Listing; 3] = [Listing::Delayed, Listing::Running, Listing::Dead];
+
+    /// The listing's name (`"delayed"`, `"running"`, `"dead"`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delayed => "delayed",
+            Self::Running => "running",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// The listing named `name`.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+
+    /// The key of the sorted set that holds this listing's ids in a partition (see
+    /// `lua/lib.lua`).
+    pub(crate) fn set(self) -> &'static str {
+        match self {
+            Self::Delayed => "delayed",
+            Self::Running => "inflight",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// How many jobs are in each state now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    /// Ready jobs (all tenants) of each queue a job was ever enqueued to, by name.
+    pub queued: BTreeMap<String, u64>,
+    /// Jobs waiting for their due time, retries among them.
+    pub delayed: u64,
+    /// Jobs a worker holds.
+    pub running: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+impl JobCounts {
+    /// Ready jobs across every queue.
+    #[must_use]
+    pub fn queued_total(&self) -> u64 {
+        self.queued.values().sum()
+    }
+
+    /// The count of a listing.
+    #[must_use]
+    pub fn of(&self, listing: Listing) -> u64 {
+        match listing {
+            Listing::Delayed => self.delayed,
+            Listing::Running => self.running,
+            Listing::Dead => self.dead,
+        }
+    }
+}
+
+/// One job in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    /// The job's id.
+    pub id: String,
+    /// The listing's time for it, ms since the Unix epoch: when it is due
+    /// (delayed), when its lease ends (running), when it died (dead).
+    pub at_ms: u64,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListPage {
+    /// The jobs of the page, ordered by [`Listed::at_ms`].
+    pub jobs: Vec<Listed>,
+    /// How many jobs the listing holds in all.
+    pub total: u64,
+    /// Whether a later page holds more.
+    pub more: bool,
+}
+
+/// Everything a job's record holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobDetail {
+    /// State, task, tenant, attempts, result and last error.
+    #[serde(flatten)]
+    pub status: JobStatus,
+    /// The queue it was enqueued to.
+    pub queue: String,
+    /// Its arguments as JSON text (emptied once it succeeds).
+    pub args: Option<String>,
+    /// Its priority (higher runs first).
+    pub priority: u8,
+    /// How many retries it may take.
+    pub max_retries: u32,
+    /// Its time limit per attempt, ms.
+    pub timeout_ms: u64,
+    /// When it was enqueued, ms since the epoch.
+    pub created_ms: u64,
+    /// When it is due, for a delayed job.
+    pub eta_ms: Option<u64>,
+    /// When it expires unrun, if it was given an expiry.
+    pub expires_ms: Option<u64>,
+    /// When it failed or was revoked for good.
+    pub finished_ms: Option<u64>,
+    /// The worker that holds it now, if any.
+    pub worker: Option<String>,
+    /// How many of its leases ran out without an outcome (its worker died).
+    pub lost_leases: u32,
+}
+
+/// How a page of a listing is taken: the same ranks of every partition, merged in
+/// time order. With one partition (anything but a partitioned queue on a cluster)
+/// that is the listing's own order; with several, page `k` holds the `k`-th slice
+/// of each partition, so every job is on exactly one page and a page costs one
+/// range per partition, however deep it is.
+pub(crate) fn merge(mut parts: Vec<Vec<Listed>>, totals: &[u64], end: u64) -> ListPage {
+    let mut jobs: Vec<Listed> = parts.drain(..).flatten().collect();
+    jobs.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+    ListPage {
+        jobs,
+        total: totals.iter().sum(),
+        more: totals.iter().any(|&t| t > end),
+    }
+}

@@ -1,0 +1,194 @@
+//! Inspection (what the dashboard reads): counts by state, paged listings and a
+//! job's whole record, on every topology and in process, with the same answers.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use larder_core::{Config, ConfigBuilder, Handle};
+use larder_jobs::inspect::Listing;
+use larder_jobs::{EnqueueOptions, JobState, Jobs, JobsConfig, TaskError, TaskRef, Worker};
+use larder_testing::{eventually, on_every_topology, Redis};
+
+const FAIL: TaskRef<String, ()> = TaskRef::new("fail");
+const LATER: TaskRef<u32, ()> = TaskRef::new("later");
+
+fn jobs_on(redis: &Redis) -> Jobs {
+    let handle = Handle::new(
+        ConfigBuilder::from_config(Config::from_vars(redis.vars()).unwrap())
+            .op_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    Jobs::with_config(handle, config())
+}
+
+fn config() -> JobsConfig {
+    JobsConfig::default()
+        .max_retries(0)
+        .lease(Duration::from_millis(800))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// 23 jobs fail for good (dead), 7 wait an hour (delayed), 4 sit in queue
+/// `reports`; then every listing and count is checked, and one dead job's record.
+async fn counts_listings_and_records(jobs: Jobs) {
+    let before = now_ms();
+    let mut dead = BTreeSet::new();
+    for i in 0..23 {
+        let opts = EnqueueOptions::new().tenant(format!("t{}", i % 3));
+        dead.insert(
+            jobs.enqueue(FAIL, &format!("<b>{i}</b>"), opts)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut delayed = BTreeSet::new();
+    for i in 0..7 {
+        let opts = EnqueueOptions::new().countdown(Duration::from_secs(3600 + i));
+        delayed.insert(jobs.enqueue(LATER, &1, opts).await.unwrap());
+    }
+    for _ in 0..4 {
+        let opts = EnqueueOptions::new().queue("reports");
+        jobs.enqueue(LATER, &2, opts).await.unwrap();
+    }
+    let worker = Worker::new(jobs.clone())
+        .task(FAIL, |s, _| async move {
+            Err::<(), _>(TaskError::fatal(format!("no good: {s}")))
+        })
+        .spawn();
+    assert!(
+        eventually(200, Duration::from_millis(50), || async {
+            jobs.counts().await.unwrap().dead == 23
+        })
+        .await,
+        "{:?}",
+        jobs.counts().await
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+
+    let counts = jobs.counts().await.unwrap();
+    assert_eq!(counts.dead, 23);
+    assert_eq!(counts.delayed, 7);
+    assert_eq!(counts.running, 0);
+    assert_eq!(counts.queued.get("reports"), Some(&4), "{counts:?}");
+    assert_eq!(counts.queued.get("default"), Some(&0), "{counts:?}");
+    assert_eq!(counts.queued_total(), 4);
+
+    // Pages of 10: every dead job exactly once, each page in time order.
+    let mut seen = BTreeSet::new();
+    let mut page = 0;
+    loop {
+        let p = jobs.list(Listing::Dead, page * 10, 10).await.unwrap();
+        assert_eq!(p.total, 23);
+        assert!(p.jobs.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{p:?}");
+        for listed in &p.jobs {
+            assert!(
+                listed.at_ms >= before && listed.at_ms <= now_ms(),
+                "{listed:?}"
+            );
+            assert!(seen.insert(listed.id.clone()), "{} twice", listed.id);
+        }
+        if !p.more {
+            break;
+        }
+        page += 1;
+        assert!(page < 10, "pages never end");
+    }
+    assert_eq!(seen, dead);
+
+    let d = jobs.list(Listing::Delayed, 0, 100).await.unwrap();
+    assert_eq!(
+        d.jobs.iter().map(|l| l.id.clone()).collect::<BTreeSet<_>>(),
+        delayed
+    );
+    assert!(!d.more);
+    assert!(d.jobs.iter().all(|l| l.at_ms >= before + 3_600_000));
+    // A page past the end is empty, not an error.
+    let empty = jobs.list(Listing::Delayed, 1000, 10).await.unwrap();
+    assert!(empty.jobs.is_empty() && empty.total == 7 && !empty.more);
+
+    let id = dead.iter().next().unwrap();
+    let job = jobs.detail(id).await.unwrap().unwrap();
+    assert_eq!(job.status.state, JobState::Failure);
+    assert_eq!(job.status.task, "fail");
+    assert_eq!(job.queue, "default");
+    assert!(job.status.tenant.as_deref().unwrap().starts_with('t'));
+    assert!(job.args.as_deref().unwrap().starts_with("\"<b>"), "{job:?}");
+    assert!(
+        job.status
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("no good: <b>"),
+        "{job:?}"
+    );
+    assert_eq!(job.status.attempts, 1);
+    assert!(job.created_ms >= before && job.created_ms <= now_ms());
+    assert!(job.finished_ms.unwrap() >= job.created_ms);
+    assert!(job.worker.is_none());
+
+    let delayed_id = delayed.iter().next().unwrap();
+    let job = jobs.detail(delayed_id).await.unwrap().unwrap();
+    assert_eq!(job.status.state, JobState::Pending);
+    assert!(job.eta_ms.unwrap() >= before + 3_600_000);
+
+    assert!(jobs.detail("never-enqueued").await.unwrap().is_none());
+    assert!(jobs.detail("").await.is_err());
+}
+
+on_every_topology!(
+    async fn counts_listings_and_records_on_redis(redis: &Redis) {
+        counts_listings_and_records(jobs_on(redis)).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_listings_and_records_in_process() {
+    counts_listings_and_records(Jobs::with_config(Handle::in_process(), config())).await;
+}
+
+/// A running job is listed with its lease's end, and its record names its worker.
+async fn running_jobs_show_their_worker(jobs: Jobs) {
+    const HOLD: TaskRef<(), ()> = TaskRef::new("hold");
+    let worker = Worker::new(jobs.clone())
+        .task(HOLD, |(), ctx| async move {
+            ctx.cancelled().await;
+            Ok(())
+        })
+        .spawn();
+    let id = jobs.delay(HOLD, &()).await.unwrap();
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            jobs.counts().await.unwrap().running == 1
+        })
+        .await
+    );
+    let running = jobs.list(Listing::Running, 0, 10).await.unwrap();
+    assert_eq!(running.jobs.len(), 1);
+    assert_eq!(running.jobs[0].id, id);
+    assert!(running.jobs[0].at_ms > now_ms() - 1000);
+    let job = jobs.detail(&id).await.unwrap().unwrap();
+    assert!(!job.worker.unwrap_or_default().is_empty());
+    jobs.revoke(&id).await.unwrap();
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+on_every_topology!(
+    async fn running_jobs_show_their_worker_on_redis(redis: &Redis) {
+        running_jobs_show_their_worker(jobs_on(redis)).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_jobs_show_their_worker_in_process() {
+    running_jobs_show_their_worker(Jobs::with_config(Handle::in_process(), config())).await;
+}
