@@ -175,7 +175,7 @@ fn header_map(headers: &[(&str, &str)]) -> HeaderMap {
 
 /// Runs `scenario` against an Axum and an Actix server, each on its own Redis.
 macro_rules! on_both_frameworks {
-    (async fn $name:ident($site:ident: &Site, $server:ident: &mut RedisServer) $body:block) => {
+    (async fn $name:ident($site:ident: &Site, $server:ident: &mut RedisServer $(,)?) $body:block) => {
         mod $name {
             use super::*;
 
