@@ -15,6 +15,12 @@
 //! | `larder_ratelimit_decisions_total` | counter | `policy`, `decision` (`allow`, `deny`, `local_deny`, `shadow_deny`, `fallback_allow`, `fallback_deny`) | rate-limit decisions |
 //! | `larder_session_ops_total` | counter | `op` (`load`, `create`, `update`, `write`, `delete`, `rotate`, `revoke`), `outcome` | session store operations |
 //! | `larder_jobs_total` | counter | `task`, `outcome` | job outcomes |
+//! | `larder_job_run_seconds` | histogram | `task` | how long a task ran (each attempt) |
+//! | `larder_job_age_at_start_seconds` | histogram | `task` | from enqueue to a job's first start (a countdown or ETA included) |
+//! | `larder_jobs_queued` | gauge | `queue` | ready jobs, set when [`Jobs::publish_depths`] runs (a `/metrics` scrape) |
+//! | `larder_jobs_in_state` | gauge | `state` (`delayed`, `running`, `dead`) | jobs waiting, held by a worker, dead, set with the above |
+//!
+//! [`Jobs::publish_depths`]: https://docs.rs/larder-jobs/latest/larder_jobs/struct.Jobs.html#method.publish_depths
 
 use std::sync::{Arc, Once, PoisonError, RwLock};
 
@@ -40,6 +46,14 @@ pub const RATELIMIT_DECISIONS: &str = "larder_ratelimit_decisions_total";
 pub const SESSION_OPS: &str = "larder_session_ops_total";
 /// Job outcomes, by `task` and `outcome`.
 pub const JOBS: &str = "larder_jobs_total";
+/// How long a task ran, by `task`.
+pub const JOB_RUN: &str = "larder_job_run_seconds";
+/// From enqueue to a job's first start, by `task`.
+pub const JOB_AGE_AT_START: &str = "larder_job_age_at_start_seconds";
+/// Ready jobs, by `queue`.
+pub const JOBS_QUEUED: &str = "larder_jobs_queued";
+/// Jobs delayed, running or dead, by `state`.
+pub const JOBS_IN_STATE: &str = "larder_jobs_in_state";
 
 /// [`REDIS_OPS`], keyed once per operation.
 pub(crate) static REDIS_OPS_BY_OP: Family = Family::new(
@@ -88,6 +102,14 @@ pub fn describe_now() {
         "Session store operations by operation and outcome"
     );
     describe_counter!(JOBS, "Job outcomes by task and outcome");
+    describe_histogram!(JOB_RUN, Unit::Seconds, "How long a task ran, per attempt");
+    describe_histogram!(
+        JOB_AGE_AT_START,
+        Unit::Seconds,
+        "From enqueue to a job's first start"
+    );
+    describe_gauge!(JOBS_QUEUED, "Ready jobs by queue");
+    describe_gauge!(JOBS_IN_STATE, "Jobs delayed, running or dead");
 }
 
 /// Sets the breaker gauge: 0 closed, 1 half open, 2 open (the guard passes its

@@ -597,6 +597,28 @@ impl Jobs {
         self.inner.backend.counts().await
     }
 
+    /// Sets the depth gauges (`larder_jobs_queued` by queue, `larder_jobs_in_state`
+    /// by state) from [`counts`](Self::counts), and returns the counts: call it
+    /// when metrics are scraped, so the gauges are as fresh as the scrape and cost
+    /// nothing in between.
+    ///
+    /// # Errors
+    /// The backend's error (the gauges keep their last values).
+    pub async fn publish_depths(&self) -> Result<JobCounts, JobError> {
+        use larder_core::metrics::{JOBS_IN_STATE, JOBS_QUEUED};
+        let counts = self.counts().await?;
+        #[allow(clippy::cast_precision_loss)] // a gauge is an f64; counts stay far below 2^53
+        for (queue, n) in &counts.queued {
+            metrics::gauge!(JOBS_QUEUED, "queue" => queue.clone()).set(*n as f64);
+        }
+        for listing in Listing::ALL {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(JOBS_IN_STATE, "state" => listing.as_str())
+                .set(counts.of(listing) as f64);
+        }
+        Ok(counts)
+    }
+
     /// A page of the delayed, running or dead jobs: at most `limit` (capped at
     /// [`MAX_PAGE`]) from rank `offset` on.
     ///

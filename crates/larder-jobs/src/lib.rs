@@ -89,6 +89,14 @@ mod state;
 mod task;
 mod worker;
 
+/// How long tasks ran, keyed once per task.
+static JOB_RUN: larder_core::metrics::Family =
+    larder_core::metrics::Family::new(larder_core::metrics::JOB_RUN, "task", "", &[]);
+
+/// Jobs' age at their first start, keyed once per task.
+static JOB_AGE_AT_START: larder_core::metrics::Family =
+    larder_core::metrics::Family::new(larder_core::metrics::JOB_AGE_AT_START, "task", "", &[]);
+
 /// Job outcomes by task, keyed once per task.
 static JOB_OUTCOMES: larder_core::metrics::Family = larder_core::metrics::Family::new(
     larder_core::metrics::JOBS,

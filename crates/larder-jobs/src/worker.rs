@@ -579,6 +579,11 @@ impl Shared {
             attempt: job.attempts + 1,
             cancel: cancel.clone(),
         };
+        if job.attempts == 0 && job.created_ms > 0 {
+            let age = now_ms().saturating_sub(job.created_ms);
+            crate::JOB_AGE_AT_START.record(&job.task, Duration::from_millis(age).as_secs_f64());
+        }
+        let started = std::time::Instant::now();
         let limit = Duration::from_millis(job.timeout_ms.max(1));
         let fut = AssertUnwindSafe(handler(job.args.clone(), ctx)).catch_unwind();
         let fut = tokio::time::timeout(limit, fut);
@@ -596,6 +601,7 @@ impl Shared {
                 Ended::Cancelled
             }
         };
+        crate::JOB_RUN.record(&job.task, started.elapsed().as_secs_f64());
         // Cancelled (revoked or lease lost) wins over whatever the task returned as
         // it stopped.
         let ended = if cancel.is_cancelled() {

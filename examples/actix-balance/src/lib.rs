@@ -211,7 +211,8 @@ pub fn app(
         .app_data(Data::new(keys))
         .service(larder::cache::actix::health_resource(stock.handle.clone()))
         .route("/health/live", web::get().to(live))
-        .route("/health/ready", web::get().to(ready));
+        .route("/health/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics));
     if let Some(admin) = stock.admin.clone() {
         app = app.service(larder::cache::actix::admin_scope(admin));
     }
@@ -229,6 +230,13 @@ async fn live(s: Data<Stock>) -> HttpResponse {
 
 async fn ready(s: Data<Stock>) -> HttpResponse {
     respond(s.readiness().await)
+}
+
+async fn metrics(s: Data<Stock>) -> HttpResponse {
+    let (status, body) = s.metrics().await;
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
 }
 
 async fn balance(s: Data<Stock>, req: HttpRequest) -> HttpResponse {

@@ -16,6 +16,8 @@ use example_stock_domain::{shutdown_signal, Role, Stock};
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let shutdown = shutdown_signal();
     example_stock_domain::init_logging()?;
+    // Before anything records a metric: those recorded earlier are not kept.
+    let _ = example_stock_domain::prometheus();
     let role = Role::from_args(std::env::args().skip(1))?;
     let stock = Stock::from_env()?;
     let keys = example_stock_domain::session_keys(stock.handle.topology().is_some())?;

@@ -74,6 +74,7 @@ pub fn router(stock: Stock) -> Router {
     let probes = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(stock.clone());
     let mut app = api
         .merge(larder::cache::axum::health_routes(stock.handle.clone()))
@@ -93,6 +94,17 @@ async fn live(State(s): State<Stock>) -> Response {
 
 async fn ready(State(s): State<Stock>) -> Response {
     respond(s.readiness().await)
+}
+
+async fn metrics(State(s): State<Stock>) -> Response {
+    let (status, body) = s.metrics().await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 async fn balance(State(s): State<Stock>, headers: HeaderMap, req: Request) -> Response {

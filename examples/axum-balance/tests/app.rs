@@ -71,6 +71,17 @@ async fn redis_outage_keeps_routes_up_and_recovery_needs_no_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_for_prometheus() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = testkit::stock(Some(&redis), dir.path());
+    let worker = stock.worker().spawn();
+    let app = app(stock);
+    testkit::metrics(&app, true).await;
+    worker.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_beside_the_cache_admin() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();

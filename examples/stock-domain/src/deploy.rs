@@ -1,8 +1,11 @@
-//! What both apps need to run as operators run them: logs, the session cookie's
-//! keys, and the liveness and readiness probes. One rule each, below the two
-//! frameworks' glue.
+//! What both apps need to run as operators run them: logs, metrics, the session
+//! cookie's keys, and the liveness and readiness probes. One rule each, below the
+//! two frameworks' glue.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use serde_json::json;
 
@@ -110,7 +113,52 @@ pub fn session_keys(redis_configured: bool) -> Result<Option<SessionKeys>, Strin
     Ok(None)
 }
 
+/// Histogram buckets of every larder duration, in seconds: from a Redis round trip
+/// on loopback (half a millisecond) to a long task (a minute).
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// The process's Prometheus recorder, installed on first use (metrics recorded
+/// before it are not kept, so the apps call it at startup). `None` when another
+/// recorder was installed first.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => {
+                    larder::core::metrics::describe_now();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Prometheus recorder: /metrics answers 503");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
 impl Stock {
+    /// `GET /metrics`: every larder metric in Prometheus's text format, with the job
+    /// queue's depths read at the scrape ([`larder::jobs::Jobs::publish_depths`]:
+    /// set sizes, no scan). Open like the health probes: keep it off the public
+    /// side of the proxy (DEPLOYING.md).
+    pub async fn metrics(&self) -> (u16, String) {
+        if let Err(e) = self.jobs.publish_depths().await {
+            tracing::debug!(error = %e, "job depths not refreshed for this scrape");
+        }
+        match prometheus() {
+            Some(handle) => (200, handle.render()),
+            None => (503, "no Prometheus recorder in this process\n".to_owned()),
+        }
+    }
+
     /// `GET /health/live`: 200 while the process serves requests at all. An
     /// orchestrator restarts the process when it fails; nothing outside the
     /// process is checked (a Redis outage must not restart every instance).

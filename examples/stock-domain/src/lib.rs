@@ -30,7 +30,7 @@ pub mod money;
 pub mod testkit;
 
 pub use db::{Db, Granularity, NamedTable, ProductInput};
-pub use deploy::{init_logging, session_keys, SessionKeys};
+pub use deploy::{init_logging, prometheus, session_keys, SessionKeys};
 pub use money::Money;
 
 /// `send_daily_report(tenant_id)`: writes the tenant's report (a database row and a
@@ -370,7 +370,8 @@ impl Stock {
                 "/admin/login",
                 Policy::new("admin-login", "5/minute")?.key(ip),
             )
-            .exempt_prefix("/health/");
+            .exempt_prefix("/health/")
+            .exempt_prefix("/metrics");
         let sessions = Sessions::from_env(handle.clone())?;
         let jobs = Jobs::from_env(handle.clone())?;
         let admin = settings

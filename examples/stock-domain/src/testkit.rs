@@ -539,6 +539,56 @@ pub async fn dashboard<C: Client>(app: &C) {
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }
 
+/// `/metrics` in Prometheus's text format: larder's counters and histograms as the
+/// app records them, and the job queue's depths read at the scrape. `worker` runs
+/// the app's tasks (so the job histograms have a sample).
+pub async fn metrics<C: Client>(app: &C, worker_running: bool) {
+    crate::prometheus().expect("the test process installs no other recorder");
+    let tenant = [("x-tenant-id", "1")];
+    for _ in 0..2 {
+        assert_eq!(app.send("GET", "/balance", &tenant, "").await.status, 200);
+    }
+    let job = app.send("POST", "/reports/daily", &tenant, "").await.json();
+    let id = job["job_id"].as_str().unwrap_or_default().to_owned();
+    if worker_running {
+        assert!(
+            eventually(100, Duration::from_millis(50), || async {
+                let got = app.send("GET", &format!("/jobs/{id}"), &tenant, "").await;
+                got.json()["state"] == "SUCCESS"
+            })
+            .await
+        );
+    }
+    let got = app.send("GET", "/metrics", &[], "").await;
+    assert_eq!(got.status, 200);
+    assert!(got
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+    let text = got.body;
+    for line in [
+        "# TYPE larder_redis_ops_total counter",
+        "larder_cache_requests_total{module=\"balance\",outcome=\"hit\"}",
+        "larder_ratelimit_decisions_total{policy=\"ip\",decision=\"allow\"}",
+        "larder_jobs_total{task=\"send_daily_report\",outcome=\"enqueued\"}",
+        "larder_jobs_in_state{state=\"dead\"} 0",
+        "larder_jobs_queued{queue=\"default\"}",
+        "larder_redis_op_duration_seconds_bucket{op=",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    if worker_running {
+        assert!(
+            text.contains("larder_job_run_seconds_bucket{task=\"send_daily_report\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("larder_job_age_at_start_seconds_count{task=\"send_daily_report\"}"),
+            "{text}"
+        );
+    }
+}
+
 /// Every key in `redis` outside the cache's root, sorted.
 fn keys_outside_the_cache(redis: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = redis

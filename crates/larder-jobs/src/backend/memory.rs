@@ -242,6 +242,7 @@ impl MemoryBackend {
                 attempts: job.attempts,
                 max_retries: job.max_retries,
                 timeout_ms: job.timeout_ms,
+                created_ms: job.created_ms,
                 problem: None,
             });
             s.inflight.insert(id, now + lease_ms);

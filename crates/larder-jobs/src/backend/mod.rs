@@ -22,6 +22,8 @@ pub(crate) struct Fetched {
     pub(crate) attempts: u32,
     pub(crate) max_retries: u32,
     pub(crate) timeout_ms: u64,
+    /// When it was enqueued, ms (0 when unknown).
+    pub(crate) created_ms: u64,
     /// Why the job cannot run at all (a record this crate cannot read): the worker
     /// fails it with this error instead of calling a task.
     pub(crate) problem: Option<String>,

@@ -398,6 +398,7 @@ impl RedisBackend {
                         attempts: 0,
                         max_retries: 0,
                         timeout_ms: 0,
+                        created_ms: 0,
                         problem: Some(MALFORMED_RECORD.to_owned()),
                     });
                 };
@@ -409,6 +410,7 @@ impl RedisBackend {
                     attempts: u32::try_from(number(&f[4])).unwrap_or(u32::MAX),
                     max_retries: d.max_retries,
                     timeout_ms: d.timeout_ms,
+                    created_ms: d.created_ms,
                     problem: None,
                     id,
                 })
