@@ -47,6 +47,8 @@ fn page(view: &View<'_>, title: &str, done: Option<String>, body: Markup) -> Rep
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                // No favicon request (it would 404 below the app's routes).
+                link rel="icon" href="data:,";
                 title { (title) " · larder" }
                 link rel="stylesheet" href={ (base) "/assets/dashboard.css" };
                 script src={ (base) "/assets/live.js" } defer {}
@@ -108,6 +110,7 @@ pub(crate) fn login(base: &str, problem: Option<&str>) -> Reply {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                link rel="icon" href="data:,";
                 title { "Sign in · larder" }
                 link rel="stylesheet" href={ (base) "/assets/dashboard.css" };
             }
