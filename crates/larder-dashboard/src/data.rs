@@ -8,8 +8,7 @@ use serde::Serialize;
 
 use crate::{Call, Dashboard, Reply};
 
-/// Jobs per page of a listing.
-pub(crate) const PAGE: u64 = 50;
+use crate::PAGE;
 
 /// The overview: what the live parts of every page poll.
 #[derive(Debug, Serialize)]

@@ -79,6 +79,9 @@ use signin::SigningKey;
 /// How long a browser sign-in lasts unless configured.
 pub const DEFAULT_SIGN_IN: Duration = Duration::from_secs(12 * 3600);
 
+/// Jobs per page of a listing.
+pub const PAGE: u64 = 50;
+
 /// The largest request body the dashboard reads (its forms are a few fields).
 pub const MAX_BODY: usize = 16 * 1024;
 

@@ -1,0 +1,201 @@
+//! The dashboard at scale (`scripts/bench-dashboard` runs it): fills the Redis at
+//! `REDIS_URL` with `JOBS` jobs (default 1,000,000: 60 % ready over 3 queues and
+//! 50 tenants, 20 % delayed, 20 % dead) and `CACHE_ENTRIES` cache entries (default
+//! 100,000), serves the dashboard over Axum on a loopback port, and times every
+//! page and JSON endpoint over HTTP (`TRIES` times each, default 5). Prints one
+//! Markdown row per endpoint: median and slowest.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)] // a benchmark
+
+use std::time::{Duration, Instant};
+
+use larder_cache::Cache;
+use larder_core::{Handle, Module, Tenant};
+use larder_dashboard::Dashboard;
+use larder_jobs::inspect::Listing;
+use larder_jobs::{EnqueueOptions, Jobs, JobsConfig, TaskError, TaskRef, Worker};
+
+const WORK: TaskRef<u64, ()> = TaskRef::new("work");
+const DOOMED: TaskRef<u64, ()> = TaskRef::new("doomed");
+
+fn var(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn fill(jobs: &Jobs, cache: &Cache, total: u64, entries: u64) {
+    let started = Instant::now();
+    let ready = total * 6 / 10;
+    let delayed = total * 2 / 10;
+    let dead = total - ready - delayed;
+    let batch = 10_000u64;
+    let args: Vec<u64> = (0..batch).collect();
+    let mut done = 0;
+    while done < ready {
+        let n = batch.min(ready - done);
+        let opts = |i: u64| {
+            EnqueueOptions::new()
+                .queue(["default", "reports", "mail"][(i % 3) as usize])
+                .tenant(format!("t{}", i % 50))
+        };
+        jobs.enqueue_many(WORK, args[..n as usize].iter().map(|a| (a, opts(*a))))
+            .await
+            .unwrap();
+        done += n;
+    }
+    done = 0;
+    while done < delayed {
+        let n = batch.min(delayed - done);
+        let opts = |i: u64| EnqueueOptions::new().countdown(Duration::from_secs(3600 + i));
+        jobs.enqueue_many(WORK, args[..n as usize].iter().map(|a| (a, opts(*a))))
+            .await
+            .unwrap();
+        done += n;
+    }
+    done = 0;
+    while done < dead {
+        let n = batch.min(dead - done);
+        let opts = || EnqueueOptions::new().queue("doomed").max_retries(0);
+        jobs.enqueue_many(DOOMED, args[..n as usize].iter().map(|a| (a, opts())))
+            .await
+            .unwrap();
+        done += n;
+    }
+    let worker = Worker::new(jobs.clone())
+        .queues(&[("doomed", 1)])
+        .concurrency(64)
+        .task(DOOMED, |i, _| async move {
+            Err::<(), _>(TaskError::fatal(format!("job {i} cannot be done")))
+        })
+        .spawn();
+    while jobs.counts().await.unwrap().dead < dead {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    worker.shutdown(Duration::from_secs(10)).await;
+    let module = Module::new("stock").unwrap();
+    let mut pending = Vec::new();
+    for i in 0..entries {
+        let tenant = Tenant::new(format!("t{}", i % 50)).unwrap();
+        let cache = cache.clone();
+        let module = module.clone();
+        pending.push(tokio::spawn(async move {
+            cache
+                .set(
+                    &tenant,
+                    &module,
+                    &format!("item-{i}"),
+                    &"x".repeat(200),
+                    None,
+                )
+                .await;
+        }));
+        if pending.len() == 256 {
+            for p in pending.drain(..) {
+                p.await.unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::main]
+async fn main() {
+    let handle = Handle::from_env().unwrap();
+    let jobs = Jobs::with_config(
+        handle.clone(),
+        JobsConfig::default().dead_letters(Duration::from_secs(7 * 86_400), 10_000_000),
+    );
+    let cache = Cache::new(handle.clone());
+    let total = var("JOBS", 1_000_000);
+    let entries = var("CACHE_ENTRIES", 100_000);
+    let tries = var("TRIES", 5);
+    let counts = jobs.counts().await.unwrap();
+    if counts.queued_total() + counts.delayed + counts.dead < total {
+        fill(&jobs, &cache, total, entries).await;
+    }
+    let counts = jobs.counts().await.unwrap();
+    eprintln!(
+        "queued {} ({:?}), delayed {}, running {}, dead {}",
+        counts.queued_total(),
+        counts.queued,
+        counts.delayed,
+        counts.running,
+        counts.dead
+    );
+    let dead_id = jobs.list(Listing::Dead, 0, 1).await.unwrap().jobs[0]
+        .id
+        .clone();
+    let dashboard = Dashboard::with_token("/admin", "bench")
+        .jobs(jobs.clone())
+        .cache(cache)
+        .redis(handle);
+    let app: axum::Router = axum::Router::new().merge(larder_dashboard::axum::router(dashboard));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let last_page = counts.dead.saturating_sub(1) / larder_dashboard::PAGE;
+    let gets = [
+        "/admin/".to_owned(),
+        "/admin/api/overview".to_owned(),
+        "/admin/jobs".to_owned(),
+        "/admin/jobs?list=delayed".to_owned(),
+        format!("/admin/jobs?list=dead&page={last_page}"),
+        format!("/admin/api/jobs?list=dead&page={}", last_page / 2),
+        format!("/admin/jobs/{dead_id}"),
+        "/admin/cache-stats".to_owned(),
+        "/admin/redis".to_owned(),
+        "/admin/api/redis".to_owned(),
+    ];
+    println!("| request | median | slowest | status |");
+    println!("| --- | --- | --- | --- |");
+    let timed = |label: String, mut times: Vec<Duration>, status: u16| {
+        times.sort();
+        println!(
+            "| `{label}` | {:.1} ms | {:.1} ms | {status} |",
+            times[times.len() / 2].as_secs_f64() * 1e3,
+            times[times.len() - 1].as_secs_f64() * 1e3
+        );
+    };
+    for path in gets {
+        let mut times = Vec::new();
+        let mut status = 0;
+        for _ in 0..tries {
+            let t = Instant::now();
+            let res = http
+                .get(format!("http://{addr}{path}"))
+                .bearer_auth("bench")
+                .send()
+                .await
+                .unwrap();
+            status = res.status().as_u16();
+            let _ = res.bytes().await.unwrap();
+            times.push(t.elapsed());
+        }
+        timed(path, times, status);
+    }
+    let mut times = Vec::new();
+    let mut status = 0;
+    for _ in 0..tries {
+        let t = Instant::now();
+        let res = http
+            .post(format!("http://{addr}/admin/jobs/redrive-dead"))
+            .bearer_auth("bench")
+            .send()
+            .await
+            .unwrap();
+        status = res.status().as_u16();
+        let _ = res.bytes().await.unwrap();
+        times.push(t.elapsed());
+    }
+    timed(
+        "POST /admin/jobs/redrive-dead (1,000 jobs)".into(),
+        times,
+        status,
+    );
+}
