@@ -108,6 +108,20 @@ async fn snap(browser: &Client, framework: Framework, page: &str) {
     .unwrap();
 }
 
+async fn type_into(browser: &Client, field: Locator<'_>, text: &str) {
+    browser
+        .find(field)
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+async fn click(browser: &Client, button: Locator<'_>) {
+    browser.find(button).await.unwrap().click().await.unwrap();
+}
+
 async fn h1(browser: &Client) -> String {
     browser
         .find(Locator::Css("h1"))
@@ -206,20 +220,8 @@ async fn dashboard_in_a_browser(framework: Framework) {
     // Without the token: the sign-in page, whatever was asked for.
     browser.goto(&app.url("/admin/jobs")).await.unwrap();
     assert_eq!(browser.current_url().await.unwrap().path(), "/admin/login");
-    browser
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("not-the-token")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, Locator::Id("token"), "not-the-token").await;
+    click(&browser, Locator::Css("button[type=submit]")).await;
     let refused = browser
         .find(Locator::Css("p.error"))
         .await
@@ -231,20 +233,8 @@ async fn dashboard_in_a_browser(framework: Framework) {
     snap(&browser, framework, "login").await;
 
     // Sign in once; the cookie is not readable by scripts.
-    browser
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_TOKEN)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, Locator::Id("token"), ADMIN_TOKEN).await;
+    click(&browser, Locator::Css("button[type=submit]")).await;
     browser.wait().for_url(&url(&app, "/admin/")).await.unwrap();
     assert_eq!(h1(&browser).await, "Overview");
     let visible = browser
@@ -304,13 +294,7 @@ async fn dashboard_in_a_browser(framework: Framework) {
         "markup from data rendered"
     );
     snap(&browser, framework, "job-dead").await;
-    browser
-        .find(Locator::XPath("//button[text()='Redrive']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::XPath("//button[text()='Redrive']")).await;
     confirm(&browser, "back to its queue").await;
     assert_eq!(
         jobs.status(&dead).await.unwrap().unwrap().state,
@@ -322,13 +306,7 @@ async fn dashboard_in_a_browser(framework: Framework) {
         .goto(&app.url(&format!("/admin/jobs/{queued}")))
         .await
         .unwrap();
-    browser
-        .find(Locator::XPath("//button[text()='Revoke']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::XPath("//button[text()='Revoke']")).await;
     confirm(&browser, "Revoke this job").await;
     assert_eq!(
         jobs.status(&queued).await.unwrap().unwrap().state,
@@ -339,29 +317,18 @@ async fn dashboard_in_a_browser(framework: Framework) {
     // The cache and Redis pages, with real figures.
     browser.goto(&app.url("/admin/cache-stats")).await.unwrap();
     assert_eq!(h1(&browser).await, "Cache");
-    browser
-        .find(Locator::Id("tenant"))
-        .await
-        .unwrap()
-        .send_keys("1")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("module"))
-        .await
-        .unwrap()
-        .send_keys("balance")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::XPath("//button[text()='Invalidate']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, Locator::Id("tenant"), "1").await;
+    type_into(&browser, Locator::Id("module"), "balance").await;
+    click(&browser, Locator::XPath("//button[text()='Invalidate']")).await;
     confirm(&browser, "Drop every cached entry").await;
     snap(&browser, framework, "cache").await;
+    browser
+        .goto(&app.url("/admin/sessions?user=nobody"))
+        .await
+        .unwrap();
+    assert_eq!(h1(&browser).await, "Sessions");
+    assert!(browser.source().await.unwrap().contains("No live session."));
+    snap(&browser, framework, "sessions").await;
     browser.goto(&app.url("/admin/redis")).await.unwrap();
     let page = browser.source().await.unwrap();
     assert!(
@@ -401,13 +368,7 @@ async fn dashboard_in_a_browser(framework: Framework) {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     // Signing out ends the sign-in.
     browser.goto(&app.url("/admin/")).await.unwrap();
-    browser
-        .find(Locator::XPath("//button[text()='Sign out']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::XPath("//button[text()='Sign out']")).await;
     browser
         .wait()
         .for_url(&url(&app, "/admin/login"))

@@ -154,48 +154,32 @@ async fn main() {
     ];
     println!("| request | median | slowest | status |");
     println!("| --- | --- | --- | --- |");
-    let timed = |label: String, mut times: Vec<Duration>, status: u16| {
-        times.sort();
-        println!(
-            "| `{label}` | {:.1} ms | {:.1} ms | {status} |",
-            times[times.len() / 2].as_secs_f64() * 1e3,
-            times[times.len() - 1].as_secs_f64() * 1e3
-        );
-    };
     for path in gets {
-        let mut times = Vec::new();
-        let mut status = 0;
-        for _ in 0..tries {
-            let t = Instant::now();
-            let res = http
-                .get(format!("http://{addr}{path}"))
-                .bearer_auth("bench")
-                .send()
-                .await
-                .unwrap();
-            status = res.status().as_u16();
-            let _ = res.bytes().await.unwrap();
-            times.push(t.elapsed());
-        }
-        timed(path, times, status);
+        let url = format!("http://{addr}{path}");
+        time(&path, tries, || http.get(&url)).await;
     }
+    let url = format!("http://{addr}/admin/jobs/redrive-dead");
+    time("POST /admin/jobs/redrive-dead (1,000 jobs)", tries, || {
+        http.post(&url)
+    })
+    .await;
+}
+
+/// Sends the request `tries` times and prints its row: median and slowest.
+async fn time(label: &str, tries: u64, request: impl Fn() -> reqwest::RequestBuilder) {
     let mut times = Vec::new();
     let mut status = 0;
     for _ in 0..tries {
         let t = Instant::now();
-        let res = http
-            .post(format!("http://{addr}/admin/jobs/redrive-dead"))
-            .bearer_auth("bench")
-            .send()
-            .await
-            .unwrap();
+        let res = request().bearer_auth("bench").send().await.unwrap();
         status = res.status().as_u16();
         let _ = res.bytes().await.unwrap();
         times.push(t.elapsed());
     }
-    timed(
-        "POST /admin/jobs/redrive-dead (1,000 jobs)".into(),
-        times,
-        status,
+    times.sort();
+    println!(
+        "| `{label}` | {:.1} ms | {:.1} ms | {status} |",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
     );
 }

@@ -121,6 +121,52 @@ pub(crate) async fn invalidate(d: &Dashboard, call: &Call) -> Reply {
     )
 }
 
+/// `POST /sessions-revoke` (`tenant`, `user`, `session`) and `/sessions-revoke-all`
+/// (`tenant`, `user`).
+pub(crate) async fn revoke_session(d: &Dashboard, call: &Call, all: bool) -> Reply {
+    let store = match d.session_store() {
+        Ok(store) => store,
+        Err(reply) => return reply,
+    };
+    let (tenant, user) = match crate::data::session_owner(call) {
+        Ok((tenant, Some(user))) => (tenant, user),
+        Ok((_, None)) => return Reply::json_error(400, "user is required"),
+        Err(reply) => return reply,
+    };
+    let ended = if all {
+        store.revoke_all(tenant.as_ref(), &user, None).await
+    } else {
+        let Some(session) = call
+            .form_or_query("session")
+            .and_then(|s| larder_session::SessionRef::parse(&s))
+        else {
+            return Reply::json_error(400, "session must be a session reference (64 hex digits)");
+        };
+        store
+            .revoke(tenant.as_ref(), &user, &session)
+            .await
+            .map(usize::from)
+    };
+    let ended = match ended {
+        Ok(n) => n,
+        Err(e) => return Reply::json_error(503, &format!("sessions unavailable: {e}")),
+    };
+    let done = format!("{ended} session(s) ended");
+    tracing::info!(target: "larder::dashboard", ended, all, "sessions revoked");
+    let tenant_text = tenant.map(|t| t.to_string()).unwrap_or_default();
+    answer(
+        d,
+        call,
+        &format!(
+            "/sessions?tenant={}&user={}",
+            query_value(&tenant_text),
+            query_value(&user)
+        ),
+        json!({ "ended": ended }),
+        &done,
+    )
+}
+
 /// A browser goes back to `page` with `done` shown; a script gets `body`.
 fn answer(d: &Dashboard, call: &Call, page: &str, body: serde_json::Value, done: &str) -> Reply {
     if call.is_browser() {

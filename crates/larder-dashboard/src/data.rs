@@ -2,7 +2,7 @@
 //! read (a set size, a range, `INFO`), and a component that is down or not
 //! configured shows as such instead of failing the page.
 
-use larder_core::{redis, HealthReport};
+use larder_core::{redis, HealthReport, Tenant};
 use larder_jobs::inspect::{JobCounts, JobDetail, ListPage, Listing};
 use serde::Serialize;
 
@@ -224,12 +224,59 @@ pub(crate) async fn job(d: &Dashboard, id: &str) -> Result<Option<JobDetail>, Re
     }
 }
 
+/// The sessions page: whose sessions were asked for, and what was found.
+#[derive(Debug, Serialize)]
+pub(crate) struct SessionsView {
+    pub(crate) tenant: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) sessions: Vec<larder_session::SessionInfo>,
+}
+
+/// The tenant (optional, validated) and user (required for a listing) a sessions
+/// request names, from its form or query.
+pub(crate) fn session_owner(call: &Call) -> Result<(Option<Tenant>, Option<String>), Reply> {
+    let field = |name| {
+        call.form(name)
+            .or_else(|| call.query(name))
+            .filter(|v| !v.is_empty())
+    };
+    let tenant = match field("tenant") {
+        None => None,
+        Some(t) => Some(Tenant::new(t).map_err(|e| Reply::json_error(400, &e.to_string()))?),
+    };
+    Ok((tenant, field("user")))
+}
+
+pub(crate) async fn sessions(d: &Dashboard, call: &Call) -> Result<SessionsView, Reply> {
+    let store = d.session_store()?;
+    let (tenant, user) = session_owner(call)?;
+    let sessions = match &user {
+        None => Vec::new(),
+        Some(user) => store
+            .list(tenant.as_ref(), user)
+            .await
+            .map_err(|e| Reply::json_error(503, &format!("sessions unavailable: {e}")))?,
+    };
+    Ok(SessionsView {
+        tenant: tenant.map(|t| t.to_string()),
+        user,
+        sessions,
+    })
+}
+
 pub(crate) fn unavailable(e: larder_jobs::JobError) -> Reply {
     tracing::warn!(target: "larder::dashboard", error = %e, "jobs unavailable");
     Reply::json_error(503, &format!("jobs unavailable: {e}"))
 }
 
 impl Dashboard {
+    pub(crate) fn session_store(&self) -> Result<&larder_session::Sessions, Reply> {
+        self.inner
+            .sessions
+            .as_ref()
+            .ok_or_else(|| Reply::json_error(404, "no session store is shown here"))
+    }
+
     pub(crate) fn queue(&self) -> Result<&larder_jobs::Jobs, Reply> {
         self.inner
             .jobs

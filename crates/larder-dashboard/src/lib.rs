@@ -34,8 +34,10 @@
 //! | `POST /jobs/redrive-dead` | redrive dead jobs, oldest first, at most 1,000 per request |
 //! | `GET /cache-stats` | hit ratio, entries, memory, degraded look-ups |
 //! | `POST /cache-invalidate` | form fields `tenant`, `module`: drop one module's entries for one tenant |
+//! | `GET /sessions?tenant=&user=` | a user's live sessions (started, last seen, user agent, IP) |
+//! | `POST /sessions-revoke`, `POST /sessions-revoke-all` | form fields `tenant` (optional), `user`, `session`: end one, or all, of a user's sessions |
 //! | `GET /redis` | health, breaker, latency, memory, eviction policy, topology |
-//! | `GET /api/overview`, `/api/jobs`, `/api/jobs/{id}`, `/api/redis` | the same data as JSON |
+//! | `GET /api/overview`, `/api/jobs`, `/api/jobs/{id}`, `/api/sessions`, `/api/redis` | the same data as JSON |
 //! | `GET /login`, `POST /login`, `POST /logout` | browser sign-in with the admin token |
 //!
 //! # Who may use it
@@ -61,6 +63,7 @@ use bytes::Bytes;
 use larder_cache::Cache;
 use larder_core::{Handle, RequestView};
 use larder_jobs::Jobs;
+use larder_session::Sessions;
 
 pub use larder_core::auth::{Authorize, BearerToken};
 
@@ -99,6 +102,7 @@ struct Inner {
     secure_cookie: bool,
     jobs: Option<Jobs>,
     cache: Option<Cache>,
+    sessions: Option<Sessions>,
     redis: Option<Handle>,
 }
 
@@ -131,6 +135,7 @@ impl Dashboard {
                 secure_cookie: true,
                 jobs: None,
                 cache: None,
+                sessions: None,
                 redis: None,
             }),
         }
@@ -183,6 +188,13 @@ impl Dashboard {
     #[must_use]
     pub fn cache(mut self, cache: Cache) -> Self {
         self.inner_mut().cache = Some(cache);
+        self
+    }
+
+    /// Shows a user's sessions, with revoke and revoke-all.
+    #[must_use]
+    pub fn sessions(mut self, sessions: Sessions) -> Self {
+        self.inner_mut().sessions = Some(sessions);
         self
     }
 
@@ -293,6 +305,16 @@ impl Dashboard {
                 actions::job(self, &call, id, action).await
             }
             ("POST", ["cache-invalidate"]) => actions::invalidate(self, &call).await,
+            ("GET", ["sessions"]) => match data::sessions(self, &call).await {
+                Ok(found) => pages::sessions(&view, &found, call.query("done")),
+                Err(reply) => reply,
+            },
+            ("GET", ["api", "sessions"]) => match data::sessions(self, &call).await {
+                Ok(found) => Reply::json(200, &found),
+                Err(reply) => reply,
+            },
+            ("POST", ["sessions-revoke"]) => actions::revoke_session(self, &call, false).await,
+            ("POST", ["sessions-revoke-all"]) => actions::revoke_session(self, &call, true).await,
             _ => Reply::json_error(404, "not found"),
         }
     }

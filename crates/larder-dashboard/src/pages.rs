@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use larder_jobs::inspect::{JobDetail, Listing};
 use maud::{html, Markup, DOCTYPE};
 
-use crate::data::{CacheView, JobsView, Overview, RedisView};
+use crate::data::{CacheView, JobsView, Overview, RedisView, SessionsView};
 use crate::{Reply, View};
 
 const STYLE: &str = include_str!("../assets/dashboard.css");
@@ -38,21 +38,29 @@ pub(crate) fn query_value(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// Every page's `<head>`: the style sheet and the live-figures script (which does
+/// nothing on a page without live figures, such as the sign-in page).
+fn head(base: &str, title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            // No favicon request (it would 404 below the app's routes).
+            link rel="icon" href="data:,";
+            title { (title) " · larder" }
+            link rel="stylesheet" href={ (base) "/assets/dashboard.css" };
+            script src={ (base) "/assets/live.js" } defer {}
+        }
+    }
+}
+
 /// Every page: head, navigation, the flash of the last action, the body.
 fn page(view: &View<'_>, title: &str, done: Option<String>, body: Markup) -> Reply {
     let base = view.base;
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                // No favicon request (it would 404 below the app's routes).
-                link rel="icon" href="data:,";
-                title { (title) " · larder" }
-                link rel="stylesheet" href={ (base) "/assets/dashboard.css" };
-                script src={ (base) "/assets/live.js" } defer {}
-            }
+            (head(base, title))
             body data-base=(base) {
                 header {
                     strong { "larder" }
@@ -60,6 +68,7 @@ fn page(view: &View<'_>, title: &str, done: Option<String>, body: Markup) -> Rep
                         a href={ (base) "/" } { "Overview" }
                         a href={ (base) "/jobs" } { "Jobs" }
                         a href={ (base) "/cache-stats" } { "Cache" }
+                        a href={ (base) "/sessions" } { "Sessions" }
                         a href={ (base) "/redis" } { "Redis" }
                     }
                     @if let Some(csrf) = &view.csrf {
@@ -107,13 +116,7 @@ pub(crate) fn login(base: &str, problem: Option<&str>) -> Reply {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                link rel="icon" href="data:,";
-                title { "Sign in · larder" }
-                link rel="stylesheet" href={ (base) "/assets/dashboard.css" };
-            }
+            (head(base, "Sign in"))
             body {
                 main class="narrow" {
                     h1 { "larder admin" }
@@ -434,6 +437,56 @@ fn bytes(n: u64) -> String {
         n if n >= 1024.0 => format!("{:.1} KiB", n / 1024.0),
         n => format!("{n} B"),
     }
+}
+
+/// `GET /sessions`.
+pub(crate) fn sessions(view: &View<'_>, s: &SessionsView, done: Option<String>) -> Reply {
+    let tenant = s.tenant.clone().unwrap_or_default();
+    let owner = |extra: Markup| {
+        html! {
+            input type="hidden" name="tenant" value=(tenant);
+            input type="hidden" name="user" value=(s.user.clone().unwrap_or_default());
+            (extra)
+        }
+    };
+    let body = html! {
+        form method="get" action={ (view.base) "/sessions" } class="search" {
+            label for="s-tenant" { "tenant" }
+            input id="s-tenant" name="tenant" value=(tenant);
+            label for="s-user" { "user" }
+            input id="s-user" name="user" required value=(s.user.clone().unwrap_or_default());
+            button type="submit" { "Show sessions" }
+        }
+        @if let Some(user) = &s.user {
+            h2 { "Sessions of " code { (user) } }
+            table {
+                thead { tr { th { "session" } th { "started" } th { "last seen" } th { "client" } th {} } }
+                tbody {
+                    @for info in &s.sessions {
+                        tr {
+                            td { code { (&info.id.as_str()[..12]) "…" } }
+                            td { (when(info.created_ms)) }
+                            td { (when(info.last_seen_ms)) }
+                            td { (info.user_agent.as_deref().unwrap_or("–")) " " (info.ip.as_deref().unwrap_or("")) }
+                            td {
+                                (action_form(view, "/sessions-revoke", "Revoke",
+                                    "End this session? Its browser is signed out.",
+                                    owner(html! { input type="hidden" name="session" value=(info.id.as_str()); })))
+                            }
+                        }
+                    }
+                    @if s.sessions.is_empty() {
+                        tr { td colspan="5" { "No live session." } }
+                    }
+                }
+            }
+            @if !s.sessions.is_empty() {
+                (action_form(view, "/sessions-revoke-all", "Revoke all",
+                    "End every session of this user? Every browser is signed out.", owner(html! {})))
+            }
+        }
+    };
+    page(view, "Sessions", done, body)
 }
 
 /// `GET /redis`.

@@ -10,6 +10,7 @@ use larder_cache::Cache;
 use larder_core::{Config, ConfigBuilder, Handle, Module, Tenant};
 use larder_dashboard::Dashboard;
 use larder_jobs::{EnqueueOptions, JobState, Jobs, JobsConfig, TaskError, TaskRef, Worker};
+use larder_session::{Identity, SessionConfig, Sessions};
 use larder_testing::{eventually, RedisServer};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::redirect::Policy;
@@ -30,6 +31,7 @@ struct Site {
     addr: SocketAddr,
     jobs: Jobs,
     cache: Cache,
+    sessions: Sessions,
     http: reqwest::Client,
 }
 
@@ -50,10 +52,12 @@ impl Site {
         let handle = handle_on(server);
         let jobs = Jobs::with_config(handle.clone(), JobsConfig::default().max_retries(0));
         let cache = Cache::new(handle.clone());
+        let sessions = Sessions::new(handle.clone(), SessionConfig::default());
         let dashboard = Dashboard::with_token("/admin", TOKEN)
             .secure_cookie(false)
             .jobs(jobs.clone())
             .cache(cache.clone())
+            .sessions(sessions.clone())
             .redis(handle);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -85,6 +89,7 @@ impl Site {
             addr,
             jobs,
             cache,
+            sessions,
             http,
         }
     }
@@ -553,5 +558,115 @@ on_both_frameworks!(
             )
             .await;
         assert_eq!(res.status(), 413);
+    }
+);
+
+on_both_frameworks!(
+    async fn a_users_sessions_are_listed_and_revoked(site: &Site, _server: &mut RedisServer) {
+        let alice = Identity::new("alice").with_user_agent("<b>Firefox</b>");
+        for id in [
+            "sess-a-0000000000000000000001",
+            "sess-a-0000000000000000000002",
+            "sess-a-0000000000000000000003",
+        ] {
+            site.sessions.create(id, b"{}", Some(&alice)).await.unwrap();
+        }
+        site.sessions
+            .create(
+                "sess-b-0000000000000000000001",
+                b"{}",
+                Some(&Identity::new("bob")),
+            )
+            .await
+            .unwrap();
+        let listed = site.api("/api/sessions?user=alice").await;
+        let refs: Vec<String> = listed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(refs.len(), 3, "{listed}");
+        // The page shows them, data escaped.
+        let page = site
+            .get("/sessions?user=alice", &[("authorization", &bearer())])
+            .await;
+        let html = page.text().await.unwrap();
+        assert!(html.contains("&lt;b&gt;Firefox"), "{html}");
+        assert_eq!(html.matches(">Revoke</button>").count(), 3);
+
+        // A browser ends one with the page's token.
+        let (cookie, csrf) = site.sign_in().await;
+        let res = site
+            .post(
+                "/sessions-revoke",
+                &[("cookie", &cookie), ("sec-fetch-site", "same-origin")],
+                &[("_csrf", &csrf), ("user", "alice"), ("session", &refs[0])],
+            )
+            .await;
+        assert_eq!(res.status(), 303);
+        assert!(res.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("user=alice"));
+        assert_eq!(
+            site.api("/api/sessions?user=alice").await["sessions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        // Another user's session cannot be ended through alice's name.
+        let bob = site.api("/api/sessions?user=bob").await["sessions"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let res = site
+            .post(
+                "/sessions-revoke",
+                &[("authorization", &bearer())],
+                &[("user", "alice"), ("session", &bob)],
+            )
+            .await;
+        assert_eq!(res.json::<Value>().await.unwrap()["ended"], 0);
+        // A malformed reference or tenant is a clear error.
+        let res = site
+            .post(
+                "/sessions-revoke",
+                &[("authorization", &bearer())],
+                &[("user", "alice"), ("session", "x")],
+            )
+            .await;
+        assert_eq!(res.status(), 400);
+        let res = site
+            .get(
+                "/api/sessions?user=alice&tenant=a:*",
+                &[("authorization", &bearer())],
+            )
+            .await;
+        assert_eq!(res.status(), 400);
+        // Revoke all: alice has none left, bob keeps his.
+        let res = site
+            .post(
+                "/sessions-revoke-all",
+                &[("authorization", &bearer())],
+                &[("user", "alice")],
+            )
+            .await;
+        assert_eq!(res.json::<Value>().await.unwrap()["ended"], 2);
+        assert_eq!(
+            site.api("/api/sessions?user=alice").await["sessions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            site.api("/api/sessions?user=bob").await["sessions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 );

@@ -27,7 +27,7 @@
 //! | `ratelimit` | [`ratelimit`]: distributed rate limits (GCRA in one round trip) and their HTTP core | no |
 //! | `session` | [`session`]: the session store behind tower-sessions and actix-session | no |
 //! | `jobs` | [`jobs`]: the job queue (tasks, workers, periodic scheduler) | no |
-//! | `dashboard` | [`dashboard`]: the admin dashboard (jobs, cache, Redis), with `cache` and `jobs` | no |
+//! | `dashboard` | [`dashboard`]: the admin dashboard (jobs, cache, sessions, Redis), with `cache`, `jobs` and `session` | no |
 //! | `tower` | Tower layers of the enabled components | no |
 //! | `axum` | `tower`, plus Axum glue (`/health/cache` and admin routes, `ConnectInfo`) | no |
 //! | `actix` | Actix-web middleware of the enabled components, health and admin services | no |

@@ -383,6 +383,7 @@ impl Stock {
                 .secure_cookie(settings.cookie_secure)
                 .jobs(jobs.clone())
                 .cache(cache.clone())
+                .sessions(sessions.clone())
                 .redis(handle.clone())
         });
         let probe = HealthProbe::new(handle.clone());
