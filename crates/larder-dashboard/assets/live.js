@@ -11,8 +11,6 @@ function show(el, value) {
   if (value === undefined || value === null) return;
   if (el.dataset.format === "percent") {
     el.textContent = (Number(value) * 100).toFixed(1) + " %";
-  } else if (typeof value === "object") {
-    el.textContent = Object.values(value).reduce((a, b) => a + b, 0);
   } else {
     el.textContent = value;
   }

@@ -25,44 +25,44 @@ fn var(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Enqueues `n` jobs of `task` in batches of 10,000, the `i`-th of a batch (its
+/// argument too) with `opts(i)`.
+async fn enqueue(
+    jobs: &Jobs,
+    task: TaskRef<u64, ()>,
+    n: u64,
+    opts: impl Fn(u64) -> EnqueueOptions,
+) {
+    let args: Vec<u64> = (0..10_000).collect();
+    let mut done = 0;
+    while done < n {
+        let batch = &args[..(n - done).min(10_000) as usize];
+        jobs.enqueue_many(task, batch.iter().map(|a| (a, opts(*a))))
+            .await
+            .unwrap();
+        done += batch.len() as u64;
+    }
+}
+
 async fn fill(jobs: &Jobs, cache: &Cache, total: u64, entries: u64) {
     let started = Instant::now();
     let ready = total * 6 / 10;
     let delayed = total * 2 / 10;
     let dead = total - ready - delayed;
-    let batch = 10_000u64;
-    let args: Vec<u64> = (0..batch).collect();
-    let mut done = 0;
-    while done < ready {
-        let n = batch.min(ready - done);
-        let opts = |i: u64| {
-            EnqueueOptions::new()
-                .queue(["default", "reports", "mail"][(i % 3) as usize])
-                .tenant(format!("t{}", i % 50))
-        };
-        jobs.enqueue_many(WORK, args[..n as usize].iter().map(|a| (a, opts(*a))))
-            .await
-            .unwrap();
-        done += n;
-    }
-    done = 0;
-    while done < delayed {
-        let n = batch.min(delayed - done);
-        let opts = |i: u64| EnqueueOptions::new().countdown(Duration::from_secs(3600 + i));
-        jobs.enqueue_many(WORK, args[..n as usize].iter().map(|a| (a, opts(*a))))
-            .await
-            .unwrap();
-        done += n;
-    }
-    done = 0;
-    while done < dead {
-        let n = batch.min(dead - done);
-        let opts = || EnqueueOptions::new().queue("doomed").max_retries(0);
-        jobs.enqueue_many(DOOMED, args[..n as usize].iter().map(|a| (a, opts())))
-            .await
-            .unwrap();
-        done += n;
-    }
+    enqueue(jobs, WORK, ready, |i| {
+        EnqueueOptions::new()
+            .queue(["default", "reports", "mail"][(i % 3) as usize])
+            .tenant(format!("t{}", i % 50))
+    })
+    .await;
+    enqueue(jobs, WORK, delayed, |i| {
+        EnqueueOptions::new().countdown(Duration::from_secs(3600 + i))
+    })
+    .await;
+    enqueue(jobs, DOOMED, dead, |_| {
+        EnqueueOptions::new().queue("doomed").max_retries(0)
+    })
+    .await;
     let worker = Worker::new(jobs.clone())
         .queues(&[("doomed", 1)])
         .concurrency(64)

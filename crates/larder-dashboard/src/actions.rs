@@ -81,8 +81,9 @@ pub(crate) async fn redrive_dead(d: &Dashboard, call: &Call) -> Reply {
             break;
         }
     }
-    let left = match jobs.counts().await {
-        Ok(counts) => counts.dead,
+    // The dead set's size alone (a page of one), not every queue's counts.
+    let left = match jobs.list(Listing::Dead, 0, 1).await {
+        Ok(page) => page.total,
         Err(e) => return unavailable(e),
     };
     let done = format!("{redriven} dead jobs redriven, {left} left");
@@ -178,12 +179,5 @@ fn answer(d: &Dashboard, call: &Call, page: &str, body: serde_json::Value, done:
         ))
     } else {
         Reply::json(200, &body)
-    }
-}
-
-impl Call {
-    /// A form field, or else a query parameter (scripts may use either).
-    fn form_or_query(&self, name: &str) -> Option<String> {
-        self.form(name).or_else(|| self.query(name))
     }
 }

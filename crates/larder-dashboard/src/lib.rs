@@ -64,6 +64,7 @@ use larder_cache::Cache;
 use larder_core::{Handle, RequestView};
 use larder_jobs::Jobs;
 use larder_session::Sessions;
+use percent_encoding::percent_decode_str;
 
 pub use larder_core::auth::{Authorize, BearerToken};
 
@@ -227,8 +228,16 @@ impl Dashboard {
     }
 
     async fn answer(&self, call: Call) -> Reply {
-        let route = call.path.trim_start_matches('/').to_owned();
-        let parts: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
+        // Segments decoded once: Axum hands over the path as sent, Actix with most
+        // escapes decoded but `%2F`, `%25` and `%2B` kept, so a job id holding a
+        // `/`, `%` or space reaches the same segment either way.
+        let decoded: Vec<String> = call
+            .path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
         // The sign-in pages and the style sheet are open; everything else is not.
         match (call.method.as_str(), parts.as_slice()) {
             ("GET", ["assets", name]) => return pages::asset(name),
@@ -325,8 +334,7 @@ impl Dashboard {
         if call.cross_site {
             return Reply::json_error(403, "cross-site request refused");
         }
-        let token = call.form("token").unwrap_or_default();
-        if token.is_empty() || !call.authorize_token(&*self.inner.authorize, &token) {
+        if !call.token_accepted {
             tracing::warn!(target: "larder::dashboard", "sign-in refused");
             let mut reply = pages::login(self.base(), Some("That token is not accepted."));
             reply.status = 401;
@@ -375,8 +383,9 @@ struct Call {
     who: Option<Who>,
     wants_html: bool,
     cross_site: bool,
-    /// The request's headers the hook may look at when judging a typed token.
-    headers: Vec<(String, Vec<u8>)>,
+    /// On `POST /login`: whether the hook accepts the typed token (judged while the
+    /// request is at hand, as if it came in an `Authorization: Bearer` header).
+    token_accepted: bool,
 }
 
 impl Call {
@@ -395,53 +404,95 @@ impl Call {
         let is_form = req
             .header("content-type")
             .is_some_and(|c| c.starts_with(b"application/x-www-form-urlencoded"));
+        let form = if is_form { pairs(&body) } else { Vec::new() };
+        let token_accepted = req.method() == "POST"
+            && path.trim_matches('/') == "login"
+            && field(&form, "token").is_some_and(|token| {
+                !token.is_empty()
+                    && inner.authorize.authorize(&WithBearer {
+                        req,
+                        authorization: format!("Bearer {token}").into_bytes(),
+                    })
+            });
         Self {
             method: req.method().to_owned(),
             path: path.to_owned(),
             query: pairs(req.query().unwrap_or_default().as_bytes()),
-            form: if is_form { pairs(&body) } else { Vec::new() },
+            form,
             who,
             wants_html: req
                 .header("accept")
                 .is_some_and(|a| a.windows(9).any(|w| w == b"text/html")),
             cross_site: signin::is_cross_site(req),
-            headers: ["host", "x-forwarded-for", "user-agent"]
-                .into_iter()
-                .filter_map(|n| req.header(n).map(|v| (n.to_owned(), v.to_vec())))
-                .collect(),
+            token_accepted,
         }
     }
 
     fn query(&self, name: &str) -> Option<String> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        field(&self.query, name)
     }
 
     fn form(&self, name: &str) -> Option<String> {
-        self.form
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        field(&self.form, name)
     }
 
-    /// Whether the hook accepts `token` sent as a bearer token on this request.
-    fn authorize_token(&self, hook: &dyn Authorize, token: &str) -> bool {
-        let mut req = larder_core::request::SimpleRequest::new(&self.method, &self.path)
-            .with_header("authorization", &format!("Bearer {token}"));
-        for (name, value) in &self.headers {
-            if let Ok(value) = std::str::from_utf8(value) {
-                req = req.with_header(name, value);
-            }
-        }
-        hook.authorize(&req)
+    /// A form field, or else a query parameter (scripts may use either).
+    fn form_or_query(&self, name: &str) -> Option<String> {
+        self.form(name).or_else(|| self.query(name))
     }
 
     /// Whether the caller is a browser (answers are pages and redirects) rather
     /// than a script (answers are JSON).
     fn is_browser(&self) -> bool {
         matches!(self.who, Some(Who::Browser { .. }))
+    }
+}
+
+/// The value of `name` among decoded pairs.
+fn field(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// A request as the hook sees it on sign-in: itself, with the typed token as its
+/// `Authorization` header, so a hook that also looks at the peer, a header or a
+/// principal judges the sign-in as it judges a script's request.
+struct WithBearer<'a> {
+    req: &'a dyn RequestView,
+    authorization: Vec<u8>,
+}
+
+impl RequestView for WithBearer<'_> {
+    fn method(&self) -> &str {
+        self.req.method()
+    }
+    fn path(&self) -> &str {
+        self.req.path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.req.query()
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        if name == "authorization" {
+            Some(&self.authorization)
+        } else {
+            self.req.header(name)
+        }
+    }
+    fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        if name == "authorization" {
+            vec![&self.authorization]
+        } else {
+            self.req.header_values(name)
+        }
+    }
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.req.peer_ip()
+    }
+    fn principal(&self) -> Option<larder_core::Principal> {
+        self.req.principal()
     }
 }
 

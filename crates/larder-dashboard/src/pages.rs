@@ -26,11 +26,25 @@ pub(crate) fn asset(name: &str) -> Reply {
     reply
 }
 
+/// What a path segment escapes: the URL standard's path-segment set, plus `%` and
+/// `+` (so that decoding gives back exactly the id).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'+')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 /// A percent-encoded path segment.
 pub(crate) fn path_segment(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// A percent-encoded query value.
@@ -281,37 +295,18 @@ fn time_heading(listing: Listing) -> &'static str {
     }
 }
 
-/// A time as UTC, to the second (`2026-12-05 13:04:05 UTC`).
+/// A time as UTC, to the second, with how long ago it was
+/// (`2026-12-05 13:04:05 UTC (4 s ago)`).
 pub(crate) fn when(ms: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms);
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
+    let at = i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_default();
     let ago = SystemTime::now()
-        .duration_since(t)
+        .duration_since(UNIX_EPOCH + Duration::from_millis(ms))
         .map(|d| format!(" ({} s ago)", d.as_secs()))
         .unwrap_or_default();
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC{ago}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 as a proleptic Gregorian date (Howard Hinnant's
-/// `civil_from_days`), so the pages need no date crate for one format.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+    format!("{}{ago}", at.format("%Y-%m-%d %H:%M:%S UTC"))
 }
 
 /// `GET /jobs/{id}`.
@@ -521,10 +516,8 @@ mod tests {
 
     #[test]
     fn dates_are_gregorian() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_792), (2026, 12, 5));
+        assert!(when(0).starts_with("1970-01-01 00:00:00 UTC"));
+        assert!(when(1_709_164_800_000).starts_with("2024-02-29 00:00:00 UTC"));
         assert!(when(1_764_939_845_000).starts_with("2025-12-05 13:04:05 UTC"));
     }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use larder_core::RequestView;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -161,9 +162,9 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Equal slices, in a time that depends only on their lengths.
+/// Equal slices, in a time that depends only on their lengths (`subtle`).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 fn unix(t: SystemTime) -> u64 {

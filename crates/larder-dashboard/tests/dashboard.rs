@@ -670,3 +670,51 @@ on_both_frameworks!(
         );
     }
 );
+
+on_both_frameworks!(
+    async fn a_job_id_with_reserved_characters_reaches_its_page(
+        site: &Site,
+        _server: &mut RedisServer,
+    ) {
+        // Ids are any visible characters: the dashboard's links escape them, and both
+        // frameworks' paths decode to the same id.
+        let id = "report/2026?#1%+x";
+        let opts = EnqueueOptions::new().id(id).queue("parked");
+        site.jobs.enqueue(LATER, &1, opts).await.unwrap();
+        let escaped = "report%2F2026%3F%231%25%2Bx";
+        let detail = site.api(&format!("/api/jobs/{escaped}")).await;
+        assert_eq!(detail["id"], id, "{detail}");
+        let page = site
+            .get(&format!("/jobs/{escaped}"), &[("authorization", &bearer())])
+            .await;
+        assert_eq!(page.status(), 200);
+        assert!(page
+            .text()
+            .await
+            .unwrap()
+            .contains(&format!("/admin/jobs/{escaped}/revoke")));
+        let res = site
+            .post(
+                &format!("/jobs/{escaped}/revoke"),
+                &[("authorization", &bearer())],
+                &[],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            site.jobs.status(id).await.unwrap().unwrap().state,
+            JobState::Revoked
+        );
+        // Find by id redirects to the escaped page.
+        let found = site
+            .get(
+                &format!("/jobs/find?id={}", "report%2F2026%3F%231%25%2Bx"),
+                &[("authorization", &bearer())],
+            )
+            .await;
+        assert_eq!(
+            found.headers()["location"],
+            format!("/admin/jobs/{escaped}")
+        );
+    }
+);

@@ -146,8 +146,8 @@ pub struct JobDetail {
 /// that is the listing's own order; with several, page `k` holds the `k`-th slice
 /// of each partition, so every job is on exactly one page and a page costs one
 /// range per partition, however deep it is.
-pub(crate) fn merge(mut parts: Vec<Vec<Listed>>, totals: &[u64], end: u64) -> ListPage {
-    let mut jobs: Vec<Listed> = parts.drain(..).flatten().collect();
+pub(crate) fn merge(parts: Vec<Vec<Listed>>, totals: &[u64], end: u64) -> ListPage {
+    let mut jobs: Vec<Listed> = parts.into_iter().flatten().collect();
     jobs.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
     ListPage {
         jobs,

@@ -98,7 +98,7 @@ async fn metrics_for_prometheus() {
     let stock = testkit::stock(Some(&redis), dir.path());
     let worker = stock.worker().spawn();
     let app = serve(stock).await;
-    testkit::metrics(&app, true).await;
+    testkit::metrics(&app).await;
     worker.shutdown(std::time::Duration::from_secs(5)).await;
 }
 

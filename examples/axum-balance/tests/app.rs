@@ -77,7 +77,7 @@ async fn metrics_for_prometheus() {
     let stock = testkit::stock(Some(&redis), dir.path());
     let worker = stock.worker().spawn();
     let app = app(stock);
-    testkit::metrics(&app, true).await;
+    testkit::metrics(&app).await;
     worker.shutdown(std::time::Duration::from_secs(5)).await;
 }
 

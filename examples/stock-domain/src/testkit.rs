@@ -540,9 +540,9 @@ pub async fn dashboard<C: Client>(app: &C) {
 }
 
 /// `/metrics` in Prometheus's text format: larder's counters and histograms as the
-/// app records them, and the job queue's depths read at the scrape. `worker` runs
-/// the app's tasks (so the job histograms have a sample).
-pub async fn metrics<C: Client>(app: &C, worker_running: bool) {
+/// app records them, and the job queue's depths read at the scrape. A worker must
+/// be running the app's tasks (the job histograms need a sample).
+pub async fn metrics<C: Client>(app: &C) {
     crate::prometheus().expect("the test process installs no other recorder");
     let tenant = [("x-tenant-id", "1")];
     for _ in 0..2 {
@@ -550,15 +550,13 @@ pub async fn metrics<C: Client>(app: &C, worker_running: bool) {
     }
     let job = app.send("POST", "/reports/daily", &tenant, "").await.json();
     let id = job["job_id"].as_str().unwrap_or_default().to_owned();
-    if worker_running {
-        assert!(
-            eventually(100, Duration::from_millis(50), || async {
-                let got = app.send("GET", &format!("/jobs/{id}"), &tenant, "").await;
-                got.json()["state"] == "SUCCESS"
-            })
-            .await
-        );
-    }
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            let got = app.send("GET", &format!("/jobs/{id}"), &tenant, "").await;
+            got.json()["state"] == "SUCCESS"
+        })
+        .await
+    );
     let got = app.send("GET", "/metrics", &[], "").await;
     assert_eq!(got.status, 200);
     assert!(got
@@ -577,16 +575,14 @@ pub async fn metrics<C: Client>(app: &C, worker_running: bool) {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
-    if worker_running {
-        assert!(
-            text.contains("larder_job_run_seconds_bucket{task=\"send_daily_report\""),
-            "{text}"
-        );
-        assert!(
-            text.contains("larder_job_age_at_start_seconds_count{task=\"send_daily_report\"}"),
-            "{text}"
-        );
-    }
+    assert!(
+        text.contains("larder_job_run_seconds_bucket{task=\"send_daily_report\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("larder_job_age_at_start_seconds_count{task=\"send_daily_report\"}"),
+        "{text}"
+    );
 }
 
 /// Every key in `redis` outside the cache's root, sorted.
