@@ -222,8 +222,10 @@ async fn dashboard_in_a_browser(framework: Framework) {
     assert_eq!(browser.current_url().await.unwrap().path(), "/admin/login");
     type_into(&browser, Locator::Id("token"), "not-the-token").await;
     click(&browser, Locator::Css("button[type=submit]")).await;
+    // The click starts a navigation; wait for the page it leads to.
     let refused = browser
-        .find(Locator::Css("p.error"))
+        .wait()
+        .for_element(Locator::Css("p.error"))
         .await
         .unwrap()
         .text()
@@ -287,6 +289,11 @@ async fn dashboard_in_a_browser(framework: Framework) {
     assert_eq!(row.text().await.unwrap(), dead);
     snap(&browser, framework, "jobs-dead").await;
     row.click().await.unwrap();
+    browser
+        .wait()
+        .for_url(&url(&app, &format!("/admin/jobs/{dead}")))
+        .await
+        .unwrap();
     let page = browser.source().await.unwrap();
     assert!(page.contains("cannot do &lt;i&gt;dead&lt;/i&gt;"), "{page}");
     assert!(
