@@ -261,6 +261,17 @@ enum Seen {
 }
 
 impl Found {
+    /// The look-up's outcome as its span records it: `degraded` when the store was
+    /// out (whatever the L1 tier still served), else `hit`, `stale` or `miss`.
+    pub(crate) fn outcome(&self) -> &'static str {
+        match &self.entry {
+            _ if !self.reached_store() => "degraded",
+            Some(entry) if entry.meta.is_fresh_at(self.now) => "hit",
+            Some(_) => "stale",
+            None => "miss",
+        }
+    }
+
     /// Whether the look-up reached its store (Redis, or the in-process store).
     pub(crate) fn reached_store(&self) -> bool {
         !matches!(self.seen, Seen::Unavailable)
@@ -445,7 +456,7 @@ impl<C: Codec> Cache<C> {
             return Lookup::Miss;
         }
         let keys = self.keys(tenant, module, key);
-        let found = self.lookup_raw(&keys).await;
+        let found = self.lookup_raw(tenant, &keys).await;
         match found.entry {
             Some(entry) => match self.decode::<T>(&keys, &entry.payload) {
                 Some(value) if entry.meta.is_fresh_at(now_ms()) => Lookup::Hit {
@@ -568,7 +579,7 @@ impl<C: Codec> Cache<C> {
             return origin().await;
         }
         let keys = self.keys(tenant, module, key);
-        let found = self.lookup_raw(&keys).await;
+        let found = self.lookup_raw(tenant, &keys).await;
         let mut stale = None;
         if let Some(entry) = &found.entry {
             if let Some(value) = self.decode::<T>(&keys, &entry.payload) {

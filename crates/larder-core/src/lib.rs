@@ -50,6 +50,7 @@
 //! | [`metrics`] | metric names (see the table there) |
 //! | [`request`] | [`RequestView`] (what adapters show of a request), [`TenantExtractor`] |
 //! | [`time`] | millisecond helpers (`millis`, `now_ms`) |
+//! | [`trace`] | the components' spans (`cache.lookup`, `ratelimit.check`, `session.load`, `jobs.enqueue`) and [`in_span`](trace::in_span) |
 //!
 //! # Features
 //!
@@ -123,6 +124,7 @@ pub mod request;
 pub mod scan;
 pub mod time;
 pub mod topology;
+pub mod trace;
 
 pub use codec::{Codec, CodecError, Json};
 pub use config::{Config, ConfigBuilder, ConfigError, RedisUrl};

@@ -469,7 +469,25 @@ impl Jobs {
             });
         }
         let ttl = ms(c.result_ttl);
-        let out = self.inner.backend.enqueue(&batch, ttl).await?;
+        // The `jobs.enqueue` span ([`larder_core::trace`]), with the first job's
+        // tenant and queue (a batch's jobs usually share them) and never the arguments.
+        let first = batch.first().map(|j| &j.opts);
+        let span = tracing::debug_span!(
+            target: "larder::jobs",
+            "jobs.enqueue",
+            tenant = first.map_or("", |o| o.tenant.as_str()),
+            task = task.name(),
+            queue = first.map_or("", |o| o.queue.as_str()),
+            jobs = batch.len(),
+            outcome = tracing::field::Empty
+        );
+        let outcome = |out: &Result<Vec<(String, bool)>, JobError>| match out {
+            Ok(out) if out.iter().any(|(_, created)| *created) => "enqueued",
+            Ok(_) => "duplicate",
+            Err(_) => "error",
+        };
+        let enqueue = self.inner.backend.enqueue(&batch, ttl);
+        let out = larder_core::trace::in_span(span, enqueue, outcome).await?;
         for (id, created) in &out {
             if *created {
                 crate::JOB_OUTCOMES.increment(task.name(), "enqueued");

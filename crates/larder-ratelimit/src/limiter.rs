@@ -158,6 +158,27 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The decision as its span records it: `limited`, `unavailable` (rejected by a
+    /// fail-closed policy while Redis is out), `degraded` (admitted without Redis's
+    /// answer) or `allowed`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Deny {
+                reason: DenyReason::Unavailable { .. },
+                ..
+            } => "unavailable",
+            Self::Deny { .. } => "limited",
+            Self::Allow { quotas }
+                if quotas
+                    .iter()
+                    .any(|q| !matches!(q.source, Source::Redis | Source::LocalBlock)) =>
+            {
+                "degraded"
+            }
+            Self::Allow { .. } => "allowed",
+        }
+    }
+
     /// Whether the request was admitted.
     #[must_use]
     pub fn is_allowed(&self) -> bool {
@@ -186,6 +207,8 @@ pub struct RateLimiter {
 struct Inner {
     handle: Handle,
     scope: Scope,
+    /// The module the state is kept in, for spans.
+    module: Module,
     /// Whether a quota's key carries its counted key as a cluster hash tag
     /// (`LARDER_HASH_TAG`).
     tagged: bool,
@@ -350,6 +373,7 @@ impl RateLimiter {
             inner: Arc::new(Inner {
                 handle,
                 scope,
+                module: module.clone(),
                 tagged,
                 script: redis::Script::new(include_str!("../lua/gcra.lua")),
                 release: redis::Script::new(include_str!("../lua/release.lua")),
@@ -367,6 +391,7 @@ impl RateLimiter {
             inner: Arc::new(Inner {
                 handle: inner.handle.clone(),
                 scope: inner.scope.clone(),
+                module: inner.module.clone(),
                 tagged: inner.tagged,
                 script: inner.script.clone(),
                 release: inner.release.clone(),
@@ -457,6 +482,18 @@ impl RateLimiter {
     /// The local pre-check alone (no round trip): `Some` when a quota of `checks` is
     /// known to be over its limit. `keys` are [`keys_of`](Self::keys_of)`(checks)`.
     pub(crate) fn check_locally(&self, checks: &[Check], keys: &[String]) -> Option<Decision> {
+        let decision = self.check_blocked(checks, keys)?;
+        // Settled without a round trip: a span that opens and closes at once.
+        let policy = match &decision {
+            Decision::Deny { reason, .. } => reason.policy(),
+            Decision::Allow { .. } => "",
+        };
+        let _span = self.span(policy, decision.outcome());
+        Some(decision)
+    }
+
+    /// [`check_locally`](Self::check_locally)'s decision.
+    fn check_blocked(&self, checks: &[Check], keys: &[String]) -> Option<Decision> {
         let blocked = self.inner.blocked.as_ref().filter(|_| !checks.is_empty())?;
         let now = Instant::now();
         if !blocked.any_until(now) {
@@ -485,6 +522,26 @@ impl RateLimiter {
     /// [`check`](Self::check) without the local pre-check, for a caller that has
     /// just made it ([`check_locally`](Self::check_locally)).
     pub(crate) async fn check_remotely(&self, checks: &[Check], keys: &[String]) -> Decision {
+        let policy = checks.first().map_or("", |c| &*c.policy.name);
+        let span = self.span(policy, tracing::field::Empty);
+        larder_core::trace::in_span(span, self.decide(checks, keys), Decision::outcome).await
+    }
+
+    /// A decision's `ratelimit.check` span ([`larder_core::trace`]): the module and a
+    /// policy's name (the first one checked, or the one that rejected), never the
+    /// counted key: it may be a client's address or an API key.
+    fn span(&self, policy: &str, outcome: impl tracing::Value) -> tracing::Span {
+        tracing::debug_span!(
+            target: "larder::ratelimit",
+            "ratelimit.check",
+            module = self.inner.module.as_str(),
+            policy,
+            outcome
+        )
+    }
+
+    /// [`check_remotely`](Self::check_remotely)'s decision.
+    async fn decide(&self, checks: &[Check], keys: &[String]) -> Decision {
         let items: Vec<Item<'_>> = Self::items(checks, keys).collect();
         if items.is_empty() {
             return Decision::Allow { quotas: Vec::new() };

@@ -371,6 +371,28 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Unavailable`] when Redis is down and the policy is fail-closed.
     pub async fn load(&self, id: &str) -> Result<Option<Loaded>, SessionError> {
+        // The `session.load` span ([`larder_core::trace`]): never the id.
+        let span = context::with(|c| {
+            let tenant = c.and_then(|c| c.tenant()).map_or("", |t| t.as_str());
+            tracing::debug_span!(
+                target: "larder::session",
+                "session.load",
+                tenant,
+                namespace = self.inner.config.namespace.as_str(),
+                outcome = tracing::field::Empty
+            )
+        });
+        let outcome = |loaded: &Result<Option<Loaded>, SessionError>| match loaded {
+            Ok(Some(_)) => "hit",
+            Ok(None) => "miss",
+            Err(SessionError::Unavailable(_)) => "unavailable",
+            Err(_) => "error",
+        };
+        larder_core::trace::in_span(span, self.load_record(id), outcome).await
+    }
+
+    /// [`load`](Self::load)'s work.
+    async fn load_record(&self, id: &str) -> Result<Option<Loaded>, SessionError> {
         let r = SessionRef::of_id(id);
         let key = Self::key(&self.scope(), &r);
         let idle = ms(self.inner.config.idle_timeout);

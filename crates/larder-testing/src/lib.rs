@@ -31,6 +31,7 @@ use nix::unistd::Pid;
 
 mod cluster;
 mod sentinel;
+pub mod spans;
 mod topology;
 
 pub use cluster::RedisCluster;

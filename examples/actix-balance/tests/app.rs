@@ -102,6 +102,16 @@ async fn metrics_for_prometheus() {
     worker.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
+/// On one thread, so that the capturing subscriber sees the requests' spans.
+#[actix_web::test]
+async fn each_component_traces_its_work_on_a_request() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(testkit::stock(Some(&redis), dir.path())).await;
+    let (spans, _guard) = larder_testing::spans::capture();
+    testkit::spans(&app, &spans).await;
+}
+
 #[actix_web::test]
 async fn dashboard_beside_the_cache_admin() {
     let redis = RedisServer::start();

@@ -585,6 +585,87 @@ pub async fn metrics<C: Client>(app: &C) {
     );
 }
 
+/// Each component's work on a request runs in its span, with tenant, module (or
+/// task) and outcome, and no span carries the session id or the client's address.
+/// The caller holds [`larder_testing::spans::capture`]'s guard, on the thread its
+/// requests run on.
+pub async fn spans<C: Client>(app: &C, spans: &larder_testing::spans::Spans) {
+    let tenant = [("x-tenant-id", "1")];
+    for _ in 0..2 {
+        assert_eq!(app.send("GET", "/balance", &tenant, "").await.status, 200);
+    }
+    let login = app
+        .send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"alice","password":"alice"}"#,
+        )
+        .await;
+    assert_eq!(login.status, 200, "{login:?}");
+    let id = login.session_cookie().expect("a session cookie");
+    let cookie = format!("stock_session={id}");
+    let with = [("cookie", cookie.as_str())];
+    assert_eq!(app.send("GET", "/me", &with, "").await.status, 200);
+    let job = app.send("POST", "/reports/daily", &with, "").await;
+    assert_eq!(job.status, 202, "{job:?}");
+
+    let all = spans.all();
+    let one = |name: &str, fields: &[(&str, &str)]| {
+        all.iter()
+            .any(|s| s.name == name && fields.iter().all(|(k, v)| s.field(k) == *v))
+    };
+    for (name, fields) in [
+        (
+            "cache.lookup",
+            [("tenant", "1"), ("module", "balance"), ("outcome", "miss")],
+        ),
+        (
+            "cache.lookup",
+            [("tenant", "1"), ("module", "balance"), ("outcome", "hit")],
+        ),
+        (
+            "ratelimit.check",
+            [
+                ("module", "ratelimit"),
+                ("policy", "ip"),
+                ("outcome", "allowed"),
+            ],
+        ),
+        (
+            "session.load",
+            // The stock app keeps sessions out of tenants' scopes (the session
+            // names the tenant): the span's tenant is empty.
+            [
+                ("tenant", ""),
+                ("namespace", "session"),
+                ("outcome", "hit"),
+            ],
+        ),
+        (
+            "jobs.enqueue",
+            [
+                ("tenant", "1"),
+                ("task", "send_daily_report"),
+                ("outcome", "enqueued"),
+            ],
+        ),
+    ] {
+        assert!(
+            one(name, &fields),
+            "no {name} span with {fields:?} in {all:#?}"
+        );
+    }
+    for span in &all {
+        for value in span.fields.values() {
+            assert!(
+                !value.contains(id.as_str()) && !value.contains("192.0.2.10"),
+                "a secret in {span:?}"
+            );
+        }
+    }
+}
+
 /// Every key in `redis` outside the cache's root, sorted.
 fn keys_outside_the_cache(redis: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = redis

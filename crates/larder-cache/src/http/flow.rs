@@ -181,7 +181,7 @@ impl ResponseCache {
     /// store, and no lease to take). Otherwise [`begin`](Self::begin) goes on with
     /// what was found.
     pub(crate) fn start(&self, plan: &LookupPlan) -> Start {
-        let Some(found) = self.cache.lookup_now(&plan.keys) else {
+        let Some(found) = self.cache.lookup_now(&plan.tenant, &plan.keys) else {
             return Start::Later(None);
         };
         match self.judge(plan, &found) {
@@ -202,7 +202,7 @@ impl ResponseCache {
     pub(crate) async fn begin(&self, plan: &LookupPlan, found: Option<Found>) -> Begin {
         let found = match found {
             Some(found) => found,
-            None => self.cache.lookup_redis(&plan.keys).await,
+            None => self.cache.lookup_redis(&plan.tenant, &plan.keys).await,
         };
         let stale = match self.judge(plan, &found) {
             Judged::Fresh(cached) => return Begin::Serve(cached, None),

@@ -7,9 +7,13 @@
 use super::*;
 
 impl<C: Codec> Cache<C> {
-    /// Looks an entry up and counts the outcome (hit, stale, miss, degraded).
-    pub(crate) async fn lookup_raw(&self, keys: &Keys) -> Found {
-        self.read(keys, true).await
+    /// Looks an entry up and counts the outcome (hit, stale, miss, degraded), in a
+    /// `cache.lookup` span ([`larder_core::trace`]).
+    pub(crate) async fn lookup_raw(&self, tenant: &Tenant, keys: &Keys) -> Found {
+        match self.lookup_now(tenant, keys) {
+            Some(found) => found,
+            None => self.lookup_redis(tenant, keys).await,
+        }
     }
 
     /// [`lookup_raw`](Self::lookup_raw)'s outcome when it is known without waiting
@@ -17,15 +21,17 @@ impl<C: Codec> Cache<C> {
     /// handle's breaker refuses calls, the degraded answer (an entry the L1 tier can
     /// still serve, or none). `None`: Redis must be asked, with
     /// [`lookup_redis`](Self::lookup_redis).
-    #[cfg(any(feature = "tower", feature = "actix"))]
-    pub(crate) fn lookup_now(&self, keys: &Keys) -> Option<Found> {
-        self.read_now(keys, true)
+    pub(crate) fn lookup_now(&self, tenant: &Tenant, keys: &Keys) -> Option<Found> {
+        let found = self.read_now(keys, true)?;
+        // Settled without a round trip: a span that opens and closes at once.
+        let _span = lookup_span(tenant, keys, found.outcome());
+        Some(found)
     }
 
     /// The rest of a look-up [`lookup_now`](Self::lookup_now) could not settle.
-    #[cfg(any(feature = "tower", feature = "actix"))]
-    pub(crate) async fn lookup_redis(&self, keys: &Keys) -> Found {
-        self.read_redis(keys, true).await
+    pub(crate) async fn lookup_redis(&self, tenant: &Tenant, keys: &Keys) -> Found {
+        let span = lookup_span(tenant, keys, tracing::field::Empty);
+        larder_core::trace::in_span(span, self.read_redis(keys, true), Found::outcome).await
     }
 
     /// The in-process store's entry for `keys` while the markers it was stamped with
@@ -297,4 +303,16 @@ impl<C: Codec> Cache<C> {
             now: 0,
         }
     }
+}
+
+/// A look-up's span: tenant and module, never the key (a key part may hold what a
+/// user typed).
+fn lookup_span(tenant: &Tenant, keys: &Keys, outcome: impl tracing::Value) -> tracing::Span {
+    tracing::debug_span!(
+        target: "larder::cache",
+        "cache.lookup",
+        tenant = tenant.as_str(),
+        module = keys.module.as_str(),
+        outcome
+    )
 }
