@@ -31,6 +31,7 @@
 //! | `tower` | Tower layers of the enabled components | no |
 //! | `axum` | `tower`, plus Axum glue (`/health/cache` and admin routes, `ConnectInfo`) | no |
 //! | `actix` | Actix-web middleware of the enabled components, health and admin services | no |
+//! | `otel` | [`otel`]: export spans to an OpenTelemetry collector (OTLP over HTTP) | no |
 //! | `full` | all of the above | no |
 //!
 //! Framework features apply to the components you enable: `features = ["cache",
@@ -60,3 +61,6 @@ pub use larder_jobs as jobs;
 /// The admin dashboard: [`dashboard::Dashboard`], its Axum router and Actix scope.
 #[cfg(feature = "dashboard")]
 pub use larder_dashboard as dashboard;
+
+#[cfg(feature = "otel")]
+pub mod otel;

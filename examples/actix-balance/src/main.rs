@@ -15,7 +15,8 @@ use example_stock_domain::{shutdown_signal, Role, Stock};
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let shutdown = shutdown_signal();
-    example_stock_domain::init_logging()?;
+    // Kept to the end of `main`: dropping it sends the spans still buffered.
+    let _otel = example_stock_domain::init_logging()?;
     // Before anything records a metric: those recorded earlier are not kept.
     let _ = example_stock_domain::prometheus();
     let role = Role::from_args(std::env::args().skip(1))?;

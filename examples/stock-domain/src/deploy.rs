@@ -5,7 +5,11 @@
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use larder::otel::Otel;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use serde_json::json;
 
@@ -15,27 +19,38 @@ use crate::{Reply, Stock};
 /// terminal, or, with `LOG_FORMAT=json`, one JSON object per line with the
 /// event's fields at the top level (`tenant`, `module`, `outcome`, `job_id`,
 /// ...). `RUST_LOG` filters (default `info,larder=debug,larder::core=info`).
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans also go to that OpenTelemetry
+/// collector ([`larder::otel`]); keep the returned exporter until the process
+/// ends, so that the last spans are sent.
 ///
 /// # Errors
-/// A `LOG_FORMAT` other than `text` or `json`.
-pub fn init_logging() -> Result<(), String> {
+/// A `LOG_FORMAT` other than `text` or `json`, or an exporter that cannot be set up.
+pub fn init_logging() -> Result<Option<Otel>, String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,larder=debug,larder::core=info".into());
     let format = std::env::var("LOG_FORMAT").unwrap_or_default();
+    let otel = Otel::from_env().map_err(|e| e.to_string())?;
+    let spans = tracing_subscriber::registry().with(otel.as_ref().map(Otel::layer));
     match format.trim() {
-        "" | "text" => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::stdout().is_terminal())
+        "" | "text" => spans
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stdout().is_terminal())
+                    .with_filter(filter),
+            )
             .init(),
-        "json" => tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_env_filter(filter)
+        "json" => spans
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_filter(filter),
+            )
             .init(),
         other => return Err(format!("LOG_FORMAT: expected text or json, got {other:?}")),
     }
-    Ok(())
+    Ok(otel)
 }
 
 /// The keys an app signs and encrypts its session cookie with.

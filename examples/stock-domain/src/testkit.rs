@@ -636,11 +636,7 @@ pub async fn spans<C: Client>(app: &C, spans: &larder_testing::spans::Spans) {
             "session.load",
             // The stock app keeps sessions out of tenants' scopes (the session
             // names the tenant): the span's tenant is empty.
-            [
-                ("tenant", ""),
-                ("namespace", "session"),
-                ("outcome", "hit"),
-            ],
+            [("tenant", ""), ("namespace", "session"), ("outcome", "hit")],
         ),
         (
             "jobs.enqueue",
