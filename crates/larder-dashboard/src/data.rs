@@ -3,7 +3,9 @@
 //! configured shows as such instead of failing the page.
 
 use larder_core::{redis, HealthReport, Tenant};
-use larder_jobs::inspect::{JobCounts, JobDetail, ListPage, Listing};
+use larder_jobs::inspect::{
+    JobCounts, JobDetail, ListPage, Listing, Minute, WorkerInfo, MINUTES_KEPT,
+};
 use serde::Serialize;
 
 use crate::{Call, Dashboard, Reply};
@@ -184,6 +186,10 @@ pub(crate) async fn cache(d: &Dashboard) -> CacheView {
 #[derive(Debug, Serialize)]
 pub(crate) struct JobsView {
     pub(crate) counts: JobCounts,
+    /// The workers that beat lately, the silent ones among them.
+    pub(crate) workers: Vec<WorkerInfo>,
+    /// The outcomes of the last hour, minute by minute, oldest first.
+    pub(crate) last_hour: Vec<Minute>,
     pub(crate) listing: Listing,
     pub(crate) page: u64,
     pub(crate) per_page: u64,
@@ -205,9 +211,16 @@ pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> 
             .filter(|&p| p < 1_000_000)
             .ok_or_else(|| Reply::json_error(400, "page must be a number"))?,
     };
-    let (counts, list) = futures_util::join!(jobs.counts(), jobs.list(listing, page * PAGE, PAGE));
+    let (counts, list, workers, last_hour) = futures_util::join!(
+        jobs.counts(),
+        jobs.list(listing, page * PAGE, PAGE),
+        jobs.workers(),
+        jobs.throughput(MINUTES_KEPT)
+    );
     Ok(JobsView {
         counts: counts.map_err(unavailable)?,
+        workers: workers.map_err(unavailable)?,
+        last_hour: last_hour.map_err(unavailable)?,
         listing,
         page,
         per_page: PAGE,

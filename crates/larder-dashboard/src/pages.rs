@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use larder_jobs::inspect::{JobDetail, Listing};
+use larder_jobs::inspect::{JobDetail, Listing, Minute, WorkerInfo};
 use maud::{html, Markup, DOCTYPE};
 
 use crate::data::{CacheView, JobsView, Overview, RedisView, SessionsView};
@@ -238,6 +238,14 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
             }
         }
         section {
+            h2 { "Last hour" }
+            (chart(&j.last_hour))
+        }
+        section {
+            h2 { "Workers" }
+            (workers(view, &j.workers))
+        }
+        section {
             form method="get" action={ (base) "/jobs/find" } class="search" {
                 label for="job-id" { "Find a job by id" }
                 input id="job-id" name="id" required;
@@ -285,6 +293,89 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
         }
     };
     page(view, "Jobs", done, body)
+}
+
+/// The last hour's outcomes as a bar per minute (succeeded, retried, then failed
+/// and revoked, stacked), in SVG drawn here: no script, no chart library. Each bar
+/// says its figures on hover; the totals are written out below for screen readers
+/// and phones.
+fn chart(minutes: &[Minute]) -> Markup {
+    const WIDTH: u64 = 10;
+    const HEIGHT: u64 = 100;
+    let total = |m: &Minute| m.succeeded + m.retried + m.failed + m.revoked;
+    let top = minutes.iter().map(total).max().unwrap_or(0).max(1);
+    let scaled = |n: u64| n * HEIGHT / top;
+    let sum = |f: fn(&Minute) -> u64| minutes.iter().map(f).sum::<u64>();
+    let width = WIDTH * minutes.len() as u64;
+    html! {
+        svg class="chart" viewBox={ "0 0 " (width) " " (HEIGHT) } preserveAspectRatio="none"
+            role="img" aria-label="Outcomes per minute over the last hour" {
+            @for (i, m) in minutes.iter().enumerate() {
+                @let x = i as u64 * WIDTH;
+                @let ok = scaled(m.succeeded);
+                @let retried = scaled(m.retried);
+                @let bad = scaled(m.failed + m.revoked);
+                g {
+                    title {
+                        (clock(m.start_ms)) ": " (m.succeeded) " succeeded, " (m.retried)
+                        " retried, " (m.failed) " failed, " (m.revoked) " revoked"
+                    }
+                    rect class="ok" x=(x) y=(HEIGHT - ok) width=(WIDTH - 1) height=(ok) {}
+                    rect class="retried" x=(x) y=(HEIGHT - ok - retried) width=(WIDTH - 1) height=(retried) {}
+                    rect class="bad" x=(x) y=(HEIGHT - ok - retried - bad) width=(WIDTH - 1) height=(bad) {}
+                }
+            }
+        }
+        p class="legend" {
+            span class="ok" { (sum(|m| m.succeeded)) " succeeded" } ", "
+            span class="retried" { (sum(|m| m.retried)) " retried" } ", "
+            span class="bad" { (sum(|m| m.failed)) " failed" } ", "
+            (sum(|m| m.revoked)) " revoked; the busiest minute had " (top) "."
+        }
+    }
+}
+
+/// A minute's start as `HH:MM UTC`.
+fn clock(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_default()
+        .format("%H:%M UTC")
+        .to_string()
+}
+
+/// The workers' table: each one's host and process, queues, concurrency, the jobs
+/// it runs (linked), and its last heartbeat (silent: killed, or cut off from Redis).
+fn workers(view: &View<'_>, workers: &[WorkerInfo]) -> Markup {
+    let now = larder_core::time::now_ms();
+    html! {
+        table {
+            thead { tr {
+                th { "worker" } th { "host · pid" } th { "queues" }
+                th class="num" { "running" } th { "last beat" }
+            } }
+            tbody {
+                @for w in workers {
+                    tr {
+                        td { code { (w.id) } @if !w.alive(now) { " " span class="warn" { "silent" } } }
+                        td { (w.host) " · " (w.pid) }
+                        td { (w.queues.join(", ")) }
+                        td class="num" {
+                            (w.running.len()) " / " (w.concurrency)
+                            @for id in &w.running {
+                                br; a href={ (view.base) "/jobs/" (path_segment(id)) } { code { (id) } }
+                            }
+                        }
+                        td { (when(w.beat_ms)) }
+                    }
+                }
+                @if workers.is_empty() {
+                    tr { td colspan="5" { "No worker has beaten in the last ten minutes." } }
+                }
+            }
+        }
+    }
 }
 
 fn time_heading(listing: Listing) -> &'static str {

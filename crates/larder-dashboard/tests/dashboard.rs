@@ -383,7 +383,34 @@ on_both_frameworks!(
             })
             .await
         );
+        // The live worker is listed, and the last hour's chart counts the failures.
+        let running = site.api("/api/jobs").await;
+        let workers = running["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 1, "{running}");
+        assert_eq!(workers[0]["concurrency"], 8);
+        assert_eq!(workers[0]["queues"], serde_json::json!(["default"]));
+        let failed: u64 = running["last_hour"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["failed"].as_u64().unwrap())
+            .sum();
+        assert_eq!(failed, 120);
+        let page = site
+            .get("/jobs", &[("authorization", &bearer())])
+            .await
+            .text()
+            .await
+            .unwrap();
+        let worker_id = workers[0]["id"].as_str().unwrap();
+        assert!(page.contains(worker_id), "{page}");
+        assert!(page.contains("<svg class=\"chart\""), "{page}");
+        assert!(page.contains("120 failed"), "{page}");
         worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(
+            site.api("/api/jobs").await["workers"],
+            serde_json::json!([])
+        );
 
         let overview = site.api("/api/overview").await;
         assert_eq!(overview["jobs"]["dead"], 120);

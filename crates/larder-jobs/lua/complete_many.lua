@@ -1,6 +1,8 @@
 -- Records the outcomes of a batch of jobs. Fenced per job: an outcome whose token
 -- no longer matches is rejected.
 -- KEYS[1] in-flight set   KEYS[2] delayed set   KEYS[3] dead set   KEYS[4] sequence
+-- KEYS[5] this minute's outcome counts (a hash: outcome -> count, kept 65 minutes,
+--         read by the dashboard's throughput chart)
 -- ARGV: 1 key base, 2 result ttl ms, 3 job count, 4 dead letters' ttl ms, 5 dead
 --       letters' cap, then per job 5 fields: id, token, outcome, payload, retry at ms
 -- A finished job's completion signal (the `done:{id}` list that waiters block on)
@@ -13,6 +15,7 @@ local base, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local dead = { ARGV[4], ARGV[5] }
 local out = {}
 local landed = {}
+local counted = {}
 for j = 0, n - 1 do
   local o = 5 + j * 5
   local id, token, outcome, payload, at = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
@@ -26,6 +29,9 @@ for j = 0, n - 1 do
     out[#out + 1] = 0
   else
     landed[#landed + 1] = id
+    if outcome ~= 'DEFER' and outcome ~= 'REQUEUE' then
+      counted[outcome] = (counted[outcome] or 0) + 1
+    end
     if outcome == 'SUCCESS' then
       -- A finished job keeps what a status query shows (d, state, attempts,
       -- result); the arguments and the lease are emptied in the same write (one
@@ -74,5 +80,11 @@ for j = 0, n - 1 do
 end
 if #landed > 0 then
   redis.call('ZREM', KEYS[1], unpack(landed))
+end
+if next(counted) then
+  for outcome, count in pairs(counted) do
+    redis.call('HINCRBY', KEYS[5], outcome, count)
+  end
+  redis.call('PEXPIRE', KEYS[5], 3900000)
 end
 return out

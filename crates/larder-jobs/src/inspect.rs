@@ -1,6 +1,6 @@
 //! What a dashboard or an operator reads about a queue without touching its work:
-//! counts by state, paged lists of the delayed, running and dead jobs, and one
-//! job's whole record.
+//! counts by state, paged lists of the delayed, running and dead jobs, one job's
+//! whole record, the live workers, and the outcomes of the last hour per minute.
 //!
 //! Every read is bounded: counts come from the sizes of the sets the queue keeps
 //! anyway (`ZCARD`, `SCARD`), lists are ranges of those sorted sets (`ZRANGE` by
@@ -10,8 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::jobs::ms;
 use crate::state::JobStatus;
 
 /// A state whose jobs sit in one sorted set per partition, and so can be listed
@@ -139,6 +140,84 @@ pub struct JobDetail {
     pub worker: Option<String>,
     /// How many of its leases ran out without an outcome (its worker died).
     pub lost_leases: u32,
+}
+
+/// A worker as its last heartbeat described it ([`crate::Jobs::workers`]). Workers
+/// beat every [`HEARTBEAT_EVERY`](crate::inspect::HEARTBEAT_EVERY) and remove
+/// themselves when they stop; one killed stays listed, no longer
+/// [`alive`](Self::alive), until [`FORGET_AFTER`] has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker's id (`w-…`), as jobs' records name their holder.
+    pub id: String,
+    /// The machine it runs on (Linux's host name; empty elsewhere).
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The queues it takes jobs from, in order.
+    pub queues: Vec<String>,
+    /// How many jobs it runs at once, at most.
+    pub concurrency: usize,
+    /// The ids of the jobs it runs now.
+    pub running: Vec<String>,
+    /// When it started, ms since the epoch.
+    pub started_ms: u64,
+    /// Its last heartbeat, ms since the epoch.
+    pub beat_ms: u64,
+}
+
+/// How often a worker writes its [`WorkerInfo`].
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a worker that stopped beating (killed, or cut off) stays listed.
+pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl WorkerInfo {
+    /// Whether its last heartbeat is recent (within three beats of `now_ms`).
+    #[must_use]
+    pub fn alive(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.beat_ms) < 3 * ms(HEARTBEAT_EVERY)
+    }
+}
+
+/// Outcomes recorded in one minute, by every worker of the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Minute {
+    /// The minute's start, ms since the epoch.
+    pub start_ms: u64,
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Jobs that failed for good (dead letters).
+    pub failed: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Jobs revoked while they ran.
+    pub revoked: u64,
+}
+
+/// How many minutes of outcomes are kept ([`crate::Jobs::throughput`]).
+pub const MINUTES_KEPT: u64 = 60;
+
+/// The outcome names a minute counts, as completions record them.
+pub(crate) const COUNTED: [&str; 4] = ["SUCCESS", "FAILURE", "RETRY", "REVOKED"];
+
+impl Minute {
+    /// The minute starting at `start_ms` with `counts` in the order of [`COUNTED`].
+    pub(crate) fn of(start_ms: u64, counts: [u64; 4]) -> Self {
+        let [succeeded, failed, retried, revoked] = counts;
+        Self {
+            start_ms,
+            succeeded,
+            failed,
+            retried,
+            revoked,
+        }
+    }
+}
+
+/// The number of the minute `at_ms` falls in (ms since the epoch / 60,000).
+pub(crate) fn minute_of(at_ms: u64) -> u64 {
+    at_ms / 60_000
 }
 
 /// How a page of a listing is taken: the same ranks of every partition, merged in

@@ -11,7 +11,10 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, Keeping, NewJob};
 use crate::error::JobError;
-use crate::inspect::{JobCounts, JobDetail, ListPage, Listing};
+use crate::inspect::{
+    minute_of, JobCounts, JobDetail, ListPage, Listing, Minute, WorkerInfo, FORGET_AFTER,
+    MINUTES_KEPT,
+};
 use crate::options::EnqueueOptions;
 use crate::partition;
 use crate::state::{JobState, JobStatus};
@@ -605,6 +608,43 @@ impl Jobs {
     /// The backend's error.
     pub async fn queued(&self, queue: &str) -> Result<usize, JobError> {
         self.inner.backend.queued(queue).await
+    }
+
+    /// The workers that beat within [`FORGET_AFTER`], newest first: each one's
+    /// host, process, queues, concurrency and running jobs
+    /// ([`WorkerInfo::alive`] says whether it still beats). Older heartbeats (a
+    /// killed worker's) are removed, and an unreadable one is skipped.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, JobError> {
+        let now = crate::options::now_ms();
+        let (mut live, mut gone) = (Vec::new(), Vec::new());
+        for beat in self.inner.backend.beats().await? {
+            let Ok(info) = serde_json::from_str::<WorkerInfo>(&beat) else {
+                continue;
+            };
+            if now.saturating_sub(info.beat_ms) > ms(FORGET_AFTER) {
+                gone.push(info.id);
+            } else {
+                live.push(info);
+            }
+        }
+        self.inner.backend.forget_workers(&gone).await?;
+        live.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(a.id.cmp(&b.id)));
+        Ok(live)
+    }
+
+    /// The outcomes of the last `minutes` minutes (at most [`MINUTES_KEPT`]), oldest
+    /// first, this minute last: what every worker recorded, counted as it completed
+    /// jobs (one `HINCRBY` per outcome kind per batch of completions).
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn throughput(&self, minutes: u64) -> Result<Vec<Minute>, JobError> {
+        let last = minute_of(crate::options::now_ms());
+        let first = last + 1 - minutes.clamp(1, MINUTES_KEPT);
+        self.inner.backend.minutes(first, last).await
     }
 
     /// How many jobs are in each state (see [`crate::inspect`]: set sizes, no scan).

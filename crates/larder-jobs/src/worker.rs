@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, Completion, Fetched, Outcome};
 use crate::error::JobError;
+use crate::inspect::{WorkerInfo, HEARTBEAT_EVERY};
 use crate::jobs::{ms, Jobs};
 use crate::options::now_ms;
 use crate::task::{JobContext, Payload, TaskError, TaskRef};
@@ -234,6 +235,20 @@ impl Worker {
             background.clone(),
             self.renew_leases,
         )));
+        let beating = AbortOnDrop(tokio::spawn(heartbeat(
+            Arc::clone(&me),
+            WorkerInfo {
+                id: self.id.clone(),
+                host: host_name(),
+                pid: std::process::id(),
+                queues: self.queues.iter().map(|(q, _)| q.clone()).collect(),
+                concurrency: self.concurrency,
+                running: Vec::new(),
+                started_ms: now_ms(),
+                beat_ms: 0,
+            },
+            background.clone(),
+        )));
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut running = JoinSet::new();
         let all_queues: Vec<String> = self.queues.iter().map(|(q, _)| q.clone()).collect();
@@ -351,6 +366,10 @@ impl Worker {
         background.cancel();
         maintenance.join().await;
         renewal.join().await;
+        beating.join().await;
+        if let Err(e) = backend.forget_workers(std::slice::from_ref(&self.id)).await {
+            tracing::debug!(target: "larder::jobs", error = %e, "heartbeat left behind; it ages out");
+        }
         tracing::info!(target: "larder::jobs", worker = %self.id, "worker stopped");
     }
 }
@@ -743,6 +762,32 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Writes the worker's [`WorkerInfo`] now and every [`HEARTBEAT_EVERY`] until
+/// `stop`, with the jobs it runs at the time.
+async fn heartbeat(me: Arc<Shared>, mut info: WorkerInfo, stop: CancellationToken) {
+    loop {
+        info.beat_ms = now_ms();
+        info.running = me.inflight_lock().keys().cloned().collect();
+        info.running.sort_unstable();
+        let beat = serde_json::to_string(&info).unwrap_or_default();
+        if let Err(e) = me.jobs.inner.backend.beat(&info.id, &beat).await {
+            tracing::debug!(target: "larder::jobs", error = %e, "heartbeat skipped");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// This machine's name, for the dashboard's list of workers: Linux's, read from
+/// procfs (the standard library has no call for it); empty elsewhere.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 async fn renew(me: Arc<Shared>, lease: Duration, stop: CancellationToken, enabled: bool) {

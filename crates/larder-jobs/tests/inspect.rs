@@ -75,6 +75,27 @@ async fn counts_listings_and_records(jobs: Jobs) {
     );
     worker.shutdown(Duration::from_secs(5)).await;
 
+    // The last hour, minute by minute: the 23 failures, nothing else.
+    let minutes = jobs.throughput(60).await.unwrap();
+    assert_eq!(minutes.len(), 60);
+    assert!(minutes
+        .windows(2)
+        .all(|w| w[1].start_ms == w[0].start_ms + 60_000));
+    // This minute last (or the one before, if a minute turned since the read).
+    let this = now_ms() / 60_000 * 60_000;
+    assert!(
+        [this, this - 60_000].contains(&minutes[59].start_ms),
+        "{minutes:?}"
+    );
+    assert_eq!(minutes.iter().map(|m| m.failed).sum::<u64>(), 23);
+    assert_eq!(
+        minutes
+            .iter()
+            .map(|m| m.succeeded + m.retried + m.revoked)
+            .sum::<u64>(),
+        0
+    );
+
     let counts = jobs.counts().await.unwrap();
     assert_eq!(counts.dead, 23);
     assert_eq!(counts.delayed, 7);
@@ -177,9 +198,36 @@ async fn running_jobs_show_their_worker(jobs: Jobs) {
     assert_eq!(running.jobs[0].id, id);
     assert!(running.jobs[0].at_ms > now_ms() - 1000);
     let job = jobs.detail(&id).await.unwrap().unwrap();
-    assert!(!job.worker.unwrap_or_default().is_empty());
+    let holder = job.worker.unwrap_or_default();
+    assert!(!holder.is_empty());
+
+    // The worker's heartbeat names it, its queues, its concurrency and the job.
+    let workers = jobs.workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let w = &workers[0];
+    assert_eq!(w.id, holder);
+    assert_eq!(w.queues, ["default"]);
+    assert_eq!(w.concurrency, 8);
+    assert_eq!(w.pid, std::process::id());
+    assert!(w.alive(now_ms()), "{w:?}");
+    assert!(
+        eventually(200, Duration::from_millis(50), || async {
+            jobs.workers().await.unwrap()[0].running == [id.clone()]
+        })
+        .await,
+        "the next beat lists the running job: {:?}",
+        jobs.workers().await
+    );
     jobs.revoke(&id).await.unwrap();
     worker.shutdown(Duration::from_secs(5)).await;
+    // A worker that stops removes its heartbeat; the revoked job was counted.
+    assert!(jobs.workers().await.unwrap().is_empty());
+    let minutes = jobs.throughput(5).await.unwrap();
+    assert_eq!(
+        minutes.iter().map(|m| m.revoked).sum::<u64>(),
+        1,
+        "{minutes:?}"
+    );
 }
 
 on_every_topology!(

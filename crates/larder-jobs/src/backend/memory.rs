@@ -1,14 +1,16 @@
 //! The in-process backend: the same semantics as the Redis scripts, in memory.
 //! Development only: jobs live and die with the process.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::{Fetched, NewJob, Outcome, Renewal};
-use crate::inspect::{self, JobCounts, JobDetail, ListPage, Listed, Listing};
+use crate::inspect::{
+    self, minute_of, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED, MINUTES_KEPT,
+};
 use crate::options::{now_ms, NO_TENANT};
 use crate::state::{JobState, JobStatus};
 
@@ -63,6 +65,11 @@ struct State {
     dead_ttl_ms: u64,
     dead_max: usize,
     seq: i64,
+    /// Workers' heartbeats (their `WorkerInfo` as JSON), by id.
+    workers: BTreeMap<String, String>,
+    /// Outcomes per minute number, in the order of `inspect::COUNTED`; the last
+    /// `MINUTES_KEPT` and a few more.
+    minutes: BTreeMap<u64, [u64; 4]>,
 }
 
 impl State {
@@ -292,6 +299,14 @@ impl MemoryBackend {
             }
             _ => outcome,
         };
+        if let Some(kind) = COUNTED.iter().position(|k| *k == outcome.name()) {
+            let minute = minute_of(now);
+            s.minutes.entry(minute).or_default()[kind] += 1;
+            // Like the Redis keys' expiry: a few minutes past what is shown.
+            s.minutes = s
+                .minutes
+                .split_off(&minute.saturating_sub(MINUTES_KEPT + 5));
+        }
         if let Some(job) = s.jobs.get_mut(id) {
             job.token = None;
             match outcome {
@@ -565,6 +580,28 @@ impl MemoryBackend {
             .take(usize::try_from(end - offset).unwrap_or(usize::MAX))
             .collect();
         inspect::merge(vec![page], &[total], end)
+    }
+
+    pub(crate) fn beat(&self, id: &str, info: &str) {
+        self.lock().workers.insert(id.to_owned(), info.to_owned());
+    }
+
+    pub(crate) fn forget_workers(&self, ids: &[String]) {
+        let mut s = self.lock();
+        for id in ids {
+            s.workers.remove(id);
+        }
+    }
+
+    pub(crate) fn beats(&self) -> Vec<String> {
+        self.lock().workers.values().cloned().collect()
+    }
+
+    pub(crate) fn minutes(&self, first: u64, last: u64) -> Vec<Minute> {
+        let s = self.lock();
+        (first..=last)
+            .map(|m| Minute::of(m * 60_000, s.minutes.get(&m).copied().unwrap_or_default()))
+            .collect()
     }
 
     pub(crate) fn detail(&self, id: &str) -> Option<JobDetail> {

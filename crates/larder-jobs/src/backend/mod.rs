@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::JobError;
-use crate::inspect::{JobCounts, JobDetail, ListPage, Listing};
+use crate::inspect::{JobCounts, JobDetail, ListPage, Listing, Minute};
 use crate::options::Resolved;
 use crate::state::JobStatus;
 
@@ -280,6 +280,48 @@ impl Backend {
         match self {
             Self::Redis(r) => r.detail(id).await,
             Self::Memory(m) => Ok(m.detail(id)),
+        }
+    }
+
+    /// Records a worker's heartbeat: `info` is its [`WorkerInfo`](crate::inspect::WorkerInfo)
+    /// as JSON.
+    pub(crate) async fn beat(&self, id: &str, info: &str) -> Result<(), JobError> {
+        match self {
+            Self::Redis(r) => r.beat(id, info).await,
+            Self::Memory(m) => {
+                m.beat(id, info);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes workers' heartbeats.
+    pub(crate) async fn forget_workers(&self, ids: &[String]) -> Result<(), JobError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Redis(r) => r.forget_workers(ids).await,
+            Self::Memory(m) => {
+                m.forget_workers(ids);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every worker's last heartbeat, as written.
+    pub(crate) async fn beats(&self) -> Result<Vec<String>, JobError> {
+        match self {
+            Self::Redis(r) => r.beats().await,
+            Self::Memory(m) => Ok(m.beats()),
+        }
+    }
+
+    /// The outcomes of minutes `first..=last` (minute numbers), oldest first.
+    pub(crate) async fn minutes(&self, first: u64, last: u64) -> Result<Vec<Minute>, JobError> {
+        match self {
+            Self::Redis(r) => r.minutes(first, last).await,
+            Self::Memory(m) => Ok(m.minutes(first, last)),
         }
     }
 }

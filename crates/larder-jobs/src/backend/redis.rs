@@ -10,7 +10,10 @@ use larder_core::{Handle, Scope};
 
 use super::{Completion, Fetched, Keeping, NewJob, Renewal};
 use crate::error::JobError;
-use crate::inspect::{self, JobCounts, JobDetail, ListPage, Listed, Listing};
+use crate::inspect::{
+    self, minute_of, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED,
+};
+use crate::options::now_ms;
 use crate::options::NO_TENANT;
 use crate::partition;
 use crate::state::{JobState, JobStatus};
@@ -467,6 +470,7 @@ impl RedisBackend {
             inv.key(self.key(p, "delayed"))
                 .key(self.key(p, "dead"))
                 .key(self.key(p, "seq"))
+                .key(self.minute_key(p, minute_of(now_ms())))
                 .arg(self.base(p))
                 .arg(ttl_ms)
                 .arg(group.len())
@@ -822,5 +826,70 @@ impl RedisBackend {
             worker: worker.filter(|w| !w.is_empty()),
             lost_leases: get("expired").and_then(|e| e.parse().ok()).unwrap_or(0),
         }))
+    }
+
+    /// The hash of minute `minute`'s outcome counts in partition `p`.
+    fn minute_key(&self, p: usize, minute: u64) -> String {
+        self.key(p, &format!("minute:{minute}"))
+    }
+
+    /// The workers' heartbeats: one hash, in the first partition.
+    fn workers_key(&self) -> String {
+        self.key(0, "workers")
+    }
+
+    pub(crate) async fn beat(&self, id: &str, info: &str) -> Result<(), JobError> {
+        let mut cmd = r::cmd("HSET");
+        cmd.arg(self.workers_key()).arg(id).arg(info);
+        self.handle
+            .query::<()>("job_worker_beat", &cmd)
+            .await
+            .map_err(JobError::from_core)
+    }
+
+    pub(crate) async fn forget_workers(&self, ids: &[String]) -> Result<(), JobError> {
+        let mut cmd = r::cmd("HDEL");
+        cmd.arg(self.workers_key()).arg(ids);
+        self.handle
+            .query::<()>("job_worker_forget", &cmd)
+            .await
+            .map_err(JobError::from_core)
+    }
+
+    pub(crate) async fn beats(&self) -> Result<Vec<String>, JobError> {
+        let mut cmd = r::cmd("HVALS");
+        cmd.arg(self.workers_key());
+        self.handle
+            .query("job_workers", &cmd)
+            .await
+            .map_err(JobError::from_core)
+    }
+
+    /// One pipeline per partition: an `HMGET` of the counted outcomes per minute.
+    pub(crate) async fn minutes(&self, first: u64, last: u64) -> Result<Vec<Minute>, JobError> {
+        let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(0);
+        let mut totals = vec![[0u64; 4]; span];
+        for p in 0..self.partitions.len() {
+            let mut pipe = r::pipe();
+            for minute in first..=last {
+                pipe.cmd("HMGET")
+                    .arg(self.minute_key(p, minute))
+                    .arg(&COUNTED[..]);
+            }
+            let rows: Vec<[Option<u64>; 4]> = self
+                .handle
+                .pipeline("job_minutes", &pipe)
+                .await
+                .map_err(JobError::from_core)?;
+            for (total, row) in totals.iter_mut().zip(rows) {
+                for (t, n) in total.iter_mut().zip(row) {
+                    *t += n.unwrap_or(0);
+                }
+            }
+        }
+        Ok((first..=last)
+            .zip(totals)
+            .map(|(minute, counts)| Minute::of(minute * 60_000, counts))
+            .collect())
     }
 }
