@@ -1,5 +1,5 @@
-//! What the dashboard changes: revoke or redrive a job, redrive the dead letters,
-//! invalidate a tenant's module in the cache. A browser gets a redirect back to the
+//! What the dashboard changes: revoke, redrive or delete a job, redrive the dead
+//! letters, purge a queue, invalidate a tenant's module in the cache. A browser gets a redirect back to the
 //! page it came from with what happened; a script gets JSON. Every action is
 //! logged with what it touched.
 
@@ -16,7 +16,7 @@ use crate::{Call, Dashboard, Reply};
 /// are left; the page offers the button again.
 pub(crate) const REDRIVE_BATCH: u64 = 1000;
 
-/// `POST /jobs/{id}/revoke` and `/jobs/{id}/redrive`.
+/// `POST /jobs/{id}/revoke`, `/jobs/{id}/redrive` and `/jobs/{id}/delete`.
 pub(crate) async fn job(d: &Dashboard, call: &Call, id: &str, action: &str) -> Reply {
     let jobs = match d.queue() {
         Ok(jobs) => jobs,
@@ -25,6 +25,15 @@ pub(crate) async fn job(d: &Dashboard, call: &Call, id: &str, action: &str) -> R
     let done = match action {
         "revoke" => match jobs.revoke(id).await {
             Ok(state) => format!("revoke: {state}"),
+            Err(larder_jobs::JobError::Invalid(e)) => return Reply::json_error(400, &e),
+            Err(e) => return unavailable(e),
+        },
+        "delete" => match jobs.delete(id).await {
+            Ok(larder_jobs::Deleted::Deleted) => "deleted".to_owned(),
+            Ok(larder_jobs::Deleted::Running) => {
+                "not deleted: a worker runs it (revoke it first)".to_owned()
+            }
+            Ok(larder_jobs::Deleted::Missing) => "not deleted: no such job".to_owned(),
             Err(larder_jobs::JobError::Invalid(e)) => return Reply::json_error(400, &e),
             Err(e) => return unavailable(e),
         },
@@ -93,6 +102,27 @@ pub(crate) async fn redrive_dead(d: &Dashboard, call: &Call) -> Reply {
         call,
         "/jobs?list=dead",
         json!({ "redriven": redriven, "left": left }),
+        &done,
+    )
+}
+
+/// `POST /queues/{name}/purge`: every ready job of the queue deleted.
+pub(crate) async fn purge(d: &Dashboard, call: &Call, queue: &str) -> Reply {
+    let jobs = match d.queue() {
+        Ok(jobs) => jobs,
+        Err(reply) => return reply,
+    };
+    let purged = match jobs.purge(queue).await {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
+    };
+    let done = format!("{purged} ready jobs of queue {queue} deleted");
+    tracing::info!(target: "larder::dashboard", queue, purged, "queue purged");
+    answer(
+        d,
+        call,
+        "/jobs",
+        json!({ "queue": queue, "purged": purged }),
         &done,
     )
 }

@@ -310,9 +310,10 @@ impl Dashboard {
                 Err(reply) => reply,
             },
             ("POST", ["jobs", "redrive-dead"]) => actions::redrive_dead(self, &call).await,
-            ("POST", ["jobs", id, action @ ("revoke" | "redrive")]) => {
+            ("POST", ["jobs", id, action @ ("revoke" | "redrive" | "delete")]) => {
                 actions::job(self, &call, id, action).await
             }
+            ("POST", ["queues", queue, "purge"]) => actions::purge(self, &call, queue).await,
             ("POST", ["cache-invalidate"]) => actions::invalidate(self, &call).await,
             ("GET", ["sessions"]) => match data::sessions(self, &call).await {
                 Ok(found) => pages::sessions(&view, &found, call.query("done")),

@@ -226,13 +226,23 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
         section {
             h2 { "Queues" }
             table {
-                thead { tr { th { "queue" } th class="num" { "queued" } } }
+                thead { tr { th { "queue" } th class="num" { "queued" } th {} } }
                 tbody {
                     @for (name, n) in &j.counts.queued {
-                        tr { td { (name) } td class="num" { (n) } }
+                        tr {
+                            td { (name) }
+                            td class="num" { (n) }
+                            td {
+                                @if *n > 0 {
+                                    (action_form(view, &format!("/queues/{}/purge", path_segment(name)), "Purge",
+                                        &format!("Delete all {n} ready jobs of queue {name}? This cannot be undone."),
+                                        html! {}))
+                                }
+                            }
+                        }
                     }
                     @if j.counts.queued.is_empty() {
-                        tr { td colspan="2" { "No job has been enqueued yet." } }
+                        tr { td colspan="3" { "No job has been enqueued yet." } }
                     }
                 }
             }
@@ -455,6 +465,10 @@ pub(crate) fn job(
             @if s.state == larder_jobs::JobState::Failure {
                 (action_form(view, &format!("{target}/redrive"), "Redrive",
                     "Send this job back to its queue with its attempts reset?", html! {}))
+            }
+            @if !matches!(s.state, larder_jobs::JobState::Received | larder_jobs::JobState::Started) {
+                (action_form(view, &format!("{target}/delete"), "Delete",
+                    "Delete this job and its record? It never runs, and this cannot be undone.", html! {}))
             }
         }
     };

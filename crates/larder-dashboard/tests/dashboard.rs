@@ -470,6 +470,32 @@ on_both_frameworks!(
             (counts.dead, counts.queued.get("default").copied()),
             (0, Some(120))
         );
+
+        // One job deleted from its page, then the queue purged.
+        let page = site.get("/jobs", &[("authorization", &bearer())]).await;
+        let page = page.text().await.unwrap();
+        assert!(page.contains("/queues/default/purge"), "{page}");
+        let deleted = site
+            .post(
+                &format!("/jobs/{id}/delete"),
+                &[("authorization", &bearer())],
+                &[],
+            )
+            .await;
+        assert_eq!(deleted.json::<Value>().await.unwrap()["outcome"], "deleted");
+        let gone = site
+            .get(&format!("/api/jobs/{id}"), &[("authorization", &bearer())])
+            .await;
+        assert_eq!(gone.status(), 404);
+        let purged = site
+            .post(
+                "/queues/default/purge",
+                &[("authorization", &bearer())],
+                &[],
+            )
+            .await;
+        assert_eq!(purged.json::<Value>().await.unwrap()["purged"], 119);
+        assert_eq!(jobs.queued("default").await.unwrap(), 0);
     }
 );
 

@@ -602,6 +602,32 @@ impl Jobs {
         self.inner.backend.redrive(id).await
     }
 
+    /// Deletes a job no worker holds (queued, delayed, dead or finished): it never
+    /// runs, and its record is gone (a status query then finds nothing, and a waiter
+    /// times out). A running job is left alone: [`revoke`](Self::revoke) it first.
+    ///
+    /// # Errors
+    /// [`JobError::Invalid`] for an id that could not be one; the backend's error.
+    pub async fn delete(&self, id: &str) -> Result<Deleted, JobError> {
+        crate::options::validate_id(id)?;
+        let outcome = self.inner.backend.delete(id).await?;
+        tracing::info!(target: "larder::jobs", id, outcome = ?outcome, "job delete");
+        Ok(outcome)
+    }
+
+    /// Deletes every ready job of `queue` (all tenants), records and all, and
+    /// returns how many; delayed and running jobs of the queue are left alone. Done
+    /// in batches of 1,000 per Redis call, so a queue of a million jobs never blocks
+    /// Redis for long.
+    ///
+    /// # Errors
+    /// The backend's error (the batches before it stay purged).
+    pub async fn purge(&self, queue: &str) -> Result<u64, JobError> {
+        let purged = self.inner.backend.purge(queue).await?;
+        tracing::info!(target: "larder::jobs", queue, purged, "queue purged");
+        Ok(purged)
+    }
+
     /// Ready jobs of `queue`, all tenants.
     ///
     /// # Errors
@@ -709,6 +735,17 @@ impl Jobs {
     pub async fn maintain(&self) -> Result<(usize, usize), JobError> {
         self.inner.backend.maintain(1000).await
     }
+}
+
+/// What [`Jobs::delete`](Jobs::delete) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The job and its record are gone.
+    Deleted,
+    /// A worker holds it: nothing was done (revoke it, then delete it).
+    Running,
+    /// No such job.
+    Missing,
 }
 
 pub(crate) use larder_core::time::millis as ms;

@@ -114,7 +114,7 @@ static JOB_OUTCOMES: larder_core::metrics::Family = larder_core::metrics::Family
 );
 
 pub use error::JobError;
-pub use jobs::{Jobs, JobsConfig, MAX_PAGE};
+pub use jobs::{Deleted, Jobs, JobsConfig, MAX_PAGE};
 pub use options::EnqueueOptions;
 pub use schedule::{RunningScheduler, Scheduler};
 pub use state::{JobState, JobStatus};

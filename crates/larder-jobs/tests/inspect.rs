@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use larder_core::{Config, ConfigBuilder, Handle};
 use larder_jobs::inspect::Listing;
-use larder_jobs::{EnqueueOptions, JobState, Jobs, JobsConfig, TaskError, TaskRef, Worker};
+use larder_jobs::{
+    Deleted, EnqueueOptions, JobState, Jobs, JobsConfig, TaskError, TaskRef, Worker,
+};
 use larder_testing::{eventually, on_every_topology, Redis};
 
 const FAIL: TaskRef<String, ()> = TaskRef::new("fail");
@@ -218,6 +220,7 @@ async fn running_jobs_show_their_worker(jobs: Jobs) {
         "the next beat lists the running job: {:?}",
         jobs.workers().await
     );
+    assert_eq!(jobs.delete(&id).await.unwrap(), Deleted::Running);
     jobs.revoke(&id).await.unwrap();
     worker.shutdown(Duration::from_secs(5)).await;
     // A worker that stops removes its heartbeat; the revoked job was counted.
@@ -239,4 +242,61 @@ on_every_topology!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_jobs_show_their_worker_in_process() {
     running_jobs_show_their_worker(Jobs::with_config(Handle::in_process(), config())).await;
+}
+
+/// A purge removes every ready job of its queue, in batches, and leaves the
+/// queue's delayed jobs and other queues alone; a delete removes one job from
+/// wherever it waits, record and all.
+async fn deleting_and_purging(jobs: Jobs) {
+    let bulk = |i: usize| {
+        EnqueueOptions::new()
+            .queue("bulk")
+            .tenant(format!("t{}", i % 3))
+    };
+    let args: Vec<u32> = (0..2500).collect();
+    let ids = jobs
+        .enqueue_many(LATER, args.iter().map(|a| (a, bulk(*a as usize))))
+        .await
+        .unwrap();
+    let later = jobs
+        .enqueue(
+            LATER,
+            &1,
+            EnqueueOptions::new()
+                .queue("bulk")
+                .countdown(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let other = jobs
+        .enqueue(LATER, &2, EnqueueOptions::new().queue("other"))
+        .await
+        .unwrap();
+    assert_eq!(jobs.queued("bulk").await.unwrap(), 2500);
+
+    assert_eq!(jobs.purge("bulk").await.unwrap(), 2500);
+    assert_eq!(jobs.queued("bulk").await.unwrap(), 0);
+    assert!(jobs.status(&ids[1234]).await.unwrap().is_none());
+    assert_eq!(jobs.queued("other").await.unwrap(), 1);
+    assert_eq!(jobs.counts().await.unwrap().delayed, 1);
+    assert_eq!(jobs.purge("bulk").await.unwrap(), 0);
+
+    assert_eq!(jobs.delete(&later).await.unwrap(), Deleted::Deleted);
+    assert_eq!(jobs.counts().await.unwrap().delayed, 0);
+    assert!(jobs.status(&later).await.unwrap().is_none());
+    assert_eq!(jobs.delete(&other).await.unwrap(), Deleted::Deleted);
+    assert_eq!(jobs.queued("other").await.unwrap(), 0);
+    assert_eq!(jobs.delete(&other).await.unwrap(), Deleted::Missing);
+    assert!(jobs.delete("").await.is_err());
+}
+
+on_every_topology!(
+    async fn deleting_and_purging_on_redis(redis: &Redis) {
+        deleting_and_purging(jobs_on(redis)).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_and_purging_in_process() {
+    deleting_and_purging(Jobs::with_config(Handle::in_process(), config())).await;
 }

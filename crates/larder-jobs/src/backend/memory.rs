@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Fetched, NewJob, Outcome, Renewal};
+use super::{Deleted, Fetched, NewJob, Outcome, Renewal};
 use crate::inspect::{
     self, minute_of, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED, MINUTES_KEPT,
 };
@@ -580,6 +580,37 @@ impl MemoryBackend {
             .take(usize::try_from(end - offset).unwrap_or(usize::MAX))
             .collect();
         inspect::merge(vec![page], &[total], end)
+    }
+
+    pub(crate) fn delete(&self, id: &str) -> Deleted {
+        let mut s = self.lock();
+        match s.jobs.get(id) {
+            None => return Deleted::Missing,
+            Some(j) if j.token.is_some() => return Deleted::Running,
+            Some(_) => {}
+        }
+        s.remove_ready(id);
+        s.delayed.retain(|(_, i)| i != id);
+        s.dead.retain(|(_, i)| i != id);
+        s.jobs.remove(id);
+        Deleted::Deleted
+    }
+
+    pub(crate) fn purge(&self, queue: &str) -> u64 {
+        let mut s = self.lock();
+        let Some(q) = s.queues.get_mut(queue) else {
+            return 0;
+        };
+        let ids: Vec<String> = q
+            .ready
+            .drain()
+            .flat_map(|(_, set)| set.into_iter().map(|(_, id)| id))
+            .collect();
+        q.ring.clear();
+        for id in &ids {
+            s.jobs.remove(id);
+        }
+        ids.len() as u64
     }
 
     pub(crate) fn beat(&self, id: &str, info: &str) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::error::JobError;
 use crate::inspect::{JobCounts, JobDetail, ListPage, Listing, Minute};
+pub(crate) use crate::jobs::Deleted;
 use crate::options::Resolved;
 use crate::state::JobStatus;
 
@@ -84,6 +85,9 @@ pub(crate) struct Renewal {
     /// Lease lost: another worker may run the job; stop and report nothing.
     pub(crate) lost: Vec<String>,
 }
+
+/// Ready jobs a purge removes per Redis call.
+pub(crate) const PURGE_BATCH: u64 = 1000;
 
 /// One job to enqueue.
 #[derive(Debug)]
@@ -280,6 +284,20 @@ impl Backend {
         match self {
             Self::Redis(r) => r.detail(id).await,
             Self::Memory(m) => Ok(m.detail(id)),
+        }
+    }
+
+    pub(crate) async fn delete(&self, id: &str) -> Result<Deleted, JobError> {
+        match self {
+            Self::Redis(r) => r.delete(id).await,
+            Self::Memory(m) => Ok(m.delete(id)),
+        }
+    }
+
+    pub(crate) async fn purge(&self, queue: &str) -> Result<u64, JobError> {
+        match self {
+            Self::Redis(r) => r.purge(queue).await,
+            Self::Memory(m) => Ok(m.purge(queue)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use larder_core::redis::{self as r, Value};
 use larder_core::{Handle, Scope};
 
-use super::{Completion, Fetched, Keeping, NewJob, Renewal};
+use super::{Completion, Deleted, Fetched, Keeping, NewJob, Renewal, PURGE_BATCH};
 use crate::error::JobError;
 use crate::inspect::{
     self, minute_of, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED,
@@ -43,6 +43,8 @@ struct Scripts {
     move_: r::Script,
     revoke: r::Script,
     redrive: r::Script,
+    delete: r::Script,
+    purge: r::Script,
     arm_wait: r::Script,
 }
 
@@ -149,6 +151,8 @@ impl RedisBackend {
                 move_: job_script!("move.lua"),
                 revoke: job_script!("revoke.lua"),
                 redrive: job_script!("redrive.lua"),
+                delete: job_script!("delete.lua"),
+                purge: job_script!("purge.lua"),
                 arm_wait: r::Script::new(include_str!("../../lua/arm_wait.lua")),
             }),
         }
@@ -681,6 +685,50 @@ impl RedisBackend {
             .await
             .map_err(JobError::from_core)?;
         Ok(n == 1)
+    }
+
+    pub(crate) async fn delete(&self, id: &str) -> Result<Deleted, JobError> {
+        let p = self.partition_of(id);
+        let mut inv = self.scripts.delete.key(self.job_key(id));
+        inv.key(self.key(p, "delayed"))
+            .key(self.key(p, "dead"))
+            .key(self.done_key(id))
+            .arg(self.base(p))
+            .arg(id);
+        let outcome: String = self
+            .handle
+            .script("job_delete", &inv)
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(match outcome.as_str() {
+            "DELETED" => Deleted::Deleted,
+            "RUNNING" => Deleted::Running,
+            _ => Deleted::Missing,
+        })
+    }
+
+    /// Removes `queue`'s ready jobs, [`PURGE_BATCH`] per call, partition by partition.
+    pub(crate) async fn purge(&self, queue: &str) -> Result<u64, JobError> {
+        let mut total = 0;
+        for p in 0..self.partitions.len() {
+            loop {
+                let mut inv = self
+                    .scripts
+                    .purge
+                    .key(self.key(p, &format!("q:{queue}:ringset")));
+                inv.arg(self.base(p)).arg(queue).arg(PURGE_BATCH);
+                let removed: u64 = self
+                    .handle
+                    .script("job_purge", &inv)
+                    .await
+                    .map_err(JobError::from_core)?;
+                total += removed;
+                if removed < PURGE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Ready jobs of `queue`, all tenants, across partitions.

@@ -1,0 +1,22 @@
+-- Deletes a job that no worker holds: out of its ready set, the delayed set or the
+-- dead letters, and its record and completion signal gone. A running job is left
+-- alone (revoke it first: its worker must stop).
+-- KEYS[1] job hash   KEYS[2] delayed set   KEYS[3] dead set   KEYS[4] done list
+-- ARGV: 1 key base, 2 id
+-- Returns 'DELETED', 'RUNNING' or 'MISSING'.
+local base, id = ARGV[1], ARGV[2]
+local f = redis.call('HMGET', KEYS[1], 'state', 'd', 'run')
+if not f[1] then
+  return 'MISSING'
+end
+if f[3] and f[3] ~= '' then
+  return 'RUNNING'
+end
+local queue, tenant = placement(f[2] or '')
+if queue then
+  redis.call('ZREM', base .. 'q:' .. queue .. ':t:' .. tenant, id)
+end
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('UNLINK', KEYS[1], KEYS[4])
+return 'DELETED'
