@@ -453,6 +453,21 @@ pub(crate) fn job(
             h2 { "Last error" }
             pre class="error" { (e) }
         }
+        @if j.errors.len() > 1 {
+            h2 { "Every failed attempt" }
+            table {
+                thead { tr { th class="num" { "attempt" } th { "when" } th { "error" } } }
+                tbody {
+                    @for e in &j.errors {
+                        tr {
+                            td class="num" { (e.attempt) }
+                            td { (when(e.at_ms)) }
+                            td { pre class="error" { (e.error) } }
+                        }
+                    }
+                }
+            }
+        }
         @if let Some(r) = &s.result {
             h2 { "Result" }
             pre { (serde_json::to_string_pretty(r).unwrap_or_default()) }

@@ -441,6 +441,11 @@ on_both_frameworks!(
         let detail = site.api(&format!("/api/jobs/{id}")).await;
         assert_eq!(detail["state"], "FAILURE");
         assert_eq!(detail["tenant"], "acme");
+        assert_eq!(detail["errors"][0]["attempt"], 1);
+        assert!(detail["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused <script>"));
         let missing = site
             .get("/api/jobs/no-such-job", &[("authorization", &bearer())])
             .await;

@@ -47,15 +47,17 @@ for j = 0, n - 1 do
       redis.call('HDEL', jkey, 'run')
     end
     if outcome == 'RETRY' then
-      redis.call('HINCRBY', jkey, 'attempts', 1)
+      local attempt = redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'RETRY', 'error', payload, 'eta', at)
+      log_error(jkey, attempt, at_now, payload)
       redis.call('ZADD', KEYS[2], tonumber(at), id)
     elseif outcome == 'DEFER' then
       redis.call('HSET', jkey, 'state', 'PENDING', 'eta', at)
       redis.call('ZADD', KEYS[2], tonumber(at), id)
     elseif outcome == 'FAILURE' then
-      redis.call('HINCRBY', jkey, 'attempts', 1)
+      local attempt = redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', at_now)
+      log_error(jkey, attempt, at_now, payload)
       to_dead(base, jkey, id, at_now, dead[1], dead[2])
       if f[2] then
         signal(base, id, 'FAILURE', ttl)

@@ -14,7 +14,9 @@
 --            again, whatever path it takes back to a queue), expired (how many of
 --            its leases ran out without an outcome), waited (someone waits for the
 --            outcome), and once finished: result or error; failed and revoked
---            jobs also keep `finished` (ms), for whoever inspects the dead set.
+--            jobs also keep `finished` (ms), for whoever inspects the dead set;
+--   errors   each failed attempt's error, the last ten: a JSON array of
+--            [attempt, at ms, error] (written only when an attempt fails).
 -- Ready jobs sit in `q:{queue}:t:{tenant}` sorted sets, tenants with ready jobs in
 -- the ring `q:{queue}:ring` (and `:ringset`), leased jobs in `inflight` (score: lease
 -- end), delayed ones in `delayed` (score: due time). `queues` names every queue a
@@ -82,6 +84,21 @@ end
 -- True when the `run` field `run` belongs to the holder of `token`.
 local function holds(run, token)
   return run and string.sub(run, 1, #token + 1) == token .. '\t'
+end
+
+-- Appends attempt `attempt`'s error to the job's `errors` (the last ten kept). A
+-- field that does not decode (written by hand) starts again from this error.
+local function log_error(jkey, attempt, at, err)
+  local old = redis.call('HGET', jkey, 'errors')
+  local ok, list = pcall(cjson.decode, old or '[]')
+  if not ok or type(list) ~= 'table' then
+    list = {}
+  end
+  list[#list + 1] = { attempt, tonumber(at), err }
+  while #list > 10 do
+    table.remove(list, 1)
+  end
+  redis.call('HSET', jkey, 'errors', cjson.encode(list))
 end
 
 -- Redis's clock, in ms.

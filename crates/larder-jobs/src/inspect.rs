@@ -140,7 +140,23 @@ pub struct JobDetail {
     pub worker: Option<String>,
     /// How many of its leases ran out without an outcome (its worker died).
     pub lost_leases: u32,
+    /// Each failed attempt's error, oldest first (the last ten).
+    pub errors: Vec<AttemptError>,
 }
+
+/// A failed attempt of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// Which attempt (1 for the first).
+    pub attempt: u32,
+    /// When it failed, ms since the epoch.
+    pub at_ms: u64,
+    /// The task's error.
+    pub error: String,
+}
+
+/// How many failed attempts a job's record keeps.
+pub(crate) const ERRORS_KEPT: usize = 10;
 
 /// A worker as its last heartbeat described it ([`crate::Jobs::workers`]). Workers
 /// beat every [`HEARTBEAT_EVERY`](crate::inspect::HEARTBEAT_EVERY) and remove

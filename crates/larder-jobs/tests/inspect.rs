@@ -300,3 +300,59 @@ on_every_topology!(
 async fn deleting_and_purging_in_process() {
     deleting_and_purging(Jobs::with_config(Handle::in_process(), config())).await;
 }
+
+/// Every failed attempt's error is kept in the record, numbered, the last one
+/// also as the job's error.
+async fn each_attempts_error_is_kept(jobs: Jobs) {
+    const FLAKY: TaskRef<(), ()> = TaskRef::new("flaky");
+    let id = jobs
+        .enqueue(FLAKY, &(), EnqueueOptions::new().max_retries(2))
+        .await
+        .unwrap();
+    let worker = Worker::new(jobs.clone())
+        .task(FLAKY, |(), ctx| async move {
+            Err::<(), _>(TaskError::retry(format!("try {} <failed>", ctx.attempt())))
+        })
+        .spawn();
+    assert!(
+        eventually(200, Duration::from_millis(50), || async {
+            jobs.status(&id).await.unwrap().unwrap().state == JobState::Failure
+        })
+        .await
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+    let job = jobs.detail(&id).await.unwrap().unwrap();
+    let attempts: Vec<(u32, &str)> = job
+        .errors
+        .iter()
+        .map(|e| (e.attempt, e.error.as_str()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, "try 1 <failed>"),
+            (2, "try 2 <failed>"),
+            (3, "try 3 <failed>")
+        ],
+        "{job:?}"
+    );
+    assert!(job.errors.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    assert!(job.errors[0].at_ms > now_ms() - 60_000);
+    assert_eq!(job.status.error.as_deref(), Some("try 3 <failed>"));
+}
+
+fn quick_retries() -> JobsConfig {
+    config().retry_backoff(Duration::from_millis(10), Duration::from_millis(20))
+}
+
+on_every_topology!(
+    async fn each_attempts_error_is_kept_on_redis(redis: &Redis) {
+        let handle = Handle::new(Config::from_vars(redis.vars()).unwrap()).unwrap();
+        each_attempts_error_is_kept(Jobs::with_config(handle, quick_retries())).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempts_error_is_kept_in_process() {
+    each_attempts_error_is_kept(Jobs::with_config(Handle::in_process(), quick_retries())).await;
+}

@@ -9,7 +9,8 @@ use tokio::sync::Notify;
 
 use super::{Deleted, Fetched, NewJob, Outcome, Renewal};
 use crate::inspect::{
-    self, minute_of, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED, MINUTES_KEPT,
+    self, minute_of, AttemptError, JobCounts, JobDetail, ListPage, Listed, Listing, Minute,
+    COUNTED, ERRORS_KEPT, MINUTES_KEPT,
 };
 use crate::options::{now_ms, NO_TENANT};
 use crate::state::{JobState, JobStatus};
@@ -37,6 +38,23 @@ struct Job {
     gone_at: Option<u64>,
     /// When it was enqueued, ms.
     created_ms: u64,
+    /// Each failed attempt's error, the last `ERRORS_KEPT`.
+    errors: Vec<AttemptError>,
+}
+
+impl Job {
+    /// Counts a failed attempt and keeps its error.
+    fn fail_attempt(&mut self, error: &str, at_ms: u64) {
+        self.attempts += 1;
+        self.error = Some(error.to_owned());
+        self.errors.push(AttemptError {
+            attempt: self.attempts,
+            at_ms,
+            error: error.to_owned(),
+        });
+        let over = self.errors.len().saturating_sub(ERRORS_KEPT);
+        self.errors.drain(..over);
+    }
 }
 
 impl Job {
@@ -175,6 +193,7 @@ impl MemoryBackend {
                     expired: 0,
                     gone_at: None,
                     created_ms: now,
+                    errors: Vec::new(),
                 },
             );
             if o.eta_ms > now {
@@ -317,15 +336,13 @@ impl MemoryBackend {
                     signal = true;
                 }
                 Outcome::Retry { error, .. } => {
-                    job.attempts += 1;
+                    job.fail_attempt(error, now);
                     job.state = JobState::Retry;
-                    job.error = Some(error.clone());
                 }
                 Outcome::Defer { .. } => job.state = JobState::Pending,
                 Outcome::Failure(error) => {
-                    job.attempts += 1;
+                    job.fail_attempt(error, now);
                     job.state = JobState::Failure;
-                    job.error = Some(error.clone());
                     signal = true;
                 }
                 Outcome::Revoked(error) => {
@@ -433,6 +450,7 @@ impl MemoryBackend {
                     expired: 0,
                     gone_at: Some(now + ttl_ms),
                     created_ms: 0,
+                    errors: Vec::new(),
                 },
             );
             return "REVOKED".into();
@@ -660,6 +678,7 @@ impl MemoryBackend {
                 rest.rsplit_once(':').map(|(worker, _)| worker.to_owned())
             }),
             lost_leases: j.expired,
+            errors: j.errors.clone(),
         })
     }
 }

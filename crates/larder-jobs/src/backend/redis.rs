@@ -11,7 +11,7 @@ use larder_core::{Handle, Scope};
 use super::{Completion, Deleted, Fetched, Keeping, NewJob, Renewal, PURGE_BATCH};
 use crate::error::JobError;
 use crate::inspect::{
-    self, minute_of, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED,
+    self, minute_of, AttemptError, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED,
 };
 use crate::options::now_ms;
 use crate::options::NO_TENANT;
@@ -873,6 +873,17 @@ impl RedisBackend {
             finished_ms: time("finished"),
             worker: worker.filter(|w| !w.is_empty()),
             lost_leases: get("expired").and_then(|e| e.parse().ok()).unwrap_or(0),
+            // `[[attempt, at ms, error], ...]`, written by `log_error` in lib.lua.
+            errors: get("errors")
+                .and_then(|e| serde_json::from_str::<Vec<(u32, u64, String)>>(&e).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(attempt, at_ms, error)| AttemptError {
+                    attempt,
+                    at_ms,
+                    error,
+                })
+                .collect(),
         }))
     }
 
