@@ -4,7 +4,7 @@
 
 use larder_core::{redis, HealthReport, Tenant};
 use larder_jobs::inspect::{
-    JobCounts, JobDetail, ListPage, Listing, Minute, WorkerInfo, MINUTES_KEPT,
+    JobCounts, JobDetail, ListPage, Listing, Minute, ScheduleInfo, WorkerInfo, MINUTES_KEPT,
 };
 use serde::Serialize;
 
@@ -190,6 +190,8 @@ pub(crate) struct JobsView {
     pub(crate) workers: Vec<WorkerInfo>,
     /// The outcomes of the last hour, minute by minute, oldest first.
     pub(crate) last_hour: Vec<Minute>,
+    /// The scheduler's entries, as its leader published them.
+    pub(crate) schedule: Vec<ScheduleInfo>,
     pub(crate) listing: Listing,
     pub(crate) page: u64,
     pub(crate) per_page: u64,
@@ -211,16 +213,18 @@ pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> 
             .filter(|&p| p < 1_000_000)
             .ok_or_else(|| Reply::json_error(400, "page must be a number"))?,
     };
-    let (counts, list, workers, last_hour) = futures_util::join!(
+    let (counts, list, workers, last_hour, schedule) = futures_util::join!(
         jobs.counts(),
         jobs.list(listing, page * PAGE, PAGE),
         jobs.workers(),
-        jobs.throughput(MINUTES_KEPT)
+        jobs.throughput(MINUTES_KEPT),
+        jobs.schedule()
     );
     Ok(JobsView {
         counts: counts.map_err(unavailable)?,
         workers: workers.map_err(unavailable)?,
         last_hour: last_hour.map_err(unavailable)?,
+        schedule: schedule.map_err(unavailable)?,
         listing,
         page,
         per_page: PAGE,

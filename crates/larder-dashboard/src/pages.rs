@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use larder_jobs::inspect::{JobDetail, Listing, Minute, WorkerInfo};
+use larder_jobs::inspect::{JobDetail, Listing, Minute, ScheduleInfo, WorkerInfo};
 use maud::{html, Markup, DOCTYPE};
 
 use crate::data::{CacheView, JobsView, Overview, RedisView, SessionsView};
@@ -256,6 +256,10 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
             (workers(view, &j.workers))
         }
         section {
+            h2 { "Schedule" }
+            (schedule(view, &j.schedule))
+        }
+        section {
             form method="get" action={ (base) "/jobs/find" } class="search" {
                 label for="job-id" { "Find a job by id" }
                 input id="job-id" name="id" required;
@@ -313,8 +317,8 @@ fn chart(minutes: &[Minute]) -> Markup {
     const WIDTH: u64 = 10;
     const HEIGHT: u64 = 100;
     let total = |m: &Minute| m.succeeded + m.retried + m.failed + m.revoked;
-    let top = minutes.iter().map(total).max().unwrap_or(0).max(1);
-    let scaled = |n: u64| n * HEIGHT / top;
+    let top = minutes.iter().map(total).max().unwrap_or(0);
+    let scaled = |n: u64| n * HEIGHT / top.max(1);
     let sum = |f: fn(&Minute) -> u64| minutes.iter().map(f).sum::<u64>();
     let width = WIDTH * minutes.len() as u64;
     html! {
@@ -330,9 +334,18 @@ fn chart(minutes: &[Minute]) -> Markup {
                         (clock(m.start_ms)) ": " (m.succeeded) " succeeded, " (m.retried)
                         " retried, " (m.failed) " failed, " (m.revoked) " revoked"
                     }
-                    rect class="ok" x=(x) y=(HEIGHT - ok) width=(WIDTH - 1) height=(ok) {}
-                    rect class="retried" x=(x) y=(HEIGHT - ok - retried) width=(WIDTH - 1) height=(retried) {}
-                    rect class="bad" x=(x) y=(HEIGHT - ok - retried - bad) width=(WIDTH - 1) height=(bad) {}
+                    // The whole minute, so that its figures show on hover when it is
+                    // empty; then a bar per kind of outcome that happened.
+                    rect class="minute" x=(x) y="0" width=(WIDTH) height=(HEIGHT) {}
+                    @for (class, y, h) in [
+                        ("ok", HEIGHT - ok, ok),
+                        ("retried", HEIGHT - ok - retried, retried),
+                        ("bad", HEIGHT - ok - retried - bad, bad),
+                    ] {
+                        @if h > 0 {
+                            rect class=(class) x=(x) y=(y) width=(WIDTH - 1) height=(h) {}
+                        }
+                    }
                 }
             }
         }
@@ -382,6 +395,42 @@ fn workers(view: &View<'_>, workers: &[WorkerInfo]) -> Markup {
                 }
                 @if workers.is_empty() {
                     tr { td colspan="5" { "No worker has beaten in the last ten minutes." } }
+                }
+            }
+        }
+    }
+}
+
+/// The scheduler's entries: when each fires, what it enqueues where, its next
+/// tick, and its last one with that job's state (linked).
+fn schedule(view: &View<'_>, entries: &[ScheduleInfo]) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { "entry" } th { "when" } th { "task → queue" } th { "next" } th { "last" }
+            } }
+            tbody {
+                @for e in entries {
+                    tr {
+                        td { (e.name) }
+                        td { code { (e.schedule) } }
+                        td { (e.task) " → " (e.queue) }
+                        td { @if let Some(next) = e.next_ms { (when(next)) } @else { "never" } }
+                        td {
+                            @match (&e.last_ms, &e.last_job) {
+                                (Some(at), Some(id)) => {
+                                    (when(*at)) br;
+                                    a href={ (view.base) "/jobs/" (path_segment(id)) } {
+                                        (e.last_state.map_or("expired", |s| s.as_str()))
+                                    }
+                                }
+                                _ => "not fired yet",
+                            }
+                        }
+                    }
+                }
+                @if entries.is_empty() {
+                    tr { td colspan="5" { "No scheduler has published entries in the last ten minutes." } }
                 }
             }
         }

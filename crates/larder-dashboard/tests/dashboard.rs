@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use larder_cache::Cache;
 use larder_core::{Config, ConfigBuilder, Handle, Module, Tenant};
 use larder_dashboard::Dashboard;
-use larder_jobs::{EnqueueOptions, JobState, Jobs, JobsConfig, TaskError, TaskRef, Worker};
+use larder_jobs::{
+    EnqueueOptions, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
+};
 use larder_session::{Identity, SessionConfig, Sessions};
 use larder_testing::{eventually, RedisServer};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -501,6 +503,36 @@ on_both_frameworks!(
             .await;
         assert_eq!(purged.json::<Value>().await.unwrap()["purged"], 119);
         assert_eq!(jobs.queued("default").await.unwrap(), 0);
+    }
+);
+
+on_both_frameworks!(
+    async fn the_jobs_page_shows_the_schedule(site: &Site, _server: &mut RedisServer) {
+        let scheduler = Scheduler::new(site.jobs.clone())
+            .every("nightly-<b>", Duration::from_secs(1), LATER, 1)
+            .pass_every(Duration::from_millis(50))
+            .spawn();
+        let published =
+            || async { site.api("/api/jobs").await["schedule"][0]["last_job"].is_string() };
+        assert!(eventually(100, Duration::from_millis(50), published).await);
+        scheduler.shutdown().await;
+        let api = site.api("/api/jobs").await;
+        let entry = &api["schedule"][0];
+        assert_eq!(entry["name"], "nightly-<b>");
+        assert_eq!(entry["schedule"], "every 1 s");
+        assert_eq!(entry["last_state"], "PENDING");
+        let page = site
+            .get("/jobs", &[("authorization", &bearer())])
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("nightly-&lt;b&gt;") && page.contains("every 1 s"));
+        // The last tick's job, linked, its id escaped as a path segment.
+        let tick = entry["last_ms"].as_u64().unwrap();
+        assert_eq!(entry["last_job"], format!("periodic:nightly-<b>:{tick}"));
+        let link = format!("/jobs/periodic:nightly-%3Cb%3E:{tick}\">PENDING</a>");
+        assert!(page.contains(&link), "{link} not in the page");
     }
 );
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::ms;
-use crate::state::JobStatus;
+use crate::state::{JobState, JobStatus};
 
 /// A state whose jobs sit in one sorted set per partition, and so can be listed
 /// page by page.
@@ -194,6 +194,34 @@ impl WorkerInfo {
     pub fn alive(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.beat_ms) < 3 * ms(HEARTBEAT_EVERY)
     }
+}
+
+/// A scheduler entry as the leading [`Scheduler`](crate::Scheduler) last published
+/// it ([`crate::Jobs::schedule`]): the leader publishes its entries when it takes
+/// the lead, after each tick it fires, and every 30 s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// The entry's name.
+    pub name: String,
+    /// When it fires: `every 60 s`, or `cron 0 0 7 * * * Europe/Madrid`.
+    pub schedule: String,
+    /// The task it enqueues.
+    pub task: String,
+    /// The queue it enqueues to.
+    pub queue: String,
+    /// Its next tick, ms since the epoch (`None`: a cron expression with no future
+    /// time).
+    pub next_ms: Option<u64>,
+    /// The last tick it fired, ms since the epoch, if one is known.
+    pub last_ms: Option<u64>,
+    /// The job that tick enqueued.
+    pub last_job: Option<String>,
+    /// That job's state when the schedule was read (`None`: no tick known, or its
+    /// record has expired).
+    #[serde(default)]
+    pub last_state: Option<JobState>,
+    /// When the leader published this, ms since the epoch.
+    pub published_ms: u64,
 }
 
 /// Outcomes recorded in one minute, by every worker of the queue.

@@ -9,11 +9,11 @@ use larder_core::{ConfigError, Handle};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
-use crate::backend::{Backend, Keeping, NewJob};
+use crate::backend::{Backend, Keeping, NewJob, Registry};
 use crate::error::JobError;
 use crate::inspect::{
-    minute_of, JobCounts, JobDetail, ListPage, Listing, Minute, WorkerInfo, FORGET_AFTER,
-    MINUTES_KEPT,
+    minute_of, JobCounts, JobDetail, ListPage, Listing, Minute, ScheduleInfo, WorkerInfo,
+    FORGET_AFTER, MINUTES_KEPT,
 };
 use crate::options::EnqueueOptions;
 use crate::partition;
@@ -646,7 +646,7 @@ impl Jobs {
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, JobError> {
         let now = crate::options::now_ms();
         let (mut live, mut gone) = (Vec::new(), Vec::new());
-        for beat in self.inner.backend.beats().await? {
+        for beat in self.inner.backend.registered(Registry::Workers).await? {
             let Ok(info) = serde_json::from_str::<WorkerInfo>(&beat) else {
                 continue;
             };
@@ -656,8 +656,43 @@ impl Jobs {
                 live.push(info);
             }
         }
-        self.inner.backend.forget_workers(&gone).await?;
+        self.inner
+            .backend
+            .unregister(Registry::Workers, &gone)
+            .await?;
         live.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(a.id.cmp(&b.id)));
+        Ok(live)
+    }
+
+    /// The scheduler's entries as the leading scheduler last published them, by
+    /// name, each with its last job's state. An entry no scheduler published for
+    /// [`FORGET_AFTER`] (removed from the code, or its app stopped) is removed.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn schedule(&self) -> Result<Vec<ScheduleInfo>, JobError> {
+        let now = crate::options::now_ms();
+        let (mut live, mut gone) = (Vec::new(), Vec::new());
+        for value in self.inner.backend.registered(Registry::Schedule).await? {
+            let Ok(info) = serde_json::from_str::<ScheduleInfo>(&value) else {
+                continue;
+            };
+            if now.saturating_sub(info.published_ms) > ms(FORGET_AFTER) {
+                gone.push(info.name);
+            } else {
+                live.push(info);
+            }
+        }
+        self.inner
+            .backend
+            .unregister(Registry::Schedule, &gone)
+            .await?;
+        for info in &mut live {
+            if let Some(id) = &info.last_job {
+                info.last_state = self.status(id).await?.map(|s| s.state);
+            }
+        }
+        live.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(live)
     }
 

@@ -19,18 +19,21 @@
 //! `*` (`*/15 * * * *`, `0 * * * *`) follows the clock: it fires in both passes
 //! of a repeated hour and not in a skipped one.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use larder_core::redis;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Registry;
 use crate::error::JobError;
+use crate::inspect::ScheduleInfo;
 use crate::jobs::{ms, Jobs};
 use crate::options::{now_ms, EnqueueOptions};
 use crate::task::{Payload, TaskRef};
@@ -50,6 +53,9 @@ enum When {
 
 struct Entry {
     name: String,
+    /// `when` as the dashboard shows it.
+    schedule: String,
+    task: &'static str,
     when: When,
     catch_up: Duration,
     opts: EnqueueOptions,
@@ -75,6 +81,24 @@ impl Entry {
             }
         };
         (now_ms.saturating_sub(tick) <= ms(self.catch_up)).then_some(tick)
+    }
+
+    /// The first tick after `now_ms`.
+    fn next_tick(&self, now_ms: u64) -> Option<u64> {
+        match &self.when {
+            When::Every(p) => {
+                let p = ms(*p).max(1);
+                Some(now_ms - now_ms % p + p)
+            }
+            When::Cron(schedule, tz, fixed_time) => {
+                let after = Utc
+                    .timestamp_millis_opt(i64::try_from(now_ms + 1).ok()?)
+                    .single()?;
+                let horizon = after + chrono::Duration::days(366 * 5);
+                let next = cron_ticks(schedule, *tz, *fixed_time, after, horizon).next()?;
+                u64::try_from(next.timestamp_millis()).ok()
+            }
+        }
     }
 }
 
@@ -151,6 +175,8 @@ fn after_the_jump(
 pub struct Scheduler {
     jobs: Jobs,
     entries: Vec<Entry>,
+    /// The last tick each entry fired from this scheduler, and its job's id.
+    fired: Mutex<HashMap<String, (u64, String)>>,
     id: String,
     pass_every: Duration,
     lease: redis::Script,
@@ -168,6 +194,9 @@ impl fmt::Debug for Scheduler {
     }
 }
 
+/// How often the leader publishes its entries when it fires nothing.
+const PUBLISH_EVERY: Duration = Duration::from_secs(30);
+
 /// How long a leader's lease lasts without renewal.
 const LEADER_LEASE: Duration = Duration::from_secs(10);
 
@@ -178,6 +207,7 @@ impl Scheduler {
         Self {
             jobs,
             entries: Vec::new(),
+            fired: Mutex::new(HashMap::new()),
             id: format!("s-{}", uuid::Uuid::new_v4().simple()),
             pass_every: Duration::from_secs(1),
             lease: redis::Script::new(
@@ -193,7 +223,7 @@ impl Scheduler {
     fn push<A: Payload + Clone + Sync, O: 'static>(
         mut self,
         name: &str,
-        when: When,
+        (when, schedule): (When, String),
         task: TaskRef<A, O>,
         args: A,
     ) -> Self {
@@ -203,6 +233,8 @@ impl Scheduler {
         });
         self.entries.push(Entry {
             name: name.to_owned(),
+            schedule,
+            task: task.name(),
             when,
             catch_up: Duration::from_secs(60),
             opts: EnqueueOptions::new(),
@@ -221,12 +253,13 @@ impl Scheduler {
         task: TaskRef<A, O>,
         args: A,
     ) -> Self {
-        self.push(
-            name,
-            When::Every(period.max(Duration::from_millis(1))),
-            task,
-            args,
-        )
+        let period = period.max(Duration::from_millis(1));
+        let schedule = if period.subsec_millis() == 0 {
+            format!("every {} s", period.as_secs())
+        } else {
+            format!("every {} ms", period.as_millis())
+        };
+        self.push(name, (When::Every(period), schedule), task, args)
     }
 
     /// Fires `task(args)` on a cron expression (`sec min hour day month weekday`, or
@@ -261,9 +294,10 @@ impl Scheduler {
             .skip(1)
             .take(2)
             .all(|field| !field.starts_with('*'));
+        let shown = format!("cron {expr} {tz}");
         Ok(self.push(
             name,
-            When::Cron(Box::new(schedule), tz, fixed_time),
+            (When::Cron(Box::new(schedule), tz, fixed_time), shown),
             task,
             args,
         ))
@@ -313,10 +347,59 @@ impl Scheduler {
             let opts = e.opts.clone().id(id.clone());
             if (e.enqueue)(self.jobs.clone(), opts).await? {
                 fired += 1;
+                self.fired
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(e.name.clone(), (tick, id.clone()));
                 tracing::info!(target: "larder::jobs", entry = %e.name, id, "periodic task enqueued");
             }
         }
         Ok(fired)
+    }
+
+    /// Publishes every entry ([`crate::Jobs::schedule`] reads them): its next tick,
+    /// and its last one, this scheduler's or, if it fired none yet, the one an
+    /// earlier leader published.
+    async fn publish(&self) {
+        let backend = &self.jobs.inner.backend;
+        let earlier: HashMap<String, ScheduleInfo> = backend
+            .registered(Registry::Schedule)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| serde_json::from_str::<ScheduleInfo>(v).ok())
+            .map(|i| (i.name.clone(), i))
+            .collect();
+        let now = now_ms();
+        for e in &self.entries {
+            let fired = self
+                .fired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&e.name)
+                .cloned();
+            let (last_ms, last_job) = match (fired, earlier.get(&e.name)) {
+                (Some((tick, id)), _) => (Some(tick), Some(id)),
+                (None, Some(info)) => (info.last_ms, info.last_job.clone()),
+                (None, None) => (None, None),
+            };
+            let info = ScheduleInfo {
+                name: e.name.clone(),
+                schedule: e.schedule.clone(),
+                task: e.task.to_owned(),
+                queue: e.opts.queue.clone().unwrap_or_else(|| "default".to_owned()),
+                next_ms: e.next_tick(now),
+                last_ms,
+                last_job,
+                last_state: None,
+                published_ms: now,
+            };
+            let value = serde_json::to_string(&info).unwrap_or_default();
+            if let Err(err) = backend.register(Registry::Schedule, &e.name, &value).await {
+                tracing::debug!(target: "larder::jobs", error = %err, "schedule not published");
+                return;
+            }
+        }
     }
 
     /// Tries to hold (or renew) the leader lease.
@@ -343,6 +426,8 @@ impl Scheduler {
         let token = stop.clone();
         let join = tokio::spawn(async move {
             let mut leading = false;
+            // When this scheduler last published its entries while leading.
+            let mut published = None;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(self.pass_every) => {}
@@ -354,9 +439,21 @@ impl Scheduler {
                     leading = now_leading;
                 }
                 if leading {
-                    if let Err(e) = self.run_once().await {
-                        tracing::warn!(target: "larder::jobs", error = %e, "scheduler pass failed; retrying");
+                    let fired = match self.run_once().await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!(target: "larder::jobs", error = %e, "scheduler pass failed; retrying");
+                            0
+                        }
+                    };
+                    if fired > 0
+                        || published.is_none_or(|at: Instant| at.elapsed() >= PUBLISH_EVERY)
+                    {
+                        self.publish().await;
+                        published = Some(Instant::now());
                     }
+                } else {
+                    published = None;
                 }
             }
         });

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Completion, Fetched, Outcome};
+use crate::backend::{Backend, Completion, Fetched, Outcome, Registry};
 use crate::error::JobError;
 use crate::inspect::{WorkerInfo, HEARTBEAT_EVERY};
 use crate::jobs::{ms, Jobs};
@@ -367,7 +367,10 @@ impl Worker {
         maintenance.join().await;
         renewal.join().await;
         beating.join().await;
-        if let Err(e) = backend.forget_workers(std::slice::from_ref(&self.id)).await {
+        if let Err(e) = backend
+            .unregister(Registry::Workers, std::slice::from_ref(&self.id))
+            .await
+        {
             tracing::debug!(target: "larder::jobs", error = %e, "heartbeat left behind; it ages out");
         }
         tracing::info!(target: "larder::jobs", worker = %self.id, "worker stopped");
@@ -772,7 +775,13 @@ async fn heartbeat(me: Arc<Shared>, mut info: WorkerInfo, stop: CancellationToke
         info.running = me.inflight_lock().keys().cloned().collect();
         info.running.sort_unstable();
         let beat = serde_json::to_string(&info).unwrap_or_default();
-        if let Err(e) = me.jobs.inner.backend.beat(&info.id, &beat).await {
+        if let Err(e) = me
+            .jobs
+            .inner
+            .backend
+            .register(Registry::Workers, &info.id, &beat)
+            .await
+        {
             tracing::debug!(target: "larder::jobs", error = %e, "heartbeat skipped");
         }
         tokio::select! {

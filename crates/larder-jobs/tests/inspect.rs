@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use larder_core::{Config, ConfigBuilder, Handle};
 use larder_jobs::inspect::Listing;
 use larder_jobs::{
-    Deleted, EnqueueOptions, JobState, Jobs, JobsConfig, TaskError, TaskRef, Worker,
+    Deleted, EnqueueOptions, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
 };
 use larder_testing::{eventually, on_every_topology, Redis};
 
@@ -355,4 +355,69 @@ on_every_topology!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_attempts_error_is_kept_in_process() {
     each_attempts_error_is_kept(Jobs::with_config(Handle::in_process(), quick_retries())).await;
+}
+
+/// The leading scheduler publishes its entries: schedule, task, queue, next tick,
+/// and the last tick's job with its state.
+async fn the_schedule_is_published(jobs: Jobs) {
+    let scheduler = Scheduler::new(jobs.clone())
+        .every("tick", Duration::from_secs(1), LATER, 7)
+        .cron("daily", "0 0 7 * * *", "Europe/Madrid", LATER, 8)
+        .unwrap()
+        .options(EnqueueOptions::new().queue("reports"))
+        .pass_every(Duration::from_millis(50))
+        .spawn();
+    let ticked = || async {
+        jobs.schedule()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "tick" && e.last_job.is_some())
+    };
+    assert!(eventually(100, Duration::from_millis(50), ticked).await);
+    scheduler.shutdown().await;
+    let now = now_ms();
+    let entries = jobs.schedule().await.unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let (daily, tick) = (&entries[0], &entries[1]);
+    assert_eq!(
+        (
+            daily.name.as_str(),
+            daily.schedule.as_str(),
+            daily.queue.as_str()
+        ),
+        ("daily", "cron 0 0 7 * * * Europe/Madrid", "reports")
+    );
+    assert_eq!(daily.task, "later");
+    assert!(daily.last_ms.is_none() && daily.last_job.is_none());
+    let next = daily.next_ms.unwrap();
+    assert!(
+        next > now - 2_000 && next <= now + 25 * 3_600_000,
+        "{daily:?}"
+    );
+    assert_eq!(
+        (
+            tick.name.as_str(),
+            tick.schedule.as_str(),
+            tick.queue.as_str()
+        ),
+        ("tick", "every 1 s", "default")
+    );
+    let last = tick.last_ms.unwrap();
+    assert_eq!(last % 1000, 0);
+    assert!(tick.next_ms.unwrap() > last);
+    let job = tick.last_job.clone().unwrap();
+    assert_eq!(job, format!("periodic:tick:{last}"));
+    assert_eq!(tick.last_state, Some(JobState::Pending));
+}
+
+on_every_topology!(
+    async fn the_schedule_is_published_on_redis(redis: &Redis) {
+        the_schedule_is_published(jobs_on(redis)).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_is_published_in_process() {
+    the_schedule_is_published(Jobs::with_config(Handle::in_process(), config())).await;
 }

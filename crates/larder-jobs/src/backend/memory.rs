@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Deleted, Fetched, NewJob, Outcome, Renewal};
+use super::{Deleted, Fetched, NewJob, Outcome, Registry, Renewal};
 use crate::inspect::{
     self, minute_of, AttemptError, JobCounts, JobDetail, ListPage, Listed, Listing, Minute,
     COUNTED, ERRORS_KEPT, MINUTES_KEPT,
@@ -83,8 +83,8 @@ struct State {
     dead_ttl_ms: u64,
     dead_max: usize,
     seq: i64,
-    /// Workers' heartbeats (their `WorkerInfo` as JSON), by id.
-    workers: BTreeMap<String, String>,
+    /// What processes publish for inspection (see `Registry`), by registry and id.
+    registries: BTreeMap<(Registry, String), String>,
     /// Outcomes per minute number, in the order of `inspect::COUNTED`; the last
     /// `MINUTES_KEPT` and a few more.
     minutes: BTreeMap<u64, [u64; 4]>,
@@ -631,19 +631,26 @@ impl MemoryBackend {
         ids.len() as u64
     }
 
-    pub(crate) fn beat(&self, id: &str, info: &str) {
-        self.lock().workers.insert(id.to_owned(), info.to_owned());
+    pub(crate) fn register(&self, registry: Registry, id: &str, value: &str) {
+        self.lock()
+            .registries
+            .insert((registry, id.to_owned()), value.to_owned());
     }
 
-    pub(crate) fn forget_workers(&self, ids: &[String]) {
+    pub(crate) fn unregister(&self, registry: Registry, ids: &[String]) {
         let mut s = self.lock();
         for id in ids {
-            s.workers.remove(id);
+            s.registries.remove(&(registry, id.clone()));
         }
     }
 
-    pub(crate) fn beats(&self) -> Vec<String> {
-        self.lock().workers.values().cloned().collect()
+    pub(crate) fn registered(&self, registry: Registry) -> Vec<String> {
+        self.lock()
+            .registries
+            .iter()
+            .filter(|((r, _), _)| *r == registry)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub(crate) fn minutes(&self, first: u64, last: u64) -> Vec<Minute> {

@@ -86,6 +86,26 @@ pub(crate) struct Renewal {
     pub(crate) lost: Vec<String>,
 }
 
+/// What the queue's processes publish for inspection, each entry a JSON value under
+/// an id: one Redis hash per registry, in the first partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Registry {
+    /// Workers' heartbeats (`WorkerInfo`), by worker id.
+    Workers,
+    /// The scheduler's entries (`ScheduleInfo`), by entry name.
+    Schedule,
+}
+
+impl Registry {
+    /// The hash's key after the partition's base.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::Workers => "workers",
+            Self::Schedule => "sched:entries",
+        }
+    }
+}
+
 /// Ready jobs a purge removes per Redis call.
 pub(crate) const PURGE_BATCH: u64 = 1000;
 
@@ -301,37 +321,45 @@ impl Backend {
         }
     }
 
-    /// Records a worker's heartbeat: `info` is its [`WorkerInfo`](crate::inspect::WorkerInfo)
-    /// as JSON.
-    pub(crate) async fn beat(&self, id: &str, info: &str) -> Result<(), JobError> {
+    /// Writes `value` (JSON) under `id` in `registry`.
+    pub(crate) async fn register(
+        &self,
+        registry: Registry,
+        id: &str,
+        value: &str,
+    ) -> Result<(), JobError> {
         match self {
-            Self::Redis(r) => r.beat(id, info).await,
+            Self::Redis(r) => r.register(registry, id, value).await,
             Self::Memory(m) => {
-                m.beat(id, info);
+                m.register(registry, id, value);
                 Ok(())
             }
         }
     }
 
-    /// Removes workers' heartbeats.
-    pub(crate) async fn forget_workers(&self, ids: &[String]) -> Result<(), JobError> {
+    /// Removes `ids` from `registry`.
+    pub(crate) async fn unregister(
+        &self,
+        registry: Registry,
+        ids: &[String],
+    ) -> Result<(), JobError> {
         if ids.is_empty() {
             return Ok(());
         }
         match self {
-            Self::Redis(r) => r.forget_workers(ids).await,
+            Self::Redis(r) => r.unregister(registry, ids).await,
             Self::Memory(m) => {
-                m.forget_workers(ids);
+                m.unregister(registry, ids);
                 Ok(())
             }
         }
     }
 
-    /// Every worker's last heartbeat, as written.
-    pub(crate) async fn beats(&self) -> Result<Vec<String>, JobError> {
+    /// Every value of `registry`, as written.
+    pub(crate) async fn registered(&self, registry: Registry) -> Result<Vec<String>, JobError> {
         match self {
-            Self::Redis(r) => r.beats().await,
-            Self::Memory(m) => Ok(m.beats()),
+            Self::Redis(r) => r.registered(registry).await,
+            Self::Memory(m) => Ok(m.registered(registry)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use larder_core::redis::{self as r, Value};
 use larder_core::{Handle, Scope};
 
-use super::{Completion, Deleted, Fetched, Keeping, NewJob, Renewal, PURGE_BATCH};
+use super::{Completion, Deleted, Fetched, Keeping, NewJob, Registry, Renewal, PURGE_BATCH};
 use crate::error::JobError;
 use crate::inspect::{
     self, minute_of, AttemptError, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED,
@@ -892,34 +892,38 @@ impl RedisBackend {
         self.key(p, &format!("minute:{minute}"))
     }
 
-    /// The workers' heartbeats: one hash, in the first partition.
-    fn workers_key(&self) -> String {
-        self.key(0, "workers")
-    }
-
-    pub(crate) async fn beat(&self, id: &str, info: &str) -> Result<(), JobError> {
+    pub(crate) async fn register(
+        &self,
+        registry: Registry,
+        id: &str,
+        value: &str,
+    ) -> Result<(), JobError> {
         let mut cmd = r::cmd("HSET");
-        cmd.arg(self.workers_key()).arg(id).arg(info);
+        cmd.arg(self.key(0, registry.key())).arg(id).arg(value);
         self.handle
-            .query::<()>("job_worker_beat", &cmd)
+            .query::<()>("job_register", &cmd)
             .await
             .map_err(JobError::from_core)
     }
 
-    pub(crate) async fn forget_workers(&self, ids: &[String]) -> Result<(), JobError> {
+    pub(crate) async fn unregister(
+        &self,
+        registry: Registry,
+        ids: &[String],
+    ) -> Result<(), JobError> {
         let mut cmd = r::cmd("HDEL");
-        cmd.arg(self.workers_key()).arg(ids);
+        cmd.arg(self.key(0, registry.key())).arg(ids);
         self.handle
-            .query::<()>("job_worker_forget", &cmd)
+            .query::<()>("job_unregister", &cmd)
             .await
             .map_err(JobError::from_core)
     }
 
-    pub(crate) async fn beats(&self) -> Result<Vec<String>, JobError> {
+    pub(crate) async fn registered(&self, registry: Registry) -> Result<Vec<String>, JobError> {
         let mut cmd = r::cmd("HVALS");
-        cmd.arg(self.workers_key());
+        cmd.arg(self.key(0, registry.key()));
         self.handle
-            .query("job_workers", &cmd)
+            .query("job_registered", &cmd)
             .await
             .map_err(JobError::from_core)
     }
