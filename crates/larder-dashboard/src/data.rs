@@ -6,6 +6,7 @@ use larder_core::{redis, HealthReport, Tenant};
 use larder_jobs::inspect::{
     JobCounts, JobDetail, ListPage, Listing, Minute, ScheduleInfo, WorkerInfo, MINUTES_KEPT,
 };
+use larder_ratelimit::rejections::{key_hash, RejectionReport};
 use serde::Serialize;
 
 use crate::{Call, Dashboard, Reply};
@@ -180,6 +181,29 @@ pub(crate) async fn cache(d: &Dashboard) -> CacheView {
             None => None,
         },
     }
+}
+
+/// The rate-limits page: this instance's rejections of the last hour, and the hash
+/// of a key an operator looks for (`?key=`).
+#[derive(Debug, Serialize)]
+pub(crate) struct RateLimitsView {
+    #[serde(flatten)]
+    pub(crate) report: RejectionReport,
+    /// The hash of the key asked for, to find it among the top keys.
+    pub(crate) key_hash: Option<String>,
+}
+
+pub(crate) fn rate_limits(d: &Dashboard, call: &Call) -> Result<RateLimitsView, Reply> {
+    let Some(limiter) = &d.inner.limiter else {
+        return Err(Reply::json_error(404, "no rate limiter is shown here"));
+    };
+    Ok(RateLimitsView {
+        report: limiter.rejections(),
+        key_hash: call
+            .query("key")
+            .filter(|k| !k.is_empty())
+            .map(|k| key_hash(&k)),
+    })
 }
 
 /// The jobs page: counts, and one page of one listing.

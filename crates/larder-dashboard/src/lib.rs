@@ -63,6 +63,7 @@ use bytes::Bytes;
 use larder_cache::Cache;
 use larder_core::{Handle, RequestView};
 use larder_jobs::Jobs;
+use larder_ratelimit::RateLimiter;
 use larder_session::Sessions;
 use percent_encoding::percent_decode_str;
 
@@ -104,6 +105,7 @@ struct Inner {
     jobs: Option<Jobs>,
     cache: Option<Cache>,
     sessions: Option<Sessions>,
+    limiter: Option<RateLimiter>,
     redis: Option<Handle>,
 }
 
@@ -137,6 +139,7 @@ impl Dashboard {
                 jobs: None,
                 cache: None,
                 sessions: None,
+                limiter: None,
                 redis: None,
             }),
         }
@@ -196,6 +199,13 @@ impl Dashboard {
     #[must_use]
     pub fn sessions(mut self, sessions: Sessions) -> Self {
         self.inner_mut().sessions = Some(sessions);
+        self
+    }
+
+    /// Shows what this limiter rejected in the last hour (this instance's view).
+    #[must_use]
+    pub fn rate_limits(mut self, limiter: RateLimiter) -> Self {
+        self.inner_mut().limiter = Some(limiter);
         self
     }
 
@@ -281,6 +291,14 @@ impl Dashboard {
             ("GET", ["api", "overview"]) => Reply::json(200, &data::overview(self).await),
             ("GET", ["redis"]) => pages::redis(&view, &data::redis(self).await),
             ("GET", ["api", "redis"]) => Reply::json(200, &data::redis(self).await),
+            ("GET", ["rate-limits"]) => match data::rate_limits(self, &call) {
+                Ok(limits) => pages::rate_limits(&view, &limits),
+                Err(reply) => reply,
+            },
+            ("GET", ["api", "rate-limits"]) => match data::rate_limits(self, &call) {
+                Ok(limits) => Reply::json(200, &limits),
+                Err(reply) => reply,
+            },
             ("GET", ["cache-stats"]) => {
                 pages::cache(&view, &data::cache(self).await, call.query("done"))
             }

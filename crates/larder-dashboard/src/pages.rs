@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use larder_jobs::inspect::{JobDetail, Listing, Minute, ScheduleInfo, WorkerInfo};
 use maud::{html, Markup, DOCTYPE};
 
-use crate::data::{CacheView, JobsView, Overview, RedisView, SessionsView};
+use crate::data::{CacheView, JobsView, Overview, RateLimitsView, RedisView, SessionsView};
 use crate::{Reply, View};
 
 const STYLE: &str = include_str!("../assets/dashboard.css");
@@ -82,6 +82,7 @@ fn page(view: &View<'_>, title: &str, done: Option<String>, body: Markup) -> Rep
                         a href={ (base) "/" } { "Overview" }
                         a href={ (base) "/jobs" } { "Jobs" }
                         a href={ (base) "/cache-stats" } { "Cache" }
+                        a href={ (base) "/rate-limits" } { "Limits" }
                         a href={ (base) "/sessions" } { "Sessions" }
                         a href={ (base) "/redis" } { "Redis" }
                     }
@@ -399,6 +400,64 @@ fn workers(view: &View<'_>, workers: &[WorkerInfo]) -> Markup {
             }
         }
     }
+}
+
+/// `GET /rate-limits`: rejections per minute and policy over the last hour, and the
+/// keys rejected most, hashed; a form gives a key's hash to find it.
+pub(crate) fn rate_limits(view: &View<'_>, r: &RateLimitsView) -> Reply {
+    let total: u64 = r
+        .report
+        .minutes
+        .iter()
+        .flat_map(|m| m.by_policy.values())
+        .sum();
+    let body = html! {
+        section {
+            p { "What this instance rejected in the last hour: " (total) " requests. Every instance's "
+                "decisions, allowed ones too, are in Prometheus as " code { "larder_ratelimit_decisions_total" } "." }
+            h2 { "Rejected per minute" }
+            table {
+                thead { tr { th { "minute" } th { "policy" } th class="num" { "rejected" } } }
+                tbody {
+                    @for m in r.report.minutes.iter().rev() {
+                        @for (policy, n) in &m.by_policy {
+                            tr { td { (clock(m.start_ms)) } td { (policy) } td class="num" { (n) } }
+                        }
+                    }
+                    @if r.report.minutes.is_empty() {
+                        tr { td colspan="3" { "Nothing was rejected in the last hour." } }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Keys rejected most" }
+            form method="get" action={ (view.base) "/rate-limits" } class="search" {
+                label for="key" { "Find a key (an address, a user id, an API key)" }
+                input id="key" name="key" autocomplete="off";
+                button type="submit" { "Find" }
+            }
+            @if let Some(hash) = &r.key_hash {
+                p { "That key's hash is " code { (hash) } "."
+                    @if !r.report.top.iter().any(|t| &t.key_hash == hash) { " It is not among the keys below." } }
+            }
+            table {
+                thead { tr { th { "key (hashed)" } th { "policy" } th class="num" { "rejected" } th { "last" } } }
+                tbody {
+                    @for t in &r.report.top {
+                        tr aria-current=[(r.key_hash.as_ref() == Some(&t.key_hash)).then_some("true")] {
+                            td { code { (t.key_hash) } } td { (t.policy) }
+                            td class="num" { (t.rejected) } td { (clock(t.last_ms)) }
+                        }
+                    }
+                    @if r.report.top.is_empty() {
+                        tr { td colspan="4" { "None." } }
+                    }
+                }
+            }
+        }
+    };
+    page(view, "Rate limits", None, body)
 }
 
 /// The scheduler's entries: when each fires, what it enqueues where, its next

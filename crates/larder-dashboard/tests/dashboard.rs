@@ -12,6 +12,7 @@ use larder_dashboard::Dashboard;
 use larder_jobs::{
     EnqueueOptions, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
 };
+use larder_ratelimit::{Check, Policy as LimitPolicy, RateLimiter};
 use larder_session::{Identity, SessionConfig, Sessions};
 use larder_testing::{eventually, RedisServer};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -34,6 +35,7 @@ struct Site {
     jobs: Jobs,
     cache: Cache,
     sessions: Sessions,
+    limiter: RateLimiter,
     http: reqwest::Client,
 }
 
@@ -55,11 +57,13 @@ impl Site {
         let jobs = Jobs::with_config(handle.clone(), JobsConfig::default().max_retries(0));
         let cache = Cache::new(handle.clone());
         let sessions = Sessions::new(handle.clone(), SessionConfig::default());
+        let limiter = RateLimiter::new(handle.clone());
         let dashboard = Dashboard::with_token("/admin", TOKEN)
             .secure_cookie(false)
             .jobs(jobs.clone())
             .cache(cache.clone())
             .sessions(sessions.clone())
+            .rate_limits(limiter.clone())
             .redis(handle);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -92,6 +96,7 @@ impl Site {
             jobs,
             cache,
             sessions,
+            limiter,
             http,
         }
     }
@@ -533,6 +538,37 @@ on_both_frameworks!(
         assert_eq!(entry["last_job"], format!("periodic:nightly-<b>:{tick}"));
         let link = format!("/jobs/periodic:nightly-%3Cb%3E:{tick}\">PENDING</a>");
         assert!(page.contains(&link), "{link} not in the page");
+    }
+);
+
+on_both_frameworks!(
+    async fn rejected_keys_are_listed_hashed(site: &Site, _server: &mut RedisServer) {
+        let policy = LimitPolicy::new("login", "1/hour").unwrap();
+        for _ in 0..3 {
+            site.limiter
+                .check(&[Check::new(&policy, "203.0.113.7")])
+                .await;
+        }
+        site.limiter
+            .check(&[Check::new(&policy, "198.51.100.2")])
+            .await;
+        let api = site.api("/api/rate-limits?key=203.0.113.7").await;
+        assert_eq!(api["minutes"][0]["by_policy"]["login"], 2, "{api}");
+        let hash = larder_ratelimit::rejections::key_hash("203.0.113.7");
+        assert_eq!(api["top"][0]["key_hash"], hash.as_str());
+        assert_eq!(api["top"][0]["rejected"], 2);
+        assert_eq!(api["key_hash"], hash.as_str());
+        let page = site
+            .get(
+                "/rate-limits?key=203.0.113.7",
+                &[("authorization", &bearer())],
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains(&hash) && page.contains("2 requests"));
+        assert!(!page.contains("203.0.113.7"), "a key in the clear");
     }
 );
 

@@ -69,6 +69,7 @@ mod limiter;
 mod local;
 mod policy;
 pub mod quota;
+pub mod rejections;
 #[cfg(feature = "tower")]
 pub mod tower;
 

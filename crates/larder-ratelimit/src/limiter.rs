@@ -13,6 +13,7 @@ use larder_core::{Handle, Module, Scope};
 
 use crate::policy::{safe_part, FailMode, Policy, Slot};
 use crate::quota::Quota;
+use crate::rejections::{RejectionReport, Rejections};
 
 /// One policy to apply to one request: the policy, what the request is counted by
 /// (from [`Policy::key_of`], or any string for non-HTTP uses), and its cost.
@@ -209,6 +210,8 @@ struct Inner {
     scope: Scope,
     /// The module the state is kept in, for spans.
     module: Module,
+    /// What this limiter rejected in the last hour (shared by its copies).
+    rejections: Arc<Rejections>,
     /// Whether a quota's key carries its counted key as a cluster hash tag
     /// (`LARDER_HASH_TAG`).
     tagged: bool,
@@ -374,6 +377,7 @@ impl RateLimiter {
                 handle,
                 scope,
                 module: module.clone(),
+                rejections: Arc::default(),
                 tagged,
                 script: redis::Script::new(include_str!("../lua/gcra.lua")),
                 release: redis::Script::new(include_str!("../lua/release.lua")),
@@ -392,6 +396,7 @@ impl RateLimiter {
                 handle: inner.handle.clone(),
                 scope: inner.scope.clone(),
                 module: inner.module.clone(),
+                rejections: Arc::clone(&inner.rejections),
                 tagged: inner.tagged,
                 script: inner.script.clone(),
                 release: inner.release.clone(),
@@ -483,6 +488,7 @@ impl RateLimiter {
     /// known to be over its limit. `keys` are [`keys_of`](Self::keys_of)`(checks)`.
     pub(crate) fn check_locally(&self, checks: &[Check], keys: &[String]) -> Option<Decision> {
         let decision = self.check_blocked(checks, keys)?;
+        self.note(checks, &decision);
         // Settled without a round trip: a span that opens and closes at once.
         let policy = match &decision {
             Decision::Deny { reason, .. } => reason.policy(),
@@ -524,7 +530,30 @@ impl RateLimiter {
     pub(crate) async fn check_remotely(&self, checks: &[Check], keys: &[String]) -> Decision {
         let policy = checks.first().map_or("", |c| &*c.policy.name);
         let span = self.span(policy, tracing::field::Empty);
-        larder_core::trace::in_span(span, self.decide(checks, keys), Decision::outcome).await
+        let decision =
+            larder_core::trace::in_span(span, self.decide(checks, keys), Decision::outcome).await;
+        self.note(checks, &decision);
+        decision
+    }
+
+    /// Counts a rejection in [`rejections`](Self::rejections).
+    fn note(&self, checks: &[Check], decision: &Decision) {
+        if let Decision::Deny { reason, .. } = decision {
+            let policy = reason.policy();
+            if let Some(check) = checks.iter().find(|c| &*c.policy.name == policy) {
+                let now = larder_core::time::now_ms();
+                self.inner
+                    .rejections
+                    .record(&check.policy.name, &check.key, now);
+            }
+        }
+    }
+
+    /// What this limiter (and its copies) rejected in the last hour: per policy per
+    /// minute, and the keys rejected most, hashed (see [`crate::rejections`]).
+    #[must_use]
+    pub fn rejections(&self) -> RejectionReport {
+        self.inner.rejections.report(larder_core::time::now_ms())
     }
 
     /// A decision's `ratelimit.check` span ([`larder_core::trace`]): the module and a

@@ -384,6 +384,7 @@ impl Stock {
                 .jobs(jobs.clone())
                 .cache(cache.clone())
                 .sessions(sessions.clone())
+                .rate_limits(limits.limiter().clone())
                 .redis(handle.clone())
         });
         let probe = HealthProbe::new(handle.clone());
