@@ -1,5 +1,6 @@
 //! larder's admin dashboard: one place to look at and act on a service's jobs,
-//! cache and Redis, mounted in Axum or Actix-web from one implementation.
+//! cache, rate limits, sessions and Redis, mounted in Axum or Actix-web from one
+//! implementation.
 //!
 //! ```no_run
 //! # #[cfg(feature = "axum")]
@@ -28,16 +29,18 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /` | overview: job counts, cache, Redis health; updated live |
-//! | `GET /jobs?list=dead&page=0` | counts per queue and state; the delayed, running or dead jobs, paged |
-//! | `GET /jobs/{id}` | one job: arguments, attempts, last error, times, result |
-//! | `POST /jobs/{id}/revoke`, `POST /jobs/{id}/redrive` | revoke a job; send a dead one back to its queue |
+//! | `GET /jobs?list=dead&page=0` | counts per queue and state, the last hour's outcomes per minute (a chart), live workers, scheduler entries; the delayed, running or dead jobs, paged |
+//! | `GET /jobs/{id}` | one job: arguments, attempts, every failed attempt's error, times, result |
+//! | `POST /jobs/{id}/revoke`, `/redrive`, `/delete` | revoke a job; send a dead one back to its queue; delete one no worker holds |
 //! | `POST /jobs/redrive-dead` | redrive dead jobs, oldest first, at most 1,000 per request |
+//! | `POST /queues/{name}/purge` | delete every ready job of a queue |
+//! | `GET /rate-limits?key=` | this instance's rejections of the last hour per minute and policy, the keys rejected most (hashed), a key's hash |
 //! | `GET /cache-stats` | hit ratio, entries, memory, degraded look-ups |
 //! | `POST /cache-invalidate` | form fields `tenant`, `module`: drop one module's entries for one tenant |
 //! | `GET /sessions?tenant=&user=` | a user's live sessions (started, last seen, user agent, IP) |
 //! | `POST /sessions-revoke`, `POST /sessions-revoke-all` | form fields `tenant` (optional), `user`, `session`: end one, or all, of a user's sessions |
 //! | `GET /redis` | health, breaker, latency, memory, eviction policy, topology |
-//! | `GET /api/overview`, `/api/jobs`, `/api/jobs/{id}`, `/api/sessions`, `/api/redis` | the same data as JSON |
+//! | `GET /api/overview`, `/api/jobs`, `/api/jobs/{id}`, `/api/rate-limits`, `/api/sessions`, `/api/redis` | the same data as JSON |
 //! | `GET /login`, `POST /login`, `POST /logout` | browser sign-in with the admin token |
 //!
 //! # Who may use it
