@@ -12,11 +12,7 @@ end
 if f[3] and f[3] ~= '' then
   return 'RUNNING'
 end
-local queue, tenant = placement(f[2] or '')
-if queue then
-  redis.call('ZREM', base .. 'q:' .. queue .. ':t:' .. tenant, id)
-end
-redis.call('ZREM', KEYS[2], id)
+unqueue(base, id, f[2], KEYS[2])
 redis.call('ZREM', KEYS[3], id)
 redis.call('UNLINK', KEYS[1], KEYS[4])
 return 'DELETED'

@@ -125,6 +125,16 @@ local function wake(base, queue)
   redis.call('LTRIM', base .. 'q:' .. queue .. ':wake', '0', '0')
 end
 
+-- Takes job `id` out of its tenant's ready set (named by its `d` field) and out of
+-- the `delayed` set, wherever it waits.
+local function unqueue(base, id, d, delayed)
+  local queue, tenant = placement(d or '')
+  if queue then
+    redis.call('ZREM', base .. 'q:' .. queue .. ':t:' .. tenant, id)
+  end
+  redis.call('ZREM', delayed, id)
+end
+
 -- Puts job `id` on its tenant's ready set of `queue` and wakes a worker.
 local function push_ready(base, id, queue, tenant, prio, seq)
   redis.call('ZADD', base .. 'q:' .. queue .. ':t:' .. tenant, ready_score(prio, seq), id)

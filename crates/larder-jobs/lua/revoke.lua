@@ -20,11 +20,7 @@ if state == 'RECEIVED' or state == 'STARTED' then
   redis.call('HSET', KEYS[1], 'revoked', '1')
   return 'REVOKING'
 end
-local queue, tenant = placement(f[2] or '')
-if queue then
-  redis.call('ZREM', base .. 'q:' .. queue .. ':t:' .. tenant, id)
-end
-redis.call('ZREM', KEYS[2], id)
+unqueue(base, id, f[2], KEYS[2])
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished', now, 'error', 'revoked')
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('RPUSH', KEYS[3], 'REVOKED')

@@ -182,6 +182,31 @@ pub struct WorkerInfo {
     pub beat_ms: u64,
 }
 
+/// What a registry (workers, scheduler entries) holds: a value with an id, and
+/// when it was written.
+pub(crate) trait Registered: serde::de::DeserializeOwned {
+    fn id(&self) -> &str;
+    fn written_ms(&self) -> u64;
+}
+
+impl Registered for WorkerInfo {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn written_ms(&self) -> u64 {
+        self.beat_ms
+    }
+}
+
+impl Registered for ScheduleInfo {
+    fn id(&self) -> &str {
+        &self.name
+    }
+    fn written_ms(&self) -> u64 {
+        self.published_ms
+    }
+}
+
 /// How often a worker writes its [`WorkerInfo`].
 pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -12,8 +12,8 @@ use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, Keeping, NewJob, Registry};
 use crate::error::JobError;
 use crate::inspect::{
-    minute_of, JobCounts, JobDetail, ListPage, Listing, Minute, ScheduleInfo, WorkerInfo,
-    FORGET_AFTER, MINUTES_KEPT,
+    minute_of, JobCounts, JobDetail, ListPage, Listing, Minute, Registered, ScheduleInfo,
+    WorkerInfo, FORGET_AFTER, MINUTES_KEPT,
 };
 use crate::options::EnqueueOptions;
 use crate::partition;
@@ -644,22 +644,7 @@ impl Jobs {
     /// # Errors
     /// The backend's error.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, JobError> {
-        let now = crate::options::now_ms();
-        let (mut live, mut gone) = (Vec::new(), Vec::new());
-        for beat in self.inner.backend.registered(Registry::Workers).await? {
-            let Ok(info) = serde_json::from_str::<WorkerInfo>(&beat) else {
-                continue;
-            };
-            if now.saturating_sub(info.beat_ms) > ms(FORGET_AFTER) {
-                gone.push(info.id);
-            } else {
-                live.push(info);
-            }
-        }
-        self.inner
-            .backend
-            .unregister(Registry::Workers, &gone)
-            .await?;
+        let mut live: Vec<WorkerInfo> = self.registered(Registry::Workers).await?;
         live.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(a.id.cmp(&b.id)));
         Ok(live)
     }
@@ -671,28 +656,33 @@ impl Jobs {
     /// # Errors
     /// The backend's error.
     pub async fn schedule(&self) -> Result<Vec<ScheduleInfo>, JobError> {
-        let now = crate::options::now_ms();
-        let (mut live, mut gone) = (Vec::new(), Vec::new());
-        for value in self.inner.backend.registered(Registry::Schedule).await? {
-            let Ok(info) = serde_json::from_str::<ScheduleInfo>(&value) else {
-                continue;
-            };
-            if now.saturating_sub(info.published_ms) > ms(FORGET_AFTER) {
-                gone.push(info.name);
-            } else {
-                live.push(info);
-            }
-        }
-        self.inner
-            .backend
-            .unregister(Registry::Schedule, &gone)
-            .await?;
+        let mut live: Vec<ScheduleInfo> = self.registered(Registry::Schedule).await?;
         for info in &mut live {
             if let Some(id) = &info.last_job {
                 info.last_state = self.status(id).await?.map(|s| s.state);
             }
         }
         live.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(live)
+    }
+
+    /// What `registry` holds that was written within [`FORGET_AFTER`]; older
+    /// values (a killed worker's, a removed entry's) are removed, and unreadable ones
+    /// skipped.
+    async fn registered<T: Registered>(&self, registry: Registry) -> Result<Vec<T>, JobError> {
+        let now = crate::options::now_ms();
+        let (mut live, mut gone) = (Vec::new(), Vec::new());
+        for value in self.inner.backend.registered(registry).await? {
+            let Ok(entry) = serde_json::from_str::<T>(&value) else {
+                continue;
+            };
+            if now.saturating_sub(entry.written_ms()) > ms(FORGET_AFTER) {
+                gone.push(entry.id().to_owned());
+            } else {
+                live.push(entry);
+            }
+        }
+        self.inner.backend.unregister(registry, &gone).await?;
         Ok(live)
     }
 

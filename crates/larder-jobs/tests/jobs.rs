@@ -921,6 +921,17 @@ async fn revoked_stays_revoked(jobs: Jobs) {
             .await
         }
     };
+    // The record says STARTED just before the task is called: a step that kills or
+    // stops the worker waits for the call too.
+    let called = |arg: &'static str| {
+        let runs = Arc::clone(&runs);
+        async move {
+            eventually(100, Duration::from_millis(20), || async {
+                runs_of(&runs, arg) == 1
+            })
+            .await
+        }
+    };
     let revoked = |id: String| {
         let jobs = jobs.clone();
         async move {
@@ -942,6 +953,7 @@ async fn revoked_stays_revoked(jobs: Jobs) {
     let stalled = worker(false).spawn();
     let id = jobs.delay(FLAKY, &60_000).await.unwrap();
     assert!(started(id.clone()).await);
+    assert!(called("flaky-60000").await);
     assert_eq!(jobs.revoke(&id).await.unwrap(), "REVOKING");
     stalled.abort();
     let rescuer = worker(true).spawn();
@@ -950,6 +962,7 @@ async fn revoked_stays_revoked(jobs: Jobs) {
     // 3. Shutdown hands the running job back before a renewal saw the flag.
     let id = jobs.delay(FLAKY, &30_000).await.unwrap();
     assert!(started(id.clone()).await);
+    assert!(called("flaky-30000").await);
     assert_eq!(jobs.revoke(&id).await.unwrap(), "REVOKING");
     rescuer.shutdown(WAIT).await;
     revoked(id).await;

@@ -177,6 +177,28 @@ pub async fn primary_failover<C: Client>(app: &C, redis: &mut Redis) -> Duration
     worst
 }
 
+/// Logs alice in (her password is her name): the reply, asserted 200.
+async fn log_in_alice<C: Client>(app: &C) -> Got {
+    let login = app
+        .send(
+            "POST",
+            "/login",
+            &[],
+            r#"{"username":"alice","password":"alice"}"#,
+        )
+        .await;
+    assert_eq!(login.status, 200, "{login:?}");
+    login
+}
+
+/// The `Cookie` header value that sends `reply`'s session back.
+fn session_of(reply: &Got) -> String {
+    format!(
+        "stock_session={}",
+        reply.session_cookie().expect("a session cookie")
+    )
+}
+
 const T1: [(&str, &str); 1] = [("x-tenant-id", "1")];
 /// One unit of tenant 1's first product at 1.00: a write that invalidates the
 /// balance.
@@ -356,19 +378,7 @@ pub async fn sessions_jobs_admin<C: Client>(app: &C) {
         )
         .await;
     assert_eq!(bad.status, 401);
-    let ok = app
-        .send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"alice","password":"alice"}"#,
-        )
-        .await;
-    assert_eq!(ok.status, 200, "{ok:?}");
-    let cookie = format!(
-        "stock_session={}",
-        ok.session_cookie().expect("a session cookie")
-    );
+    let cookie = session_of(&log_in_alice(app).await);
     let with = [("cookie", cookie.as_str())];
     assert_eq!(app.send("GET", "/me", &with, "").await.json()["tenant"], 1);
     assert_eq!(app.send("GET", "/me", &[], "").await.status, 401);
@@ -594,17 +604,9 @@ pub async fn spans<C: Client>(app: &C, spans: &larder_testing::spans::Spans) {
     for _ in 0..2 {
         assert_eq!(app.send("GET", "/balance", &tenant, "").await.status, 200);
     }
-    let login = app
-        .send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"alice","password":"alice"}"#,
-        )
-        .await;
-    assert_eq!(login.status, 200, "{login:?}");
+    let login = log_in_alice(app).await;
     let id = login.session_cookie().expect("a session cookie");
-    let cookie = format!("stock_session={id}");
+    let cookie = session_of(&login);
     let with = [("cookie", cookie.as_str())];
     assert_eq!(app.send("GET", "/me", &with, "").await.status, 200);
     let job = app.send("POST", "/reports/daily", &with, "").await;
@@ -687,16 +689,7 @@ pub async fn cache_admin_touches_only_the_cache<C: Client>(
     start_worker: impl FnOnce(),
 ) {
     let auth = ("authorization", "Bearer admin-secret");
-    let login = app
-        .send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"alice","password":"alice"}"#,
-        )
-        .await;
-    assert_eq!(login.status, 200, "{login:?}");
-    let cookie = format!("stock_session={}", login.session_cookie().unwrap());
+    let cookie = session_of(&log_in_alice(app).await);
     let with = [("cookie", cookie.as_str())];
     let job = app.send("POST", "/reports/daily", &with, "").await;
     assert_eq!(job.status, 202, "{job:?}");
@@ -1013,15 +1006,7 @@ pub async fn tenant_from_the_session_only<C: Client>(app: &C) {
     let sale = app.send("POST", "/sales", &T1, ONE_SALE).await;
     assert_eq!(sale.status, 401, "{sale:?}");
 
-    let login = app
-        .send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"alice","password":"alice"}"#,
-        )
-        .await;
-    assert_eq!(login.status, 200, "{login:?}");
+    let login = log_in_alice(app).await;
     let set_cookie = login
         .headers
         .iter()
@@ -1029,7 +1014,7 @@ pub async fn tenant_from_the_session_only<C: Client>(app: &C) {
         .map(|(_, v)| v.clone())
         .unwrap();
     assert!(set_cookie.contains("Secure"), "{set_cookie}");
-    let cookie = format!("stock_session={}", login.session_cookie().unwrap());
+    let cookie = session_of(&login);
     let mine = app
         .send("GET", BALANCE, &[("cookie", cookie.as_str())], "")
         .await;
