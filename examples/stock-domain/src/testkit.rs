@@ -162,31 +162,22 @@ pub async fn primary_failover<C: Client>(app: &C, redis: &mut Redis) -> Duration
     // bounded by the 200 ms deadline; the origin is a local SQLite query.
     assert!(worst < Duration::from_secs(1), "slowest request {worst:?}");
     let logged_in = eventually(100, Duration::from_millis(100), || async {
-        app.send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"alice","password":"alice"}"#,
-        )
-        .await
-        .status
-            == 200
+        log_in(app, "alice", "alice").await.status == 200
     })
     .await;
     assert!(logged_in, "logins work again after the failover");
     worst
 }
 
+/// `POST /login` as `user` with `password`: the reply, whatever it is.
+async fn log_in<C: Client>(app: &C, user: &str, password: &str) -> Got {
+    let body = serde_json::json!({ "username": user, "password": password });
+    app.send("POST", "/login", &[], &body.to_string()).await
+}
+
 /// Logs alice in (her password is her name): the reply, asserted 200.
 async fn log_in_alice<C: Client>(app: &C) -> Got {
-    let login = app
-        .send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"alice","password":"alice"}"#,
-        )
-        .await;
+    let login = log_in(app, "alice", "alice").await;
     assert_eq!(login.status, 200, "{login:?}");
     login
 }
@@ -369,14 +360,7 @@ pub async fn redis_outage_and_recovery<C: Client>(app: &C, redis: &mut RedisServ
 /// Login, session tenant, logout, logout-all, the login rate limit, admin auth, and
 /// the report job.
 pub async fn sessions_jobs_admin<C: Client>(app: &C) {
-    let bad = app
-        .send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"alice","password":"wrong"}"#,
-        )
-        .await;
+    let bad = log_in(app, "alice", "wrong").await;
     assert_eq!(bad.status, 401);
     let cookie = session_of(&log_in_alice(app).await);
     let with = [("cookie", cookie.as_str())];
@@ -434,15 +418,7 @@ pub async fn sessions_jobs_admin<C: Client>(app: &C) {
     // Login is limited to 5/minute per IP (one used above, one failed).
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        statuses.push(
-            app.send(
-                "POST",
-                "/login",
-                &[],
-                r#"{"username":"bob","password":"bob"}"#,
-            )
-            .await,
-        );
+        statuses.push(log_in(app, "bob", "bob").await);
     }
     let limited = statuses.last().unwrap();
     assert_eq!(
@@ -892,14 +868,7 @@ pub async fn requests_cannot_grow_redis_for_good<C: Client>(app: &C, redis: &Red
         Some("HIT")
     );
     let _ = app.send("POST", "/sales", &T1, ONE_SALE).await;
-    let login = app
-        .send(
-            "POST",
-            "/login",
-            &[],
-            r#"{"username":"bob","password":"bob"}"#,
-        )
-        .await;
+    let login = log_in(app, "bob", "bob").await;
     assert_eq!(login.status, 200);
 
     let all = redis.command(&["KEYS", "stock:*"]);
