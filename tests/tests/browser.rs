@@ -254,7 +254,7 @@ async fn dashboard_in_a_browser(framework: Framework) {
         let browser = browser.clone();
         async move {
             browser
-                .find(Locator::Css(&format!("[data-live='{path}']")))
+                .find(Locator::Css(&format!("[data-figure='{path}']")))
                 .await
                 .unwrap()
                 .text()
@@ -266,6 +266,19 @@ async fn dashboard_in_a_browser(framework: Framework) {
     snap(&browser, framework, "overview").await;
 
     // Live: a job enqueued now shows up without a reload.
+    let reloaded = || {
+        let browser = browser.clone();
+        async move {
+            browser
+                .execute("return window.notReloaded !== true", vec![])
+                .await
+                .unwrap()
+        }
+    };
+    browser
+        .execute("window.notReloaded = true", vec![])
+        .await
+        .unwrap();
     let before: u64 = figure("jobs.queued_total").await.parse().unwrap();
     jobs.enqueue(DOOMED, &"later".to_owned(), parked())
         .await
@@ -279,6 +292,7 @@ async fn dashboard_in_a_browser(framework: Framework) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(now, before + 1, "the overview did not update by itself");
+    assert_eq!(reloaded().await, Value::Bool(false));
 
     // The dead letters, the dead job's page, and its redrive.
     browser
@@ -321,10 +335,44 @@ async fn dashboard_in_a_browser(framework: Framework) {
     );
     snap(&browser, framework, "job-revoked").await;
 
+    // Every page is live: a job revoked elsewhere shows as revoked on its open page.
+    let watched = jobs
+        .enqueue(DOOMED, &"watched".to_owned(), parked())
+        .await
+        .unwrap();
+    browser
+        .goto(&app.url(&format!("/admin/jobs/{watched}")))
+        .await
+        .unwrap();
+    browser
+        .execute("window.notReloaded = true", vec![])
+        .await
+        .unwrap();
+    assert_eq!(figure("job.state").await, "PENDING");
+    jobs.revoke(&watched).await.unwrap();
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = figure("job.state").await;
+        if state == "REVOKED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "REVOKED", "the job's page did not update by itself");
+    assert_eq!(reloaded().await, Value::Bool(false));
+
     // The cache and Redis pages, with real figures.
     browser.goto(&app.url("/admin/cache-stats")).await.unwrap();
     assert_eq!(h1(&browser).await, "Cache");
     type_into(&browser, Locator::Id("tenant"), "1").await;
+    // What the user typed outlives the page's refreshes (every 5 s), focused or not.
+    browser
+        .execute("document.activeElement.blur()", vec![])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let typed = browser.find(Locator::Id("tenant")).await.unwrap();
+    assert_eq!(typed.prop("value").await.unwrap().as_deref(), Some("1"));
     type_into(&browser, Locator::Id("module"), "balance").await;
     click(&browser, Locator::XPath("//button[text()='Invalidate']")).await;
     confirm(&browser, "Drop every cached entry").await;

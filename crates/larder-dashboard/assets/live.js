@@ -1,39 +1,47 @@
-// larder dashboard: keeps the figures marked data-live current (polling the
-// overview every 3 seconds, same origin, with the sign-in cookie) and asks for
+// larder dashboard: keeps every page current without a reload, and asks for
 // confirmation before the actions marked data-confirm. No build step, no library.
+//
+// Every 5 seconds while the tab is visible, the page asks the server for itself
+// again (same origin, with the sign-in cookie) and puts the new content of its
+// live part (#live) in place of the old. The part is left alone while the user
+// is busy in it: a field with focus or with something typed, or text selected.
 "use strict";
 
-function lookup(data, path) {
-  return path.split(".").reduce((v, k) => (v == null ? undefined : v[k]), data);
-}
+const EVERY_MS = 5000;
 
-function show(el, value) {
-  if (value === undefined || value === null) return;
-  if (el.dataset.format === "percent") {
-    el.textContent = (Number(value) * 100).toFixed(1) + " %";
-  } else {
-    el.textContent = value;
+function busy(region) {
+  const active = document.activeElement;
+  if (active && active !== document.body && region.contains(active) && active.matches("input, select, textarea")) return true;
+  for (const field of region.querySelectorAll("input, textarea")) {
+    if (field.type !== "hidden" && field.value !== field.defaultValue) return true;
   }
+  const selection = window.getSelection();
+  return Boolean(selection && !selection.isCollapsed && region.contains(selection.anchorNode));
 }
 
-async function refresh(base) {
+async function refresh() {
+  const region = document.getElementById("live");
+  if (!region || document.hidden || busy(region)) return;
+  // The flash of the last action is outside #live; ask without it.
+  const url = new URL(window.location.href);
+  url.searchParams.delete("done");
   try {
-    const res = await fetch(base + "/api/overview", { credentials: "same-origin", headers: { accept: "application/json" } });
-    if (!res.ok) return;
-    const data = await res.json();
-    if (data.jobs) data.jobs.queued_total = Object.values(data.jobs.queued).reduce((a, b) => a + b, 0);
-    for (const el of document.querySelectorAll("[data-live]")) show(el, lookup(data, el.dataset.live));
+    const res = await fetch(url, { credentials: "same-origin", headers: { accept: "text/html" } });
+    // Signed out meanwhile (the sign-in page), or an error: keep what is shown.
+    if (!res.ok || res.redirected) return;
+    const fresh = new DOMParser().parseFromString(await res.text(), "text/html").getElementById("live");
+    if (fresh && !busy(region)) region.replaceChildren(...fresh.childNodes);
   } catch (_) {
     // The next poll tries again; the page keeps its last figures.
   }
 }
 
+// On the document, so that forms put in place by a refresh ask too.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+});
+
 document.addEventListener("DOMContentLoaded", () => {
-  const base = document.body.dataset.base || "";
-  for (const form of document.querySelectorAll("form[data-confirm]")) {
-    form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-    });
-  }
-  if (document.querySelector("[data-live]")) setInterval(() => refresh(base), 3000);
+  if (document.getElementById("live")) setInterval(refresh, EVERY_MS);
 });

@@ -6,7 +6,7 @@ use larder_core::{redis, HealthReport, Tenant};
 use larder_jobs::inspect::{
     JobCounts, JobDetail, ListPage, Listing, Minute, ScheduleInfo, WorkerInfo, MINUTES_KEPT,
 };
-use larder_ratelimit::rejections::{key_hash, RejectionReport};
+use larder_ratelimit::activity::{key_hash, Activity};
 use serde::Serialize;
 
 use crate::{Call, Dashboard, Reply};
@@ -183,12 +183,12 @@ pub(crate) async fn cache(d: &Dashboard) -> CacheView {
     }
 }
 
-/// The rate-limits page: this instance's rejections of the last hour, and the hash
+/// The rate-limits page: this instance's decisions of the last hour, and the hash
 /// of a key an operator looks for (`?key=`).
 #[derive(Debug, Serialize)]
 pub(crate) struct RateLimitsView {
     #[serde(flatten)]
-    pub(crate) report: RejectionReport,
+    pub(crate) report: Activity,
     /// The hash of the key asked for, to find it among the top keys.
     pub(crate) key_hash: Option<String>,
 }
@@ -198,7 +198,7 @@ pub(crate) fn rate_limits(d: &Dashboard, call: &Call) -> Result<RateLimitsView, 
         return Err(Reply::json_error(404, "no rate limiter is shown here"));
     };
     Ok(RateLimitsView {
-        report: limiter.rejections(),
+        report: limiter.activity(),
         key_hash: call
             .query("key")
             .filter(|k| !k.is_empty())

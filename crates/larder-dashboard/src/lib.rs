@@ -34,7 +34,7 @@
 //! | `POST /jobs/{id}/revoke`, `/redrive`, `/delete` | revoke a job; send a dead one back to its queue; delete one no worker holds |
 //! | `POST /jobs/redrive-dead` | redrive dead jobs, oldest first, at most 1,000 per request |
 //! | `POST /queues/{name}/purge` | delete every ready job of a queue |
-//! | `GET /rate-limits?key=` | this instance's rejections of the last hour per minute and policy, the keys rejected most (hashed), a key's hash |
+//! | `GET /rate-limits?key=` | this instance's admissions and rejections of the last hour per minute and policy (charts), the keys rejected most (hashed), a key's hash |
 //! | `GET /cache-stats` | hit ratio, entries, memory, degraded look-ups |
 //! | `POST /cache-invalidate` | form fields `tenant`, `module`: drop one module's entries for one tenant |
 //! | `GET /sessions?tenant=&user=` | a user's live sessions (started, last seen, user agent, IP) |

@@ -1,8 +1,10 @@
 //! The pages, rendered on the server with `maud` (which escapes every value it
 //! writes: a job's arguments or error, a tenant id, can never become markup).
 //! One style sheet and one small script (`assets/`) come with them; the script
-//! only refreshes the figures marked `data-live` from `api/overview`.
+//! keeps each page's live part (`#live`: everything below the title and the last
+//! action's flash) current by asking for the page again every few seconds.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use larder_jobs::inspect::{JobDetail, Listing, Minute, ScheduleInfo, WorkerInfo};
@@ -52,8 +54,8 @@ pub(crate) fn query_value(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// Every page's `<head>`: the style sheet and the live-figures script (which does
-/// nothing on a page without live figures, such as the sign-in page).
+/// Every page's `<head>`: the style sheet and the live-page script (which does
+/// nothing on a page without a live part, such as the sign-in page).
 fn head(base: &str, title: &str) -> Markup {
     html! {
         head {
@@ -98,7 +100,7 @@ fn page(view: &View<'_>, title: &str, done: Option<String>, body: Markup) -> Rep
                     @if let Some(done) = done {
                         p class="flash" role="status" { (done) }
                     }
-                    (body)
+                    div id="live" { (body) }
                 }
             }
         }
@@ -150,8 +152,9 @@ pub(crate) fn login(base: &str, problem: Option<&str>) -> Reply {
     Reply::html(200, markup)
 }
 
-fn count(path: &str, value: u64) -> Markup {
-    html! { span class="figure" data-live=(path) { (value) } }
+/// A figure, named (`data-figure`) for tests and scripts that read the page.
+fn count(name: &str, value: u64) -> Markup {
+    html! { span class="figure" data-figure=(name) { (value) } }
 }
 
 /// `GET /`.
@@ -176,7 +179,7 @@ pub(crate) fn overview(view: &View<'_>, o: &Overview) -> Reply {
                 div class="card" {
                     h2 { a href={ (view.base) "/cache-stats" } { "Cache" } }
                     dl {
-                        dt { "hit ratio" } dd { span class="figure" data-live="cache.hit_ratio" data-format="percent" { (percent(stats.hit_ratio)) } }
+                        dt { "hit ratio" } dd { span class="figure" data-figure="cache.hit_ratio" { (percent(stats.hit_ratio)) } }
                         dt { "hits" } dd { (count("cache.hits", stats.hits)) }
                         dt { "misses" } dd { (count("cache.misses", stats.misses)) }
                         dt { "degraded" } dd { (count("cache.degraded", stats.degraded)) }
@@ -204,11 +207,11 @@ fn health_list(h: &larder_core::HealthReport) -> Markup {
     };
     html! {
         dl {
-            dt { "status" } dd { span data-live="health.status" class={ "state " (text("status")) } { (text("status")) } }
-            dt { "redis" } dd { span data-live="health.redis" { (text("redis")) } }
-            dt { "breaker" } dd { span data-live="health.breaker" { (text("breaker")) } }
+            dt { "status" } dd { span data-figure="health.status" class={ "state " (text("status")) } { (text("status")) } }
+            dt { "redis" } dd { span data-figure="health.redis" { (text("redis")) } }
+            dt { "breaker" } dd { span data-figure="health.breaker" { (text("breaker")) } }
             dt { "latency" } dd {
-                span data-live="health.latency_ms" { (h.latency_ms.map(|l| l.to_string()).unwrap_or_else(|| "–".into())) }
+                span data-figure="health.latency_ms" { (h.latency_ms.map(|l| l.to_string()).unwrap_or_else(|| "–".into())) }
                 " ms"
             }
         }
@@ -250,7 +253,7 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
         }
         section {
             h2 { "Last hour" }
-            (chart(&j.last_hour))
+            (outcomes_chart(&j.last_hour))
         }
         section {
             h2 { "Workers" }
@@ -310,53 +313,94 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
     page(view, "Jobs", done, body)
 }
 
-/// The last hour's outcomes as a bar per minute (succeeded, retried, then failed
-/// and revoked, stacked), in SVG drawn here: no script, no chart library. Each bar
-/// says its figures on hover; the totals are written out below for screen readers
-/// and phones.
-fn chart(minutes: &[Minute]) -> Markup {
+/// One minute of a [`chart`]: its start and its counts, each with the class it is
+/// drawn in (`ok`, `retried`, `bad`) and what it counts.
+struct Bar {
+    start_ms: u64,
+    parts: Vec<(&'static str, &'static str, u64)>,
+}
+
+/// A bar per minute with its counts stacked, in SVG drawn here: no script, no
+/// chart library. Each bar says its figures on hover; the totals are written out
+/// below for screen readers and phones.
+fn chart(label: &str, bars: &[Bar]) -> Markup {
     const WIDTH: u64 = 10;
-    const HEIGHT: u64 = 100;
-    let total = |m: &Minute| m.succeeded + m.retried + m.failed + m.revoked;
-    let top = minutes.iter().map(total).max().unwrap_or(0);
-    let scaled = |n: u64| n * HEIGHT / top.max(1);
-    let sum = |f: fn(&Minute) -> u64| minutes.iter().map(f).sum::<u64>();
-    let width = WIDTH * minutes.len() as u64;
+    let total = |b: &Bar| b.parts.iter().map(|p| p.2).sum::<u64>();
+    let top = bars.iter().map(total).max().unwrap_or(0);
+    let width = WIDTH * bars.len() as u64;
+    // The totals per kind, in the order the bars stack them.
+    let mut totals: Vec<(&str, &str, u64)> = Vec::new();
+    for (class, what, n) in bars.iter().flat_map(|b| &b.parts) {
+        match totals.iter_mut().find(|t| t.1 == *what) {
+            Some(t) => t.2 += n,
+            None => totals.push((class, what, *n)),
+        }
+    }
     html! {
-        svg class="chart" viewBox={ "0 0 " (width) " " (HEIGHT) } preserveAspectRatio="none"
-            role="img" aria-label="Outcomes per minute over the last hour" {
-            @for (i, m) in minutes.iter().enumerate() {
+        svg class="chart" viewBox={ "0 0 " (width) " " (CHART_HEIGHT) } preserveAspectRatio="none"
+            role="img" aria-label=(label) {
+            @for (i, bar) in bars.iter().enumerate() {
                 @let x = i as u64 * WIDTH;
-                @let ok = scaled(m.succeeded);
-                @let retried = scaled(m.retried);
-                @let bad = scaled(m.failed + m.revoked);
                 g {
                     title {
-                        (clock(m.start_ms)) ": " (m.succeeded) " succeeded, " (m.retried)
-                        " retried, " (m.failed) " failed, " (m.revoked) " revoked"
+                        (clock(bar.start_ms)) ":"
+                        @for (n, (_, what, count)) in bar.parts.iter().enumerate() {
+                            @if n > 0 { "," } " " (count) " " (what)
+                        }
                     }
                     // The whole minute, so that its figures show on hover when it is
-                    // empty; then a bar per kind of outcome that happened.
-                    rect class="minute" x=(x) y="0" width=(WIDTH) height=(HEIGHT) {}
-                    @for (class, y, h) in [
-                        ("ok", HEIGHT - ok, ok),
-                        ("retried", HEIGHT - ok - retried, retried),
-                        ("bad", HEIGHT - ok - retried - bad, bad),
-                    ] {
-                        @if h > 0 {
-                            rect class=(class) x=(x) y=(y) width=(WIDTH - 1) height=(h) {}
-                        }
+                    // empty; then a bar per count that is not zero, bottom up.
+                    rect class="minute" x=(x) y="0" width=(WIDTH) height=(CHART_HEIGHT) {}
+                    @for (class, y, h) in stacked(bar, top) {
+                        rect class=(class) x=(x) y=(y) width=(WIDTH - 1) height=(h) {}
                     }
                 }
             }
         }
         p class="legend" {
-            span class="ok" { (sum(|m| m.succeeded)) " succeeded" } ", "
-            span class="retried" { (sum(|m| m.retried)) " retried" } ", "
-            span class="bad" { (sum(|m| m.failed)) " failed" } ", "
-            (sum(|m| m.revoked)) " revoked; the busiest minute had " (top) "."
+            @for (n, (class, what, count)) in totals.iter().enumerate() {
+                @if n > 0 { ", " }
+                span class=(class) { (count) " " (what) }
+            }
+            "; the busiest minute had " (top) "."
         }
     }
+}
+
+/// A chart's height in its own units (its bars are scaled to it).
+const CHART_HEIGHT: u64 = 100;
+
+/// A bar's rectangles, bottom up, as class, top edge and height, scaled so that
+/// `top` fills the chart; counts too small to show are left out.
+fn stacked(bar: &Bar, top: u64) -> Vec<(&'static str, u64, u64)> {
+    let mut y = CHART_HEIGHT;
+    bar.parts
+        .iter()
+        .filter_map(|&(class, _, n)| {
+            let h = n * CHART_HEIGHT / top.max(1);
+            (h > 0).then(|| {
+                y -= h;
+                (class, y, h)
+            })
+        })
+        .collect()
+}
+
+/// The last hour of job outcomes as a [`chart`].
+fn outcomes_chart(minutes: &[Minute]) -> Markup {
+    let bars: Vec<Bar> = minutes
+        .iter()
+        .map(|m| Bar {
+            start_ms: m.start_ms,
+            parts: vec![
+                ("ok", "succeeded", m.succeeded),
+                ("retried", "retried", m.retried),
+                ("bad", "failed", m.failed),
+                ("bad", "revoked", m.revoked),
+            ],
+        })
+        .collect();
+    chart("Outcomes per minute over the last hour", &bars)
 }
 
 /// A minute's start as `HH:MM UTC`.
@@ -402,32 +446,40 @@ fn workers(view: &View<'_>, workers: &[WorkerInfo]) -> Markup {
     }
 }
 
-/// `GET /rate-limits`: rejections per minute and policy over the last hour, and the
-/// keys rejected most, hashed; a form gives a key's hash to find it.
+/// `GET /rate-limits`: each policy's admissions and rejections per minute over the
+/// last hour, and the keys rejected most, hashed; a form gives a key's hash to find
+/// it.
 pub(crate) fn rate_limits(view: &View<'_>, r: &RateLimitsView) -> Reply {
-    let total: u64 = r
+    let counts = r.report.minutes.iter().flat_map(|m| m.by_policy.values());
+    let (allowed, rejected) = counts.fold((0, 0), |(a, b), c| (a + c.allowed, b + c.rejected));
+    let policies: BTreeSet<&String> = r
         .report
         .minutes
         .iter()
-        .flat_map(|m| m.by_policy.values())
-        .sum();
+        .flat_map(|m| m.by_policy.keys())
+        .collect();
+    let now_minute = larder_core::time::now_ms() / 60_000;
     let body = html! {
         section {
-            p { "What this instance rejected in the last hour: " (total) " requests. Every instance's "
-                "decisions, allowed ones too, are in Prometheus as " code { "larder_ratelimit_decisions_total" } "." }
-            h2 { "Rejected per minute" }
-            table {
-                thead { tr { th { "minute" } th { "policy" } th class="num" { "rejected" } } }
-                tbody {
-                    @for m in r.report.minutes.iter().rev() {
-                        @for (policy, n) in &m.by_policy {
-                            tr { td { (clock(m.start_ms)) } td { (policy) } td class="num" { (n) } }
-                        }
-                    }
-                    @if r.report.minutes.is_empty() {
-                        tr { td colspan="3" { "Nothing was rejected in the last hour." } }
-                    }
-                }
+            p { "In the last hour, this instance admitted " (allowed) " requests and rejected "
+                (rejected) ". Every instance's decisions are in Prometheus as "
+                code { "larder_ratelimit_decisions_total" } "." }
+            @for policy in &policies {
+                h2 { "Policy " code { (policy) } }
+                @let bars: Vec<Bar> = (now_minute.saturating_sub(59)..=now_minute)
+                    .map(|minute| {
+                        let c = r.report.minutes.iter()
+                            .find(|m| m.start_ms / 60_000 == minute)
+                            .and_then(|m| m.by_policy.get(*policy))
+                            .copied()
+                            .unwrap_or_default();
+                        Bar { start_ms: minute * 60_000, parts: vec![("ok", "allowed", c.allowed), ("bad", "rejected", c.rejected)] }
+                    })
+                    .collect();
+                (chart(&format!("Requests per minute of policy {policy} over the last hour"), &bars))
+            }
+            @if policies.is_empty() {
+                p { "No request was checked in the last hour." }
             }
         }
         section {
@@ -540,7 +592,7 @@ pub(crate) fn job(
         dl class="detail" {
             dt { "id" } dd { code { (id) } }
             dt { "task" } dd { code { (s.task) } }
-            dt { "state" } dd { span class={ "state " (s.state.as_str().to_lowercase()) } { (s.state.as_str()) } }
+            dt { "state" } dd { span class={ "state " (s.state.as_str().to_lowercase()) } data-figure="job.state" { (s.state.as_str()) } }
             dt { "queue" } dd { (j.queue) }
             dt { "tenant" } dd { (s.tenant.as_deref().unwrap_or("–")) }
             dt { "attempts" } dd { (s.attempts) " of " (j.max_retries + 1) }
@@ -614,7 +666,7 @@ pub(crate) fn cache(view: &View<'_>, c: &CacheView, done: Option<String>) -> Rep
                     div class="card" {
                         h2 { "Look-ups (this instance)" }
                         dl {
-                            dt { "hit ratio" } dd { span data-live="cache.hit_ratio" data-format="percent" { (percent(s.hit_ratio)) } }
+                            dt { "hit ratio" } dd { span data-figure="cache.hit_ratio" { (percent(s.hit_ratio)) } }
                             dt { "hits" } dd { (count("cache.hits", s.hits)) }
                             dt { "misses" } dd { (count("cache.misses", s.misses)) }
                             dt { "stale serves" } dd { (count("cache.stale", s.stale)) }

@@ -61,6 +61,7 @@
 //!
 //! [larder]: https://docs.rs/larder
 
+pub mod activity;
 #[cfg(feature = "actix")]
 pub mod actix;
 pub mod http;
@@ -69,7 +70,6 @@ mod limiter;
 mod local;
 mod policy;
 pub mod quota;
-pub mod rejections;
 #[cfg(feature = "tower")]
 pub mod tower;
 

@@ -11,9 +11,9 @@ use larder_core::metrics as m;
 use larder_core::redis;
 use larder_core::{Handle, Module, Scope};
 
+use crate::activity::{Activity, Decisions};
 use crate::policy::{safe_part, FailMode, Policy, Slot};
 use crate::quota::Quota;
-use crate::rejections::{RejectionReport, Rejections};
 
 /// One policy to apply to one request: the policy, what the request is counted by
 /// (from [`Policy::key_of`], or any string for non-HTTP uses), and its cost.
@@ -211,7 +211,7 @@ struct Inner {
     /// The module the state is kept in, for spans.
     module: Module,
     /// What this limiter rejected in the last hour (shared by its copies).
-    rejections: Arc<Rejections>,
+    decisions: Arc<Decisions>,
     /// Whether a quota's key carries its counted key as a cluster hash tag
     /// (`LARDER_HASH_TAG`).
     tagged: bool,
@@ -377,7 +377,7 @@ impl RateLimiter {
                 handle,
                 scope,
                 module: module.clone(),
-                rejections: Arc::default(),
+                decisions: Arc::default(),
                 tagged,
                 script: redis::Script::new(include_str!("../lua/gcra.lua")),
                 release: redis::Script::new(include_str!("../lua/release.lua")),
@@ -396,7 +396,7 @@ impl RateLimiter {
                 handle: inner.handle.clone(),
                 scope: inner.scope.clone(),
                 module: inner.module.clone(),
-                rejections: Arc::clone(&inner.rejections),
+                decisions: Arc::clone(&inner.decisions),
                 tagged: inner.tagged,
                 script: inner.script.clone(),
                 release: inner.release.clone(),
@@ -536,24 +536,32 @@ impl RateLimiter {
         decision
     }
 
-    /// Counts a rejection in [`rejections`](Self::rejections).
+    /// Counts a decision in [`activity`](Self::activity): an admission for every
+    /// policy checked, a rejection for the one that rejected.
     fn note(&self, checks: &[Check], decision: &Decision) {
-        if let Decision::Deny { reason, .. } = decision {
-            let policy = reason.policy();
-            if let Some(check) = checks.iter().find(|c| &*c.policy.name == policy) {
-                let now = larder_core::time::now_ms();
-                self.inner
-                    .rejections
-                    .record(&check.policy.name, &check.key, now);
+        let now = larder_core::time::now_ms();
+        match decision {
+            Decision::Allow { .. } => {
+                let policies = checks.iter().map(|c| &c.policy.name);
+                self.inner.decisions.allowed(policies, now);
+            }
+            Decision::Deny { reason, .. } => {
+                let policy = reason.policy();
+                if let Some(check) = checks.iter().find(|c| &*c.policy.name == policy) {
+                    self.inner
+                        .decisions
+                        .rejected(&check.policy.name, &check.key, now);
+                }
             }
         }
     }
 
-    /// What this limiter (and its copies) rejected in the last hour: per policy per
-    /// minute, and the keys rejected most, hashed (see [`crate::rejections`]).
+    /// What this limiter (and its copies) decided in the last hour: admissions and
+    /// rejections per policy per minute, and the keys rejected most, hashed (see
+    /// [`crate::activity`]).
     #[must_use]
-    pub fn rejections(&self) -> RejectionReport {
-        self.inner.rejections.report(larder_core::time::now_ms())
+    pub fn activity(&self) -> Activity {
+        self.inner.decisions.report(larder_core::time::now_ms())
     }
 
     /// A decision's `ratelimit.check` span ([`larder_core::trace`]): the module and a

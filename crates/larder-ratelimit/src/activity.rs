@@ -1,8 +1,9 @@
-//! The rejections one limiter made over the last hour, for the dashboard: how many
-//! per policy per minute, and the keys rejected most. Kept in process (one
-//! instance's view: Prometheus's `larder_ratelimit_decisions_total` has every
-//! instance's decisions by policy), and only for rejections, so an admitted
-//! request pays nothing for it.
+//! What one limiter decided over the last hour, for the dashboard: how many
+//! requests each policy admitted and rejected per minute, and the keys rejected
+//! most. Kept in process (one instance's view: Prometheus's
+//! `larder_ratelimit_decisions_total` has every instance's decisions by policy).
+//! An admitted request adds one to its minute's count; only a rejection hashes its
+//! key.
 //!
 //! Keys are kept hashed (SHA-256, the first 16 bytes in hex): a counted key may be
 //! an API key or a client's address. [`key_hash`] gives a key's hash, to find it in
@@ -29,22 +30,31 @@ pub fn key_hash(key: &str) -> String {
     digest(key.as_bytes())
 }
 
-/// What a limiter rejected in the last hour ([`crate::RateLimiter::rejections`]).
+/// What a limiter decided in the last hour ([`crate::RateLimiter::activity`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RejectionReport {
-    /// Each minute of the last hour with a rejection, oldest first.
-    pub minutes: Vec<RejectedMinute>,
+pub struct Activity {
+    /// Each minute of the last hour with a decision, oldest first.
+    pub minutes: Vec<ActivityMinute>,
     /// The keys rejected most in the last hour, most first.
     pub top: Vec<TopKey>,
 }
 
-/// Rejections in one minute.
+/// Decisions in one minute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RejectedMinute {
+pub struct ActivityMinute {
     /// The minute's start, ms since the epoch.
     pub start_ms: u64,
-    /// Rejections by policy.
-    pub by_policy: BTreeMap<String, u64>,
+    /// Decisions by policy.
+    pub by_policy: BTreeMap<String, PolicyCounts>,
+}
+
+/// One policy's decisions in a minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyCounts {
+    /// Requests it admitted (a request rejected by another policy is not counted).
+    pub allowed: u64,
+    /// Requests it rejected.
+    pub rejected: u64,
 }
 
 /// A key rejected often.
@@ -61,37 +71,37 @@ pub struct TopKey {
 }
 
 #[derive(Default)]
-pub(crate) struct Rejections(Mutex<State>);
+pub(crate) struct Decisions(Mutex<State>);
 
 #[derive(Default)]
 struct State {
-    /// Minute number and rejections by policy, oldest first.
-    minutes: VecDeque<(u64, BTreeMap<Arc<str>, u64>)>,
+    /// Minute number and decisions by policy, oldest first.
+    minutes: VecDeque<(u64, BTreeMap<Arc<str>, PolicyCounts>)>,
     /// By policy and key hash: rejections and the last one's minute.
     keys: HashMap<(Arc<str>, String), (u64, u64)>,
     /// The minute keys older than the hour were last dropped in.
     pruned: u64,
 }
 
-impl Rejections {
+impl Decisions {
+    /// Counts a request `policies` admitted at `now_ms`.
+    pub(crate) fn allowed<'a>(&self, policies: impl Iterator<Item = &'a Arc<str>>, now_ms: u64) {
+        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let minute = s.minute(now_ms / 60_000);
+        for policy in policies {
+            minute.entry(Arc::clone(policy)).or_default().allowed += 1;
+        }
+    }
+
     /// Counts a rejection of `key` by `policy` at `now_ms`.
-    pub(crate) fn record(&self, policy: &Arc<str>, key: &str, now_ms: u64) {
+    pub(crate) fn rejected(&self, policy: &Arc<str>, key: &str, now_ms: u64) {
         let minute = now_ms / 60_000;
         let hash = key_hash(key);
         let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.minutes.back().is_none_or(|(m, _)| *m != minute) {
-            s.minutes.push_back((minute, BTreeMap::new()));
-            while s
-                .minutes
-                .front()
-                .is_some_and(|(m, _)| *m + MINUTES <= minute)
-            {
-                s.minutes.pop_front();
-            }
-        }
-        if let Some((_, by_policy)) = s.minutes.back_mut() {
-            *by_policy.entry(Arc::clone(policy)).or_default() += 1;
-        }
+        s.minute(minute)
+            .entry(Arc::clone(policy))
+            .or_default()
+            .rejected += 1;
         if s.pruned != minute {
             s.pruned = minute;
             s.keys.retain(|_, (_, last)| *last + MINUTES > minute);
@@ -110,7 +120,7 @@ impl Rejections {
     }
 
     /// The last hour as of `now_ms`.
-    pub(crate) fn report(&self, now_ms: u64) -> RejectionReport {
+    pub(crate) fn report(&self, now_ms: u64) -> Activity {
         let minute = now_ms / 60_000;
         let s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let recent = |m: u64| m + MINUTES > minute;
@@ -118,7 +128,7 @@ impl Rejections {
             .minutes
             .iter()
             .filter(|(m, _)| recent(*m))
-            .map(|(m, by_policy)| RejectedMinute {
+            .map(|(m, by_policy)| ActivityMinute {
                 start_ms: m * 60_000,
                 by_policy: by_policy.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
             })
@@ -140,7 +150,26 @@ impl Rejections {
                 .then(a.key_hash.cmp(&b.key_hash))
         });
         top.truncate(TOP);
-        RejectionReport { minutes, top }
+        Activity { minutes, top }
+    }
+}
+
+impl State {
+    /// Minute number `minute`'s counts, started if it is new (and minutes older
+    /// than the hour dropped).
+    fn minute(&mut self, minute: u64) -> &mut BTreeMap<Arc<str>, PolicyCounts> {
+        if self.minutes.back().is_none_or(|(m, _)| *m != minute) {
+            self.minutes.push_back((minute, BTreeMap::new()));
+            while self
+                .minutes
+                .front()
+                .is_some_and(|(m, _)| *m + MINUTES <= minute)
+            {
+                self.minutes.pop_front();
+            }
+        }
+        let (_, counts) = self.minutes.back_mut().expect("a minute was just pushed");
+        counts
     }
 }
 
@@ -150,18 +179,34 @@ mod tests {
 
     #[test]
     fn counts_per_minute_and_per_key_for_an_hour() {
-        let r = Rejections::default();
+        let r = Decisions::default();
         let (ip, login): (Arc<str>, Arc<str>) = (Arc::from("ip"), Arc::from("login"));
         let t0 = 1_000 * 60_000;
         for _ in 0..3 {
-            r.record(&ip, "203.0.113.9", t0);
+            r.rejected(&ip, "203.0.113.9", t0);
         }
-        r.record(&login, "alice", t0 + 1);
-        r.record(&ip, "198.51.100.1", t0 + 60_000);
+        r.rejected(&login, "alice", t0 + 1);
+        r.allowed([&ip, &login].into_iter(), t0 + 2);
+        r.allowed([&ip].into_iter(), t0 + 3);
+        r.rejected(&ip, "198.51.100.1", t0 + 60_000);
         let report = r.report(t0 + 60_000);
         assert_eq!(report.minutes.len(), 2);
-        assert_eq!(report.minutes[0].by_policy["ip"], 3);
-        assert_eq!(report.minutes[0].by_policy["login"], 1);
+        let first = &report.minutes[0].by_policy;
+        assert_eq!(
+            first["ip"],
+            PolicyCounts {
+                allowed: 2,
+                rejected: 3
+            }
+        );
+        assert_eq!(
+            first["login"],
+            PolicyCounts {
+                allowed: 1,
+                rejected: 1
+            }
+        );
+        assert_eq!(report.minutes[1].by_policy["ip"].allowed, 0);
         assert_eq!(report.minutes[1].start_ms, t0 + 60_000);
         assert_eq!(report.top[0].key_hash, key_hash("203.0.113.9"));
         assert_eq!(report.top[0].rejected, 3);
@@ -177,13 +222,13 @@ mod tests {
 
     #[test]
     fn a_spray_of_fresh_keys_cannot_grow_the_table() {
-        let r = Rejections::default();
+        let r = Decisions::default();
         let ip: Arc<str> = Arc::from("ip");
         for i in 0..(KEYS + 500) {
-            r.record(&ip, &format!("10.0.{}.{}", i / 256, i % 256), 0);
+            r.rejected(&ip, &format!("10.0.{}.{}", i / 256, i % 256), 0);
         }
         let s = r.0.lock().unwrap_or_else(PoisonError::into_inner);
         assert_eq!(s.keys.len(), KEYS);
-        assert_eq!(s.minutes[0].1[&ip], (KEYS + 500) as u64);
+        assert_eq!(s.minutes[0].1[&ip].rejected, (KEYS + 500) as u64);
     }
 }
