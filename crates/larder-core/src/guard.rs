@@ -12,14 +12,17 @@
 //! Only backend faults count (timeouts, refused or dropped connections, auth
 //! failures, a loading or read-only server). A command error such as `WRONGTYPE` proves
 //! the server is up and resets the count. Each state change is logged once — WARN on
-//! open, INFO on close — and counted in `larder_breaker_transitions_total`.
+//! open, INFO on close — and counted in `larder_breaker_transitions_total`. The
+//! last outages (when the breaker opened, why, when it closed) are kept for the
+//! dashboard ([`Guard::outages`]).
 //!
 //! The breaker is lock-free: the hot path of a closed breaker is one atomic load
 //! before the call and one atomic store after it.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -92,6 +95,21 @@ struct Counters {
     opened: AtomicU64,
 }
 
+/// How many outages [`Guard::outages`] keeps.
+const OUTAGES_KEPT: usize = 20;
+
+/// One time the breaker opened: when, on what fault, and when a probe closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Outage {
+    /// When the breaker opened, ms since the epoch.
+    pub opened_ms: u64,
+    /// When it closed again, ms since the epoch; `None` while it is open.
+    pub closed_ms: Option<u64>,
+    /// The kind of the fault that opened it (as [`Guard::last_error`] names it).
+    pub cause: &'static str,
+}
+
 /// Deadline and circuit breaker shared by every call of one handle. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Guard {
@@ -111,6 +129,9 @@ struct Inner {
     probe_in_flight: AtomicBool,
     counters: Counters,
     last_error: Mutex<Option<&'static str>>,
+    /// The last [`OUTAGES_KEPT`] outages, oldest first (touched only when the
+    /// breaker opens or closes).
+    outages: Mutex<VecDeque<Outage>>,
     /// Strings scrubbed from backend error messages (the password).
     secrets: Vec<String>,
 }
@@ -148,6 +169,7 @@ impl Guard {
                 probe_in_flight: AtomicBool::new(false),
                 counters: Counters::default(),
                 last_error: Mutex::new(None),
+                outages: Mutex::new(VecDeque::new()),
                 secrets,
             }),
         }
@@ -186,7 +208,22 @@ impl Guard {
             .inner
             .last_error
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The breaker's last outages (at most 20), newest first: the one still going on,
+    /// if any, has no `closed_ms`.
+    #[must_use]
+    pub fn outages(&self) -> Vec<Outage> {
+        let outages = self.outages_lock();
+        outages.iter().rev().copied().collect()
+    }
+
+    fn outages_lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outage>> {
+        self.inner
+            .outages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs one Redis operation under the deadline and the breaker.
@@ -354,6 +391,9 @@ impl Guard {
             inner.probe_in_flight.store(false, Ordering::Release);
             m::set_breaker_state(CLOSED);
             metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "closed").increment(1);
+            if let Some(outage) = self.outages_lock().back_mut() {
+                outage.closed_ms.get_or_insert(crate::time::now_ms());
+            }
             tracing::info!(target: "larder::core", "redis recovered: circuit breaker closed");
         }
     }
@@ -364,7 +404,7 @@ impl Guard {
         *inner
             .last_error
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(kind);
+            .unwrap_or_else(PoisonError::into_inner) = Some(kind);
         if probe.armed {
             probe.armed = false;
             self.reopen();
@@ -382,6 +422,16 @@ impl Guard {
             inner.counters.opened.fetch_add(1, Ordering::Relaxed);
             m::set_breaker_state(OPEN);
             metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "open").increment(1);
+            let mut outages = self.outages_lock();
+            if outages.len() == OUTAGES_KEPT {
+                outages.pop_front();
+            }
+            outages.push_back(Outage {
+                opened_ms: crate::time::now_ms(),
+                closed_ms: None,
+                cause: kind,
+            });
+            drop(outages);
             tracing::warn!(
                 target: "larder::core",
                 failures,
@@ -569,10 +619,36 @@ mod tests {
         assert_eq!(guard.state(), BreakerState::Open);
         assert!(guard.run("get", || async { Ok(()) }).await.is_err());
 
+        // One outage so far, still going on: a failed probe is not a new one.
+        let outages = guard.outages();
+        assert_eq!(outages.len(), 1);
+        assert_eq!(
+            (outages[0].cause, outages[0].closed_ms),
+            ("connection_dropped", None)
+        );
+
         tokio::time::advance(Duration::from_millis(1001)).await;
         guard.run("get", || async { Ok(()) }).await.unwrap();
         assert_eq!(guard.state(), BreakerState::Closed);
         guard.run("get", || async { Ok(()) }).await.unwrap();
+        let closed = guard.outages()[0];
+        assert!(closed.closed_ms.is_some_and(|c| c >= closed.opened_ms));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_last_outages_are_kept_newest_first() {
+        let guard = Guard::new(Duration::from_millis(50), 1, Duration::from_secs(1));
+        for _ in 0..OUTAGES_KEPT + 5 {
+            let _ = guard.run("get", || async { Err::<(), _>(reset()) }).await;
+            tokio::time::advance(Duration::from_millis(1001)).await;
+            guard.run("get", || async { Ok(()) }).await.unwrap();
+        }
+        let _ = guard.run("get", || async { Err::<(), _>(refused()) }).await;
+        let outages = guard.outages();
+        assert_eq!(outages.len(), OUTAGES_KEPT);
+        assert_eq!(outages[0].closed_ms, None);
+        assert!(outages[1..].iter().all(|o| o.closed_ms.is_some()));
+        assert_eq!(guard.stats().opened, (OUTAGES_KEPT + 6) as u64);
     }
 
     #[tokio::test(start_paused = true)]

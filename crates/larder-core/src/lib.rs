@@ -130,7 +130,7 @@ pub use codec::{Codec, CodecError, Json};
 pub use config::{Config, ConfigBuilder, ConfigError, RedisUrl};
 pub use connection::Connection;
 pub use error::{BackendError, BackendErrorKind, Error, UnavailableReason};
-pub use guard::{BreakerState, Guard, GuardStats};
+pub use guard::{BreakerState, Guard, GuardStats, Outage};
 pub use handle::{Dedicated, Handle};
 pub use health::{HealthProbe, HealthReport};
 pub use keyspace::{KeyError, Keyspace, Module, Scope, Tenant};

@@ -2,7 +2,7 @@
 //! read (a set size, a range, `INFO`), and a component that is down or not
 //! configured shows as such instead of failing the page.
 
-use larder_core::{redis, HealthReport, Tenant};
+use larder_core::{redis, HealthReport, Outage, Tenant};
 use larder_jobs::inspect::{
     JobCounts, JobDetail, ListPage, Listing, Minute, ScheduleInfo, WorkerInfo, MINUTES_KEPT,
 };
@@ -13,7 +13,7 @@ use crate::{Call, Dashboard, Reply};
 
 use crate::PAGE;
 
-/// The overview: what the live parts of every page poll.
+/// The overview (also `GET /api/overview`, for scripts).
 #[derive(Debug, Serialize)]
 pub(crate) struct Overview {
     /// Job counts, when a queue is shown and answers.
@@ -62,6 +62,8 @@ pub(crate) async fn overview(d: &Dashboard) -> Overview {
 pub(crate) struct RedisView {
     pub(crate) configured: bool,
     pub(crate) health: Option<HealthReport>,
+    /// The circuit breaker's last outages, newest first.
+    pub(crate) outages: Vec<Outage>,
     /// `single`, `cluster` or `sentinel`, and the addresses (never credentials).
     pub(crate) topology: Option<(String, Vec<String>)>,
     /// Per primary: selected `INFO` fields.
@@ -90,6 +92,7 @@ pub(crate) async fn redis(d: &Dashboard) -> RedisView {
     let mut view = RedisView {
         configured: false,
         health: None,
+        outages: Vec::new(),
         topology: None,
         nodes: Vec::new(),
         warnings: Vec::new(),
@@ -99,6 +102,7 @@ pub(crate) async fn redis(d: &Dashboard) -> RedisView {
         return view;
     };
     view.health = Some(handle.health().await);
+    view.outages = handle.guard().outages();
     let Some(topology) = handle.topology() else {
         view.warnings
             .push("No Redis configured: every component runs in process.".into());
@@ -168,6 +172,8 @@ fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
 pub(crate) struct CacheView {
     pub(crate) stats: Option<larder_cache::Stats>,
     pub(crate) health: Option<HealthReport>,
+    /// The circuit breaker's last outages (the cache's handle), newest first.
+    pub(crate) outages: Vec<Outage>,
 }
 
 pub(crate) async fn cache(d: &Dashboard) -> CacheView {
@@ -180,6 +186,12 @@ pub(crate) async fn cache(d: &Dashboard) -> CacheView {
             Some(cache) => Some(cache.handle().health().await),
             None => None,
         },
+        outages: d
+            .inner
+            .cache
+            .as_ref()
+            .map(|cache| cache.handle().guard().outages())
+            .unwrap_or_default(),
     }
 }
 

@@ -218,6 +218,45 @@ fn health_list(h: &larder_core::HealthReport) -> Markup {
     }
 }
 
+/// The circuit breaker's last outages: when Redis was given up on, on what fault,
+/// for how long.
+fn outages_table(outages: &[larder_core::Outage]) -> Markup {
+    html! {
+        h2 { "Breaker history" }
+        table {
+            thead { tr { th { "opened" } th { "closed" } th class="num" { "lasted" } th { "fault" } } }
+            tbody {
+                @for o in outages {
+                    tr {
+                        td { (when(o.opened_ms)) }
+                        @match o.closed_ms {
+                            Some(closed) => {
+                                td { (when(closed)) }
+                                td class="num" { (seconds(closed.saturating_sub(o.opened_ms))) }
+                            }
+                            None => {
+                                td { span class="state open" { "open now" } }
+                                td class="num" { (seconds(larder_core::time::now_ms().saturating_sub(o.opened_ms))) " so far" }
+                            }
+                        }
+                        td { code { (o.cause) } }
+                    }
+                }
+                @if outages.is_empty() {
+                    tr { td colspan="4" { "The breaker has not opened since this instance started." } }
+                }
+            }
+        }
+    }
+}
+
+/// A duration in ms as seconds with one decimal (`12.3 s`).
+fn seconds(ms: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let s = ms as f64 / 1000.0;
+    format!("{s:.1} s")
+}
+
 fn percent(ratio: f64) -> String {
     format!("{:.1} %", ratio * 100.0)
 }
@@ -686,6 +725,7 @@ pub(crate) fn cache(view: &View<'_>, c: &CacheView, done: Option<String>) -> Rep
                         @if let Some(h) = &c.health { (health_list(h)) }
                     }
                 }
+                section { (outages_table(&c.outages)) }
                 section {
                     h2 { "Invalidate a module" }
                     (action_form(view, "/cache-invalidate", "Invalidate",
@@ -774,6 +814,7 @@ pub(crate) fn redis(view: &View<'_>, r: &RedisView) -> Reply {
             p class="error" { "Redis did not answer: " (e) }
         }
         @if let Some(h) = &r.health { (health_list(h)) }
+        @if r.configured { (outages_table(&r.outages)) }
         @if let Some((kind, addresses)) = &r.topology {
             h2 { "Topology: " (kind) }
             ul { @for a in addresses { li { code { (a) } } } }

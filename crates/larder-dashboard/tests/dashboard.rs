@@ -685,8 +685,30 @@ on_both_frameworks!(
             assert!(overview["jobs_error"].is_string(), "{fault}: {overview}");
             let jobs = site.get("/jobs", &[("authorization", &bearer())]).await;
             assert_eq!(jobs.status(), 503, "{fault}");
+            // The breaker gave Redis up: an outage that is still going on.
+            let outage = &site.api("/api/redis").await["outages"][0];
+            assert!(outage["closed_ms"].is_null(), "{fault}: {outage}");
+            assert!(outage["cause"].is_string(), "{fault}: {outage}");
         }
         server.thaw();
+        // Back: a probe closes the breaker, and the history says when. The stop and
+        // the freeze were two outages (or one, had the freeze come before a probe).
+        let closed = || async { site.api("/api/redis").await["outages"][0]["closed_ms"].is_u64() };
+        assert!(eventually(100, Duration::from_millis(100), closed).await);
+        let outages = site.api("/api/redis").await["outages"].clone();
+        let outages = outages.as_array().unwrap();
+        assert!((1..=2).contains(&outages.len()), "{outages:?}");
+        for page in ["/redis", "/cache-stats"] {
+            let html = site
+                .get(page, &[("authorization", &bearer())])
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(html.contains("Breaker history"), "{page}");
+            let cause = outages[0]["cause"].as_str().unwrap();
+            assert!(html.contains(&format!("<code>{cause}</code>")), "{page}");
+        }
     }
 );
 
