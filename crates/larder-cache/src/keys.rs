@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 
 use larder_core::redis;
-use larder_core::Module;
+use larder_core::{Module, Tenant};
 
 /// Key parts longer than this, or holding characters unfit for a key, are hashed.
 pub(crate) const MAX_PLAIN_KEY: usize = 200;
@@ -77,6 +77,7 @@ impl redis::ToRedisArgs for MarkerKey<'_> {
 /// Where one cache key lives.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
+    pub(crate) tenant: Tenant,
     pub(crate) module: Module,
     pub(crate) entry: String,
     /// The length of the entry key's `{prefix}:cache:tenant:{tenant}:` part.

@@ -83,4 +83,4 @@ pub use http::{
     CacheRoute, FromHeader, FromPathSegment, FromSubdomain, InvalidateRoute, RequestView,
     ResponseCache, TenantExtractor, UndeclaredQuery,
 };
-pub use service::{Cache, L1Settings, Lookup, Settings, Stats};
+pub use service::{Cache, L1Settings, Lookup, LookupCounts, LookupHistory, Settings, Stats};

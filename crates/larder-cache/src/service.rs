@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use larder_core::keyspace::{Component, Keyspace};
+use larder_core::last_hour::{LastHour, MinuteCounts};
 use larder_core::redis;
 use larder_core::{metrics as m, Codec, Handle, Json, Module, Tenant};
 use serde::de::DeserializeOwned;
@@ -213,6 +214,61 @@ struct Counters {
     degraded: AtomicU64,
 }
 
+/// How many modules, and tenants, one minute of [`Cache::last_hour`] lists at most
+/// (more are counted together, as `(others)`).
+const MODULES_PER_MINUTE: usize = 100;
+const TENANTS_PER_MINUTE: usize = 1_000;
+
+struct History {
+    modules: LastHour<LookupCounts>,
+    tenants: LastHour<LookupCounts>,
+}
+
+/// A module's or a tenant's look-ups in one minute ([`Cache::last_hour`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct LookupCounts {
+    /// Fresh hits.
+    pub hits: u64,
+    /// Stale serves.
+    pub stale: u64,
+    /// Misses.
+    pub misses: u64,
+}
+
+impl LookupCounts {
+    /// Look-ups counted.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.hits + self.stale + self.misses
+    }
+
+    /// `hits / total`, as [`Stats::hit_ratio`]; `None` without a look-up.
+    #[must_use]
+    pub fn hit_ratio(&self) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss)]
+        (self.total() > 0).then(|| self.hits as f64 / self.total() as f64)
+    }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.hits += other.hits;
+        self.stale += other.stale;
+        self.misses += other.misses;
+    }
+}
+
+/// This instance's look-ups over the last hour, per minute, by module and by tenant
+/// ([`Cache::last_hour`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct LookupHistory {
+    /// Each minute with a look-up, oldest first: counts by module.
+    pub by_module: Vec<MinuteCounts<LookupCounts>>,
+    /// Each minute with a look-up, oldest first: counts by tenant.
+    pub by_tenant: Vec<MinuteCounts<LookupCounts>>,
+}
+
 /// Tenant marker, module marker and entry, as `MGET` returns them.
 type MgetReply = (Option<String>, Option<String>, Option<Vec<u8>>);
 
@@ -317,6 +373,8 @@ struct Inner<C> {
     local_markers: Mutex<HashMap<String, u64>>,
     flights: Flights<Option<Bytes>>,
     counters: Counters,
+    /// Look-ups per module and per tenant, minute by minute ([`Cache::last_hour`]).
+    history: Mutex<History>,
     system: Module,
     write: redis::Script,
     release: redis::Script,
@@ -395,6 +453,10 @@ impl<C: Codec> Cache<C> {
                 local_markers: Mutex::default(),
                 flights: Flights::default(),
                 counters: Counters::default(),
+                history: Mutex::new(History {
+                    modules: LastHour::new(MODULES_PER_MINUTE),
+                    tenants: LastHour::new(TENANTS_PER_MINUTE),
+                }),
                 system: Module::new(SYSTEM_MODULE)
                     .unwrap_or_else(|_| unreachable!("the system module name is valid")),
                 write: redis::Script::new(include_str!("../lua/write.lua")),
@@ -608,7 +670,7 @@ impl<C: Codec> Cache<C> {
                 self.finish(&keys, ticket, None).await;
                 match stale {
                     Some(value) => {
-                        self.count_stale(&keys.module);
+                        self.count_stale(&keys);
                         tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, "origin failed: serving stale");
                         Ok(value)
                     }
@@ -616,6 +678,32 @@ impl<C: Codec> Cache<C> {
                 }
             }
         }
+    }
+
+    /// This instance's look-ups of the last hour, per minute, by module and by
+    /// tenant: each one's hit ratio over time, for the dashboard.
+    #[must_use]
+    pub fn last_hour(&self) -> LookupHistory {
+        let now = now_ms();
+        let history = self.history();
+        LookupHistory {
+            by_module: history.modules.report(now),
+            by_tenant: history.tenants.report(now),
+        }
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one look-up of `keys` in [`last_hour`](Self::last_hour).
+    fn remember(&self, keys: &Keys, now: u64, outcome: fn(&mut LookupCounts)) {
+        let mut history = self.history();
+        outcome(history.modules.count(&keys.module.to_shared(), now));
+        outcome(history.tenants.count(&keys.tenant.to_shared(), now));
     }
 
     /// Counters, and Redis's own figures when it answers.
@@ -678,6 +766,7 @@ impl<C: Codec> Cache<C> {
         // `{prefix}:cache:tenant:{tenant}:`, which the marker keys share with the entry's.
         let tenant_base = entry.len() - module.as_str().len() - safe.len() - 1;
         Keys {
+            tenant: tenant.clone(),
             module: module.clone(),
             entry,
             tenant_base,
@@ -823,14 +912,17 @@ impl<C: Codec> Cache<C> {
         let outcome = match found {
             Some(meta) if meta.is_fresh_at(now) => {
                 c.hits.fetch_add(1, Ordering::Relaxed);
+                self.remember(keys, now, |l| l.hits += 1);
                 "hit"
             }
             Some(_) => {
                 c.stale.fetch_add(1, Ordering::Relaxed);
+                self.remember(keys, now, |l| l.stale += 1);
                 "stale"
             }
             None => {
                 c.misses.fetch_add(1, Ordering::Relaxed);
+                self.remember(keys, now, |l| l.misses += 1);
                 "miss"
             }
         };
@@ -838,9 +930,10 @@ impl<C: Codec> Cache<C> {
         tracing::debug!(target: "larder::cache", module = %keys.module, key = %keys.entry, outcome, "cache lookup");
     }
 
-    fn count_stale(&self, module: &Module) {
+    fn count_stale(&self, keys: &Keys) {
         self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
-        LOOKUPS.increment(module.as_str(), "stale");
+        self.remember(keys, now_ms(), |l| l.stale += 1);
+        LOOKUPS.increment(keys.module.as_str(), "stale");
     }
 
     fn count_error(&self, module: &Module, kind: &'static str) {

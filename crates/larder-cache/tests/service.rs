@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::with_l1;
-use larder_cache::{Cache, Lookup};
+use larder_cache::{Cache, Lookup, LookupCounts};
+use larder_core::last_hour::MinuteCounts;
 use larder_core::{Config, ConfigBuilder, Handle, Module, Tenant};
 use larder_testing::{eventually, on_every_topology, Redis, RedisServer};
 
@@ -91,6 +92,23 @@ on_every_topology!(
         assert_eq!(balance(&cache, &t("1"), &calls, 0).await, 1);
         assert_eq!(balance(&cache, &t("2"), &calls, 0).await, 2);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(balance(&cache, &t("2"), &calls, 0).await, 2);
+        // The last hour, per tenant and per module (summed over minutes, in case
+        // the look-ups straddled one's end).
+        let history = cache.last_hour();
+        let summed = |minutes: &[MinuteCounts<LookupCounts>], name: &str| {
+            let mut sum = LookupCounts::default();
+            for m in minutes {
+                if let Some(c) = m.counts.get(name) {
+                    sum.add(c);
+                }
+            }
+            (sum.hits, sum.misses, sum.stale)
+        };
+        assert_eq!(summed(&history.by_tenant, "1"), (1, 1, 0));
+        assert_eq!(summed(&history.by_tenant, "2"), (2, 1, 0));
+        assert_eq!(summed(&history.by_module, "balance"), (3, 2, 0));
+        assert_eq!(summed(&history.by_tenant, "3"), (0, 0, 0));
     }
 );
 

@@ -47,6 +47,7 @@
 //! | [`codec`] | [`Codec`], [`Json`] |
 //! | [`config`] | [`Config`]: builder and `from_env()` |
 //! | [`health`] | [`HealthReport`] for `/health/cache` |
+//! | [`last_hour`] | [`LastHour`](last_hour::LastHour): counts per name per minute over the last hour, in process (the dashboard's charts) |
 //! | [`metrics`] | metric names (see the table there) |
 //! | [`request`] | [`RequestView`] (what adapters show of a request), [`TenantExtractor`] |
 //! | [`time`] | millisecond helpers (`millis`, `now_ms`) |
@@ -119,6 +120,7 @@ pub mod guard;
 pub mod handle;
 pub mod health;
 pub mod keyspace;
+pub mod last_hour;
 pub mod metrics;
 pub mod request;
 pub mod scan;

@@ -171,6 +171,8 @@ fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
 #[derive(Debug, Serialize)]
 pub(crate) struct CacheView {
     pub(crate) stats: Option<larder_cache::Stats>,
+    /// This instance's look-ups of the last hour, per minute, by module and tenant.
+    pub(crate) last_hour: Option<larder_cache::LookupHistory>,
     pub(crate) health: Option<HealthReport>,
     /// The circuit breaker's last outages (the cache's handle), newest first.
     pub(crate) outages: Vec<Outage>,
@@ -182,6 +184,7 @@ pub(crate) async fn cache(d: &Dashboard) -> CacheView {
             Some(cache) => Some(cache.stats().await),
             None => None,
         },
+        last_hour: d.inner.cache.as_ref().map(|cache| cache.last_hour()),
         health: match &d.inner.cache {
             Some(cache) => Some(cache.handle().health().await),
             None => None,

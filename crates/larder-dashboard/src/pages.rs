@@ -4,9 +4,11 @@
 //! keeps each page's live part (`#live`: everything below the title and the last
 //! action's flash) current by asking for the page again every few seconds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use larder_cache::LookupCounts;
+use larder_core::last_hour::MinuteCounts;
 use larder_jobs::inspect::{JobDetail, Listing, Minute, ScheduleInfo, WorkerInfo};
 use maud::{html, Markup, DOCTYPE};
 
@@ -214,6 +216,58 @@ fn health_list(h: &larder_core::HealthReport) -> Markup {
                 span data-figure="health.latency_ms" { (h.latency_ms.map(|l| l.to_string()).unwrap_or_else(|| "–".into())) }
                 " ms"
             }
+        }
+    }
+}
+
+/// How many rows a hit-ratio table shows (the names with the most look-ups).
+const RATIO_ROWS: usize = 20;
+
+/// Each name's (module's, tenant's) look-ups over the last hour and its hit ratio
+/// in each ten minutes of it, oldest first: the names with the most look-ups.
+fn ratio_table(what: &str, minutes: &[MinuteCounts<LookupCounts>]) -> Markup {
+    const WINDOWS: u64 = 6;
+    let now_minute = larder_core::time::now_ms() / 60_000;
+    // Per name: the hour's counts, and each window's (0 is the oldest).
+    let mut rows: BTreeMap<&str, (LookupCounts, [LookupCounts; WINDOWS as usize])> =
+        BTreeMap::new();
+    for m in minutes {
+        let age = now_minute.saturating_sub(m.start_ms / 60_000) / 10;
+        let Some(window) = (WINDOWS - 1).checked_sub(age) else {
+            continue;
+        };
+        for (name, c) in &m.counts {
+            let row = rows.entry(name).or_default();
+            row.0.add(c);
+            #[allow(clippy::cast_possible_truncation)]
+            row.1[window as usize].add(c);
+        }
+    }
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total().cmp(&a.1 .0.total()).then(a.0.cmp(b.0)));
+    let ratio = |c: &LookupCounts| c.hit_ratio().map_or_else(|| "–".to_owned(), percent);
+    html! {
+        table {
+            thead { tr {
+                th { (what) } th class="num" { "look-ups" } th class="num" { "hour" }
+                @for w in (0..WINDOWS).rev() { th class="num" { (w * 10 + 10) "–" (w * 10) " min ago" } }
+            } }
+            tbody {
+                @for (name, (hour, windows)) in rows.iter().take(RATIO_ROWS) {
+                    tr {
+                        td { code { (name) } }
+                        td class="num" { (hour.total()) }
+                        td class="num" { (ratio(hour)) }
+                        @for c in windows { td class="num" { (ratio(c)) } }
+                    }
+                }
+                @if rows.is_empty() {
+                    tr { td colspan=(WINDOWS + 3) { "No look-up in the last hour." } }
+                }
+            }
+        }
+        @if rows.len() > RATIO_ROWS {
+            p class="pager" { "The " (RATIO_ROWS) " with the most look-ups of " (rows.len()) "." }
         }
     }
 }
@@ -723,6 +777,14 @@ pub(crate) fn cache(view: &View<'_>, c: &CacheView, done: Option<String>) -> Rep
                             dt { "keyspace misses" } dd { (s.redis_keyspace_misses.map_or("–".into(), |n| n.to_string())) }
                         }
                         @if let Some(h) = &c.health { (health_list(h)) }
+                    }
+                }
+                @if let Some(h) = &c.last_hour {
+                    section {
+                        h2 { "Hit ratio by module" }
+                        (ratio_table("module", &h.by_module))
+                        h2 { "Hit ratio by tenant" }
+                        (ratio_table("tenant", &h.by_tenant))
                     }
                 }
                 section { (outages_table(&c.outages)) }

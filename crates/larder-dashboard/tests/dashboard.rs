@@ -629,7 +629,15 @@ on_both_frameworks!(
         let stats = site
             .get("/cache-stats", &[("authorization", &bearer())])
             .await;
-        assert!(stats.text().await.unwrap().contains("hit ratio"));
+        let page = stats.text().await.unwrap();
+        assert!(page.contains("hit ratio"));
+        // The tenant's and the module's last hour: one hit, one miss.
+        for name in ["acme", "stock"] {
+            let row = format!(
+                "<td><code>{name}</code></td><td class=\"num\">2</td><td class=\"num\">50.0 %</td>"
+            );
+            assert!(page.contains(&row), "{row} not in {page}");
+        }
     }
 );
 

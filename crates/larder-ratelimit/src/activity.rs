@@ -9,15 +9,17 @@
 //! an API key or a client's address. [`key_hash`] gives a key's hash, to find it in
 //! the list.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use larder_core::last_hour::{LastHour, MINUTES};
 
 use serde::Serialize;
 
 use crate::policy::digest;
 
-/// How many minutes are kept.
-const MINUTES: u64 = 60;
+/// How many policies one minute lists at most (more are counted together).
+const POLICIES: usize = 100;
 /// How many distinct rejected keys are kept at most; past it, new keys are counted
 /// in their minute but not listed (a spray of fresh keys cannot grow the table).
 const KEYS: usize = 10_000;
@@ -70,13 +72,21 @@ pub struct TopKey {
     pub last_ms: u64,
 }
 
-#[derive(Default)]
 pub(crate) struct Decisions(Mutex<State>);
 
-#[derive(Default)]
+impl Default for Decisions {
+    fn default() -> Self {
+        Self(Mutex::new(State {
+            minutes: LastHour::new(POLICIES),
+            keys: HashMap::new(),
+            pruned: 0,
+        }))
+    }
+}
+
 struct State {
-    /// Minute number and decisions by policy, oldest first.
-    minutes: VecDeque<(u64, BTreeMap<Arc<str>, PolicyCounts>)>,
+    /// Decisions by policy per minute.
+    minutes: LastHour<PolicyCounts>,
     /// By policy and key hash: rejections and the last one's minute.
     keys: HashMap<(Arc<str>, String), (u64, u64)>,
     /// The minute keys older than the hour were last dropped in.
@@ -87,9 +97,8 @@ impl Decisions {
     /// Counts a request `policies` admitted at `now_ms`.
     pub(crate) fn allowed<'a>(&self, policies: impl Iterator<Item = &'a Arc<str>>, now_ms: u64) {
         let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let minute = s.minute(now_ms / 60_000);
         for policy in policies {
-            minute.entry(Arc::clone(policy)).or_default().allowed += 1;
+            s.minutes.count(policy, now_ms).allowed += 1;
         }
     }
 
@@ -98,10 +107,7 @@ impl Decisions {
         let minute = now_ms / 60_000;
         let hash = key_hash(key);
         let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        s.minute(minute)
-            .entry(Arc::clone(policy))
-            .or_default()
-            .rejected += 1;
+        s.minutes.count(policy, now_ms).rejected += 1;
         if s.pruned != minute {
             s.pruned = minute;
             s.keys.retain(|_, (_, last)| *last + MINUTES > minute);
@@ -126,11 +132,11 @@ impl Decisions {
         let recent = |m: u64| m + MINUTES > minute;
         let minutes = s
             .minutes
-            .iter()
-            .filter(|(m, _)| recent(*m))
-            .map(|(m, by_policy)| ActivityMinute {
-                start_ms: m * 60_000,
-                by_policy: by_policy.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
+            .report(now_ms)
+            .into_iter()
+            .map(|m| ActivityMinute {
+                start_ms: m.start_ms,
+                by_policy: m.counts,
             })
             .collect();
         let mut top: Vec<TopKey> = s
@@ -151,25 +157,6 @@ impl Decisions {
         });
         top.truncate(TOP);
         Activity { minutes, top }
-    }
-}
-
-impl State {
-    /// Minute number `minute`'s counts, started if it is new (and minutes older
-    /// than the hour dropped).
-    fn minute(&mut self, minute: u64) -> &mut BTreeMap<Arc<str>, PolicyCounts> {
-        if self.minutes.back().is_none_or(|(m, _)| *m != minute) {
-            self.minutes.push_back((minute, BTreeMap::new()));
-            while self
-                .minutes
-                .front()
-                .is_some_and(|(m, _)| *m + MINUTES <= minute)
-            {
-                self.minutes.pop_front();
-            }
-        }
-        let (_, counts) = self.minutes.back_mut().expect("a minute was just pushed");
-        counts
     }
 }
 
@@ -229,6 +216,9 @@ mod tests {
         }
         let s = r.0.lock().unwrap_or_else(PoisonError::into_inner);
         assert_eq!(s.keys.len(), KEYS);
-        assert_eq!(s.minutes[0].1[&ip].rejected, (KEYS + 500) as u64);
+        assert_eq!(
+            s.minutes.report(0)[0].counts["ip"].rejected,
+            (KEYS + 500) as u64
+        );
     }
 }
