@@ -1,12 +1,14 @@
 //! What a dashboard or an operator reads about a queue without touching its work:
-//! counts by state, paged lists of the delayed, running and dead jobs, one job's
-//! whole record, the live workers, and the outcomes of the last hour per minute.
+//! counts by state, paged lists of the delayed, running and dead jobs, searches of
+//! those lists by task and tenant, one job's whole record, the live workers, and the
+//! outcomes of the last hour per minute.
 //!
 //! Every read is bounded: counts come from the sizes of the sets the queue keeps
 //! anyway (`ZCARD`, `SCARD`), lists are ranges of those sorted sets (`ZRANGE` by
 //! rank, `O(log n + page)`), and nothing scans the keyspace. With 1,000,000 jobs
 //! a count is a handful of commands per partition and a page is one range per
-//! partition.
+//! partition. A search reads the list in order and each job's descriptor, at most
+//! [`SEARCH_BUDGET`] jobs per call, and says where the next call goes on.
 
 use std::collections::BTreeMap;
 
@@ -110,6 +112,102 @@ pub struct ListPage {
     pub total: u64,
     /// Whether a later page holds more.
     pub more: bool,
+}
+
+/// What a search of a listing looks for ([`crate::Jobs::search`]): jobs of a task,
+/// of a tenant, or of both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// The task's name, exactly.
+    pub task: Option<String>,
+    /// The tenant's id, exactly.
+    pub tenant: Option<String>,
+}
+
+impl JobFilter {
+    /// Jobs of task `name`.
+    #[must_use]
+    pub fn task(mut self, name: impl Into<String>) -> Self {
+        self.task = Some(name.into());
+        self
+    }
+
+    /// Jobs of tenant `id`.
+    #[must_use]
+    pub fn tenant(mut self, id: impl Into<String>) -> Self {
+        self.tenant = Some(id.into());
+        self
+    }
+
+    /// Whether `job` is one of those looked for.
+    #[must_use]
+    pub fn matches(&self, job: &FoundJob) -> bool {
+        self.task.as_ref().is_none_or(|t| *t == job.task)
+            && self
+                .tenant
+                .as_ref()
+                .is_none_or(|t| job.tenant.as_ref() == Some(t))
+    }
+}
+
+/// The most jobs one call of [`crate::Jobs::search`] looks at: a search of a
+/// listing of a million jobs goes on call by call, each one bounded.
+pub const SEARCH_BUDGET: u64 = 5_000;
+
+/// How many jobs one read of a search fetches (a range and a descriptor each).
+pub(crate) const SEARCH_CHUNK: u64 = 500;
+
+/// Where a search goes on: the partition and the rank in it of the next job to look
+/// at. Written `{partition}-{rank}` in a URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SearchCursor {
+    /// The partition (0 on one node).
+    pub partition: usize,
+    /// The rank in the partition's listing.
+    pub rank: u64,
+}
+
+impl std::fmt::Display for SearchCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.partition, self.rank)
+    }
+}
+
+impl std::str::FromStr for SearchCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("a search cursor is partition-rank, not {s:?}");
+        let (partition, rank) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Self {
+            partition: partition.parse().map_err(|_| bad())?,
+            rank: rank.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A job a search looked at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FoundJob {
+    /// The job's id.
+    pub id: String,
+    /// The listing's time for it ([`Listed::at_ms`]).
+    pub at_ms: u64,
+    /// Its task (empty when its record is gone).
+    pub task: String,
+    /// Its tenant, if it has one.
+    pub tenant: Option<String>,
+}
+
+/// One call's worth of a search.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SearchPage {
+    /// The matching jobs, partition by partition, each in the listing's order.
+    pub jobs: Vec<FoundJob>,
+    /// How many jobs this call looked at.
+    pub examined: u64,
+    /// Where the next call goes on; `None` once the whole listing was searched.
+    pub next: Option<SearchCursor>,
 }
 
 /// Everything a job's record holds.

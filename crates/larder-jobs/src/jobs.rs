@@ -12,8 +12,8 @@ use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, Keeping, NewJob, Registry};
 use crate::error::JobError;
 use crate::inspect::{
-    minute_of, JobCounts, JobDetail, ListPage, Listing, Minute, Registered, ScheduleInfo,
-    WorkerInfo, FORGET_AFTER, MINUTES_KEPT,
+    minute_of, JobCounts, JobDetail, JobFilter, ListPage, Listing, Minute, Registered,
+    ScheduleInfo, SearchCursor, SearchPage, WorkerInfo, FORGET_AFTER, MINUTES_KEPT,
 };
 use crate::options::EnqueueOptions;
 use crate::partition;
@@ -741,6 +741,31 @@ impl Jobs {
     ) -> Result<ListPage, JobError> {
         let limit = limit.clamp(1, MAX_PAGE);
         self.inner.backend.list(listing, offset, limit).await
+    }
+
+    /// Searches the delayed, running or dead jobs for those of a task or a tenant:
+    /// at most `limit` matches (capped at [`MAX_PAGE`]) from `from` on (the start:
+    /// `SearchCursor::default()`), in the listing's order, partition by partition.
+    ///
+    /// One call looks at no more than [`SEARCH_BUDGET`](crate::inspect::SEARCH_BUDGET)
+    /// jobs (a range of the listing and each job's descriptor); where the listing is
+    /// longer, [`SearchPage::next`](crate::inspect::SearchPage::next) says where the
+    /// next call goes on. Nothing scans the keyspace.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn search(
+        &self,
+        listing: Listing,
+        filter: &JobFilter,
+        from: SearchCursor,
+        limit: u64,
+    ) -> Result<SearchPage, JobError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.inner
+            .backend
+            .search(listing, filter, from, limit)
+            .await
     }
 
     /// Everything job `id`'s record holds, or `None` when there is no record.

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use larder_core::{Config, ConfigBuilder, Handle};
-use larder_jobs::inspect::Listing;
+use larder_jobs::inspect::{JobFilter, Listing, SearchCursor, SEARCH_BUDGET};
 use larder_jobs::{
     Deleted, EnqueueOptions, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
 };
@@ -138,6 +138,55 @@ async fn counts_listings_and_records(jobs: Jobs) {
     // A page past the end is empty, not an error.
     let empty = jobs.list(Listing::Delayed, 1000, 10).await.unwrap();
     assert!(empty.jobs.is_empty() && empty.total == 7 && !empty.more);
+
+    // Searches, three matches a call: tenant t1's dead jobs (i % 3 == 1: 8 of
+    // them), each once, every one of t1 and of task `fail`.
+    let search = |listing: Listing, filter: JobFilter| {
+        let jobs = jobs.clone();
+        async move {
+            let (mut found, mut from, mut calls) = (Vec::new(), SearchCursor::default(), 0);
+            loop {
+                let page = jobs.search(listing, &filter, from, 3).await.unwrap();
+                assert!(page.jobs.len() <= 3 && page.examined <= SEARCH_BUDGET);
+                found.extend(page.jobs);
+                calls += 1;
+                assert!(calls < 20, "the search never ends");
+                match page.next {
+                    Some(next) => from = next.to_string().parse().unwrap(),
+                    None => return found,
+                }
+            }
+        }
+    };
+    let t1 = search(Listing::Dead, JobFilter::default().tenant("t1")).await;
+    assert_eq!(t1.len(), 8, "{t1:?}");
+    assert!(t1
+        .iter()
+        .all(|j| j.tenant.as_deref() == Some("t1") && j.task == "fail" && dead.contains(&j.id)));
+    assert_eq!(
+        t1.iter().map(|j| &j.id).collect::<BTreeSet<_>>().len(),
+        8,
+        "a job found twice"
+    );
+    let both = JobFilter::default().task("fail").tenant("t2");
+    assert_eq!(search(Listing::Dead, both).await.len(), 7);
+    let later = search(Listing::Delayed, JobFilter::default().task("later")).await;
+    assert_eq!(
+        later.iter().map(|j| j.id.clone()).collect::<BTreeSet<_>>(),
+        delayed
+    );
+    assert!(later.iter().all(|j| j.tenant.is_none()));
+    let none = jobs
+        .search(
+            Listing::Dead,
+            &JobFilter::default().task("later"),
+            SearchCursor::default(),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!((none.jobs.len(), none.examined, none.next), (0, 23, None));
+    assert!("1".parse::<SearchCursor>().is_err() && "a-1".parse::<SearchCursor>().is_err());
 
     let id = dead.iter().next().unwrap();
     let job = jobs.detail(id).await.unwrap().unwrap();
@@ -420,4 +469,61 @@ on_every_topology!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedule_is_published_in_process() {
     the_schedule_is_published(Jobs::with_config(Handle::in_process(), config())).await;
+}
+
+/// A search looks at no more than `SEARCH_BUDGET` jobs a call: with more delayed
+/// jobs than that and the one sought due last, the first call stops at the budget
+/// and says where to go on; the calls together look at every job once and find it.
+async fn a_search_call_is_bounded(jobs: Jobs) {
+    let n = usize::try_from(SEARCH_BUDGET).unwrap() + 100;
+    let opts = || EnqueueOptions::new().countdown(Duration::from_secs(3600));
+    let args = vec![1u32; n];
+    jobs.enqueue_many(LATER, args.iter().map(|a| (a, opts())))
+        .await
+        .unwrap();
+    // Due last: ranked last in the delayed listing.
+    let sought = jobs
+        .enqueue(
+            LATER,
+            &2,
+            opts().countdown(Duration::from_secs(7200)).tenant("sought"),
+        )
+        .await
+        .unwrap();
+    let filter = JobFilter::default().tenant("sought");
+    let mut from = SearchCursor::default();
+    let mut examined = 0;
+    let mut found = Vec::new();
+    for call in 0.. {
+        assert!(call < 20, "the search never ends");
+        let page = jobs
+            .search(Listing::Delayed, &filter, from, 10)
+            .await
+            .unwrap();
+        assert!(page.examined <= SEARCH_BUDGET, "{}", page.examined);
+        if call == 0 {
+            // (On a cluster the job may sit in a partition searched first.)
+            assert_eq!(page.examined, SEARCH_BUDGET);
+            assert!(page.next.is_some());
+        }
+        examined += page.examined;
+        found.extend(page.jobs.into_iter().map(|j| j.id));
+        match page.next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![sought]);
+    assert_eq!(examined, n as u64 + 1);
+}
+
+on_every_topology!(
+    async fn a_search_call_is_bounded_on_redis(redis: &Redis) {
+        a_search_call_is_bounded(jobs_on(redis)).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_call_is_bounded_in_process() {
+    a_search_call_is_bounded(Jobs::with_config(Handle::in_process(), config())).await;
 }

@@ -9,8 +9,8 @@ use tokio::sync::Notify;
 
 use super::{Deleted, Fetched, NewJob, Outcome, Registry, Renewal};
 use crate::inspect::{
-    self, minute_of, AttemptError, JobCounts, JobDetail, ListPage, Listed, Listing, Minute,
-    COUNTED, ERRORS_KEPT, MINUTES_KEPT,
+    self, minute_of, AttemptError, FoundJob, JobCounts, JobDetail, ListPage, Listed, Listing,
+    Minute, COUNTED, ERRORS_KEPT, MINUTES_KEPT,
 };
 use crate::options::{now_ms, NO_TENANT};
 use crate::state::{JobState, JobStatus};
@@ -91,6 +91,19 @@ struct State {
 }
 
 impl State {
+    /// A listing's jobs in order, as time and id (the Redis backend's sorted sets).
+    fn listing(&self, listing: Listing) -> Vec<(u64, &String)> {
+        match listing {
+            Listing::Delayed => self.delayed.iter().map(|(at, id)| (*at, id)).collect(),
+            Listing::Running => {
+                let mut v: Vec<_> = self.inflight.iter().map(|(id, at)| (*at, id)).collect();
+                v.sort();
+                v
+            }
+            Listing::Dead => self.dead.iter().map(|(at, id)| (*at, id)).collect(),
+        }
+    }
+
     fn push_ready(&mut self, id: &str) {
         let Some(job) = self.jobs.get_mut(id) else {
             return;
@@ -571,33 +584,38 @@ impl MemoryBackend {
 
     pub(crate) fn list(&self, listing: Listing, offset: u64, limit: u64) -> ListPage {
         let s = self.lock();
-        let all: Vec<Listed> = match listing {
-            Listing::Delayed => s
-                .delayed
-                .iter()
-                .map(|(at, id)| (*at, id))
-                .collect::<Vec<_>>(),
-            Listing::Running => {
-                let mut v: Vec<_> = s.inflight.iter().map(|(id, at)| (*at, id)).collect();
-                v.sort();
-                v
-            }
-            Listing::Dead => s.dead.iter().map(|(at, id)| (*at, id)).collect(),
-        }
-        .into_iter()
-        .map(|(at_ms, id)| Listed {
-            id: id.clone(),
-            at_ms,
-        })
-        .collect();
+        let all = s.listing(listing);
         let end = offset + limit.max(1);
         let total = all.len() as u64;
         let page = all
             .into_iter()
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
             .take(usize::try_from(end - offset).unwrap_or(usize::MAX))
+            .map(|(at_ms, id)| Listed {
+                id: id.clone(),
+                at_ms,
+            })
             .collect();
         inspect::merge(vec![page], &[total], end)
+    }
+
+    /// `n` jobs of `listing` from rank `rank` on, with their task and tenant.
+    pub(crate) fn search_chunk(&self, listing: Listing, rank: u64, n: u64) -> Vec<FoundJob> {
+        let s = self.lock();
+        s.listing(listing)
+            .into_iter()
+            .skip(usize::try_from(rank).unwrap_or(usize::MAX))
+            .take(usize::try_from(n).unwrap_or(usize::MAX))
+            .map(|(at_ms, id)| {
+                let job = s.jobs.get(id);
+                FoundJob {
+                    id: id.clone(),
+                    at_ms,
+                    task: job.map(|j| j.task.clone()).unwrap_or_default(),
+                    tenant: job.map(|j| j.tenant.clone()).filter(|t| t != NO_TENANT),
+                }
+            })
+            .collect()
     }
 
     pub(crate) fn delete(&self, id: &str) -> Deleted {

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::JobError;
-use crate::inspect::{JobCounts, JobDetail, ListPage, Listing, Minute};
+use crate::inspect::{
+    FoundJob, JobCounts, JobDetail, JobFilter, ListPage, Listing, Minute, SearchCursor, SearchPage,
+    SEARCH_BUDGET, SEARCH_CHUNK,
+};
 pub(crate) use crate::jobs::Deleted;
 use crate::options::Resolved;
 use crate::state::JobStatus;
@@ -297,6 +300,58 @@ impl Backend {
         match self {
             Self::Redis(r) => r.list(listing, offset, limit).await,
             Self::Memory(m) => Ok(m.list(listing, offset, limit)),
+        }
+    }
+
+    /// Looks through `listing` from `from` on, in order, for at most `limit` jobs
+    /// that `filter` matches, looking at no more than [`SEARCH_BUDGET`] jobs.
+    pub(crate) async fn search(
+        &self,
+        listing: Listing,
+        filter: &JobFilter,
+        from: SearchCursor,
+        limit: u64,
+    ) -> Result<SearchPage, JobError> {
+        let mut page = SearchPage::default();
+        let mut at = from;
+        while at.partition < self.partitions() {
+            if page.examined >= SEARCH_BUDGET || page.jobs.len() as u64 >= limit {
+                page.next = Some(at);
+                break;
+            }
+            let n = SEARCH_CHUNK.min(SEARCH_BUDGET - page.examined);
+            let chunk = self.search_chunk(listing, at, n).await?;
+            if chunk.is_empty() {
+                at = SearchCursor {
+                    partition: at.partition + 1,
+                    rank: 0,
+                };
+                continue;
+            }
+            for job in chunk {
+                at.rank += 1;
+                page.examined += 1;
+                if filter.matches(&job) {
+                    page.jobs.push(job);
+                    if page.jobs.len() as u64 >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// `n` jobs of `listing` from `at` on, with their task and tenant.
+    async fn search_chunk(
+        &self,
+        listing: Listing,
+        at: SearchCursor,
+        n: u64,
+    ) -> Result<Vec<FoundJob>, JobError> {
+        match self {
+            Self::Redis(r) => r.search_chunk(listing, at, n).await,
+            Self::Memory(m) => Ok(m.search_chunk(listing, at.rank, n)),
         }
     }
 

@@ -11,7 +11,8 @@ use larder_core::{Handle, Scope};
 use super::{Completion, Deleted, Fetched, Keeping, NewJob, Registry, Renewal, PURGE_BATCH};
 use crate::error::JobError;
 use crate::inspect::{
-    self, minute_of, AttemptError, JobCounts, JobDetail, ListPage, Listed, Listing, Minute, COUNTED,
+    self, minute_of, AttemptError, FoundJob, JobCounts, JobDetail, ListPage, Listed, Listing,
+    Minute, SearchCursor, COUNTED,
 };
 use crate::options::now_ms;
 use crate::options::NO_TENANT;
@@ -824,6 +825,53 @@ impl RedisBackend {
             );
         }
         Ok(inspect::merge(parts, &totals, end))
+    }
+
+    /// `n` jobs of `listing` in partition `at.partition` from rank `at.rank` on,
+    /// with the task and tenant of their descriptors: one range, then one pipeline
+    /// of `HGET`s (a partition's keys share a slot).
+    pub(crate) async fn search_chunk(
+        &self,
+        listing: Listing,
+        at: SearchCursor,
+        n: u64,
+    ) -> Result<Vec<FoundJob>, JobError> {
+        let mut range = r::cmd("ZRANGE");
+        range
+            .arg(self.key(at.partition, listing.set()))
+            .arg(at.rank)
+            .arg(at.rank + n.max(1) - 1)
+            .arg("WITHSCORES");
+        let listed: Vec<(String, f64)> = self
+            .handle
+            .query("job_search", &range)
+            .await
+            .map_err(JobError::from_core)?;
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = r::pipe();
+        for (id, _) in &listed {
+            pipe.cmd("HGET").arg(self.job_key(id)).arg("d");
+        }
+        let descriptors: Vec<Option<String>> = self
+            .handle
+            .pipeline("job_search", &pipe)
+            .await
+            .map_err(JobError::from_core)?;
+        Ok(listed
+            .into_iter()
+            .zip(descriptors)
+            .map(|((id, at), d)| {
+                let d = d.as_deref().and_then(Descriptor::parse);
+                FoundJob {
+                    id,
+                    at_ms: at.max(0.0) as u64,
+                    task: d.as_ref().map(|d| d.task.to_owned()).unwrap_or_default(),
+                    tenant: d.and_then(|d| tenant_of(d.tenant)),
+                }
+            })
+            .collect())
     }
 
     /// Job `id`'s whole record, or `None` when there is none (never enqueued, or
