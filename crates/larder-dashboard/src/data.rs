@@ -4,7 +4,8 @@
 
 use larder_core::{redis, HealthReport, Outage, Tenant};
 use larder_jobs::inspect::{
-    JobCounts, JobDetail, ListPage, Listing, Minute, ScheduleInfo, WorkerInfo, MINUTES_KEPT,
+    JobCounts, JobDetail, JobFilter, ListPage, Listing, Minute, ScheduleInfo, SearchCursor,
+    SearchPage, WorkerInfo, MINUTES_KEPT,
 };
 use larder_ratelimit::activity::{key_hash, Activity};
 use serde::Serialize;
@@ -235,6 +236,18 @@ pub(crate) struct JobsView {
     pub(crate) page: u64,
     pub(crate) per_page: u64,
     pub(crate) list: ListPage,
+    /// With `?task=` or `?tenant=`: what was looked for, and one call's matches
+    /// from `?from=` on.
+    pub(crate) search: Option<JobSearch>,
+}
+
+/// A search of the listing by task and tenant ([`larder_jobs::Jobs::search`]).
+#[derive(Debug, Serialize)]
+pub(crate) struct JobSearch {
+    pub(crate) task: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) from: SearchCursor,
+    pub(crate) found: SearchPage,
 }
 
 pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> {
@@ -252,12 +265,30 @@ pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> 
             .filter(|&p| p < 1_000_000)
             .ok_or_else(|| Reply::json_error(400, "page must be a number"))?,
     };
-    let (counts, list, workers, last_hour, schedule) = futures_util::join!(
+    let filled = |name: &str| call.query(name).filter(|v| !v.is_empty());
+    let filter = JobFilter {
+        task: filled("task"),
+        tenant: filled("tenant"),
+    };
+    let from = match filled("from") {
+        None => SearchCursor::default(),
+        Some(c) => c.parse().map_err(|e: String| Reply::json_error(400, &e))?,
+    };
+    let searching = filter.task.is_some() || filter.tenant.is_some();
+    let search = async {
+        if searching {
+            Some(jobs.search(listing, &filter, from, PAGE).await)
+        } else {
+            None
+        }
+    };
+    let (counts, list, workers, last_hour, schedule, found) = futures_util::join!(
         jobs.counts(),
         jobs.list(listing, page * PAGE, PAGE),
         jobs.workers(),
         jobs.throughput(MINUTES_KEPT),
-        jobs.schedule()
+        jobs.schedule(),
+        search
     );
     Ok(JobsView {
         counts: counts.map_err(unavailable)?,
@@ -268,6 +299,15 @@ pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> 
         page,
         per_page: PAGE,
         list: list.map_err(unavailable)?,
+        search: match found {
+            Some(found) => Some(JobSearch {
+                task: filter.task,
+                tenant: filter.tenant,
+                from,
+                found: found.map_err(unavailable)?,
+            }),
+            None => None,
+        },
     })
 }
 

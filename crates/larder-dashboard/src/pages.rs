@@ -9,10 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use larder_cache::LookupCounts;
 use larder_core::last_hour::MinuteCounts;
-use larder_jobs::inspect::{JobDetail, Listing, Minute, ScheduleInfo, WorkerInfo};
+use larder_jobs::inspect::{JobDetail, Listing, Minute, ScheduleInfo, WorkerInfo, SEARCH_BUDGET};
 use maud::{html, Markup, DOCTYPE};
 
-use crate::data::{CacheView, JobsView, Overview, RateLimitsView, RedisView, SessionsView};
+use crate::data::{
+    CacheView, JobSearch, JobsView, Overview, RateLimitsView, RedisView, SessionsView,
+};
 use crate::{Reply, View};
 
 const STYLE: &str = include_str!("../assets/dashboard.css");
@@ -318,7 +320,6 @@ fn percent(ratio: f64) -> String {
 /// `GET /jobs`.
 pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply {
     let base = view.base;
-    let first = j.page * j.per_page;
     let body = html! {
         section {
             h2 { "Queues" }
@@ -378,32 +379,92 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
                     &format!("Send up to {} dead jobs back to their queues?", crate::actions::REDRIVE_BATCH),
                     html! {}))
             }
-            table {
-                thead { tr { th { "job" } th { (time_heading(j.listing)) } } }
-                tbody {
-                    @for listed in &j.list.jobs {
-                        tr {
-                            td { a href={ (base) "/jobs/" (path_segment(&listed.id)) } { code { (listed.id) } } }
-                            td { (when(listed.at_ms)) }
-                        }
-                    }
-                    @if j.list.jobs.is_empty() {
-                        tr { td colspan="2" { "None." } }
-                    }
-                }
+            form method="get" action={ (base) "/jobs" } class="search" {
+                input type="hidden" name="list" value=(j.listing.as_str());
+                @let (task, tenant) = j.search.as_ref().map_or((None, None), |s| (s.task.as_deref(), s.tenant.as_deref()));
+                label for="s-task" { "task" }
+                input id="s-task" name="task" value=[task];
+                label for="s-tenant" { "tenant" }
+                input id="s-tenant" name="tenant" value=[tenant];
+                button type="submit" { "Search " (j.listing.as_str()) " jobs" }
             }
-            p class="pager" {
-                @if j.page > 0 {
-                    a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page - 1) } { "← newer" }
-                }
-                " " (first + 1) "–" (first + j.list.jobs.len() as u64) " of " (j.list.total) " "
-                @if j.list.more {
-                    a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page + 1) } { "older →" }
-                }
+            @match &j.search {
+                Some(search) => (search_results(view, j.listing, search)),
+                None => (listing_page(view, j)),
             }
         }
     };
     page(view, "Jobs", done, body)
+}
+
+/// One page of a listing, newest rank first, with links to the pages around it.
+fn listing_page(view: &View<'_>, j: &JobsView) -> Markup {
+    let base = view.base;
+    let first = j.page * j.per_page;
+    html! {
+        table {
+            thead { tr { th { "job" } th { (time_heading(j.listing)) } } }
+            tbody {
+                @for listed in &j.list.jobs {
+                    tr {
+                        td { a href={ (base) "/jobs/" (path_segment(&listed.id)) } { code { (listed.id) } } }
+                        td { (when(listed.at_ms)) }
+                    }
+                }
+                @if j.list.jobs.is_empty() {
+                    tr { td colspan="2" { "None." } }
+                }
+            }
+        }
+        p class="pager" {
+            @if j.page > 0 {
+                a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page - 1) } { "← newer" }
+            }
+            " " (first + 1) "–" (first + j.list.jobs.len() as u64) " of " (j.list.total) " "
+            @if j.list.more {
+                a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page + 1) } { "older →" }
+            }
+        }
+    }
+}
+
+/// A search's matches, and a link that goes on from where it stopped.
+fn search_results(view: &View<'_>, listing: Listing, s: &JobSearch) -> Markup {
+    let base = view.base;
+    let mut again = format!("{base}/jobs?list={}", listing.as_str());
+    for (name, value) in [("task", &s.task), ("tenant", &s.tenant)] {
+        if let Some(value) = value {
+            again.push_str(&format!("&{name}={}", query_value(value)));
+        }
+    }
+    html! {
+        table {
+            thead { tr { th { "job" } th { "task" } th { "tenant" } th { (time_heading(listing)) } } }
+            tbody {
+                @for found in &s.found.jobs {
+                    tr {
+                        td { a href={ (base) "/jobs/" (path_segment(&found.id)) } { code { (found.id) } } }
+                        td { code { (found.task) } }
+                        td { (found.tenant.as_deref().unwrap_or("–")) }
+                        td { (when(found.at_ms)) }
+                    }
+                }
+                @if s.found.jobs.is_empty() {
+                    tr { td colspan="4" { "No match." } }
+                }
+            }
+        }
+        p class="pager" {
+            (s.found.jobs.len()) " found among " (s.found.examined) " jobs looked at"
+            @match s.found.next {
+                Some(next) => {
+                    " (a search looks at " (SEARCH_BUDGET) " at most at a time). "
+                    a href={ (again) "&from=" (next) } { "Go on →" }
+                }
+                None => "; the whole list was searched.",
+            }
+        }
+    }
 }
 
 /// One minute of a [`chart`]: its start and its counts, each with the class it is

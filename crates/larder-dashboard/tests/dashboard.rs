@@ -544,6 +544,59 @@ on_both_frameworks!(
 );
 
 on_both_frameworks!(
+    async fn jobs_are_searched_by_task_and_tenant(site: &Site, _server: &mut RedisServer) {
+        let later = || EnqueueOptions::new().countdown(Duration::from_secs(3600));
+        let mut acme = Vec::new();
+        for i in 0..5 {
+            let tenant = if i % 2 == 0 { "acme" } else { "<b>rival</b>" };
+            let id = site
+                .jobs
+                .enqueue(LATER, &i, later().tenant(tenant))
+                .await
+                .unwrap();
+            if tenant == "acme" {
+                acme.push(id);
+            }
+        }
+        let api = site.api("/api/jobs?list=delayed&tenant=acme").await;
+        let search = &api["search"];
+        let found: Vec<&str> = search["found"]["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(found.len(), 3, "{api}");
+        assert!(found.iter().all(|id| acme.iter().any(|a| a == id)), "{api}");
+        assert_eq!(search["found"]["examined"], 5);
+        assert!(search["found"]["next"].is_null());
+        let none = site.api("/api/jobs?list=delayed&task=fail").await;
+        assert_eq!(none["search"]["found"]["jobs"].as_array().unwrap().len(), 0);
+        // The page: the matches with task and tenant, the tenant escaped.
+        let page = site
+            .get(
+                "/jobs?list=delayed&task=later&tenant=%3Cb%3Erival%3C%2Fb%3E",
+                &[("authorization", &bearer())],
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("2 found among 5 jobs looked at"), "{page}");
+        assert!(page.contains("&lt;b&gt;rival&lt;/b&gt;") && !page.contains("<b>rival"));
+        // A cursor that is not one is a clear error.
+        let bad = site
+            .get(
+                "/api/jobs?list=delayed&task=later&from=x",
+                &[("authorization", &bearer())],
+            )
+            .await;
+        assert_eq!(bad.status(), 400);
+        assert!(bad.text().await.unwrap().contains("cursor"));
+    }
+);
+
+on_both_frameworks!(
     async fn rejected_keys_are_listed_hashed(site: &Site, _server: &mut RedisServer) {
         let policy = LimitPolicy::new("login", "1/hour").unwrap();
         for _ in 0..3 {
