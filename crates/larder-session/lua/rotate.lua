@@ -1,7 +1,10 @@
 -- Retires a session id after rotation: the record stays readable (read-only) for
 -- the grace window, so parallel requests still carrying the old cookie resolve.
 -- KEYS[1]  the old session record
+-- KEYS[2]  the scope's live sessions (see write.lua): it leaves them either way
 -- ARGV[1]  grace window, ms (0: delete now)
+-- ARGV[2]  the session's hash (its member in the live sessions)
+redis.call('ZREM', KEYS[2], ARGV[2])
 local h = redis.call('HGET', KEYS[1], 'h')
 if not h or tonumber(ARGV[1]) <= 0 then
   -- Gone, not a valid record, or no grace window: nothing to keep readable.

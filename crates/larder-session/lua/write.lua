@@ -1,7 +1,9 @@
 -- Creates or updates a session. An update never brings back a session that was
 -- deleted, revoked, rotated away or has expired: it only writes over a live record.
 -- KEYS[1]  the session record
--- KEYS[2]  the user's session index (a sorted set: member session hash, score the
+-- KEYS[2]  the scope's live sessions (a sorted set: member session hash, score the
+--          session's idle expiry), which Sessions::active counts
+-- KEYS[3]  the user's session index (a sorted set: member session hash, score the
 --          session's absolute deadline); only read when ARGV[5] is not empty
 -- ARGV[1]  'c' create (fails on an existing record) or 'u' update
 -- ARGV[2]  data
@@ -41,23 +43,32 @@ if ARGV[5] ~= '' then
 else
   redis.call('HDEL', KEYS[1], 'u', 'm')
 end
-redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[3]), a - now))
+local ttl = math.min(tonumber(ARGV[3]), a - now)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+-- Kept until the last absolute deadline: a touch never outlives it, so touch.lua
+-- needs no PEXPIRE of its own.
+if redis.call('PTTL', KEYS[2]) < a - now then
+  redis.call('PEXPIRE', KEYS[2], a - now)
+end
 if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[2], a, ARGV[7])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
+  redis.call('ZADD', KEYS[3], a, ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[8])
   if over > 0 then
     -- The records sit beside the index: `{base}s:{hash}` (KEYS[1] is this one's).
     local base = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[7])
-    for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+    for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, over - 1)) do
       if redis.call('HGET', base .. old, 'u') == ARGV[5] then
         redis.call('DEL', base .. old)
+        redis.call('ZREM', KEYS[2], old)
       end
     end
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, over - 1)
   end
-  if redis.call('PTTL', KEYS[2]) < a - now then
-    redis.call('PEXPIRE', KEYS[2], a - now)
+  if redis.call('PTTL', KEYS[3]) < a - now then
+    redis.call('PEXPIRE', KEYS[3], a - now)
   end
 end
 return 1

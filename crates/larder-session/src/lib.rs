@@ -80,5 +80,6 @@ pub mod tower;
 pub use config::{Degraded, SessionConfig, SessionConfigBuilder};
 pub use context::{current_session, current_tenant, mark_rotation, Fault, RequestContext};
 pub use store::{
-    Identity, Loaded, SessionError, SessionInfo, SessionRef, Sessions, Written, IDENTITY_KEY,
+    ActiveSessions, Identity, Loaded, SessionError, SessionInfo, SessionRef, Sessions, Written,
+    IDENTITY_KEY, TENANTS_KEPT,
 };

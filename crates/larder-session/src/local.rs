@@ -171,6 +171,15 @@ impl LocalTier {
     }
 
     /// Live records under `prefix` (the scope's `s:` prefix) owned by `user`.
+    /// How many live sessions (not rotated away) have keys starting with `prefix`.
+    pub(crate) fn live_in(&self, prefix: &str) -> u64 {
+        let now = now_ms();
+        let live = self.records.iter().filter(|(k, r)| {
+            k.starts_with(prefix) && !r.read_only && r.expires > now && r.absolute > now
+        });
+        live.count() as u64
+    }
+
     pub(crate) fn of_user(&self, prefix: &str, user: &str) -> Vec<(String, Arc<LocalRecord>)> {
         let now = now_ms();
         self.records

@@ -76,6 +76,57 @@ pub struct SessionInfo {
     pub current: bool,
 }
 
+/// How many tenants the registry behind [`Sessions::active_by_tenant`] keeps (the
+/// ones that started a session most recently).
+pub const TENANTS_KEPT: usize = 10_000;
+
+/// A scope's live sessions ([`Sessions::active_by_tenant`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveSessions {
+    /// The tenant; `None` for sessions without one.
+    pub tenant: Option<String>,
+    /// Its live sessions.
+    pub active: u64,
+}
+
+/// The tenants that started a session, by last start, in process (what
+/// [`Sessions::active_by_tenant`] lists without Redis).
+#[derive(Debug, Default)]
+struct RecentTenants(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl RecentTenants {
+    fn note(&self, tenant: &str, now: u64) {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= TENANTS_KEPT && !seen.contains_key(tenant) {
+            // Full: the tenant seen least recently makes room.
+            if let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(t, _)| t.clone())
+            {
+                seen.remove(&oldest);
+            }
+        }
+        seen.insert(tenant.to_owned(), now);
+    }
+
+    fn recent(&self, limit: usize) -> Vec<String> {
+        let seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<(&String, &u64)> = seen.iter().collect();
+        all.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        all.into_iter()
+            .take(limit)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+}
+
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -180,6 +231,7 @@ struct Inner {
     rotate: redis::Script,
     revoke: redis::Script,
     local: LocalTier,
+    tenants: RecentTenants,
 }
 
 impl fmt::Debug for Sessions {
@@ -261,6 +313,7 @@ impl Sessions {
                 write: redis::Script::new(include_str!("../lua/write.lua")),
                 rotate: redis::Script::new(include_str!("../lua/rotate.lua")),
                 revoke: redis::Script::new(include_str!("../lua/revoke.lua")),
+                tenants: RecentTenants::default(),
             }),
         }
     }
@@ -312,6 +365,12 @@ impl Sessions {
         s.push_str("s:");
         s.push_str(r.as_str());
         s
+    }
+
+    /// The scope's live sessions: a sorted set of session hashes scored by their
+    /// idle expiry, which the scripts keep and [`active`](Self::active) counts.
+    fn live_key(scope: &Scope) -> String {
+        format!("{}live", scope.base())
     }
 
     fn index_key(scope: &Scope, user_hash: &str) -> String {
@@ -394,7 +453,8 @@ impl Sessions {
     /// [`load`](Self::load)'s work.
     async fn load_record(&self, id: &str) -> Result<Option<Loaded>, SessionError> {
         let r = SessionRef::of_id(id);
-        let key = Self::key(&self.scope(), &r);
+        let scope = self.scope();
+        let key = Self::key(&scope, &r);
         let idle = ms(self.inner.config.idle_timeout);
         let touch = ms(self.inner.config.touch_interval);
         // One HMGET: as cheap for Redis as a GET. Expiry is Redis's (every write and
@@ -427,7 +487,7 @@ impl Sessions {
                 } else if !read_only && now.saturating_sub(touched_ms) >= touch {
                     // Boxed apart: at most once per touch interval, and its state
                     // would otherwise double that of every load.
-                    Box::pin(self.touch_key(&key, idle)).await?
+                    Box::pin(self.touch_key(&scope, &r, idle)).await?
                 } else {
                     Some(Loaded {
                         data,
@@ -450,10 +510,19 @@ impl Sessions {
         Ok(loaded)
     }
 
-    /// Touches `key` now (Redis's clock) and returns the session, if alive.
-    async fn touch_key(&self, key: &str, idle: u64) -> Result<Option<Loaded>, SessionError> {
-        let mut inv = self.inner.touch.key(key);
-        inv.arg(idle).arg(0);
+    /// Touches session `r` of `scope` now (Redis's clock) and returns it, if alive.
+    async fn touch_key(
+        &self,
+        scope: &Scope,
+        r: &SessionRef,
+        idle: u64,
+    ) -> Result<Option<Loaded>, SessionError> {
+        let key = Self::key(scope, r);
+        let mut inv = self.inner.touch.key(&key);
+        inv.key(Self::live_key(scope))
+            .arg(idle)
+            .arg(0)
+            .arg(r.as_str());
         let found: Option<Option<LoadRow>> = self
             .redis(
                 "session_touch",
@@ -469,7 +538,7 @@ impl Sessions {
                 read_only: ro == 1,
             }),
             Some(None) => None,
-            None => self.inner.local.load(key, idle, 0),
+            None => self.inner.local.load(&key, idle, 0),
         })
     }
 
@@ -580,6 +649,7 @@ impl Sessions {
         let absolute = ms(self.inner.config.absolute_timeout);
         let index = user_hash.as_deref().map(|u| Self::index_key(&scope, u));
         let mut inv = self.inner.write.key(&key);
+        inv.key(Self::live_key(&scope));
         if let Some(index) = &index {
             inv.key(index);
         }
@@ -626,8 +696,123 @@ impl Sessions {
         SESSION_OPS.increment(if create { "create" } else { "update" }, outcome);
         if written == Written::Stored {
             context::set_current(Some(r));
+            if create {
+                if let Some(tenant) = context::current_tenant() {
+                    self.note_tenant(&tenant).await;
+                }
+            }
         }
         Ok(written)
+    }
+
+    /// Records that `tenant` started a session now, in the registry
+    /// [`active_by_tenant`](Self::active_by_tenant) reads: a sorted set of tenant ids
+    /// by last session start (the most recent [`TENANTS_KEPT`]), beside the
+    /// namespace's sessions, and in process. Best effort: a failure only leaves the
+    /// tenant out of the dashboard's list until its next login.
+    async fn note_tenant(&self, tenant: &larder_core::Tenant) {
+        let now = now_ms();
+        self.inner.tenants.note(tenant.as_str(), now);
+        if !self.inner.handle.is_redis_configured() {
+            return;
+        }
+        let key = self.tenants_key();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(now)
+            .arg(tenant.as_str())
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-(TENANTS_KEPT as i64) - 1)
+            .ignore();
+        if let Err(e) = self
+            .inner
+            .handle
+            .pipeline::<()>("session_tenants", &pipe)
+            .await
+        {
+            tracing::debug!(target: "larder::session", error = %e, "tenant registry not updated");
+        }
+    }
+
+    fn tenants_key(&self) -> String {
+        format!("{}tenants", self.inner.global.base())
+    }
+
+    /// How many sessions are live in `tenant`'s scope (`None`: the namespace's
+    /// sessions without a tenant): one `ZCOUNT` of the set the scripts keep (a
+    /// session counts until its idle expiry; one rotated away or revoked, at once no
+    /// more).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn active(&self, tenant: Option<&larder_core::Tenant>) -> Result<u64, SessionError> {
+        let scope = self.scope_of(tenant);
+        let mut cmd = redis::cmd("ZCOUNT");
+        cmd.arg(Self::live_key(&scope)).arg(now_ms()).arg("+inf");
+        let counted = self
+            .redis(
+                "session_active",
+                self.inner.handle.query::<u64>("session_active", &cmd),
+            )
+            .await?;
+        Ok(match counted {
+            Some(n) if !self.in_memory() => n,
+            redis => {
+                let prefix = Self::key(&scope, &SessionRef(String::new()));
+                redis.unwrap_or(0) + self.inner.local.live_in(&prefix)
+            }
+        })
+    }
+
+    /// The live sessions without a tenant, then those of the `limit` tenants that
+    /// started a session most recently (at most [`TENANTS_KEPT`]), each counted as
+    /// [`active`](Self::active) counts: `limit + 2` bounded reads.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn active_by_tenant(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<ActiveSessions>, SessionError> {
+        let limit = limit.min(TENANTS_KEPT);
+        let mut range = redis::cmd("ZRANGE");
+        range
+            .arg(self.tenants_key())
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .arg("REV");
+        let recent = self
+            .redis(
+                "session_tenants",
+                self.inner
+                    .handle
+                    .query::<Vec<String>>("session_tenants", &range),
+            )
+            .await?;
+        let tenants = match recent {
+            Some(ids) if !self.in_memory() => ids,
+            _ => self.inner.tenants.recent(limit),
+        };
+        let mut out = vec![ActiveSessions {
+            tenant: None,
+            active: self.active(None).await?,
+        }];
+        for id in tenants {
+            // Ids were valid tenants when noted; one that is not (a hand-edited
+            // registry) is skipped.
+            let Ok(tenant) = larder_core::Tenant::new(&id) else {
+                continue;
+            };
+            out.push(ActiveSessions {
+                active: self.active(Some(&tenant)).await?,
+                tenant: Some(id),
+            });
+        }
+        Ok(out)
     }
 
     /// Extends the idle expiry of `id` now (for frameworks that ask for it on every
@@ -636,9 +821,13 @@ impl Sessions {
     /// # Errors
     /// As [`load`](Self::load).
     pub async fn touch(&self, id: &str) -> Result<(), SessionError> {
-        let key = self.record_key(id);
-        self.touch_key(&key, ms(self.inner.config.idle_timeout))
-            .await?;
+        let scope = self.scope();
+        self.touch_key(
+            &scope,
+            &SessionRef::of_id(id),
+            ms(self.inner.config.idle_timeout),
+        )
+        .await?;
         Ok(())
     }
 
@@ -649,14 +838,16 @@ impl Sessions {
     /// # Errors
     /// As [`load`](Self::load).
     pub async fn delete(&self, id: &str) -> Result<(), SessionError> {
-        let key = self.record_key(id);
+        let scope = self.scope();
+        let r = SessionRef::of_id(id);
+        let key = Self::key(&scope, &r);
         let grace = if context::take_rotating() {
             ms(self.inner.config.rotation_grace)
         } else {
             0
         };
         let mut inv = self.inner.rotate.key(&key);
-        inv.arg(grace);
+        inv.key(Self::live_key(&scope)).arg(grace).arg(r.as_str());
         let res: Option<i64> = self
             .redis(
                 "session_delete",
@@ -830,7 +1021,7 @@ impl Sessions {
         let mut n = 0;
         if self.inner.handle.is_redis_configured() {
             let mut inv = self.inner.revoke.key(Self::index_key(&scope, &user_hash));
-            inv.arg(&user_hash);
+            inv.key(Self::live_key(&scope)).arg(&user_hash);
             for (k, r) in keys.iter().zip(&refs) {
                 inv.key(k).arg(r.as_str());
             }

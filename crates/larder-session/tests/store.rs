@@ -189,10 +189,13 @@ on_every_topology!(
         assert!(s.list(Some(&t2), hostile).await.unwrap().is_empty());
         assert_eq!(s.revoke_all(Some(&t2), hostile, None).await.unwrap(), 0);
         assert_eq!(s.revoke_all(Some(&t1), hostile, None).await.unwrap(), 1);
+        // Tenant 1's keys, and the registry of tenants with sessions (for the
+        // dashboard's counts), which holds tenant ids only.
         let all = common::keys(redis, "*");
         assert!(
             all.iter()
-                .all(|k| k.starts_with("larder:session:tenant:{1}:session:")),
+                .all(|k| k.starts_with("larder:session:tenant:{1}:session:")
+                    || k == "larder:session:global:{session}:tenants"),
             "{all:?}"
         );
     }
@@ -358,4 +361,59 @@ on_every_topology!(
 #[tokio::test]
 async fn sessions_per_user_are_capped_in_process() {
     sessions_per_user_are_capped(sessions(None, config().max_per_user(3))).await;
+}
+
+/// Live sessions are counted per tenant: a login adds one, a logout, a rotation or
+/// a revoke takes it away, and the most recent tenants are listed, each with its
+/// own count. Same answers on Redis and in process.
+async fn active_sessions_are_counted_per_tenant(s: Sessions) {
+    let (t1, t2) = (Tenant::new("t1").unwrap(), Tenant::new("t2").unwrap());
+    let alice = Identity::new("alice");
+    RequestContext::scope(RequestContext::new(Some(t1.clone())), async {
+        for id in ["a-1", "a-2", "a-3"] {
+            s.create(id, b"{}", Some(&alice)).await.unwrap();
+        }
+        s.delete("a-3").await.unwrap();
+    })
+    .await;
+    // Later than t1's, so listed first.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    RequestContext::scope(RequestContext::new(Some(t2.clone())), async {
+        s.create("b-1", b"{}", None).await.unwrap();
+    })
+    .await;
+    s.create("anon", b"{}", None).await.unwrap();
+    assert_eq!(s.active(Some(&t1)).await.unwrap(), 2);
+    assert_eq!(s.active(Some(&t2)).await.unwrap(), 1);
+    assert_eq!(s.active(None).await.unwrap(), 1);
+    let listed = s.active_by_tenant(10).await.unwrap();
+    let pairs: Vec<(Option<&str>, u64)> = listed
+        .iter()
+        .map(|a| (a.tenant.as_deref(), a.active))
+        .collect();
+    assert_eq!(pairs, [(None, 1), (Some("t2"), 1), (Some("t1"), 2)]);
+    assert_eq!(s.active_by_tenant(1).await.unwrap().len(), 2);
+    // A revoke and a rotation end sessions for the count at once.
+    assert_eq!(s.revoke_all(Some(&t1), "alice", None).await.unwrap(), 2);
+    assert_eq!(s.active(Some(&t1)).await.unwrap(), 0);
+    RequestContext::scope(RequestContext::new(Some(t2.clone())), async {
+        assert!(larder_session::mark_rotation());
+        s.delete("b-1").await.unwrap();
+        // Still readable for the grace window, but no longer a live session.
+        assert!(s.load("b-1").await.unwrap().unwrap().read_only);
+    })
+    .await;
+    assert_eq!(s.active(Some(&t2)).await.unwrap(), 0);
+    assert_eq!(s.active(None).await.unwrap(), 1);
+}
+
+on_every_topology!(
+    async fn active_sessions_are_counted_per_tenant_on_redis(redis: &Redis) {
+        active_sessions_are_counted_per_tenant(sessions_on(redis, config())).await;
+    }
+);
+
+#[tokio::test]
+async fn active_sessions_are_counted_per_tenant_in_process() {
+    active_sessions_are_counted_per_tenant(sessions(None, config())).await;
 }
