@@ -326,7 +326,12 @@ pub(crate) struct SessionsView {
     pub(crate) tenant: Option<String>,
     pub(crate) user: Option<String>,
     pub(crate) sessions: Vec<larder_session::SessionInfo>,
+    /// Live sessions without a tenant, then of the tenants that logged in last.
+    pub(crate) active: Vec<larder_session::ActiveSessions>,
 }
+
+/// How many tenants the sessions page counts the live sessions of.
+const ACTIVE_TENANTS: usize = 20;
 
 /// The tenant (optional, validated) and user (required for a listing) a sessions
 /// request names, from its form or query.
@@ -346,17 +351,19 @@ pub(crate) fn session_owner(call: &Call) -> Result<(Option<Tenant>, Option<Strin
 pub(crate) async fn sessions(d: &Dashboard, call: &Call) -> Result<SessionsView, Reply> {
     let store = d.session_store()?;
     let (tenant, user) = session_owner(call)?;
+    let down = |e: larder_session::SessionError| {
+        Reply::json_error(503, &format!("sessions unavailable: {e}"))
+    };
     let sessions = match &user {
         None => Vec::new(),
-        Some(user) => store
-            .list(tenant.as_ref(), user)
-            .await
-            .map_err(|e| Reply::json_error(503, &format!("sessions unavailable: {e}")))?,
+        Some(user) => store.list(tenant.as_ref(), user).await.map_err(down)?,
     };
+    let active = store.active_by_tenant(ACTIVE_TENANTS).await.map_err(down)?;
     Ok(SessionsView {
         tenant: tenant.map(|t| t.to_string()),
         user,
         sessions,
+        active,
     })
 }
 

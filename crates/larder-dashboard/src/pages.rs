@@ -888,6 +888,20 @@ pub(crate) fn sessions(view: &View<'_>, s: &SessionsView, done: Option<String>) 
         }
     };
     let body = html! {
+        h2 { "Live sessions" }
+        table {
+            thead { tr { th { "tenant" } th class="num" { "live sessions" } } }
+            tbody {
+                @for a in &s.active {
+                    tr {
+                        td { @match &a.tenant { Some(t) => code { (t) }, None => "(no tenant)" } }
+                        td class="num" { (a.active) }
+                    }
+                }
+            }
+        }
+        p class="pager" { "The tenants that logged in last, " (s.active.len().saturating_sub(1)) " shown." }
+        h2 { "A user's sessions" }
         form method="get" action={ (view.base) "/sessions" } class="search" {
             label for="s-tenant" { "tenant" }
             input id="s-tenant" name="tenant" value=(tenant);

@@ -842,6 +842,32 @@ on_both_frameworks!(
                 .len(),
             2
         );
+        // The live sessions: alice's two and bob's one, none with a tenant; then a
+        // tenant's login is counted under it.
+        let active = site.api("/api/sessions").await["active"].clone();
+        assert_eq!(active[0]["tenant"], Value::Null, "{active}");
+        assert_eq!(active[0]["active"], 3, "{active}");
+        let acme = larder_core::Tenant::new("acme").unwrap();
+        larder_session::RequestContext::scope(
+            larder_session::RequestContext::new(Some(acme)),
+            site.sessions
+                .create("sess-c-0000000000000000000001", b"{}", None),
+        )
+        .await
+        .unwrap();
+        let active = site.api("/api/sessions").await["active"].clone();
+        assert_eq!(active[1]["tenant"], "acme", "{active}");
+        assert_eq!(active[1]["active"], 1, "{active}");
+        let html = site
+            .get("/sessions", &[("authorization", &bearer())])
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("<td><code>acme</code></td><td class=\"num\">1</td>"),
+            "{html}"
+        );
         // Another user's session cannot be ended through alice's name.
         let bob = site.api("/api/sessions?user=bob").await["sessions"][0]["id"]
             .as_str()
