@@ -28,20 +28,24 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET /` | overview: job counts, cache, Redis health; updated live |
+//! | `GET /` | overview: job counts, cache, Redis health |
 //! | `GET /jobs?list=dead&page=0` | counts per queue and state, the last hour's outcomes per minute (a chart), live workers, scheduler entries; the delayed, running or dead jobs, paged |
+//! | `GET /jobs?list=dead&task=&tenant=&from=` | that list searched by task and tenant, one bounded call a page ([`larder_jobs::Jobs::search`]), with a link that goes on |
 //! | `GET /jobs/{id}` | one job: arguments, attempts, every failed attempt's error, times, result |
 //! | `POST /jobs/{id}/revoke`, `/redrive`, `/delete` | revoke a job; send a dead one back to its queue; delete one no worker holds |
 //! | `POST /jobs/redrive-dead` | redrive dead jobs, oldest first, at most 1,000 per request |
 //! | `POST /queues/{name}/purge` | delete every ready job of a queue |
 //! | `GET /rate-limits?key=` | this instance's admissions and rejections of the last hour per minute and policy (charts), the keys rejected most (hashed), a key's hash |
-//! | `GET /cache-stats` | hit ratio, entries, memory, degraded look-ups |
+//! | `GET /cache-stats` | hit ratio, entries, memory, degraded look-ups; each module's and tenant's hit ratio over the last hour; the breaker's last outages |
 //! | `POST /cache-invalidate` | form fields `tenant`, `module`: drop one module's entries for one tenant |
-//! | `GET /sessions?tenant=&user=` | a user's live sessions (started, last seen, user agent, IP) |
+//! | `GET /sessions?tenant=&user=` | live sessions without a tenant and of the tenants that logged in last; a user's live sessions (started, last seen, user agent, IP) |
 //! | `POST /sessions-revoke`, `POST /sessions-revoke-all` | form fields `tenant` (optional), `user`, `session`: end one, or all, of a user's sessions |
-//! | `GET /redis` | health, breaker, latency, memory, eviction policy, topology |
+//! | `GET /redis` | health, breaker and its last outages, latency, memory, eviction policy, topology |
 //! | `GET /api/overview`, `/api/jobs`, `/api/jobs/{id}`, `/api/rate-limits`, `/api/sessions`, `/api/redis` | the same data as JSON |
 //! | `GET /login`, `POST /login`, `POST /logout` | browser sign-in with the admin token |
+//!
+//! Every page is live: its part below the title is asked for again every 5 s and
+//! put in place (`assets/live.js`), unless the user is typing in it.
 //!
 //! # Who may use it
 //!
@@ -55,8 +59,10 @@
 //! # Cost
 //!
 //! Nothing a page or endpoint does scans the keyspace: job counts are set sizes,
-//! lists are ranges of sorted sets (see [`larder_jobs::inspect`]), the cache and
-//! Redis figures are `INFO` and `DBSIZE` per primary. BENCHMARKS.md has the
+//! lists are ranges of sorted sets (see [`larder_jobs::inspect`]), a search looks
+//! at 5,000 jobs at most per request, live sessions are one `ZCOUNT` per tenant
+//! shown, the cache and Redis figures are `INFO` and `DBSIZE` per primary, and the
+//! per-minute series are kept in process. BENCHMARKS.md has the
 //! figures at one million jobs.
 
 use std::sync::Arc;
