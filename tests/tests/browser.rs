@@ -294,6 +294,23 @@ async fn dashboard_in_a_browser(framework: Framework) {
     assert_eq!(now, before + 1, "the overview did not update by itself");
     assert_eq!(reloaded().await, Value::Bool(false));
 
+    // The dead list searched by tenant and task: the dead job, with both.
+    browser
+        .goto(&app.url("/admin/jobs?list=dead&tenant=1&task=doomed"))
+        .await
+        .unwrap();
+    let found = format!("//tbody//a[code='{dead}']");
+    assert!(browser.find(Locator::XPath(&found)).await.is_ok(), "{dead} not found");
+    let pager = browser
+        .find(Locator::Css("p.pager"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(pager.contains("1 found among 1 jobs looked at"), "{pager}");
+    snap(&browser, framework, "jobs-search").await;
+
     // The dead letters, the dead job's page, and its redrive.
     browser
         .goto(&app.url("/admin/jobs?list=dead"))
@@ -384,6 +401,13 @@ async fn dashboard_in_a_browser(framework: Framework) {
     assert_eq!(h1(&browser).await, "Sessions");
     assert!(browser.source().await.unwrap().contains("No live session."));
     snap(&browser, framework, "sessions").await;
+    // The rate-limits page: the sign-ins above went through the app's policies.
+    browser.goto(&app.url("/admin/rate-limits")).await.unwrap();
+    assert_eq!(h1(&browser).await, "Rate limits");
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("this instance admitted"), "{page}");
+    assert!(page.contains("<svg class=\"chart\""), "no policy's chart: {page}");
+    snap(&browser, framework, "rate-limits").await;
     browser.goto(&app.url("/admin/redis")).await.unwrap();
     let page = browser.source().await.unwrap();
     assert!(

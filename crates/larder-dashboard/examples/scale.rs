@@ -1,9 +1,10 @@
 //! The dashboard at scale (`scripts/bench-dashboard` runs it): fills the Redis at
 //! `REDIS_URL` with `JOBS` jobs (default 1,000,000: 60 % ready over 3 queues and
 //! 50 tenants, 20 % delayed, 20 % dead) and `CACHE_ENTRIES` cache entries (default
-//! 100,000), serves the dashboard over Axum on a loopback port, and times every
-//! page and JSON endpoint over HTTP (`TRIES` times each, default 5). Prints one
-//! Markdown row per endpoint: median and slowest.
+//! 100,000) and `SESSIONS` sessions over 50 tenants (default 10,000), serves the
+//! dashboard over Axum on a loopback port, and times every page and JSON endpoint
+//! over HTTP (`TRIES` times each, default 5). Prints one Markdown row per
+//! endpoint: median and slowest.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)] // a benchmark
 
@@ -14,6 +15,8 @@ use larder_core::{Handle, Module, Tenant};
 use larder_dashboard::Dashboard;
 use larder_jobs::inspect::Listing;
 use larder_jobs::{EnqueueOptions, Jobs, JobsConfig, TaskError, TaskRef, Worker};
+use larder_ratelimit::{Check, Policy, RateLimiter};
+use larder_session::{Identity, RequestContext, SessionConfig, Sessions};
 
 const WORK: TaskRef<u64, ()> = TaskRef::new("work");
 const DOOMED: TaskRef<u64, ()> = TaskRef::new("doomed");
@@ -127,12 +130,36 @@ async fn main() {
         counts.running,
         counts.dead
     );
+    // Sessions over 50 tenants (made again each run: they expire).
+    let sessions = Sessions::new(handle.clone(), SessionConfig::default());
+    let started = Instant::now();
+    for i in 0..var("SESSIONS", 10_000) {
+        let tenant = Tenant::new(format!("t{}", i % 50)).unwrap();
+        let who = Identity::new(format!("user-{}", i % 500));
+        RequestContext::scope(
+            RequestContext::new(Some(tenant)),
+            sessions.create(&format!("bench-session-{i:012}"), b"{}", Some(&who)),
+        )
+        .await
+        .unwrap();
+    }
+    eprintln!("sessions made in {:.1} s", started.elapsed().as_secs_f64());
+    // A limiter that admitted and rejected requests of 1,000 keys.
+    let limiter = RateLimiter::new(handle.clone());
+    let policy = Policy::new("login", "2/minute").unwrap();
+    for i in 0..3_000 {
+        limiter
+            .check(&[Check::new(&policy, &format!("10.0.{}.{}", i % 1000 / 256, i % 256))])
+            .await;
+    }
     let dead_id = jobs.list(Listing::Dead, 0, 1).await.unwrap().jobs[0]
         .id
         .clone();
     let dashboard = Dashboard::with_token("/admin", "bench")
         .jobs(jobs.clone())
         .cache(cache)
+        .sessions(sessions)
+        .rate_limits(limiter)
         .redis(handle);
     let app: axum::Router = axum::Router::new().merge(larder_dashboard::axum::router(dashboard));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -148,7 +175,12 @@ async fn main() {
         format!("/admin/jobs?list=dead&page={last_page}"),
         format!("/admin/api/jobs?list=dead&page={}", last_page / 2),
         format!("/admin/jobs/{dead_id}"),
+        // A search that matches nothing: it looks at its 5,000 jobs.
+        "/admin/jobs?list=dead&tenant=t1".to_owned(),
+        "/admin/api/jobs?list=delayed&task=work&tenant=t1".to_owned(),
         "/admin/cache-stats".to_owned(),
+        "/admin/sessions".to_owned(),
+        "/admin/rate-limits".to_owned(),
         "/admin/redis".to_owned(),
         "/admin/api/redis".to_owned(),
     ];
