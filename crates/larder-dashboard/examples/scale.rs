@@ -149,7 +149,10 @@ async fn main() {
     let policy = Policy::new("login", "2/minute").unwrap();
     for i in 0..3_000 {
         limiter
-            .check(&[Check::new(&policy, &format!("10.0.{}.{}", i % 1000 / 256, i % 256))])
+            .check(&[Check::new(
+                &policy,
+                &format!("10.0.{}.{}", i % 1000 / 256, i % 256),
+            )])
             .await;
     }
     let dead_id = jobs.list(Listing::Dead, 0, 1).await.unwrap().jobs[0]

@@ -615,9 +615,9 @@ pub(crate) fn rate_limits(view: &View<'_>, r: &RateLimitsView) -> Reply {
     let now_minute = larder_core::time::now_ms() / 60_000;
     let body = html! {
         section {
-            p { "In the last hour, this instance admitted " (allowed) " requests and rejected "
-                (rejected) ". Every instance's decisions are in Prometheus as "
-                code { "larder_ratelimit_decisions_total" } "." }
+            p { "In the last hour, this instance's policies admitted " (allowed) " requests and rejected "
+                (rejected) " (a request that two policies check counts for each). Every instance's "
+                "decisions are in Prometheus as " code { "larder_ratelimit_decisions_total" } "." }
             @for policy in &policies {
                 h2 { "Policy " code { (policy) } }
                 @let bars: Vec<Bar> = (now_minute.saturating_sub(59)..=now_minute)
