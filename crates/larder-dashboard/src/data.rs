@@ -185,7 +185,7 @@ pub(crate) async fn cache(d: &Dashboard) -> CacheView {
             Some(cache) => Some(cache.stats().await),
             None => None,
         },
-        last_hour: d.inner.cache.as_ref().map(|cache| cache.last_hour()),
+        last_hour: d.inner.cache.as_ref().map(larder_cache::Cache::last_hour),
         health: match &d.inner.cache {
             Some(cache) => Some(cache.handle().health().await),
             None => None,
