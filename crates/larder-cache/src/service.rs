@@ -187,6 +187,9 @@ pub struct Stats {
     pub errors: u64,
     /// Look-ups answered in degraded mode (Redis unavailable).
     pub degraded: u64,
+    /// Invalidations this instance made that took effect: modules, tenants,
+    /// patterns and single keys.
+    pub invalidations: u64,
     /// hits / (hits + misses + stale), 0 when nothing was looked up.
     pub hit_ratio: f64,
     /// From Redis `INFO stats`: server-wide keyspace hits.
@@ -212,6 +215,7 @@ struct Counters {
     stale: AtomicU64,
     errors: AtomicU64,
     degraded: AtomicU64,
+    invalidations: AtomicU64,
 }
 
 /// How many modules, and tenants, one minute of [`Cache::last_hour`] lists at most
@@ -715,6 +719,7 @@ impl<C: Codec> Cache<C> {
             stale: c.stale.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             degraded: c.degraded.load(Ordering::Relaxed),
+            invalidations: c.invalidations.load(Ordering::Relaxed),
             local_entries: self.inner.local.as_ref().map_or(0, LocalTier::len),
             ..Stats::default()
         };
@@ -934,6 +939,18 @@ impl<C: Codec> Cache<C> {
         self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
         self.remember(keys, now_ms(), |l| l.stale += 1);
         LOOKUPS.increment(keys.module.as_str(), "stale");
+    }
+
+    /// Counts an invalidation in [`Stats::invalidations`] if it took effect, and
+    /// passes `ok` on.
+    pub(crate) fn count_invalidation(&self, ok: bool) -> bool {
+        if ok {
+            self.inner
+                .counters
+                .invalidations
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     fn count_error(&self, module: &Module, kind: &'static str) {

@@ -127,22 +127,37 @@ pub(crate) async fn purge(d: &Dashboard, call: &Call, queue: &str) -> Reply {
     )
 }
 
-/// `POST /cache-invalidate` with `tenant` and `module`.
+/// `POST /cache-invalidate` with `tenant`, and `module` to drop one module's
+/// entries (without it, every module's).
 pub(crate) async fn invalidate(d: &Dashboard, call: &Call) -> Reply {
     let Some(cache) = &d.inner.cache else {
         return Reply::json_error(404, "no cache is shown here");
     };
-    let tenant = Tenant::new(call.form_or_query("tenant").unwrap_or_default());
-    let module = Module::new(call.form_or_query("module").unwrap_or_default());
-    let (tenant, module) = match (tenant, module) {
-        (Ok(t), Ok(m)) => (t, m),
-        (Err(e), _) | (_, Err(e)) => return Reply::json_error(400, &e.to_string()),
+    let tenant = match Tenant::new(call.form_or_query("tenant").unwrap_or_default()) {
+        Ok(tenant) => tenant,
+        Err(e) => return Reply::json_error(400, &e.to_string()),
     };
-    if !cache.invalidate_module(&tenant, &module).await {
+    let module = match call.form_or_query("module").filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => match Module::new(m) {
+            Ok(module) => Some(module),
+            Err(e) => return Reply::json_error(400, &e.to_string()),
+        },
+    };
+    let (ok, done) = match &module {
+        Some(module) => (
+            cache.invalidate_module(&tenant, module).await,
+            format!("invalidated module {module} of tenant {tenant}"),
+        ),
+        None => (
+            cache.invalidate_tenant(&tenant).await,
+            format!("invalidated every module of tenant {tenant}"),
+        ),
+    };
+    if !ok {
         return Reply::json_error(503, "redis unavailable: nothing was invalidated");
     }
-    let done = format!("invalidated module {module} of tenant {tenant}");
-    tracing::info!(target: "larder::dashboard", tenant = %tenant, module = %module, "cache module invalidated");
+    tracing::info!(target: "larder::dashboard", tenant = %tenant, module = ?module.as_ref().map(Module::as_str), "cache invalidated");
     answer(
         d,
         call,

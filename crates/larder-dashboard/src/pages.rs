@@ -826,6 +826,7 @@ pub(crate) fn cache(view: &View<'_>, c: &CacheView, done: Option<String>) -> Rep
                             dt { "stale serves" } dd { (count("cache.stale", s.stale)) }
                             dt { "errors" } dd { (count("cache.errors", s.errors)) }
                             dt { "degraded" } dd { (count("cache.degraded", s.degraded)) }
+                            dt { "invalidations" } dd { (count("cache.invalidations", s.invalidations)) }
                             dt { "in-process entries" } dd { (count("cache.local_entries", s.local_entries)) }
                         }
                     }
@@ -850,14 +851,14 @@ pub(crate) fn cache(view: &View<'_>, c: &CacheView, done: Option<String>) -> Rep
                 }
                 section { (outages_table(&c.outages)) }
                 section {
-                    h2 { "Invalidate a module" }
+                    h2 { "Invalidate a tenant's module, or all of its modules" }
                     (action_form(view, "/cache-invalidate", "Invalidate",
-                        "Drop every cached entry of this module for this tenant?",
+                        "Drop every cached entry of this tenant (of this module only, if one is given)?",
                         html! {
                             label for="tenant" { "tenant" }
                             input id="tenant" name="tenant" required;
-                            label for="module" { "module" }
-                            input id="module" name="module" required;
+                            label for="module" { "module (empty: all)" }
+                            input id="module" name="module";
                         }))
                 }
             }

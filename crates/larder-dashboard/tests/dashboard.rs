@@ -669,6 +669,29 @@ on_both_frameworks!(
             site.cache.get::<String>(&tenant, &module, "item-1").await,
             None
         );
+        // Without a module, every module of the tenant.
+        let other = Module::new("prices").unwrap();
+        site.cache
+            .set(&tenant, &other, "p-1", &"cached", None)
+            .await;
+        site.cache
+            .set(&tenant, &module, "item-2", &"cached", None)
+            .await;
+        let all = site
+            .post(
+                "/cache-invalidate",
+                &[("authorization", &bearer())],
+                &[("tenant", "acme"), ("module", "")],
+            )
+            .await;
+        assert_eq!(all.status(), 200);
+        assert_eq!(all.json::<Value>().await.unwrap()["module"], Value::Null);
+        assert_eq!(site.cache.get::<String>(&tenant, &other, "p-1").await, None);
+        assert_eq!(
+            site.cache.get::<String>(&tenant, &module, "item-2").await,
+            None
+        );
+        assert_eq!(site.cache.stats().await.invalidations, 2);
         // A hostile tenant id is a clear error, and nothing is touched.
         let bad = site
             .post(
@@ -684,10 +707,11 @@ on_both_frameworks!(
             .await;
         let page = stats.text().await.unwrap();
         assert!(page.contains("hit ratio"));
-        // The tenant's and the module's last hour: one hit, one miss.
-        for name in ["acme", "stock"] {
+        // The tenant's last hour: one hit, three misses; its module stock's: one hit,
+        // two misses.
+        for (name, lookups, ratio) in [("acme", 4, "25.0 %"), ("stock", 3, "33.3 %")] {
             let row = format!(
-                "<td><code>{name}</code></td><td class=\"num\">2</td><td class=\"num\">50.0 %</td>"
+                "<td><code>{name}</code></td><td class=\"num\">{lookups}</td><td class=\"num\">{ratio}</td>"
             );
             assert!(page.contains(&row), "{row} not in {page}");
         }

@@ -293,6 +293,69 @@ async fn running_jobs_show_their_worker_in_process() {
     running_jobs_show_their_worker(Jobs::with_config(Handle::in_process(), config())).await;
 }
 
+on_every_topology!(
+    async fn a_silent_worker_is_listed_then_forgotten(redis: &Redis) {
+        let jobs = jobs_on(redis);
+        let worker = Worker::new(jobs.clone())
+            .task(LATER, |_, _| async { Ok(()) })
+            .spawn();
+        assert!(
+            eventually(200, Duration::from_millis(25), || async {
+                jobs.workers().await.unwrap().len() == 1
+            })
+            .await
+        );
+        let live = jobs.workers().await.unwrap().remove(0);
+        // The registry's hash, found the way an operator would (a test may use KEYS).
+        let registry = redis
+            .primaries()
+            .iter()
+            .flat_map(|server| {
+                let reply = server.command(&["KEYS", "*workers"]);
+                reply
+                    .lines()
+                    .filter(|l| !l.starts_with(['*', '$']))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .next()
+            .expect("the workers' registry");
+        // Two workers that stopped beating without removing themselves (killed):
+        // one a minute ago, one eleven minutes ago; and a value that is no worker.
+        let silent = |id: &str, ago_ms: u64| {
+            let mut info = live.clone();
+            info.id = id.to_owned();
+            info.beat_ms = now_ms() - ago_ms;
+            serde_json::to_string(&info).unwrap()
+        };
+        let (quiet, gone) = (silent("w-quiet", 60_000), silent("w-gone", 660_000));
+        for (field, value) in [
+            ("w-quiet", quiet.as_str()),
+            ("w-gone", gone.as_str()),
+            ("w-bad", "{"),
+        ] {
+            let added = redis.command_on_key(&registry, &["HSET", &registry, field, value]);
+            assert_eq!(added.trim(), ":1", "{added:?}");
+        }
+        let listed = jobs.workers().await.unwrap();
+        let ids: BTreeSet<&str> = listed.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            BTreeSet::from([live.id.as_str(), "w-quiet"]),
+            "{listed:?}"
+        );
+        let quiet = listed.iter().find(|w| w.id == "w-quiet").unwrap();
+        assert!(
+            !quiet.alive(now_ms()),
+            "a minute without a beat is not alive"
+        );
+        // The one past FORGET_AFTER was removed from the registry, not just hidden.
+        let exists = redis.command_on_key(&registry, &["HEXISTS", &registry, "w-gone"]);
+        assert_eq!(exists.trim(), ":0", "{exists:?}");
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+);
+
 /// A purge removes every ready job of its queue, in batches, and leaves the
 /// queue's delayed jobs and other queues alone; a delete removes one job from
 /// wherever it waits, record and all.

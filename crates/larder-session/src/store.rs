@@ -793,10 +793,12 @@ impl Sessions {
                     .query::<Vec<String>>("session_tenants", &range),
             )
             .await?;
-        let tenants = match recent {
+        let mut tenants = match recent {
             Some(ids) if !self.in_memory() => ids,
             _ => self.inner.tenants.recent(limit),
         };
+        // (`ZRANGE 0 0` is one, not none.)
+        tenants.truncate(limit);
         let mut out = vec![ActiveSessions {
             tenant: None,
             active: self.active(None).await?,

@@ -393,6 +393,7 @@ async fn active_sessions_are_counted_per_tenant(s: Sessions) {
         .collect();
     assert_eq!(pairs, [(None, 1), (Some("t2"), 1), (Some("t1"), 2)]);
     assert_eq!(s.active_by_tenant(1).await.unwrap().len(), 2);
+    assert_eq!(s.active_by_tenant(0).await.unwrap().len(), 1);
     // A revoke and a rotation end sessions for the count at once.
     assert_eq!(s.revoke_all(Some(&t1), "alice", None).await.unwrap(), 2);
     assert_eq!(s.active(Some(&t1)).await.unwrap(), 0);

@@ -12,11 +12,11 @@ impl<C: Codec> Cache<C> {
         let keys = self.keys(tenant, module, key);
         if let Some(local) = &self.inner.local {
             local.remove(&keys.entry);
-            return true;
+            return self.count_invalidation(true);
         }
         let deleted = self.unlink_one(&keys.entry).await;
         tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, key, "cache key invalidated");
-        deleted
+        self.count_invalidation(deleted)
     }
 
     /// Invalidates every key of a tenant's module: one `SET` of a fresh marker,
@@ -28,7 +28,7 @@ impl<C: Codec> Cache<C> {
             .bump_marker(self.marker_keys(&keys).1, local::message('p', scope.base()))
             .await;
         tracing::info!(target: "larder::cache", tenant = %tenant, module = %module, ok, "cache module invalidated");
-        ok
+        self.count_invalidation(ok)
     }
 
     /// Invalidates every key of a tenant, in all modules, in one command.
@@ -42,7 +42,7 @@ impl<C: Codec> Cache<C> {
             )
             .await;
         tracing::info!(target: "larder::cache", tenant = %tenant, ok, "cache tenant invalidated");
-        ok
+        self.count_invalidation(ok)
     }
 
     /// Deletes a tenant's keys matching `glob` (relative to the tenant:
@@ -59,6 +59,7 @@ impl<C: Codec> Cache<C> {
         let pattern = self.inner.keyspace.tenant_glob(tenant, glob)?;
         let deleted = self.delete_matching(&pattern, true).await;
         tracing::info!(target: "larder::cache", tenant = %tenant, pattern = %pattern, deleted, "cache pattern invalidated");
+        self.count_invalidation(deleted.is_some());
         Ok(deleted)
     }
 
