@@ -122,14 +122,13 @@ async fn click(browser: &Client, button: Locator<'_>) {
     browser.find(button).await.unwrap().click().await.unwrap();
 }
 
+/// The text of the first element `locator` finds.
+async fn text_of(browser: &Client, locator: Locator<'_>) -> String {
+    browser.find(locator).await.unwrap().text().await.unwrap()
+}
+
 async fn h1(browser: &Client) -> String {
-    browser
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    text_of(browser, Locator::Css("h1")).await
 }
 
 /// Accepts the confirmation dialog an action's form opens, and waits for the page
@@ -252,15 +251,7 @@ async fn dashboard_in_a_browser(framework: Framework) {
     );
     let figure = |path: &'static str| {
         let browser = browser.clone();
-        async move {
-            browser
-                .find(Locator::Css(&format!("[data-figure='{path}']")))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { text_of(&browser, Locator::Css(&format!("[data-figure='{path}']"))).await }
     };
     assert_eq!(figure("jobs.dead").await, "1");
     snap(&browser, framework, "overview").await;
@@ -304,13 +295,7 @@ async fn dashboard_in_a_browser(framework: Framework) {
         browser.find(Locator::XPath(&found)).await.is_ok(),
         "{dead} not found"
     );
-    let pager = browser
-        .find(Locator::Css("p.pager"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let pager = text_of(&browser, Locator::Css("p.pager")).await;
     assert!(pager.contains("1 found among 1 jobs looked at"), "{pager}");
     snap(&browser, framework, "jobs-search").await;
 
