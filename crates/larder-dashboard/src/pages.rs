@@ -901,7 +901,10 @@ pub(crate) fn sessions(view: &View<'_>, s: &SessionsView, done: Option<String>) 
                 }
             }
         }
-        p class="pager" { "The tenants that logged in last, " (s.active.len().saturating_sub(1)) " shown." }
+        @match &s.active_error {
+            Some(e) => p class="error" { "Live sessions could not be counted: " (e) },
+            None => p class="pager" { "The tenants that logged in last, " (s.active.len().saturating_sub(1)) " shown." },
+        }
         h2 { "A user's sessions" }
         form method="get" action={ (view.base) "/sessions" } class="search" {
             label for="s-tenant" { "tenant" }

@@ -751,7 +751,7 @@ on_both_frameworks!(
                     server.freeze();
                 }
             }
-            for path in ["/", "/redis", "/cache-stats", "/api/overview"] {
+            for path in ["/", "/redis", "/cache-stats", "/sessions", "/api/overview"] {
                 let started = Instant::now();
                 let res = site.get(path, &[("authorization", &bearer())]).await;
                 assert_eq!(res.status(), 200, "{fault} {path}");

@@ -95,11 +95,19 @@ pub struct ActiveSessions {
 struct RecentTenants(std::sync::Mutex<std::collections::HashMap<String, u64>>);
 
 impl RecentTenants {
-    fn note(&self, tenant: &str, now: u64) {
+    /// Notes `tenant` at `now`, unless it was noted less than a minute ago (the
+    /// registry orders tenants to the minute); returns whether it noted it.
+    fn note(&self, tenant: &str, now: u64) -> bool {
         let mut seen = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen
+            .get(tenant)
+            .is_some_and(|at| now.saturating_sub(*at) < 60_000)
+        {
+            return false;
+        }
         if seen.len() >= TENANTS_KEPT && !seen.contains_key(tenant) {
             // Full: the tenant seen least recently makes room.
             if let Some(oldest) = seen
@@ -111,6 +119,7 @@ impl RecentTenants {
             }
         }
         seen.insert(tenant.to_owned(), now);
+        true
     }
 
     fn recent(&self, limit: usize) -> Vec<String> {
@@ -708,12 +717,16 @@ impl Sessions {
     /// Records that `tenant` started a session now, in the registry
     /// [`active_by_tenant`](Self::active_by_tenant) reads: a sorted set of tenant ids
     /// by last session start (the most recent [`TENANTS_KEPT`]), beside the
-    /// namespace's sessions, and in process. Best effort: a failure only leaves the
-    /// tenant out of the dashboard's list until its next login.
+    /// namespace's sessions, and in process; at most once a minute per tenant and
+    /// instance. Best effort: a failure only leaves the tenant out of the
+    /// dashboard's list until a login a minute later.
     async fn note_tenant(&self, tenant: &larder_core::Tenant) {
         let now = now_ms();
-        self.inner.tenants.note(tenant.as_str(), now);
-        if !self.inner.handle.is_redis_configured() {
+        // A login of a tenant this instance noted less than a minute ago costs no
+        // round trip.
+        if !self.inner.tenants.note(tenant.as_str(), now)
+            || !self.inner.handle.is_redis_configured()
+        {
             return;
         }
         let key = self.tenants_key();

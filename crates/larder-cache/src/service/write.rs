@@ -59,7 +59,7 @@ impl<C: Codec> Cache<C> {
         let pattern = self.inner.keyspace.tenant_glob(tenant, glob)?;
         let deleted = self.delete_matching(&pattern, true).await;
         tracing::info!(target: "larder::cache", tenant = %tenant, pattern = %pattern, deleted, "cache pattern invalidated");
-        self.count_invalidation(deleted.is_some());
+        self.count_invalidation(deleted.is_some_and(|n| n > 0));
         Ok(deleted)
     }
 
