@@ -18,7 +18,7 @@
 //! | `larder_job_run_seconds` | histogram | `task` | how long a task ran (each attempt) |
 //! | `larder_job_age_at_start_seconds` | histogram | `task` | from enqueue to a job's first start (a countdown or ETA included) |
 //! | `larder_jobs_queued` | gauge | `queue` | ready jobs, set when [`Jobs::publish_depths`] runs (a `/metrics` scrape) |
-//! | `larder_jobs_in_state` | gauge | `state` (`delayed`, `running`, `dead`) | jobs waiting, held by a worker, dead, set with the above |
+//! | `larder_jobs_in_state` | gauge | `queue`, `state` (`delayed`, `retrying`, `running`, `dead`) | jobs waiting for their time, waiting out a retry's back-off, held by a worker, dead, set with the above |
 //!
 //! [`Jobs::publish_depths`]: https://docs.rs/larder-jobs/latest/larder_jobs/struct.Jobs.html#method.publish_depths
 
@@ -109,7 +109,10 @@ pub fn describe_now() {
         "From enqueue to a job's first start"
     );
     describe_gauge!(JOBS_QUEUED, "Ready jobs by queue");
-    describe_gauge!(JOBS_IN_STATE, "Jobs delayed, running or dead");
+    describe_gauge!(
+        JOBS_IN_STATE,
+        "Jobs delayed, retrying, running or dead, per queue"
+    );
 }
 
 /// Sets the breaker gauge: 0 closed, 1 half open, 2 open (the guard passes its

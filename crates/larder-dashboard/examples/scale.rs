@@ -73,7 +73,7 @@ async fn fill(jobs: &Jobs, cache: &Cache, total: u64, entries: u64) {
             Err::<(), _>(TaskError::fatal(format!("job {i} cannot be done")))
         })
         .spawn();
-    while jobs.counts().await.unwrap().dead < dead {
+    while jobs.counts().await.unwrap().total().dead < dead {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     worker.shutdown(Duration::from_secs(10)).await;
@@ -117,19 +117,15 @@ async fn main() {
     let total = var("JOBS", 1_000_000);
     let entries = var("CACHE_ENTRIES", 100_000);
     let tries = var("TRIES", 5);
-    let counts = jobs.counts().await.unwrap();
-    if counts.queued_total() + counts.delayed + counts.dead < total {
+    let counts = jobs.counts().await.unwrap().total();
+    if counts.queued + counts.delayed + counts.dead < total {
         fill(&jobs, &cache, total, entries).await;
     }
-    let counts = jobs.counts().await.unwrap();
-    eprintln!(
-        "queued {} ({:?}), delayed {}, running {}, dead {}",
-        counts.queued_total(),
-        counts.queued,
-        counts.delayed,
-        counts.running,
-        counts.dead
-    );
+    let by_queue = jobs.counts().await.unwrap();
+    for (name, c) in &by_queue.queues {
+        eprintln!("queue {name}: {c:?}");
+    }
+    let counts = by_queue.total();
     // Sessions over 50 tenants (made again each run: they expire).
     let sessions = Sessions::new(handle.clone(), SessionConfig::default());
     let started = Instant::now();
@@ -175,7 +171,7 @@ async fn main() {
         "/admin/api/overview".to_owned(),
         "/admin/jobs".to_owned(),
         "/admin/jobs?list=delayed".to_owned(),
-        format!("/admin/jobs?list=dead&page={last_page}"),
+        format!("/admin/jobs?queue=doomed&list=dead&page={last_page}"),
         format!("/admin/api/jobs?list=dead&page={}", last_page / 2),
         format!("/admin/jobs/{dead_id}"),
         // A search that matches nothing: it looks at its 5,000 jobs.
@@ -193,10 +189,12 @@ async fn main() {
         let url = format!("http://{addr}{path}");
         time(&path, tries, || http.get(&url)).await;
     }
-    let url = format!("http://{addr}/admin/jobs/redrive-dead");
-    time("POST /admin/jobs/redrive-dead (1,000 jobs)", tries, || {
-        http.post(&url)
-    })
+    let url = format!("http://{addr}/admin/queues/doomed/redrive-dead");
+    time(
+        "POST /admin/queues/doomed/redrive-dead (1,000 jobs)",
+        tries,
+        || http.post(&url),
+    )
     .await;
 }
 

@@ -53,9 +53,9 @@ pub(crate) async fn job(d: &Dashboard, call: &Call, id: &str, action: &str) -> R
     )
 }
 
-/// `POST /jobs/redrive-dead`: the oldest dead letters back to their queues, at most
-/// [`REDRIVE_BATCH`].
-pub(crate) async fn redrive_dead(d: &Dashboard, call: &Call) -> Reply {
+/// `POST /queues/{name}/redrive-dead`: the queue's oldest dead letters back to it,
+/// at most [`REDRIVE_BATCH`].
+pub(crate) async fn redrive_dead(d: &Dashboard, call: &Call, queue: &str) -> Reply {
     let jobs = match d.queue() {
         Ok(jobs) => jobs,
         Err(reply) => return reply,
@@ -65,6 +65,7 @@ pub(crate) async fn redrive_dead(d: &Dashboard, call: &Call) -> Reply {
         // Always the first page: each redrive takes its job off the dead set.
         let page = match jobs
             .list(
+                queue,
                 Listing::Dead,
                 0,
                 (REDRIVE_BATCH - redriven).min(larder_jobs::MAX_PAGE),
@@ -91,17 +92,17 @@ pub(crate) async fn redrive_dead(d: &Dashboard, call: &Call) -> Reply {
         }
     }
     // The dead set's size alone (a page of one), not every queue's counts.
-    let left = match jobs.list(Listing::Dead, 0, 1).await {
+    let left = match jobs.list(queue, Listing::Dead, 0, 1).await {
         Ok(page) => page.total,
         Err(e) => return unavailable(e),
     };
-    let done = format!("{redriven} dead jobs redriven, {left} left");
-    tracing::info!(target: "larder::dashboard", redriven, left, "dead jobs redriven");
+    let done = format!("{redriven} dead jobs of queue {queue} redriven, {left} left");
+    tracing::info!(target: "larder::dashboard", queue, redriven, left, "dead jobs redriven");
     answer(
         d,
         call,
-        "/jobs?list=dead",
-        json!({ "redriven": redriven, "left": left }),
+        &format!("/jobs?queue={}&list=dead", query_value(queue)),
+        json!({ "queue": queue, "redriven": redriven, "left": left }),
         &done,
     )
 }

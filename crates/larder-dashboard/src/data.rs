@@ -222,10 +222,12 @@ pub(crate) fn rate_limits(d: &Dashboard, call: &Call) -> Result<RateLimitsView, 
     })
 }
 
-/// The jobs page: counts, and one page of one listing.
+/// The jobs page: counts, and one page of one queue's listing.
 #[derive(Debug, Serialize)]
 pub(crate) struct JobsView {
     pub(crate) counts: JobCounts,
+    /// The queue whose listing is shown (`None`: no job was ever enqueued).
+    pub(crate) queue: Option<String>,
     /// The workers that beat lately, the silent ones among them.
     pub(crate) workers: Vec<WorkerInfo>,
     /// The outcomes of the last hour, minute by minute, oldest first.
@@ -254,8 +256,9 @@ pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> 
     let jobs = d.queue()?;
     let listing = match call.query("list") {
         None => Listing::Dead,
-        Some(name) => Listing::parse(&name)
-            .ok_or_else(|| Reply::json_error(400, "list must be delayed, running or dead"))?,
+        Some(name) => Listing::parse(&name).ok_or_else(|| {
+            Reply::json_error(400, "list must be delayed, retrying, running or dead")
+        })?,
     };
     let page = match call.query("page") {
         None => 0,
@@ -274,24 +277,42 @@ pub(crate) async fn jobs(d: &Dashboard, call: &Call) -> Result<JobsView, Reply> 
         None => SearchCursor::default(),
         Some(c) => c.parse().map_err(|e: String| Reply::json_error(400, &e))?,
     };
+    let counts = jobs.counts().await.map_err(unavailable)?;
+    // The queue asked for (one that exists: its name goes into key names), or the
+    // one with the most jobs in the listing.
+    let queue = match call.query("queue") {
+        Some(name) => Some(
+            counts
+                .queues
+                .contains_key(&name)
+                .then_some(name)
+                .ok_or_else(|| Reply::json_error(404, "no job was ever enqueued to that queue"))?,
+        ),
+        None => counts
+            .queues
+            .iter()
+            .max_by(|a, b| a.1.of(listing).cmp(&b.1.of(listing)).then(b.0.cmp(a.0)))
+            .map(|(name, _)| name.clone()),
+    };
+    let shown = queue.as_deref().unwrap_or("default");
     let searching = filter.task.is_some() || filter.tenant.is_some();
     let search = async {
         if searching {
-            Some(jobs.search(listing, &filter, from, PAGE).await)
+            Some(jobs.search(shown, listing, &filter, from, PAGE).await)
         } else {
             None
         }
     };
-    let (counts, list, workers, last_hour, schedule, found) = futures_util::join!(
-        jobs.counts(),
-        jobs.list(listing, page * PAGE, PAGE),
+    let (list, workers, last_hour, schedule, found) = futures_util::join!(
+        jobs.list(shown, listing, page * PAGE, PAGE),
         jobs.workers(),
         jobs.throughput(MINUTES_KEPT),
         jobs.schedule(),
         search
     );
     Ok(JobsView {
-        counts: counts.map_err(unavailable)?,
+        counts,
+        queue,
         workers: workers.map_err(unavailable)?,
         last_hour: last_hour.map_err(unavailable)?,
         schedule: schedule.map_err(unavailable)?,

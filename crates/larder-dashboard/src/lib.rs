@@ -29,11 +29,11 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /` | overview: job counts, cache, Redis health |
-//! | `GET /jobs?list=dead&page=0` | counts per queue and state, the last hour's outcomes per minute (a chart), live workers, scheduler entries; the delayed, running or dead jobs, paged |
-//! | `GET /jobs?list=dead&task=&tenant=&from=` | that list searched by task and tenant, one bounded call a page ([`larder_jobs::Jobs::search`]), with a link that goes on |
+//! | `GET /jobs?queue=default&list=dead&page=0` | every queue's counts by state (queued, delayed, retrying, running, dead), the last hour's outcomes per minute (a chart), live workers, scheduler entries; one queue's delayed, retrying, running or dead jobs, paged (without `queue`: the queue with the most jobs in that state) |
+//! | `GET /jobs?queue=default&list=dead&task=&tenant=&from=` | that list searched by task and tenant, one bounded call a page ([`larder_jobs::Jobs::search`]), with a link that goes on |
 //! | `GET /jobs/{id}` | one job: arguments, attempts, every failed attempt's error, times, result |
 //! | `POST /jobs/{id}/revoke`, `/redrive`, `/delete` | revoke a job; send a dead one back to its queue; delete one no worker holds |
-//! | `POST /jobs/redrive-dead` | redrive dead jobs, oldest first, at most 1,000 per request |
+//! | `POST /queues/{name}/redrive-dead` | redrive a queue's dead jobs, oldest first, at most 1,000 per request |
 //! | `POST /queues/{name}/purge` | delete every ready job of a queue |
 //! | `GET /rate-limits?key=` | this instance's admissions and rejections of the last hour per minute and policy (charts), the keys rejected most (hashed), a key's hash |
 //! | `GET /cache-stats` | hit ratio, entries, memory, degraded look-ups; each module's and tenant's hit ratio over the last hour; the breaker's last outages |
@@ -336,7 +336,9 @@ impl Dashboard {
                 Ok(None) => Reply::json_error(404, "no such job"),
                 Err(reply) => reply,
             },
-            ("POST", ["jobs", "redrive-dead"]) => actions::redrive_dead(self, &call).await,
+            ("POST", ["queues", queue, "redrive-dead"]) => {
+                actions::redrive_dead(self, &call, queue).await
+            }
             ("POST", ["jobs", id, action @ ("revoke" | "redrive" | "delete")]) => {
                 actions::job(self, &call, id, action).await
             }

@@ -168,11 +168,13 @@ pub(crate) fn overview(view: &View<'_>, o: &Overview) -> Reply {
             @if let Some(jobs) = &o.jobs {
                 div class="card" {
                     h2 { a href={ (view.base) "/jobs" } { "Jobs" } }
+                    @let total = jobs.total();
                     dl {
-                        dt { "queued" } dd { (count("jobs.queued_total", jobs.queued_total())) }
-                        dt { "delayed" } dd { (count("jobs.delayed", jobs.delayed)) }
-                        dt { "running" } dd { (count("jobs.running", jobs.running)) }
-                        dt { "dead" } dd { (count("jobs.dead", jobs.dead)) }
+                        dt { "queued" } dd { (count("jobs.queued_total", total.queued)) }
+                        @for listing in Listing::ALL {
+                            dt { (listing.as_str()) }
+                            dd { (count(&format!("jobs.{}", listing.as_str()), total.of(listing))) }
+                        }
                     }
                 }
             }
@@ -323,24 +325,39 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
     let body = html! {
         section {
             h2 { "Queues" }
-            table {
-                thead { tr { th { "queue" } th class="num" { "queued" } th {} } }
-                tbody {
-                    @for (name, n) in &j.counts.queued {
+            div class="wide" {
+                table {
+                    thead {
                         tr {
-                            td { (name) }
-                            td class="num" { (n) }
-                            td {
-                                @if *n > 0 {
-                                    (action_form(view, &format!("/queues/{}/purge", path_segment(name)), "Purge",
-                                        &format!("Delete all {n} ready jobs of queue {name}? This cannot be undone."),
-                                        html! {}))
+                            th { "queue" } th class="num" { "queued" }
+                            @for listing in Listing::ALL { th class="num" { (listing.as_str()) } }
+                            th {}
+                        }
+                    }
+                    tbody {
+                        @for (name, c) in &j.counts.queues {
+                            tr {
+                                td { (name) }
+                                td class="num" { (count(&format!("queue.{name}.queued"), c.queued)) }
+                                @for listing in Listing::ALL {
+                                    td class="num" {
+                                        a href={ (base) "/jobs?queue=" (query_value(name)) "&list=" (listing.as_str()) } {
+                                            (count(&format!("queue.{name}.{}", listing.as_str()), c.of(listing)))
+                                        }
+                                    }
+                                }
+                                td {
+                                    @if c.queued > 0 {
+                                        (action_form(view, &format!("/queues/{}/purge", path_segment(name)), "Purge",
+                                            &format!("Delete all {} ready jobs of queue {name}? This cannot be undone.", c.queued),
+                                            html! {}))
+                                    }
                                 }
                             }
                         }
-                    }
-                    @if j.counts.queued.is_empty() {
-                        tr { td colspan="3" { "No job has been enqueued yet." } }
+                        @if j.counts.queues.is_empty() {
+                            tr { td colspan="7" { "No job has been enqueued yet." } }
+                        }
                     }
                 }
             }
@@ -364,22 +381,36 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
                 button type="submit" { "Open" }
             }
         }
+        @if let Some(queue) = &j.queue {
+            (queue_listing(view, j, queue))
+        }
+    };
+    page(view, "Jobs", done, body)
+}
+
+/// The listing of the queue shown: its tabs by state, the search form, and a page
+/// of jobs or of a search's matches.
+fn queue_listing(view: &View<'_>, j: &JobsView, queue: &str) -> Markup {
+    let base = view.base;
+    let counts = j.counts.queue(queue);
+    html! {
         section {
+            h2 { "Queue " (queue) }
             nav class="tabs" {
                 @for listing in Listing::ALL {
-                    a href={ (base) "/jobs?list=" (listing.as_str()) }
+                    a href={ (base) "/jobs?queue=" (query_value(queue)) "&list=" (listing.as_str()) }
                       aria-current=[(listing == j.listing).then_some("page")] {
-                        (listing.as_str()) " "
-                        (count(&format!("jobs.{}", listing.as_str()), j.counts.of(listing)))
+                        (listing.as_str()) " " (counts.of(listing))
                     }
                 }
             }
-            @if j.listing == Listing::Dead && j.counts.dead > 0 {
-                (action_form(view, "/jobs/redrive-dead", "Redrive dead jobs",
-                    &format!("Send up to {} dead jobs back to their queues?", crate::actions::REDRIVE_BATCH),
+            @if j.listing == Listing::Dead && counts.dead > 0 {
+                (action_form(view, &format!("/queues/{}/redrive-dead", path_segment(queue)), "Redrive dead jobs",
+                    &format!("Send up to {} dead jobs of queue {queue} back to it?", crate::actions::REDRIVE_BATCH),
                     html! {}))
             }
             form method="get" action={ (base) "/jobs" } class="search" {
+                input type="hidden" name="queue" value=(queue);
                 input type="hidden" name="list" value=(j.listing.as_str());
                 @let (task, tenant) = j.search.as_ref().map_or((None, None), |s| (s.task.as_deref(), s.tenant.as_deref()));
                 label for="s-task" { "task" }
@@ -389,18 +420,22 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
                 button type="submit" { "Search " (j.listing.as_str()) " jobs" }
             }
             @match &j.search {
-                Some(search) => (search_results(view, j.listing, search)),
-                None => (listing_page(view, j)),
+                Some(search) => (search_results(view, queue, j.listing, search)),
+                None => (listing_page(view, j, queue)),
             }
         }
-    };
-    page(view, "Jobs", done, body)
+    }
 }
 
 /// One page of a listing, newest rank first, with links to the pages around it.
-fn listing_page(view: &View<'_>, j: &JobsView) -> Markup {
+fn listing_page(view: &View<'_>, j: &JobsView, queue: &str) -> Markup {
     let base = view.base;
     let first = j.page * j.per_page;
+    let here = format!(
+        "{base}/jobs?queue={}&list={}",
+        query_value(queue),
+        j.listing.as_str()
+    );
     html! {
         table {
             thead { tr { th { "job" } th { (time_heading(j.listing)) } } }
@@ -418,20 +453,24 @@ fn listing_page(view: &View<'_>, j: &JobsView) -> Markup {
         }
         p class="pager" {
             @if j.page > 0 {
-                a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page - 1) } { "← newer" }
+                a href={ (here) "&page=" (j.page - 1) } { "← newer" }
             }
             " " (first + 1) "–" (first + j.list.jobs.len() as u64) " of " (j.list.total) " "
             @if j.list.more {
-                a href={ (base) "/jobs?list=" (j.listing.as_str()) "&page=" (j.page + 1) } { "older →" }
+                a href={ (here) "&page=" (j.page + 1) } { "older →" }
             }
         }
     }
 }
 
 /// A search's matches, and a link that goes on from where it stopped.
-fn search_results(view: &View<'_>, listing: Listing, s: &JobSearch) -> Markup {
+fn search_results(view: &View<'_>, queue: &str, listing: Listing, s: &JobSearch) -> Markup {
     let base = view.base;
-    let mut again = format!("{base}/jobs?list={}", listing.as_str());
+    let mut again = format!(
+        "{base}/jobs?queue={}&list={}",
+        query_value(queue),
+        listing.as_str()
+    );
     for (name, value) in [("task", &s.task), ("tenant", &s.tenant)] {
         if let Some(value) = value {
             again.push_str(&format!("&{name}={}", query_value(value)));
@@ -704,7 +743,7 @@ fn schedule(view: &View<'_>, entries: &[ScheduleInfo]) -> Markup {
 
 fn time_heading(listing: Listing) -> &'static str {
     match listing {
-        Listing::Delayed => "due",
+        Listing::Delayed | Listing::Retrying => "due",
         Listing::Running => "lease ends",
         Listing::Dead => "died",
     }

@@ -226,7 +226,7 @@ on_both_frameworks!(
         let id = site.jobs.delay(LATER, &1).await.unwrap();
         for path in [
             format!("/jobs/{id}/revoke"),
-            "/jobs/redrive-dead".into(),
+            "/queues/default/redrive-dead".into(),
             "/cache-invalidate".into(),
         ] {
             assert_eq!(site.post(&path, &[], &[]).await.status(), 401, "{path}");
@@ -380,7 +380,14 @@ on_both_frameworks!(
                 .await
                 .unwrap();
         }
+        // Three more of another queue, which the default queue's actions leave alone.
+        for i in 0..3 {
+            jobs.enqueue(FAIL, &format!("m{i}"), EnqueueOptions::new().queue("mail"))
+                .await
+                .unwrap();
+        }
         let worker = Worker::new(jobs.clone())
+            .queues(&[("default", 1), ("mail", 1)])
             .concurrency(8)
             .task(FAIL, |s, _| async move {
                 Err::<(), _>(TaskError::fatal(format!("refused {s}")))
@@ -388,7 +395,7 @@ on_both_frameworks!(
             .spawn();
         assert!(
             eventually(400, Duration::from_millis(50), || async {
-                jobs.counts().await.unwrap().dead == 120
+                jobs.counts().await.unwrap().total().dead == 123
             })
             .await
         );
@@ -397,14 +404,14 @@ on_both_frameworks!(
         let workers = running["workers"].as_array().unwrap();
         assert_eq!(workers.len(), 1, "{running}");
         assert_eq!(workers[0]["concurrency"], 8);
-        assert_eq!(workers[0]["queues"], serde_json::json!(["default"]));
+        assert_eq!(workers[0]["queues"], serde_json::json!(["default", "mail"]));
         let failed: u64 = running["last_hour"]
             .as_array()
             .unwrap()
             .iter()
             .map(|m| m["failed"].as_u64().unwrap())
             .sum();
-        assert_eq!(failed, 120);
+        assert_eq!(failed, 123);
         let page = site
             .get("/jobs", &[("authorization", &bearer())])
             .await
@@ -414,7 +421,12 @@ on_both_frameworks!(
         let worker_id = workers[0]["id"].as_str().unwrap();
         assert!(page.contains(worker_id), "{page}");
         assert!(page.contains("<svg class=\"chart\""), "{page}");
-        assert!(page.contains("120 failed"), "{page}");
+        assert!(page.contains("123 failed"), "{page}");
+        // Each queue's row counts its own dead jobs.
+        for (figure, n) in [("queue.default.dead", 120), ("queue.mail.dead", 3)] {
+            let cell = format!("data-figure=\"{figure}\">{n}<");
+            assert!(page.contains(&cell), "{cell} not in {page}");
+        }
         worker.shutdown(Duration::from_secs(5)).await;
         assert_eq!(
             site.api("/api/jobs").await["workers"],
@@ -422,10 +434,15 @@ on_both_frameworks!(
         );
 
         let overview = site.api("/api/overview").await;
-        assert_eq!(overview["jobs"]["dead"], 120);
+        assert_eq!(overview["jobs"]["queues"]["default"]["dead"], 120);
+        assert_eq!(overview["jobs"]["queues"]["mail"]["dead"], 3);
         assert_eq!(overview["health"]["redis"], "healthy");
+        // Without a queue: the one with the most dead jobs.
         let first = site.api("/api/jobs?list=dead").await;
+        assert_eq!(first["queue"], "default");
         assert_eq!(first["list"]["total"], 120);
+        let mail = site.api("/api/jobs?queue=mail&list=dead").await;
+        assert_eq!(mail["list"]["total"], 3);
         assert_eq!(first["list"]["more"], true);
         assert_eq!(first["list"]["jobs"].as_array().unwrap().len(), 50);
         let last = site.api("/api/jobs?list=dead&page=2").await;
@@ -435,6 +452,10 @@ on_both_frameworks!(
             .get("/api/jobs?list=nope", &[("authorization", &bearer())])
             .await;
         assert_eq!(bad.status(), 400);
+        let unknown = site
+            .get("/api/jobs?queue=q%3Adead", &[("authorization", &bearer())])
+            .await;
+        assert_eq!(unknown.status(), 404);
 
         // A job's page shows its arguments and error as text, never as markup.
         let id = first["list"]["jobs"][0]["id"].as_str().unwrap().to_owned();
@@ -474,16 +495,19 @@ on_both_frameworks!(
             "redriven: back in its queue"
         );
         let all = site
-            .post("/jobs/redrive-dead", &[("authorization", &bearer())], &[])
+            .post(
+                "/queues/default/redrive-dead",
+                &[("authorization", &bearer())],
+                &[],
+            )
             .await;
         let all: Value = all.json().await.unwrap();
         assert_eq!(all["redriven"], 119);
         assert_eq!(all["left"], 0);
         let counts = jobs.counts().await.unwrap();
-        assert_eq!(
-            (counts.dead, counts.queued.get("default").copied()),
-            (0, Some(120))
-        );
+        let default = counts.queue("default");
+        assert_eq!((default.dead, default.queued), (0, 120));
+        assert_eq!(counts.queue("mail").dead, 3, "another queue's dead stay");
 
         // One job deleted from its page, then the queue purged.
         let page = site.get("/jobs", &[("authorization", &bearer())]).await;

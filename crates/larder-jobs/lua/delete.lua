@@ -1,7 +1,7 @@
--- Deletes a job that no worker holds: out of its ready set, the delayed set or the
--- dead letters, and its record and completion signal gone. A running job is left
--- alone (revoke it first: its worker must stop).
--- KEYS[1] job hash   KEYS[2] delayed set   KEYS[3] dead set   KEYS[4] done list
+-- Deletes a job that no worker holds: out of its ready set, its queue's delayed,
+-- retrying or dead set, and its record and completion signal gone. A running job is
+-- left alone (revoke it first: its worker must stop).
+-- KEYS[1] job hash   KEYS[2] done list
 -- ARGV: 1 key base, 2 id
 -- Returns 'DELETED', 'RUNNING' or 'MISSING'.
 local base, id = ARGV[1], ARGV[2]
@@ -12,7 +12,10 @@ end
 if f[3] and f[3] ~= '' then
   return 'RUNNING'
 end
-unqueue(base, id, f[2], KEYS[2])
-redis.call('ZREM', KEYS[3], id)
-redis.call('UNLINK', KEYS[1], KEYS[4])
+local queue = unqueue(base, id, f[2])
+if queue then
+  redis.call('ZREM', qset(base, queue, 'dead'), id)
+end
+redis.call('ZREM', base .. 'dead', id)
+redis.call('UNLINK', KEYS[1], KEYS[2])
 return 'DELETED'

@@ -1,5 +1,5 @@
 -- Enqueues a batch of jobs in one call, each at most once per id.
--- KEYS[1] delayed set   KEYS[2] sequence
+-- KEYS[1] sequence
 -- ARGV: 1 key base, 2 job count, 3 one character per job: '1' when its id came from
 --       the caller (checked: an id enqueued twice makes one job), '0' when the
 --       client generated it (a random UUID: no check, one call less per job),
@@ -10,11 +10,11 @@
 -- Returns one entry per job: 1 enqueued, 0 the id was taken.
 local now = now_ms()
 local base, n, checked = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local seq = redis.call('INCRBY', KEYS[2], ARGV[2]) - n
+local seq = redis.call('INCRBY', KEYS[1], ARGV[2]) - n
 local out = {}
 local ready = {}   -- ready set key -> {score, id, ...}
 local rings = {}   -- ready set key -> {queue, tenant}
-local delayed = {}
+local delayed = {} -- queue -> {due, id, ...}
 local named = {}   -- queue names of the batch, for the `queues` set
 for j = 0, n - 1 do
   local o = 3 + j * 8
@@ -32,8 +32,13 @@ for j = 0, n - 1 do
     if eta > now then
       f[#f + 1] = 'eta'
       f[#f + 1] = ARGV[o + 7]
-      delayed[#delayed + 1] = ARGV[o + 7]
-      delayed[#delayed + 1] = id
+      local z = delayed[queue]
+      if not z then
+        z = {}
+        delayed[queue] = z
+      end
+      z[#z + 1] = ARGV[o + 7]
+      z[#z + 1] = id
     else
       seq = seq + 1
       local qkey = base .. 'q:' .. queue .. ':t:' .. tenant
@@ -51,8 +56,8 @@ for j = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
-if #delayed > 0 then
-  redis.call('ZADD', KEYS[1], unpack(delayed))
+for queue, z in pairs(delayed) do
+  redis.call('ZADD', qset(base, queue, 'delayed'), unpack(z))
 end
 for queue, _ in pairs(named) do
   redis.call('SADD', base .. 'queues', queue)

@@ -2,7 +2,8 @@
 -- and a fencing token, serving tenants round-robin: each turn takes from one tenant
 -- at most its share of what is left to fetch (one job when several tenants wait for
 -- few slots), so one tenant's backlog never starves another.
--- KEYS[1] ring (list of tenants with ready jobs)   KEYS[2] ring set   KEYS[3] in-flight
+-- KEYS[1] ring (list of tenants with ready jobs)   KEYS[2] ring set
+-- KEYS[3] the queue's in-flight set
 -- ARGV: 1 key base, 2 queue, 3 N, 4 lease ms, 5 worker id, 6 token prefix,
 --       7 the state fetched jobs take: 'STARTED' (the worker runs them at once; it only
 --       fetches for free slots) or 'RECEIVED' (started-tracking off), 8 result ttl ms
@@ -10,7 +11,7 @@
 local now = now_ms()
 local base, queue, n, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local state, ttl = ARGV[7], ARGV[8]
-local held = '\t' .. ARGV[5] .. '\t' .. now
+local held = '\t' .. ARGV[5] .. '\t' .. now .. '\t' .. queue
 local lease_end = string.format('%d', now + lease) -- converted once, not per job
 local out = {}
 local leased = {}

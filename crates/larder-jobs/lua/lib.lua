@@ -8,8 +8,8 @@
 --            name comes last so it may)
 --   a        the arguments (JSON), emptied when the job succeeds
 --   state    PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED
---   run      "token<TAB>worker<TAB>fetched at ms" while a worker holds the job
---            (absent or empty otherwise)
+--   run      "token<TAB>worker<TAB>fetched at ms<TAB>queue" while a worker holds the
+--            job (absent or empty otherwise)
 --   attempts (absent: 0), expires, eta, revoked (set while it runs: it never runs
 --            again, whatever path it takes back to a queue), expired (how many of
 --            its leases ran out without an outcome), waited (someone waits for the
@@ -17,10 +17,16 @@
 --            jobs also keep `finished` (ms), for whoever inspects the dead set;
 --   errors   each failed attempt's error, the last ten: a JSON array of
 --            [attempt, at ms, error] (written only when an attempt fails).
--- Ready jobs sit in `q:{queue}:t:{tenant}` sorted sets, tenants with ready jobs in
--- the ring `q:{queue}:ring` (and `:ringset`), leased jobs in `inflight` (score: lease
--- end), delayed ones in `delayed` (score: due time). `queues` names every queue a
--- job was ever enqueued to (for inspection: counts need the names).
+-- Every other state has one sorted set per queue, so that a queue's counts by state
+-- are set sizes: ready jobs sit in `q:{queue}:t:{tenant}` (tenants with ready jobs
+-- in the ring `q:{queue}:ring` and `:ringset`), leased jobs in `q:{queue}:inflight`
+-- (score: lease end), jobs waiting for a countdown or ETA in `q:{queue}:delayed`
+-- and for a retry's back-off in `q:{queue}:retrying` (score: due time), dead
+-- letters in `q:{queue}:dead` (score: when they died). `queues` names every queue a
+-- job was ever enqueued to (counts and maintenance need the names).
+--
+-- Earlier layouts kept one `delayed`, `inflight` and `dead` set for all queues of a
+-- partition; move.lua drains what is left in them into the sets above.
 --
 -- Numbers that reach `redis.call` unchanged (times to live, times) are passed as the
 -- strings they arrived as: Redis formats a Lua number with snprintf on every call
@@ -31,6 +37,27 @@ local function placement(d)
   return string.match(d, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t')
 end
 
+-- The key of `queue`'s sorted set `name` (delayed, retrying, inflight or dead).
+local function qset(base, queue, name)
+  return base .. 'q:' .. queue .. ':' .. name
+end
+
+-- The queue of a job held by a worker, from its `run` field (nil for a lease taken
+-- before the queue was written there, or no lease).
+local function run_queue(run)
+  return run and string.match(run, '^[^\t]*\t[^\t]*\t[^\t]*\t(.+)$')
+end
+
+-- The in-flight set that holds the lease `run` of job `jkey`: its queue's, named by
+-- the lease or else by the job's `d`; a lease of an unplaceable job: the old shared set.
+local function inflight_of(base, jkey, run)
+  local queue = run_queue(run) or placement(redis.call('HGET', jkey, 'd') or '')
+  if queue then
+    return qset(base, queue, 'inflight'), queue
+  end
+  return base .. 'inflight', nil
+end
+
 -- Wakes the waiters of job `id`, which ended in `state`: the `done:{id}` list they
 -- block on (without consuming it), kept `ttl` ms.
 local function signal(base, id, state, ttl)
@@ -39,12 +66,12 @@ local function signal(base, id, state, ttl)
   redis.call('PEXPIRE', done, ttl)
 end
 
--- Adds job `id` to the dead letters (the `dead` set, scored by when it died). A
--- dead letter is kept `dead` ms, its record too, and there are at most `dead_max`
--- of them: each addition drops those past their time and, over the cap, the
--- oldest, records and all (one or two per addition: bounded work).
-local function to_dead(base, jkey, id, now, dead, dead_max)
-  local set = base .. 'dead'
+-- Adds job `id` to `queue`'s dead letters (its `dead` set, scored by when it died).
+-- A dead letter is kept `dead` ms, its record too, and a queue keeps at most
+-- `dead_max` of them: each addition drops those past their time and, over the cap,
+-- the oldest, records and all (one or two per addition: bounded work).
+local function to_dead(base, queue, jkey, id, now, dead, dead_max)
+  local set = qset(base, queue, 'dead')
   redis.call('ZADD', set, now, id)
   redis.call('PEXPIRE', jkey, dead)
   redis.call('ZREMRANGEBYSCORE', set, '-inf', now - tonumber(dead))
@@ -57,14 +84,20 @@ local function to_dead(base, jkey, id, now, dead, dead_max)
   end
 end
 
--- Fails a job whose record cannot be read (no usable `d`): it goes to the dead-letter
--- set with a clear error instead of stopping the script that met it, and its
--- waiters, if any, are woken. (The error is MALFORMED_RECORD of src/backend/redis.rs,
--- which fails the ones a worker fetches.) `dead`: see `to_dead`.
-local function bury(base, jkey, id, now, ttl, dead)
+-- Fails a job whose record cannot be read (no usable `d`): it goes to the dead
+-- letters of `queue` (the one it was met in) with a clear error instead of stopping
+-- the script that met it, and its waiters, if any, are woken. (The error is
+-- MALFORMED_RECORD of src/backend/redis.rs, which fails the ones a worker fetches.)
+-- With no queue known (met in a set of an older version), its record keeps the
+-- failure for `ttl` ms, listed nowhere. `dead`: see `to_dead`.
+local function bury(base, queue, jkey, id, now, ttl, dead)
   redis.call('HSET', jkey, 'state', 'FAILURE', 'finished', now,
     'error', 'malformed job record (not written by this version of larder-jobs)')
-  to_dead(base, jkey, id, now, dead[1], dead[2])
+  if queue then
+    to_dead(base, queue, jkey, id, now, dead[1], dead[2])
+  else
+    redis.call('PEXPIRE', jkey, ttl)
+  end
   if redis.call('HEXISTS', jkey, 'waited') == 1 then
     signal(base, id, 'FAILURE', ttl)
   end
@@ -125,14 +158,18 @@ local function wake(base, queue)
   redis.call('LTRIM', base .. 'q:' .. queue .. ':wake', '0', '0')
 end
 
--- Takes job `id` out of its tenant's ready set (named by its `d` field) and out of
--- the `delayed` set, wherever it waits.
-local function unqueue(base, id, d, delayed)
+-- Takes job `id` out of wherever it waits: its tenant's ready set, its queue's
+-- delayed and retrying sets (named by its `d` field), the shared delayed set of
+-- older versions. Returns its queue (nil when `d` cannot be read).
+local function unqueue(base, id, d)
   local queue, tenant = placement(d or '')
   if queue then
     redis.call('ZREM', base .. 'q:' .. queue .. ':t:' .. tenant, id)
+    redis.call('ZREM', qset(base, queue, 'delayed'), id)
+    redis.call('ZREM', qset(base, queue, 'retrying'), id)
   end
-  redis.call('ZREM', delayed, id)
+  redis.call('ZREM', base .. 'delayed', id)
+  return queue
 end
 
 -- Puts job `id` on its tenant's ready set of `queue` and wakes a worker.

@@ -1,14 +1,15 @@
 //! What a dashboard or an operator reads about a queue without touching its work:
-//! counts by state, paged lists of the delayed, running and dead jobs, searches of
-//! those lists by task and tenant, one job's whole record, the live workers, and the
-//! outcomes of the last hour per minute.
+//! counts by queue and state, paged lists of a queue's delayed, retrying, running
+//! and dead jobs, searches of those lists by task and tenant, one job's whole
+//! record, the live workers, and the outcomes of the last hour per minute.
 //!
 //! Every read is bounded: counts come from the sizes of the sets the queue keeps
-//! anyway (`ZCARD`, `SCARD`), lists are ranges of those sorted sets (`ZRANGE` by
-//! rank, `O(log n + page)`), and nothing scans the keyspace. With 1,000,000 jobs
-//! a count is a handful of commands per partition and a page is one range per
-//! partition. A search reads the list in order and each job's descriptor, at most
-//! [`SEARCH_BUDGET`] jobs per call, and says where the next call goes on.
+//! anyway (one sorted set per queue and state: `ZCARD`), lists are ranges of those
+//! sorted sets (`ZRANGE` by rank, `O(log n + page)`), and nothing scans the
+//! keyspace. With 1,000,000 jobs a count is a handful of commands per queue and
+//! partition and a page is one range per partition. A search reads the list in
+//! order and each job's descriptor, at most [`SEARCH_BUDGET`] jobs per call, and
+//! says where the next call goes on.
 
 use std::collections::BTreeMap;
 
@@ -17,14 +18,16 @@ use serde::{Deserialize, Serialize};
 use crate::jobs::ms;
 use crate::state::{JobState, JobStatus};
 
-/// A state whose jobs sit in one sorted set per partition, and so can be listed
-/// page by page.
+/// A state whose jobs sit in one sorted set per queue and partition, and so can be
+/// counted by the set's size and listed page by page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Listing {
-    /// Waiting for their due time (countdown, ETA, or a retry's back-off); ordered
-    /// by due time.
+    /// Waiting for their due time: a countdown, an ETA, or a task's deferral;
+    /// ordered by due time.
     Delayed,
+    /// Waiting out a retry's back-off after a failed attempt; ordered by due time.
+    Retrying,
     /// Held by a worker; ordered by the end of the worker's lease.
     Running,
     /// Failed for good (the dead letters); oldest first.
@@ -33,13 +36,19 @@ pub enum Listing {
 
 impl Listing {
     /// Every listing, in the order a dashboard shows them.
-    pub const ALL: [Listing; 3] = [Listing::Delayed, Listing::Running, Listing::Dead];
+    pub const ALL: [Listing; 4] = [
+        Listing::Delayed,
+        Listing::Retrying,
+        Listing::Running,
+        Listing::Dead,
+    ];
 
-    /// The listing's name (`"delayed"`, `"running"`, `"dead"`).
+    /// The listing's name (`"delayed"`, `"retrying"`, `"running"`, `"dead"`).
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Delayed => "delayed",
+            Self::Retrying => "retrying",
             Self::Running => "running",
             Self::Dead => "dead",
         }
@@ -51,45 +60,77 @@ impl Listing {
         Self::ALL.into_iter().find(|l| l.as_str() == name)
     }
 
-    /// The key of the sorted set that holds this listing's ids in a partition (see
-    /// `lua/lib.lua`).
+    /// The name of the sorted set that holds this listing's ids, per queue (the
+    /// key `q:{queue}:{set}` of a partition; see `lua/lib.lua`).
     pub(crate) fn set(self) -> &'static str {
         match self {
             Self::Delayed => "delayed",
+            Self::Retrying => "retrying",
             Self::Running => "inflight",
             Self::Dead => "dead",
         }
     }
 }
 
-/// How many jobs are in each state now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct JobCounts {
-    /// Ready jobs (all tenants) of each queue a job was ever enqueued to, by name.
-    pub queued: BTreeMap<String, u64>,
-    /// Jobs waiting for their due time, retries among them.
+/// How many jobs of one queue are in each state now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    /// Ready to run, all tenants.
+    pub queued: u64,
+    /// Waiting for a countdown, an ETA or a deferral.
     pub delayed: u64,
-    /// Jobs a worker holds.
+    /// Waiting out a retry's back-off.
+    pub retrying: u64,
+    /// Held by a worker.
     pub running: u64,
     /// Dead letters.
     pub dead: u64,
 }
 
-impl JobCounts {
-    /// Ready jobs across every queue.
-    #[must_use]
-    pub fn queued_total(&self) -> u64 {
-        self.queued.values().sum()
-    }
-
+impl QueueCounts {
     /// The count of a listing.
     #[must_use]
     pub fn of(&self, listing: Listing) -> u64 {
         match listing {
             Listing::Delayed => self.delayed,
+            Listing::Retrying => self.retrying,
             Listing::Running => self.running,
             Listing::Dead => self.dead,
         }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &QueueCounts) {
+        self.queued += other.queued;
+        self.delayed += other.delayed;
+        self.retrying += other.retrying;
+        self.running += other.running;
+        self.dead += other.dead;
+    }
+}
+
+/// How many jobs are in each state now, per queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    /// Each queue a job was ever enqueued to, by name, with its counts.
+    pub queues: BTreeMap<String, QueueCounts>,
+}
+
+impl JobCounts {
+    /// The counts of every queue added up.
+    #[must_use]
+    pub fn total(&self) -> QueueCounts {
+        let mut total = QueueCounts::default();
+        for counts in self.queues.values() {
+            total.add(counts);
+        }
+        total
+    }
+
+    /// The counts of queue `name` (zero for a queue never enqueued to).
+    #[must_use]
+    pub fn queue(&self, name: &str) -> QueueCounts {
+        self.queues.get(name).copied().unwrap_or_default()
     }
 }
 

@@ -698,7 +698,8 @@ impl Jobs {
         self.inner.backend.minutes(first, last).await
     }
 
-    /// How many jobs are in each state (see [`crate::inspect`]: set sizes, no scan).
+    /// How many jobs of each queue are in each state (see [`crate::inspect`]: set
+    /// sizes, no scan).
     ///
     /// # Errors
     /// The backend's error.
@@ -707,7 +708,7 @@ impl Jobs {
     }
 
     /// Sets the depth gauges (`larder_jobs_queued` by queue, `larder_jobs_in_state`
-    /// by state) from [`counts`](Self::counts), and returns the counts: call it
+    /// by queue and state) from [`counts`](Self::counts), and returns the counts: call it
     /// when metrics are scraped, so the gauges are as fresh as the scrape and cost
     /// nothing in between.
     ///
@@ -717,33 +718,34 @@ impl Jobs {
         use larder_core::metrics::{JOBS_IN_STATE, JOBS_QUEUED};
         let counts = self.counts().await?;
         #[allow(clippy::cast_precision_loss)] // a gauge is an f64; counts stay far below 2^53
-        for (queue, n) in &counts.queued {
-            metrics::gauge!(JOBS_QUEUED, "queue" => queue.clone()).set(*n as f64);
-        }
-        for listing in Listing::ALL {
-            #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!(JOBS_IN_STATE, "state" => listing.as_str())
-                .set(counts.of(listing) as f64);
+        for (queue, c) in &counts.queues {
+            metrics::gauge!(JOBS_QUEUED, "queue" => queue.clone()).set(c.queued as f64);
+            for listing in Listing::ALL {
+                metrics::gauge!(JOBS_IN_STATE, "queue" => queue.clone(), "state" => listing.as_str())
+                    .set(c.of(listing) as f64);
+            }
         }
         Ok(counts)
     }
 
-    /// A page of the delayed, running or dead jobs: at most `limit` (capped at
-    /// [`MAX_PAGE`]) from rank `offset` on.
+    /// A page of `queue`'s delayed, retrying, running or dead jobs: at most `limit`
+    /// (capped at [`MAX_PAGE`]) from rank `offset` on.
     ///
     /// # Errors
     /// The backend's error.
     pub async fn list(
         &self,
+        queue: &str,
         listing: Listing,
         offset: u64,
         limit: u64,
     ) -> Result<ListPage, JobError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        self.inner.backend.list(listing, offset, limit).await
+        self.inner.backend.list(queue, listing, offset, limit).await
     }
 
-    /// Searches the delayed, running or dead jobs for those of a task or a tenant:
+    /// Searches `queue`'s delayed, retrying, running or dead jobs for those of a
+    /// task or a tenant:
     /// at most `limit` matches (capped at [`MAX_PAGE`]) from `from` on (the start:
     /// `SearchCursor::default()`), in the listing's order, partition by partition.
     ///
@@ -756,6 +758,7 @@ impl Jobs {
     /// The backend's error.
     pub async fn search(
         &self,
+        queue: &str,
         listing: Listing,
         filter: &JobFilter,
         from: SearchCursor,
@@ -764,7 +767,7 @@ impl Jobs {
         let limit = limit.clamp(1, MAX_PAGE);
         self.inner
             .backend
-            .search(listing, filter, from, limit)
+            .search(queue, listing, filter, from, limit)
             .await
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use larder_core::{Config, ConfigBuilder, Handle};
-use larder_jobs::inspect::{JobFilter, Listing, SearchCursor, SEARCH_BUDGET};
+use larder_jobs::inspect::{JobFilter, Listing, QueueCounts, SearchCursor, SEARCH_BUDGET};
 use larder_jobs::{
     Deleted, EnqueueOptions, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
 };
@@ -69,7 +69,7 @@ async fn counts_listings_and_records(jobs: Jobs) {
         .spawn();
     assert!(
         eventually(200, Duration::from_millis(50), || async {
-            jobs.counts().await.unwrap().dead == 23
+            jobs.counts().await.unwrap().queue("default").dead == 23
         })
         .await,
         "{:?}",
@@ -99,18 +99,28 @@ async fn counts_listings_and_records(jobs: Jobs) {
     );
 
     let counts = jobs.counts().await.unwrap();
-    assert_eq!(counts.dead, 23);
-    assert_eq!(counts.delayed, 7);
-    assert_eq!(counts.running, 0);
-    assert_eq!(counts.queued.get("reports"), Some(&4), "{counts:?}");
-    assert_eq!(counts.queued.get("default"), Some(&0), "{counts:?}");
-    assert_eq!(counts.queued_total(), 4);
+    let default = QueueCounts {
+        delayed: 7,
+        dead: 23,
+        ..QueueCounts::default()
+    };
+    let reports = QueueCounts {
+        queued: 4,
+        ..QueueCounts::default()
+    };
+    assert_eq!(counts.queue("default"), default, "{counts:?}");
+    assert_eq!(counts.queue("reports"), reports, "{counts:?}");
+    assert_eq!(counts.queues.len(), 2, "{counts:?}");
+    assert_eq!((counts.total().queued, counts.total().dead), (4, 23));
 
     // Pages of 10: every dead job exactly once, each page in time order.
     let mut seen = BTreeSet::new();
     let mut page = 0;
     loop {
-        let p = jobs.list(Listing::Dead, page * 10, 10).await.unwrap();
+        let p = jobs
+            .list("default", Listing::Dead, page * 10, 10)
+            .await
+            .unwrap();
         assert_eq!(p.total, 23);
         assert!(p.jobs.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{p:?}");
         for listed in &p.jobs {
@@ -128,7 +138,10 @@ async fn counts_listings_and_records(jobs: Jobs) {
     }
     assert_eq!(seen, dead);
 
-    let d = jobs.list(Listing::Delayed, 0, 100).await.unwrap();
+    let d = jobs
+        .list("default", Listing::Delayed, 0, 100)
+        .await
+        .unwrap();
     assert_eq!(
         d.jobs.iter().map(|l| l.id.clone()).collect::<BTreeSet<_>>(),
         delayed
@@ -136,8 +149,14 @@ async fn counts_listings_and_records(jobs: Jobs) {
     assert!(!d.more);
     assert!(d.jobs.iter().all(|l| l.at_ms >= before + 3_600_000));
     // A page past the end is empty, not an error.
-    let empty = jobs.list(Listing::Delayed, 1000, 10).await.unwrap();
+    let empty = jobs
+        .list("default", Listing::Delayed, 1000, 10)
+        .await
+        .unwrap();
     assert!(empty.jobs.is_empty() && empty.total == 7 && !empty.more);
+    // Another queue's listing holds none of them.
+    let other = jobs.list("reports", Listing::Delayed, 0, 10).await.unwrap();
+    assert!(other.jobs.is_empty() && other.total == 0, "{other:?}");
 
     // Searches, three matches a call: tenant t1's dead jobs (i % 3 == 1: 8 of
     // them), each once, every one of t1 and of task `fail`.
@@ -146,7 +165,10 @@ async fn counts_listings_and_records(jobs: Jobs) {
         async move {
             let (mut found, mut from, mut calls) = (Vec::new(), SearchCursor::default(), 0);
             loop {
-                let page = jobs.search(listing, &filter, from, 3).await.unwrap();
+                let page = jobs
+                    .search("default", listing, &filter, from, 3)
+                    .await
+                    .unwrap();
                 assert!(page.jobs.len() <= 3 && page.examined <= SEARCH_BUDGET);
                 found.extend(page.jobs);
                 calls += 1;
@@ -178,6 +200,7 @@ async fn counts_listings_and_records(jobs: Jobs) {
     assert!(later.iter().all(|j| j.tenant.is_none()));
     let none = jobs
         .search(
+            "default",
             Listing::Dead,
             &JobFilter::default().task("later"),
             SearchCursor::default(),
@@ -240,11 +263,11 @@ async fn running_jobs_show_their_worker(jobs: Jobs) {
     let id = jobs.delay(HOLD, &()).await.unwrap();
     assert!(
         eventually(200, Duration::from_millis(25), || async {
-            jobs.counts().await.unwrap().running == 1
+            jobs.counts().await.unwrap().queue("default").running == 1
         })
         .await
     );
-    let running = jobs.list(Listing::Running, 0, 10).await.unwrap();
+    let running = jobs.list("default", Listing::Running, 0, 10).await.unwrap();
     assert_eq!(running.jobs.len(), 1);
     assert_eq!(running.jobs[0].id, id);
     assert!(running.jobs[0].at_ms > now_ms() - 1000);
@@ -390,11 +413,11 @@ async fn deleting_and_purging(jobs: Jobs) {
     assert_eq!(jobs.queued("bulk").await.unwrap(), 0);
     assert!(jobs.status(&ids[1234]).await.unwrap().is_none());
     assert_eq!(jobs.queued("other").await.unwrap(), 1);
-    assert_eq!(jobs.counts().await.unwrap().delayed, 1);
+    assert_eq!(jobs.counts().await.unwrap().queue("bulk").delayed, 1);
     assert_eq!(jobs.purge("bulk").await.unwrap(), 0);
 
     assert_eq!(jobs.delete(&later).await.unwrap(), Deleted::Deleted);
-    assert_eq!(jobs.counts().await.unwrap().delayed, 0);
+    assert_eq!(jobs.counts().await.unwrap().queue("bulk").delayed, 0);
     assert!(jobs.status(&later).await.unwrap().is_none());
     assert_eq!(jobs.delete(&other).await.unwrap(), Deleted::Deleted);
     assert_eq!(jobs.queued("other").await.unwrap(), 0);
@@ -560,7 +583,7 @@ async fn a_search_call_is_bounded(jobs: Jobs) {
     for call in 0.. {
         assert!(call < 20, "the search never ends");
         let page = jobs
-            .search(Listing::Delayed, &filter, from, 10)
+            .search("default", Listing::Delayed, &filter, from, 10)
             .await
             .unwrap();
         assert!(page.examined <= SEARCH_BUDGET, "{}", page.examined);
@@ -589,4 +612,168 @@ on_every_topology!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_call_is_bounded_in_process() {
     a_search_call_is_bounded(Jobs::with_config(Handle::in_process(), config())).await;
+}
+
+/// Each queue counts its own jobs in each state, and a job waiting out a retry's
+/// back-off is counted (and listed) as retrying, apart from a countdown's delay.
+async fn states_are_counted_per_queue(jobs: Jobs) {
+    const FLAKY: TaskRef<(), ()> = TaskRef::new("flaky");
+    let mail = || EnqueueOptions::new().queue("mail");
+    let flaky = jobs
+        .enqueue(FLAKY, &(), mail().max_retries(3))
+        .await
+        .unwrap();
+    let later = jobs
+        .enqueue(LATER, &1, mail().countdown(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let doomed = jobs
+        .enqueue(
+            FAIL,
+            &"x".to_owned(),
+            EnqueueOptions::new().queue("reports"),
+        )
+        .await
+        .unwrap();
+    let worker = Worker::new(jobs.clone())
+        .queues(&[("mail", 1), ("reports", 1)])
+        .task(FLAKY, |(), _| async {
+            Err::<(), _>(TaskError::retry("not yet"))
+        })
+        .task(FAIL, |_, _| async {
+            Err::<(), _>(TaskError::fatal("never"))
+        })
+        .spawn();
+    let settled = || async {
+        let c = jobs.counts().await.unwrap();
+        c.queue("mail").retrying == 1 && c.queue("reports").dead == 1
+    };
+    assert!(
+        eventually(200, Duration::from_millis(25), settled).await,
+        "{:?}",
+        jobs.counts().await
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+    let counts = jobs.counts().await.unwrap();
+    let mail = QueueCounts {
+        delayed: 1,
+        retrying: 1,
+        ..QueueCounts::default()
+    };
+    let reports = QueueCounts {
+        dead: 1,
+        ..QueueCounts::default()
+    };
+    assert_eq!(counts.queue("mail"), mail, "{counts:?}");
+    assert_eq!(counts.queue("reports"), reports, "{counts:?}");
+    let ids = |page: larder_jobs::inspect::ListPage| -> Vec<String> {
+        page.jobs.into_iter().map(|l| l.id).collect()
+    };
+    let list = |queue: &'static str, listing| {
+        let jobs = jobs.clone();
+        async move { ids(jobs.list(queue, listing, 0, 10).await.unwrap()) }
+    };
+    assert_eq!(list("mail", Listing::Retrying).await, [flaky.clone()]);
+    assert_eq!(list("mail", Listing::Delayed).await, [later.clone()]);
+    assert_eq!(list("reports", Listing::Dead).await, [doomed.clone()]);
+    assert!(list("reports", Listing::Retrying).await.is_empty());
+    assert_eq!(
+        jobs.status(&flaky).await.unwrap().unwrap().state,
+        JobState::Retry
+    );
+    // Revoked and deleted jobs leave their queue's sets.
+    assert_eq!(jobs.revoke(&flaky).await.unwrap(), "REVOKED");
+    assert_eq!(jobs.delete(&doomed).await.unwrap(), Deleted::Deleted);
+    let counts = jobs.counts().await.unwrap();
+    assert_eq!(counts.queue("mail").retrying, 0, "{counts:?}");
+    assert_eq!(counts.queue("reports").dead, 0, "{counts:?}");
+    assert_eq!(counts.queue("mail").delayed, 1, "{counts:?}");
+}
+
+/// The back-off of a retry: an hour, so the job stays retrying while it is counted.
+fn slow_retries() -> JobsConfig {
+    config().retry_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+}
+
+on_every_topology!(
+    async fn states_are_counted_per_queue_on_redis(redis: &Redis) {
+        let handle = Handle::new(Config::from_vars(redis.vars()).unwrap()).unwrap();
+        states_are_counted_per_queue(Jobs::with_config(handle, slow_retries())).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_are_counted_per_queue_in_process() {
+    states_are_counted_per_queue(Jobs::with_config(Handle::in_process(), slow_retries())).await;
+}
+
+on_every_topology!(
+    async fn the_earlier_layout_is_drained_into_the_queues(redis: &Redis) {
+        the_earlier_layout_is_drained(redis).await;
+    }
+);
+
+/// Jobs left in the shared sets of the earlier layout (one `delayed`, `inflight`
+/// and `dead` set for every queue of a partition, written here by hand as that
+/// version did) are drained into their queue's sets by the workers' maintenance: a
+/// due delayed job becomes ready, a dead letter is listed with its queue's.
+async fn the_earlier_layout_is_drained(redis: &Redis) {
+    let jobs = jobs_on(redis);
+    // A job of queue `mail` to learn the key base from (and a queue name known).
+    let seed = jobs
+        .enqueue(LATER, &0, EnqueueOptions::new().queue("mail"))
+        .await
+        .unwrap();
+    let record = jobs.record_key(&seed).unwrap();
+    let base = record
+        .strip_suffix(&format!("j:{seed}"))
+        .unwrap()
+        .to_owned();
+    let d = |tenant: &str| format!("mail\t{tenant}\t0\t0\t60000\t{}\tlater", now_ms());
+    let run = |args: &[&str]| {
+        let reply = redis.command_on_key(args[1], args);
+        assert!(!reply.starts_with('-'), "{args:?}: {reply}");
+    };
+    let (due, dead) = ("old-due", "old-dead");
+    run(&[
+        "HSET",
+        &format!("{base}j:{due}"),
+        "d",
+        &d("t1"),
+        "a",
+        "1",
+        "state",
+        "PENDING",
+    ]);
+    run(&["ZADD", &format!("{base}delayed"), "1", due]);
+    run(&[
+        "HSET",
+        &format!("{base}j:{dead}"),
+        "d",
+        &d("t2"),
+        "a",
+        "1",
+        "state",
+        "FAILURE",
+    ]);
+    run(&["ZADD", &format!("{base}dead"), &now_ms().to_string(), dead]);
+
+    jobs.maintain().await.unwrap();
+    let counts = jobs.counts().await.unwrap();
+    assert_eq!(
+        (counts.queue("mail").queued, counts.queue("mail").dead),
+        (2, 1),
+        "{counts:?}"
+    );
+    let listed = jobs.list("mail", Listing::Dead, 0, 10).await.unwrap();
+    assert_eq!(listed.jobs.len(), 1);
+    assert_eq!(listed.jobs[0].id, dead);
+    for old in ["delayed", "dead"] {
+        let key = format!("{base}{old}");
+        let size = redis.command_on_key(&key, &["ZCARD", &key]);
+        assert_eq!(size.trim(), ":0", "{old}: {size}");
+    }
+    // The dead letter can be re-driven from its new place.
+    assert!(jobs.redrive(dead).await.unwrap());
+    assert_eq!(jobs.queued("mail").await.unwrap(), 3);
 }

@@ -555,7 +555,7 @@ pub async fn metrics<C: Client>(app: &C) {
         "larder_cache_requests_total{module=\"balance\",outcome=\"hit\"}",
         "larder_ratelimit_decisions_total{policy=\"ip\",decision=\"allow\"}",
         "larder_jobs_total{task=\"send_daily_report\",outcome=\"enqueued\"}",
-        "larder_jobs_in_state{state=\"dead\"} 0",
+        "larder_jobs_in_state{queue=\"default\",state=\"dead\"} 0",
         "larder_jobs_queued{queue=\"default\"}",
         "larder_redis_op_duration_seconds_bucket{op=",
     ] {

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use super::{Deleted, Fetched, NewJob, Outcome, Registry, Renewal};
 use crate::inspect::{
     self, minute_of, AttemptError, FoundJob, JobCounts, JobDetail, ListPage, Listed, Listing,
-    Minute, COUNTED, ERRORS_KEPT, MINUTES_KEPT,
+    Minute, QueueCounts, COUNTED, ERRORS_KEPT, MINUTES_KEPT,
 };
 use crate::options::{now_ms, NO_TENANT};
 use crate::state::{JobState, JobStatus};
@@ -75,7 +75,9 @@ struct Queue {
 #[derive(Debug, Default)]
 struct State {
     jobs: HashMap<String, Job>,
+    /// Every queue a job was ever enqueued to (the Redis backend's `queues` set).
     queues: HashMap<String, Queue>,
+    /// Delayed and retrying jobs alike (a retrying job's state is RETRY).
     delayed: BTreeSet<(u64, String)>,
     inflight: HashMap<String, u64>,
     dead: BTreeSet<(u64, String)>,
@@ -91,17 +93,24 @@ struct State {
 }
 
 impl State {
-    /// A listing's jobs in order, as time and id (the Redis backend's sorted sets).
-    fn listing(&self, listing: Listing) -> Vec<(u64, &String)> {
-        match listing {
-            Listing::Delayed => self.delayed.iter().map(|(at, id)| (*at, id)).collect(),
-            Listing::Running => {
-                let mut v: Vec<_> = self.inflight.iter().map(|(id, at)| (*at, id)).collect();
-                v.sort();
-                v
-            }
+    /// `queue`'s jobs in a listing, in order, as time and id (the Redis backend's
+    /// sorted sets per queue).
+    fn listing(&self, queue: &str, listing: Listing) -> Vec<(u64, &String)> {
+        let job = |id: &String| self.jobs.get(id).filter(|j| j.queue == queue);
+        let retrying = |id: &String| job(id).is_some_and(|j| j.state == JobState::Retry);
+        let mut v: Vec<(u64, &String)> = match listing {
+            Listing::Delayed | Listing::Retrying => self
+                .delayed
+                .iter()
+                .filter(|(_, id)| retrying(id) == (listing == Listing::Retrying))
+                .map(|(at, id)| (*at, id))
+                .collect(),
+            Listing::Running => self.inflight.iter().map(|(id, at)| (*at, id)).collect(),
             Listing::Dead => self.dead.iter().map(|(at, id)| (*at, id)).collect(),
-        }
+        };
+        v.retain(|(_, id)| job(id).is_some());
+        v.sort();
+        v
     }
 
     fn push_ready(&mut self, id: &str) {
@@ -133,19 +142,35 @@ impl State {
     }
 
     /// Adds `id` to the dead letters; drops those past their time and, over the
-    /// cap, the oldest, with their records (as `to_dead` in `lua/lib.lua`).
+    /// cap of its queue, the queue's oldest, with their records (as `to_dead` in
+    /// `lua/lib.lua`).
     fn bury_dead(&mut self, id: &str, now: u64) {
-        if let Some(job) = self.jobs.get_mut(id) {
-            job.gone_at = Some(now + self.dead_ttl_ms);
-        }
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        job.gone_at = Some(now + self.dead_ttl_ms);
+        let queue = job.queue.clone();
         self.dead.insert((now, id.to_owned()));
         let oldest_kept = now.saturating_sub(self.dead_ttl_ms);
         while let Some((at, old)) = self.dead.first().cloned() {
-            if at > oldest_kept && self.dead.len() <= self.dead_max {
+            if at > oldest_kept {
                 break;
             }
             self.dead.pop_first();
             self.jobs.remove(&old);
+        }
+        let of_queue: Vec<(u64, String)> = self
+            .dead
+            .iter()
+            .filter(|(_, i)| self.jobs.get(i).is_some_and(|j| j.queue == queue))
+            .cloned()
+            .collect();
+        for old in of_queue
+            .iter()
+            .take(of_queue.len().saturating_sub(self.dead_max))
+        {
+            self.dead.remove(old);
+            self.jobs.remove(&old.1);
         }
     }
 }
@@ -209,6 +234,7 @@ impl MemoryBackend {
                     errors: Vec::new(),
                 },
             );
+            s.queues.entry(o.queue.clone()).or_default();
             if o.eta_ms > now {
                 s.delayed.insert((o.eta_ms, o.id.clone()));
             } else {
@@ -570,21 +596,27 @@ impl MemoryBackend {
     pub(crate) fn counts(&self) -> JobCounts {
         let mut s = self.lock();
         s.expire(now_ms());
-        JobCounts {
-            queued: s
-                .queues
-                .iter()
-                .map(|(name, q)| (name.clone(), q.ready.values().map(|r| r.len() as u64).sum()))
-                .collect(),
-            delayed: s.delayed.len() as u64,
-            running: s.inflight.len() as u64,
-            dead: s.dead.len() as u64,
-        }
+        let queues = s
+            .queues
+            .iter()
+            .map(|(name, q)| {
+                let n = |listing| s.listing(name, listing).len() as u64;
+                let counts = QueueCounts {
+                    queued: q.ready.values().map(|r| r.len() as u64).sum(),
+                    delayed: n(Listing::Delayed),
+                    retrying: n(Listing::Retrying),
+                    running: n(Listing::Running),
+                    dead: n(Listing::Dead),
+                };
+                (name.clone(), counts)
+            })
+            .collect();
+        JobCounts { queues }
     }
 
-    pub(crate) fn list(&self, listing: Listing, offset: u64, limit: u64) -> ListPage {
+    pub(crate) fn list(&self, queue: &str, listing: Listing, offset: u64, limit: u64) -> ListPage {
         let s = self.lock();
-        let all = s.listing(listing);
+        let all = s.listing(queue, listing);
         let end = offset + limit.max(1);
         let total = all.len() as u64;
         let page = all
@@ -599,10 +631,17 @@ impl MemoryBackend {
         inspect::merge(vec![page], &[total], end)
     }
 
-    /// `n` jobs of `listing` from rank `rank` on, with their task and tenant.
-    pub(crate) fn search_chunk(&self, listing: Listing, rank: u64, n: u64) -> Vec<FoundJob> {
+    /// `n` jobs of `queue`'s `listing` from rank `rank` on, with their task and
+    /// tenant.
+    pub(crate) fn search_chunk(
+        &self,
+        queue: &str,
+        listing: Listing,
+        rank: u64,
+        n: u64,
+    ) -> Vec<FoundJob> {
         let s = self.lock();
-        s.listing(listing)
+        s.listing(queue, listing)
             .into_iter()
             .skip(usize::try_from(rank).unwrap_or(usize::MAX))
             .take(usize::try_from(n).unwrap_or(usize::MAX))

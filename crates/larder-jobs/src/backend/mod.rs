@@ -293,20 +293,22 @@ impl Backend {
 
     pub(crate) async fn list(
         &self,
+        queue: &str,
         listing: Listing,
         offset: u64,
         limit: u64,
     ) -> Result<ListPage, JobError> {
         match self {
-            Self::Redis(r) => r.list(listing, offset, limit).await,
-            Self::Memory(m) => Ok(m.list(listing, offset, limit)),
+            Self::Redis(r) => r.list(queue, listing, offset, limit).await,
+            Self::Memory(m) => Ok(m.list(queue, listing, offset, limit)),
         }
     }
 
-    /// Looks through `listing` from `from` on, in order, for at most `limit` jobs
+    /// Looks through `queue`'s `listing` from `from` on, in order, for at most `limit` jobs
     /// that `filter` matches, looking at no more than [`SEARCH_BUDGET`] jobs.
     pub(crate) async fn search(
         &self,
+        queue: &str,
         listing: Listing,
         filter: &JobFilter,
         from: SearchCursor,
@@ -320,7 +322,7 @@ impl Backend {
                 break;
             }
             let n = SEARCH_CHUNK.min(SEARCH_BUDGET - page.examined);
-            let chunk = self.search_chunk(listing, at, n).await?;
+            let chunk = self.search_chunk(queue, listing, at, n).await?;
             if chunk.is_empty() {
                 at = SearchCursor {
                     partition: at.partition + 1,
@@ -342,16 +344,17 @@ impl Backend {
         Ok(page)
     }
 
-    /// `n` jobs of `listing` from `at` on, with their task and tenant.
+    /// `n` jobs of `queue`'s `listing` from `at` on, with their task and tenant.
     async fn search_chunk(
         &self,
+        queue: &str,
         listing: Listing,
         at: SearchCursor,
         n: u64,
     ) -> Result<Vec<FoundJob>, JobError> {
         match self {
-            Self::Redis(r) => r.search_chunk(listing, at, n).await,
-            Self::Memory(m) => Ok(m.search_chunk(listing, at.rank, n)),
+            Self::Redis(r) => r.search_chunk(queue, listing, at, n).await,
+            Self::Memory(m) => Ok(m.search_chunk(queue, listing, at.rank, n)),
         }
     }
 

@@ -12,7 +12,7 @@ use super::{Completion, Deleted, Fetched, Keeping, NewJob, Registry, Renewal, PU
 use crate::error::JobError;
 use crate::inspect::{
     self, minute_of, AttemptError, FoundJob, JobCounts, JobDetail, ListPage, Listed, Listing,
-    Minute, SearchCursor, COUNTED,
+    Minute, QueueCounts, SearchCursor, COUNTED,
 };
 use crate::options::now_ms;
 use crate::options::NO_TENANT;
@@ -232,6 +232,11 @@ impl RedisBackend {
         s
     }
 
+    /// Partition `p`'s sorted set of `queue`'s jobs in `listing`'s state.
+    fn queue_key(&self, p: usize, queue: &str, listing: Listing) -> String {
+        self.key(p, &format!("q:{queue}:{}", listing.set()))
+    }
+
     /// The key of job `id`'s record.
     pub(crate) fn job_key(&self, id: &str) -> String {
         self.key(self.partition_of(id), &format!("j:{id}"))
@@ -259,17 +264,14 @@ impl RedisBackend {
         let created = crate::options::ms_since_epoch(std::time::SystemTime::now());
         let groups = self.by_partition(jobs, |job| &job.opts.id);
         for (p, chunk) in groups.iter().enumerate().flat_map(chunks) {
-            let mut inv = self.scripts.enqueue.key(self.key(p, "delayed"));
+            let mut inv = self.scripts.enqueue.key(self.key(p, "seq"));
             // Which ids to check for an earlier job (the caller's; a fresh UUID
             // cannot be taken).
             let checked: String = chunk
                 .iter()
                 .map(|&i| if jobs[i].opts.fresh_id { '0' } else { '1' })
                 .collect();
-            inv.key(self.key(p, "seq"))
-                .arg(self.base(p))
-                .arg(chunk.len())
-                .arg(checked);
+            inv.arg(self.base(p)).arg(chunk.len()).arg(checked);
             for &i in chunk {
                 let job = &jobs[i];
                 let o = &job.opts;
@@ -376,7 +378,7 @@ impl RedisBackend {
             .fetch
             .key(self.key(p, &format!("q:{queue}:ring")));
         inv.key(self.key(p, &format!("q:{queue}:ringset")))
-            .key(self.key(p, "inflight"))
+            .key(self.queue_key(p, queue, Listing::Running))
             .arg(self.base(p))
             .arg(queue)
             .arg(n)
@@ -436,7 +438,9 @@ impl RedisBackend {
             if group.is_empty() {
                 continue;
             }
-            let mut inv = self.scripts.renew.key(self.key(p, "inflight"));
+            // The key routes the call to the partition's node; the script names the
+            // in-flight sets itself (by each lease's queue).
+            let mut inv = self.scripts.renew.key(self.key(p, "queues"));
             inv.arg(self.base(p)).arg(lease_ms);
             for &i in group {
                 let (id, token) = &jobs[i];
@@ -471,11 +475,8 @@ impl RedisBackend {
             if group.is_empty() {
                 continue;
             }
-            let mut inv = self.scripts.complete.key(self.key(p, "inflight"));
-            inv.key(self.key(p, "delayed"))
-                .key(self.key(p, "dead"))
-                .key(self.key(p, "seq"))
-                .key(self.minute_key(p, minute_of(now_ms())))
+            let mut inv = self.scripts.complete.key(self.key(p, "seq"));
+            inv.key(self.minute_key(p, minute_of(now_ms())))
                 .arg(self.base(p))
                 .arg(ttl_ms)
                 .arg(group.len())
@@ -509,46 +510,38 @@ impl RedisBackend {
         Ok((totals[0], totals[1]))
     }
 
-    /// [`maintain`](Self::maintain) in partition `p`, adding to `totals`.
+    /// [`maintain`](Self::maintain) in partition `p`, adding to `totals`: one
+    /// script call for every queue's sets, again while one had a full batch due.
     async fn maintain_partition(
         &self,
         p: usize,
         batch: usize,
         totals: &mut [usize; 2],
     ) -> Result<(), JobError> {
-        for (i, (set, mode)) in [("delayed", "promote"), ("inflight", "reap")]
-            .into_iter()
-            .enumerate()
-        {
-            loop {
-                let mut inv = self.scripts.move_.key(self.key(p, set));
-                inv.key(self.key(p, "seq"))
-                    .key(self.key(p, "dead"))
-                    .arg(self.base(p))
-                    .arg(batch)
-                    .arg(mode)
-                    .arg(self.result_ttl_ms)
-                    .arg(self.dead_ttl_ms)
-                    .arg(self.dead_max);
-                let moved: usize = self
-                    .handle
-                    .script("job_maintain", &inv)
-                    .await
-                    .map_err(JobError::from_core)?;
-                totals[i] += moved;
-                if moved < batch {
-                    break;
-                }
+        loop {
+            let mut inv = self.scripts.move_.key(self.key(p, "seq"));
+            inv.arg(self.base(p))
+                .arg(batch)
+                .arg(self.result_ttl_ms)
+                .arg(self.dead_ttl_ms)
+                .arg(self.dead_max);
+            let (promoted, reaped, full): (usize, usize, u8) = self
+                .handle
+                .script("job_maintain", &inv)
+                .await
+                .map_err(JobError::from_core)?;
+            totals[0] += promoted;
+            totals[1] += reaped;
+            if full == 0 {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     pub(crate) async fn revoke(&self, id: &str, ttl_ms: u64) -> Result<String, JobError> {
         let p = self.partition_of(id);
         let mut inv = self.scripts.revoke.key(self.job_key(id));
-        inv.key(self.key(p, "delayed"))
-            .key(self.done_key(id))
+        inv.key(self.done_key(id))
             .arg(self.base(p))
             .arg(id)
             .arg(ttl_ms);
@@ -652,31 +645,50 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// The oldest `limit` dead letters, across partitions.
+    /// The oldest `limit` dead letters, across queues and partitions.
     pub(crate) async fn dead(&self, limit: usize) -> Result<Vec<String>, JobError> {
+        let names = self.queue_names().await?;
         let mut all: Vec<(String, f64)> = Vec::new();
         for p in 0..self.partitions.len() {
-            let mut cmd = r::cmd("ZRANGE");
-            cmd.arg(self.key(p, "dead"))
-                .arg(0)
-                .arg(limit.saturating_sub(1))
-                .arg("WITHSCORES");
-            let oldest: Vec<(String, f64)> = self
+            let mut pipe = r::pipe();
+            for name in &names {
+                pipe.cmd("ZRANGE")
+                    .arg(self.queue_key(p, name, Listing::Dead))
+                    .arg(0)
+                    .arg(limit.saturating_sub(1))
+                    .arg("WITHSCORES");
+            }
+            let oldest: Vec<Vec<(String, f64)>> = self
                 .handle
-                .query("job_dead", &cmd)
+                .pipeline("job_dead", &pipe)
                 .await
                 .map_err(JobError::from_core)?;
-            all.extend(oldest);
+            all.extend(oldest.into_iter().flatten());
         }
         all.sort_by(|a, b| a.1.total_cmp(&b.1));
         Ok(all.into_iter().take(limit).map(|(id, _)| id).collect())
     }
 
+    /// The name of every queue a job was ever enqueued to, in any partition.
+    async fn queue_names(&self) -> Result<std::collections::BTreeSet<String>, JobError> {
+        let mut names = std::collections::BTreeSet::new();
+        for p in 0..self.partitions.len() {
+            let mut cmd = r::cmd("SMEMBERS");
+            cmd.arg(self.key(p, "queues"));
+            let queues: Vec<String> = self
+                .handle
+                .query("job_queues", &cmd)
+                .await
+                .map_err(JobError::from_core)?;
+            names.extend(queues);
+        }
+        Ok(names)
+    }
+
     pub(crate) async fn redrive(&self, id: &str) -> Result<bool, JobError> {
         let p = self.partition_of(id);
         let mut inv = self.scripts.redrive.key(self.job_key(id));
-        inv.key(self.key(p, "dead"))
-            .key(self.key(p, "seq"))
+        inv.key(self.key(p, "seq"))
             .key(self.done_key(id))
             .arg(self.base(p))
             .arg(id);
@@ -691,11 +703,7 @@ impl RedisBackend {
     pub(crate) async fn delete(&self, id: &str) -> Result<Deleted, JobError> {
         let p = self.partition_of(id);
         let mut inv = self.scripts.delete.key(self.job_key(id));
-        inv.key(self.key(p, "delayed"))
-            .key(self.key(p, "dead"))
-            .key(self.done_key(id))
-            .arg(self.base(p))
-            .arg(id);
+        inv.key(self.done_key(id)).arg(self.base(p)).arg(id);
         let outcome: String = self
             .handle
             .script("job_delete", &inv)
@@ -761,37 +769,54 @@ impl RedisBackend {
         Ok(total)
     }
 
-    /// Counts by state: set sizes per partition, and the ready jobs of each named
-    /// queue (see [`queued`](Self::queued)).
+    /// Counts by queue and state: set sizes per queue and partition, and the ready
+    /// jobs of each queue (see [`queued`](Self::queued)).
     pub(crate) async fn counts(&self) -> Result<JobCounts, JobError> {
+        let names: Vec<String> = self.queue_names().await?.into_iter().collect();
         let mut counts = JobCounts::default();
-        let mut names = std::collections::BTreeSet::new();
+        for name in &names {
+            let queued = self.queued(name).await? as u64;
+            counts.queues.insert(
+                name.clone(),
+                QueueCounts {
+                    queued,
+                    ..QueueCounts::default()
+                },
+            );
+        }
+        if names.is_empty() {
+            return Ok(counts);
+        }
         for p in 0..self.partitions.len() {
             let mut pipe = r::pipe();
-            for listing in Listing::ALL {
-                pipe.cmd("ZCARD").arg(self.key(p, listing.set()));
+            for name in &names {
+                for listing in Listing::ALL {
+                    pipe.cmd("ZCARD").arg(self.queue_key(p, name, listing));
+                }
             }
-            pipe.cmd("SMEMBERS").arg(self.key(p, "queues"));
-            let (delayed, running, dead, queues): (u64, u64, u64, Vec<String>) = self
+            let sizes: Vec<u64> = self
                 .handle
                 .pipeline("job_counts", &pipe)
                 .await
                 .map_err(JobError::from_core)?;
-            counts.delayed += delayed;
-            counts.running += running;
-            counts.dead += dead;
-            names.extend(queues);
-        }
-        for name in names {
-            let n = self.queued(&name).await?;
-            counts.queued.insert(name, n as u64);
+            for (name, sizes) in names.iter().zip(sizes.chunks(Listing::ALL.len())) {
+                if let (Some(c), [delayed, retrying, running, dead]) =
+                    (counts.queues.get_mut(name), sizes)
+                {
+                    c.delayed += delayed;
+                    c.retrying += retrying;
+                    c.running += running;
+                    c.dead += dead;
+                }
+            }
         }
         Ok(counts)
     }
 
-    /// Ranks `offset..offset + limit` of a listing in every partition, merged.
+    /// Ranks `offset..offset + limit` of `queue`'s listing in every partition, merged.
     pub(crate) async fn list(
         &self,
+        queue: &str,
         listing: Listing,
         offset: u64,
         limit: u64,
@@ -800,7 +825,7 @@ impl RedisBackend {
         let mut parts = Vec::with_capacity(self.partitions.len());
         let mut totals = Vec::with_capacity(self.partitions.len());
         for p in 0..self.partitions.len() {
-            let key = self.key(p, listing.set());
+            let key = self.queue_key(p, queue, listing);
             let mut pipe = r::pipe();
             pipe.cmd("ZCARD")
                 .arg(&key)
@@ -827,18 +852,19 @@ impl RedisBackend {
         Ok(inspect::merge(parts, &totals, end))
     }
 
-    /// `n` jobs of `listing` in partition `at.partition` from rank `at.rank` on,
+    /// `n` jobs of `queue`'s `listing` in partition `at.partition` from rank `at.rank` on,
     /// with the task and tenant of their descriptors: one range, then one pipeline
     /// of `HGET`s (a partition's keys share a slot).
     pub(crate) async fn search_chunk(
         &self,
+        queue: &str,
         listing: Listing,
         at: SearchCursor,
         n: u64,
     ) -> Result<Vec<FoundJob>, JobError> {
         let mut range = r::cmd("ZRANGE");
         range
-            .arg(self.key(at.partition, listing.set()))
+            .arg(self.queue_key(at.partition, queue, listing))
             .arg(at.rank)
             .arg(at.rank + n.max(1) - 1)
             .arg("WITHSCORES");
