@@ -304,6 +304,9 @@ async fn dashboard_in_a_browser(framework: Framework) {
         .goto(&app.url("/admin/jobs?list=dead"))
         .await
         .unwrap();
+    // The queue's row counts its dead job, apart from the other states.
+    assert_eq!(figure("queue.default.dead").await, "1");
+    assert_eq!(figure("queue.default.retrying").await, "0");
     let row = browser.find(Locator::Css("tbody a")).await.unwrap();
     assert_eq!(row.text().await.unwrap(), dead);
     snap(&browser, framework, "jobs-dead").await;

@@ -151,7 +151,7 @@ async fn main() {
             )])
             .await;
     }
-    let dead_id = jobs.list(Listing::Dead, 0, 1).await.unwrap().jobs[0]
+    let dead_id = jobs.list("doomed", Listing::Dead, 0, 1).await.unwrap().jobs[0]
         .id
         .clone();
     let dashboard = Dashboard::with_token("/admin", "bench")

@@ -673,9 +673,9 @@ async fn states_are_counted_per_queue(jobs: Jobs) {
         let jobs = jobs.clone();
         async move { ids(jobs.list(queue, listing, 0, 10).await.unwrap()) }
     };
-    assert_eq!(list("mail", Listing::Retrying).await, [flaky.clone()]);
-    assert_eq!(list("mail", Listing::Delayed).await, [later.clone()]);
-    assert_eq!(list("reports", Listing::Dead).await, [doomed.clone()]);
+    assert_eq!(list("mail", Listing::Retrying).await, [flaky.as_str()]);
+    assert_eq!(list("mail", Listing::Delayed).await, [later.as_str()]);
+    assert_eq!(list("reports", Listing::Dead).await, [doomed.as_str()]);
     assert!(list("reports", Listing::Retrying).await.is_empty());
     assert_eq!(
         jobs.status(&flaky).await.unwrap().unwrap().state,
