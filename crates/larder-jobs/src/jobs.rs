@@ -194,7 +194,7 @@ impl JobsConfig {
     /// partition in turn (tenants round-robin within each), and maintenance
     /// visits each. Fairness, delays, retries, dead letters, revocation, results,
     /// `wait` and uniqueness hold as on one partition; the dead-letter cap
-    /// ([`dead_letters`](Self::dead_letters)) applies per partition.
+    /// ([`dead_letters`](Self::dead_letters)) applies per queue and partition.
     ///
     /// The default is 3 on a cluster (the fewest primaries a Redis Cluster has: a
     /// freshly made one holds one partition on each) and 1 elsewhere, where more
@@ -232,7 +232,7 @@ impl JobsConfig {
 
     /// How long a dead letter (a job that failed for good) is kept, with its record
     /// (`JOBS_DEAD_TTL`, default 7 days), and how many are kept at most
-    /// (`JOBS_DEAD_MAX`, default 10,000; the oldest go first), per
+    /// (`JOBS_DEAD_MAX`, default 10,000; the oldest go first), per queue and
     /// [partition](Self::partitions).
     #[must_use]
     pub fn dead_letters(mut self, ttl: Duration, max: u64) -> Self {

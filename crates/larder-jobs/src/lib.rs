@@ -44,9 +44,9 @@
 //!   one script, into an in-flight set with a lease and a fencing token; running
 //!   workers renew leases; any live worker returns jobs whose lease expired (a dead
 //!   worker's) to their queue; an outcome reported with a lost lease is rejected.
-//! - **Retries in Redis**: exponential backoff with jitter, then a dead-letter set
-//!   that keeps the error; [`Jobs::redrive`] sends a dead job back.
-//! - **Delayed jobs** live in a sorted set, promoted in bounded batches: a long ETA
+//! - **Retries in Redis**: exponential backoff with jitter, then the queue's dead
+//!   letters, which keep the error; [`Jobs::redrive`] sends a dead job back.
+//! - **Delayed jobs** live in a sorted set per queue, promoted in bounded batches: a long ETA
 //!   never makes duplicate runs, and a backlog of any size drains.
 //! - **Periodic tasks** ([`Scheduler`]): cron (time-zone aware) or fixed intervals,
 //!   once per tick across instances (leader lease plus a per-tick idempotency key).
