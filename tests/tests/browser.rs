@@ -305,9 +305,13 @@ async fn dashboard_in_a_browser(framework: Framework) {
         .await
         .unwrap();
     // The queue's row counts its dead job, apart from the other states.
-    assert_eq!(figure("queue.default.dead").await, "1");
-    assert_eq!(figure("queue.default.retrying").await, "0");
-    let row = browser.find(Locator::Css("tbody a")).await.unwrap();
+    assert_eq!(figure("queue.parked.dead").await, "1");
+    assert_eq!(figure("queue.parked.retrying").await, "0");
+    // The first job of the listing (the queue table above links counts, not jobs).
+    let row = browser
+        .find(Locator::XPath("//tbody//a[code]"))
+        .await
+        .unwrap();
     assert_eq!(row.text().await.unwrap(), dead);
     snap(&browser, framework, "jobs-dead").await;
     row.click().await.unwrap();
