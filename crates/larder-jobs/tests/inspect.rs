@@ -719,16 +719,13 @@ on_every_topology!(
 /// due delayed job becomes ready, a dead letter is listed with its queue's.
 async fn the_earlier_layout_is_drained(redis: &Redis) {
     let jobs = jobs_on(redis);
-    // A job of queue `mail` to learn the key base from (and a queue name known).
-    let seed = jobs
-        .enqueue(LATER, &0, EnqueueOptions::new().queue("mail"))
+    // A job of queue `mail` (a queue name known), and the key base of the partition
+    // that holds the dead letter's id (on a cluster, the partition its redrive reads).
+    jobs.enqueue(LATER, &0, EnqueueOptions::new().queue("mail"))
         .await
         .unwrap();
-    let record = jobs.record_key(&seed).unwrap();
-    let base = record
-        .strip_suffix(&format!("j:{seed}"))
-        .unwrap()
-        .to_owned();
+    let record = jobs.record_key("old-dead").unwrap();
+    let base = record.strip_suffix("j:old-dead").unwrap().to_owned();
     let d = |tenant: &str| format!("mail\t{tenant}\t0\t0\t60000\t{}\tlater", now_ms());
     let run = |args: &[&str]| {
         let reply = redis.command_on_key(args[1], args);
