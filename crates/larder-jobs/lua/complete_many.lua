@@ -70,11 +70,7 @@ for j = 0, n - 1 do
       local attempt = redis.call('HINCRBY', jkey, 'attempts', 1)
       redis.call('HSET', jkey, 'state', 'FAILURE', 'error', payload, 'finished', at_now)
       log_error(jkey, attempt, at_now, payload)
-      if queue then
-        to_dead(base, queue, jkey, id, at_now, dead[1], dead[2])
-      else
-        redis.call('PEXPIRE', jkey, ttl)
-      end
+      to_dead(base, queue, jkey, id, at_now, dead[1], dead[2])
       if f[2] then
         signal(base, id, 'FAILURE', ttl)
       end

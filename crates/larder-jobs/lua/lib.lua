@@ -69,11 +69,16 @@ end
 -- Adds job `id` to `queue`'s dead letters (its `dead` set, scored by when it died).
 -- A dead letter is kept `dead` ms, its record too, and a queue keeps at most
 -- `dead_max` of them: each addition drops those past their time and, over the cap,
--- the oldest, records and all (one or two per addition: bounded work).
+-- the oldest, records and all (one or two per addition: bounded work). With no queue
+-- (a job met in a set of the earlier layout whose record cannot be read), the
+-- record alone is kept `dead` ms, listed nowhere.
 local function to_dead(base, queue, jkey, id, now, dead, dead_max)
+  redis.call('PEXPIRE', jkey, dead)
+  if not queue then
+    return
+  end
   local set = qset(base, queue, 'dead')
   redis.call('ZADD', set, now, id)
-  redis.call('PEXPIRE', jkey, dead)
   redis.call('ZREMRANGEBYSCORE', set, '-inf', now - tonumber(dead))
   local over = redis.call('ZCARD', set) - tonumber(dead_max)
   if over > 0 then
@@ -88,16 +93,11 @@ end
 -- letters of `queue` (the one it was met in) with a clear error instead of stopping
 -- the script that met it, and its waiters, if any, are woken. (The error is
 -- MALFORMED_RECORD of src/backend/redis.rs, which fails the ones a worker fetches.)
--- With no queue known (met in a set of an older version), its record keeps the
--- failure for `ttl` ms, listed nowhere. `dead`: see `to_dead`.
+-- `queue` and `dead`: see `to_dead`.
 local function bury(base, queue, jkey, id, now, ttl, dead)
   redis.call('HSET', jkey, 'state', 'FAILURE', 'finished', now,
     'error', 'malformed job record (not written by this version of larder-jobs)')
-  if queue then
-    to_dead(base, queue, jkey, id, now, dead[1], dead[2])
-  else
-    redis.call('PEXPIRE', jkey, ttl)
-  end
+  to_dead(base, queue, jkey, id, now, dead[1], dead[2])
   if redis.call('HEXISTS', jkey, 'waited') == 1 then
     signal(base, id, 'FAILURE', ttl)
   end

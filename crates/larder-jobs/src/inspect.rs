@@ -99,6 +99,17 @@ impl QueueCounts {
         }
     }
 
+    /// The count of a listing, to set (one place for the listing-to-field rule,
+    /// besides [`of`](Self::of)).
+    pub(crate) fn of_mut(&mut self, listing: Listing) -> &mut u64 {
+        match listing {
+            Listing::Delayed => &mut self.delayed,
+            Listing::Retrying => &mut self.retrying,
+            Listing::Running => &mut self.running,
+            Listing::Dead => &mut self.dead,
+        }
+    }
+
     /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: &QueueCounts) {
         self.queued += other.queued;

@@ -600,14 +600,13 @@ impl MemoryBackend {
             .queues
             .iter()
             .map(|(name, q)| {
-                let n = |listing| s.listing(name, listing).len() as u64;
-                let counts = QueueCounts {
+                let mut counts = QueueCounts {
                     queued: q.ready.values().map(|r| r.len() as u64).sum(),
-                    delayed: n(Listing::Delayed),
-                    retrying: n(Listing::Retrying),
-                    running: n(Listing::Running),
-                    dead: n(Listing::Dead),
+                    ..QueueCounts::default()
                 };
+                for listing in Listing::ALL {
+                    *counts.of_mut(listing) = s.listing(name, listing).len() as u64;
+                }
                 (name.clone(), counts)
             })
             .collect();

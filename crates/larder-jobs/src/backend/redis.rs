@@ -800,13 +800,10 @@ impl RedisBackend {
                 .await
                 .map_err(JobError::from_core)?;
             for (name, sizes) in names.iter().zip(sizes.chunks(Listing::ALL.len())) {
-                if let (Some(c), [delayed, retrying, running, dead]) =
-                    (counts.queues.get_mut(name), sizes)
-                {
-                    c.delayed += delayed;
-                    c.retrying += retrying;
-                    c.running += running;
-                    c.dead += dead;
+                if let Some(c) = counts.queues.get_mut(name) {
+                    for (listing, n) in Listing::ALL.into_iter().zip(sizes) {
+                        *c.of_mut(listing) += n;
+                    }
                 }
             }
         }
