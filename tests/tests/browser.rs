@@ -8,10 +8,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use larder::core::{Config, Handle};
 use larder::jobs::{EnqueueOptions, JobState, Jobs, TaskError, TaskRef, Worker};
@@ -108,23 +111,35 @@ async fn snap(browser: &Client, framework: Framework, page: &str) {
     .unwrap();
 }
 
+/// Does `act` to the element `locator` finds. The pages put fresh content in
+/// their live part every few seconds, which can replace the element between the
+/// find and the act (a stale element reference): then it is found again.
+async fn on_element<T, F, Fut>(browser: &Client, locator: Locator<'_>, act: F) -> T
+where
+    F: Fn(Element) -> Fut,
+    Fut: Future<Output = Result<T, CmdError>>,
+{
+    for _ in 0..5 {
+        let element = browser.find(locator).await.unwrap();
+        match act(element).await {
+            Err(replaced) if replaced.is_stale_element_reference() => continue,
+            done => return done.unwrap(),
+        }
+    }
+    panic!("{locator:?} was replaced five times in a row");
+}
+
 async fn type_into(browser: &Client, field: Locator<'_>, text: &str) {
-    browser
-        .find(field)
-        .await
-        .unwrap()
-        .send_keys(text)
-        .await
-        .unwrap();
+    on_element(browser, field, |e| async move { e.send_keys(text).await }).await
 }
 
 async fn click(browser: &Client, button: Locator<'_>) {
-    browser.find(button).await.unwrap().click().await.unwrap();
+    on_element(browser, button, |e| async move { e.click().await }).await
 }
 
 /// The text of the first element `locator` finds.
 async fn text_of(browser: &Client, locator: Locator<'_>) -> String {
-    browser.find(locator).await.unwrap().text().await.unwrap()
+    on_element(browser, locator, |e| async move { e.text().await }).await
 }
 
 async fn h1(browser: &Client) -> String {
@@ -308,13 +323,10 @@ async fn dashboard_in_a_browser(framework: Framework) {
     assert_eq!(figure("queue.parked.dead").await, "1");
     assert_eq!(figure("queue.parked.retrying").await, "0");
     // The first job of the listing (the queue table above links counts, not jobs).
-    let row = browser
-        .find(Locator::XPath("//tbody//a[code]"))
-        .await
-        .unwrap();
-    assert_eq!(row.text().await.unwrap(), dead);
+    let first_job = Locator::XPath("//tbody//a[code]");
+    assert_eq!(text_of(&browser, first_job).await, dead);
     snap(&browser, framework, "jobs-dead").await;
-    row.click().await.unwrap();
+    click(&browser, first_job).await;
     browser
         .wait()
         .for_url(&url(&app, &format!("/admin/jobs/{dead}")))
