@@ -130,11 +130,11 @@ where
 }
 
 async fn type_into(browser: &Client, field: Locator<'_>, text: &str) {
-    on_element(browser, field, |e| async move { e.send_keys(text).await }).await
+    on_element(browser, field, |e| async move { e.send_keys(text).await }).await;
 }
 
 async fn click(browser: &Client, button: Locator<'_>) {
-    on_element(browser, button, |e| async move { e.click().await }).await
+    on_element(browser, button, |e| async move { e.click().await }).await;
 }
 
 /// The text of the first element `locator` finds.

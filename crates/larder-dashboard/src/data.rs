@@ -4,8 +4,8 @@
 
 use larder_core::{redis, HealthReport, Outage, Tenant};
 use larder_jobs::inspect::{
-    JobCounts, JobDetail, JobFilter, ListPage, Listing, Minute, ScheduleInfo, SearchCursor,
-    SearchPage, WorkerInfo, MINUTES_KEPT,
+    JobCounts, JobDetail, JobFilter, ListPage, Listing, ScheduleInfo, SearchCursor, SearchPage,
+    Throughput, WorkerInfo, MINUTES_KEPT,
 };
 use larder_ratelimit::activity::{key_hash, Activity};
 use serde::Serialize;
@@ -230,8 +230,9 @@ pub(crate) struct JobsView {
     pub(crate) queue: Option<String>,
     /// The workers that beat lately, the silent ones among them.
     pub(crate) workers: Vec<WorkerInfo>,
-    /// The outcomes of the last hour, minute by minute, oldest first.
-    pub(crate) last_hour: Vec<Minute>,
+    /// The outcomes of the last hour, minute by minute, oldest first, for all
+    /// queues and for each.
+    pub(crate) last_hour: Throughput,
     /// The scheduler's entries, as its leader published them.
     pub(crate) schedule: Vec<ScheduleInfo>,
     pub(crate) listing: Listing,

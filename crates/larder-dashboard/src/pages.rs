@@ -364,7 +364,7 @@ pub(crate) fn jobs(view: &View<'_>, j: &JobsView, done: Option<String>) -> Reply
         }
         section {
             h2 { "Last hour" }
-            (outcomes_chart(&j.last_hour))
+            (outcomes_chart("all queues", &j.last_hour.total))
         }
         section {
             h2 { "Workers" }
@@ -396,6 +396,7 @@ fn queue_listing(view: &View<'_>, j: &JobsView, queue: &str) -> Markup {
     html! {
         section {
             h2 { "Queue " (queue) }
+            (outcomes_chart(&format!("queue {queue}"), &j.last_hour.queue(queue)))
             nav class="tabs" {
                 @for listing in Listing::ALL {
                     a href={ (base) "/jobs?queue=" (query_value(queue)) "&list=" (listing.as_str()) }
@@ -579,8 +580,8 @@ fn stacked(bar: &Bar, top: u64) -> Vec<(&'static str, u64, u64)> {
         .collect()
 }
 
-/// The last hour of job outcomes as a [`chart`].
-fn outcomes_chart(minutes: &[Minute]) -> Markup {
+/// The last hour of job outcomes of `what` (all queues, or one) as a [`chart`].
+fn outcomes_chart(what: &str, minutes: &[Minute]) -> Markup {
     let bars: Vec<Bar> = minutes
         .iter()
         .map(|m| Bar {
@@ -593,7 +594,10 @@ fn outcomes_chart(minutes: &[Minute]) -> Markup {
             ],
         })
         .collect();
-    chart("Outcomes per minute over the last hour", &bars)
+    chart(
+        &format!("Outcomes of {what} per minute over the last hour"),
+        &bars,
+    )
 }
 
 /// A minute's start as `HH:MM UTC`.

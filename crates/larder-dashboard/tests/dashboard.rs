@@ -405,13 +405,18 @@ on_both_frameworks!(
         assert_eq!(workers.len(), 1, "{running}");
         assert_eq!(workers[0]["concurrency"], 8);
         assert_eq!(workers[0]["queues"], serde_json::json!(["default", "mail"]));
-        let failed: u64 = running["last_hour"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["failed"].as_u64().unwrap())
-            .sum();
-        assert_eq!(failed, 123);
+        let failed = |minutes: &serde_json::Value| -> u64 {
+            minutes
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["failed"].as_u64().unwrap())
+                .sum()
+        };
+        let last_hour = &running["last_hour"];
+        assert_eq!(failed(&last_hour["total"]), 123, "{last_hour}");
+        assert_eq!(failed(&last_hour["queues"]["default"]), 120, "{last_hour}");
+        assert_eq!(failed(&last_hour["queues"]["mail"]), 3, "{last_hour}");
         let page = site
             .get("/jobs", &[("authorization", &bearer())])
             .await
@@ -421,7 +426,14 @@ on_both_frameworks!(
         let worker_id = workers[0]["id"].as_str().unwrap();
         assert!(page.contains(worker_id), "{page}");
         assert!(page.contains("<svg class=\"chart\""), "{page}");
+        // A chart for all queues, and one for the queue listed (the one with the
+        // most dead jobs).
         assert!(page.contains("123 failed"), "{page}");
+        assert!(
+            page.contains("Outcomes of queue default per minute"),
+            "{page}"
+        );
+        assert!(page.contains("120 failed"), "{page}");
         // Each queue's row counts its own dead jobs.
         for (figure, n) in [("queue.default.dead", 120), ("queue.mail.dead", 3)] {
             let cell = format!("data-figure=\"{figure}\">{n}<");

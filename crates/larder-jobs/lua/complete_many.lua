@@ -1,7 +1,8 @@
 -- Records the outcomes of a batch of jobs. Fenced per job: an outcome whose token
 -- no longer matches is rejected.
--- KEYS[1] sequence   KEYS[2] this minute's outcome counts (a hash: outcome -> count,
---         kept 65 minutes, read by the dashboard's throughput chart)
+-- KEYS[1] sequence   KEYS[2] this minute's outcome counts (a hash, kept 65 minutes,
+--         read by Jobs::throughput: field `OUTCOME` counts all queues' and
+--         `queue<TAB>OUTCOME` one queue's)
 -- ARGV: 1 key base, 2 result ttl ms, 3 job count, 4 dead letters' ttl ms, 5 dead
 --       letters' cap, then per job 5 fields: id, token, outcome, payload, retry at ms
 -- A finished job's completion signal (the `done:{id}` list that waiters block on)
@@ -43,6 +44,10 @@ for j = 0, n - 1 do
     ids[#ids + 1] = id
     if outcome ~= 'DEFER' and outcome ~= 'REQUEUE' then
       counted[outcome] = (counted[outcome] or 0) + 1
+      if queue then
+        local field = queue .. '\t' .. outcome
+        counted[field] = (counted[field] or 0) + 1
+      end
     end
     if outcome == 'SUCCESS' then
       -- A finished job keeps what a status query shows (d, state, attempts,
@@ -96,8 +101,8 @@ for inflight, ids in pairs(landed) do
   redis.call('ZREM', inflight, unpack(ids))
 end
 if next(counted) then
-  for outcome, count in pairs(counted) do
-    redis.call('HINCRBY', KEYS[2], outcome, count)
+  for field, count in pairs(counted) do
+    redis.call('HINCRBY', KEYS[2], field, count)
   end
   redis.call('PEXPIRE', KEYS[2], 3900000)
 end

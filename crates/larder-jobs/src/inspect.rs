@@ -414,6 +414,33 @@ pub struct Minute {
     pub revoked: u64,
 }
 
+/// The outcomes of the last minutes ([`crate::Jobs::throughput`]): every queue's
+/// added up, and each queue's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Throughput {
+    /// All queues' outcomes, minute by minute, oldest first. It also counts the
+    /// outcomes of workers of an earlier larder, which did not record the queue.
+    pub total: Vec<Minute>,
+    /// Each queue that had an outcome in those minutes, by name, with its minutes
+    /// (the same minutes as [`Throughput::total`]).
+    pub queues: BTreeMap<String, Vec<Minute>>,
+}
+
+impl Throughput {
+    /// The minutes of queue `name` (all zero for a queue with no outcome in them).
+    #[must_use]
+    pub fn queue(&self, name: &str) -> Vec<Minute> {
+        match self.queues.get(name) {
+            Some(minutes) => minutes.clone(),
+            None => self
+                .total
+                .iter()
+                .map(|m| Minute::of(m.start_ms, [0; 4]))
+                .collect(),
+        }
+    }
+}
+
 /// How many minutes of outcomes are kept ([`crate::Jobs::throughput`]).
 pub const MINUTES_KEPT: u64 = 60;
 
@@ -430,6 +457,76 @@ impl Minute {
             failed,
             retried,
             revoked,
+        }
+    }
+}
+
+/// A minute's outcome counts as both backends keep them, field by field: field
+/// `OUTCOME` (one of [`COUNTED`]) counts all queues', `queue<TAB>OUTCOME` one
+/// queue's. Every completion adds to both (an earlier larder wrote the first only).
+pub(crate) fn minute_fields(queue: &str, outcome: &str) -> [String; 2] {
+    [outcome.to_owned(), format!("{queue}\t{outcome}")]
+}
+
+/// The minutes `first..=last` being added up, field by field, into a [`Throughput`].
+pub(crate) struct MinuteTally {
+    first: u64,
+    total: Vec<[u64; 4]>,
+    queues: BTreeMap<String, Vec<[u64; 4]>>,
+}
+
+impl MinuteTally {
+    pub(crate) fn new(first: u64, last: u64) -> Self {
+        let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(0);
+        Self {
+            first,
+            total: vec![[0; 4]; span],
+            queues: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `n` to the count `field` ([`minute_fields`]) of `minute`; a field of
+    /// an outcome that is not counted, or a minute out of range, is passed over.
+    pub(crate) fn add(&mut self, minute: u64, field: &str, n: u64) {
+        let (queue, outcome) = match field.split_once('\t') {
+            Some((queue, outcome)) => (Some(queue), outcome),
+            None => (None, field),
+        };
+        let Some(kind) = COUNTED.iter().position(|k| *k == outcome) else {
+            return;
+        };
+        let Some(i) = minute
+            .checked_sub(self.first)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.total.len())
+        else {
+            return;
+        };
+        let minutes = match queue {
+            None => &mut self.total,
+            Some(queue) => self
+                .queues
+                .entry(queue.to_owned())
+                .or_insert_with(|| vec![[0; 4]; self.total.len()]),
+        };
+        minutes[i][kind] += n;
+    }
+
+    pub(crate) fn into_throughput(self) -> Throughput {
+        let first = self.first;
+        let minutes = move |counts: Vec<[u64; 4]>| -> Vec<Minute> {
+            (first..)
+                .zip(counts)
+                .map(|(m, c)| Minute::of(m * 60_000, c))
+                .collect()
+        };
+        Throughput {
+            total: minutes(self.total),
+            queues: self
+                .queues
+                .into_iter()
+                .map(|(name, counts)| (name, minutes(counts)))
+                .collect(),
         }
     }
 }

@@ -12,8 +12,8 @@ use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, Keeping, NewJob, Registry};
 use crate::error::JobError;
 use crate::inspect::{
-    minute_of, JobCounts, JobDetail, JobFilter, ListPage, Listing, Minute, Registered,
-    ScheduleInfo, SearchCursor, SearchPage, WorkerInfo, FORGET_AFTER, MINUTES_KEPT,
+    minute_of, JobCounts, JobDetail, JobFilter, ListPage, Listing, Registered, ScheduleInfo,
+    SearchCursor, SearchPage, Throughput, WorkerInfo, FORGET_AFTER, MINUTES_KEPT,
 };
 use crate::options::EnqueueOptions;
 use crate::partition;
@@ -687,12 +687,13 @@ impl Jobs {
     }
 
     /// The outcomes of the last `minutes` minutes (at most [`MINUTES_KEPT`]), oldest
-    /// first, this minute last: what every worker recorded, counted as it completed
-    /// jobs (one `HINCRBY` per outcome kind per batch of completions).
+    /// first, this minute last, for all queues and for each: what every worker
+    /// recorded, counted as it completed jobs (per batch of completions, one
+    /// `HINCRBY` per outcome kind, and one per queue and kind).
     ///
     /// # Errors
     /// The backend's error.
-    pub async fn throughput(&self, minutes: u64) -> Result<Vec<Minute>, JobError> {
+    pub async fn throughput(&self, minutes: u64) -> Result<Throughput, JobError> {
         let last = minute_of(crate::options::now_ms());
         let first = last + 1 - minutes.clamp(1, MINUTES_KEPT);
         self.inner.backend.minutes(first, last).await

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use larder_core::{Config, ConfigBuilder, Handle};
-use larder_jobs::inspect::{JobFilter, Listing, QueueCounts, SearchCursor, SEARCH_BUDGET};
+use larder_jobs::inspect::{JobFilter, Listing, Minute, QueueCounts, SearchCursor, SEARCH_BUDGET};
 use larder_jobs::{
     Deleted, EnqueueOptions, JobState, Jobs, JobsConfig, Scheduler, TaskError, TaskRef, Worker,
 };
@@ -77,8 +77,19 @@ async fn counts_listings_and_records(jobs: Jobs) {
     );
     worker.shutdown(Duration::from_secs(5)).await;
 
-    // The last hour, minute by minute: the 23 failures, nothing else.
-    let minutes = jobs.throughput(60).await.unwrap();
+    // The last hour, minute by minute: the 23 failures, nothing else, all of them
+    // in queue `default`.
+    let throughput = jobs.throughput(60).await.unwrap();
+    assert_eq!(
+        throughput.queues.keys().collect::<Vec<_>>(),
+        ["default"],
+        "{throughput:?}"
+    );
+    assert_eq!(throughput.queue("default"), throughput.total);
+    let idle = throughput.queue("reports");
+    assert_eq!(idle.len(), 60);
+    assert!(idle.iter().all(|m| m.failed + m.succeeded == 0), "{idle:?}");
+    let minutes = throughput.total;
     assert_eq!(minutes.len(), 60);
     assert!(minutes
         .windows(2)
@@ -297,7 +308,7 @@ async fn running_jobs_show_their_worker(jobs: Jobs) {
     worker.shutdown(Duration::from_secs(5)).await;
     // A worker that stops removes its heartbeat; the revoked job was counted.
     assert!(jobs.workers().await.unwrap().is_empty());
-    let minutes = jobs.throughput(5).await.unwrap();
+    let minutes = jobs.throughput(5).await.unwrap().total;
     assert_eq!(
         minutes.iter().map(|m| m.revoked).sum::<u64>(),
         1,
@@ -654,6 +665,20 @@ async fn states_are_counted_per_queue(jobs: Jobs) {
         jobs.counts().await
     );
     worker.shutdown(Duration::from_secs(5)).await;
+    // The outcomes of the last minutes, per queue: mail's retry, reports' failure.
+    let throughput = jobs.throughput(5).await.unwrap();
+    let sums = |minutes: Vec<Minute>| {
+        minutes.iter().fold((0, 0, 0), |(r, f, s), m| {
+            (r + m.retried, f + m.failed, s + m.succeeded)
+        })
+    };
+    assert_eq!(sums(throughput.queue("mail")), (1, 0, 0), "{throughput:?}");
+    assert_eq!(
+        sums(throughput.queue("reports")),
+        (0, 1, 0),
+        "{throughput:?}"
+    );
+    assert_eq!(sums(throughput.total), (1, 1, 0));
     let counts = jobs.counts().await.unwrap();
     let mail = QueueCounts {
         delayed: 1,
@@ -754,6 +779,9 @@ async fn the_earlier_layout_is_drained(redis: &Redis) {
         "FAILURE",
     ]);
     run(&["ZADD", &format!("{base}dead"), &now_ms().to_string(), dead]);
+    // This minute's outcomes as that version counted them: all queues' in one field.
+    let minute = format!("{base}minute:{}", now_ms() / 60_000);
+    run(&["HINCRBY", &minute, "SUCCESS", "2"]);
 
     jobs.maintain().await.unwrap();
     let counts = jobs.counts().await.unwrap();
@@ -770,6 +798,11 @@ async fn the_earlier_layout_is_drained(redis: &Redis) {
         let size = redis.command_on_key(&key, &["ZCARD", &key]);
         assert_eq!(size.trim(), ":0", "{old}: {size}");
     }
+    // Those outcomes count in all queues' throughput, in no queue's.
+    let throughput = jobs.throughput(2).await.unwrap();
+    let succeeded: u64 = throughput.total.iter().map(|m| m.succeeded).sum();
+    assert_eq!(succeeded, 2, "{throughput:?}");
+    assert!(throughput.queues.is_empty(), "{throughput:?}");
     // The dead letter can be re-driven from its new place.
     assert!(jobs.redrive(dead).await.unwrap());
     assert_eq!(jobs.queued("mail").await.unwrap(), 3);

@@ -9,8 +9,8 @@ use tokio::sync::Notify;
 
 use super::{Deleted, Fetched, NewJob, Outcome, Registry, Renewal};
 use crate::inspect::{
-    self, minute_of, AttemptError, FoundJob, JobCounts, JobDetail, ListPage, Listed, Listing,
-    Minute, QueueCounts, COUNTED, ERRORS_KEPT, MINUTES_KEPT,
+    self, minute_fields, minute_of, AttemptError, FoundJob, JobCounts, JobDetail, ListPage, Listed,
+    Listing, MinuteTally, QueueCounts, Throughput, COUNTED, ERRORS_KEPT, MINUTES_KEPT,
 };
 use crate::options::{now_ms, NO_TENANT};
 use crate::state::{JobState, JobStatus};
@@ -87,9 +87,9 @@ struct State {
     seq: i64,
     /// What processes publish for inspection (see `Registry`), by registry and id.
     registries: BTreeMap<(Registry, String), String>,
-    /// Outcomes per minute number, in the order of `inspect::COUNTED`; the last
-    /// `MINUTES_KEPT` and a few more.
-    minutes: BTreeMap<u64, [u64; 4]>,
+    /// Outcome counts per minute number, by field as the Redis backend's hashes
+    /// (`inspect::minute_fields`); the last `MINUTES_KEPT` and a few more.
+    minutes: BTreeMap<u64, HashMap<String, u64>>,
 }
 
 impl State {
@@ -357,9 +357,13 @@ impl MemoryBackend {
             }
             _ => outcome,
         };
-        if let Some(kind) = COUNTED.iter().position(|k| *k == outcome.name()) {
+        if COUNTED.contains(&outcome.name()) {
             let minute = minute_of(now);
-            s.minutes.entry(minute).or_default()[kind] += 1;
+            let queue = s.jobs.get(id).map(|j| j.queue.clone()).unwrap_or_default();
+            let counts = s.minutes.entry(minute).or_default();
+            for field in minute_fields(&queue, outcome.name()) {
+                *counts.entry(field).or_default() += 1;
+            }
             // Like the Redis keys' expiry: a few minutes past what is shown.
             s.minutes = s
                 .minutes
@@ -709,11 +713,14 @@ impl MemoryBackend {
             .collect()
     }
 
-    pub(crate) fn minutes(&self, first: u64, last: u64) -> Vec<Minute> {
-        let s = self.lock();
-        (first..=last)
-            .map(|m| Minute::of(m * 60_000, s.minutes.get(&m).copied().unwrap_or_default()))
-            .collect()
+    pub(crate) fn minutes(&self, first: u64, last: u64) -> Throughput {
+        let mut tally = MinuteTally::new(first, last);
+        for (&minute, counts) in self.lock().minutes.range(first..=last) {
+            for (field, &n) in counts {
+                tally.add(minute, field, n);
+            }
+        }
+        tally.into_throughput()
     }
 
     pub(crate) fn detail(&self, id: &str) -> Option<JobDetail> {

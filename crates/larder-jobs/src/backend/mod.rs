@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::error::JobError;
 use crate::inspect::{
-    FoundJob, JobCounts, JobDetail, JobFilter, ListPage, Listing, Minute, SearchCursor, SearchPage,
-    SEARCH_BUDGET, SEARCH_CHUNK,
+    FoundJob, JobCounts, JobDetail, JobFilter, ListPage, Listing, SearchCursor, SearchPage,
+    Throughput, SEARCH_BUDGET, SEARCH_CHUNK,
 };
 pub(crate) use crate::jobs::Deleted;
 use crate::options::Resolved;
@@ -422,7 +422,7 @@ impl Backend {
     }
 
     /// The outcomes of minutes `first..=last` (minute numbers), oldest first.
-    pub(crate) async fn minutes(&self, first: u64, last: u64) -> Result<Vec<Minute>, JobError> {
+    pub(crate) async fn minutes(&self, first: u64, last: u64) -> Result<Throughput, JobError> {
         match self {
             Self::Redis(r) => r.minutes(first, last).await,
             Self::Memory(m) => Ok(m.minutes(first, last)),

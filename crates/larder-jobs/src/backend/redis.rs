@@ -1,6 +1,7 @@
 //! The Redis backend: every state change is one Lua script, run by SHA, in one
 //! partition (one hash-tag slot) of the queue.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use super::{Completion, Deleted, Fetched, Keeping, NewJob, Registry, Renewal, PU
 use crate::error::JobError;
 use crate::inspect::{
     self, minute_of, AttemptError, FoundJob, JobCounts, JobDetail, ListPage, Listed, Listing,
-    Minute, QueueCounts, SearchCursor, COUNTED,
+    MinuteTally, QueueCounts, SearchCursor, Throughput,
 };
 use crate::options::now_ms;
 use crate::options::NO_TENANT;
@@ -999,31 +1000,26 @@ impl RedisBackend {
             .map_err(JobError::from_core)
     }
 
-    /// One pipeline per partition: an `HMGET` of the counted outcomes per minute.
-    pub(crate) async fn minutes(&self, first: u64, last: u64) -> Result<Vec<Minute>, JobError> {
-        let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(0);
-        let mut totals = vec![[0u64; 4]; span];
+    /// One pipeline per partition: an `HGETALL` of each minute's outcome counts
+    /// (fields `OUTCOME` for all queues, `queue<TAB>OUTCOME` for one).
+    pub(crate) async fn minutes(&self, first: u64, last: u64) -> Result<Throughput, JobError> {
+        let mut counts = MinuteTally::new(first, last);
         for p in 0..self.partitions.len() {
             let mut pipe = r::pipe();
             for minute in first..=last {
-                pipe.cmd("HMGET")
-                    .arg(self.minute_key(p, minute))
-                    .arg(&COUNTED[..]);
+                pipe.cmd("HGETALL").arg(self.minute_key(p, minute));
             }
-            let rows: Vec<[Option<u64>; 4]> = self
+            let rows: Vec<BTreeMap<String, u64>> = self
                 .handle
                 .pipeline("job_minutes", &pipe)
                 .await
                 .map_err(JobError::from_core)?;
-            for (total, row) in totals.iter_mut().zip(rows) {
-                for (t, n) in total.iter_mut().zip(row) {
-                    *t += n.unwrap_or(0);
+            for (minute, row) in (first..=last).zip(rows) {
+                for (field, n) in row {
+                    counts.add(minute, &field, n);
                 }
             }
         }
-        Ok((first..=last)
-            .zip(totals)
-            .map(|(minute, counts)| Minute::of(minute * 60_000, counts))
-            .collect())
+        Ok(counts.into_throughput())
     }
 }
