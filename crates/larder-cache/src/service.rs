@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use larder_core::keyspace::{Component, Keyspace};
-use larder_core::last_hour::{LastHour, MinuteCounts};
+use larder_core::last_hour::{Fields, MinuteCounts, SharedHour};
 use larder_core::redis;
+use larder_core::task::AbortOnDrop;
 use larder_core::{metrics as m, Codec, Handle, Json, Module, Tenant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -223,9 +224,10 @@ struct Counters {
 const MODULES_PER_MINUTE: usize = 100;
 const TENANTS_PER_MINUTE: usize = 1_000;
 
+/// Look-ups per minute by module and by tenant, every instance's added up.
 struct History {
-    modules: LastHour<LookupCounts>,
-    tenants: LastHour<LookupCounts>,
+    modules: SharedHour<LookupCounts>,
+    tenants: SharedHour<LookupCounts>,
 }
 
 /// A module's or a tenant's look-ups in one minute ([`Cache::last_hour`]).
@@ -262,8 +264,29 @@ impl LookupCounts {
     }
 }
 
-/// This instance's look-ups over the last hour, per minute, by module and by tenant
-/// ([`Cache::last_hour`]).
+impl Fields for LookupCounts {
+    const NAMES: &'static [&'static str] = &["hits", "stale", "misses"];
+
+    fn get(&self, i: usize) -> u64 {
+        [self.hits, self.stale, self.misses]
+            .get(i)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn add(&mut self, i: usize, n: u64) {
+        let field = match i {
+            0 => &mut self.hits,
+            1 => &mut self.stale,
+            2 => &mut self.misses,
+            _ => return,
+        };
+        *field += n;
+    }
+}
+
+/// The look-ups of the last hour, per minute, by module and by tenant, every
+/// instance's added up ([`Cache::last_hour`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct LookupHistory {
@@ -378,7 +401,7 @@ struct Inner<C> {
     flights: Flights<Option<Bytes>>,
     counters: Counters,
     /// Look-ups per module and per tenant, minute by minute ([`Cache::last_hour`]).
-    history: Mutex<History>,
+    history: History,
     system: Module,
     write: redis::Script,
     release: redis::Script,
@@ -416,6 +439,22 @@ impl<C: Codec> Cache<C> {
             Some(LocalTier::new(settings.local_max_bytes, None))
         };
         let keyspace = handle.keyspace().component(Component::Cache);
+        let system = Module::new(SYSTEM_MODULE)
+            .unwrap_or_else(|_| unreachable!("the system module name is valid"));
+        // The look-up counts' hashes: one slot, not a tenant's (no sweep reaches it).
+        let system_scope = keyspace.global_scope(&system);
+        let history = History {
+            modules: SharedHour::new(
+                &handle,
+                format!("{}lookups:module:", system_scope.base()),
+                MODULES_PER_MINUTE,
+            ),
+            tenants: SharedHour::new(
+                &handle,
+                format!("{}lookups:tenant:", system_scope.base()),
+                TENANTS_PER_MINUTE,
+            ),
+        };
         let channel = format!("{}:{SYSTEM_MODULE}:invalidate", keyspace.root());
         let l1 = settings
             .l1
@@ -457,12 +496,8 @@ impl<C: Codec> Cache<C> {
                 local_markers: Mutex::default(),
                 flights: Flights::default(),
                 counters: Counters::default(),
-                history: Mutex::new(History {
-                    modules: LastHour::new(MODULES_PER_MINUTE),
-                    tenants: LastHour::new(TENANTS_PER_MINUTE),
-                }),
-                system: Module::new(SYSTEM_MODULE)
-                    .unwrap_or_else(|_| unreachable!("the system module name is valid")),
+                history,
+                system,
                 write: redis::Script::new(include_str!("../lua/write.lua")),
                 release: redis::Script::new(include_str!("../lua/release.lua")),
                 random: std::collections::hash_map::RandomState::new(),
@@ -684,30 +719,49 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// This instance's look-ups of the last hour, per minute, by module and by
-    /// tenant: each one's hit ratio over time, for the dashboard.
-    #[must_use]
-    pub fn last_hour(&self) -> LookupHistory {
+    /// The look-ups of the last hour, per minute, by module and by tenant, of
+    /// every instance that shares this Redis (each adds its counts every
+    /// [`FLUSH_EVERY`](larder_core::last_hour::FLUSH_EVERY); this one's are
+    /// current): each one's hit ratio over time, for the dashboard. In process,
+    /// this instance's.
+    ///
+    /// # Errors
+    /// Redis's error (the hour's hashes are read in one pipeline per view).
+    pub async fn last_hour(&self) -> Result<LookupHistory, larder_core::Error> {
         let now = now_ms();
-        let history = self.history();
-        LookupHistory {
-            by_module: history.modules.report(now),
-            by_tenant: history.tenants.report(now),
-        }
+        let history = &self.inner.history;
+        let (by_module, by_tenant) = futures_util::future::try_join(
+            history.modules.report(now),
+            history.tenants.report(now),
+        )
+        .await?;
+        Ok(LookupHistory {
+            by_module,
+            by_tenant,
+        })
     }
 
-    fn history(&self) -> std::sync::MutexGuard<'_, History> {
-        self.inner
-            .history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Adds this instance's look-ups to the shared [`last_hour`](Self::last_hour)
+    /// now (it also happens every
+    /// [`FLUSH_EVERY`](larder_core::last_hour::FLUSH_EVERY)).
+    ///
+    /// # Errors
+    /// Redis's error.
+    pub async fn share_last_hour(&self) -> Result<(), larder_core::Error> {
+        let history = &self.inner.history;
+        futures_util::future::try_join(history.modules.flush(), history.tenants.flush()).await?;
+        Ok(())
     }
 
     /// Counts one look-up of `keys` in [`last_hour`](Self::last_hour).
     fn remember(&self, keys: &Keys, now: u64, outcome: fn(&mut LookupCounts)) {
-        let mut history = self.history();
-        outcome(history.modules.count(&keys.module.to_shared(), now));
-        outcome(history.tenants.count(&keys.tenant.to_shared(), now));
+        let history = &self.inner.history;
+        history
+            .modules
+            .count(&keys.module.to_shared(), now, outcome);
+        history
+            .tenants
+            .count(&keys.tenant.to_shared(), now, outcome);
     }
 
     /// Counters, and Redis's own figures when it answers.
@@ -975,15 +1029,6 @@ static LOOKUPS: m::Family = m::Family::new(
 );
 /// Faults by module and kind, keyed once per module.
 static ERRORS: m::Family = m::Family::new(m::CACHE_ERRORS, "module", "kind", &["decode", "encode"]);
-
-/// Aborts the L1 subscriber when the cache is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Keeps the L1 tier coherent: applies invalidation messages, and flushes the tier
 /// whenever the subscription starts or ends (messages may have been missed).

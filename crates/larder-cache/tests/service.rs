@@ -95,7 +95,7 @@ on_every_topology!(
         assert_eq!(balance(&cache, &t("2"), &calls, 0).await, 2);
         // The last hour, per tenant and per module (summed over minutes, in case
         // the look-ups straddled one's end).
-        let history = cache.last_hour();
+        let history = cache.last_hour().await.unwrap();
         let summed = |minutes: &[MinuteCounts<LookupCounts>], name: &str| {
             let mut sum = LookupCounts::default();
             for m in minutes {
@@ -109,6 +109,19 @@ on_every_topology!(
         assert_eq!(summed(&history.by_tenant, "2"), (2, 1, 0));
         assert_eq!(summed(&history.by_module, "balance"), (3, 2, 0));
         assert_eq!(summed(&history.by_tenant, "3"), (0, 0, 0));
+        // Another instance on the same Redis counts its own; once each has shared
+        // its counts, both report the sum.
+        let other = Cache::new(handle(redis));
+        assert_eq!(balance(&other, &t("1"), &calls, 0).await, 1);
+        let before = other.last_hour().await.unwrap();
+        assert_eq!(summed(&before.by_tenant, "1"), (1, 0, 0));
+        cache.share_last_hour().await.unwrap();
+        other.share_last_hour().await.unwrap();
+        for instance in [&cache, &other] {
+            let history = instance.last_hour().await.unwrap();
+            assert_eq!(summed(&history.by_tenant, "1"), (2, 1, 0));
+            assert_eq!(summed(&history.by_module, "balance"), (4, 2, 0));
+        }
     }
 );
 

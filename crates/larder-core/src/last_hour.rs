@@ -1,7 +1,12 @@
-//! Counts per name per minute over the last hour, kept in process: what the
-//! dashboard draws for one instance (the rate limiter's decisions per policy, the
-//! cache's look-ups per module and tenant). Prometheus has every instance's totals;
-//! this is the recent history a page can show without a metrics server.
+//! Counts per name per minute over the last hour: what the dashboard draws (the
+//! rate limiter's decisions per policy, the cache's look-ups per module and
+//! tenant). Prometheus has every instance's totals; this is the recent history a
+//! page can show without a metrics server.
+//!
+//! [`LastHour`] keeps one instance's counts in process. [`SharedHour`] adds up
+//! every instance's through Redis: each instance counts in process and adds what it
+//! counted to one hash per minute every [`FLUSH_EVERY`]; a report reads the hour's
+//! hashes and this instance's counts not yet added.
 //!
 //! The names one minute holds are bounded ([`LastHour::new`]): past the bound, new
 //! names are counted under [`OTHERS`], so that a spray of fresh tenant ids or keys
@@ -20,10 +25,14 @@
 //! assert_eq!(minutes[1].counts["acme"], 2);
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::task::AbortOnDrop;
+use crate::{Error, Handle};
 
 /// How many minutes are kept.
 pub const MINUTES: u64 = 60;
@@ -105,6 +114,217 @@ impl<C: Default + Clone> LastHour<C> {
             })
             .collect()
     }
+}
+
+/// Counts that a [`SharedHour`] adds up in Redis: a fixed list of named numbers,
+/// one hash field each.
+pub trait Fields: Default + Clone {
+    /// The numbers' names, as the hash fields carry them.
+    const NAMES: &'static [&'static str];
+
+    /// The number named `NAMES[i]` (0 for any other `i`).
+    fn get(&self, i: usize) -> u64;
+
+    /// Adds `n` to the number named `NAMES[i]` (nothing for any other `i`).
+    fn add(&mut self, i: usize, n: u64);
+}
+
+/// How often a [`SharedHour`] adds what this instance counted to Redis.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a minute's hash is kept: the hour and a few minutes.
+const KEPT_MS: u64 = (MINUTES + 5) * 60_000;
+
+/// A [`LastHour`] of every instance of an app, added up through Redis: hash
+/// `{base}{minute}`, field `{name}<TAB>{field}` per [`Fields`] name, kept a little
+/// over an hour. Without Redis ([`Handle::in_process`]), this instance's hour.
+///
+/// Counting stays in process (a lock and a map entry, no round trip); a task adds
+/// the counts to Redis every [`FLUSH_EVERY`] in one pipeline, and ends when this
+/// is dropped. Counts whose flush fails (Redis unavailable) are dropped from the
+/// shared view, as are the last [`FLUSH_EVERY`] of an instance that stops.
+pub struct SharedHour<C> {
+    inner: Arc<Inner<C>>,
+    _flusher: Option<AbortOnDrop>,
+}
+
+impl<C> std::fmt::Debug for SharedHour<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHour")
+            .field("names", &self.inner.names)
+            .field("base", &self.inner.redis.as_ref().map(|(_, base)| base))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<C> {
+    /// With Redis, what was counted since the last flush; without, the hour.
+    counted: Mutex<LastHour<C>>,
+    names: usize,
+    /// The handle and the key base, with Redis.
+    redis: Option<(Handle, String)>,
+}
+
+impl<C: Fields + Send + 'static> SharedHour<C> {
+    /// Counts kept in hashes `{base}{minute}` (`base` holds the cluster hash tag:
+    /// the hour's hashes are read in one pipeline), at most `names` names per
+    /// minute and instance. With Redis, must be called inside a Tokio runtime (as
+    /// [`Handle::new`]).
+    #[must_use]
+    pub fn new(handle: &Handle, base: String, names: usize) -> Self {
+        let redis = handle.is_redis_configured().then(|| (handle.clone(), base));
+        let inner = Arc::new(Inner {
+            counted: Mutex::new(LastHour::new(names)),
+            names,
+            redis,
+        });
+        let flusher = inner
+            .redis
+            .as_ref()
+            .and_then(|_| tokio::runtime::Handle::try_current().ok())
+            .map(|runtime| AbortOnDrop(runtime.spawn(flush_every(Arc::downgrade(&inner)))));
+        Self {
+            inner,
+            _flusher: flusher,
+        }
+    }
+
+    /// Counts at `now_ms` for `name`: `count` adds to its minute's counts.
+    pub fn count(&self, name: &Arc<str>, now_ms: u64, count: impl FnOnce(&mut C)) {
+        count(self.inner.lock().count(name, now_ms));
+    }
+
+    /// Adds what this instance counted to Redis now (it also happens every
+    /// [`FLUSH_EVERY`]). Without Redis, nothing to do.
+    ///
+    /// # Errors
+    /// Redis's error; the counts it carried are dropped from the shared view.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.inner.flush().await
+    }
+
+    /// The minutes of the last hour as of `now_ms` that counted anything, oldest
+    /// first: every instance's counts (what they added to Redis), and this one's
+    /// not added yet. A minute holds at most the bound of names given to
+    /// [`new`](Self::new), the rest counted under [`OTHERS`].
+    ///
+    /// # Errors
+    /// Redis's error.
+    pub async fn report(&self, now_ms: u64) -> Result<Vec<MinuteCounts<C>>, Error> {
+        let unsent = self.inner.lock().report(now_ms);
+        let Some((handle, base)) = &self.inner.redis else {
+            return Ok(unsent);
+        };
+        let last = now_ms / 60_000;
+        let first = (last + 1).saturating_sub(MINUTES);
+        let mut pipe = redis::pipe();
+        for minute in first..=last {
+            pipe.cmd("HGETALL").arg(format!("{base}{minute}"));
+        }
+        let hashes: Vec<HashMap<String, String>> = handle.pipeline("last_hour_read", &pipe).await?;
+        let mut minutes: BTreeMap<u64, BTreeMap<String, C>> = BTreeMap::new();
+        for (minute, hash) in (first..).zip(hashes) {
+            for (field, n) in hash {
+                // Names (a policy's, say) may hold a tab; field names do not. A
+                // field that is not a count of ours is passed over.
+                let (Some((name, field)), Ok(n)) = (field.rsplit_once('\t'), n.parse::<u64>())
+                else {
+                    continue;
+                };
+                if let Some(i) = C::NAMES.iter().position(|f| *f == field) {
+                    let counts = minutes.entry(minute).or_default();
+                    counts.entry(name.to_owned()).or_default().add(i, n);
+                }
+            }
+        }
+        for m in unsent {
+            let counts = minutes.entry(m.start_ms / 60_000).or_default();
+            for (name, c) in m.counts {
+                add_all(counts.entry(name).or_default(), &c);
+            }
+        }
+        Ok(minutes
+            .into_iter()
+            .map(|(minute, counts)| MinuteCounts {
+                start_ms: minute * 60_000,
+                counts: bounded(counts, self.inner.names),
+            })
+            .collect())
+    }
+}
+
+impl<C: Fields> Inner<C> {
+    fn lock(&self) -> MutexGuard<'_, LastHour<C>> {
+        self.counted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        let Some((handle, base)) = &self.redis else {
+            return Ok(());
+        };
+        let taken = std::mem::replace(&mut *self.lock(), LastHour::new(self.names));
+        let minutes = taken.report(crate::time::now_ms());
+        if minutes.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for m in &minutes {
+            let key = format!("{base}{}", m.start_ms / 60_000);
+            for (name, counts) in &m.counts {
+                for (i, field) in C::NAMES.iter().enumerate() {
+                    let n = counts.get(i);
+                    if n > 0 {
+                        pipe.cmd("HINCRBY")
+                            .arg(&key)
+                            .arg(format!("{name}\t{field}"))
+                            .arg(n)
+                            .ignore();
+                    }
+                }
+            }
+            pipe.cmd("PEXPIRE").arg(&key).arg(KEPT_MS).ignore();
+        }
+        handle.pipeline("last_hour_flush", &pipe).await
+    }
+}
+
+/// Flushes every [`FLUSH_EVERY`] until the [`SharedHour`] is dropped.
+async fn flush_every<C: Fields>(inner: Weak<Inner<C>>) {
+    loop {
+        tokio::time::sleep(FLUSH_EVERY).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = inner.flush().await {
+            tracing::debug!(target: "larder::core", error = %e, "last hour's counts not shared");
+        }
+    }
+}
+
+/// Adds every field of `c` to `to`.
+fn add_all<C: Fields>(to: &mut C, c: &C) {
+    for i in 0..C::NAMES.len() {
+        to.add(i, c.get(i));
+    }
+}
+
+/// `counts` with at most `names` names: the ones counted most, and [`OTHERS`]
+/// for the rest (instances each kept their own bound, so their sum may hold more).
+fn bounded<C: Fields>(counts: BTreeMap<String, C>, names: usize) -> BTreeMap<String, C> {
+    let names = names.max(2);
+    if counts.len() <= names {
+        return counts;
+    }
+    let total = |c: &C| (0..C::NAMES.len()).map(|i| c.get(i)).sum::<u64>();
+    let mut by_size: Vec<(String, C)> = counts.into_iter().collect();
+    by_size.sort_by(|a, b| total(&b.1).cmp(&total(&a.1)).then(a.0.cmp(&b.0)));
+    let rest = by_size.split_off(names - 1);
+    let mut kept: BTreeMap<String, C> = by_size.into_iter().collect();
+    let others = kept.entry(OTHERS.to_owned()).or_default();
+    for (_, c) in rest {
+        add_all(others, &c);
+    }
+    kept
 }
 
 #[cfg(test)]

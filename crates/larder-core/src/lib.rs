@@ -47,9 +47,10 @@
 //! | [`codec`] | [`Codec`], [`Json`] |
 //! | [`config`] | [`Config`]: builder and `from_env()` |
 //! | [`health`] | [`HealthReport`] for `/health/cache` |
-//! | [`last_hour`] | [`LastHour`](last_hour::LastHour): counts per name per minute over the last hour, in process (the dashboard's charts) |
+//! | [`last_hour`] | [`LastHour`](last_hour::LastHour): counts per name per minute over the last hour, in process; [`SharedHour`](last_hour::SharedHour): the same for every instance, through Redis (the dashboard's charts) |
 //! | [`metrics`] | metric names (see the table there) |
 //! | [`request`] | [`RequestView`] (what adapters show of a request), [`TenantExtractor`] |
+//! | [`task`] | [`AbortOnDrop`](task::AbortOnDrop): a background task that ends with its owner |
 //! | [`time`] | millisecond helpers (`millis`, `now_ms`) |
 //! | [`trace`] | the components' spans (`cache.lookup`, `ratelimit.check`, `session.load`, `jobs.enqueue`) and [`in_span`](trace::in_span) |
 //!
@@ -124,6 +125,7 @@ pub mod last_hour;
 pub mod metrics;
 pub mod request;
 pub mod scan;
+pub mod task;
 pub mod time;
 pub mod topology;
 pub mod trace;

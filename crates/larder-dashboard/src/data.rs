@@ -172,20 +172,33 @@ fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
 #[derive(Debug, Serialize)]
 pub(crate) struct CacheView {
     pub(crate) stats: Option<larder_cache::Stats>,
-    /// This instance's look-ups of the last hour, per minute, by module and tenant.
+    /// Every instance's look-ups of the last hour, per minute, by module and
+    /// tenant (`None`: no cache, or Redis did not answer: see `last_hour_error`).
     pub(crate) last_hour: Option<larder_cache::LookupHistory>,
+    /// Why `last_hour` could not be read: the page still shows the rest.
+    pub(crate) last_hour_error: Option<String>,
     pub(crate) health: Option<HealthReport>,
     /// The circuit breaker's last outages (the cache's handle), newest first.
     pub(crate) outages: Vec<Outage>,
 }
 
 pub(crate) async fn cache(d: &Dashboard) -> CacheView {
+    let history = match &d.inner.cache {
+        Some(cache) => Some(cache.last_hour().await),
+        None => None,
+    };
+    let (last_hour, last_hour_error) = match history {
+        Some(Ok(h)) => (Some(h), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
     CacheView {
         stats: match &d.inner.cache {
             Some(cache) => Some(cache.stats().await),
             None => None,
         },
-        last_hour: d.inner.cache.as_ref().map(larder_cache::Cache::last_hour),
+        last_hour,
+        last_hour_error,
         health: match &d.inner.cache {
             Some(cache) => Some(cache.handle().health().await),
             None => None,
@@ -199,8 +212,8 @@ pub(crate) async fn cache(d: &Dashboard) -> CacheView {
     }
 }
 
-/// The rate-limits page: this instance's decisions of the last hour, and the hash
-/// of a key an operator looks for (`?key=`).
+/// The rate-limits page: the decisions of the last hour, and the hash of a key an
+/// operator looks for (`?key=`).
 #[derive(Debug, Serialize)]
 pub(crate) struct RateLimitsView {
     #[serde(flatten)]
@@ -209,12 +222,16 @@ pub(crate) struct RateLimitsView {
     pub(crate) key_hash: Option<String>,
 }
 
-pub(crate) fn rate_limits(d: &Dashboard, call: &Call) -> Result<RateLimitsView, Reply> {
+pub(crate) async fn rate_limits(d: &Dashboard, call: &Call) -> Result<RateLimitsView, Reply> {
     let Some(limiter) = &d.inner.limiter else {
         return Err(Reply::json_error(404, "no rate limiter is shown here"));
     };
+    let report = limiter.activity().await.map_err(|e| {
+        tracing::warn!(target: "larder::dashboard", error = %e, "rate-limit activity unavailable");
+        Reply::json_error(503, &format!("rate-limit activity unavailable: {e}"))
+    })?;
     Ok(RateLimitsView {
-        report: limiter.activity(),
+        report,
         key_hash: call
             .query("key")
             .filter(|k| !k.is_empty())

@@ -300,11 +300,11 @@ impl Dashboard {
             ("GET", ["api", "overview"]) => Reply::json(200, &data::overview(self).await),
             ("GET", ["redis"]) => pages::redis(&view, &data::redis(self).await),
             ("GET", ["api", "redis"]) => Reply::json(200, &data::redis(self).await),
-            ("GET", ["rate-limits"]) => match data::rate_limits(self, &call) {
+            ("GET", ["rate-limits"]) => match data::rate_limits(self, &call).await {
                 Ok(limits) => pages::rate_limits(&view, &limits),
                 Err(reply) => reply,
             },
-            ("GET", ["api", "rate-limits"]) => match data::rate_limits(self, &call) {
+            ("GET", ["api", "rate-limits"]) => match data::rate_limits(self, &call).await {
                 Ok(limits) => Reply::json(200, &limits),
                 Err(reply) => reply,
             },

@@ -658,9 +658,10 @@ pub(crate) fn rate_limits(view: &View<'_>, r: &RateLimitsView) -> Reply {
     let now_minute = larder_core::time::now_ms() / 60_000;
     let body = html! {
         section {
-            p { "In the last hour, this instance's policies admitted " (allowed) " requests and rejected "
-                (rejected) " (a request that two policies check counts for each). Every instance's "
-                "decisions are in Prometheus as " code { "larder_ratelimit_decisions_total" } "." }
+            p { "In the last hour, the policies admitted " (allowed) " requests and rejected "
+                (rejected) " on every instance (a request that two policies check counts for each; "
+                "each instance adds its counts every " (larder_core::last_hour::FLUSH_EVERY.as_secs())
+                " s). Prometheus has them as " code { "larder_ratelimit_decisions_total" } "." }
             @for policy in &policies {
                 h2 { "Policy " code { (policy) } }
                 @let bars: Vec<Bar> = (now_minute.saturating_sub(59)..=now_minute)
@@ -680,7 +681,7 @@ pub(crate) fn rate_limits(view: &View<'_>, r: &RateLimitsView) -> Reply {
             }
         }
         section {
-            h2 { "Keys rejected most" }
+            h2 { "Keys rejected most (this instance)" }
             form method="get" action={ (view.base) "/rate-limits" } class="search" {
                 label for="key" { "Find a key (an address, a user id, an API key)" }
                 input id="key" name="key" autocomplete="off";
@@ -886,10 +887,16 @@ pub(crate) fn cache(view: &View<'_>, c: &CacheView, done: Option<String>) -> Rep
                 }
                 @if let Some(h) = &c.last_hour {
                     section {
-                        h2 { "Hit ratio by module" }
+                        h2 { "Hit ratio by module (all instances)" }
                         (ratio_table("module", &h.by_module))
-                        h2 { "Hit ratio by tenant" }
+                        h2 { "Hit ratio by tenant (all instances)" }
                         (ratio_table("tenant", &h.by_tenant))
+                    }
+                }
+                @if let Some(e) = &c.last_hour_error {
+                    section {
+                        h2 { "Hit ratio over time" }
+                        p class="warn" { "Not available: " (e) }
                     }
                 }
                 section { (outages_table(&c.outages)) }

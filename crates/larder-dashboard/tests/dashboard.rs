@@ -806,6 +806,18 @@ on_both_frameworks!(
             assert!(overview["jobs_error"].is_string(), "{fault}: {overview}");
             let jobs = site.get("/jobs", &[("authorization", &bearer())]).await;
             assert_eq!(jobs.status(), 503, "{fault}");
+            // The shared hour of look-ups and decisions lives in Redis: the cache
+            // page says so and shows the rest; the rate-limits page is unavailable.
+            let cache = site
+                .get("/cache-stats", &[("authorization", &bearer())])
+                .await;
+            let cache = cache.text().await.unwrap();
+            assert!(cache.contains("Hit ratio over time"), "{fault}: {cache}");
+            assert!(cache.contains("Breaker history"), "{fault}: {cache}");
+            let limits = site
+                .get("/rate-limits", &[("authorization", &bearer())])
+                .await;
+            assert_eq!(limits.status(), 503, "{fault}");
             // The breaker gave Redis up: an outage that is still going on.
             let outage = &site.api("/api/redis").await["outages"][0];
             assert!(outage["closed_ms"].is_null(), "{fault}: {outage}");

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use larder_core::task::AbortOnDrop;
 use larder_ratelimit::{Check, Decision, Policy, RateLimiter};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -750,20 +751,6 @@ async fn maintain(backend: Backend, stop: CancellationToken) {
         if let Err(e) = backend.maintain(MAINTAIN_BATCH).await {
             tracing::debug!(target: "larder::jobs", error = %e, "maintenance skipped");
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl AbortOnDrop {
-    async fn join(mut self) {
-        let _ = (&mut self.0).await;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -295,8 +295,10 @@ async fn running_jobs_show_their_worker(jobs: Jobs) {
     assert_eq!(w.concurrency, 8);
     assert_eq!(w.pid, std::process::id());
     assert!(w.alive(now_ms()), "{w:?}");
+    // Within four beats: a beat whose write missed its deadline on a loaded
+    // machine is skipped, not retried.
     assert!(
-        eventually(200, Duration::from_millis(50), || async {
+        eventually(400, Duration::from_millis(50), || async {
             jobs.workers().await.unwrap()[0].running == [id.clone()]
         })
         .await,

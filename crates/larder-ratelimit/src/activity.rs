@@ -1,9 +1,8 @@
-//! What one limiter decided over the last hour, for the dashboard: how many
-//! requests each policy admitted and rejected per minute, and the keys rejected
-//! most. Kept in process (one instance's view: Prometheus's
-//! `larder_ratelimit_decisions_total` has every instance's decisions by policy).
-//! An admitted request adds one to its minute's count; only a rejection hashes its
-//! key.
+//! What a limiter decided over the last hour, for the dashboard: how many
+//! requests each policy admitted and rejected per minute, every instance's added
+//! up through Redis ([`SharedHour`]), and the keys this instance rejected most. An
+//! admitted request adds one to its minute's count in process; only a rejection
+//! hashes its key.
 //!
 //! Keys are kept hashed (SHA-256, the first 16 bytes in hex): a counted key may be
 //! an API key or a client's address. [`key_hash`] gives a key's hash, to find it in
@@ -12,7 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use larder_core::last_hour::{LastHour, MINUTES};
+use larder_core::last_hour::{Fields, SharedHour, MINUTES};
+use larder_core::{Error, Handle};
 
 use serde::Serialize;
 
@@ -35,9 +35,9 @@ pub fn key_hash(key: &str) -> String {
 /// What a limiter decided in the last hour ([`crate::RateLimiter::activity`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Activity {
-    /// Each minute of the last hour with a decision, oldest first.
+    /// Each minute of the last hour with a decision, oldest first (every instance's).
     pub minutes: Vec<ActivityMinute>,
-    /// The keys rejected most in the last hour, most first.
+    /// The keys this instance rejected most in the last hour, most first.
     pub top: Vec<TopKey>,
 }
 
@@ -59,6 +59,22 @@ pub struct PolicyCounts {
     pub rejected: u64,
 }
 
+impl Fields for PolicyCounts {
+    const NAMES: &'static [&'static str] = &["allowed", "rejected"];
+
+    fn get(&self, i: usize) -> u64 {
+        [self.allowed, self.rejected].get(i).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, i: usize, n: u64) {
+        match i {
+            0 => self.allowed += n,
+            1 => self.rejected += n,
+            _ => {}
+        }
+    }
+}
+
 /// A key rejected often.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TopKey {
@@ -72,33 +88,33 @@ pub struct TopKey {
     pub last_ms: u64,
 }
 
-pub(crate) struct Decisions(Mutex<State>);
-
-impl Default for Decisions {
-    fn default() -> Self {
-        Self(Mutex::new(State {
-            minutes: LastHour::new(POLICIES),
-            keys: HashMap::new(),
-            pruned: 0,
-        }))
-    }
+pub(crate) struct Decisions {
+    /// Decisions by policy per minute.
+    minutes: SharedHour<PolicyCounts>,
+    keys: Mutex<Keys>,
 }
 
-struct State {
-    /// Decisions by policy per minute.
-    minutes: LastHour<PolicyCounts>,
+#[derive(Default)]
+struct Keys {
     /// By policy and key hash: rejections and the last one's minute.
-    keys: HashMap<(Arc<str>, String), (u64, u64)>,
+    counts: HashMap<(Arc<str>, String), (u64, u64)>,
     /// The minute keys older than the hour were last dropped in.
     pruned: u64,
 }
 
 impl Decisions {
+    /// Decisions counted in hashes `{base}{minute}` with Redis, in process without.
+    pub(crate) fn new(handle: &Handle, base: String) -> Self {
+        Self {
+            minutes: SharedHour::new(handle, base, POLICIES),
+            keys: Mutex::default(),
+        }
+    }
+
     /// Counts a request `policies` admitted at `now_ms`.
     pub(crate) fn allowed<'a>(&self, policies: impl Iterator<Item = &'a Arc<str>>, now_ms: u64) {
-        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for policy in policies {
-            s.minutes.count(policy, now_ms).allowed += 1;
+            self.minutes.count(policy, now_ms, |c| c.allowed += 1);
         }
     }
 
@@ -106,43 +122,56 @@ impl Decisions {
     pub(crate) fn rejected(&self, policy: &Arc<str>, key: &str, now_ms: u64) {
         let minute = now_ms / 60_000;
         let hash = key_hash(key);
-        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        s.minutes.count(policy, now_ms).rejected += 1;
-        if s.pruned != minute {
-            s.pruned = minute;
-            s.keys.retain(|_, (_, last)| *last + MINUTES > minute);
+        self.minutes.count(policy, now_ms, |c| c.rejected += 1);
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.pruned != minute {
+            keys.pruned = minute;
+            keys.counts.retain(|_, (_, last)| *last + MINUTES > minute);
         }
-        let full = s.keys.len() >= KEYS;
-        match s.keys.get_mut(&(Arc::clone(policy), hash.clone())) {
+        let full = keys.counts.len() >= KEYS;
+        match keys.counts.get_mut(&(Arc::clone(policy), hash.clone())) {
             Some((n, last)) => {
                 *n += 1;
                 *last = minute;
             }
             None if !full => {
-                s.keys.insert((Arc::clone(policy), hash), (1, minute));
+                keys.counts.insert((Arc::clone(policy), hash), (1, minute));
             }
             None => {}
         }
     }
 
+    /// Adds this instance's counts to Redis now.
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        self.minutes.flush().await
+    }
+
     /// The last hour as of `now_ms`.
-    pub(crate) fn report(&self, now_ms: u64) -> Activity {
-        let minute = now_ms / 60_000;
-        let s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let recent = |m: u64| m + MINUTES > minute;
-        let minutes = s
+    pub(crate) async fn report(&self, now_ms: u64) -> Result<Activity, Error> {
+        let minutes = self
             .minutes
             .report(now_ms)
+            .await?
             .into_iter()
             .map(|m| ActivityMinute {
                 start_ms: m.start_ms,
                 by_policy: m.counts,
             })
             .collect();
-        let mut top: Vec<TopKey> = s
-            .keys
+        Ok(Activity {
+            minutes,
+            top: self.top(now_ms),
+        })
+    }
+
+    /// The keys rejected most in the hour up to `now_ms`, most first.
+    fn top(&self, now_ms: u64) -> Vec<TopKey> {
+        let minute = now_ms / 60_000;
+        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut top: Vec<TopKey> = keys
+            .counts
             .iter()
-            .filter(|(_, (_, last))| recent(*last))
+            .filter(|(_, (_, last))| last + MINUTES > minute)
             .map(|((policy, hash), (n, last))| TopKey {
                 policy: policy.to_string(),
                 key_hash: hash.clone(),
@@ -156,7 +185,7 @@ impl Decisions {
                 .then(a.key_hash.cmp(&b.key_hash))
         });
         top.truncate(TOP);
-        Activity { minutes, top }
+        top
     }
 }
 
@@ -164,9 +193,9 @@ impl Decisions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_per_minute_and_per_key_for_an_hour() {
-        let r = Decisions::default();
+    #[tokio::test]
+    async fn counts_per_minute_and_per_key_for_an_hour() {
+        let r = Decisions::new(&Handle::in_process(), String::new());
         let (ip, login): (Arc<str>, Arc<str>) = (Arc::from("ip"), Arc::from("login"));
         let t0 = 1_000 * 60_000;
         for _ in 0..3 {
@@ -176,7 +205,7 @@ mod tests {
         r.allowed([&ip, &login].into_iter(), t0 + 2);
         r.allowed([&ip].into_iter(), t0 + 3);
         r.rejected(&ip, "198.51.100.1", t0 + 60_000);
-        let report = r.report(t0 + 60_000);
+        let report = r.report(t0 + 60_000).await.unwrap();
         assert_eq!(report.minutes.len(), 2);
         let first = &report.minutes[0].by_policy;
         assert_eq!(
@@ -202,22 +231,28 @@ mod tests {
         let text = serde_json::to_string(&report).unwrap_or_default();
         assert!(!text.contains("203.0.113.9") && !text.contains("alice"));
         // An hour on, the first minute and its keys are gone.
-        let later = r.report(t0 + 60 * 60_000);
+        let later = r.report(t0 + 60 * 60_000).await.unwrap();
         assert_eq!(later.minutes.len(), 1);
         assert_eq!(later.top.len(), 1);
     }
 
-    #[test]
-    fn a_spray_of_fresh_keys_cannot_grow_the_table() {
-        let r = Decisions::default();
+    #[tokio::test]
+    async fn a_spray_of_fresh_keys_cannot_grow_the_table() {
+        let r = Decisions::new(&Handle::in_process(), String::new());
         let ip: Arc<str> = Arc::from("ip");
         for i in 0..(KEYS + 500) {
             r.rejected(&ip, &format!("10.0.{}.{}", i / 256, i % 256), 0);
         }
-        let s = r.0.lock().unwrap_or_else(PoisonError::into_inner);
-        assert_eq!(s.keys.len(), KEYS);
+        let kept = r
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .counts
+            .len();
+        assert_eq!(kept, KEYS);
+        let report = r.report(0).await.unwrap();
         assert_eq!(
-            s.minutes.report(0)[0].counts["ip"].rejected,
+            report.minutes[0].by_policy["ip"].rejected,
             (KEYS + 500) as u64
         );
     }

@@ -372,12 +372,20 @@ impl RateLimiter {
             .component(Component::RateLimit)
             .with_hash_tag(false)
             .global_scope(module);
+        // The decisions' minute hashes: one slot (the module's tag), read together.
+        let activity = keyspace
+            .component(Component::RateLimit)
+            .global_scope(module);
+        let decisions = Arc::new(Decisions::new(
+            &handle,
+            format!("{}activity:", activity.base()),
+        ));
         Self {
             inner: Arc::new(Inner {
                 handle,
                 scope,
                 module: module.clone(),
-                decisions: Arc::default(),
+                decisions,
                 tagged,
                 script: redis::Script::new(include_str!("../lua/gcra.lua")),
                 release: redis::Script::new(include_str!("../lua/release.lua")),
@@ -556,12 +564,30 @@ impl RateLimiter {
         }
     }
 
-    /// What this limiter (and its copies) decided in the last hour: admissions and
-    /// rejections per policy per minute, and the keys rejected most, hashed (see
-    /// [`crate::activity`]).
-    #[must_use]
-    pub fn activity(&self) -> Activity {
-        self.inner.decisions.report(larder_core::time::now_ms())
+    /// What the limiters of this module decided in the last hour: admissions and
+    /// rejections per policy per minute, every instance's added up through Redis
+    /// (each adds its counts every
+    /// [`FLUSH_EVERY`](larder_core::last_hour::FLUSH_EVERY); this one's are
+    /// current), and the keys this instance rejected most, hashed (see
+    /// [`crate::activity`]). In process, this instance's.
+    ///
+    /// # Errors
+    /// Redis's error.
+    pub async fn activity(&self) -> Result<Activity, larder_core::Error> {
+        self.inner
+            .decisions
+            .report(larder_core::time::now_ms())
+            .await
+    }
+
+    /// Adds this instance's decisions to the shared [`activity`](Self::activity)
+    /// now (it also happens every
+    /// [`FLUSH_EVERY`](larder_core::last_hour::FLUSH_EVERY)).
+    ///
+    /// # Errors
+    /// Redis's error.
+    pub async fn share_activity(&self) -> Result<(), larder_core::Error> {
+        self.inner.decisions.flush().await
     }
 
     /// A decision's `ratelimit.check` span ([`larder_core::trace`]): the module and a

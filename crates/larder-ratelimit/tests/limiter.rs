@@ -30,6 +30,46 @@ async fn warm(limiter: &RateLimiter) {
 }
 
 on_every_topology!(
+    async fn every_instances_decisions_add_up(redis: &Redis) {
+        // Two instances of an app (a handle each) share one quota of 3 a minute.
+        let (a, b) = (
+            RateLimiter::new(handle(redis)),
+            RateLimiter::new(handle(redis)),
+        );
+        let policy = Policy::new("shared", "3/minute").unwrap();
+        let check = |limiter: &RateLimiter| {
+            let (limiter, policy) = (limiter.clone(), policy.clone());
+            async move { limiter.check(&[Check::new(&policy, "user:7")]).await }
+        };
+        for _ in 0..2 {
+            assert!(check(&a).await.is_allowed());
+        }
+        assert!(check(&b).await.is_allowed());
+        assert!(!check(&b).await.is_allowed());
+        // (allowed, rejected) of the policy over the hour, as `limiter` reports it.
+        let seen = |limiter: &RateLimiter| {
+            let limiter = limiter.clone();
+            async move {
+                let activity = limiter.activity().await.unwrap();
+                let counts = activity
+                    .minutes
+                    .iter()
+                    .filter_map(|m| m.by_policy.get("shared"));
+                counts.fold((0, 0), |(a, r), c| (a + c.allowed, r + c.rejected))
+            }
+        };
+        assert_eq!(seen(&a).await, (2, 0), "before sharing, its own");
+        a.share_activity().await.unwrap();
+        b.share_activity().await.unwrap();
+        assert_eq!(seen(&a).await, (3, 1));
+        assert_eq!(seen(&b).await, (3, 1));
+        // The keys rejected most stay each instance's own.
+        assert!(a.activity().await.unwrap().top.is_empty());
+        assert_eq!(b.activity().await.unwrap().top.len(), 1);
+    }
+);
+
+on_every_topology!(
     async fn concurrent_requests_admit_exactly_the_limit(redis: &Redis) {
         let limiter = RateLimiter::new(handle(redis));
         warm(&limiter).await;
