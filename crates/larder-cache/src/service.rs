@@ -267,14 +267,14 @@ impl LookupCounts {
 impl Fields for LookupCounts {
     const NAMES: &'static [&'static str] = &["hits", "stale", "misses"];
 
-    fn get(&self, i: usize) -> u64 {
+    fn value(&self, i: usize) -> u64 {
         [self.hits, self.stale, self.misses]
             .get(i)
             .copied()
             .unwrap_or(0)
     }
 
-    fn add(&mut self, i: usize, n: u64) {
+    fn add_value(&mut self, i: usize, n: u64) {
         let field = match i {
             0 => &mut self.hits,
             1 => &mut self.stale,

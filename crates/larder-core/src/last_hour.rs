@@ -123,10 +123,10 @@ pub trait Fields: Default + Clone {
     const NAMES: &'static [&'static str];
 
     /// The number named `NAMES[i]` (0 for any other `i`).
-    fn get(&self, i: usize) -> u64;
+    fn value(&self, i: usize) -> u64;
 
     /// Adds `n` to the number named `NAMES[i]` (nothing for any other `i`).
-    fn add(&mut self, i: usize, n: u64);
+    fn add_value(&mut self, i: usize, n: u64);
 }
 
 /// How often a [`SharedHour`] adds what this instance counted to Redis.
@@ -233,7 +233,7 @@ impl<C: Fields + Send + 'static> SharedHour<C> {
                 };
                 if let Some(i) = C::NAMES.iter().position(|f| *f == field) {
                     let counts = minutes.entry(minute).or_default();
-                    counts.entry(name.to_owned()).or_default().add(i, n);
+                    counts.entry(name.to_owned()).or_default().add_value(i, n);
                 }
             }
         }
@@ -272,7 +272,7 @@ impl<C: Fields> Inner<C> {
             let key = format!("{base}{}", m.start_ms / 60_000);
             for (name, counts) in &m.counts {
                 for (i, field) in C::NAMES.iter().enumerate() {
-                    let n = counts.get(i);
+                    let n = counts.value(i);
                     if n > 0 {
                         pipe.cmd("HINCRBY")
                             .arg(&key)
@@ -304,7 +304,7 @@ async fn flush_every<C: Fields>(inner: Weak<Inner<C>>) {
 /// Adds every field of `c` to `to`.
 fn add_all<C: Fields>(to: &mut C, c: &C) {
     for i in 0..C::NAMES.len() {
-        to.add(i, c.get(i));
+        to.add_value(i, c.value(i));
     }
 }
 
@@ -315,7 +315,7 @@ fn bounded<C: Fields>(counts: BTreeMap<String, C>, names: usize) -> BTreeMap<Str
     if counts.len() <= names {
         return counts;
     }
-    let total = |c: &C| (0..C::NAMES.len()).map(|i| c.get(i)).sum::<u64>();
+    let total = |c: &C| (0..C::NAMES.len()).map(|i| c.value(i)).sum::<u64>();
     let mut by_size: Vec<(String, C)> = counts.into_iter().collect();
     by_size.sort_by(|a, b| total(&b.1).cmp(&total(&a.1)).then(a.0.cmp(&b.0)));
     let rest = by_size.split_off(names - 1);

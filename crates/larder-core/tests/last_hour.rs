@@ -20,11 +20,11 @@ struct Hits {
 impl Fields for Hits {
     const NAMES: &'static [&'static str] = &["hits", "misses"];
 
-    fn get(&self, i: usize) -> u64 {
+    fn value(&self, i: usize) -> u64 {
         [self.hits, self.misses].get(i).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, i: usize, n: u64) {
+    fn add_value(&mut self, i: usize, n: u64) {
         match i {
             0 => self.hits += n,
             1 => self.misses += n,

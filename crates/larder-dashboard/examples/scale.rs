@@ -1,16 +1,22 @@
 //! The dashboard at scale (`scripts/bench-dashboard` runs it): fills the Redis at
 //! `REDIS_URL` with `JOBS` jobs (default 1,000,000: 60 % ready over 3 queues and
 //! 50 tenants, 20 % delayed, 20 % dead) and `CACHE_ENTRIES` cache entries (default
-//! 100,000) and `SESSIONS` sessions over 50 tenants (default 10,000), serves the
+//! 100,000) and `SESSIONS` sessions over 50 tenants (default 10,000), fills the
+//! cache's shared hour of look-ups at its bounds (every minute of the hour: 100
+//! modules and `LOOKUP_TENANTS` tenants, default 1,000, as if each instance of an
+//! app had counted its look-ups and added them), serves the
 //! dashboard over Axum on a loopback port, and times every page and JSON endpoint
 //! over HTTP (`TRIES` times each, default 5). Prints one Markdown row per
 //! endpoint: median and slowest.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)] // a benchmark
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use larder_cache::Cache;
+use larder_cache::{Cache, LookupCounts};
+use larder_core::keyspace::Component;
+use larder_core::last_hour::{Fields, SharedHour};
 use larder_core::{Handle, Module, Tenant};
 use larder_dashboard::Dashboard;
 use larder_jobs::inspect::Listing;
@@ -106,6 +112,39 @@ async fn fill(jobs: &Jobs, cache: &Cache, total: u64, entries: u64) {
     eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// The cache's hour of look-ups at its bounds: for each minute of the last hour,
+/// 100 modules and `tenants` tenants, each with hits, stale serves and misses.
+/// Counted through a `SharedHour` on the cache's own hashes (the key base as the
+/// cache builds it: its system module's global scope), then added to Redis.
+async fn fill_lookup_hour(handle: &Handle, tenants: u64) {
+    let started = Instant::now();
+    let keyspace = handle.keyspace().component(Component::Cache);
+    let base = keyspace.global_scope(&Module::new("_larder").unwrap());
+    let now = larder_core::time::now_ms();
+    for (what, names) in [("module", 100), ("tenant", tenants)] {
+        let hour: SharedHour<LookupCounts> = SharedHour::new(
+            handle,
+            format!("{}lookups:{what}:", base.base()),
+            usize::try_from(names).unwrap(),
+        );
+        for minutes_ago in (0..60).rev() {
+            let at = now - minutes_ago * 60_000;
+            for i in 0..names {
+                hour.count(&Arc::from(format!("{what}-{i}")), at, |c| {
+                    for (field, n) in [90, 3, 7].into_iter().enumerate() {
+                        c.add_value(field, n); // hits, stale serves, misses
+                    }
+                });
+            }
+        }
+        hour.flush().await.unwrap();
+    }
+    eprintln!(
+        "hour of look-ups filled in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let handle = Handle::from_env().unwrap();
@@ -151,6 +190,7 @@ async fn main() {
             )])
             .await;
     }
+    fill_lookup_hour(&handle, var("LOOKUP_TENANTS", 1_000)).await;
     let dead_id = jobs.list("doomed", Listing::Dead, 0, 1).await.unwrap().jobs[0]
         .id
         .clone();

@@ -62,11 +62,11 @@ pub struct PolicyCounts {
 impl Fields for PolicyCounts {
     const NAMES: &'static [&'static str] = &["allowed", "rejected"];
 
-    fn get(&self, i: usize) -> u64 {
+    fn value(&self, i: usize) -> u64 {
         [self.allowed, self.rejected].get(i).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, i: usize, n: u64) {
+    fn add_value(&mut self, i: usize, n: u64) {
         match i {
             0 => self.allowed += n,
             1 => self.rejected += n,
