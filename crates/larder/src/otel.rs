@@ -104,6 +104,9 @@ impl Otel {
         let tracer = self.provider.tracer("larder");
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(
                 Targets::new()
                     .with_default(Level::INFO)
