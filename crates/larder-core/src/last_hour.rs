@@ -129,8 +129,20 @@ pub trait Fields: Default + Clone {
     fn add_value(&mut self, i: usize, n: u64);
 }
 
+/// How many names a [`SharedHour`] flush adds to a minute's hash at most: the
+/// ones this instance counted most since the last flush, the rest under
+/// [`OTHERS`]. It bounds what a report reads (a dashboard table shows the names
+/// counted most), whatever the bound of names counted in process.
+pub const SHARED_NAMES: usize = 100;
+
 /// How often a [`SharedHour`] adds what this instance counted to Redis.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// The deadline of a flush and of a report's read. Neither is on a request's path
+/// to its answer (a flush runs in the background, a report serves a dashboard
+/// page), and at the bounds a minute's hash holds thousands of fields: the
+/// guard's per-request deadline would cut them short.
+const DEADLINE: Duration = Duration::from_millis(500);
 
 /// How long a minute's hash is kept: the hour and a few minutes.
 const KEPT_MS: u64 = (MINUTES + 5) * 60_000;
@@ -205,8 +217,9 @@ impl<C: Fields + Send + 'static> SharedHour<C> {
 
     /// The minutes of the last hour as of `now_ms` that counted anything, oldest
     /// first: every instance's counts (what they added to Redis), and this one's
-    /// not added yet. A minute holds at most the bound of names given to
-    /// [`new`](Self::new), the rest counted under [`OTHERS`].
+    /// not added yet. With Redis, a minute holds at most [`SHARED_NAMES`] names (or
+    /// the bound given to [`new`](Self::new), if lower), the rest counted under
+    /// [`OTHERS`]; in process, the bound given to `new`.
     ///
     /// # Errors
     /// Redis's error.
@@ -221,7 +234,12 @@ impl<C: Fields + Send + 'static> SharedHour<C> {
         for minute in first..=last {
             pipe.cmd("HGETALL").arg(format!("{base}{minute}"));
         }
-        let hashes: Vec<HashMap<String, String>> = handle.pipeline("last_hour_read", &pipe).await?;
+        let hashes: Vec<HashMap<String, String>> = handle
+            .run_with_deadline("last_hour_read", DEADLINE, |mut conn| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
         let mut minutes: BTreeMap<u64, BTreeMap<String, C>> = BTreeMap::new();
         for (minute, hash) in (first..).zip(hashes) {
             for (field, n) in hash {
@@ -247,7 +265,7 @@ impl<C: Fields + Send + 'static> SharedHour<C> {
             .into_iter()
             .map(|(minute, counts)| MinuteCounts {
                 start_ms: minute * 60_000,
-                counts: bounded(counts, self.inner.names),
+                counts: bounded(counts, self.inner.names.min(SHARED_NAMES)),
             })
             .collect())
     }
@@ -268,9 +286,9 @@ impl<C: Fields> Inner<C> {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for m in &minutes {
+        for m in minutes {
             let key = format!("{base}{}", m.start_ms / 60_000);
-            for (name, counts) in &m.counts {
+            for (name, counts) in &bounded(m.counts, self.names.min(SHARED_NAMES)) {
                 for (i, field) in C::NAMES.iter().enumerate() {
                     let n = counts.value(i);
                     if n > 0 {
@@ -284,7 +302,12 @@ impl<C: Fields> Inner<C> {
             }
             pipe.cmd("PEXPIRE").arg(&key).arg(KEPT_MS).ignore();
         }
-        handle.pipeline("last_hour_flush", &pipe).await
+        handle
+            .run_with_deadline("last_hour_flush", DEADLINE, |mut conn| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await
     }
 }
 

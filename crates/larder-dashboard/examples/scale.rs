@@ -136,8 +136,9 @@ async fn fill_lookup_hour(handle: &Handle, tenants: u64) {
                     }
                 });
             }
+            // A flush per minute, as a running instance's (a few per minute).
+            hour.flush().await.unwrap();
         }
-        hour.flush().await.unwrap();
     }
     eprintln!(
         "hour of look-ups filled in {:.1} s",
