@@ -172,7 +172,10 @@ impl<C> std::fmt::Debug for SharedHour<C> {
 struct Inner<C> {
     /// With Redis, what was counted since the last flush; without, the hour.
     counted: Mutex<LastHour<C>>,
+    /// The bound of names counted in process, per minute.
     names: usize,
+    /// The bound of names a flush adds, and a report shows, per minute.
+    shared_names: usize,
     /// The handle and the key base, with Redis.
     redis: Option<(Handle, String)>,
 }
@@ -188,6 +191,7 @@ impl<C: Fields + Send + 'static> SharedHour<C> {
         let inner = Arc::new(Inner {
             counted: Mutex::new(LastHour::new(names)),
             names,
+            shared_names: names.min(SHARED_NAMES),
             redis,
         });
         let flusher = inner
@@ -204,6 +208,20 @@ impl<C: Fields + Send + 'static> SharedHour<C> {
     /// Counts at `now_ms` for `name`: `count` adds to its minute's counts.
     pub fn count(&self, name: &Arc<str>, now_ms: u64, count: impl FnOnce(&mut C)) {
         count(self.inner.lock().count(name, now_ms));
+    }
+
+    /// Counts at `now_ms` for each of `names` (under one lock): `count` adds to
+    /// each one's minute's counts.
+    pub fn count_each<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a Arc<str>>,
+        now_ms: u64,
+        count: impl Fn(&mut C),
+    ) {
+        let mut counted = self.inner.lock();
+        for name in names {
+            count(counted.count(name, now_ms));
+        }
     }
 
     /// Adds what this instance counted to Redis now (it also happens every
@@ -265,7 +283,7 @@ impl<C: Fields + Send + 'static> SharedHour<C> {
             .into_iter()
             .map(|(minute, counts)| MinuteCounts {
                 start_ms: minute * 60_000,
-                counts: bounded(counts, self.inner.names.min(SHARED_NAMES)),
+                counts: bounded(counts, self.inner.shared_names),
             })
             .collect())
     }
@@ -288,7 +306,7 @@ impl<C: Fields> Inner<C> {
         let mut pipe = redis::pipe();
         for m in minutes {
             let key = format!("{base}{}", m.start_ms / 60_000);
-            for (name, counts) in &bounded(m.counts, self.names.min(SHARED_NAMES)) {
+            for (name, counts) in &bounded(m.counts, self.shared_names) {
                 for (i, field) in C::NAMES.iter().enumerate() {
                     let n = counts.value(i);
                     if n > 0 {

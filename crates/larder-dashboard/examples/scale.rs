@@ -192,6 +192,13 @@ async fn main() {
             .await;
     }
     fill_lookup_hour(&handle, var("LOOKUP_TENANTS", 1_000)).await;
+    // The key rule is written again above: the cache must read what was written.
+    let hour = cache.last_hour().await.unwrap();
+    assert_eq!(
+        hour.by_tenant.len(),
+        60,
+        "the hour was filled where the cache reads"
+    );
     let dead_id = jobs.list("doomed", Listing::Dead, 0, 1).await.unwrap().jobs[0]
         .id
         .clone();

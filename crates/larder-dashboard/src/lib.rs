@@ -35,7 +35,7 @@
 //! | `POST /jobs/{id}/revoke`, `/redrive`, `/delete` | revoke a job; send a dead one back to its queue; delete one no worker holds |
 //! | `POST /queues/{name}/redrive-dead` | redrive a queue's dead jobs, oldest first, at most 1,000 per request |
 //! | `POST /queues/{name}/purge` | delete every ready job of a queue |
-//! | `GET /rate-limits?key=` | this instance's admissions and rejections of the last hour per minute and policy (charts), the keys rejected most (hashed), a key's hash |
+//! | `GET /rate-limits?key=` | every instance's admissions and rejections of the last hour per minute and policy (charts), the keys this instance rejected most (hashed), a key's hash |
 //! | `GET /cache-stats` | hit ratio, entries, memory, degraded look-ups; each module's and tenant's hit ratio over the last hour; the breaker's last outages |
 //! | `POST /cache-invalidate` | form fields `tenant`, `module`: drop one module's entries for one tenant, or with no module all of the tenant's |
 //! | `GET /sessions?tenant=&user=` | live sessions without a tenant and of the tenants that logged in last; a user's live sessions (started, last seen, user agent, IP) |

@@ -113,9 +113,8 @@ impl Decisions {
 
     /// Counts a request `policies` admitted at `now_ms`.
     pub(crate) fn allowed<'a>(&self, policies: impl Iterator<Item = &'a Arc<str>>, now_ms: u64) {
-        for policy in policies {
-            self.minutes.count(policy, now_ms, |c| c.allowed += 1);
-        }
+        self.minutes
+            .count_each(policies, now_ms, |c| c.allowed += 1);
     }
 
     /// Counts a rejection of `key` by `policy` at `now_ms`.
